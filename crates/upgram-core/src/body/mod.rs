@@ -1,0 +1,75 @@
+//! The XML bodies (SPEC.md §4): query, response (also the fallback document), fallback, error.
+//!
+//! Every body type has `decode(&'a [u8])`, which borrows strings from the input, and
+//! `encode(&self, &mut Vec<u8>)`, which writes the canonical form: no declaration, no whitespace
+//! between elements, attributes in the order of the spec, `false` flags left out.
+
+pub mod error;
+pub mod fallback;
+pub mod query;
+pub mod response;
+pub mod value;
+pub(crate) mod xml;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use fallback::Fallback;
+pub use query::{Query, QueryFile, QueryModule};
+pub use response::{
+    Binding, Delta, FileAction, FileEntry, FileMode, ModuleAnswer, Package, Payload, Requires,
+    Response, Status, UpgradeInfo,
+};
+
+use crate::error::BodyError;
+use xml::{Element, Node, XmlReader};
+
+/// Parses a whole document whose root must be `<root>`, then checks nothing follows it.
+pub(crate) fn parse_document<'a, T>(
+    bytes: &'a [u8],
+    root: &'static str,
+    parse_root: impl FnOnce(&mut XmlReader<'a>, Element<'a>) -> Result<T, BodyError>,
+) -> Result<T, BodyError> {
+    let mut reader = XmlReader::new(bytes)?;
+    let element = match reader.next()? {
+        Node::Open(element) if element.name == root => element,
+        Node::Open(element) => {
+            return Err(BodyError::WrongRoot {
+                expected: root,
+                found: format!("<{}>", element.name),
+            });
+        }
+        Node::Close => {
+            return Err(BodyError::WrongRoot {
+                expected: root,
+                found: "an empty document".into(),
+            });
+        }
+    };
+    let value = parse_root(&mut reader, element)?;
+    match reader.next()? {
+        Node::Close => Ok(value),
+        Node::Open(extra) => Err(BodyError::XmlSyntax {
+            offset: extra.offset,
+            reason: "a second root element".into(),
+        }),
+    }
+}
+
+/// Visits the children of `element`: known ones go to `child`, unknown ones are skipped
+/// (forward compatibility, SPEC.md §4.1.3).
+pub(crate) fn for_each_child<'a>(
+    reader: &mut XmlReader<'a>,
+    element: &Element<'a>,
+    known: &[&str],
+    mut child: impl FnMut(&mut XmlReader<'a>, Element<'a>) -> Result<(), BodyError>,
+) -> Result<(), BodyError> {
+    if element.empty {
+        return Ok(());
+    }
+    loop {
+        match reader.next()? {
+            Node::Open(next) if known.contains(&next.name) => child(reader, next)?,
+            Node::Open(next) => reader.skip(&next)?,
+            Node::Close => return Ok(()),
+        }
+    }
+}

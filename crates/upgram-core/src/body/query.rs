@@ -1,0 +1,221 @@
+//! The query body (SPEC.md §4.3): which modules, and optionally which files, a client has at
+//! which versions ([0063]-[0066], [0076]-[0078]).
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+
+use crate::body::value::Fields;
+use crate::body::xml::{Element, XmlReader, write_attribute};
+use crate::body::{for_each_child, parse_document};
+use crate::error::{BodyError, EncodeError};
+use crate::limits::{MAX_FILES_PER_MODULE, MAX_MODULES};
+use crate::version::Version;
+
+/// A query: the installed modules a client asks about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Query<'a> {
+    /// One entry per module, at least one.
+    pub modules: Vec<QueryModule<'a>>,
+}
+
+/// One module of a query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueryModule<'a> {
+    /// The module id.
+    pub id: Cow<'a, str>,
+    /// The installed version; `None` when the module is not installed (the client asks how to
+    /// install it).
+    pub version: Option<Version<'a>>,
+    /// File-level entries: files whose own versions the client reports (frequent files).
+    pub files: Vec<QueryFile<'a>>,
+}
+
+/// A file-level entry of a query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueryFile<'a> {
+    /// The file id (a relative path).
+    pub id: Cow<'a, str>,
+    /// The file's installed version: the version in which its content last changed.
+    pub version: Version<'a>,
+}
+
+const EMPTY_QUERY_LEN: usize = "<query></query>".len();
+
+impl<'a> Query<'a> {
+    /// Decodes a query body.
+    ///
+    /// ```
+    /// let query = upgram_core::body::Query::decode(br#"<query><module id="core" version="1.2"/></query>"#)?;
+    /// assert_eq!(query.modules[0].id, "core");
+    /// # Ok::<(), upgram_core::error::BodyError>(())
+    /// ```
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
+        parse_document(bytes, "query", |reader, root| {
+            let mut modules = Vec::new();
+            for_each_child(reader, &root, &["module"], |reader, element| {
+                if modules.len() == MAX_MODULES {
+                    return Err(BodyError::TooManyElements {
+                        what: "modules",
+                        max: MAX_MODULES,
+                    });
+                }
+                modules.push(QueryModule::parse(reader, element)?);
+                Ok(())
+            })?;
+            if modules.is_empty() {
+                return Err(BodyError::MissingElement {
+                    element: "query",
+                    context: String::new(),
+                    child: "module",
+                });
+            }
+            Ok(Query { modules })
+        })
+    }
+
+    /// Writes the canonical encoding.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"<query>");
+        for module in &self.modules {
+            module.encode(out);
+        }
+        out.extend_from_slice(b"</query>");
+    }
+
+    /// The canonical encoding in a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(EMPTY_QUERY_LEN + 64 * self.modules.len());
+        self.encode(&mut out);
+        out
+    }
+
+    /// Splits `modules` over as few queries as keep each body within `max_body_len` bytes,
+    /// in order (P3). Fails if one module alone does not fit.
+    pub fn split(
+        modules: Vec<QueryModule<'a>>,
+        max_body_len: usize,
+    ) -> Result<Vec<Query<'a>>, EncodeError> {
+        let mut queries = Vec::new();
+        let mut current = Vec::new();
+        let mut len = EMPTY_QUERY_LEN;
+        let mut scratch = Vec::new();
+        for module in modules {
+            scratch.clear();
+            module.encode(&mut scratch);
+            if EMPTY_QUERY_LEN + scratch.len() > max_body_len {
+                return Err(EncodeError::TooLarge {
+                    len: EMPTY_QUERY_LEN + scratch.len(),
+                    max: max_body_len,
+                });
+            }
+            if len + scratch.len() > max_body_len {
+                queries.push(Query {
+                    modules: std::mem::take(&mut current),
+                });
+                len = EMPTY_QUERY_LEN;
+            }
+            len += scratch.len();
+            current.push(module);
+        }
+        if !current.is_empty() {
+            queries.push(Query { modules: current });
+        }
+        Ok(queries)
+    }
+
+    /// Copies every borrowed string, detaching the query from its input.
+    pub fn into_owned(self) -> Query<'static> {
+        Query {
+            modules: self
+                .modules
+                .into_iter()
+                .map(QueryModule::into_owned)
+                .collect(),
+        }
+    }
+}
+
+impl<'a> QueryModule<'a> {
+    fn parse(reader: &mut XmlReader<'a>, element: Element<'a>) -> Result<Self, BodyError> {
+        let (mut id, mut version) = (None, None);
+        element.for_each_attribute(|name, value| {
+            match name {
+                "id" => id = Some(value),
+                "version" => version = Some(value),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        let fields = Fields::new("module", id.as_deref());
+        let version = version.map(|v| fields.version("version", v)).transpose()?;
+        let id = fields.module_id("id", fields.required("id", id.clone())?)?;
+        let mut files = Vec::new();
+        for_each_child(reader, &element, &["file"], |reader, child| {
+            if files.len() == MAX_FILES_PER_MODULE {
+                return Err(BodyError::TooManyElements {
+                    what: "files in a module",
+                    max: MAX_FILES_PER_MODULE,
+                });
+            }
+            files.push(QueryFile::parse(reader, child)?);
+            Ok(())
+        })?;
+        Ok(QueryModule { id, version, files })
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"<module");
+        write_attribute(out, "id", &self.id);
+        if let Some(version) = &self.version {
+            write_attribute(out, "version", version.as_str());
+        }
+        if self.files.is_empty() {
+            out.extend_from_slice(b"/>");
+            return;
+        }
+        out.push(b'>');
+        for file in &self.files {
+            out.extend_from_slice(b"<file");
+            write_attribute(out, "id", &file.id);
+            write_attribute(out, "version", file.version.as_str());
+            out.extend_from_slice(b"/>");
+        }
+        out.extend_from_slice(b"</module>");
+    }
+
+    /// Copies every borrowed string.
+    pub fn into_owned(self) -> QueryModule<'static> {
+        QueryModule {
+            id: Cow::Owned(self.id.into_owned()),
+            version: self.version.map(Version::into_owned),
+            files: self
+                .files
+                .into_iter()
+                .map(|f| QueryFile {
+                    id: Cow::Owned(f.id.into_owned()),
+                    version: f.version.into_owned(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl<'a> QueryFile<'a> {
+    fn parse(reader: &mut XmlReader<'a>, element: Element<'a>) -> Result<Self, BodyError> {
+        let (mut id, mut version) = (None, None);
+        element.for_each_attribute(|name, value| {
+            match name {
+                "id" => id = Some(value),
+                "version" => version = Some(value),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        reader.finish_leaf(&element, &[], "file")?;
+        let fields = Fields::new("file", id.as_deref());
+        let version = fields.version("version", fields.required("version", version)?)?;
+        let id = fields.file_id("id", fields.required("id", id.clone())?)?;
+        Ok(QueryFile { id, version })
+    }
+}

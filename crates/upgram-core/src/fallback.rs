@@ -1,0 +1,141 @@
+//! The fallback decision (SPEC.md §8, [0084]): an answer that fits a datagram goes inline;
+//! one that does not becomes a document served over HTTP, and the datagram carries its URLs,
+//! size and SHA-256, signed.
+//!
+//! A [`PreparedReply`] holds everything but the request id and the optional fresh server
+//! cookie, so a server signs once and answers every identical query from it until it expires.
+
+use crate::body::{Fallback, Response};
+use crate::cookie::ServerCookie;
+use crate::digest::Sha256Digest;
+use crate::error::EncodeError;
+use crate::limits::{HEADER_LEN, MAX_DATAGRAM_LEN, MAX_DOCUMENT_LEN};
+use crate::sign::{Nonce, ReplySigner, SignatureBlock};
+use crate::wire::{Flags, Frame, MessageKind, trailer_len};
+
+/// The full answer document of a fallback, to be served at the mirrors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FallbackDocument {
+    /// The document: the `<response>` body that did not fit.
+    pub bytes: Vec<u8>,
+    /// Its SHA-256, which the fallback datagram signs.
+    pub sha256: Sha256Digest,
+}
+
+/// What a reply's trailer will carry, which decides whether the answer fits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplyShape {
+    /// The query's nonce, for a nonce-bound signature.
+    pub nonce: Option<Nonce>,
+    /// Whether the datagram will carry a fresh server cookie.
+    pub server_cookie: bool,
+}
+
+impl ReplyShape {
+    fn flags(&self) -> Flags {
+        let mut bits = 0;
+        if self.nonce.is_some() {
+            bits |= Flags::NONCE;
+        }
+        if self.server_cookie {
+            bits |= Flags::SERVER_COOKIE;
+        }
+        Flags(bits)
+    }
+}
+
+/// A signed reply, ready to be framed for any query with the same body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedReply {
+    /// [`MessageKind::Response`] or [`MessageKind::Fallback`].
+    pub kind: MessageKind,
+    /// The signed body: the response, or the fallback pointer.
+    pub body: Vec<u8>,
+    /// The signature over it.
+    pub signature: SignatureBlock,
+    /// The shape it was made for.
+    pub shape: ReplyShape,
+    /// For a fallback, the document to serve.
+    pub document: Option<FallbackDocument>,
+}
+
+impl PreparedReply {
+    /// The frame for the query with `request_id`; `server_cookie` is sent only if the shape
+    /// said so.
+    pub fn frame(&self, request_id: u64, server_cookie: Option<ServerCookie>) -> Frame<'_> {
+        Frame {
+            kind: self.kind,
+            request_id,
+            body: &self.body,
+            client_cookie: None,
+            server_cookie: server_cookie.filter(|_| self.shape.server_cookie),
+            nonce: self.shape.nonce,
+            signature: Some(self.signature),
+            padding: 0,
+        }
+    }
+
+    /// Length of the datagram this reply encodes to.
+    pub fn datagram_len(&self) -> usize {
+        datagram_len(self.kind, self.shape, self.body.len())
+    }
+}
+
+fn datagram_len(kind: MessageKind, shape: ReplyShape, body_len: usize) -> usize {
+    HEADER_LEN + body_len + trailer_len(kind, shape.flags())
+}
+
+/// Encodes, decides inline or fallback, and signs (SPEC.md §8.1).
+///
+/// `mirrors` gives the document's URLs from its SHA-256 (e.g. `{public}/doc/{sha256}.xml`); it
+/// is called only when the answer does not fit.
+pub fn prepare_reply(
+    response: &Response<'_>,
+    signer: &ReplySigner,
+    shape: ReplyShape,
+    mirrors: impl FnOnce(&Sha256Digest) -> Vec<String>,
+) -> Result<PreparedReply, EncodeError> {
+    let body = response.to_vec();
+    if datagram_len(MessageKind::Response, shape, body.len()) <= MAX_DATAGRAM_LEN {
+        let signature = signer.sign(MessageKind::Response, shape.nonce.as_ref(), &body);
+        return Ok(PreparedReply {
+            kind: MessageKind::Response,
+            body,
+            signature,
+            shape,
+            document: None,
+        });
+    }
+    if body.len() > MAX_DOCUMENT_LEN {
+        return Err(EncodeError::TooLarge {
+            len: body.len(),
+            max: MAX_DOCUMENT_LEN,
+        });
+    }
+    let sha256 = Sha256Digest::of(&body);
+    let pointer = Fallback {
+        binding: response.binding,
+        size: body.len() as u64,
+        sha256,
+        mirrors: mirrors(&sha256).into_iter().map(Into::into).collect(),
+    };
+    let pointer_body = pointer.to_vec();
+    let len = datagram_len(MessageKind::Fallback, shape, pointer_body.len());
+    if len > MAX_DATAGRAM_LEN {
+        return Err(EncodeError::TooLarge {
+            len,
+            max: MAX_DATAGRAM_LEN,
+        });
+    }
+    let signature = signer.sign(MessageKind::Fallback, shape.nonce.as_ref(), &pointer_body);
+    Ok(PreparedReply {
+        kind: MessageKind::Fallback,
+        body: pointer_body,
+        signature,
+        shape,
+        document: Some(FallbackDocument {
+            bytes: body,
+            sha256,
+        }),
+    })
+}

@@ -1,0 +1,39 @@
+//! Every size limit of the protocol in one place (SPEC.md §10.8, "Size limits").
+//!
+//! Both sides enforce these before doing work proportional to the input, so that no input can
+//! make a decoder allocate or loop without bound.
+
+/// Largest datagram, in either direction, header and signature included (P1).
+pub const MAX_DATAGRAM_LEN: usize = 1024;
+/// Length of the fixed binary header.
+pub const HEADER_LEN: usize = 20;
+/// Largest fallback document a client fetches over HTTP.
+pub const MAX_DOCUMENT_LEN: usize = 4 * 1024 * 1024;
+/// Deepest element nesting accepted in an XML body (known and unknown elements alike).
+pub const MAX_XML_DEPTH: usize = 8;
+/// Longest attribute value, in bytes as written (before unescaping).
+pub const MAX_ATTRIBUTE_LEN: usize = 2048;
+/// Most attributes on one element.
+pub const MAX_ATTRIBUTES: usize = 16;
+/// Most elements in one document.
+pub const MAX_ELEMENTS: usize = 250_000;
+/// Most modules in one query or response.
+pub const MAX_MODULES: usize = 100_000;
+/// Most files under one module of a query or response.
+pub const MAX_FILES_PER_MODULE: usize = 100_000;
+/// Most mirrors in a fallback body.
+pub const MAX_MIRRORS: usize = 8;
+/// Longest module id.
+pub const MAX_MODULE_ID_LEN: usize = 128;
+/// Longest file id (a relative path).
+pub const MAX_FILE_ID_LEN: usize = 255;
+/// Longest version string.
+pub const MAX_VERSION_LEN: usize = 64;
+/// Longest freeze window: `expires - issued` of a signed answer, in seconds.
+pub const MAX_VALIDITY_SECS: u64 = 600;
+/// How far in the future a signed answer's `issued` may lie, to tolerate clock skew.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 60;
+/// A server never sends an unvalidated source more than this many times the bytes it received.
+pub const AMPLIFICATION_FACTOR: usize = 3;
+/// A query at least this long may receive any reply without a cookie round trip.
+pub const MIN_UNRESTRICTED_QUERY_LEN: usize = MAX_DATAGRAM_LEN.div_ceil(AMPLIFICATION_FACTOR);
