@@ -27,6 +27,8 @@ pub mod error;
 pub mod fallback;
 pub mod limits;
 pub mod message;
+pub mod plan;
+pub mod records;
 pub mod sign;
 pub mod version;
 pub mod wire;

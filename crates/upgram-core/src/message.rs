@@ -192,9 +192,11 @@ impl<'a> Datagram<'a> {
     ///
     /// ```
     /// use upgram_core::message::{Datagram, Message};
+    /// // Vector 01 of protocol-spec/vectors: the minimal query.
     /// let bytes = hex::decode(
-    ///     "5550474d0101000000000000000000012c0000\
-    ///      00003c71756572793e3c6d6f64756c652069643d22636f7265222076657273696f6e3d22312e32222f3e3c2f71756572793e"
+    ///     "5550474d010100000102030405060708003000003c71756572793e3c6d6f6475\
+    ///      6c652069643d22636f7265222076657273696f6e3d22312e32222f3e3c2f7175\
+    ///      6572793e",
     /// ).unwrap();
     /// let datagram = Datagram::decode(&bytes)?;
     /// let Message::Query(query) = &datagram.message else { panic!() };

@@ -1,0 +1,644 @@
+//! Writes the test vectors of `protocol-spec/vectors/` (SPEC.md §11) from the reference codec.
+//!
+//! Run from the workspace root: `cargo run -p upgram-core --example make_vectors`. The vectors
+//! are committed; `tests/vectors.rs` decodes and re-encodes every one of them, so a change of
+//! the wire format shows as a failing test until the vectors (and the spec) are updated too.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use upgram_core::body::{
+    Binding, Delta, ErrorBody, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package, Payload,
+    Query, QueryFile, QueryModule, Requires, Response, Status, UpgradeInfo,
+};
+use upgram_core::cookie::{ClientCookie, CookieSecret, make_server_cookie};
+use upgram_core::fallback::{ReplyShape, prepare_reply};
+use upgram_core::records::{Change, DeltaEntry, Record, RecordDelta, RecordFile};
+use upgram_core::sign::{Nonce, ReplySigner};
+use upgram_core::version::Version;
+use upgram_core::wire::{Frame, QueryOptions};
+use upgram_core::{Datagram, Sha256Digest};
+
+/// The test clock of every vector.
+const NOW: u64 = 1_764_000_000;
+
+fn signer() -> ReplySigner {
+    let seed: [u8; 32] = std::array::from_fn(|i| i as u8);
+    ReplySigner::from_seed(&seed)
+}
+
+fn v(text: &'static str) -> Version<'static> {
+    Version::parse(text).expect("vector versions are valid")
+}
+
+fn digest_of(text: &str) -> Sha256Digest {
+    Sha256Digest::of(text.as_bytes())
+}
+
+struct Writer<'p> {
+    dir: &'p Path,
+    count: usize,
+}
+
+impl Writer<'_> {
+    fn write(
+        &mut self,
+        name: &str,
+        description: &str,
+        kind: &str,
+        payload: Payload_,
+        outcome: Outcome,
+    ) {
+        self.count += 1;
+        let mut out = String::new();
+        let _ = writeln!(out, "name = {name:?}");
+        let _ = writeln!(out, "description = {description:?}");
+        let _ = writeln!(out, "kind = {kind:?}");
+        match payload {
+            Payload_::Hex(bytes) => {
+                let _ = writeln!(out, "hex = \"\"\"");
+                for chunk in bytes.chunks(32) {
+                    let _ = writeln!(out, "{}", hex::encode(chunk));
+                }
+                let _ = writeln!(out, "\"\"\"");
+            }
+            Payload_::Text(text) => {
+                let _ = writeln!(out, "text = '''\n{text}'''");
+            }
+        }
+        match outcome {
+            Outcome::Valid { decoded, reencode } => {
+                if !reencode {
+                    let _ = writeln!(out, "reencode = false");
+                }
+                let _ = writeln!(out, "decoded = '''\n{decoded}\n'''");
+            }
+            Outcome::Invalid(error) => {
+                let _ = writeln!(out, "error = {error:?}");
+            }
+        }
+        let path = self.dir.join(format!("{:02}-{name}.toml", self.count));
+        std::fs::write(&path, out).expect("write vector");
+    }
+
+    fn datagram(&mut self, name: &str, description: &str, bytes: &[u8]) {
+        let decoded = Datagram::decode(bytes).expect("valid vector decodes");
+        let json = serde_json::to_string_pretty(&decoded).expect("serializes");
+        self.write(
+            name,
+            description,
+            "datagram",
+            Payload_::Hex(bytes.to_vec()),
+            Outcome::Valid {
+                decoded: json,
+                reencode: true,
+            },
+        );
+    }
+
+    fn invalid(&mut self, name: &str, description: &str, bytes: &[u8]) {
+        let error = Datagram::decode(bytes).expect_err("invalid vector fails");
+        self.write(
+            name,
+            description,
+            "datagram",
+            Payload_::Hex(bytes.to_vec()),
+            Outcome::Invalid(error.name().into()),
+        );
+    }
+}
+
+enum Payload_ {
+    Hex(Vec<u8>),
+    Text(String),
+}
+
+enum Outcome {
+    Valid { decoded: String, reencode: bool },
+    Invalid(String),
+}
+
+fn query_frame_bytes(request_id: u64, body: &[u8], options: &QueryOptions) -> Vec<u8> {
+    Frame::query(request_id, body, options)
+        .to_vec()
+        .expect("query fits")
+}
+
+fn binding(query_body: &str) -> Binding {
+    Binding {
+        query: digest_of(query_body),
+        issued: NOW,
+        expires: NOW + 300,
+    }
+}
+
+fn payload(url: &'static str, content: &str) -> Payload<'static> {
+    Payload {
+        url: Cow::Borrowed(url),
+        size: content.len() as u64,
+        sha256: digest_of(content),
+    }
+}
+
+fn reply_bytes(
+    response: &Response<'_>,
+    request_id: u64,
+    shape: ReplyShape,
+) -> (Vec<u8>, Option<Vec<u8>>) {
+    let prepared = prepare_reply(response, &signer(), shape, |sha| {
+        vec![
+            format!("https://updates.example.com/doc/{sha}.xml"),
+            format!("https://mirror.example.net/doc/{sha}.xml"),
+        ]
+    })
+    .expect("reply prepares");
+    let bytes = prepared
+        .frame(request_id, None)
+        .to_vec()
+        .expect("reply fits");
+    (bytes, prepared.document.map(|d| d.bytes))
+}
+
+fn main() {
+    let dir = Path::new("protocol-spec/vectors");
+    std::fs::create_dir_all(dir).expect("vectors folder");
+    for entry in std::fs::read_dir(dir).expect("list vectors") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            std::fs::remove_file(path).expect("remove old vector");
+        }
+    }
+    let mut w = Writer { dir, count: 0 };
+
+    // 1. Minimal query.
+    let minimal = Query {
+        modules: vec![QueryModule {
+            id: "core".into(),
+            version: Some(v("1.2")),
+            files: vec![],
+        }],
+    }
+    .to_vec();
+    w.datagram(
+        "minimal-query",
+        "One module at one version, no cookies, no padding.",
+        &query_frame_bytes(0x0102030405060708, &minimal, &QueryOptions::default()),
+    );
+
+    // 2. Multi-module query with file entries and cookies.
+    let multi = Query {
+        modules: vec![
+            QueryModule {
+                id: "main-program".into(),
+                version: Some(v("3.1.0")),
+                files: vec![],
+            },
+            QueryModule {
+                id: "antivirus-db".into(),
+                version: Some(v("2024.11.2")),
+                files: vec![
+                    QueryFile {
+                        id: "db/signatures.rec".into(),
+                        version: v("2024.11.2"),
+                    },
+                    QueryFile {
+                        id: "db/whitelist.rec".into(),
+                        version: v("2024.10.1"),
+                    },
+                ],
+            },
+            QueryModule {
+                id: "pdf-plugin".into(),
+                version: None,
+                files: vec![],
+            },
+        ],
+    }
+    .to_vec();
+    let multi_text = String::from_utf8(multi.clone()).expect("utf8");
+    let secret = CookieSecret([0x42; 32]);
+    let client_cookie = ClientCookie(*b"\x11\x22\x33\x44\x55\x66\x77\x88");
+    let server_cookie = make_server_cookie(
+        &secret,
+        &client_cookie,
+        "127.0.0.1".parse().expect("ip"),
+        NOW,
+    );
+    let options = QueryOptions {
+        client_cookie: Some(client_cookie),
+        server_cookie: Some(server_cookie),
+        ..Default::default()
+    };
+    w.datagram(
+        "multi-module-query",
+        "Three modules: one module-level entry, one with two file-level entries (frequent files), one not installed (no version); client and server cookies (the server cookie made for 127.0.0.1 at the test clock with the test cookie secret).",
+        &query_frame_bytes(0x1111_2222_3333_4444, &multi, &options),
+    );
+
+    // 3. Padded query asking for a nonce-bound signature.
+    let nonce = Nonce(std::array::from_fn(|i| 0xa0 + i as u8));
+    let options = QueryOptions {
+        nonce: Some(nonce),
+        pad_to: 342,
+        ..Default::default()
+    };
+    w.datagram(
+        "padded-nonce-query",
+        "The minimal query padded with zeros to 342 bytes (so any reply is within 3x) and asking for a nonce-bound signature.",
+        &query_frame_bytes(0x0a0b_0c0d_0e0f_1011, &minimal, &options),
+    );
+    let minimal_text = String::from_utf8(minimal.clone()).expect("utf8");
+
+    // 4. Up-to-date response.
+    let current = Response {
+        binding: binding(&minimal_text),
+        base: None,
+        modules: vec![ModuleAnswer::new("core", Status::Current, Some(v("1.2")))],
+    };
+    w.datagram("up-to-date-response", "Answer to vector 01: module core is current at 1.2. Signed with the test key, echo-bound (for = SHA-256 of vector 01's body).", &reply_bytes(&current, 0x0102030405060708, ReplyShape::default()).0);
+
+    // 5. Package response.
+    let mut main = ModuleAnswer::new("core", Status::Update, Some(v("1.3")));
+    main.forced = true;
+    main.floor = Some(v("1.3"));
+    main.upgrade = UpgradeInfo::Package(Package {
+        payload: payload(
+            "https://updates.example.com/p/core-1.3.0-setup.exe",
+            "core 1.3 installer",
+        ),
+        args: Some("/S /norestart".into()),
+    });
+    let package = Response {
+        binding: binding(&minimal_text),
+        base: None,
+        modules: vec![main],
+    };
+    w.datagram("package-response", "core 1.2 -> 1.3 by install package (a critical file changed, [0082]); forced, floor 1.3; installer arguments.", &reply_bytes(&package, 0x0102030405060708, ReplyShape::default()).0);
+
+    // 6. File list with all three modes.
+    let mut db = ModuleAnswer::new("antivirus-db", Status::Update, Some(v("2024.11.3")));
+    db.upgrade = UpgradeInfo::Files(vec![
+        FileEntry {
+            id: "db/signatures.rec".into(),
+            version: v("2024.11.3"),
+            frequent: true,
+            action: FileAction::Incremental {
+                payload: payload("f/6b1c.rec", "full signatures"),
+                delta: Delta {
+                    from: v("2024.11.2"),
+                    payload: payload("d/77aa.delta", "signatures delta"),
+                },
+            },
+        },
+        FileEntry {
+            id: "bin/scan.cfg".into(),
+            version: v("2024.11.3"),
+            frequent: false,
+            action: FileAction::Replace(payload("f/93e0.cfg", "scan config")),
+        },
+        FileEntry {
+            id: "db/legacy.rec".into(),
+            version: v("2024.11.3"),
+            frequent: false,
+            action: FileAction::Delete,
+        },
+    ]);
+    let files = Response {
+        binding: binding(&multi_text),
+        base: Some("https://cdn.example.com/".into()),
+        modules: vec![db],
+    };
+    w.datagram("file-list-response", "A file list with one file of each mode: incremental (with its record delta and the whole file as fallback, frequent), replace, delete; relative URLs resolved against base.", &reply_bytes(&files, 0x1111_2222_3333_4444, ReplyShape::default()).0);
+
+    // 7. Dependencies.
+    let mut plugin = ModuleAnswer::new("pdf-plugin", Status::Update, Some(v("2.0")));
+    plugin.upgrade = UpgradeInfo::Files(vec![FileEntry {
+        id: "plugins/pdf/render.js".into(),
+        version: v("2.0"),
+        frequent: false,
+        action: FileAction::Replace(payload("f/11.js", "render")),
+    }]);
+    plugin.requires = vec![Requires {
+        id: "main-module".into(),
+        min: v("5.1"),
+    }];
+    let mut main_module = ModuleAnswer::new("main-module", Status::Update, Some(v("5.1")));
+    main_module.dependency = true;
+    main_module.full = true;
+    main_module.upgrade = UpgradeInfo::Package(Package {
+        payload: payload("p/mm-5.1.pkg", "main module 5.1"),
+        args: None,
+    });
+    main_module.requires = vec![Requires {
+        id: "main-program".into(),
+        min: v("3.1"),
+    }];
+    let mut main_program = ModuleAnswer::new("main-program", Status::Current, Some(v("3.1.0")));
+    main_program.frequent = vec!["etc/rules.rec".into()];
+    let deps = Response {
+        binding: binding(&multi_text),
+        base: Some("https://cdn.example.com/".into()),
+        modules: vec![plugin, main_module, main_program],
+    };
+    w.datagram("dependencies-response", "pdf-plugin needs main-module >= 5.1, which needs main-program >= 3.1 ([0098]-[0100]): main-module is included as a dependency (full upgrade); main-program is current and carries the server's frequent-file hint.", &reply_bytes(&deps, 0x1111_2222_3333_4444, ReplyShape::default()).0);
+
+    // 8/9. Fallback response and its document.
+    let mut big = Vec::new();
+    for i in 0..12 {
+        let mut m = ModuleAnswer::new(format!("plugin-{i:02}"), Status::Update, Some(v("4.0.1")));
+        m.upgrade = UpgradeInfo::Package(Package {
+            payload: Payload {
+                url: format!("p/plugin-{i:02}-4.0.1.pkg").into(),
+                size: 1000 + i,
+                sha256: Sha256Digest::of(&[i as u8]),
+            },
+            args: None,
+        });
+        big.push(m);
+    }
+    let big = Response {
+        binding: binding(&multi_text),
+        base: Some("https://cdn.example.com/".into()),
+        modules: big,
+    };
+    let (bytes, document) = reply_bytes(&big, 0x1111_2222_3333_4444, ReplyShape::default());
+    w.datagram("fallback-response", "An answer too large for a datagram: the signed fallback carries the document's size, SHA-256 and two mirrors ([0084]). The document is vector 09.", &bytes);
+    let document = String::from_utf8(document.expect("fallback has a document")).expect("utf8");
+    let json = serde_json::to_string_pretty(
+        &Response::decode(document.as_bytes()).expect("document decodes"),
+    )
+    .expect("json");
+    w.write(
+        "fallback-document",
+        "The full response document that vector 08 points at (same schema as an inline body).",
+        "document",
+        Payload_::Text(document),
+        Outcome::Valid {
+            decoded: json,
+            reencode: true,
+        },
+    );
+
+    // 10/11. Errors.
+    let mut unsupported = ErrorBody::new(ErrorCode::UnsupportedVersion);
+    unsupported.supported = vec![1];
+    w.datagram(
+        "error-unsupported-version",
+        "Error code 2, naming the versions the server speaks.",
+        &Frame::error(0x0102030405060708, &unsupported.to_vec())
+            .to_vec()
+            .expect("fits"),
+    );
+    let mut limited = ErrorBody::new(ErrorCode::RateLimited);
+    limited.retry_after = Some(30);
+    limited.message = Some("too many queries from 192.0.2.1".into());
+    w.datagram(
+        "error-rate-limited",
+        "Error code 3 with retry-after and a message.",
+        &Frame::error(0x0102030405060708, &limited.to_vec())
+            .to_vec()
+            .expect("fits"),
+    );
+
+    // 12. Cookie challenge.
+    w.datagram(
+        "cookie-challenge",
+        "Retry with this server cookie (client cookie echoed).",
+        &Frame::cookie_challenge(0x1111_2222_3333_4444, Some(client_cookie), server_cookie)
+            .to_vec()
+            .expect("fits"),
+    );
+
+    // 13. A response of exactly 1024 bytes.
+    let exact = exactly_1024(&minimal_text);
+    assert_eq!(exact.len(), 1024);
+    w.datagram(
+        "response-1024-bytes",
+        "A response datagram of exactly 1024 bytes, the largest allowed, sent inline.",
+        &exact,
+    );
+
+    // 14. Nonce-bound response.
+    let (bytes, _) = reply_bytes(
+        &current,
+        0x0a0b_0c0d_0e0f_1011,
+        ReplyShape {
+            nonce: Some(nonce),
+            server_cookie: false,
+        },
+    );
+    w.datagram(
+        "nonce-bound-response",
+        "Answer to vector 03: the nonce is echoed and covered by the signature.",
+        &bytes,
+    );
+
+    // 15. Forward compatibility.
+    let future = r#"<query version-hint="2"><module id="core" version="1.2" channel="beta"><file id="a.txt" version="1"/><attestation alg="x"><blob/></attestation></module><telemetry/></query>"#;
+    let bytes = query_frame_bytes(7, future.as_bytes(), &QueryOptions::default());
+    let decoded = Datagram::decode(&bytes).expect("forward compatible");
+    w.write("forward-compatible-query", "Unknown attributes (version-hint, channel) are ignored and unknown elements (attestation, telemetry) are skipped with their subtree. The datagram re-encodes byte for byte (raw body kept); the body's canonical form drops the unknown parts.", "datagram", Payload_::Hex(bytes.clone()), Outcome::Valid { decoded: serde_json::to_string_pretty(&decoded).expect("json"), reencode: false });
+
+    // 16/17. Records: Figure 9 of the patent.
+    let base = RecordFile::from_records(vec![
+        Record {
+            id: 1,
+            content: b"alpha",
+        },
+        Record {
+            id: 2,
+            content: b"beta",
+        },
+        Record {
+            id: 3,
+            content: b"gamma",
+        },
+    ])
+    .expect("sorted");
+    let mut base_bytes = Vec::new();
+    base.encode(&mut base_bytes);
+    w.write(
+        "record-file",
+        "A record file with records 1, 2, 3 (Figure 9 before the update).",
+        "record-file",
+        Payload_::Hex(base_bytes.clone()),
+        Outcome::Valid {
+            decoded: records_json(&base),
+            reencode: true,
+        },
+    );
+    let target = RecordFile::from_records(vec![
+        Record {
+            id: 1,
+            content: b"ALPHA",
+        },
+        Record {
+            id: 3,
+            content: b"gamma",
+        },
+        Record {
+            id: 100,
+            content: b"new record",
+        },
+    ])
+    .expect("sorted");
+    let delta = upgram_core::records::diff(&base, &target);
+    let mut delta_bytes = Vec::new();
+    delta.encode(&mut delta_bytes);
+    w.write("record-delta", "The delta of Figure 9 applied to vector 16: record 1 replaced, record 2 deleted (empty content), record 100 added.", "record-delta", Payload_::Hex(delta_bytes), Outcome::Valid { decoded: delta_json(&delta), reencode: true });
+
+    // Invalid inputs.
+    let mut too_large = query_frame_bytes(
+        1,
+        &minimal,
+        &QueryOptions {
+            pad_to: 1024,
+            ..Default::default()
+        },
+    );
+    too_large.push(0);
+    w.invalid(
+        "invalid-too-large",
+        "1025 bytes: rejected before any parsing.",
+        &too_large,
+    );
+    let mut bad_magic = query_frame_bytes(1, &minimal, &QueryOptions::default());
+    bad_magic[0] = b'X';
+    w.invalid(
+        "invalid-bad-magic",
+        "Not an upgram datagram: dropped silently.",
+        &bad_magic,
+    );
+    let mut bad_version = query_frame_bytes(1, &minimal, &QueryOptions::default());
+    bad_version[4] = 2;
+    w.invalid(
+        "invalid-unsupported-version",
+        "Protocol version 2: a server answers with vector 10.",
+        &bad_version,
+    );
+    let whole = query_frame_bytes(1, &minimal, &QueryOptions::default());
+    w.invalid(
+        "invalid-truncated",
+        "The minimal query cut 5 bytes short of its declared body length.",
+        &whole[..whole.len() - 5],
+    );
+    let doctype =
+        r#"<!DOCTYPE query [<!ENTITY x "boom">]><query><module id="core" version="1.2"/></query>"#;
+    w.invalid(
+        "invalid-doctype",
+        "A DOCTYPE (entity-expansion attack): refused.",
+        &query_frame_bytes(1, doctype.as_bytes(), &QueryOptions::default()),
+    );
+    let entity = r#"<query><module id="&xxe;" version="1.2"/></query>"#;
+    w.invalid(
+        "invalid-entity",
+        "An entity reference other than the five predefined ones.",
+        &query_frame_bytes(1, entity.as_bytes(), &QueryOptions::default()),
+    );
+    let duplicate = r#"<query><module id="core" version="1.2" version="9.9"/></query>"#;
+    w.invalid(
+        "invalid-duplicate-attribute",
+        "The same attribute twice.",
+        &query_frame_bytes(1, duplicate.as_bytes(), &QueryOptions::default()),
+    );
+    let mut padded = query_frame_bytes(
+        1,
+        &minimal,
+        &QueryOptions {
+            pad_to: 100,
+            ..Default::default()
+        },
+    );
+    let last = padded.len() - 1;
+    padded[last] = 1;
+    w.invalid(
+        "invalid-nonzero-padding",
+        "A padding byte that is not zero.",
+        &padded,
+    );
+    let mut flagged = Frame::error(1, &unsupported.to_vec())
+        .to_vec()
+        .expect("fits");
+    flagged[7] = 0x04;
+    flagged.extend_from_slice(&[0; 16]);
+    w.invalid(
+        "invalid-flag-not-allowed",
+        "An error datagram with the NONCE flag (errors carry no trailer).",
+        &flagged,
+    );
+    let traversal = r#"<query><module id="core" version="1.2"><file id="../../etc/passwd" version="1"/></module></query>"#;
+    w.invalid(
+        "invalid-file-id-traversal",
+        "A file id that climbs out of the installation root.",
+        &query_frame_bytes(1, traversal.as_bytes(), &QueryOptions::default()),
+    );
+    println!("wrote {} vectors to {}", w.count, dir.display());
+}
+
+/// A response whose datagram is exactly 1024 bytes: a file list whose last URL is stretched.
+fn exactly_1024(query_text: &str) -> Vec<u8> {
+    for stretch in 0..1024 {
+        let mut m = ModuleAnswer::new("core", Status::Update, Some(v("1.3")));
+        let mut entries = Vec::new();
+        for i in 0..3 {
+            entries.push(FileEntry {
+                id: format!("lib/part-{i}.dat").into(),
+                version: v("1.3"),
+                frequent: false,
+                action: FileAction::Replace(Payload {
+                    url: format!("https://updates.example.com/f/{i}/part.dat").into(),
+                    size: 4096,
+                    sha256: Sha256Digest::of(&[i]),
+                }),
+            });
+        }
+        entries.push(FileEntry {
+            id: "lib/tail.dat".into(),
+            version: v("1.3"),
+            frequent: false,
+            action: FileAction::Replace(Payload {
+                url: format!("https://updates.example.com/f/{}", "x".repeat(stretch)).into(),
+                size: 1,
+                sha256: Sha256Digest::of(b"tail"),
+            }),
+        });
+        m.upgrade = UpgradeInfo::Files(entries);
+        let response = Response {
+            binding: binding(query_text),
+            base: None,
+            modules: vec![m],
+        };
+        let (bytes, document) = reply_bytes(&response, 0x0102030405060708, ReplyShape::default());
+        if document.is_none() && bytes.len() == 1024 {
+            return bytes;
+        }
+    }
+    panic!("no stretch gives exactly 1024 bytes");
+}
+
+fn records_json(file: &RecordFile<'_>) -> String {
+    let records: Vec<serde_json::Value> = file
+        .records()
+        .iter()
+        .map(|r| serde_json::json!({ "id": r.id, "content": String::from_utf8_lossy(r.content) }))
+        .collect();
+    serde_json::to_string_pretty(&serde_json::json!({ "records": records })).expect("json")
+}
+
+fn delta_json(delta: &RecordDelta<'_>) -> String {
+    let entries: Vec<serde_json::Value> = delta
+        .entries()
+        .iter()
+        .map(|DeltaEntry { id, change }| match change {
+            Change::Delete => serde_json::json!({ "id": id, "change": "delete" }),
+            Change::Put(content) => serde_json::json!({ "id": id, "change": "put", "content": String::from_utf8_lossy(content) }),
+        })
+        .collect();
+    serde_json::to_string_pretty(&serde_json::json!({
+        "base_sha256": hex::encode(delta.base_sha256()),
+        "result_sha256": hex::encode(delta.result_sha256()),
+        "entries": entries,
+    }))
+    .expect("json")
+}

@@ -1,0 +1,336 @@
+//! Property tests (Q1): every body and frame round-trips; the encoder never writes more than
+//! 1024 bytes; answers that do not fit always take the fallback; arbitrary bytes never panic
+//! the decoders.
+
+use std::borrow::Cow;
+
+use proptest::prelude::*;
+use upgram_core::body::{
+    Binding, Delta, ErrorBody, ErrorCode, Fallback, FileAction, FileEntry, ModuleAnswer, Package,
+    Payload, Query, QueryFile, QueryModule, Requires, Response, Status, UpgradeInfo,
+};
+use upgram_core::cookie::{ClientCookie, ServerCookie};
+use upgram_core::fallback::{ReplyShape, prepare_reply};
+use upgram_core::message::Expectation;
+use upgram_core::sign::{KeyRing, Nonce, ReplySigner};
+use upgram_core::version::Version;
+use upgram_core::wire::{Frame, MessageKind, QueryOptions};
+use upgram_core::{Datagram, MAX_DATAGRAM_LEN, Message, Sha256Digest};
+
+fn version() -> impl Strategy<Value = Version<'static>> {
+    (
+        prop::collection::vec(0u64..2000, 1..4),
+        prop::option::of("[a-z]{1,5}(\\.[1-9][0-9]?)?"),
+    )
+        .prop_map(|(nums, pre)| {
+            let mut text = nums
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(".");
+            if let Some(pre) = pre {
+                text.push('-');
+                text.push_str(&pre);
+            }
+            Version::parse(&text)
+                .expect("generated versions are valid")
+                .into_owned()
+        })
+}
+
+fn module_id() -> impl Strategy<Value = Cow<'static, str>> {
+    "[A-Za-z0-9._-]{1,24}".prop_map(Cow::Owned)
+}
+
+fn file_id() -> impl Strategy<Value = Cow<'static, str>> {
+    // Segments of letters, digits and a few awkward characters that need escaping.
+    prop::collection::vec("[a-z0-9 &<>\"'_.-]{0,6}[a-z0-9]", 1..4)
+        .prop_map(|segments| Cow::Owned(segments.join("/")))
+}
+
+fn digest() -> impl Strategy<Value = Sha256Digest> {
+    any::<[u8; 32]>().prop_map(Sha256Digest)
+}
+
+fn payload(relative: bool) -> impl Strategy<Value = Payload<'static>> {
+    let url = if relative {
+        "[a-z0-9][a-z0-9/]{0,20}"
+    } else {
+        "https://[a-z]{1,10}\\.example/[a-z0-9/&?=]{0,30}"
+    };
+    (
+        url.prop_map(|u| Cow::Owned(u.to_string())),
+        any::<u64>(),
+        digest(),
+    )
+        .prop_map(|(url, size, sha256)| Payload { url, size, sha256 })
+}
+
+fn query() -> impl Strategy<Value = Query<'static>> {
+    let file = (file_id(), version()).prop_map(|(id, version)| QueryFile { id, version });
+    let module = (
+        module_id(),
+        prop::option::of(version()),
+        prop::collection::vec(file, 0..4),
+    )
+        .prop_map(|(id, version, files)| QueryModule { id, version, files });
+    prop::collection::vec(module, 1..8).prop_map(|modules| Query { modules })
+}
+
+fn file_entry() -> impl Strategy<Value = FileEntry<'static>> {
+    let action = prop_oneof![
+        payload(true).prop_map(FileAction::Replace),
+        Just(FileAction::Delete),
+        (payload(true), version(), payload(true)).prop_map(|(payload, from, d)| {
+            FileAction::Incremental {
+                payload,
+                delta: Delta { from, payload: d },
+            }
+        }),
+    ];
+    (file_id(), version(), action, any::<bool>()).prop_map(|(id, version, action, frequent)| {
+        FileEntry {
+            id,
+            version,
+            action,
+            frequent,
+        }
+    })
+}
+
+fn module_answer() -> impl Strategy<Value = ModuleAnswer<'static>> {
+    let upgrade = prop_oneof![
+        (payload(true), prop::option::of("[ -~]{0,20}")).prop_map(|(payload, args)| {
+            UpgradeInfo::Package(Package {
+                payload,
+                args: args.map(Cow::Owned),
+            })
+        }),
+        prop::collection::vec(file_entry(), 1..5).prop_map(UpgradeInfo::Files),
+    ];
+    let requires = prop::collection::vec(
+        (module_id(), version()).prop_map(|(id, min)| Requires { id, min }),
+        0..3,
+    );
+    let frequent = prop::collection::vec(file_id(), 0..3);
+    (
+        module_id(),
+        prop_oneof![
+            Just(Status::Update),
+            Just(Status::Current),
+            Just(Status::Unknown),
+            Just(Status::Error)
+        ],
+        version(),
+        upgrade,
+        (
+            any::<bool>(),
+            any::<bool>(),
+            prop::option::of(version()),
+            any::<bool>(),
+            any::<bool>(),
+            any::<u16>(),
+        ),
+        requires,
+        frequent,
+    )
+        .prop_map(|(id, status, latest, upgrade, flags, requires, frequent)| {
+            let (full, forced, floor, rollback, dependency, code) = flags;
+            let mut answer = ModuleAnswer::new(id, status, None);
+            answer.full = full;
+            answer.forced = forced;
+            answer.floor = floor;
+            answer.rollback = rollback;
+            answer.dependency = dependency;
+            answer.requires = requires;
+            answer.frequent = frequent;
+            match status {
+                Status::Update => {
+                    answer.latest = Some(latest);
+                    answer.upgrade = upgrade;
+                }
+                Status::Current => {
+                    answer.latest = Some(latest);
+                    if let UpgradeInfo::Files(files) = upgrade {
+                        answer.upgrade = UpgradeInfo::Files(files);
+                    }
+                }
+                Status::Unknown => {}
+                Status::Error => answer.code = Some(code),
+            }
+            answer
+        })
+}
+
+fn response(max_modules: usize) -> impl Strategy<Value = Response<'static>> {
+    (
+        digest(),
+        0u64..2_000_000_000,
+        0u64..600,
+        prop::collection::vec(module_answer(), 0..max_modules),
+    )
+        .prop_map(|(query, issued, window, modules)| Response {
+            binding: Binding {
+                query,
+                issued,
+                expires: issued + window,
+            },
+            base: Some(Cow::Borrowed("https://cdn.example/")),
+            modules,
+        })
+}
+
+fn signer() -> ReplySigner {
+    ReplySigner::from_seed(&[7; 32])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn query_bodies_round_trip(q in query()) {
+        let bytes = q.to_vec();
+        prop_assert_eq!(Query::decode(&bytes).expect("decodes"), q);
+    }
+
+    #[test]
+    fn response_bodies_round_trip(r in response(6)) {
+        let bytes = r.to_vec();
+        let decoded = Response::decode(&bytes).expect("decodes");
+        prop_assert_eq!(&decoded, &r);
+        prop_assert_eq!(decoded.to_vec(), bytes, "canonical encoding is stable");
+    }
+
+    #[test]
+    fn fallback_bodies_round_trip(
+        sha in digest(), size in 0u64..4_000_000, issued in 0u64..1_000_000,
+        mirrors in prop::collection::vec("https://[a-z]{1,8}\\.example/doc/[a-f0-9]{4,64}\\.xml", 1..8),
+    ) {
+        let fallback = Fallback {
+            binding: Binding { query: sha, issued, expires: issued + 300 },
+            size, sha256: sha,
+            mirrors: mirrors.into_iter().map(Cow::Owned).collect(),
+        };
+        let bytes = fallback.to_vec();
+        prop_assert_eq!(Fallback::decode(&bytes).expect("decodes"), fallback);
+    }
+
+    #[test]
+    fn error_bodies_round_trip(code in any::<u16>(), retry in prop::option::of(any::<u32>()), message in prop::option::of("[ -~\t\n]{0,40}")) {
+        let mut error = ErrorBody::new(ErrorCode::from_code(code));
+        error.retry_after = retry;
+        error.message = message.map(Cow::Owned);
+        if error.code == ErrorCode::UnsupportedVersion {
+            error.supported = vec![1];
+        }
+        let bytes = error.to_vec();
+        prop_assert_eq!(ErrorBody::decode(&bytes).expect("decodes"), error);
+    }
+
+    #[test]
+    fn query_frames_round_trip_and_never_exceed_the_limit(
+        q in query(), id in any::<u64>(), cookie in prop::option::of(any::<[u8; 8]>()),
+        server in prop::option::of(any::<[u8; 16]>()), nonce in prop::option::of(any::<[u8; 16]>()), pad_to in 0usize..1500,
+    ) {
+        let body = q.to_vec();
+        let options = QueryOptions {
+            client_cookie: cookie.map(ClientCookie),
+            server_cookie: cookie.and(server).map(ServerCookie),
+            nonce: nonce.map(Nonce),
+            pad_to,
+        };
+        let frame = Frame::query(id, &body, &options);
+        match frame.to_vec() {
+            Ok(bytes) => {
+                prop_assert!(bytes.len() <= MAX_DATAGRAM_LEN);
+                prop_assert!(bytes.len() >= pad_to.min(MAX_DATAGRAM_LEN));
+                prop_assert_eq!(Frame::decode(&bytes).expect("decodes"), frame);
+                let datagram = Datagram::decode(&bytes).expect("body decodes");
+                let Message::Query(message) = &datagram.message else { panic!("a query") };
+                prop_assert_eq!(&message.query, &q);
+                let mut again = Vec::new();
+                datagram.encode(&mut again).expect("re-encodes");
+                prop_assert_eq!(again, bytes);
+            }
+            Err(upgram_core::EncodeError::TooLarge { len, max }) => {
+                prop_assert!(len > max && max == MAX_DATAGRAM_LEN);
+            }
+            Err(other) => prop_assert!(false, "unexpected error {other}"),
+        }
+    }
+
+    #[test]
+    fn replies_fit_or_fall_back(r in response(40), id in any::<u64>(), nonce in prop::option::of(any::<[u8; 16]>()), cookie in any::<bool>()) {
+        let shape = ReplyShape { nonce: nonce.map(Nonce), server_cookie: cookie };
+        let inline_len = 20 + r.to_vec().len() + 72 + if nonce.is_some() { 16 } else { 0 } + if cookie { 16 } else { 0 };
+        let prepared = prepare_reply(&r, &signer(), shape, |sha| vec![format!("https://updates.example/doc/{sha}.xml")]).expect("prepares");
+        let bytes = prepared.frame(id, cookie.then_some(ServerCookie([9; 16]))).to_vec().expect("fits");
+        prop_assert!(bytes.len() <= MAX_DATAGRAM_LEN);
+        prop_assert_eq!(bytes.len(), prepared.datagram_len());
+        let datagram = Datagram::decode(&bytes).expect("decodes");
+        prop_assert_eq!(datagram.request_id, id);
+        let mut keys = KeyRing::new();
+        keys.add(signer().verifying_key());
+        let expect = Expectation { keys: &keys, query: r.binding.query, nonce: nonce.map(Nonce), now: r.binding.issued };
+        let now_valid = r.binding.expires > r.binding.issued;
+        match &datagram.message {
+            Message::Response(reply) => {
+                prop_assert!(inline_len <= MAX_DATAGRAM_LEN, "inline only when it fits");
+                prop_assert_eq!(reply.body_unverified(), &r);
+                if now_valid { prop_assert_eq!(reply.verify(&expect).expect("verifies"), &r); }
+            }
+            Message::Fallback(reply) => {
+                prop_assert!(inline_len > MAX_DATAGRAM_LEN, "fallback only when the answer does not fit");
+                let document = prepared.document.as_ref().expect("fallback has a document");
+                let pointer = reply.body_unverified();
+                prop_assert_eq!(pointer.size as usize, document.bytes.len());
+                prop_assert_eq!(pointer.sha256, Sha256Digest::of(&document.bytes));
+                prop_assert_eq!(&Response::decode(&document.bytes).expect("document decodes"), &r);
+                if now_valid { reply.verify(&expect).expect("verifies"); }
+            }
+            other => prop_assert!(false, "unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn split_queries_fit_and_keep_every_module(q in query(), max in 200usize..900) {
+        let modules = q.modules.clone();
+        match Query::split(modules, max) {
+            Ok(parts) => {
+                for part in &parts {
+                    prop_assert!(part.to_vec().len() <= max);
+                    prop_assert!(!part.modules.is_empty());
+                }
+                let joined: Vec<_> = parts.into_iter().flat_map(|p| p.modules).collect();
+                prop_assert_eq!(joined, q.modules);
+            }
+            Err(_) => {
+                let too_big = q.modules.iter().any(|m| Query { modules: vec![m.clone()] }.to_vec().len() > max);
+                prop_assert!(too_big, "split fails only when one module alone does not fit");
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..1100)) {
+        let _ = Datagram::decode(&bytes);
+        let _ = Query::decode(&bytes);
+        let _ = Response::decode(&bytes);
+        let _ = Fallback::decode(&bytes);
+        let _ = ErrorBody::decode(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_bodies_behind_a_valid_header_never_panic(kind in 1u8..=5, flags in 0u16..8, body in "[<>/=\" a-z&;#0-9!?\\[\\]-]{0,300}") {
+        let mut bytes = b"UPGM\x01".to_vec();
+        bytes.push(kind);
+        bytes.extend_from_slice(&flags.to_be_bytes());
+        bytes.extend_from_slice(&[0; 8]);
+        bytes.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&[0, 0]);
+        bytes.extend_from_slice(body.as_bytes());
+        let trailer = upgram_core::wire::trailer_len(MessageKind::from_byte(kind).expect("kind"), upgram_core::wire::Flags(flags));
+        bytes.extend(std::iter::repeat_n(0u8, trailer));
+        let _ = Datagram::decode(&bytes);
+    }
+}

@@ -1,0 +1,277 @@
+//! Every test vector of `protocol-spec/vectors/` (SPEC.md §11): valid ones decode to their
+//! stated meaning and re-encode byte for byte; invalid ones fail with their stated error.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use upgram_core::body::Response;
+use upgram_core::records::{Change, RecordDelta, RecordFile};
+use upgram_core::sign::{KeyRing, ReplySigner};
+use upgram_core::wire::MessageKind;
+use upgram_core::{Datagram, Message};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Vector {
+    name: String,
+    description: String,
+    kind: String,
+    hex: Option<String>,
+    text: Option<String>,
+    error: Option<String>,
+    decoded: Option<String>,
+    #[serde(default = "yes")]
+    reencode: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn vectors_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../protocol-spec/vectors")
+}
+
+fn load() -> Vec<(PathBuf, Vector)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(vectors_dir())
+        .expect("protocol-spec/vectors exists")
+        .map(|entry| entry.expect("readable").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).expect("readable vector");
+            let vector =
+                toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (path, vector)
+        })
+        .collect()
+}
+
+impl Vector {
+    fn bytes(&self) -> Vec<u8> {
+        match (&self.hex, &self.text) {
+            (Some(hex), None) => {
+                let compact: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
+                hex::decode(compact).expect("valid hex")
+            }
+            // TOML multi-line literals keep the newline after the opening quotes out, but not
+            // the one before the closing quotes.
+            (None, Some(text)) => text.strip_suffix('\n').unwrap_or(text).as_bytes().to_vec(),
+            _ => panic!("{}: exactly one of hex and text", self.name),
+        }
+    }
+
+    fn expected_json(&self) -> serde_json::Value {
+        let decoded = self
+            .decoded
+            .as_deref()
+            .unwrap_or_else(|| panic!("{}: valid vector without decoded", self.name));
+        serde_json::from_str(decoded)
+            .unwrap_or_else(|e| panic!("{}: decoded is not JSON: {e}", self.name))
+    }
+}
+
+fn test_keys() -> KeyRing {
+    let seed: [u8; 32] = std::array::from_fn(|i| i as u8);
+    let mut ring = KeyRing::new();
+    ring.add(ReplySigner::from_seed(&seed).verifying_key());
+    ring
+}
+
+fn check_datagram(vector: &Vector, bytes: &[u8]) {
+    let decoded = Datagram::decode(bytes);
+    if let Some(error) = &vector.error {
+        let err = decoded.expect_err(&format!("{}: must be rejected", vector.name));
+        assert_eq!(err.name(), error, "{}: wrong error ({err})", vector.name);
+        return;
+    }
+    let datagram = decoded.unwrap_or_else(|e| panic!("{}: {e}", vector.name));
+    assert_eq!(
+        serde_json::to_value(&datagram).expect("json"),
+        vector.expected_json(),
+        "{}: decoded meaning",
+        vector.name
+    );
+    let mut again = Vec::new();
+    datagram.encode(&mut again).expect("re-encodes");
+    assert_eq!(again, bytes, "{}: datagram re-encoding", vector.name);
+    let keys = test_keys();
+    let body = match &datagram.message {
+        Message::Response(reply) => {
+            keys.verify(
+                MessageKind::Response,
+                reply.nonce.as_ref(),
+                reply.raw_body(),
+                &reply.signature,
+            )
+            .expect("signature");
+            Some((reply.raw_body(), reply.body_unverified().to_vec()))
+        }
+        Message::Fallback(reply) => {
+            keys.verify(
+                MessageKind::Fallback,
+                reply.nonce.as_ref(),
+                reply.raw_body(),
+                &reply.signature,
+            )
+            .expect("signature");
+            Some((reply.raw_body(), reply.body_unverified().to_vec()))
+        }
+        Message::Query(query) => Some((query.raw_body, query.query.to_vec())),
+        Message::Error(_) | Message::CookieChallenge(_) => None,
+    };
+    if let (Some((raw, canonical)), true) = (body, vector.reencode) {
+        assert_eq!(
+            String::from_utf8_lossy(&canonical),
+            String::from_utf8_lossy(raw),
+            "{}: body is not canonical",
+            vector.name
+        );
+    }
+}
+
+fn check_document(vector: &Vector, bytes: &[u8]) {
+    let response = Response::decode(bytes).unwrap_or_else(|e| panic!("{}: {e}", vector.name));
+    assert_eq!(
+        serde_json::to_value(&response).expect("json"),
+        vector.expected_json(),
+        "{}",
+        vector.name
+    );
+    assert_eq!(
+        response.to_vec(),
+        bytes,
+        "{}: document re-encoding",
+        vector.name
+    );
+}
+
+fn check_record_file(vector: &Vector, bytes: &[u8]) {
+    let file = RecordFile::decode(bytes).unwrap_or_else(|e| panic!("{}: {e}", vector.name));
+    let records: Vec<serde_json::Value> = file
+        .records()
+        .iter()
+        .map(|r| serde_json::json!({ "id": r.id, "content": String::from_utf8_lossy(r.content) }))
+        .collect();
+    assert_eq!(
+        serde_json::json!({ "records": records }),
+        vector.expected_json(),
+        "{}",
+        vector.name
+    );
+    let mut again = Vec::new();
+    file.encode(&mut again);
+    assert_eq!(again, bytes, "{}: re-encoding", vector.name);
+}
+
+fn check_record_delta(vector: &Vector, bytes: &[u8]) {
+    let delta = RecordDelta::decode(bytes).unwrap_or_else(|e| panic!("{}: {e}", vector.name));
+    let entries: Vec<serde_json::Value> = delta
+        .entries()
+        .iter()
+        .map(|entry| match entry.change {
+            Change::Delete => serde_json::json!({ "id": entry.id, "change": "delete" }),
+            Change::Put(content) => serde_json::json!({ "id": entry.id, "change": "put", "content": String::from_utf8_lossy(content) }),
+        })
+        .collect();
+    let json = serde_json::json!({
+        "base_sha256": hex::encode(delta.base_sha256()),
+        "result_sha256": hex::encode(delta.result_sha256()),
+        "entries": entries,
+    });
+    assert_eq!(json, vector.expected_json(), "{}", vector.name);
+    let mut again = Vec::new();
+    delta.encode(&mut again);
+    assert_eq!(again, bytes, "{}: re-encoding", vector.name);
+}
+
+#[test]
+fn every_vector_holds() {
+    let vectors = load();
+    assert!(
+        vectors.len() >= 16,
+        "the spec promises at least 16 vectors, found {}",
+        vectors.len()
+    );
+    for (path, vector) in &vectors {
+        assert!(
+            !vector.description.is_empty(),
+            "{}: no description",
+            path.display()
+        );
+        let bytes = vector.bytes();
+        match vector.kind.as_str() {
+            "datagram" => check_datagram(vector, &bytes),
+            "document" => check_document(vector, &bytes),
+            "record-file" => check_record_file(vector, &bytes),
+            "record-delta" => check_record_delta(vector, &bytes),
+            other => panic!("{}: unknown kind {other}", path.display()),
+        }
+    }
+}
+
+#[test]
+fn the_required_vectors_are_present() {
+    let names: Vec<String> = load().into_iter().map(|(_, v)| v.name).collect();
+    for required in [
+        "minimal-query",
+        "multi-module-query",
+        "up-to-date-response",
+        "package-response",
+        "file-list-response",
+        "dependencies-response",
+        "fallback-response",
+        "cookie-challenge",
+        "response-1024-bytes",
+    ] {
+        assert!(
+            names.iter().any(|n| n == required),
+            "vector {required} is missing"
+        );
+    }
+    assert!(
+        names.iter().any(|n| n.starts_with("error-")),
+        "no error vector"
+    );
+    assert!(
+        names.iter().filter(|n| n.starts_with("invalid-")).count() >= 5,
+        "fewer than 5 invalid vectors"
+    );
+}
+
+#[test]
+fn the_1024_byte_vector_is_exactly_at_the_limit() {
+    let (_, vector) = load()
+        .into_iter()
+        .find(|(_, v)| v.name == "response-1024-bytes")
+        .expect("present");
+    assert_eq!(vector.bytes().len(), upgram_core::MAX_DATAGRAM_LEN);
+}
+
+#[test]
+fn the_record_delta_vector_applies_to_the_record_file_vector() {
+    let vectors = load();
+    let file = vectors
+        .iter()
+        .find(|(_, v)| v.name == "record-file")
+        .expect("record file")
+        .1
+        .bytes();
+    let delta = vectors
+        .iter()
+        .find(|(_, v)| v.name == "record-delta")
+        .expect("record delta")
+        .1
+        .bytes();
+    let merged = upgram_core::records::apply_delta(&file, &delta).expect("delta applies");
+    let merged = RecordFile::decode(&merged).expect("merged file decodes");
+    let ids: Vec<u64> = merged.records().iter().map(|r| r.id).collect();
+    assert_eq!(
+        ids,
+        [1, 3, 100],
+        "Figure 9: 1 replaced, 2 deleted, 100 added"
+    );
+}
