@@ -1,1 +1,237 @@
-fn main() {}
+//! Codec benchmarks (issue 2, item 6): encode and decode of a typical query and of the
+//! 1024-byte response vector, signing and verification.
+//!
+//! Run: `cargo bench -p upgram-benches --bench codec`. Besides criterion's figures it prints,
+//! at the end, the decode time of the 1024-byte response as a ratio against a bare quick-xml
+//! scan of the same bytes (goal: at most 2), and the encode times (goal: under 1 µs), measured
+//! interleaved in the same run so that a noisy machine moves both sides alike.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use quick_xml::events::Event;
+use quick_xml::reader::Reader;
+use upgram_benches::vector_bytes;
+use upgram_core::body::{Query, Response};
+use upgram_core::message::{Datagram, Message};
+use upgram_core::sign::{KeyRing, ReplySigner};
+use upgram_core::wire::{Frame, MessageKind, QueryOptions};
+
+struct Inputs {
+    query_datagram: Vec<u8>,
+    query: Query<'static>,
+    response_datagram: Vec<u8>,
+    response_body: Vec<u8>,
+    response: Response<'static>,
+}
+
+fn inputs() -> Inputs {
+    let query_datagram = vector_bytes("02-");
+    let response_datagram = vector_bytes("13-");
+    assert_eq!(
+        response_datagram.len(),
+        1024,
+        "vector 13 is the 1024-byte response"
+    );
+    let query = match Datagram::decode(&query_datagram)
+        .expect("vector 02 decodes")
+        .message
+    {
+        Message::Query(q) => q.query.into_owned(),
+        _ => panic!("vector 02 is a query"),
+    };
+    let response_body = match Datagram::decode(&response_datagram)
+        .expect("vector 13 decodes")
+        .message
+    {
+        Message::Response(reply) => reply.raw_body().to_vec(),
+        _ => panic!("vector 13 is a response"),
+    };
+    let response = owned_response(&response_body);
+    Inputs {
+        query_datagram,
+        query,
+        response_datagram,
+        response_body,
+        response,
+    }
+}
+
+/// A response that owns its strings, decoded from a leaked copy of `body` (benchmarks only).
+fn owned_response(body: &[u8]) -> Response<'static> {
+    let leaked: &'static [u8] = Box::leak(body.to_vec().into_boxed_slice());
+    Response::decode(leaked).expect("decodes")
+}
+
+/// The baseline: every event and every attribute of the body, as quick-xml reads them, with
+/// values unescaped, and nothing else.
+fn bare_scan(body: &[u8]) -> usize {
+    let text = std::str::from_utf8(body).expect("utf8");
+    let mut reader = Reader::from_str(text);
+    let mut seen = 0;
+    loop {
+        match reader.read_event().expect("well formed") {
+            Event::Start(e) | Event::Empty(e) => {
+                for attribute in e.attributes() {
+                    let attribute = attribute.expect("attribute");
+                    let value = attribute
+                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                        .expect("value");
+                    seen += value.len();
+                }
+            }
+            Event::Eof => return seen,
+            _ => seen += 1,
+        }
+    }
+}
+
+fn decode_datagram(bytes: &[u8]) -> usize {
+    match Datagram::decode(bytes).expect("decodes").message {
+        Message::Response(reply) => reply.body_unverified().modules.len(),
+        Message::Query(query) => query.query.modules.len(),
+        _ => 0,
+    }
+}
+
+fn encode_query(query: &Query<'_>, out: &mut Vec<u8>, datagram: &mut Vec<u8>) -> usize {
+    out.clear();
+    query.encode(out);
+    datagram.clear();
+    Frame::query(7, out, &QueryOptions::default())
+        .encode(datagram)
+        .expect("fits")
+}
+
+fn encode_response(response: &Response<'_>, out: &mut Vec<u8>) -> usize {
+    out.clear();
+    response.encode(out);
+    out.len()
+}
+
+fn codec(c: &mut Criterion) {
+    let inputs = inputs();
+    let signer = ReplySigner::from_seed(&[7; 32]);
+    let mut keys = KeyRing::new();
+    keys.add(signer.verifying_key());
+    let signature = signer.sign(MessageKind::Response, None, &inputs.response_body);
+    let (mut out, mut datagram) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
+
+    let mut group = c.benchmark_group("decode");
+    group.bench_function("query datagram (vector 02)", |b| {
+        b.iter(|| decode_datagram(black_box(&inputs.query_datagram)))
+    });
+    group.bench_function("1024-byte response datagram (vector 13)", |b| {
+        b.iter(|| decode_datagram(black_box(&inputs.response_datagram)))
+    });
+    group.bench_function("baseline: bare quick-xml scan of the same body", |b| {
+        b.iter(|| bare_scan(black_box(&inputs.response_body)))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("encode");
+    group.bench_function("query datagram (vector 02)", |b| {
+        b.iter(|| encode_query(black_box(&inputs.query), &mut out, &mut datagram))
+    });
+    group.bench_function("1024-byte response body (vector 13)", |b| {
+        b.iter(|| encode_response(black_box(&inputs.response), &mut out))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("signature");
+    group.bench_function("sign 1024-byte response", |b| {
+        b.iter(|| {
+            signer.sign(
+                MessageKind::Response,
+                None,
+                black_box(&inputs.response_body),
+            )
+        })
+    });
+    group.bench_function("verify 1024-byte response", |b| {
+        b.iter(|| {
+            keys.verify(
+                MessageKind::Response,
+                None,
+                black_box(&inputs.response_body),
+                &signature,
+            )
+        })
+    });
+    group.finish();
+}
+
+/// Median time per call of `f`, over `rounds` batches of `batch` calls.
+fn per_call(rounds: usize, batch: u32, mut f: impl FnMut() -> usize) -> Vec<Duration> {
+    (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..batch {
+                black_box(f());
+            }
+            start.elapsed() / batch
+        })
+        .collect()
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// The goals of issue 2, measured interleaved in one run.
+fn summary() {
+    let inputs = inputs();
+    let (mut out, mut datagram) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
+    let (mut decode, mut scan, mut enc_query, mut enc_response) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..31 {
+        decode.extend(per_call(1, 20_000, || {
+            decode_datagram(&inputs.response_datagram)
+        }));
+        scan.extend(per_call(1, 20_000, || bare_scan(&inputs.response_body)));
+        enc_query.extend(per_call(1, 20_000, || {
+            encode_query(&inputs.query, &mut out, &mut datagram)
+        }));
+        enc_response.extend(per_call(1, 20_000, || {
+            encode_response(&inputs.response, &mut out)
+        }));
+    }
+    let (decode, scan) = (median(decode), median(scan));
+    let ratio = decode.as_secs_f64() / scan.as_secs_f64();
+    println!();
+    println!("== upgram codec summary (medians of 31 interleaved batches of 20000) ==");
+    println!("decode 1024-byte response datagram: {decode:?}");
+    println!("bare quick-xml scan of its body:     {scan:?}");
+    println!(
+        "ratio decode / scan: {ratio:.2} (goal <= 2.00) {}",
+        if ratio <= 2.0 { "MET" } else { "NOT MET" }
+    );
+    let (enc_query, enc_response) = (median(enc_query), median(enc_response));
+    println!(
+        "encode query datagram (vector 02):   {enc_query:?} (goal < 1 µs) {}",
+        verdict(enc_query)
+    );
+    println!(
+        "encode 1024-byte response body:      {enc_response:?} (goal < 1 µs) {}",
+        verdict(enc_response)
+    );
+}
+
+fn verdict(d: Duration) -> &'static str {
+    if d < Duration::from_micros(1) {
+        "MET"
+    } else {
+        "NOT MET"
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--summary-only") {
+        let mut criterion = Criterion::default().configure_from_args();
+        codec(&mut criterion);
+        criterion.final_summary();
+    }
+    summary();
+}

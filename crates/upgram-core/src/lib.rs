@@ -19,6 +19,11 @@
 //! Every datagram, both directions, is at most [`limits::MAX_DATAGRAM_LEN`] = 1024 bytes: the
 //! encoder refuses to write more and the decoder refuses to read more.
 #![forbid(unsafe_code)]
+// Library code never panics on input: no unwrap, expect or panic outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod body;
 pub mod cookie;
