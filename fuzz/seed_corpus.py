@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Seeds fuzz/corpus/<target>/ from protocol-spec/vectors/ (run from the repository root).
+
+Datagram vectors seed `datagram`; their XML bodies and the document vectors seed `document`
+and `roundtrip`; record vectors seed `records` (as <u16 LE split> base delta); the versions
+that appear in the vectors seed `version`. Re-running it only adds files.
+"""
+import hashlib, pathlib, re, struct, tomllib
+
+root = pathlib.Path(__file__).resolve().parent.parent
+vectors = sorted((root / "protocol-spec" / "vectors").glob("*.toml"))
+corpus = root / "fuzz" / "corpus"
+
+def put(target, name, data):
+    folder = corpus / target
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}-{hashlib.sha256(data).hexdigest()[:12]}").write_bytes(data)
+
+def body_of(datagram):
+    if len(datagram) < 20:
+        return b""
+    length = struct.unpack(">H", datagram[16:18])[0]
+    return datagram[20:20 + length]
+
+record_file, versions = None, set()
+for path in vectors:
+    v = tomllib.loads(path.read_text())
+    data = bytes.fromhex("".join(v["hex"].split())) if "hex" in v else v["text"].rstrip("\n").encode()
+    name = path.stem
+    if v["kind"] == "datagram":
+        put("datagram", name, data)
+        body = body_of(data)
+        if body:
+            put("document", name, body)
+            put("roundtrip", name, body)
+    elif v["kind"] == "document":
+        put("document", name, data)
+        put("roundtrip", name, data)
+    elif v["kind"] == "record-file":
+        record_file = data
+    elif v["kind"] == "record-delta" and record_file is not None:
+        put("records", name, struct.pack("<H", len(record_file)) + record_file + data)
+        put("records", name + "-self", struct.pack("<H", len(record_file)) + record_file + record_file)
+    versions.update(re.findall(rb'(?:version|latest|min|from|floor)="([^"]+)"', data))
+
+ordered = sorted(versions)
+for i, version in enumerate(ordered):
+    put("version", f"v{i}", version + b"\n" + ordered[(i + 1) % len(ordered)])
+for extra in [b"1.0.0-alpha.1\n1.0.0-alpha.beta", b"1.2\n1.2.0", b"0\n0.0.0.0.0.0.0.0", b"1.0-rc.1\n1.0"]:
+    put("version", "extra", extra)
