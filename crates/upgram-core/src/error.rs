@@ -68,7 +68,7 @@ pub enum BodyError {
         /// Byte offset of the element.
         offset: usize,
     },
-    /// An attribute value longer than the limit.
+    /// An attribute value longer than the limit (after unescaping, or 8 times it as written).
     #[error("attribute `{attribute}` of <{element}>: {len} bytes, more than the {max} allowed")]
     AttributeTooLong {
         /// The element's name.

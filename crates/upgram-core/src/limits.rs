@@ -11,8 +11,11 @@ pub const HEADER_LEN: usize = 20;
 pub const MAX_DOCUMENT_LEN: usize = 4 * 1024 * 1024;
 /// Deepest element nesting accepted in an XML body (known and unknown elements alike).
 pub const MAX_XML_DEPTH: usize = 8;
-/// Longest attribute value, in bytes as written (before unescaping).
+/// Longest attribute value, in bytes after unescaping.
 pub const MAX_ATTRIBUTE_LEN: usize = 2048;
+/// Longest attribute value as written, before unescaping: room for every byte of a
+/// [`MAX_ATTRIBUTE_LEN`] value to be escaped (the longest escape, `&quot;`, is 6 bytes).
+pub const MAX_RAW_ATTRIBUTE_LEN: usize = 8 * MAX_ATTRIBUTE_LEN;
 /// Most attributes on one element.
 pub const MAX_ATTRIBUTES: usize = 16;
 /// Most elements in one document.

@@ -22,6 +22,10 @@ pub struct Datagram<'a> {
     pub request_id: u64,
     /// What it carries.
     pub message: Message<'a>,
+    /// The body exactly as received: re-encoding keeps it, so unknown attributes and elements
+    /// (forward compatibility) survive and signatures still verify.
+    #[serde(skip)]
+    raw_body: &'a [u8],
 }
 
 /// The five message kinds, decoded.
@@ -244,16 +248,16 @@ impl<'a> Datagram<'a> {
         Ok(Datagram {
             request_id: frame.request_id,
             message,
+            raw_body: frame.body,
         })
     }
 
-    /// The frame this datagram encodes to, bodies as they were received (signatures cover the
-    /// exact bytes). `scratch` holds bodies that have to be encoded (errors).
-    pub fn to_frame<'s>(&'s self, scratch: &'s mut Vec<u8>) -> Frame<'s> {
+    /// The frame this datagram encodes to, with the body as it was received.
+    pub fn to_frame(&self) -> Frame<'a> {
         let mut frame = Frame {
             kind: self.kind(),
             request_id: self.request_id,
-            body: &[],
+            body: self.raw_body,
             client_cookie: None,
             server_cookie: None,
             nonce: None,
@@ -262,7 +266,6 @@ impl<'a> Datagram<'a> {
         };
         match &self.message {
             Message::Query(q) => {
-                frame.body = q.raw_body;
                 frame.client_cookie = q.client_cookie;
                 frame.server_cookie = q.server_cookie;
                 frame.nonce = q.nonce;
@@ -270,11 +273,7 @@ impl<'a> Datagram<'a> {
             }
             Message::Response(r) => r.fill(&mut frame),
             Message::Fallback(r) => r.fill(&mut frame),
-            Message::Error(e) => {
-                scratch.clear();
-                e.encode(scratch);
-                frame.body = scratch;
-            }
+            Message::Error(_) => {}
             Message::CookieChallenge(c) => {
                 frame.client_cookie = c.client_cookie;
                 frame.server_cookie = Some(c.server_cookie);
@@ -285,8 +284,7 @@ impl<'a> Datagram<'a> {
 
     /// Re-encodes the datagram into `buf`.
     pub fn encode(&self, buf: &mut impl BufMut) -> Result<usize, EncodeError> {
-        let mut scratch = Vec::new();
-        self.to_frame(&mut scratch).encode(buf)
+        self.to_frame().encode(buf)
     }
 
     /// The message kind.
@@ -317,8 +315,7 @@ impl<'a, T> SignedReply<'a, T> {
         }
     }
 
-    fn fill<'s>(&'s self, frame: &mut Frame<'s>) {
-        frame.body = self.raw_body;
+    fn fill(&self, frame: &mut Frame<'_>) {
         frame.server_cookie = self.server_cookie;
         frame.nonce = self.nonce;
         frame.signature = Some(self.signature);

@@ -15,7 +15,9 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 
 use crate::error::BodyError;
-use crate::limits::{MAX_ATTRIBUTE_LEN, MAX_ATTRIBUTES, MAX_ELEMENTS, MAX_XML_DEPTH};
+use crate::limits::{
+    MAX_ATTRIBUTE_LEN, MAX_ATTRIBUTES, MAX_ELEMENTS, MAX_RAW_ATTRIBUTE_LEN, MAX_XML_DEPTH,
+};
 
 /// An element's start tag.
 #[derive(Debug, Clone, Copy)]
@@ -257,17 +259,22 @@ impl<'a> Element<'a> {
             }
             let key = attribute.key.as_ref();
             let name = self.tag_slice(key);
-            if attribute.value.len() > MAX_ATTRIBUTE_LEN {
-                return Err(BodyError::AttributeTooLong {
-                    element: self.name.to_owned(),
-                    attribute: name.to_owned(),
-                    len: attribute.value.len(),
-                    max: MAX_ATTRIBUTE_LEN,
+            // Bound the work before unescaping, then the value itself (SPEC.md §4.1.2).
+            if attribute.value.len() > MAX_RAW_ATTRIBUTE_LEN {
+                return Err(self.too_long(name, attribute.value.len()));
+            }
+            if attribute.value.contains('<') {
+                return Err(BodyError::XmlSyntax {
+                    offset: self.offset,
+                    reason: format!("`<` in attribute `{name}` of <{}>", self.name),
                 });
             }
             let value = attribute
                 .normalized_value(XmlVersion::Implicit1_0)
                 .map_err(|e| self.value_error(name, &e))?;
+            if value.len() > MAX_ATTRIBUTE_LEN {
+                return Err(self.too_long(name, value.len()));
+            }
             visit(name, value)?;
         }
         Ok(())
@@ -277,6 +284,15 @@ impl<'a> Element<'a> {
     fn tag_slice(&self, key: &str) -> &'a str {
         let at = (key.as_ptr() as usize).wrapping_sub(self.tag.as_ptr() as usize);
         self.tag.get(at..at.wrapping_add(key.len())).unwrap_or("")
+    }
+
+    fn too_long(&self, attribute: &str, len: usize) -> BodyError {
+        BodyError::AttributeTooLong {
+            element: self.name.to_owned(),
+            attribute: attribute.to_owned(),
+            len,
+            max: MAX_ATTRIBUTE_LEN,
+        }
     }
 
     fn attribute_error(&self, error: AttrError) -> BodyError {
