@@ -22,6 +22,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 
+use crate::body::{self, ModuleAnswer};
 use crate::version::Version;
 
 /// Why no plan could be made.
@@ -85,6 +86,33 @@ pub struct Offer<'a> {
     pub rollback: bool,
     /// Modules that must be at least at some version before this one is upgraded.
     pub requires: Vec<Requirement<'a>>,
+}
+
+impl<'a> Offer<'a> {
+    /// The offer a decoded module answer makes: `Some` for status `update` (SPEC.md §5.1).
+    ///
+    /// Answers of every datagram and fallback document of one check are collected, turned into
+    /// offers and planned together, so a dependency answered in another datagram still counts.
+    pub fn from_answer(answer: &'a ModuleAnswer<'a>) -> Option<Offer<'a>> {
+        if answer.status != body::Status::Update {
+            return None;
+        }
+        Some(Offer {
+            id: &answer.id,
+            latest: answer.latest.as_ref()?.as_borrowed(),
+            forced: answer.forced,
+            full: answer.full,
+            rollback: answer.rollback,
+            requires: answer
+                .requires
+                .iter()
+                .map(|r| Requirement {
+                    id: &r.id,
+                    min: r.min.as_borrowed(),
+                })
+                .collect(),
+        })
+    }
 }
 
 /// A dependency: module `id` at version `min` or newer.
