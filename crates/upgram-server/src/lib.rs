@@ -1,1 +1,14 @@
-//! placeholder
+//! # upgram-server
+//!
+//! The reference server of upgram: it puts sockets, HTTP, files and a catalog around
+//! [`upgram_core`]. So far it has [`keys`]: making and loading the Ed25519 key that signs every
+//! reply (SPEC.md §10.3). The catalog, publisher, responder, UDP and HTTP serving follow
+//! (issue 3).
+
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod keys;
