@@ -17,12 +17,11 @@ impl Sha256Digest {
 
     /// Parses exactly 64 lowercase hex digits; `None` for anything else.
     pub fn from_hex(text: &str) -> Option<Self> {
-        let bytes = text.as_bytes();
-        if bytes.len() != 64 || bytes.iter().any(|b| b.is_ascii_uppercase()) {
-            return None;
-        }
+        let bytes: &[u8; 64] = text.as_bytes().try_into().ok()?;
         let mut out = [0u8; 32];
-        hex::decode_to_slice(bytes, &mut out).ok()?;
+        for (byte, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            *byte = (lower_hex_value(pair[0])? << 4) | lower_hex_value(pair[1])?;
+        }
         Some(Self(out))
     }
 
@@ -38,6 +37,15 @@ impl Sha256Digest {
     /// The digest as 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
+    }
+}
+
+/// The value of one lowercase hex digit (this decoder sits on every reply's hot path).
+fn lower_hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        _ => None,
     }
 }
 

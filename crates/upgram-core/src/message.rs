@@ -156,11 +156,75 @@ pub fn check_binding(binding: &Binding, query: &Sha256Digest, now: u64) -> Resul
     Ok(())
 }
 
+/// Why a fetched fallback document was refused (SPEC.md §8.3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DocumentError {
+    /// Not the length the signed fallback gives.
+    #[error("fallback document is {len} bytes, the signed fallback says {expected}")]
+    SizeMismatch {
+        /// Its length.
+        len: u64,
+        /// The signed `size`.
+        expected: u64,
+    },
+    /// Not the hash the signed fallback gives.
+    #[error("fallback document hashes to {found}, the signed fallback says {expected}")]
+    HashMismatch {
+        /// The signed `sha256`.
+        expected: Sha256Digest,
+        /// Its actual SHA-256.
+        found: Sha256Digest,
+    },
+    /// The document does not decode.
+    #[error("fallback document: {0}")]
+    Body(#[from] BodyError),
+    /// Its `for`, `issued` or `expires` differ from the signed fallback's.
+    #[error("fallback document does not carry the binding of its signed fallback")]
+    BindingMismatch,
+    /// The binding does not check out now.
+    #[error("fallback document: {0}")]
+    Verify(#[from] VerifyError),
+}
+
+impl Fallback<'_> {
+    /// Opens a fetched document against this (verified) fallback: length and SHA-256 first,
+    /// before any parsing, then the decode, then the binding, which must equal the fallback's
+    /// and still be valid at `now`.
+    pub fn open_document<'d>(
+        &self,
+        bytes: &'d [u8],
+        now: u64,
+    ) -> Result<Response<'d>, DocumentError> {
+        let len = bytes.len() as u64;
+        if len != self.size {
+            return Err(DocumentError::SizeMismatch {
+                len,
+                expected: self.size,
+            });
+        }
+        let found = Sha256Digest::of(bytes);
+        if found != self.sha256 {
+            return Err(DocumentError::HashMismatch {
+                expected: self.sha256,
+                found,
+            });
+        }
+        let response = Response::decode(bytes)?;
+        if response.binding != self.binding {
+            return Err(DocumentError::BindingMismatch);
+        }
+        check_binding(&response.binding, &self.binding.query, now)?;
+        Ok(response)
+    }
+}
+
 impl<'a, T: Bound> SignedReply<'a, T> {
     /// Verifies signature, query binding, nonce and validity window; only then hands out the
     /// body.
     pub fn verify(&self, expect: &Expectation<'_>) -> Result<&T, VerifyError> {
-        if expect.nonce.is_some() && self.nonce != expect.nonce {
+        // A nonce is echoed if and only if the query carried one (SPEC.md §3.3).
+        if self.nonce != expect.nonce {
             return Err(VerifyError::NonceMismatch);
         }
         expect.keys.verify(

@@ -188,6 +188,26 @@ pub enum RecordError {
     },
 }
 
+impl RecordError {
+    /// The stable name of this error (SPEC.md §9.3, record layer).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } | Self::TooManyRecords { .. } | Self::RecordTooLarge { .. } => {
+                "too-large"
+            }
+            Self::Truncated { .. } | Self::TruncatedContent { .. } => "truncated",
+            Self::BadMagic { .. } => "bad-magic",
+            Self::UnsupportedFormat { .. } => "unsupported-version",
+            Self::TrailingBytes { .. } => "length-mismatch",
+            Self::OutOfOrder { .. } | Self::DuplicateId { .. } => "unordered-records",
+            Self::EmptyRecord { .. } => "empty-record",
+            Self::DeleteMissing { .. } => "missing-record",
+            Self::BaseMismatch { .. } => "base-mismatch",
+            Self::ResultMismatch { .. } => "result-mismatch",
+        }
+    }
+}
+
 fn hex(bytes: &[u8; 32]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -271,3 +271,62 @@ fn escaped_values_round_trip_and_borrow_otherwise() {
     ));
     assert_eq!(Query::decode(&query.to_vec()).expect("re-decodes"), query);
 }
+
+#[test]
+fn version_1_elements_in_the_wrong_place_are_errors_not_extensions() {
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "module in module",
+            r#"<query><module id="a"><module id="b"/></module></query>"#.into(),
+        ),
+        (
+            "file in query",
+            r#"<query><file id="a" version="1"/><module id="m"/></query>"#.into(),
+        ),
+        (
+            "file under response",
+            format!(
+                r#"<response for="{FOR}" issued="1" expires="2"><file id="a" version="1" mode="delete"/></response>"#
+            ),
+        ),
+        (
+            "mirror in response",
+            format!(
+                r#"<response for="{FOR}" issued="1" expires="2"><mirror url="https://a/b"/></response>"#
+            ),
+        ),
+        (
+            "delta in package",
+            format!(
+                r#"<response for="{FOR}" issued="1" expires="2"><module id="m" status="update" latest="2"><package url="https://a/p" size="1" sha256="{FOR}"><delta from="1" url="https://a/d" size="1" sha256="{FOR}"/></package></module></response>"#
+            ),
+        ),
+    ];
+    for (what, body) in cases {
+        let error = if body.starts_with("<query") {
+            Query::decode(body.as_bytes()).expect_err(what)
+        } else {
+            Response::decode(body.as_bytes()).expect_err(what)
+        };
+        assert_eq!(error.name(), "unexpected-element", "{what}: {error}");
+    }
+}
+
+#[test]
+fn urls_are_printable_ascii() {
+    for url in [
+        "https://a.example/caf\u{e9}",
+        "https://a.example/a b",
+        "https://a.example/\u{85}",
+        "https://a.example/\u{2028}x",
+    ] {
+        let body = format!(
+            r#"<response for="{FOR}" issued="1" expires="2"><module id="m" status="update" latest="2"><package url="{url}" size="1" sha256="{FOR}"/></module></response>"#
+        );
+        assert_eq!(
+            Response::decode(body.as_bytes()).expect_err(url).name(),
+            "invalid-attribute",
+            "{url:?}"
+        );
+    }
+}

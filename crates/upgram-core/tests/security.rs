@@ -239,6 +239,14 @@ fn nonce_bound_replies_verify_only_with_their_nonce() {
             .name(),
         "nonce-mismatch"
     );
+    // A nonce the client never sent is refused too: the reply answers someone else's query.
+    assert_eq!(
+        signed(&bytes)
+            .verify(&expect(&keys, &q, None, NOW))
+            .expect_err("unrequested")
+            .name(),
+        "nonce-mismatch"
+    );
     // Moving the nonce onto another reply breaks the signature.
     let mut swapped = bytes.clone();
     let at = swapped.len() - 72 - 16;

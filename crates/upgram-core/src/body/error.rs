@@ -5,9 +5,9 @@ use std::borrow::Cow;
 
 use serde::{Serialize, Serializer};
 
-use crate::body::parse_document;
 use crate::body::value::Fields;
 use crate::body::xml::{write_attribute, write_number};
+use crate::body::{finish_leaf, parse_document};
 use crate::error::BodyError;
 
 /// Error codes (SPEC.md §9.1, §9.2): message-level (1-19) and module-level (20-39).
@@ -74,7 +74,7 @@ impl ErrorCode {
             Self::QueryTooLarge => "query-too-large",
             Self::NoRelease => "no-release",
             Self::DependencyUnresolvable => "dependency-unresolvable",
-            Self::ModuleError => "module-error",
+            Self::ModuleError => "module-internal-error",
             Self::Other(_) => "unknown-code",
         }
     }
@@ -124,7 +124,7 @@ impl<'a> ErrorBody<'a> {
                 }
                 Ok(())
             })?;
-            reader.finish_leaf(&root, &[], "error")?;
+            finish_leaf(reader, &root, "error")?;
             let fields = Fields::new("error", None);
             let code =
                 ErrorCode::from_code(fields.small_number("code", &fields.required("code", code)?)?);

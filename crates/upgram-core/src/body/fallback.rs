@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::body::response::Binding;
 use crate::body::value::Fields;
 use crate::body::xml::{write_attribute, write_number};
-use crate::body::{for_each_child, parse_document};
+use crate::body::{finish_leaf, for_each_child, parse_document};
 use crate::digest::Sha256Digest;
 use crate::error::BodyError;
 use crate::limits::{MAX_DOCUMENT_LEN, MAX_MIRRORS};
@@ -55,7 +55,7 @@ impl<'a> Fallback<'a> {
             }
             let sha256 = fields.digest("sha256", &fields.required("sha256", sha256)?)?;
             let mut mirrors = Vec::new();
-            for_each_child(reader, &root, &["mirror"], |reader, element| {
+            for_each_child(reader, &root, "fallback", &["mirror"], |reader, element| {
                 let mut url = None;
                 element.for_each_attribute(|name, value| {
                     if name == "url" {
@@ -63,7 +63,7 @@ impl<'a> Fallback<'a> {
                     }
                     Ok(())
                 })?;
-                reader.finish_leaf(&element, &[], "mirror")?;
+                finish_leaf(reader, &element, "mirror")?;
                 if mirrors.len() == MAX_MIRRORS {
                     return Err(BodyError::TooManyElements {
                         what: "mirrors",

@@ -54,12 +54,20 @@ pub(crate) fn parse_document<'a, T>(
     }
 }
 
-/// Visits the children of `element`: known ones go to `child`, unknown ones are skipped
-/// (forward compatibility, SPEC.md §4.1.3).
+/// Every element name of protocol version 1. One of these where its parent does not allow it
+/// is an error; any other name is an extension and is skipped (SPEC.md §4.1.3).
+pub(crate) const V1_ELEMENTS: [&str; 11] = [
+    "query", "module", "file", "response", "package", "delta", "requires", "frequent", "fallback",
+    "mirror", "error",
+];
+
+/// Visits the children of `element`, whose name is `parent`: those in `allowed` go to `child`,
+/// other version 1 elements are an error, unknown ones are skipped (forward compatibility).
 pub(crate) fn for_each_child<'a>(
     reader: &mut XmlReader<'a>,
     element: &Element<'a>,
-    known: &[&str],
+    parent: &'static str,
+    allowed: &[&str],
     mut child: impl FnMut(&mut XmlReader<'a>, Element<'a>) -> Result<(), BodyError>,
 ) -> Result<(), BodyError> {
     if element.empty {
@@ -67,9 +75,21 @@ pub(crate) fn for_each_child<'a>(
     }
     loop {
         match reader.next()? {
-            Node::Open(next) if known.contains(&next.name) => child(reader, next)?,
+            Node::Open(next) if allowed.contains(&next.name) => child(reader, next)?,
+            Node::Open(next) if V1_ELEMENTS.contains(&next.name) => {
+                return Err(xml::unexpected(&next, parent, ""));
+            }
             Node::Open(next) => reader.skip(&next)?,
             Node::Close => return Ok(()),
         }
     }
+}
+
+/// Reads past the end of a leaf element (one without version 1 children).
+pub(crate) fn finish_leaf<'a>(
+    reader: &mut XmlReader<'a>,
+    element: &Element<'a>,
+    name: &'static str,
+) -> Result<(), BodyError> {
+    for_each_child(reader, element, name, &[], |_, _| Ok(()))
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::body::value::Fields;
 use crate::body::xml::{Element, XmlReader, write_attribute};
-use crate::body::{for_each_child, parse_document};
+use crate::body::{finish_leaf, for_each_child, parse_document};
 use crate::error::{BodyError, EncodeError};
 use crate::limits::{MAX_FILES_PER_MODULE, MAX_MODULES};
 use crate::version::Version;
@@ -53,7 +53,7 @@ impl<'a> Query<'a> {
     pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
         parse_document(bytes, "query", |reader, root| {
             let mut modules = Vec::new();
-            for_each_child(reader, &root, &["module"], |reader, element| {
+            for_each_child(reader, &root, "query", &["module"], |reader, element| {
                 if modules.len() == MAX_MODULES {
                     return Err(BodyError::TooManyElements {
                         what: "modules",
@@ -151,7 +151,7 @@ impl<'a> QueryModule<'a> {
         let version = version.map(|v| fields.version("version", v)).transpose()?;
         let id = fields.module_id("id", fields.required("id", id.clone())?)?;
         let mut files = Vec::new();
-        for_each_child(reader, &element, &["file"], |reader, child| {
+        for_each_child(reader, &element, "module", &["file"], |reader, child| {
             if files.len() == MAX_FILES_PER_MODULE {
                 return Err(BodyError::TooManyElements {
                     what: "files in a module",
@@ -212,7 +212,7 @@ impl<'a> QueryFile<'a> {
             }
             Ok(())
         })?;
-        reader.finish_leaf(&element, &[], "file")?;
+        finish_leaf(reader, &element, "file")?;
         let fields = Fields::new("file", id.as_deref());
         let version = fields.version("version", fields.required("version", version)?)?;
         let id = fields.file_id("id", fields.required("id", id.clone())?)?;

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::body::value::Fields;
 use crate::body::xml::{Element, XmlReader, unexpected, write_attribute, write_flag, write_number};
-use crate::body::{for_each_child, parse_document};
+use crate::body::{finish_leaf, for_each_child, parse_document};
 use crate::digest::Sha256Digest;
 use crate::error::BodyError;
 use crate::limits::{MAX_FILES_PER_MODULE, MAX_MODULES};
@@ -313,7 +313,7 @@ impl<'a> Response<'a> {
             let base = base.map(|b| fields.url("base", b, false)).transpose()?;
             let relative_ok = base.is_some();
             let mut modules = Vec::new();
-            for_each_child(reader, &root, &["module"], |reader, element| {
+            for_each_child(reader, &root, "response", &["module"], |reader, element| {
                 if modules.len() == MAX_MODULES {
                     return Err(BodyError::TooManyElements {
                         what: "modules",
@@ -451,7 +451,7 @@ impl<'a> ModuleAnswer<'a> {
         relative_ok: bool,
     ) -> Result<(), BodyError> {
         let known = ["package", "file", "requires", "frequent"];
-        for_each_child(reader, element, &known, |reader, child| {
+        for_each_child(reader, element, "module", &known, |reader, child| {
             match child.name {
                 "package" => {
                     if !matches!(self.upgrade, UpgradeInfo::None) {
@@ -593,7 +593,7 @@ fn parse_package<'a>(
     relative_ok: bool,
 ) -> Result<Package<'a>, BodyError> {
     let [url, size, sha256, args] = collect(element, ["url", "size", "sha256", "args"])?;
-    reader.finish_leaf(element, &[], "package")?;
+    finish_leaf(reader, &element, "package")?;
     let fields = Fields::new("package", None);
     Ok(Package {
         payload: parse_payload(&fields, url, size, sha256, relative_ok)?,
@@ -606,7 +606,7 @@ fn parse_requires<'a>(
     element: &Element<'a>,
 ) -> Result<Requires<'a>, BodyError> {
     let [id, min] = collect(element, ["id", "min"])?;
-    reader.finish_leaf(element, &[], "requires")?;
+    finish_leaf(reader, &element, "requires")?;
     let fields = Fields::new("requires", id.as_deref());
     let min = fields.version("min", fields.required("min", min)?)?;
     let id = fields.module_id("id", fields.required("id", id.clone())?)?;
@@ -618,7 +618,7 @@ fn parse_frequent<'a>(
     element: &Element<'a>,
 ) -> Result<Cow<'a, str>, BodyError> {
     let [id] = collect(element, ["id"])?;
-    reader.finish_leaf(element, &[], "frequent")?;
+    finish_leaf(reader, &element, "frequent")?;
     let fields = Fields::new("frequent", None);
     fields.file_id("id", fields.required("id", id)?)
 }
@@ -647,7 +647,7 @@ impl<'a> FileEntry<'a> {
         })?;
         let frequent = frequent.map_or(Ok(false), |v| fields.flag("frequent", &v))?;
         let mut delta = None;
-        for_each_child(reader, element, &["delta"], |reader, child| {
+        for_each_child(reader, element, "file", &["delta"], |reader, child| {
             if mode != FileMode::Incremental || delta.is_some() {
                 return Err(unexpected(
                     &child,
@@ -720,7 +720,7 @@ fn parse_delta<'a>(
     relative_ok: bool,
 ) -> Result<Delta<'a>, BodyError> {
     let [from, url, size, sha256] = collect(element, ["from", "url", "size", "sha256"])?;
-    reader.finish_leaf(element, &[], "delta")?;
+    finish_leaf(reader, &element, "delta")?;
     let fields = Fields::new("delta", None);
     let from = fields.version("from", fields.required("from", from)?)?;
     Ok(Delta {

@@ -30,10 +30,11 @@ pub fn is_valid_file_id(path: &str) -> bool {
             .all(|segment| !matches!(segment, "" | "." | ".."))
 }
 
-/// Whether `url` is acceptable: no whitespace or control characters; absolute (`http://` or
-/// `https://`) or, when `relative_ok`, relative (no scheme, not starting with `/`).
+/// Whether `url` is acceptable: printable ASCII without spaces (RFC 3986 percent-encodes the
+/// rest); absolute (`http://` or `https://`) or, when `relative_ok`, relative (no scheme, not
+/// starting with `/`).
 pub fn is_valid_url(url: &str, relative_ok: bool) -> bool {
-    if url.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if url.is_empty() || !url.bytes().all(|b| b.is_ascii_graphic()) {
         return false;
     }
     match url.split_once("://") {

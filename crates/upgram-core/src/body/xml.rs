@@ -199,28 +199,6 @@ impl<'a> XmlReader<'a> {
             }
         }
     }
-
-    /// Reads past the end of `element`, failing if it has any child: for elements the schema
-    /// defines as empty. Unknown children are still skipped.
-    pub fn finish_leaf(
-        &mut self,
-        element: &Element<'a>,
-        known: &[&str],
-        parent: &'static str,
-    ) -> Result<(), BodyError> {
-        if element.empty {
-            return Ok(());
-        }
-        loop {
-            match self.next()? {
-                Node::Open(child) if known.contains(&child.name) => {
-                    return Err(unexpected(&child, parent, ""));
-                }
-                Node::Open(child) => self.skip(&child)?,
-                Node::Close => return Ok(()),
-            }
-        }
-    }
 }
 
 fn is_predefined_entity(name: &str) -> bool {
