@@ -593,7 +593,7 @@ fn parse_package<'a>(
     relative_ok: bool,
 ) -> Result<Package<'a>, BodyError> {
     let [url, size, sha256, args] = collect(element, ["url", "size", "sha256", "args"])?;
-    finish_leaf(reader, &element, "package")?;
+    finish_leaf(reader, element, "package")?;
     let fields = Fields::new("package", None);
     Ok(Package {
         payload: parse_payload(&fields, url, size, sha256, relative_ok)?,
@@ -606,7 +606,7 @@ fn parse_requires<'a>(
     element: &Element<'a>,
 ) -> Result<Requires<'a>, BodyError> {
     let [id, min] = collect(element, ["id", "min"])?;
-    finish_leaf(reader, &element, "requires")?;
+    finish_leaf(reader, element, "requires")?;
     let fields = Fields::new("requires", id.as_deref());
     let min = fields.version("min", fields.required("min", min)?)?;
     let id = fields.module_id("id", fields.required("id", id.clone())?)?;
@@ -618,7 +618,7 @@ fn parse_frequent<'a>(
     element: &Element<'a>,
 ) -> Result<Cow<'a, str>, BodyError> {
     let [id] = collect(element, ["id"])?;
-    finish_leaf(reader, &element, "frequent")?;
+    finish_leaf(reader, element, "frequent")?;
     let fields = Fields::new("frequent", None);
     fields.file_id("id", fields.required("id", id)?)
 }
@@ -720,7 +720,7 @@ fn parse_delta<'a>(
     relative_ok: bool,
 ) -> Result<Delta<'a>, BodyError> {
     let [from, url, size, sha256] = collect(element, ["from", "url", "size", "sha256"])?;
-    finish_leaf(reader, &element, "delta")?;
+    finish_leaf(reader, element, "delta")?;
     let fields = Fields::new("delta", None);
     let from = fields.version("from", fields.required("from", from)?)?;
     Ok(Delta {
