@@ -293,6 +293,32 @@ proptest! {
     }
 
     #[test]
+    fn error_and_cookie_datagrams_round_trip(
+        id in any::<u64>(), code in any::<u16>(), message in prop::option::of("[ -~]{0,60}"),
+        client in prop::option::of(any::<[u8; 8]>()), server in any::<[u8; 16]>(),
+    ) {
+        let mut error = ErrorBody::new(ErrorCode::from_code(code));
+        error.message = message.map(Cow::Owned);
+        if error.code == ErrorCode::UnsupportedVersion {
+            error.supported = vec![1];
+        }
+        let body = error.to_vec();
+        let bytes = Frame::error(id, &body).to_vec().expect("small errors fit");
+        let datagram = Datagram::decode(&bytes).expect("decodes");
+        prop_assert_eq!(datagram.request_id, id);
+        prop_assert_eq!(&datagram.message, &Message::Error(error));
+
+        let challenge = Frame::cookie_challenge(id, client.map(ClientCookie), ServerCookie(server));
+        let bytes = challenge.to_vec().expect("fits");
+        prop_assert!(bytes.len() <= 44);
+        let Message::CookieChallenge(decoded) = Datagram::decode(&bytes).expect("decodes").message else {
+            panic!("a cookie challenge")
+        };
+        prop_assert_eq!(decoded.client_cookie, client.map(ClientCookie));
+        prop_assert_eq!(decoded.server_cookie, ServerCookie(server));
+    }
+
+    #[test]
     fn split_queries_fit_and_keep_every_module(q in query(), max in 200usize..900) {
         let modules = q.modules.clone();
         match Query::split(modules, max) {
