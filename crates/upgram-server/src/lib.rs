@@ -13,3 +13,4 @@
 
 pub mod catalog;
 pub mod keys;
+pub mod responder;

@@ -2,4 +2,6 @@
 
 pub mod model;
 
-pub use model::{Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings};
+pub use model::{
+    Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings,
+};

@@ -1,0 +1,446 @@
+//! The responder (SPEC.md §5.2-§5.7): a pure function from a catalog and a query to the
+//! response, with no sockets, files or clock. The serving layer adds the binding (which query,
+//! for how long), signs, and decides inline or fallback.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashSet};
+
+use upgram_core::body::{
+    Binding, Delta, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package as PackageInfo,
+    Payload, Query, QueryFile, QueryModule, Requires, Response, Status, UpgradeInfo,
+};
+use upgram_core::version::Version;
+
+use crate::catalog::model::{Blob, Catalog, Module, Release, ReleaseFile, matches_any};
+
+/// Where payloads are, relative to the response's `base`: `store/<sha256>`.
+pub fn store_url(blob: &Blob) -> String {
+    format!("store/{}", blob.sha256)
+}
+
+fn payload(blob: &Blob) -> Payload<'static> {
+    Payload {
+        url: Cow::Owned(store_url(blob)),
+        size: blob.size,
+        sha256: blob.sha256,
+    }
+}
+
+/// Answers `query` from `catalog`. `base` is the public URL payloads are under (ending in
+/// `/`); `binding` says which query this answers and for how long.
+pub fn respond<'c>(
+    catalog: &'c Catalog,
+    query: &Query<'_>,
+    binding: Binding,
+    base: &str,
+) -> Response<'c> {
+    let mut modules: Vec<ModuleAnswer<'c>> =
+        query.modules.iter().map(|m| answer(catalog, m)).collect();
+    add_dependencies(catalog, query, &mut modules);
+    Response {
+        binding,
+        base: Some(Cow::Owned(base.to_owned())),
+        modules,
+    }
+}
+
+/// The answer for one query module (§5.2).
+fn answer<'c>(catalog: &'c Catalog, asked: &QueryModule<'_>) -> ModuleAnswer<'c> {
+    let Some(module) = catalog.modules.get(asked.id.as_ref()) else {
+        return ModuleAnswer::new(Cow::Owned(asked.id.to_string()), Status::Unknown, None);
+    };
+    let Some(latest) = module.latest() else {
+        return error_answer(module, ErrorCode::NoRelease);
+    };
+    let mut answer = match &asked.version {
+        None => install(catalog, module, latest),
+        Some(installed) if *installed == latest.version => {
+            current(catalog, module, latest, &asked.files)
+        }
+        Some(installed) if *installed < latest.version => {
+            upgrade(catalog, module, latest, installed, &asked.files)
+        }
+        Some(_) => newer_than_latest(catalog, module, latest),
+    };
+    add_frequent_hint(&mut answer, module, &asked.files);
+    answer
+}
+
+fn error_answer<'c>(module: &'c Module, code: ErrorCode) -> ModuleAnswer<'c> {
+    let mut answer = ModuleAnswer::new(Cow::Borrowed(module.id.as_str()), Status::Error, None);
+    answer.code = Some(code.code());
+    answer
+}
+
+fn requires_of(release: &Release) -> Vec<Requires<'_>> {
+    release
+        .requires
+        .iter()
+        .map(|(id, min)| Requires {
+            id: Cow::Borrowed(id),
+            min: min.as_borrowed(),
+        })
+        .collect()
+}
+
+/// The flags over the releases in `(after, latest]` (§5.5); `after = None` means all.
+fn set_flags(
+    answer: &mut ModuleAnswer<'_>,
+    module: &Module,
+    after: Option<&Version<'_>>,
+    latest: &Version<'_>,
+) {
+    let span = module
+        .releases
+        .iter()
+        .filter(|r| after.is_none_or(|a| r.version > *a) && r.version <= *latest);
+    for release in span {
+        answer.full |= release.full;
+        if release.forced {
+            answer.forced = true;
+            answer.floor = Some(release.version.clone());
+        }
+    }
+}
+
+fn update_answer<'c>(module: &'c Module, latest: &'c Release) -> ModuleAnswer<'c> {
+    let mut answer = ModuleAnswer::new(
+        Cow::Borrowed(module.id.as_str()),
+        Status::Update,
+        Some(latest.version.as_borrowed()),
+    );
+    answer.requires = requires_of(latest);
+    answer
+}
+
+/// A module that is not installed: everything of `latest` (§5.2 step 2).
+fn install<'c>(catalog: &'c Catalog, module: &'c Module, latest: &'c Release) -> ModuleAnswer<'c> {
+    let mut answer = update_answer(module, latest);
+    set_flags(&mut answer, module, None, &latest.version);
+    let entries: Vec<FileEntry<'c>> = latest
+        .files
+        .iter()
+        .map(|f| replace_entry(module, f))
+        .collect();
+    choose_upgrade(catalog, module, latest, answer, entries)
+}
+
+/// A module at the latest version: the file-level answer only (§5.2 step 3).
+fn current<'c>(
+    catalog: &'c Catalog,
+    module: &'c Module,
+    latest: &'c Release,
+    asked: &[QueryFile<'_>],
+) -> ModuleAnswer<'c> {
+    let mut answer = ModuleAnswer::new(
+        Cow::Borrowed(module.id.as_str()),
+        Status::Current,
+        Some(latest.version.as_borrowed()),
+    );
+    let entries: Vec<FileEntry<'c>> = asked
+        .iter()
+        .filter_map(|file| file_level_entry(catalog, module, latest, file))
+        .collect();
+    if !entries.is_empty() {
+        answer.upgrade = UpgradeInfo::Files(entries);
+    }
+    answer
+}
+
+/// An installed version older than the latest (§5.2 step 4).
+fn upgrade<'c>(
+    catalog: &'c Catalog,
+    module: &'c Module,
+    latest: &'c Release,
+    installed: &Version<'_>,
+    asked: &[QueryFile<'_>],
+) -> ModuleAnswer<'c> {
+    let mut answer = update_answer(module, latest);
+    set_flags(&mut answer, module, Some(installed), &latest.version);
+    let asked_ids: HashSet<&str> = asked.iter().map(|f| f.id.as_ref()).collect();
+    let installed_release = module.release(installed);
+    let mut entries: Vec<FileEntry<'c>> = Vec::new();
+    for file in &latest.files {
+        if asked_ids.contains(file.id.as_str()) {
+            continue;
+        }
+        if answer.full || file.version > *installed {
+            let from = installed_release
+                .and_then(|r| r.file(&file.id))
+                .map(|f| &f.version);
+            entries.push(changed_entry(catalog, module, latest, file, from));
+        }
+    }
+    for id in deleted_since(module, latest, installed) {
+        if !asked_ids.contains(id) {
+            entries.push(delete_entry(id, &latest.version));
+        }
+    }
+    entries.extend(
+        asked
+            .iter()
+            .filter_map(|f| file_level_entry(catalog, module, latest, f)),
+    );
+    choose_upgrade(catalog, module, latest, answer, entries)
+}
+
+/// A client newer than the catalog's latest (§5.2 step 5, §6.4): a rollback if the catalog
+/// designates one, else nothing to do.
+fn newer_than_latest<'c>(
+    catalog: &'c Catalog,
+    module: &'c Module,
+    latest: &'c Release,
+) -> ModuleAnswer<'c> {
+    if !latest.rollback {
+        return ModuleAnswer::new(
+            Cow::Borrowed(module.id.as_str()),
+            Status::Current,
+            Some(latest.version.as_borrowed()),
+        );
+    }
+    let mut answer = update_answer(module, latest);
+    answer.rollback = true;
+    answer.full = true;
+    let mut entries: Vec<FileEntry<'c>> = latest
+        .files
+        .iter()
+        .map(|f| replace_entry(module, f))
+        .collect();
+    let kept: HashSet<&str> = latest.files.iter().map(|f| f.id.as_str()).collect();
+    let gone: BTreeSet<&str> = module
+        .releases
+        .iter()
+        .flat_map(|r| r.files.iter())
+        .map(|f| f.id.as_str())
+        .filter(|id| !kept.contains(id))
+        .collect();
+    entries.extend(gone.into_iter().map(|id| delete_entry(id, &latest.version)));
+    choose_upgrade(catalog, module, latest, answer, entries)
+}
+
+/// Files deleted by releases in `(installed, latest]` and not present in `latest`.
+fn deleted_since<'c>(
+    module: &'c Module,
+    latest: &'c Release,
+    installed: &Version<'_>,
+) -> BTreeSet<&'c str> {
+    module
+        .releases
+        .iter()
+        .filter(|r| r.version > *installed && r.version <= latest.version)
+        .flat_map(|r| r.deleted.iter())
+        .map(|d| d.id.as_str())
+        .filter(|id| latest.file(id).is_none())
+        .collect()
+}
+
+/// The entry for a file the client named in its query, if its version differs (P5).
+fn file_level_entry<'c>(
+    catalog: &'c Catalog,
+    module: &'c Module,
+    latest: &'c Release,
+    asked: &QueryFile<'_>,
+) -> Option<FileEntry<'c>> {
+    match latest.file(&asked.id) {
+        Some(file) if file.version != asked.version => Some(changed_entry(
+            catalog,
+            module,
+            latest,
+            file,
+            Some(&asked.version),
+        )),
+        Some(_) => None,
+        None if was_ever_in(module, &asked.id) => Some(delete_entry(
+            module_file_id(module, &asked.id)?,
+            &latest.version,
+        )),
+        None => None,
+    }
+}
+
+fn was_ever_in(module: &Module, id: &str) -> bool {
+    module.releases.iter().any(|r| r.file(id).is_some())
+}
+
+/// The catalog's own copy of a file id (so the answer borrows from the catalog).
+fn module_file_id<'c>(module: &'c Module, id: &str) -> Option<&'c str> {
+    module
+        .releases
+        .iter()
+        .find_map(|r| r.file(id))
+        .map(|f| f.id.as_str())
+}
+
+fn replace_entry<'c>(module: &'c Module, file: &'c ReleaseFile) -> FileEntry<'c> {
+    FileEntry {
+        id: Cow::Borrowed(&file.id),
+        version: file.version.as_borrowed(),
+        action: FileAction::Replace(payload(&file.blob)),
+        frequent: module.frequent.contains(&file.id),
+    }
+}
+
+/// A changed file: incremental when it is a record file and `latest` has a delta from the
+/// client's version of it (§5.4), else replace.
+fn changed_entry<'c>(
+    catalog: &'c Catalog,
+    module: &'c Module,
+    latest: &'c Release,
+    file: &'c ReleaseFile,
+    client_version: Option<&Version<'_>>,
+) -> FileEntry<'c> {
+    let mut entry = replace_entry(module, file);
+    let is_record = matches_any(&catalog.settings.record_files, &file.id);
+    let delta = client_version.filter(|_| is_record).and_then(|from| {
+        latest
+            .deltas
+            .iter()
+            .find(|d| d.file == file.id && d.from == *from)
+    });
+    if let Some(delta) = delta {
+        entry.action = FileAction::Incremental {
+            payload: payload(&file.blob),
+            delta: Delta {
+                from: delta.from.as_borrowed(),
+                payload: payload(&delta.blob),
+            },
+        };
+    }
+    entry
+}
+
+fn delete_entry<'c>(id: &'c str, version: &'c Version<'static>) -> FileEntry<'c> {
+    FileEntry {
+        id: Cow::Borrowed(id),
+        version: version.as_borrowed(),
+        action: FileAction::Delete,
+        frequent: false,
+    }
+}
+
+/// Package or file list (§5.3): the package when a listed file is critical (error 22 if the
+/// release has none), else the file list.
+fn choose_upgrade<'c>(
+    catalog: &'c Catalog,
+    module: &'c Module,
+    latest: &'c Release,
+    mut answer: ModuleAnswer<'c>,
+    entries: Vec<FileEntry<'c>>,
+) -> ModuleAnswer<'c> {
+    let critical = entries
+        .iter()
+        .any(|e| matches_any(&catalog.settings.critical, &e.id));
+    if critical || (entries.is_empty() && answer.status == Status::Update) {
+        let Some(package) = &latest.package else {
+            return error_answer(module, ErrorCode::ModuleError);
+        };
+        answer.upgrade = UpgradeInfo::Package(PackageInfo {
+            payload: payload(&package.blob),
+            args: package.args.as_deref().map(Cow::Borrowed),
+        });
+        return answer;
+    }
+    if !entries.is_empty() {
+        answer.upgrade = UpgradeInfo::Files(entries);
+    }
+    answer
+}
+
+/// The server's frequent list for the module when the query's file entries differ (§5.7).
+fn add_frequent_hint<'c>(
+    answer: &mut ModuleAnswer<'c>,
+    module: &'c Module,
+    asked: &[QueryFile<'_>],
+) {
+    if module.frequent.is_empty() || answer.status == Status::Unknown {
+        return;
+    }
+    let asked: BTreeSet<&str> = asked.iter().map(|f| f.id.as_ref()).collect();
+    let listed: BTreeSet<&str> = module.frequent.iter().map(String::as_str).collect();
+    if asked != listed {
+        answer.frequent = module
+            .frequent
+            .iter()
+            .map(|f| Cow::Borrowed(f.as_str()))
+            .collect();
+    }
+}
+
+/// Answers for modules that updated answers require but the query did not contain, as for
+/// modules not installed (§5.6); a requiring module whose requirement cannot be met from the
+/// catalog answers error 21.
+fn add_dependencies<'c>(
+    catalog: &'c Catalog,
+    query: &Query<'_>,
+    modules: &mut Vec<ModuleAnswer<'c>>,
+) {
+    let asked: HashSet<&str> = query.modules.iter().map(|m| m.id.as_ref()).collect();
+    let mut included: BTreeSet<String> = BTreeSet::new();
+    let mut i = 0;
+    // Iterative: dependency answers appended to `modules` are visited in turn.
+    while i < modules.len() {
+        if modules[i].status == Status::Update {
+            if let Err(code) = check_requirements(catalog, &modules[i]) {
+                if let Some(module) = catalog.modules.get(modules[i].id.as_ref()) {
+                    modules[i] = error_answer(module, code);
+                }
+            } else {
+                for required in modules[i].requires.clone() {
+                    let id = required.id.as_ref();
+                    if asked.contains(id) || included.contains(id) {
+                        continue;
+                    }
+                    if let Some(module) = catalog.modules.get(id) {
+                        included.insert(id.to_owned());
+                        let mut dependency = answer(
+                            catalog,
+                            &QueryModule {
+                                id: Cow::Borrowed(module.id.as_str()),
+                                version: None,
+                                files: vec![],
+                            },
+                        );
+                        dependency.dependency = true;
+                        modules.push(dependency);
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+}
+
+/// Whether every requirement of `answer`, transitively through the catalog's latest
+/// releases, exists, is new enough, and is free of cycles.
+fn check_requirements(catalog: &Catalog, answer: &ModuleAnswer<'_>) -> Result<(), ErrorCode> {
+    let mut stack: Vec<(&str, usize)> = vec![(answer.id.as_ref(), 0)];
+    let mut on_path: Vec<&str> = vec![answer.id.as_ref()];
+    let mut done: HashSet<&str> = HashSet::new();
+    while let Some((id, next)) = stack.pop() {
+        let requires = catalog
+            .modules
+            .get(id)
+            .and_then(Module::latest)
+            .map(|r| r.requires.as_slice())
+            .unwrap_or(&[]);
+        let Some((dep, min)) = requires.get(next) else {
+            done.insert(id);
+            on_path.pop();
+            continue;
+        };
+        stack.push((id, next + 1));
+        let module = catalog
+            .modules
+            .get(dep.as_str())
+            .ok_or(ErrorCode::DependencyUnresolvable)?;
+        let latest = module.latest().ok_or(ErrorCode::DependencyUnresolvable)?;
+        if latest.version < *min || on_path.contains(&module.id.as_str()) {
+            return Err(ErrorCode::DependencyUnresolvable);
+        }
+        if !done.contains(module.id.as_str()) {
+            on_path.push(module.id.as_str());
+            stack.push((module.id.as_str(), 0));
+        }
+    }
+    Ok(())
+}
