@@ -15,18 +15,31 @@ use upgram_core::{Datagram, Message};
 /// Whole datagrams: decode, and if that succeeds, the re-encoding gives the same bytes and the
 /// body's canonical form decodes to the same value.
 pub fn datagram(data: &[u8]) {
-    let Ok(datagram) = Datagram::decode(data) else { return };
+    let Ok(datagram) = Datagram::decode(data) else {
+        return;
+    };
     let mut again = Vec::new();
-    datagram.encode(&mut again).expect("a decoded datagram re-encodes");
+    datagram
+        .encode(&mut again)
+        .expect("a decoded datagram re-encodes");
     assert_eq!(again, data, "re-encoding differs");
     match &datagram.message {
-        Message::Query(q) => assert_eq!(Query::decode(&q.query.to_vec()).expect("canonical query decodes"), q.query),
+        Message::Query(q) => assert_eq!(
+            Query::decode(&q.query.to_vec()).expect("canonical query decodes"),
+            q.query
+        ),
         Message::Response(r) => check_response(r.body_unverified()),
         Message::Fallback(f) => {
             let body = f.body_unverified();
-            assert_eq!(&Fallback::decode(&body.to_vec()).expect("canonical fallback decodes"), body);
+            assert_eq!(
+                &Fallback::decode(&body.to_vec()).expect("canonical fallback decodes"),
+                body
+            );
         }
-        Message::Error(e) => assert_eq!(&ErrorBody::decode(&e.to_vec()).expect("canonical error decodes"), e),
+        Message::Error(e) => assert_eq!(
+            &ErrorBody::decode(&e.to_vec()).expect("canonical error decodes"),
+            e
+        ),
         Message::CookieChallenge(_) => {}
     }
 }
@@ -34,8 +47,15 @@ pub fn datagram(data: &[u8]) {
 fn check_response(response: &Response<'_>) {
     let canonical = response.to_vec();
     let again = Response::decode(&canonical).expect("canonical response decodes");
-    assert_eq!(&again, response, "canonical response decodes to another value");
-    assert_eq!(again.to_vec(), canonical, "canonical encoding is not stable");
+    assert_eq!(
+        &again, response,
+        "canonical response decodes to another value"
+    );
+    assert_eq!(
+        again.to_vec(),
+        canonical,
+        "canonical encoding is not stable"
+    );
 }
 
 /// Fallback documents (the `<response>` schema, up to 4 MiB).
@@ -49,35 +69,54 @@ pub fn document(data: &[u8]) {
 ///
 /// The input is split at its first `\n` into two candidate versions.
 pub fn version(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let (a, b) = text.split_once('\n').unwrap_or((text, ""));
-    let (Ok(a), b) = (Version::parse(a), Version::parse(b)) else { return };
+    let (Ok(a), b) = (Version::parse(a), Version::parse(b)) else {
+        return;
+    };
     assert_eq!(a.cmp(&a), Ordering::Equal);
     assert_eq!(Version::parse(&a.to_string()).expect("display parses"), a);
     if let Ok(b) = b {
         assert_eq!(a.cmp(&b), b.cmp(&a).reverse(), "order is not antisymmetric");
-        assert_eq!(a == b, a.cmp(&b) == Ordering::Equal, "equality disagrees with the order");
+        assert_eq!(
+            a == b,
+            a.cmp(&b) == Ordering::Equal,
+            "equality disagrees with the order"
+        );
     }
 }
 
 /// Record files and deltas. The first two bytes (little endian) say where the input splits into
 /// a base file and a delta; both are decoded, merged and applied.
 pub fn records(data: &[u8]) {
-    let Some((head, rest)) = data.split_first_chunk::<2>() else { return };
+    let Some((head, rest)) = data.split_first_chunk::<2>() else {
+        return;
+    };
     let split = usize::from(u16::from_le_bytes(*head)).min(rest.len());
     let (base, delta) = rest.split_at(split);
     let _ = apply_delta(base, delta);
-    let Ok(base_file) = RecordFile::decode(base) else { return };
+    let Ok(base_file) = RecordFile::decode(base) else {
+        return;
+    };
     if let Ok(parsed) = RecordDelta::decode(delta) {
         if let Ok(merged) = merge(&base_file, &parsed) {
             let mut bytes = Vec::new();
             merged.encode(&mut bytes);
-            assert_eq!(RecordFile::decode(&bytes).expect("merged file decodes"), merged);
+            assert_eq!(
+                RecordFile::decode(&bytes).expect("merged file decodes"),
+                merged
+            );
         }
     }
     if let Ok(other) = RecordFile::decode(delta) {
         let forward = diff(&base_file, &other);
-        assert_eq!(merge(&base_file, &forward).expect("a diff merges onto its base"), other, "merge(a, diff(a, b)) != b");
+        assert_eq!(
+            merge(&base_file, &forward).expect("a diff merges onto its base"),
+            other,
+            "merge(a, diff(a, b)) != b"
+        );
     }
 }
 
@@ -94,10 +133,16 @@ pub fn roundtrip(data: &[u8]) {
     }
     if let Ok(fallback) = Fallback::decode(data) {
         let bytes = fallback.to_vec();
-        assert_eq!(Fallback::decode(&bytes).expect("canonical fallback decodes"), fallback);
+        assert_eq!(
+            Fallback::decode(&bytes).expect("canonical fallback decodes"),
+            fallback
+        );
     }
     if let Ok(error) = ErrorBody::decode(data) {
         let bytes = error.to_vec();
-        assert_eq!(ErrorBody::decode(&bytes).expect("canonical error decodes"), error);
+        assert_eq!(
+            ErrorBody::decode(&bytes).expect("canonical error decodes"),
+            error
+        );
     }
 }
