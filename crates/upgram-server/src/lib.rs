@@ -12,5 +12,10 @@
 )]
 
 pub mod catalog;
+pub mod http;
 pub mod keys;
+pub mod metrics;
+pub mod ratelimit;
 pub mod responder;
+pub mod server;
+pub mod udp;

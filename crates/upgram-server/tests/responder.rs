@@ -8,52 +8,11 @@ use upgram_core::body::{
     Binding, FileAction, FileMode, ModuleAnswer, Query, QueryFile, QueryModule, Response, Status,
     UpgradeInfo,
 };
-use upgram_core::version::Version;
-use upgram_server::catalog::{
-    Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile,
-};
+use upgram_server::catalog::{Catalog, DeletedFile, DeltaRef, Package};
 use upgram_server::responder::respond;
 
-fn v(text: &str) -> Version<'static> {
-    text.parse().expect("version")
-}
-
-fn blob(name: &str) -> Blob {
-    Blob {
-        sha256: Sha256Digest::of(name.as_bytes()),
-        size: name.len() as u64,
-    }
-}
-
-fn file(id: &str, version: &str) -> ReleaseFile {
-    ReleaseFile {
-        id: id.into(),
-        version: v(version),
-        blob: blob(&format!("{id}@{version}")),
-    }
-}
-
-fn release(version: &str, files: Vec<ReleaseFile>) -> Release {
-    Release {
-        version: v(version),
-        forced: false,
-        full: false,
-        rollback: false,
-        requires: vec![],
-        package: None,
-        files,
-        deleted: vec![],
-        deltas: vec![],
-    }
-}
-
-fn module(id: &str, releases: Vec<Release>) -> Module {
-    Module {
-        id: id.into(),
-        releases,
-        frequent: vec![],
-    }
-}
+mod common;
+use common::{blob, file, module, release, v};
 
 /// core: 1.0 {a, b, c.dat}; 1.1 {a changed, b, d added, c.dat deleted}, forced; 1.2 {b changed}.
 fn catalog() -> Catalog {

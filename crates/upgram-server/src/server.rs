@@ -1,0 +1,448 @@
+//! What the server does with one datagram (SPEC.md §2.5, §8.1, §9, §10.6), without sockets:
+//! decode, rate-limit, check the cookie, answer from the catalog (or from a cached signed
+//! answer), decide inline or fallback, and apply the 3× rule. The UDP driver ([`crate::udp`])
+//! feeds datagrams in and sends what comes out.
+//!
+//! Signatures are reused (SPEC.md §10.2): answers are valid for a window aligned to the minute,
+//! so every identical query in that minute, on any instance, gets the identical signed bytes;
+//! each worker keeps its own cache, so the hot path takes no lock.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use upgram_core::body::{Binding, ErrorBody, ErrorCode, Query};
+use upgram_core::cookie::{
+    ClientCookie, CookieCheck, CookieSecret, ServerCookie, check_server_cookie, make_server_cookie,
+    within_amplification_limit,
+};
+use upgram_core::fallback::{PreparedReply, ReplyShape, prepare_reply};
+use upgram_core::sign::ReplySigner;
+use upgram_core::wire::{Frame, MessageKind, PROTOCOL_VERSION, peek_version_and_id};
+use upgram_core::{DecodeError, MAX_DATAGRAM_LEN, Sha256Digest};
+
+use crate::catalog::Catalog;
+use crate::metrics::{Metrics, bump};
+use crate::ratelimit::RateLimiter;
+use crate::responder::respond;
+
+/// Answers are issued at the start of the current minute, so instances agree on the bytes.
+pub const ISSUE_GRANULARITY_SECS: u64 = 60;
+/// Most signed answers one worker keeps.
+const MAX_CACHED_REPLIES: usize = 16_384;
+/// Most fallback documents kept for the HTTP side.
+const MAX_DOCUMENTS: usize = 16_384;
+/// How long a fallback document stays retrievable after its answer expires (SPEC.md §8.4).
+pub const DOCUMENT_GRACE_SECS: u64 = 3600;
+
+/// Settings of a running server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Public base URL of the HTTP side, ending in `/` (payloads at `store/`, documents at
+    /// `doc/`).
+    pub public_url: String,
+    /// Validity of an answer, `expires - issued` (at most 600 s).
+    pub validity_secs: u64,
+    /// Queries per second allowed per source address.
+    pub rate_per_source: f64,
+    /// Burst allowed per source address.
+    pub burst_per_source: f64,
+    /// If set, fallback documents are also written here as `doc/<sha256>.xml`, so a static
+    /// web server or CDN can serve them (S7).
+    pub docs_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8080/".into(),
+            validity_secs: 300,
+            rate_per_source: 200.0,
+            burst_per_source: 400.0,
+            docs_dir: None,
+        }
+    }
+}
+
+/// A catalog as loaded, with a generation that changes on every reload.
+#[derive(Debug)]
+pub struct LoadedCatalog {
+    /// The catalog.
+    pub catalog: Catalog,
+    /// Increases on every successful reload; part of every cache key.
+    pub generation: u64,
+}
+
+/// The cookie secrets: current and, during a rotation, previous (SPEC.md §10.6).
+#[derive(Debug, Clone)]
+pub struct CookieSecrets {
+    /// Makes new cookies and checks them.
+    pub current: CookieSecret,
+    /// Still accepted.
+    pub previous: Option<CookieSecret>,
+}
+
+/// State shared by every worker.
+#[derive(Debug)]
+pub struct Shared {
+    catalog: ArcSwap<LoadedCatalog>,
+    signer: ReplySigner,
+    secrets: CookieSecrets,
+    config: Config,
+    /// Counters and latency.
+    pub metrics: Metrics,
+    limiter: RateLimiter,
+    documents: Mutex<HashMap<Sha256Digest, (Bytes, u64)>>,
+}
+
+impl Shared {
+    /// Server state around `catalog`.
+    pub fn new(
+        catalog: Catalog,
+        signer: ReplySigner,
+        secrets: CookieSecrets,
+        config: Config,
+    ) -> Self {
+        let limiter = RateLimiter::new(config.rate_per_source, config.burst_per_source);
+        Self {
+            catalog: ArcSwap::from_pointee(LoadedCatalog {
+                catalog,
+                generation: 0,
+            }),
+            signer,
+            secrets,
+            config,
+            metrics: Metrics::default(),
+            limiter,
+            documents: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Swaps in a new catalog, whole: a query is answered from the old one or the new one,
+    /// never a mix.
+    pub fn replace_catalog(&self, catalog: Catalog) {
+        let generation = self.catalog.load().generation + 1;
+        self.catalog.store(Arc::new(LoadedCatalog {
+            catalog,
+            generation,
+        }));
+        bump(&self.metrics.reloads);
+    }
+
+    /// The catalog now in use.
+    pub fn catalog(&self) -> Arc<LoadedCatalog> {
+        self.catalog.load_full()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The fallback document with this hash, if it is still kept.
+    pub fn document(&self, sha256: &Sha256Digest) -> Option<Bytes> {
+        let documents = self.documents.lock().ok()?;
+        documents.get(sha256).map(|(bytes, _)| bytes.clone())
+    }
+
+    fn keep_document(&self, sha256: Sha256Digest, bytes: &[u8], expires: u64) {
+        if let Some(dir) = &self.config.docs_dir {
+            if let Err(e) = write_document(dir, &sha256, bytes) {
+                tracing::warn!(
+                    "cannot write fallback document {sha256} to {}: {e}",
+                    dir.display()
+                );
+            }
+        }
+        let Ok(mut documents) = self.documents.lock() else {
+            return;
+        };
+        if documents.len() >= MAX_DOCUMENTS {
+            // Drop the entry that expires first; documents are small and capped in number.
+            if let Some(oldest) = documents
+                .iter()
+                .min_by_key(|(_, (_, until))| *until)
+                .map(|(k, _)| *k)
+            {
+                documents.remove(&oldest);
+            }
+        }
+        documents.insert(
+            sha256,
+            (Bytes::copy_from_slice(bytes), expires + DOCUMENT_GRACE_SECS),
+        );
+    }
+}
+
+fn write_document(
+    dir: &std::path::Path,
+    sha256: &Sha256Digest,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let folder = dir.join("doc");
+    let path = folder.join(format!("{sha256}.xml"));
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&folder)?;
+    let temp = folder.join(format!(".{sha256}.tmp"));
+    std::fs::write(&temp, bytes)?;
+    std::fs::rename(temp, path)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct CacheKey {
+    generation: u64,
+    issued: u64,
+    body: Sha256Digest,
+    with_cookie: bool,
+}
+
+/// One worker's view: the shared state and a private cache of signed answers.
+#[derive(Debug)]
+pub struct Worker {
+    shared: Arc<Shared>,
+    cache: HashMap<CacheKey, Arc<PreparedReply>>,
+    cache_issued: u64,
+}
+
+/// Where a query stands with respect to the 3× rule.
+struct Source {
+    ip: IpAddr,
+    client_cookie: Option<ClientCookie>,
+    validated: bool,
+    attach_cookie: bool,
+}
+
+impl Worker {
+    /// A worker on `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            cache: HashMap::new(),
+            cache_issued: 0,
+        }
+    }
+
+    /// Handles one datagram from `ip` at unix time `now`; writes the reply, if any, into `out`
+    /// (cleared first) and returns whether there is one.
+    pub fn handle(&mut self, datagram: &[u8], ip: IpAddr, now: u64, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        let shared = self.shared.clone();
+        let metrics = &shared.metrics;
+        bump(&metrics.datagrams);
+        let frame = match Frame::decode(datagram) {
+            Ok(frame) if frame.kind == MessageKind::Query => frame,
+            Ok(_) => return self.drop_it(),
+            Err(error) => return self.undecodable(datagram, &error, out),
+        };
+        if !self.shared.limiter.allow(ip, now as f64 + subsecond()) {
+            bump(&metrics.rate_limited);
+            let mut body = ErrorBody::new(ErrorCode::RateLimited);
+            body.retry_after = Some(1);
+            return self.error(frame.request_id, &body, datagram.len(), out);
+        }
+        bump(&metrics.queries);
+        let source = self.source(&frame, ip, now);
+        let Some(reply) = self.answer(&frame, &source, now) else {
+            bump(&metrics.malformed);
+            return self.error(
+                frame.request_id,
+                &ErrorBody::new(ErrorCode::MalformedQuery),
+                datagram.len(),
+                out,
+            );
+        };
+        if !source.validated && !within_amplification_limit(reply.datagram_len(), datagram.len()) {
+            return self.challenge(&frame, &source, now, datagram.len(), out);
+        }
+        let cookie = source
+            .attach_cookie
+            .then(|| self.fresh_cookie(&source, now));
+        if reply.frame(frame.request_id, cookie).encode(out).is_err() {
+            return self.drop_it();
+        }
+        bump(if reply.kind == MessageKind::Fallback {
+            &metrics.fallbacks
+        } else {
+            &metrics.responses
+        });
+        true
+    }
+
+    fn drop_it(&self) -> bool {
+        bump(&self.shared.metrics.dropped);
+        false
+    }
+
+    /// A datagram that did not decode: an error reply where the spec allows one and it is no
+    /// larger than the datagram, else nothing.
+    fn undecodable(&self, datagram: &[u8], error: &DecodeError, out: &mut Vec<u8>) -> bool {
+        bump(&self.shared.metrics.malformed);
+        let Some((version, request_id)) = peek_version_and_id(datagram) else {
+            return self.drop_it();
+        };
+        // Only queries get replies; a kind byte other than 1 may be another version's reply.
+        if datagram.get(5) != Some(&(MessageKind::Query as u8)) {
+            return self.drop_it();
+        }
+        let body = match error {
+            DecodeError::UnsupportedVersion { .. } if version != PROTOCOL_VERSION => {
+                let mut body = ErrorBody::new(ErrorCode::UnsupportedVersion);
+                body.supported = vec![PROTOCOL_VERSION];
+                body
+            }
+            DecodeError::TooLarge { .. } => return self.drop_it(),
+            _ => ErrorBody::new(ErrorCode::MalformedQuery),
+        };
+        self.error(request_id, &body, datagram.len(), out)
+    }
+
+    /// An error reply, sent only if it is no larger than the query (SPEC.md §9).
+    fn error(
+        &self,
+        request_id: u64,
+        body: &ErrorBody<'_>,
+        received: usize,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let bytes = body.to_vec();
+        let frame = Frame::error(request_id, &bytes);
+        if frame.encoded_len() > received || frame.encode(out).is_err() {
+            out.clear();
+            return self.drop_it();
+        }
+        bump(&self.shared.metrics.errors);
+        true
+    }
+
+    fn source(&self, frame: &Frame<'_>, ip: IpAddr, now: u64) -> Source {
+        let secrets = &self.shared.secrets;
+        let check = match (frame.client_cookie, frame.server_cookie) {
+            (Some(client), Some(server)) => {
+                let mut keys = vec![&secrets.current];
+                keys.extend(secrets.previous.as_ref());
+                check_server_cookie(&keys, &client, &server, ip, now)
+            }
+            _ => CookieCheck::Invalid,
+        };
+        let validated = matches!(check, CookieCheck::Valid { .. });
+        let renew = matches!(check, CookieCheck::Valid { renew: true });
+        Source {
+            ip,
+            client_cookie: frame.client_cookie,
+            validated,
+            attach_cookie: frame.client_cookie.is_some() && (!validated || renew),
+        }
+    }
+
+    fn fresh_cookie(&self, source: &Source, now: u64) -> ServerCookie {
+        let client = source.client_cookie.unwrap_or_default();
+        make_server_cookie(&self.shared.secrets.current, &client, source.ip, now)
+    }
+
+    fn challenge(
+        &self,
+        frame: &Frame<'_>,
+        source: &Source,
+        now: u64,
+        received: usize,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let challenge = Frame::cookie_challenge(
+            frame.request_id,
+            source.client_cookie,
+            self.fresh_cookie(source, now),
+        );
+        if challenge.encoded_len() > received || challenge.encode(out).is_err() {
+            out.clear();
+            return self.drop_it();
+        }
+        bump(&self.shared.metrics.cookie_challenges);
+        true
+    }
+
+    /// The signed answer to `frame`'s query: from the cache when an identical query was
+    /// answered in this window, else decoded, answered and signed. `None` if the body does not
+    /// decode.
+    fn answer(
+        &mut self,
+        frame: &Frame<'_>,
+        source: &Source,
+        now: u64,
+    ) -> Option<Arc<PreparedReply>> {
+        let issued = now - now % ISSUE_GRANULARITY_SECS;
+        let loaded = self.shared.catalog();
+        let key = CacheKey {
+            generation: loaded.generation,
+            issued,
+            body: Sha256Digest::of(frame.body),
+            with_cookie: source.attach_cookie,
+        };
+        let cacheable = frame.nonce.is_none();
+        if cacheable {
+            if issued != self.cache_issued || self.cache.len() >= MAX_CACHED_REPLIES {
+                self.cache.clear();
+                self.cache_issued = issued;
+            }
+            if let Some(reply) = self.cache.get(&key) {
+                bump(&self.shared.metrics.cache_hits);
+                return Some(reply.clone());
+            }
+        }
+        let query = Query::decode(frame.body).ok()?;
+        let binding = Binding {
+            query: key.body,
+            issued,
+            expires: issued + self.shared.config.validity_secs,
+        };
+        let response = respond(
+            &loaded.catalog,
+            &query,
+            binding,
+            &self.shared.config.public_url,
+        );
+        let shape = ReplyShape {
+            nonce: frame.nonce,
+            server_cookie: source.attach_cookie,
+        };
+        let public = &self.shared.config.public_url;
+        let prepared = prepare_reply(&response, &self.shared.signer, shape, |sha| {
+            vec![format!("{public}doc/{sha}.xml")]
+        });
+        let prepared = match prepared {
+            Ok(prepared) => Arc::new(prepared),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot encode the answer to a query of {} modules: {e}",
+                    query.modules.len()
+                );
+                return None;
+            }
+        };
+        bump(&self.shared.metrics.signatures);
+        if let Some(document) = &prepared.document {
+            self.shared
+                .keep_document(document.sha256, &document.bytes, binding.expires);
+        }
+        if cacheable {
+            self.cache.insert(key, prepared.clone());
+        }
+        Some(prepared)
+    }
+}
+
+/// Sub-second part of the wall clock, so the rate limiter refills smoothly.
+fn subsecond() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| f64::from(d.subsec_nanos()) / 1e9)
+        .unwrap_or(0.0)
+}
+
+/// The largest datagram a worker ever receives; bigger ones are truncated by the socket and
+/// rejected as too large.
+pub const RECEIVE_BUFFER_LEN: usize = MAX_DATAGRAM_LEN + 1;

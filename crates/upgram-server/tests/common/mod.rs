@@ -1,0 +1,47 @@
+//! Catalogs built in code, shared by the server's integration tests.
+#![allow(dead_code)]
+
+use upgram_core::Sha256Digest;
+use upgram_core::version::Version;
+use upgram_server::catalog::{Blob, Module, Release, ReleaseFile};
+
+pub fn v(text: &str) -> Version<'static> {
+    text.parse().expect("version")
+}
+
+pub fn blob(name: &str) -> Blob {
+    Blob {
+        sha256: Sha256Digest::of(name.as_bytes()),
+        size: name.len() as u64,
+    }
+}
+
+pub fn file(id: &str, version: &str) -> ReleaseFile {
+    ReleaseFile {
+        id: id.into(),
+        version: v(version),
+        blob: blob(&format!("{id}@{version}")),
+    }
+}
+
+pub fn release(version: &str, files: Vec<ReleaseFile>) -> Release {
+    Release {
+        version: v(version),
+        forced: false,
+        full: false,
+        rollback: false,
+        requires: vec![],
+        package: None,
+        files,
+        deleted: vec![],
+        deltas: vec![],
+    }
+}
+
+pub fn module(id: &str, releases: Vec<Release>) -> Module {
+    Module {
+        id: id.into(),
+        releases,
+        frequent: vec![],
+    }
+}
