@@ -4,7 +4,13 @@
 //!   signature sign and verify, with the decode time reported as a ratio against a bare
 //!   quick-xml event-and-attribute scan of the same bytes, measured in the same run.
 //!
-//! This library holds what the benchmark binaries share: the test vectors they measure.
+//! - `benches/load.rs`: the reference server under load on loopback, against a plain UDP
+//!   echo server (`src/bin/udp-echo.rs`) measured in the same run.
+//!
+//! This library holds what the benchmark binaries share: the test vectors they measure and the
+//! load generator ([`load`]).
+
+pub mod load;
 
 use std::path::{Path, PathBuf};
 

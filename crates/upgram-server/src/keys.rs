@@ -1,6 +1,7 @@
-//! The server's signing key on disk (SPEC.md §10.3, key ids and rotation).
+//! The server's signing key and cookie secret on disk (SPEC.md §10.3, §10.6).
 //!
-//! A key file holds the 32-byte Ed25519 secret seed as 64 hex digits and a newline. It is
+//! A key file holds the 32-byte Ed25519 secret seed as 64 hex digits and a newline; a cookie
+//! secret file, 32 random bytes the same way (every instance of a deployment shares it). It is
 //! created with mode 0600, written to a temporary file, synced and renamed into place, and never
 //! overwritten unless asked: losing a signing key forces every client through a key rotation.
 
@@ -33,7 +34,7 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// The file does not hold 64 hex digits.
-    #[error("{}: not a key file (expected 64 hex digits of an Ed25519 seed)", path.display())]
+    #[error("{}: not a key or secret file (expected 64 hex digits)", path.display())]
     Malformed {
         /// The key file.
         path: PathBuf,
@@ -61,7 +62,7 @@ pub fn generate(path: &Path, force: bool) -> Result<ReplySigner, KeyError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&temp).map_err(io(&temp))?;
-    writeln!(file, "{}", hex::encode(key.to_bytes())).map_err(io(&temp))?;
+    writeln!(file, "{}", hex::encode(secret)).map_err(io(&temp))?;
     file.sync_all().map_err(io(&temp))?;
     fs::rename(&temp, path).map_err(io(path))?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
