@@ -50,12 +50,26 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> KeyError + '_ {
 
 /// Makes a new random key and writes it to `path`; returns the signer.
 pub fn generate(path: &Path, force: bool) -> Result<ReplySigner, KeyError> {
+    let key = SigningKey::generate(&mut OsRng);
+    write_secret(path, &key.to_bytes(), force)?;
+    Ok(ReplySigner::new(key))
+}
+
+/// Makes a new random 32-byte secret (a cookie secret, SPEC.md §10.6) and writes it to `path`.
+pub fn generate_secret(path: &Path, force: bool) -> Result<[u8; 32], KeyError> {
+    let mut secret = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut OsRng, &mut secret);
+    write_secret(path, &secret, force)?;
+    Ok(secret)
+}
+
+/// Writes 32 secret bytes as hex, mode 0600, atomically; refuses to overwrite unless `force`.
+fn write_secret(path: &Path, secret: &[u8; 32], force: bool) -> Result<(), KeyError> {
     if path.exists() && !force {
         return Err(KeyError::Exists {
             path: path.to_owned(),
         });
     }
-    let key = SigningKey::generate(&mut OsRng);
     let temp = path.with_extension("tmp");
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -70,17 +84,22 @@ pub fn generate(path: &Path, force: bool) -> Result<ReplySigner, KeyError> {
             .and_then(|dir| dir.sync_all())
             .map_err(io(parent))?;
     }
-    Ok(ReplySigner::new(key))
+    Ok(())
 }
 
 /// Reads the key at `path`.
 pub fn load(path: &Path) -> Result<ReplySigner, KeyError> {
+    Ok(ReplySigner::from_seed(&load_secret(path)?))
+}
+
+/// Reads 32 secret bytes written by [`generate`] or [`generate_secret`].
+pub fn load_secret(path: &Path) -> Result<[u8; 32], KeyError> {
     let text = fs::read_to_string(path).map_err(io(path))?;
-    let mut seed = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| KeyError::Malformed {
+    let mut secret = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut secret).map_err(|_| KeyError::Malformed {
         path: path.to_owned(),
     })?;
-    Ok(ReplySigner::from_seed(&seed))
+    Ok(secret)
 }
 
 #[cfg(test)]
