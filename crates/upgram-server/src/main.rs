@@ -1,6 +1,8 @@
-//! `upgram-server`: the upgram reference server command. So far: `keygen` and `key-info`.
+//! `upgram-server`: the upgram reference server command. So far: `keygen`, `key-info` and
+//! `publish` (S2).
 //!
-//! Exit codes: 0 success; 1 the key file could not be made or read; 2 usage error.
+//! Exit codes: 0 success; 1 the key file could not be made or read, or the release could not
+//! be published; 2 usage error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use upgram_core::sign::ReplySigner;
 use upgram_server::keys;
+use upgram_server::publish::{self, PublishRequest};
 
 /// The upgram reference server.
 #[derive(Parser)]
@@ -34,6 +37,8 @@ enum Command {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Publish a release folder as a new release of a module in a catalog folder.
+    Publish(PublishRequest),
 }
 
 fn describe(signer: &ReplySigner) {
@@ -50,14 +55,21 @@ fn hex_encode(bytes: &[u8]) -> String {
 
 fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
-        Command::Keygen { out, force } => keys::generate(&out, force),
-        Command::KeyInfo { key } => keys::load(&key),
+        Command::Keygen { out, force } => keys::generate(&out, force).map(|s| describe(&s)),
+        Command::KeyInfo { key } => keys::load(&key).map(|s| describe(&s)),
+        Command::Publish(request) => match publish::publish(&request) {
+            Ok(summary) => {
+                print!("{summary}");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("upgram-server publish: {e}");
+                return ExitCode::from(1);
+            }
+        },
     };
     match outcome {
-        Ok(signer) => {
-            describe(&signer);
-            ExitCode::SUCCESS
-        }
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("upgram-server: {e}");
             ExitCode::from(1)

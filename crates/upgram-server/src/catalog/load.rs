@@ -351,15 +351,8 @@ fn parse_package(
         Some(args) => {
             let span = args.span();
             let args = args.into_inner();
-            if args.len() > MAX_ATTRIBUTE_LEN || args.chars().any(char::is_control) {
-                return Err(source.invalid(
-                    span,
-                    "args",
-                    Some(PACKAGE),
-                    format!(
-                        "installer arguments must be at most {MAX_ATTRIBUTE_LEN} bytes without control characters"
-                    ),
-                ));
+            if let Err(problem) = check_installer_args(&args) {
+                return Err(source.invalid(span, "args", Some(PACKAGE), problem));
             }
             Some(args)
         }
@@ -499,6 +492,17 @@ fn parse_deltas(
         deltas.insert(key, DeltaRef { file: id, from, blob });
     }
     Ok(deltas.into_values().collect())
+}
+
+/// Installer arguments travel in an XML attribute (SPEC.md §4.4): bounded, no control
+/// characters.
+pub(crate) fn check_installer_args(args: &str) -> Result<(), String> {
+    if args.len() > MAX_ATTRIBUTE_LEN || args.chars().any(char::is_control) {
+        return Err(format!(
+            "installer arguments must be at most {MAX_ATTRIBUTE_LEN} bytes without control characters"
+        ));
+    }
+    Ok(())
 }
 
 /// Every required module must be in the catalog (whether it has a recent enough release is

@@ -5,7 +5,7 @@ pub mod error;
 pub mod load;
 pub mod model;
 pub mod requirement;
-mod save;
+pub(crate) mod save;
 pub mod store;
 
 pub use error::CatalogError;

@@ -47,10 +47,21 @@ pub(crate) fn save_module_with(
     }
     let folder = dir.join(MODULES_DIR);
     fs::create_dir_all(&folder).map_err(CatalogError::io(&folder))?;
-    let text = render_module(module);
-    let (temp_path, mut temp) = create_temp(&folder, &module.id)?;
+    let name = format!("{}.toml", module.id);
+    replace_file(&folder, &name, render_module(module).as_bytes(), at)
+}
+
+/// Replaces `folder/name` with `bytes` atomically and durably: a hidden temporary file in the
+/// same folder, written, synced, renamed over the old file, then the folder synced.
+pub(crate) fn replace_file(
+    folder: &Path,
+    name: &str,
+    bytes: &[u8],
+    at: &dyn Fn(SaveStage),
+) -> Result<(), CatalogError> {
+    let (temp_path, mut temp) = create_temp(folder, name)?;
     let written = temp
-        .write_all(text.as_bytes())
+        .write_all(bytes)
         .and_then(|()| temp.sync_all())
         .map_err(CatalogError::io(&temp_path));
     if let Err(e) = written {
@@ -59,10 +70,10 @@ pub(crate) fn save_module_with(
     }
     drop(temp);
     at(SaveStage::BeforeRename);
-    let path = dir.join(module_file(&module.id));
+    let path = folder.join(name);
     fs::rename(&temp_path, &path).map_err(CatalogError::io(&path))?;
     at(SaveStage::AfterRename);
-    sync_dir(&folder)
+    sync_dir(folder)
 }
 
 /// The TOML text of a module file.
