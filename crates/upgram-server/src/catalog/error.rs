@@ -108,7 +108,8 @@ struct FieldOf<'a>(Option<&'a str>, Option<&'a str>);
 impl fmt::Display for FieldOf<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self(None, _) => Ok(()),
+            Self(None, None) => Ok(()),
+            Self(None, Some(table)) => write!(f, "in {table}: "),
             Self(Some(field), None) => write!(f, "field `{field}`: "),
             Self(Some(field), Some(table)) => write!(f, "field `{field}` of {table}: "),
         }

@@ -692,12 +692,18 @@ impl Source<'_> {
     /// Turns the TOML parser's error into ours, finding the key and table from its position.
     fn syntax(&self, error: &toml::de::Error) -> CatalogError {
         let offset = error.span().map_or(0, |span| span.start);
+        let message = error.message().trim().to_owned();
+        // A missing key has no position of its own: the error points at its table.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(key, _)| key.to_owned());
         CatalogError::Syntax {
             file: self.file.to_owned(),
             line: self.line(offset),
-            field: key_at(self.text, offset),
+            field: missing.or_else(|| key_at(self.text, offset)),
             table: table_around(self.text, offset),
-            message: error.message().trim().to_owned(),
+            message,
         }
     }
 
