@@ -2,8 +2,9 @@
 //!
 //! The reference server of upgram: it puts sockets, HTTP, files and a catalog around
 //! [`upgram_core`]. So far it has [`keys`]: making and loading the Ed25519 key that signs every
-//! reply (SPEC.md §10.3). The catalog, publisher, responder, UDP and HTTP serving follow
-//! (issue 3).
+//! reply (SPEC.md §10.3); [`catalog`]: the catalog of releases in memory and on disk (S1); and
+//! [`publish`]: turning release folders into catalog releases (S2). The responder, UDP and HTTP
+//! serving follow (issue 3).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -15,7 +16,9 @@ pub mod catalog;
 pub mod http;
 pub mod keys;
 pub mod metrics;
+pub mod publish;
 pub mod ratelimit;
 pub mod responder;
+pub mod serve;
 pub mod server;
 pub mod udp;

@@ -1,13 +1,20 @@
-//! `upgram-server`: the upgram reference server command. So far: `keygen` and `key-info`.
+//! `upgram-server`: the upgram reference server command: `serve`, `publish` (S2), `keygen`,
+//! `key-info` and `cookie-secret`.
 //!
-//! Exit codes: 0 success; 1 the key file could not be made or read; 2 usage error.
+//! Exit codes: 0 success (for `serve`: stopped by SIGTERM or Ctrl-C); 1 the catalog, a key or a
+//! socket could not be loaded or bound, or the release could not be published; 2 usage error.
+//! Logs go to standard error; `RUST_LOG` (e.g. `RUST_LOG=upgram_server=debug`) sets the level.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use upgram_core::sign::ReplySigner;
 use upgram_server::keys;
+use upgram_server::publish::{self, PublishRequest};
+use upgram_server::serve::{self, ServeOptions};
+use upgram_server::server::Config;
 
 /// The upgram reference server.
 #[derive(Parser)]
@@ -19,6 +26,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve a catalog: UDP queries, and HTTP for payloads, fallback documents and /metrics.
+    Serve(ServeArgs),
+    /// Publish a release folder as a new release of a module in a catalog folder.
+    Publish(PublishRequest),
     /// Make a new Ed25519 signing key; prints the public key clients pin.
     Keygen {
         /// Where to write the key (mode 0600).
@@ -34,6 +45,86 @@ enum Command {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Make a new cookie secret, to share between every instance of a deployment.
+    CookieSecret {
+        /// Where to write it (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file (move the old one to --previous-cookie-secret first).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Options of `serve`.
+#[derive(Args)]
+struct ServeArgs {
+    /// The catalog folder (catalog.toml, modules/, store/).
+    #[arg(long)]
+    catalog: PathBuf,
+    /// The signing key (from `keygen`).
+    #[arg(long)]
+    key: PathBuf,
+    /// UDP address to answer queries on.
+    #[arg(long, default_value = "127.0.0.1:7953")]
+    udp: SocketAddr,
+    /// HTTP address for payloads, documents and /metrics.
+    #[arg(long, default_value = "127.0.0.1:7954")]
+    http: SocketAddr,
+    /// The URL clients reach the HTTP side (or a static copy of store/ and doc/) at.
+    #[arg(long)]
+    public_url: String,
+    /// Cookie secret shared by every instance (from `cookie-secret`).
+    #[arg(long)]
+    cookie_secret: Option<PathBuf>,
+    /// The previous cookie secret, still accepted during a rotation.
+    #[arg(long)]
+    previous_cookie_secret: Option<PathBuf>,
+    /// Also write fallback documents under DIR/doc/, for a static web server or CDN.
+    #[arg(long)]
+    docs_dir: Option<PathBuf>,
+    /// UDP sockets and threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Queries per second allowed per source address.
+    #[arg(long, default_value_t = 200.0)]
+    rate_per_source: f64,
+    /// Burst of queries allowed per source address.
+    #[arg(long, default_value_t = 400.0)]
+    burst_per_source: f64,
+    /// Seconds an answer stays valid (at most 600: the freeze window).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(60..=600))]
+    validity: u64,
+}
+
+impl ServeArgs {
+    fn into_options(self) -> ServeOptions {
+        let mut public_url = self.public_url;
+        if !public_url.ends_with('/') {
+            public_url.push('/');
+        }
+        let workers = self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        ServeOptions {
+            catalog: self.catalog,
+            key: self.key,
+            cookie_secret: self.cookie_secret,
+            previous_cookie_secret: self.previous_cookie_secret,
+            udp: self.udp,
+            http: self.http,
+            workers,
+            config: Config {
+                public_url,
+                validity_secs: self.validity,
+                rate_per_source: self.rate_per_source,
+                burst_per_source: self.burst_per_source,
+                docs_dir: self.docs_dir,
+            },
+        }
+    }
 }
 
 fn describe(signer: &ReplySigner) {
@@ -48,19 +139,50 @@ fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn fail(what: &str, error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("upgram-server {what}: {error}");
+    ExitCode::from(1)
+}
+
 fn main() -> ExitCode {
-    let outcome = match Cli::parse().command {
-        Command::Keygen { out, force } => keys::generate(&out, force),
-        Command::KeyInfo { key } => keys::load(&key),
-    };
-    match outcome {
-        Ok(signer) => {
-            describe(&signer);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("upgram-server: {e}");
-            ExitCode::from(1)
-        }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => match serve::run(args.into_options()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail("serve", e),
+        },
+        Command::Publish(request) => match publish::publish(&request) {
+            Ok(summary) => {
+                print!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail("publish", e),
+        },
+        Command::Keygen { out, force } => match keys::generate(&out, force) {
+            Ok(signer) => {
+                describe(&signer);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail("keygen", e),
+        },
+        Command::KeyInfo { key } => match keys::load(&key) {
+            Ok(signer) => {
+                describe(&signer);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail("key-info", e),
+        },
+        Command::CookieSecret { out, force } => match keys::generate_secret(&out, force) {
+            Ok(_) => {
+                println!("cookie secret written to {}", out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail("cookie-secret", e),
+        },
     }
 }

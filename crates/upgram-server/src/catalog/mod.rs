@@ -1,7 +1,18 @@
-//! The catalog of published releases (S1): its model in memory ([`model`]).
+//! The catalog of published releases (S1): its model in memory ([`model`]), its folder on disk
+//! ([`load`], [`save_module`], [`store`]) and the dependency syntax ([`Requirement`]).
 
+pub mod error;
+pub mod load;
 pub mod model;
+pub mod requirement;
+pub(crate) mod save;
+pub mod store;
 
+pub use error::CatalogError;
+pub use load::load;
 pub use model::{
     Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings,
 };
+pub use requirement::Requirement;
+pub use save::save_module;
+pub use store::{store_blob, store_file};

@@ -1,0 +1,183 @@
+//! Writing a module file, `CATALOG/modules/<id>.toml` (S1, S2), in the layout that
+//! [`crate::catalog::load`] reads and a person can edit: one `[[release]]` per release, oldest
+//! first, each with its `[[release.file]]`, `[[release.deleted]]` and `[[release.delta]]`
+//! tables.
+//!
+//! The file is replaced atomically: written to a hidden temporary file in `modules/`, synced,
+//! renamed over the old one, and the folder synced. A reader sees the old module or the new
+//! one, never a mix, and a crash at any point leaves one of the two.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write as _;
+use std::path::Path;
+
+use upgram_core::body::value::is_valid_module_id;
+
+use super::error::CatalogError;
+use super::load::{MODULES_DIR, module_file};
+use super::model::{Blob, Module, Release};
+use super::store::{create_temp, sync_dir};
+
+/// A point in [`save_module_with`] where a crash test may stop the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SaveStage {
+    /// The temporary file is written and synced; the old module file is still in place.
+    BeforeRename,
+    /// The new module file is in place.
+    AfterRename,
+}
+
+/// Writes `module` to `dir/modules/<id>.toml` atomically (creating `modules/` if needed).
+pub fn save_module(dir: &Path, module: &Module) -> Result<(), CatalogError> {
+    save_module_with(dir, module, &|_| {})
+}
+
+/// [`save_module`], calling `at` at each [`SaveStage`].
+pub(crate) fn save_module_with(
+    dir: &Path,
+    module: &Module,
+    at: &dyn Fn(SaveStage),
+) -> Result<(), CatalogError> {
+    if !is_valid_module_id(&module.id) {
+        return Err(CatalogError::Layout {
+            file: module_file(&module.id),
+            message: format!("{:?} is not a module id", module.id),
+        });
+    }
+    let folder = dir.join(MODULES_DIR);
+    fs::create_dir_all(&folder).map_err(CatalogError::io(&folder))?;
+    let name = format!("{}.toml", module.id);
+    replace_file(&folder, &name, render_module(module).as_bytes(), at)
+}
+
+/// Replaces `folder/name` with `bytes` atomically and durably: a hidden temporary file in the
+/// same folder, written, synced, renamed over the old file, then the folder synced.
+pub(crate) fn replace_file(
+    folder: &Path,
+    name: &str,
+    bytes: &[u8],
+    at: &dyn Fn(SaveStage),
+) -> Result<(), CatalogError> {
+    let (temp_path, mut temp) = create_temp(folder, name)?;
+    let written = temp
+        .write_all(bytes)
+        .and_then(|()| temp.sync_all())
+        .map_err(CatalogError::io(&temp_path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp_path);
+        return Err(e);
+    }
+    drop(temp);
+    at(SaveStage::BeforeRename);
+    let path = folder.join(name);
+    fs::rename(&temp_path, &path).map_err(CatalogError::io(&path))?;
+    at(SaveStage::AfterRename);
+    sync_dir(folder)
+}
+
+/// The TOML text of a module file.
+pub(crate) fn render_module(module: &Module) -> String {
+    let mut out = String::new();
+    out.push_str("# upgram module file: written by `upgram-server publish`, checked on load.\n");
+    out.push_str(
+        "# Releases oldest first; a file's version is the release that last changed it.\n",
+    );
+    line(&mut out, "id", &string(&module.id));
+    if !module.frequent.is_empty() {
+        line(&mut out, "frequent", &strings(&module.frequent));
+    }
+    for release in &module.releases {
+        render_release(&mut out, release);
+    }
+    out
+}
+
+fn render_release(out: &mut String, release: &Release) {
+    out.push_str("\n[[release]]\n");
+    line(out, "version", &string(release.version.as_str()));
+    for (key, set) in [
+        ("forced", release.forced),
+        ("full", release.full),
+        ("rollback", release.rollback),
+    ] {
+        if set {
+            line(out, key, "true");
+        }
+    }
+    if !release.requires.is_empty() {
+        let requires: Vec<String> = release
+            .requires
+            .iter()
+            .map(|(id, min)| format!("{id}>={min}"))
+            .collect();
+        line(out, "requires", &strings(&requires));
+    }
+    if let Some(package) = &release.package {
+        let mut table = blob_fields(&package.blob);
+        if let Some(args) = &package.args {
+            let _ = write!(table, ", args = {}", string(args));
+        }
+        line(out, "package", &format!("{{ {table} }}"));
+    }
+    for file in &release.files {
+        out.push_str("\n[[release.file]]\n");
+        line(out, "id", &string(&file.id));
+        line(out, "version", &string(file.version.as_str()));
+        blob_lines(out, &file.blob);
+    }
+    for deleted in &release.deleted {
+        out.push_str("\n[[release.deleted]]\n");
+        line(out, "id", &string(&deleted.id));
+        line(out, "version", &string(deleted.version.as_str()));
+    }
+    for delta in &release.deltas {
+        out.push_str("\n[[release.delta]]\n");
+        line(out, "file", &string(&delta.file));
+        line(out, "from", &string(delta.from.as_str()));
+        blob_lines(out, &delta.blob);
+    }
+}
+
+fn line(out: &mut String, key: &str, value: &str) {
+    let _ = writeln!(out, "{key} = {value}");
+}
+
+fn blob_lines(out: &mut String, blob: &Blob) {
+    line(out, "sha256", &string(&blob.sha256.to_hex()));
+    line(out, "size", &blob.size.to_string());
+}
+
+fn blob_fields(blob: &Blob) -> String {
+    format!(
+        "sha256 = {}, size = {}",
+        string(&blob.sha256.to_hex()),
+        blob.size
+    )
+}
+
+fn strings(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| string(s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A TOML basic string: quotes, backslashes and control characters escaped.
+fn string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

@@ -1,0 +1,213 @@
+//! `upgram-server serve` (S1, S3, S4, S6): loads the catalog, the signing key and the cookie
+//! secret, serves UDP on every core and HTTP beside it, reloads the catalog on SIGHUP and when
+//! its files change, and stops gracefully on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use thiserror::Error;
+use tokio::sync::watch;
+use upgram_core::cookie::CookieSecret;
+
+use crate::catalog::{CatalogError, load};
+use crate::keys::{self, KeyError};
+use crate::server::{Config, CookieSecrets, Shared};
+use crate::{http, udp};
+
+/// How often the catalog folder is checked for changes.
+pub const RELOAD_POLL: Duration = Duration::from_secs(1);
+
+/// What `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The catalog folder.
+    pub catalog: PathBuf,
+    /// The signing key file.
+    pub key: PathBuf,
+    /// The cookie secret file, shared by every instance; a random secret if absent (then
+    /// cookies work with this instance only).
+    pub cookie_secret: Option<PathBuf>,
+    /// The previous cookie secret, still accepted during a rotation.
+    pub previous_cookie_secret: Option<PathBuf>,
+    /// UDP address.
+    pub udp: SocketAddr,
+    /// HTTP address.
+    pub http: SocketAddr,
+    /// UDP sockets and worker threads (default: one per core).
+    pub workers: usize,
+    /// The rest of the settings.
+    pub config: Config,
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The catalog does not load.
+    #[error("catalog: {0}")]
+    Catalog(#[from] CatalogError),
+    /// The key or cookie secret does not load.
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    /// A socket could not be bound, or the runtime not started.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let what = what.into();
+    move |source| ServeError::Io { what, source }
+}
+
+/// A summary of the catalog folder's files: names, sizes and modification times. Changes when
+/// the publisher (or a person) replaces a module file.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
+    let mut files: Vec<PathBuf> = vec![dir.join(crate::catalog::load::SETTINGS_FILE)];
+    if let Ok(entries) = std::fs::read_dir(dir.join(crate::catalog::load::MODULES_DIR)) {
+        files.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+    }
+    let mut summary: Vec<_> = files
+        .into_iter()
+        .filter_map(|path| {
+            let meta = std::fs::metadata(&path).ok()?;
+            Some((path, meta.len(), meta.modified().ok()?))
+        })
+        .collect();
+    summary.sort();
+    summary
+}
+
+fn reload(shared: &Shared, dir: &Path) {
+    match load(dir) {
+        Ok(catalog) => {
+            let modules = catalog.modules.len();
+            shared.replace_catalog(catalog);
+            tracing::info!(modules, "catalog reloaded");
+        }
+        Err(error) => {
+            crate::metrics::bump(&shared.metrics.reload_failures);
+            tracing::error!("catalog reload failed, keeping the old one: {error}");
+        }
+    }
+}
+
+async fn watch_catalog(shared: Arc<Shared>, dir: PathBuf, mut stop: watch::Receiver<bool>) {
+    let mut last = fingerprint(&dir);
+    let mut ticker = tokio::time::interval(RELOAD_POLL);
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = ticker.tick() => {
+                let now = fingerprint(&dir);
+                if now != last {
+                    last = now;
+                    reload(&shared, &dir);
+                }
+            }
+            _ = hup => {
+                tracing::info!("SIGHUP: reloading the catalog");
+                last = fingerprint(&dir);
+                reload(&shared, &dir);
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn secrets(options: &ServeOptions) -> Result<CookieSecrets, ServeError> {
+    let current = match &options.cookie_secret {
+        Some(path) => keys::load_secret(path)?,
+        None => {
+            tracing::warn!("no --cookie-secret: cookies are valid at this instance only");
+            let mut secret = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+            secret
+        }
+    };
+    let previous = options
+        .previous_cookie_secret
+        .as_deref()
+        .map(keys::load_secret)
+        .transpose()?;
+    Ok(CookieSecrets {
+        current: CookieSecret(current),
+        previous: previous.map(CookieSecret),
+    })
+}
+
+/// Runs the server until SIGTERM or Ctrl-C. Prints `udp=ADDR http=ADDR` on standard output
+/// once both are listening.
+pub fn run(options: ServeOptions) -> Result<(), ServeError> {
+    let catalog = load(&options.catalog)?;
+    let signer = keys::load(&options.key)?;
+    let secrets = secrets(&options)?;
+    let workers = options.workers.max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .map_err(io_error("starting the runtime"))?;
+    runtime.block_on(async move {
+        tracing::info!(modules = catalog.modules.len(), key_id = %signer.key_id(), "catalog and key loaded");
+        let shared = Arc::new(Shared::new(catalog, signer, secrets, options.config.clone()));
+        let sockets = udp::bind(options.udp, workers).map_err(io_error(format!("binding UDP {}", options.udp)))?;
+        let udp_addr = sockets[0].local_addr().map_err(io_error("UDP address"))?;
+        let listener = http::bind(options.http).await.map_err(io_error(format!("binding HTTP {}", options.http)))?;
+        let http_addr = listener.local_addr().map_err(io_error("HTTP address"))?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = udp::serve(shared.clone(), sockets, stopped.clone());
+        let router = http::router(shared.clone(), &options.catalog);
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = http::serve(listener, router, stopped).await {
+                tracing::error!("HTTP server: {e}");
+            }
+        }));
+        tasks.push(tokio::spawn(watch_catalog(shared.clone(), options.catalog.clone(), stop.subscribe())));
+        println!("udp={udp_addr} http={http_addr}");
+        tracing::info!(%udp_addr, %http_addr, workers, "serving");
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+        for task in tasks {
+            // Bounded: a task that does not stop within the grace period is abandoned.
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
