@@ -29,33 +29,17 @@ struct Inputs {
 fn inputs() -> Inputs {
     let query_datagram = vector_bytes("02-");
     let response_datagram = vector_bytes("13-");
-    assert_eq!(
-        response_datagram.len(),
-        1024,
-        "vector 13 is the 1024-byte response"
-    );
-    let query = match Datagram::decode(&query_datagram)
-        .expect("vector 02 decodes")
-        .message
-    {
+    assert_eq!(response_datagram.len(), 1024, "vector 13 is the 1024-byte response");
+    let query = match Datagram::decode(&query_datagram).expect("vector 02 decodes").message {
         Message::Query(q) => q.query.into_owned(),
         _ => panic!("vector 02 is a query"),
     };
-    let response_body = match Datagram::decode(&response_datagram)
-        .expect("vector 13 decodes")
-        .message
-    {
+    let response_body = match Datagram::decode(&response_datagram).expect("vector 13 decodes").message {
         Message::Response(reply) => reply.raw_body().to_vec(),
         _ => panic!("vector 13 is a response"),
     };
     let response = owned_response(&response_body);
-    Inputs {
-        query_datagram,
-        query,
-        response_datagram,
-        response_body,
-        response,
-    }
+    Inputs { query_datagram, query, response_datagram, response_body, response }
 }
 
 /// A response that owns its strings, decoded from a leaked copy of `body` (benchmarks only).
@@ -75,9 +59,7 @@ fn bare_scan(body: &[u8]) -> usize {
             Event::Start(e) | Event::Empty(e) => {
                 for attribute in e.attributes() {
                     let attribute = attribute.expect("attribute");
-                    let value = attribute
-                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                        .expect("value");
+                    let value = attribute.normalized_value(quick_xml::XmlVersion::Implicit1_0).expect("value");
                     seen += value.len();
                 }
             }
@@ -99,9 +81,7 @@ fn encode_query(query: &Query<'_>, out: &mut Vec<u8>, datagram: &mut Vec<u8>) ->
     out.clear();
     query.encode(out);
     datagram.clear();
-    Frame::query(7, out, &QueryOptions::default())
-        .encode(datagram)
-        .expect("fits")
+    Frame::query(7, out, &QueryOptions::default()).encode(datagram).expect("fits")
 }
 
 fn encode_response(response: &Response<'_>, out: &mut Vec<u8>) -> usize {
@@ -141,23 +121,10 @@ fn codec(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("signature");
     group.bench_function("sign 1024-byte response", |b| {
-        b.iter(|| {
-            signer.sign(
-                MessageKind::Response,
-                None,
-                black_box(&inputs.response_body),
-            )
-        })
+        b.iter(|| signer.sign(MessageKind::Response, None, black_box(&inputs.response_body)))
     });
     group.bench_function("verify 1024-byte response", |b| {
-        b.iter(|| {
-            keys.verify(
-                MessageKind::Response,
-                None,
-                black_box(&inputs.response_body),
-                &signature,
-            )
-        })
+        b.iter(|| keys.verify(MessageKind::Response, None, black_box(&inputs.response_body), &signature))
     });
     group.finish();
 }
@@ -184,19 +151,12 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 fn summary() {
     let inputs = inputs();
     let (mut out, mut datagram) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
-    let (mut decode, mut scan, mut enc_query, mut enc_response) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut decode, mut scan, mut enc_query, mut enc_response) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..31 {
-        decode.extend(per_call(1, 20_000, || {
-            decode_datagram(&inputs.response_datagram)
-        }));
+        decode.extend(per_call(1, 20_000, || decode_datagram(&inputs.response_datagram)));
         scan.extend(per_call(1, 20_000, || bare_scan(&inputs.response_body)));
-        enc_query.extend(per_call(1, 20_000, || {
-            encode_query(&inputs.query, &mut out, &mut datagram)
-        }));
-        enc_response.extend(per_call(1, 20_000, || {
-            encode_response(&inputs.response, &mut out)
-        }));
+        enc_query.extend(per_call(1, 20_000, || encode_query(&inputs.query, &mut out, &mut datagram)));
+        enc_response.extend(per_call(1, 20_000, || encode_response(&inputs.response, &mut out)));
     }
     let (decode, scan) = (median(decode), median(scan));
     let ratio = decode.as_secs_f64() / scan.as_secs_f64();
@@ -204,27 +164,14 @@ fn summary() {
     println!("== upgram codec summary (medians of 31 interleaved batches of 20000) ==");
     println!("decode 1024-byte response datagram: {decode:?}");
     println!("bare quick-xml scan of its body:     {scan:?}");
-    println!(
-        "ratio decode / scan: {ratio:.2} (goal <= 2.00) {}",
-        if ratio <= 2.0 { "MET" } else { "NOT MET" }
-    );
+    println!("ratio decode / scan: {ratio:.2} (goal <= 2.00) {}", if ratio <= 2.0 { "MET" } else { "NOT MET" });
     let (enc_query, enc_response) = (median(enc_query), median(enc_response));
-    println!(
-        "encode query datagram (vector 02):   {enc_query:?} (goal < 1 µs) {}",
-        verdict(enc_query)
-    );
-    println!(
-        "encode 1024-byte response body:      {enc_response:?} (goal < 1 µs) {}",
-        verdict(enc_response)
-    );
+    println!("encode query datagram (vector 02):   {enc_query:?} (goal < 1 µs) {}", verdict(enc_query));
+    println!("encode 1024-byte response body:      {enc_response:?} (goal < 1 µs) {}", verdict(enc_response));
 }
 
 fn verdict(d: Duration) -> &'static str {
-    if d < Duration::from_micros(1) {
-        "MET"
-    } else {
-        "NOT MET"
-    }
+    if d < Duration::from_micros(1) { "MET" } else { "NOT MET" }
 }
 
 fn main() {

@@ -21,25 +21,15 @@ use upgram_core::wire::{Frame, QueryOptions};
 use upgram_core::{Datagram, Message};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// `target/release/upgram-server`, next to this benchmark's own binary.
 fn server_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("own path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
     let path = dir.join("upgram-server");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release -p upgram-server` first",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: run `cargo build --release -p upgram-server` first", path.display());
     path
 }
 
@@ -57,45 +47,21 @@ impl Drop for Server {
 
 /// Starts `command`, which prints its address (or `udp=ADDR ...`) on its first line.
 fn spawn(mut command: Command) -> Server {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("server starts");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("address line");
-    let addr = line
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .trim_start_matches("udp=")
-        .parse()
-        .expect("an address");
+    BufReader::new(stdout).read_line(&mut line).expect("address line");
+    let addr = line.split_whitespace().next().unwrap_or("").trim_start_matches("udp=").parse().expect("an address");
     Server { child, addr }
 }
 
-fn publish(
-    server: &Path,
-    catalog: &Path,
-    scratch: &Path,
-    module: &str,
-    version: &str,
-    files: usize,
-    changed: usize,
-) {
+fn publish(server: &Path, catalog: &Path, scratch: &Path, module: &str, version: &str, files: usize, changed: usize) {
     let folder = scratch.join(format!("{module}-{version}"));
     for i in 0..files {
         let path = folder.join(format!("lib/part-{i:03}.dat"));
         std::fs::create_dir_all(path.parent().expect("parent")).expect("folder");
         let generation = if i < changed { version } else { "base" };
-        std::fs::write(
-            &path,
-            format!("{module} part {i} at {generation}\n").repeat(20),
-        )
-        .expect("file");
+        std::fs::write(&path, format!("{module} part {i} at {generation}\n").repeat(20)).expect("file");
     }
     let status = Command::new(server)
         .args(["publish", "--catalog"])
@@ -144,19 +110,10 @@ fn mix(server: SocketAddr) -> Vec<Vec<u8>> {
     let cookie = ClientCookie([5; 8]);
     let probe = query(&[("module-00".into(), "1.2")]);
     let socket = UdpSocket::bind("127.0.0.1:0").expect("socket");
-    socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let first = Frame::query(
-        1,
-        &probe,
-        &QueryOptions {
-            client_cookie: Some(cookie),
-            ..Default::default()
-        },
-    )
-    .to_vec()
-    .expect("fits");
+    socket.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let first = Frame::query(1, &probe, &QueryOptions { client_cookie: Some(cookie), ..Default::default() })
+        .to_vec()
+        .expect("fits");
     socket.send_to(&first, server).expect("send");
     let mut buffer = [0u8; 2048];
     let (len, _) = socket.recv_from(&mut buffer).expect("the server answers");
@@ -164,11 +121,7 @@ fn mix(server: SocketAddr) -> Vec<Vec<u8>> {
         Message::CookieChallenge(c) => Some(c.server_cookie),
         _ => None,
     };
-    let options = QueryOptions {
-        client_cookie: Some(cookie),
-        server_cookie,
-        ..Default::default()
-    };
+    let options = QueryOptions { client_cookie: Some(cookie), server_cookie, ..Default::default() };
     let mut queries = Vec::new();
     for i in 0..100usize {
         let m = |k: usize| format!("module-{:02}", (i + k) % 50);
@@ -214,20 +167,13 @@ fn main() {
             .expect("keygen")
             .success()
     );
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .to_string();
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
     let seconds = env_or("UPGRAM_LOAD_SECONDS", 5u64);
     let count = env_or("UPGRAM_LOAD_QUERIES", 1_000_000u64);
     let in_flight = env_or("UPGRAM_LOAD_IN_FLIGHT", 256usize);
 
     let mut command = Command::new(&server);
-    command
-        .args(["serve", "--catalog"])
-        .arg(&catalog)
-        .arg("--key")
-        .arg(&key);
+    command.args(["serve", "--catalog"]).arg(&catalog).arg("--key").arg(&key);
     command.args([
         "--udp",
         "127.0.0.1:0",
@@ -250,10 +196,7 @@ fn main() {
         server_pid: pid,
     };
     // Warm up (caches, page faults), then measure.
-    let _ = run(&Load {
-        max_duration: Duration::from_millis(500),
-        ..load(upgram.addr, upgram.child.id())
-    });
+    let _ = run(&Load { max_duration: Duration::from_millis(500), ..load(upgram.addr, upgram.child.id()) });
     let measured = run(&load(upgram.addr, upgram.child.id())).expect("upgram run");
     drop(upgram);
 
@@ -262,10 +205,7 @@ fn main() {
     let mut command = Command::new(echo_binary);
     command.args(["127.0.0.1:0", &reply_len, &workers]);
     let echo = spawn(command);
-    let _ = run(&Load {
-        max_duration: Duration::from_millis(500),
-        ..load(echo.addr, echo.child.id())
-    });
+    let _ = run(&Load { max_duration: Duration::from_millis(500), ..load(echo.addr, echo.child.id()) });
     let ceiling = run(&load(echo.addr, echo.child.id())).expect("echo run");
     drop(echo);
     let _ = std::fs::remove_dir_all(&dir);

@@ -60,12 +60,7 @@ pub fn process_cpu(pid: u32) -> std::io::Result<Duration> {
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
     let total = ticks(11) + ticks(12);
     let hz = clock_ticks_per_second();
@@ -139,12 +134,7 @@ pub fn run(load: &Load<'_>) -> std::io::Result<Report> {
     let elapsed = started.elapsed();
     let server_cpu = process_cpu(load.server_pid)?.saturating_sub(cpu_before);
     latencies.sort();
-    let pick = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * q) as usize)
-            .copied()
-            .unwrap_or_default()
-    };
+    let pick = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
     Ok(Report {
         replies,
         unanswered: next_id.saturating_sub(replies),

@@ -8,25 +8,11 @@ use std::net::SocketAddr;
 
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
-    let addr: SocketAddr = args
-        .next()
-        .unwrap_or_else(|| "127.0.0.1:0".into())
-        .parse()
-        .map_err(std::io::Error::other)?;
-    let reply_len: usize = args
-        .next()
-        .unwrap_or_else(|| "600".into())
-        .parse()
-        .map_err(std::io::Error::other)?;
-    let workers: usize = args
-        .next()
-        .unwrap_or_else(|| "2".into())
-        .parse()
-        .map_err(std::io::Error::other)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()?;
+    let addr: SocketAddr =
+        args.next().unwrap_or_else(|| "127.0.0.1:0".into()).parse().map_err(std::io::Error::other)?;
+    let reply_len: usize = args.next().unwrap_or_else(|| "600".into()).parse().map_err(std::io::Error::other)?;
+    let workers: usize = args.next().unwrap_or_else(|| "2".into()).parse().map_err(std::io::Error::other)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?;
     runtime.block_on(async move {
         let sockets = upgram_server::udp::bind(addr, workers)?;
         println!("{}", sockets[0].local_addr()?);

@@ -51,11 +51,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Value {
 
 fn body(bytes: &[u8]) -> Result<Value, InspectError> {
     let text = String::from_utf8_lossy(bytes);
-    let root = text
-        .trim_start()
-        .trim_start_matches(|c| c != '<')
-        .get(1..)
-        .unwrap_or("");
+    let root = text.trim_start().trim_start_matches(|c| c != '<').get(1..).unwrap_or("");
     let decoded = if root.starts_with("query") {
         json!({ "what": "query body", "query": to_json(&Query::decode(bytes)?) })
     } else if root.starts_with("response") {
@@ -71,35 +67,18 @@ fn body(bytes: &[u8]) -> Result<Value, InspectError> {
 }
 
 fn trim(input: &[u8]) -> &[u8] {
-    let start = input
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(input.len());
-    let end = input
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
+    let start = input.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(input.len());
+    let end = input.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
     &input[start..end.max(start)]
 }
 
 /// Hex digits with any whitespace between them, as the vectors write datagrams.
 fn from_hex(input: &[u8]) -> Option<Vec<u8>> {
-    let digits: Vec<u8> = input
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
+    let digits: Vec<u8> = input.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
     if digits.is_empty() || digits.len() % 2 != 0 || !digits.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
-    digits
-        .chunks(2)
-        .map(|pair| {
-            std::str::from_utf8(pair)
-                .ok()
-                .and_then(|p| u8::from_str_radix(p, 16).ok())
-        })
-        .collect()
+    digits.chunks(2).map(|pair| std::str::from_utf8(pair).ok().and_then(|p| u8::from_str_radix(p, 16).ok())).collect()
 }
 
 #[cfg(test)]
@@ -112,10 +91,7 @@ mod tests {
     fn datagrams_hex_dumps_and_bodies_are_recognised() {
         let from_hex = inspect(MINIMAL_QUERY_HEX.as_bytes()).unwrap();
         assert_eq!(from_hex["what"], "datagram");
-        assert_eq!(
-            from_hex["datagram"]["message"]["query"]["modules"][0]["id"],
-            "core"
-        );
+        assert_eq!(from_hex["datagram"]["message"]["query"]["modules"][0]["id"], "core");
         let binary = super::from_hex(MINIMAL_QUERY_HEX.as_bytes()).unwrap();
         assert_eq!(inspect(&binary).unwrap(), from_hex);
         let body = inspect(b"  <query><module id=\"a\"/></query>\n").unwrap();
@@ -127,10 +103,7 @@ mod tests {
     #[test]
     fn garbage_is_refused_with_a_reason() {
         assert!(matches!(inspect(b"hello"), Err(InspectError::Unrecognised)));
-        assert!(matches!(
-            inspect(b"UPGM\x02"),
-            Err(InspectError::Datagram(_))
-        ));
+        assert!(matches!(inspect(b"UPGM\x02"), Err(InspectError::Datagram(_))));
         assert!(matches!(inspect(b"<query/>"), Err(InspectError::Body(_))));
     }
 }

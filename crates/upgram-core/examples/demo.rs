@@ -15,12 +15,11 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use upgram_core::body::{
-    Binding, Delta, FileAction, FileEntry, ModuleAnswer, Package, Payload, Query, QueryFile,
-    QueryModule, Requires, Response, Status, UpgradeInfo,
+    Binding, Delta, FileAction, FileEntry, ModuleAnswer, Package, Payload, Query, QueryFile, QueryModule, Requires,
+    Response, Status, UpgradeInfo,
 };
 use upgram_core::cookie::{
-    ClientCookie, CookieCheck, CookieSecret, check_server_cookie, make_server_cookie,
-    within_amplification_limit,
+    ClientCookie, CookieCheck, CookieSecret, check_server_cookie, make_server_cookie, within_amplification_limit,
 };
 use upgram_core::fallback::{FallbackDocument, ReplyShape, prepare_reply};
 use upgram_core::message::{Expectation, check_binding};
@@ -37,11 +36,7 @@ fn v(text: &'static str) -> Version<'static> {
 }
 
 fn payload(url: String, content: &[u8]) -> Payload<'static> {
-    Payload {
-        url: url.into(),
-        size: content.len() as u64,
-        sha256: Sha256Digest::of(content),
-    }
+    Payload { url: url.into(), size: content.len() as u64, sha256: Sha256Digest::of(content) }
 }
 
 /// The server's answer for one module, from its (embedded) releases.
@@ -99,10 +94,7 @@ fn answer_for(module: &QueryModule<'_>) -> Vec<ModuleAnswer<'static>> {
                 frequent: false,
                 action: FileAction::Replace(payload("f/render-2.0.bin".into(), b"renderer 2.0")),
             }]);
-            m.requires = vec![Requires {
-                id: "main-module".into(),
-                min: v("5.1"),
-            }];
+            m.requires = vec![Requires { id: "main-module".into(), min: v("5.1") }];
             let mut dep = ModuleAnswer::new("main-module", Status::Update, Some(v("5.1")));
             dep.dependency = true;
             dep.upgrade = UpgradeInfo::Package(Package {
@@ -111,11 +103,7 @@ fn answer_for(module: &QueryModule<'_>) -> Vec<ModuleAnswer<'static>> {
             });
             vec![m, dep]
         }
-        other => vec![ModuleAnswer::new(
-            Cow::Owned(other.to_owned()),
-            Status::Unknown,
-            None,
-        )],
+        other => vec![ModuleAnswer::new(Cow::Owned(other.to_owned()), Status::Unknown, None)],
     }
 }
 
@@ -136,26 +124,16 @@ impl Server {
         };
         let validated = match (query.client_cookie, query.server_cookie) {
             (Some(client), Some(server)) => {
-                matches!(
-                    check_server_cookie(&[&self.secret], &client, &server, from, NOW),
-                    CookieCheck::Valid { .. }
-                )
+                matches!(check_server_cookie(&[&self.secret], &client, &server, from, NOW), CookieCheck::Valid { .. })
             }
             _ => false,
         };
         let response = Response {
-            binding: Binding {
-                query: query.digest(),
-                issued: NOW,
-                expires: NOW + 300,
-            },
+            binding: Binding { query: query.digest(), issued: NOW, expires: NOW + 300 },
             base: Some("https://updates.example.com/".into()),
             modules: query.query.modules.iter().flat_map(answer_for).collect(),
         };
-        let shape = ReplyShape {
-            nonce: query.nonce,
-            server_cookie: false,
-        };
+        let shape = ReplyShape { nonce: query.nonce, server_cookie: false };
         let prepared = prepare_reply(&response, &self.signer, shape, |sha| {
             vec![format!("https://updates.example.com/doc/{sha}.xml")]
         })
@@ -168,9 +146,7 @@ impl Server {
                 prepared.datagram_len(),
                 datagram.len()
             );
-            return Frame::cookie_challenge(decoded.request_id, query.client_cookie, cookie)
-                .to_vec()
-                .expect("fits");
+            return Frame::cookie_challenge(decoded.request_id, query.client_cookie, cookie).to_vec().expect("fits");
         }
         if let Some(document) = &prepared.document {
             println!(
@@ -182,10 +158,7 @@ impl Server {
         } else {
             println!("  server: answer fits: inline response");
         }
-        prepared
-            .frame(decoded.request_id, None)
-            .to_vec()
-            .expect("fits")
+        prepared.frame(decoded.request_id, None).to_vec().expect("fits")
     }
 }
 
@@ -199,167 +172,86 @@ fn main() {
     keys.add(server.signer.verifying_key());
     let client_ip: IpAddr = "127.0.0.1".parse().expect("ip");
 
-    let installed: BTreeMap<String, Version<'static>> = [
-        ("core", "1.2"),
-        ("antivirus-db", "2024.11.2"),
-        ("pdf-plugin", "1.0"),
-        ("main-module", "5.0"),
-    ]
-    .into_iter()
-    .map(|(id, version)| (id.to_owned(), v(version)))
-    .collect();
+    let installed: BTreeMap<String, Version<'static>> =
+        [("core", "1.2"), ("antivirus-db", "2024.11.2"), ("pdf-plugin", "1.0"), ("main-module", "5.0")]
+            .into_iter()
+            .map(|(id, version)| (id.to_owned(), v(version)))
+            .collect();
     let client_cookie = ClientCookie(*b"demo-cli");
 
-    println!(
-        "1. A module-level check of `core` alone, with a client cookie but no server cookie yet."
-    );
-    let small = Query {
-        modules: vec![QueryModule {
-            id: "core".into(),
-            version: Some(v("1.2")),
-            files: vec![],
-        }],
-    }
-    .to_vec();
-    let first = Frame::query(
-        0x5eed_0001,
-        &small,
-        &QueryOptions {
-            client_cookie: Some(client_cookie),
-            ..Default::default()
-        },
-    )
-    .to_vec()
-    .expect("fits");
+    println!("1. A module-level check of `core` alone, with a client cookie but no server cookie yet.");
+    let small =
+        Query { modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }] }.to_vec();
+    let first =
+        Frame::query(0x5eed_0001, &small, &QueryOptions { client_cookie: Some(client_cookie), ..Default::default() })
+            .to_vec()
+            .expect("fits");
     println!("  client: query of {} bytes", first.len());
     let reply = server.handle(&first, client_ip);
-    let Ok(Datagram {
-        message: Message::CookieChallenge(challenge),
-        ..
-    }) = Datagram::decode(&reply)
-    else {
+    let Ok(Datagram { message: Message::CookieChallenge(challenge), .. }) = Datagram::decode(&reply) else {
         panic!("expected a cookie challenge")
     };
-    println!(
-        "  client: got a {}-byte cookie challenge; caches the server cookie and asks again",
-        reply.len()
-    );
+    println!("  client: got a {}-byte cookie challenge; caches the server cookie and asks again", reply.len());
     let options = QueryOptions {
         client_cookie: Some(client_cookie),
         server_cookie: Some(challenge.server_cookie),
         ..Default::default()
     };
-    let retry = Frame::query(0x5eed_0002, &small, &options)
-        .to_vec()
-        .expect("fits");
+    let retry = Frame::query(0x5eed_0002, &small, &options).to_vec().expect("fits");
     let reply = server.handle(&retry, client_ip);
     let datagram = Datagram::decode(&reply).expect("the server's reply decodes");
-    let Message::Response(inline) = &datagram.message else {
-        panic!("expected an inline response")
-    };
-    let expect = Expectation {
-        keys: &keys,
-        query: Sha256Digest::of(&small),
-        nonce: None,
-        now: NOW + 1,
-    };
-    let answer = inline
-        .verify(&expect)
-        .expect("signature, query binding and freshness check out");
+    let Message::Response(inline) = &datagram.message else { panic!("expected an inline response") };
+    let expect = Expectation { keys: &keys, query: Sha256Digest::of(&small), nonce: None, now: NOW + 1 };
+    let answer = inline.verify(&expect).expect("signature, query binding and freshness check out");
     println!(
         "  client: {}-byte response, signature by key {} verified: core {} -> {}",
         reply.len(),
         server.signer.key_id(),
         installed["core"],
-        answer.modules[0]
-            .latest
-            .as_ref()
-            .map_or("?".into(), |l| l.to_string())
+        answer.modules[0].latest.as_ref().map_or("?".into(), |l| l.to_string())
     );
 
-    println!(
-        "2. The full check: every module, plus a file-level entry for a frequent file [0078]."
-    );
+    println!("2. The full check: every module, plus a file-level entry for a frequent file [0078].");
     let query = Query {
         modules: vec![
-            QueryModule {
-                id: "core".into(),
-                version: Some(v("1.2")),
-                files: vec![],
-            },
+            QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] },
             QueryModule {
                 id: "antivirus-db".into(),
                 version: Some(v("2024.11.2")),
-                files: vec![QueryFile {
-                    id: "db/signatures.rec".into(),
-                    version: v("2024.11.2"),
-                }],
+                files: vec![QueryFile { id: "db/signatures.rec".into(), version: v("2024.11.2") }],
             },
-            QueryModule {
-                id: "pdf-plugin".into(),
-                version: Some(v("1.0")),
-                files: vec![],
-            },
+            QueryModule { id: "pdf-plugin".into(), version: Some(v("1.0")), files: vec![] },
         ],
     };
     let body = query.to_vec();
-    let datagram_bytes = Frame::query(0x5eed_0003, &body, &options)
-        .to_vec()
-        .expect("fits");
-    println!(
-        "  client: query of {} bytes, cached cookie attached",
-        datagram_bytes.len()
-    );
+    let datagram_bytes = Frame::query(0x5eed_0003, &body, &options).to_vec().expect("fits");
+    println!("  client: query of {} bytes, cached cookie attached", datagram_bytes.len());
     let reply = server.handle(&datagram_bytes, client_ip);
     let datagram = Datagram::decode(&reply).expect("the server's reply decodes");
-    assert_eq!(
-        datagram.request_id, 0x5eed_0003,
-        "the reply echoes our request id"
-    );
-    let expect = Expectation {
-        keys: &keys,
-        query: Sha256Digest::of(&body),
-        nonce: None,
-        now: NOW + 1,
-    };
+    assert_eq!(datagram.request_id, 0x5eed_0003, "the reply echoes our request id");
+    let expect = Expectation { keys: &keys, query: Sha256Digest::of(&body), nonce: None, now: NOW + 1 };
     let document_bytes = match &datagram.message {
         Message::Fallback(pointer) => {
-            let pointer = pointer
-                .verify(&expect)
-                .expect("signature, query binding and freshness check out");
-            println!(
-                "  client: {}-byte fallback verified; fetching {}",
-                reply.len(),
-                pointer.mirrors[0]
-            );
+            let pointer = pointer.verify(&expect).expect("signature, query binding and freshness check out");
+            println!("  client: {}-byte fallback verified; fetching {}", reply.len(), pointer.mirrors[0]);
             let document = server.documents.get(&pointer.sha256).expect("served");
             assert_eq!(document.bytes.len() as u64, pointer.size, "size as signed");
-            assert_eq!(
-                Sha256Digest::of(&document.bytes),
-                pointer.sha256,
-                "hash as signed"
-            );
-            println!(
-                "  client: document of {} bytes matches the signed size and SHA-256",
-                document.bytes.len()
-            );
+            assert_eq!(Sha256Digest::of(&document.bytes), pointer.sha256, "hash as signed");
+            println!("  client: document of {} bytes matches the signed size and SHA-256", document.bytes.len());
             document.bytes.clone()
         }
         Message::Response(inline) => inline.verify(&expect).expect("verified").to_vec(),
         other => panic!("unexpected reply {other:?}"),
     };
     let response = Response::decode(&document_bytes).expect("same decoder as inline bodies");
-    check_binding(&response.binding, &Sha256Digest::of(&body), NOW + 1)
-        .expect("the document answers our query");
+    check_binding(&response.binding, &Sha256Digest::of(&body), NOW + 1).expect("the document answers our query");
 
     println!("3. What the server says, module by module.");
     for m in &response.modules {
         let how = match &m.upgrade {
-            UpgradeInfo::Package(p) => format!(
-                "install package {} ({} bytes)",
-                response.resolve_url(&p.payload.url),
-                p.payload.size
-            ),
+            UpgradeInfo::Package(p) => {
+                format!("install package {} ({} bytes)", response.resolve_url(&p.payload.url), p.payload.size)
+            }
             UpgradeInfo::Files(files) => {
                 let count = |mode| files.iter().filter(|f| f.action.mode() == mode).count();
                 use upgram_core::body::FileMode::*;
@@ -382,21 +274,10 @@ fn main() {
     }
 
     println!("4. The upgrade plan: dependencies first.");
-    let offers: Vec<Offer<'_>> = response
-        .modules
-        .iter()
-        .filter_map(Offer::from_answer)
-        .collect();
+    let offers: Vec<Offer<'_>> = response.modules.iter().filter_map(Offer::from_answer).collect();
     let upgrade = plan(&offers, &installed, &Choice::All).expect("plannable");
     for (i, step) in upgrade.steps.iter().enumerate() {
         let from = step.from.as_ref().map_or("(new)".into(), |f| f.to_string());
-        println!(
-            "  {}. {:<13} {} -> {}  {:?}",
-            i + 1,
-            step.id,
-            from,
-            step.to,
-            step.reason
-        );
+        println!("  {}. {:<13} {} -> {}  {:?}", i + 1, step.id, from, step.to, step.reason);
     }
 }

@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use upgram_core::body::{
-    Binding, Delta, ErrorBody, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package, Payload,
-    Query, QueryFile, QueryModule, Requires, Response, Status, UpgradeInfo,
+    Binding, Delta, ErrorBody, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package, Payload, Query, QueryFile,
+    QueryModule, Requires, Response, Status, UpgradeInfo,
 };
 use upgram_core::cookie::{ClientCookie, CookieSecret, make_server_cookie};
 use upgram_core::fallback::{ReplyShape, prepare_reply};
@@ -42,14 +42,7 @@ struct Writer<'p> {
 }
 
 impl Writer<'_> {
-    fn write(
-        &mut self,
-        name: &str,
-        description: &str,
-        kind: &str,
-        payload: Payload_,
-        outcome: Outcome,
-    ) {
+    fn write(&mut self, name: &str, description: &str, kind: &str, payload: Payload_, outcome: Outcome) {
         self.count += 1;
         let mut out = String::new();
         let _ = writeln!(out, "name = {name:?}");
@@ -90,22 +83,13 @@ impl Writer<'_> {
             description,
             "datagram",
             Payload_::Hex(bytes.to_vec()),
-            Outcome::Valid {
-                decoded: json,
-                reencode: true,
-            },
+            Outcome::Valid { decoded: json, reencode: true },
         );
     }
 
     fn invalid(&mut self, name: &str, description: &str, bytes: &[u8]) {
         let error = Datagram::decode(bytes).expect_err("invalid vector fails");
-        self.write(
-            name,
-            description,
-            "datagram",
-            Payload_::Hex(bytes.to_vec()),
-            Outcome::Invalid(error.name().into()),
-        );
+        self.write(name, description, "datagram", Payload_::Hex(bytes.to_vec()), Outcome::Invalid(error.name().into()));
     }
 }
 
@@ -120,43 +104,23 @@ enum Outcome {
 }
 
 fn query_frame_bytes(request_id: u64, body: &[u8], options: &QueryOptions) -> Vec<u8> {
-    Frame::query(request_id, body, options)
-        .to_vec()
-        .expect("query fits")
+    Frame::query(request_id, body, options).to_vec().expect("query fits")
 }
 
 fn binding(query_body: &str) -> Binding {
-    Binding {
-        query: digest_of(query_body),
-        issued: NOW,
-        expires: NOW + 300,
-    }
+    Binding { query: digest_of(query_body), issued: NOW, expires: NOW + 300 }
 }
 
 fn payload(url: &'static str, content: &str) -> Payload<'static> {
-    Payload {
-        url: Cow::Borrowed(url),
-        size: content.len() as u64,
-        sha256: digest_of(content),
-    }
+    Payload { url: Cow::Borrowed(url), size: content.len() as u64, sha256: digest_of(content) }
 }
 
-fn reply_bytes(
-    response: &Response<'_>,
-    request_id: u64,
-    shape: ReplyShape,
-) -> (Vec<u8>, Option<Vec<u8>>) {
+fn reply_bytes(response: &Response<'_>, request_id: u64, shape: ReplyShape) -> (Vec<u8>, Option<Vec<u8>>) {
     let prepared = prepare_reply(response, &signer(), shape, |sha| {
-        vec![
-            format!("https://updates.example.com/doc/{sha}.xml"),
-            format!("https://mirror.example.net/doc/{sha}.xml"),
-        ]
+        vec![format!("https://updates.example.com/doc/{sha}.xml"), format!("https://mirror.example.net/doc/{sha}.xml")]
     })
     .expect("reply prepares");
-    let bytes = prepared
-        .frame(request_id, None)
-        .to_vec()
-        .expect("reply fits");
+    let bytes = prepared.frame(request_id, None).to_vec().expect("reply fits");
     (bytes, prepared.document.map(|d| d.bytes))
 }
 
@@ -172,14 +136,8 @@ fn main() {
     let mut w = Writer { dir, count: 0 };
 
     // 1. Minimal query.
-    let minimal = Query {
-        modules: vec![QueryModule {
-            id: "core".into(),
-            version: Some(v("1.2")),
-            files: vec![],
-        }],
-    }
-    .to_vec();
+    let minimal =
+        Query { modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }] }.to_vec();
     w.datagram(
         "minimal-query",
         "One module at one version, no cookies, no padding.",
@@ -189,47 +147,25 @@ fn main() {
     // 2. Multi-module query with file entries and cookies.
     let multi = Query {
         modules: vec![
-            QueryModule {
-                id: "main-program".into(),
-                version: Some(v("3.1.0")),
-                files: vec![],
-            },
+            QueryModule { id: "main-program".into(), version: Some(v("3.1.0")), files: vec![] },
             QueryModule {
                 id: "antivirus-db".into(),
                 version: Some(v("2024.11.2")),
                 files: vec![
-                    QueryFile {
-                        id: "db/signatures.rec".into(),
-                        version: v("2024.11.2"),
-                    },
-                    QueryFile {
-                        id: "db/whitelist.rec".into(),
-                        version: v("2024.10.1"),
-                    },
+                    QueryFile { id: "db/signatures.rec".into(), version: v("2024.11.2") },
+                    QueryFile { id: "db/whitelist.rec".into(), version: v("2024.10.1") },
                 ],
             },
-            QueryModule {
-                id: "pdf-plugin".into(),
-                version: None,
-                files: vec![],
-            },
+            QueryModule { id: "pdf-plugin".into(), version: None, files: vec![] },
         ],
     }
     .to_vec();
     let multi_text = String::from_utf8(multi.clone()).expect("utf8");
     let secret = CookieSecret([0x42; 32]);
     let client_cookie = ClientCookie(*b"\x11\x22\x33\x44\x55\x66\x77\x88");
-    let server_cookie = make_server_cookie(
-        &secret,
-        &client_cookie,
-        "127.0.0.1".parse().expect("ip"),
-        NOW,
-    );
-    let options = QueryOptions {
-        client_cookie: Some(client_cookie),
-        server_cookie: Some(server_cookie),
-        ..Default::default()
-    };
+    let server_cookie = make_server_cookie(&secret, &client_cookie, "127.0.0.1".parse().expect("ip"), NOW);
+    let options =
+        QueryOptions { client_cookie: Some(client_cookie), server_cookie: Some(server_cookie), ..Default::default() };
     w.datagram(
         "multi-module-query",
         "Three modules: one module-level entry, one with two file-level entries (frequent files), one not installed (no version); client and server cookies (the server cookie made for 127.0.0.1 at the test clock with the test cookie secret).",
@@ -238,11 +174,7 @@ fn main() {
 
     // 3. Padded query asking for a nonce-bound signature.
     let nonce = Nonce(std::array::from_fn(|i| 0xa0 + i as u8));
-    let options = QueryOptions {
-        nonce: Some(nonce),
-        pad_to: 342,
-        ..Default::default()
-    };
+    let options = QueryOptions { nonce: Some(nonce), pad_to: 342, ..Default::default() };
     w.datagram(
         "padded-nonce-query",
         "The minimal query padded with zeros to 342 bytes (so any reply is within 3x) and asking for a nonce-bound signature.",
@@ -263,18 +195,15 @@ fn main() {
     main.forced = true;
     main.floor = Some(v("1.3"));
     main.upgrade = UpgradeInfo::Package(Package {
-        payload: payload(
-            "https://updates.example.com/p/core-1.3.0-setup.exe",
-            "core 1.3 installer",
-        ),
+        payload: payload("https://updates.example.com/p/core-1.3.0-setup.exe", "core 1.3 installer"),
         args: Some("/S /norestart".into()),
     });
-    let package = Response {
-        binding: binding(&minimal_text),
-        base: None,
-        modules: vec![main],
-    };
-    w.datagram("package-response", "core 1.2 -> 1.3 by install package (a critical file changed, [0082]); forced, floor 1.3; installer arguments.", &reply_bytes(&package, 0x0102030405060708, ReplyShape::default()).0);
+    let package = Response { binding: binding(&minimal_text), base: None, modules: vec![main] };
+    w.datagram(
+        "package-response",
+        "core 1.2 -> 1.3 by install package (a critical file changed, [0082]); forced, floor 1.3; installer arguments.",
+        &reply_bytes(&package, 0x0102030405060708, ReplyShape::default()).0,
+    );
 
     // 6. File list with all three modes.
     let mut db = ModuleAnswer::new("antivirus-db", Status::Update, Some(v("2024.11.3")));
@@ -285,10 +214,7 @@ fn main() {
             frequent: true,
             action: FileAction::Incremental {
                 payload: payload("f/6b1c.rec", "full signatures"),
-                delta: Delta {
-                    from: v("2024.11.2"),
-                    payload: payload("d/77aa.delta", "signatures delta"),
-                },
+                delta: Delta { from: v("2024.11.2"), payload: payload("d/77aa.delta", "signatures delta") },
             },
         },
         FileEntry {
@@ -297,18 +223,10 @@ fn main() {
             frequent: false,
             action: FileAction::Replace(payload("f/93e0.cfg", "scan config")),
         },
-        FileEntry {
-            id: "db/legacy.rec".into(),
-            version: v("2024.11.3"),
-            frequent: false,
-            action: FileAction::Delete,
-        },
+        FileEntry { id: "db/legacy.rec".into(), version: v("2024.11.3"), frequent: false, action: FileAction::Delete },
     ]);
-    let files = Response {
-        binding: binding(&multi_text),
-        base: Some("https://cdn.example.com/".into()),
-        modules: vec![db],
-    };
+    let files =
+        Response { binding: binding(&multi_text), base: Some("https://cdn.example.com/".into()), modules: vec![db] };
     w.datagram("file-list-response", "A file list with one file of each mode: incremental (with its record delta and the whole file as fallback, frequent), replace, delete; relative URLs resolved against base.", &reply_bytes(&files, 0x1111_2222_3333_4444, ReplyShape::default()).0);
 
     // 7. Dependencies.
@@ -319,21 +237,13 @@ fn main() {
         frequent: false,
         action: FileAction::Replace(payload("f/11.js", "render")),
     }]);
-    plugin.requires = vec![Requires {
-        id: "main-module".into(),
-        min: v("5.1"),
-    }];
+    plugin.requires = vec![Requires { id: "main-module".into(), min: v("5.1") }];
     let mut main_module = ModuleAnswer::new("main-module", Status::Update, Some(v("5.1")));
     main_module.dependency = true;
     main_module.full = true;
-    main_module.upgrade = UpgradeInfo::Package(Package {
-        payload: payload("p/mm-5.1.pkg", "main module 5.1"),
-        args: None,
-    });
-    main_module.requires = vec![Requires {
-        id: "main-program".into(),
-        min: v("3.1"),
-    }];
+    main_module.upgrade =
+        UpgradeInfo::Package(Package { payload: payload("p/mm-5.1.pkg", "main module 5.1"), args: None });
+    main_module.requires = vec![Requires { id: "main-program".into(), min: v("3.1") }];
     let mut main_program = ModuleAnswer::new("main-program", Status::Current, Some(v("3.1.0")));
     main_program.frequent = vec!["etc/rules.rec".into()];
     let deps = Response {
@@ -357,27 +267,18 @@ fn main() {
         });
         big.push(m);
     }
-    let big = Response {
-        binding: binding(&multi_text),
-        base: Some("https://cdn.example.com/".into()),
-        modules: big,
-    };
+    let big = Response { binding: binding(&multi_text), base: Some("https://cdn.example.com/".into()), modules: big };
     let (bytes, document) = reply_bytes(&big, 0x1111_2222_3333_4444, ReplyShape::default());
     w.datagram("fallback-response", "An answer too large for a datagram: the signed fallback carries the document's size, SHA-256 and two mirrors ([0084]). The document is vector 09.", &bytes);
     let document = String::from_utf8(document.expect("fallback has a document")).expect("utf8");
-    let json = serde_json::to_string_pretty(
-        &Response::decode(document.as_bytes()).expect("document decodes"),
-    )
-    .expect("json");
+    let json =
+        serde_json::to_string_pretty(&Response::decode(document.as_bytes()).expect("document decodes")).expect("json");
     w.write(
         "fallback-document",
         "The full response document that vector 08 points at (same schema as an inline body).",
         "document",
         Payload_::Text(document),
-        Outcome::Valid {
-            decoded: json,
-            reencode: true,
-        },
+        Outcome::Valid { decoded: json, reencode: true },
     );
 
     // 10/11. Errors.
@@ -386,9 +287,7 @@ fn main() {
     w.datagram(
         "error-unsupported-version",
         "Error code 2, naming the versions the server speaks.",
-        &Frame::error(0x0102030405060708, &unsupported.to_vec())
-            .to_vec()
-            .expect("fits"),
+        &Frame::error(0x0102030405060708, &unsupported.to_vec()).to_vec().expect("fits"),
     );
     let mut limited = ErrorBody::new(ErrorCode::RateLimited);
     limited.retry_after = Some(30);
@@ -396,18 +295,14 @@ fn main() {
     w.datagram(
         "error-rate-limited",
         "Error code 3 with retry-after and a message.",
-        &Frame::error(0x0102030405060708, &limited.to_vec())
-            .to_vec()
-            .expect("fits"),
+        &Frame::error(0x0102030405060708, &limited.to_vec()).to_vec().expect("fits"),
     );
 
     // 12. Cookie challenge.
     w.datagram(
         "cookie-challenge",
         "Retry with this server cookie (client cookie echoed).",
-        &Frame::cookie_challenge(0x1111_2222_3333_4444, Some(client_cookie), server_cookie)
-            .to_vec()
-            .expect("fits"),
+        &Frame::cookie_challenge(0x1111_2222_3333_4444, Some(client_cookie), server_cookie).to_vec().expect("fits"),
     );
 
     // 13. A response of exactly 1024 bytes.
@@ -420,14 +315,8 @@ fn main() {
     );
 
     // 14. Nonce-bound response.
-    let (bytes, _) = reply_bytes(
-        &current,
-        0x0a0b_0c0d_0e0f_1011,
-        ReplyShape {
-            nonce: Some(nonce),
-            server_cookie: false,
-        },
-    );
+    let (bytes, _) =
+        reply_bytes(&current, 0x0a0b_0c0d_0e0f_1011, ReplyShape { nonce: Some(nonce), server_cookie: false });
     w.datagram(
         "nonce-bound-response",
         "Answer to vector 03: the nonce is echoed and covered by the signature.",
@@ -442,18 +331,9 @@ fn main() {
 
     // 16/17. Records: Figure 9 of the patent.
     let base = RecordFile::from_records(vec![
-        Record {
-            id: 1,
-            content: b"alpha",
-        },
-        Record {
-            id: 2,
-            content: b"beta",
-        },
-        Record {
-            id: 3,
-            content: b"gamma",
-        },
+        Record { id: 1, content: b"alpha" },
+        Record { id: 2, content: b"beta" },
+        Record { id: 3, content: b"gamma" },
     ])
     .expect("sorted");
     let mut base_bytes = Vec::new();
@@ -463,24 +343,12 @@ fn main() {
         "A record file with records 1, 2, 3 (Figure 9 before the update).",
         "record-file",
         Payload_::Hex(base_bytes.clone()),
-        Outcome::Valid {
-            decoded: records_json(&base),
-            reencode: true,
-        },
+        Outcome::Valid { decoded: records_json(&base), reencode: true },
     );
     let target = RecordFile::from_records(vec![
-        Record {
-            id: 1,
-            content: b"ALPHA",
-        },
-        Record {
-            id: 3,
-            content: b"gamma",
-        },
-        Record {
-            id: 100,
-            content: b"new record",
-        },
+        Record { id: 1, content: b"ALPHA" },
+        Record { id: 3, content: b"gamma" },
+        Record { id: 100, content: b"new record" },
     ])
     .expect("sorted");
     let delta = upgram_core::records::diff(&base, &target);
@@ -489,42 +357,22 @@ fn main() {
     w.write("record-delta", "The delta of Figure 9 applied to vector 16: record 1 replaced, record 2 deleted (empty content), record 100 added.", "record-delta", Payload_::Hex(delta_bytes), Outcome::Valid { decoded: delta_json(&delta), reencode: true });
 
     // Invalid inputs.
-    let mut too_large = query_frame_bytes(
-        1,
-        &minimal,
-        &QueryOptions {
-            pad_to: 1024,
-            ..Default::default()
-        },
-    );
+    let mut too_large = query_frame_bytes(1, &minimal, &QueryOptions { pad_to: 1024, ..Default::default() });
     too_large.push(0);
-    w.invalid(
-        "invalid-too-large",
-        "1025 bytes: rejected before any parsing.",
-        &too_large,
-    );
+    w.invalid("invalid-too-large", "1025 bytes: rejected before any parsing.", &too_large);
     let mut bad_magic = query_frame_bytes(1, &minimal, &QueryOptions::default());
     bad_magic[0] = b'X';
-    w.invalid(
-        "invalid-bad-magic",
-        "Not an upgram datagram: dropped silently.",
-        &bad_magic,
-    );
+    w.invalid("invalid-bad-magic", "Not an upgram datagram: dropped silently.", &bad_magic);
     let mut bad_version = query_frame_bytes(1, &minimal, &QueryOptions::default());
     bad_version[4] = 2;
-    w.invalid(
-        "invalid-unsupported-version",
-        "Protocol version 2: a server answers with vector 10.",
-        &bad_version,
-    );
+    w.invalid("invalid-unsupported-version", "Protocol version 2: a server answers with vector 10.", &bad_version);
     let whole = query_frame_bytes(1, &minimal, &QueryOptions::default());
     w.invalid(
         "invalid-truncated",
         "The minimal query cut 5 bytes short of its declared body length.",
         &whole[..whole.len() - 5],
     );
-    let doctype =
-        r#"<!DOCTYPE query [<!ENTITY x "boom">]><query><module id="core" version="1.2"/></query>"#;
+    let doctype = r#"<!DOCTYPE query [<!ENTITY x "boom">]><query><module id="core" version="1.2"/></query>"#;
     w.invalid(
         "invalid-doctype",
         "A DOCTYPE (entity-expansion attack): refused.",
@@ -542,32 +390,16 @@ fn main() {
         "The same attribute twice.",
         &query_frame_bytes(1, duplicate.as_bytes(), &QueryOptions::default()),
     );
-    let mut padded = query_frame_bytes(
-        1,
-        &minimal,
-        &QueryOptions {
-            pad_to: 100,
-            ..Default::default()
-        },
-    );
+    let mut padded = query_frame_bytes(1, &minimal, &QueryOptions { pad_to: 100, ..Default::default() });
     let last = padded.len() - 1;
     padded[last] = 1;
-    w.invalid(
-        "invalid-nonzero-padding",
-        "A padding byte that is not zero.",
-        &padded,
-    );
-    let mut flagged = Frame::error(1, &unsupported.to_vec())
-        .to_vec()
-        .expect("fits");
+    w.invalid("invalid-nonzero-padding", "A padding byte that is not zero.", &padded);
+    let mut flagged = Frame::error(1, &unsupported.to_vec()).to_vec().expect("fits");
     flagged[7] = 0x04;
     flagged.extend_from_slice(&[0; 16]);
-    w.invalid(
-        "invalid-flag-not-allowed",
-        "An error datagram with the NONCE flag (errors carry no trailer).",
-        &flagged,
-    );
-    let traversal = r#"<query><module id="core" version="1.2"><file id="../../etc/passwd" version="1"/></module></query>"#;
+    w.invalid("invalid-flag-not-allowed", "An error datagram with the NONCE flag (errors carry no trailer).", &flagged);
+    let traversal =
+        r#"<query><module id="core" version="1.2"><file id="../../etc/passwd" version="1"/></module></query>"#;
     w.invalid(
         "invalid-file-id-traversal",
         "A file id that climbs out of the installation root.",
@@ -604,11 +436,7 @@ fn exactly_1024(query_text: &str) -> Vec<u8> {
             }),
         });
         m.upgrade = UpgradeInfo::Files(entries);
-        let response = Response {
-            binding: binding(query_text),
-            base: None,
-            modules: vec![m],
-        };
+        let response = Response { binding: binding(query_text), base: None, modules: vec![m] };
         let (bytes, document) = reply_bytes(&response, 0x0102030405060708, ReplyShape::default());
         if document.is_none() && bytes.len() == 1024 {
             return bytes;
@@ -632,7 +460,9 @@ fn delta_json(delta: &RecordDelta<'_>) -> String {
         .iter()
         .map(|DeltaEntry { id, change }| match change {
             Change::Delete => serde_json::json!({ "id": id, "change": "delete" }),
-            Change::Put(content) => serde_json::json!({ "id": id, "change": "put", "content": String::from_utf8_lossy(content) }),
+            Change::Put(content) => {
+                serde_json::json!({ "id": id, "change": "put", "content": String::from_utf8_lossy(content) })
+            }
         })
         .collect();
     serde_json::to_string_pretty(&serde_json::json!({

@@ -80,12 +80,7 @@ fn address_bytes(ip: IpAddr) -> [u8; 16] {
     }
 }
 
-fn cookie_mac(
-    secret: &CookieSecret,
-    client: &ClientCookie,
-    head: &[u8; 8],
-    ip: IpAddr,
-) -> Hmac<Sha256> {
+fn cookie_mac(secret: &CookieSecret, client: &ClientCookie, head: &[u8; 8], ip: IpAddr) -> Hmac<Sha256> {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&secret.0)
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
@@ -101,17 +96,10 @@ fn cookie_head(timestamp: u32) -> [u8; 8] {
 }
 
 /// Makes the server cookie for a client at `ip` with `client` cookie, at unix time `now`.
-pub fn make_server_cookie(
-    secret: &CookieSecret,
-    client: &ClientCookie,
-    ip: IpAddr,
-    now: u64,
-) -> ServerCookie {
+pub fn make_server_cookie(secret: &CookieSecret, client: &ClientCookie, ip: IpAddr, now: u64) -> ServerCookie {
     // The wire timestamp is 32 bits; it wraps in 2106, and checks compare modulo 2^32.
     let head = cookie_head(now as u32);
-    let tag = cookie_mac(secret, client, &head, ip)
-        .finalize()
-        .into_bytes();
+    let tag = cookie_mac(secret, client, &head, ip).finalize().into_bytes();
     let mut out = [0u8; 16];
     out[..8].copy_from_slice(&head);
     out[8..].copy_from_slice(&tag[..8]);
@@ -146,11 +134,9 @@ pub fn check_server_cookie(
     if head[0] != COOKIE_VERSION || head[1..4] != [0, 0, 0] {
         return CookieCheck::Invalid;
     }
-    let authentic = secrets.iter().any(|secret| {
-        cookie_mac(secret, client, &head, ip)
-            .verify_truncated_left(&cookie.0[8..])
-            .is_ok()
-    });
+    let authentic = secrets
+        .iter()
+        .any(|secret| cookie_mac(secret, client, &head, ip).verify_truncated_left(&cookie.0[8..]).is_ok());
     if !authentic {
         return CookieCheck::Invalid;
     }
@@ -160,9 +146,7 @@ pub fn check_server_cookie(
         return CookieCheck::Valid { renew: false };
     }
     if u64::from(age) <= COOKIE_LIFETIME_SECS {
-        return CookieCheck::Valid {
-            renew: u64::from(age) > COOKIE_LIFETIME_SECS / 2,
-        };
+        return CookieCheck::Valid { renew: u64::from(age) > COOKIE_LIFETIME_SECS / 2 };
     }
     CookieCheck::Stale
 }

@@ -98,19 +98,10 @@ pub fn prepare_reply(
     let body = response.to_vec();
     if datagram_len(MessageKind::Response, shape, body.len()) <= MAX_DATAGRAM_LEN {
         let signature = signer.sign(MessageKind::Response, shape.nonce.as_ref(), &body);
-        return Ok(PreparedReply {
-            kind: MessageKind::Response,
-            body,
-            signature,
-            shape,
-            document: None,
-        });
+        return Ok(PreparedReply { kind: MessageKind::Response, body, signature, shape, document: None });
     }
     if body.len() > MAX_DOCUMENT_LEN {
-        return Err(EncodeError::TooLarge {
-            len: body.len(),
-            max: MAX_DOCUMENT_LEN,
-        });
+        return Err(EncodeError::TooLarge { len: body.len(), max: MAX_DOCUMENT_LEN });
     }
     let sha256 = Sha256Digest::of(&body);
     let pointer = Fallback {
@@ -122,10 +113,7 @@ pub fn prepare_reply(
     let pointer_body = pointer.to_vec();
     let len = datagram_len(MessageKind::Fallback, shape, pointer_body.len());
     if len > MAX_DATAGRAM_LEN {
-        return Err(EncodeError::TooLarge {
-            len,
-            max: MAX_DATAGRAM_LEN,
-        });
+        return Err(EncodeError::TooLarge { len, max: MAX_DATAGRAM_LEN });
     }
     let signature = signer.sign(MessageKind::Fallback, shape.nonce.as_ref(), &pointer_body);
     Ok(PreparedReply {
@@ -133,9 +121,6 @@ pub fn prepare_reply(
         body: pointer_body,
         signature,
         shape,
-        document: Some(FallbackDocument {
-            bytes: body,
-            sha256,
-        }),
+        document: Some(FallbackDocument { bytes: body, sha256 }),
     })
 }

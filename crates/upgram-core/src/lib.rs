@@ -20,10 +20,7 @@
 //! encoder refuses to write more and the decoder refuses to read more.
 #![forbid(unsafe_code)]
 // Library code never panics on input: no unwrap, expect or panic outside tests.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod body;
 pub mod cookie;

@@ -129,29 +129,17 @@ impl Bound for Fallback<'_> {
 /// fallback documents, which are not signed themselves but pinned by a signed hash.
 pub fn check_binding(binding: &Binding, query: &Sha256Digest, now: u64) -> Result<(), VerifyError> {
     if binding.query != *query {
-        return Err(VerifyError::WrongQuery {
-            expected: query.to_hex(),
-            found: binding.query.to_hex(),
-        });
+        return Err(VerifyError::WrongQuery { expected: query.to_hex(), found: binding.query.to_hex() });
     }
     let window = binding.expires.saturating_sub(binding.issued);
     if window > MAX_VALIDITY_SECS {
-        return Err(VerifyError::WindowTooLong {
-            secs: window,
-            max: MAX_VALIDITY_SECS,
-        });
+        return Err(VerifyError::WindowTooLong { secs: window, max: MAX_VALIDITY_SECS });
     }
     if binding.issued > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
-        return Err(VerifyError::NotYetValid {
-            issued: binding.issued,
-            now,
-        });
+        return Err(VerifyError::NotYetValid { issued: binding.issued, now });
     }
     if now >= binding.expires {
-        return Err(VerifyError::Expired {
-            expires: binding.expires,
-            now,
-        });
+        return Err(VerifyError::Expired { expires: binding.expires, now });
     }
     Ok(())
 }
@@ -191,24 +179,14 @@ impl Fallback<'_> {
     /// Opens a fetched document against this (verified) fallback: length and SHA-256 first,
     /// before any parsing, then the decode, then the binding, which must equal the fallback's
     /// and still be valid at `now`.
-    pub fn open_document<'d>(
-        &self,
-        bytes: &'d [u8],
-        now: u64,
-    ) -> Result<Response<'d>, DocumentError> {
+    pub fn open_document<'d>(&self, bytes: &'d [u8], now: u64) -> Result<Response<'d>, DocumentError> {
         let len = bytes.len() as u64;
         if len != self.size {
-            return Err(DocumentError::SizeMismatch {
-                len,
-                expected: self.size,
-            });
+            return Err(DocumentError::SizeMismatch { len, expected: self.size });
         }
         let found = Sha256Digest::of(bytes);
         if found != self.sha256 {
-            return Err(DocumentError::HashMismatch {
-                expected: self.sha256,
-                found,
-            });
+            return Err(DocumentError::HashMismatch { expected: self.sha256, found });
         }
         let response = Response::decode(bytes)?;
         if response.binding != self.binding {
@@ -227,12 +205,7 @@ impl<'a, T: Bound> SignedReply<'a, T> {
         if self.nonce != expect.nonce {
             return Err(VerifyError::NonceMismatch);
         }
-        expect.keys.verify(
-            self.kind,
-            self.nonce.as_ref(),
-            self.raw_body,
-            &self.signature,
-        )?;
+        expect.keys.verify(self.kind, self.nonce.as_ref(), self.raw_body, &self.signature)?;
         check_binding(self.body.binding(), &expect.query, expect.now)?;
         Ok(&self.body)
     }
@@ -249,10 +222,7 @@ impl<'a, T: Bound> SignedReply<'a, T> {
 }
 
 fn body_error(kind: MessageKind) -> impl Fn(BodyError) -> DecodeError {
-    move |source| DecodeError::Body {
-        kind: kind.name(),
-        source,
-    }
+    move |source| DecodeError::Body { kind: kind.name(), source }
 }
 
 impl<'a> Datagram<'a> {
@@ -296,9 +266,7 @@ impl<'a> Datagram<'a> {
                 let body = Fallback::decode(frame.body).map_err(body_error(kind))?;
                 Message::Fallback(SignedReply::from_frame(frame, body))
             }
-            MessageKind::Error => {
-                Message::Error(ErrorBody::decode(frame.body).map_err(body_error(kind))?)
-            }
+            MessageKind::Error => Message::Error(ErrorBody::decode(frame.body).map_err(body_error(kind))?),
             MessageKind::CookieChallenge => Message::CookieChallenge(CookieChallenge {
                 client_cookie: frame.client_cookie,
                 // The frame decoder requires the SERVER_COOKIE flag for this kind.
@@ -309,11 +277,7 @@ impl<'a> Datagram<'a> {
                 })?,
             }),
         };
-        Ok(Datagram {
-            request_id: frame.request_id,
-            message,
-            raw_body: frame.body,
-        })
+        Ok(Datagram { request_id: frame.request_id, message, raw_body: frame.body })
     }
 
     /// The frame this datagram encodes to, with the body as it was received.
@@ -372,10 +336,9 @@ impl<'a, T> SignedReply<'a, T> {
             server_cookie: frame.server_cookie,
             nonce: frame.nonce,
             // Present: the frame decoder reads a signature block for every signed kind.
-            signature: frame.signature.unwrap_or(SignatureBlock {
-                key_id: crate::sign::KeyId([0; 8]),
-                signature: [0; 64],
-            }),
+            signature: frame
+                .signature
+                .unwrap_or(SignatureBlock { key_id: crate::sign::KeyId([0; 8]), signature: [0; 64] }),
         }
     }
 

@@ -36,9 +36,7 @@ pub enum PlanError {
         id: String,
     },
     /// A taken module requires a module that is neither installed nor offered.
-    #[error(
-        "module `{module}` requires `{requires}` >= {min}, which is neither installed nor offered"
-    )]
+    #[error("module `{module}` requires `{requires}` >= {min}, which is neither installed nor offered")]
     MissingDependency {
         /// The module with the requirement.
         module: String,
@@ -103,14 +101,7 @@ impl<'a> Offer<'a> {
             forced: answer.forced,
             full: answer.full,
             rollback: answer.rollback,
-            requires: answer
-                .requires
-                .iter()
-                .map(|r| Requirement {
-                    id: &r.id,
-                    min: r.min.as_borrowed(),
-                })
-                .collect(),
+            requires: answer.requires.iter().map(|r| Requirement { id: &r.id, min: r.min.as_borrowed() }).collect(),
         })
     }
 }
@@ -271,11 +262,7 @@ struct Planner<'p, 'a, 'i, I> {
 }
 
 impl<'p, 'a, 'i, I: InstalledModules> Planner<'p, 'a, 'i, I> {
-    fn new(
-        offers: &'p [Offer<'a>],
-        installed: &'i I,
-        choice: &Choice<'_>,
-    ) -> Result<Self, PlanError> {
+    fn new(offers: &'p [Offer<'a>], installed: &'i I, choice: &Choice<'_>) -> Result<Self, PlanError> {
         let index = index_offers(offers)?;
         let mut by_id: Vec<usize> = (0..offers.len()).collect();
         by_id.sort_unstable_by_key(|&position| offers.get(position).map(|offer| offer.id));
@@ -283,29 +270,15 @@ impl<'p, 'a, 'i, I: InstalledModules> Planner<'p, 'a, 'i, I> {
             Choice::Selected(ids) => ids.iter().copied().collect(),
             Choice::All | Choice::OnlyForced => HashSet::new(),
         };
-        let installed_versions: Vec<Option<Version<'i>>> = offers
-            .iter()
-            .map(|offer| installed.installed_version(offer.id))
-            .collect();
+        let installed_versions: Vec<Option<Version<'i>>> =
+            offers.iter().map(|offer| installed.installed_version(offer.id)).collect();
         let statuses: Vec<Status> = offers
             .iter()
             .zip(&installed_versions)
             .map(|(offer, version)| classify(offer, version.as_ref(), choice, &selected))
             .collect();
-        let reasons = offers
-            .iter()
-            .zip(&statuses)
-            .map(|(offer, status)| initial_reason(offer, status))
-            .collect();
-        Ok(Planner {
-            offers,
-            installed,
-            index,
-            by_id,
-            installed_versions,
-            statuses,
-            reasons,
-        })
+        let reasons = offers.iter().zip(&statuses).map(|(offer, status)| initial_reason(offer, status)).collect();
+        Ok(Planner { offers, installed, index, by_id, installed_versions, statuses, reasons })
     }
 
     fn offer(&self, position: usize) -> Option<&'p Offer<'a>> {
@@ -319,21 +292,15 @@ impl<'p, 'a, 'i, I: InstalledModules> Planner<'p, 'a, 'i, I> {
     /// Pulls in, breadth first from the modules taken by rule or choice, every offer needed
     /// for a requirement that the installed version does not satisfy.
     fn take_dependencies(&mut self) -> Result<(), PlanError> {
-        let mut queue: VecDeque<usize> = self
-            .by_id
-            .iter()
-            .copied()
-            .filter(|&position| self.is_taken(position))
-            .collect();
+        let mut queue: VecDeque<usize> =
+            self.by_id.iter().copied().filter(|&position| self.is_taken(position)).collect();
         while let Some(position) = queue.pop_front() {
             let Some(offer) = self.offer(position) else {
                 continue;
             };
             for requirement in &offer.requires {
                 if let Some(pulled) = self.satisfy(offer, requirement)? {
-                    self.reasons[pulled] = Some(Reason::Dependency {
-                        of: offer.id.to_owned(),
-                    });
+                    self.reasons[pulled] = Some(Reason::Dependency { of: offer.id.to_owned() });
                     queue.push_back(pulled);
                 }
             }
@@ -343,11 +310,7 @@ impl<'p, 'a, 'i, I: InstalledModules> Planner<'p, 'a, 'i, I> {
 
     /// Checks one requirement of a taken offer; returns the position of an offer to pull in,
     /// if one is needed. Requirements on taken offers are checked by [`Self::dependency_edges`].
-    fn satisfy(
-        &self,
-        offer: &Offer<'a>,
-        requirement: &Requirement<'a>,
-    ) -> Result<Option<usize>, PlanError> {
+    fn satisfy(&self, offer: &Offer<'a>, requirement: &Requirement<'a>) -> Result<Option<usize>, PlanError> {
         let position = self.index.get(requirement.id).copied();
         if position.is_some_and(|position| self.is_taken(position)) {
             return Ok(None);
@@ -365,9 +328,7 @@ impl<'p, 'a, 'i, I: InstalledModules> Planner<'p, 'a, 'i, I> {
         let dependency = self.offer(position);
         let eligible = matches!(self.statuses.get(position), Some(Status::Declined));
         match dependency {
-            Some(dependency) if eligible && dependency.latest >= requirement.min => {
-                Ok(Some(position))
-            }
+            Some(dependency) if eligible && dependency.latest >= requirement.min => Ok(Some(position)),
             _ => {
                 let offered = dependency.map(|d| &d.latest);
                 let newest = match (offered, installed.as_ref()) {
@@ -392,8 +353,7 @@ impl<'p, 'a, 'i, I: InstalledModules> Planner<'p, 'a, 'i, I> {
                 let Some(&required) = self.index.get(requirement.id) else {
                     continue;
                 };
-                let Some(dependency) = self.offer(required).filter(|_| self.is_taken(required))
-                else {
+                let Some(dependency) = self.offer(required).filter(|_| self.is_taken(required)) else {
                     continue;
                 };
                 if dependency.latest < requirement.min {
@@ -434,15 +394,9 @@ impl<'p, 'a, 'i, I: InstalledModules> Planner<'p, 'a, 'i, I> {
                 }
             }
         }
-        let taken = self
-            .reasons
-            .iter()
-            .filter(|reason| reason.is_some())
-            .count();
+        let taken = self.reasons.iter().filter(|reason| reason.is_some()).count();
         if order.len() < taken {
-            return Err(PlanError::Cycle {
-                path: self.find_cycle(dependencies, &pending),
-            });
+            return Err(PlanError::Cycle { path: self.find_cycle(dependencies, &pending) });
         }
         Ok(order)
     }
@@ -456,11 +410,7 @@ impl<'p, 'a, 'i, I: InstalledModules> Planner<'p, 'a, 'i, I> {
     /// already seen. Reported from its smallest identifier, that module repeated at the end.
     fn find_cycle(&self, dependencies: &[Vec<usize>], pending: &[usize]) -> Vec<String> {
         let blocked = |position: usize| self.is_taken(position) && pending[position] > 0;
-        let start = self
-            .by_id
-            .iter()
-            .copied()
-            .find(|&position| blocked(position));
+        let start = self.by_id.iter().copied().find(|&position| blocked(position));
         let mut path: Vec<usize> = Vec::new();
         let mut seen_at: HashMap<usize, usize> = HashMap::new();
         let mut current = start;
@@ -481,14 +431,9 @@ impl<'p, 'a, 'i, I: InstalledModules> Planner<'p, 'a, 'i, I> {
     }
 
     fn cycle_path(&self, cycle: &[usize]) -> Vec<String> {
-        let smallest = (0..cycle.len())
-            .min_by_key(|&i| self.id(cycle[i]))
-            .unwrap_or(0);
-        let mut path: Vec<String> = cycle[smallest..]
-            .iter()
-            .chain(&cycle[..smallest])
-            .map(|&position| self.id(position).to_owned())
-            .collect();
+        let smallest = (0..cycle.len()).min_by_key(|&i| self.id(cycle[i])).unwrap_or(0);
+        let mut path: Vec<String> =
+            cycle[smallest..].iter().chain(&cycle[..smallest]).map(|&position| self.id(position).to_owned()).collect();
         if let Some(first) = path.first().cloned() {
             path.push(first);
         }
@@ -502,23 +447,17 @@ impl<'p, 'a, 'i, I: InstalledModules> Planner<'p, 'a, 'i, I> {
             .filter(|&&position| !self.is_taken(position))
             .filter_map(|&position| {
                 let reason = self.skip_reason(position)?;
-                Some(Skipped {
-                    id: self.id(position),
-                    reason,
-                })
+                Some(Skipped { id: self.id(position), reason })
             })
             .collect();
         let mut steps = Vec::with_capacity(order.len());
         for &position in order {
-            let (Some(offer), Some(reason)) = (self.offer(position), self.reasons[position].take())
-            else {
+            let (Some(offer), Some(reason)) = (self.offer(position), self.reasons[position].take()) else {
                 continue;
             };
             steps.push(PlanStep {
                 id: offer.id,
-                from: self.installed_versions[position]
-                    .clone()
-                    .map(Version::into_owned),
+                from: self.installed_versions[position].clone().map(Version::into_owned),
                 to: offer.latest.clone(),
                 forced: offer.forced,
                 full: offer.full,
@@ -534,9 +473,7 @@ impl<'p, 'a, 'i, I: InstalledModules> Planner<'p, 'a, 'i, I> {
             Status::Declined => Some(SkipReason::Declined),
             Status::DowngradeRefused => {
                 let installed = self.installed_versions.get(position)?.clone()?;
-                Some(SkipReason::DowngradeRefused {
-                    installed: installed.into_owned(),
-                })
+                Some(SkipReason::DowngradeRefused { installed: installed.into_owned() })
             }
             Status::Taken => None,
         }
@@ -562,11 +499,7 @@ fn classify(
         Choice::OnlyForced => false,
         Choice::Selected(_) => selected.contains(offer.id),
     };
-    if offer.forced || chosen {
-        Status::Taken
-    } else {
-        Status::Declined
-    }
+    if offer.forced || chosen { Status::Taken } else { Status::Declined }
 }
 
 fn initial_reason(offer: &Offer<'_>, status: &Status) -> Option<Reason> {
@@ -581,9 +514,7 @@ fn index_offers<'a>(offers: &[Offer<'a>]) -> Result<HashMap<&'a str, usize>, Pla
     let mut index = HashMap::with_capacity(offers.len());
     for (position, offer) in offers.iter().enumerate() {
         if index.insert(offer.id, position).is_some() {
-            return Err(PlanError::DuplicateOffer {
-                id: offer.id.to_owned(),
-            });
+            return Err(PlanError::DuplicateOffer { id: offer.id.to_owned() });
         }
     }
     Ok(index)
@@ -597,11 +528,7 @@ fn missing(offer: &Offer<'_>, requirement: &Requirement<'_>) -> PlanError {
     }
 }
 
-fn unsatisfiable(
-    offer: &Offer<'_>,
-    requirement: &Requirement<'_>,
-    available: Option<&Version<'_>>,
-) -> PlanError {
+fn unsatisfiable(offer: &Offer<'_>, requirement: &Requirement<'_>, available: Option<&Version<'_>>) -> PlanError {
     PlanError::Unsatisfiable {
         module: offer.id.to_owned(),
         requires: requirement.id.to_owned(),

@@ -69,9 +69,7 @@ pub enum RecordError {
         expected: &'static str,
     },
     /// The content of a record runs past the end of the input.
-    #[error(
-        "record {what} truncated in record {id} at byte {offset}: content of {len} bytes, {available} left"
-    )]
+    #[error("record {what} truncated in record {id} at byte {offset}: content of {len} bytes, {available} left")]
     TruncatedContent {
         /// `"file"` or `"delta"`.
         what: &'static str,
@@ -192,9 +190,7 @@ impl RecordError {
     /// The stable name of this error (SPEC.md §9.3, record layer).
     pub fn name(&self) -> &'static str {
         match self {
-            Self::TooLarge { .. } | Self::TooManyRecords { .. } | Self::RecordTooLarge { .. } => {
-                "too-large"
-            }
+            Self::TooLarge { .. } | Self::TooManyRecords { .. } | Self::RecordTooLarge { .. } => "too-large",
             Self::Truncated { .. } | Self::TruncatedContent { .. } => "truncated",
             Self::BadMagic { .. } => "bad-magic",
             Self::UnsupportedFormat { .. } => "unsupported-version",
@@ -283,9 +279,7 @@ impl<'a> RecordFile<'a> {
 
     /// Length of the canonical encoding in bytes.
     pub fn encoded_len(&self) -> usize {
-        self.records
-            .iter()
-            .fold(FILE_HEADER_LEN, |len, r| advance(len, r.content.len()))
+        self.records.iter().fold(FILE_HEADER_LEN, |len, r| advance(len, r.content.len()))
     }
 
     /// SHA-256 of the canonical encoding, computed without building it.
@@ -380,22 +374,12 @@ impl<'a> RecordDelta<'a> {
         let mut previous = None;
         for entry in &entries {
             let must_have_content = matches!(entry.change, Change::Put(_));
-            check_record(
-                offset,
-                entry.id,
-                entry.content_len(),
-                previous,
-                must_have_content,
-            )?;
+            check_record(offset, entry.id, entry.content_len(), previous, must_have_content)?;
             previous = Some(entry.id);
             offset = advance(offset, entry.content_len());
         }
         check_total_len("delta", offset)?;
-        Ok(RecordDelta {
-            base_sha256,
-            result_sha256,
-            entries,
-        })
+        Ok(RecordDelta { base_sha256, result_sha256, entries })
     }
 
     /// Decodes a record delta, borrowing record contents from `input`.
@@ -412,19 +396,11 @@ impl<'a> RecordDelta<'a> {
             let (id, content) = reader.record()?;
             check_record(offset, id, content.len(), previous, false)?;
             previous = Some(id);
-            let change = if content.is_empty() {
-                Change::Delete
-            } else {
-                Change::Put(content)
-            };
+            let change = if content.is_empty() { Change::Delete } else { Change::Put(content) };
             entries.push(DeltaEntry { id, change });
         }
         reader.finish()?;
-        Ok(RecordDelta {
-            base_sha256,
-            result_sha256,
-            entries,
-        })
+        Ok(RecordDelta { base_sha256, result_sha256, entries })
     }
 
     /// Appends the canonical encoding to `out`.
@@ -445,9 +421,7 @@ impl<'a> RecordDelta<'a> {
 
     /// Length of the canonical encoding in bytes.
     pub fn encoded_len(&self) -> usize {
-        self.entries
-            .iter()
-            .fold(DELTA_HEADER_LEN, |len, e| advance(len, e.content_len()))
+        self.entries.iter().fold(DELTA_HEADER_LEN, |len, e| advance(len, e.content_len()))
     }
 
     /// SHA-256 of the record file this delta applies to.
@@ -485,10 +459,7 @@ pub fn diff<'a>(old: &RecordFile<'a>, new: &RecordFile<'a>) -> RecordDelta<'a> {
         };
         match (order, o, n) {
             (Ordering::Less, Some(o), _) => {
-                entries.push(DeltaEntry {
-                    id: o.id,
-                    change: Change::Delete,
-                });
+                entries.push(DeltaEntry { id: o.id, change: Change::Delete });
                 i += 1;
             }
             (Ordering::Greater, _, Some(n)) => {
@@ -506,27 +477,17 @@ pub fn diff<'a>(old: &RecordFile<'a>, new: &RecordFile<'a>) -> RecordDelta<'a> {
             _ => break,
         }
     }
-    RecordDelta {
-        base_sha256: old.sha256(),
-        result_sha256: new.sha256(),
-        entries,
-    }
+    RecordDelta { base_sha256: old.sha256(), result_sha256: new.sha256(), entries }
 }
 
 fn put<'a>(record: &Record<'a>) -> DeltaEntry<'a> {
-    DeltaEntry {
-        id: record.id,
-        change: Change::Put(record.content),
-    }
+    DeltaEntry { id: record.id, change: Change::Put(record.content) }
 }
 
 /// Applies `delta` to `base`: an empty entry deletes (the record must exist), a known
 /// identifier is replaced, a new one added. The hashes are not checked here, see
 /// [`apply_delta`].
-pub fn merge<'a>(
-    base: &RecordFile<'a>,
-    delta: &RecordDelta<'a>,
-) -> Result<RecordFile<'a>, RecordError> {
+pub fn merge<'a>(base: &RecordFile<'a>, delta: &RecordDelta<'a>) -> Result<RecordFile<'a>, RecordError> {
     let mut merged = Vec::with_capacity(base.records.len());
     let mut base_records = base.records.iter().peekable();
     for entry in &delta.entries {
@@ -535,10 +496,7 @@ pub fn merge<'a>(
         }
         let existed = base_records.next_if(|r| r.id == entry.id).is_some();
         match entry.change {
-            Change::Put(content) => merged.push(Record {
-                id: entry.id,
-                content,
-            }),
+            Change::Put(content) => merged.push(Record { id: entry.id, content }),
             Change::Delete if existed => {}
             Change::Delete => return Err(RecordError::DeleteMissing { id: entry.id }),
         }
@@ -559,10 +517,7 @@ pub fn apply_delta(base_bytes: &[u8], delta_bytes: &[u8]) -> Result<Vec<u8>, Rec
     let delta = RecordDelta::decode(delta_bytes)?;
     let actual: [u8; 32] = Sha256::digest(base_bytes).into();
     if actual != delta.base_sha256 {
-        return Err(RecordError::BaseMismatch {
-            expected: delta.base_sha256,
-            actual,
-        });
+        return Err(RecordError::BaseMismatch { expected: delta.base_sha256, actual });
     }
     let base = RecordFile::decode(base_bytes)?;
     let merged = merge(&base, &delta)?;
@@ -570,10 +525,7 @@ pub fn apply_delta(base_bytes: &[u8], delta_bytes: &[u8]) -> Result<Vec<u8>, Rec
     merged.encode(&mut out);
     let actual: [u8; 32] = Sha256::digest(&out).into();
     if actual != delta.result_sha256 {
-        return Err(RecordError::ResultMismatch {
-            expected: delta.result_sha256,
-            actual,
-        });
+        return Err(RecordError::ResultMismatch { expected: delta.result_sha256, actual });
     }
     Ok(out)
 }
@@ -588,11 +540,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn new(what: &'static str, input: &'a [u8]) -> Result<Reader<'a>, RecordError> {
         check_total_len(what, input.len())?;
-        Ok(Reader {
-            what,
-            input,
-            position: 0,
-        })
+        Ok(Reader { what, input, position: 0 })
     }
 
     fn remaining(&self) -> usize {
@@ -600,15 +548,11 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, len: usize, expected: &'static str) -> Result<&'a [u8], RecordError> {
-        let bytes = self
-            .input
-            .get(self.position..)
-            .and_then(|rest| rest.get(..len))
-            .ok_or(RecordError::Truncated {
-                what: self.what,
-                offset: self.position,
-                expected,
-            })?;
+        let bytes = self.input.get(self.position..).and_then(|rest| rest.get(..len)).ok_or(RecordError::Truncated {
+            what: self.what,
+            offset: self.position,
+            expected,
+        })?;
         self.position += len;
         Ok(bytes)
     }
@@ -623,18 +567,11 @@ impl<'a> Reader<'a> {
     fn magic(&mut self, magic: [u8; 4], expected: &'static str) -> Result<(), RecordError> {
         let found: [u8; 4] = self.array("magic")?;
         if found != magic {
-            return Err(RecordError::BadMagic {
-                what: self.what,
-                found,
-                expected,
-            });
+            return Err(RecordError::BadMagic { what: self.what, found, expected });
         }
         let [version] = self.array("format version")?;
         if version != RECORD_FORMAT_VERSION {
-            return Err(RecordError::UnsupportedFormat {
-                what: self.what,
-                version,
-            });
+            return Err(RecordError::UnsupportedFormat { what: self.what, version });
         }
         Ok(())
     }
@@ -658,11 +595,7 @@ impl<'a> Reader<'a> {
         let id = u64::from_be_bytes(self.array("record id")?);
         let len = to_usize(u32::from_be_bytes(self.array("record length")?));
         if len > MAX_RECORD_LEN {
-            return Err(RecordError::RecordTooLarge {
-                id,
-                offset: self.position - RECORD_HEADER_LEN,
-                len,
-            });
+            return Err(RecordError::RecordTooLarge { id, offset: self.position - RECORD_HEADER_LEN, len });
         }
         if len > self.remaining() {
             return Err(RecordError::TruncatedContent {
@@ -680,11 +613,7 @@ impl<'a> Reader<'a> {
     fn finish(&self) -> Result<(), RecordError> {
         match self.remaining() {
             0 => Ok(()),
-            count => Err(RecordError::TrailingBytes {
-                what: self.what,
-                offset: self.position,
-                count,
-            }),
+            count => Err(RecordError::TrailingBytes { what: self.what, offset: self.position, count }),
         }
     }
 }
@@ -705,11 +634,7 @@ fn check_record(
     }
     match previous {
         Some(previous) if previous == id => Err(RecordError::DuplicateId { id, offset }),
-        Some(previous) if previous > id => Err(RecordError::OutOfOrder {
-            id,
-            previous,
-            offset,
-        }),
+        Some(previous) if previous > id => Err(RecordError::OutOfOrder { id, previous, offset }),
         _ => Ok(()),
     }
 }

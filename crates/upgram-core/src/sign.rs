@@ -87,12 +87,7 @@ impl SignatureBlock {
 
 impl fmt::Debug for SignatureBlock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "SignatureBlock({}, {})",
-            self.key_id,
-            hex::encode(self.signature)
-        )
+        write!(f, "SignatureBlock({}, {})", self.key_id, hex::encode(self.signature))
     }
 }
 
@@ -149,10 +144,7 @@ impl ReplySigner {
     /// Signs the body of a reply of `kind`, binding `nonce` when the query asked for one.
     pub fn sign(&self, kind: MessageKind, nonce: Option<&Nonce>, body: &[u8]) -> SignatureBlock {
         let signature = self.key.sign(&signed_message(kind, nonce, body));
-        SignatureBlock {
-            key_id: self.key_id,
-            signature: signature.to_bytes(),
-        }
+        SignatureBlock { key_id: self.key_id, signature: signature.to_bytes() }
     }
 }
 
@@ -271,11 +263,7 @@ impl KeyRing {
         block: &SignatureBlock,
     ) -> Result<(), VerifyError> {
         let key_id = block.key_id;
-        let (_, key) = self
-            .keys
-            .iter()
-            .find(|(id, _)| *id == key_id)
-            .ok_or(VerifyError::UnknownKey { key_id })?;
+        let (_, key) = self.keys.iter().find(|(id, _)| *id == key_id).ok_or(VerifyError::UnknownKey { key_id })?;
         let signature = Signature::from_bytes(&block.signature);
         key.verify_strict(&signed_message(kind, nonce, body), &signature)
             .map_err(|_| VerifyError::BadSignature { key_id })

@@ -121,9 +121,7 @@ impl<'a> Version<'a> {
     /// ```
     pub fn parse(text: &'a str) -> Result<Version<'a>, VersionError> {
         validate(text)?;
-        Ok(Version {
-            text: Cow::Borrowed(text),
-        })
+        Ok(Version { text: Cow::Borrowed(text) })
     }
 
     /// Validates a borrowed or owned text and keeps it as it is.
@@ -149,16 +147,12 @@ impl<'a> Version<'a> {
 
     /// A version borrowing this one's text, without copying it.
     pub fn as_borrowed(&self) -> Version<'_> {
-        Version {
-            text: Cow::Borrowed(&self.text),
-        }
+        Version { text: Cow::Borrowed(&self.text) }
     }
 
     /// Detaches the version from the text it borrows (copies it if borrowed).
     pub fn into_owned(self) -> Version<'static> {
-        Version {
-            text: Cow::Owned(self.text.into_owned()),
-        }
+        Version { text: Cow::Owned(self.text.into_owned()) }
     }
 }
 
@@ -200,8 +194,7 @@ impl Ord for Version<'_> {
     fn cmp(&self, other: &Self) -> Ordering {
         let (self_numbers, self_pre) = split_pre_release(&self.text);
         let (other_numbers, other_pre) = split_pre_release(&other.text);
-        compare_numeric_segments(self_numbers, other_numbers)
-            .then_with(|| compare_pre_releases(self_pre, other_pre))
+        compare_numeric_segments(self_numbers, other_numbers).then_with(|| compare_pre_releases(self_pre, other_pre))
     }
 }
 
@@ -366,29 +359,17 @@ fn validate_numeric_segments(text: &str) -> Result<&str, VersionError> {
     loop {
         let position = offset(text, rest);
         let Ok((after, digits)) = number(rest) else {
-            return Err(VersionError::ExpectedNumber {
-                text: text.to_owned(),
-                position,
-            });
+            return Err(VersionError::ExpectedNumber { text: text.to_owned(), position });
         };
         count += 1;
         if count > MAX_NUMERIC_SEGMENTS {
-            return Err(VersionError::TooManySegments {
-                text: text.to_owned(),
-                position,
-            });
+            return Err(VersionError::TooManySegments { text: text.to_owned(), position });
         }
         if has_leading_zero(digits) {
-            return Err(VersionError::LeadingZero {
-                text: text.to_owned(),
-                position,
-            });
+            return Err(VersionError::LeadingZero { text: text.to_owned(), position });
         }
         if digits.parse::<u64>().is_err() {
-            return Err(VersionError::NumberTooLarge {
-                text: text.to_owned(),
-                position,
-            });
+            return Err(VersionError::NumberTooLarge { text: text.to_owned(), position });
         }
         match after.strip_prefix('.') {
             Some(next) => rest = next,
@@ -403,16 +384,10 @@ fn validate_pre_release<'t>(text: &'t str, pre: &'t str) -> Result<(), VersionEr
     loop {
         let position = offset(text, rest);
         let Ok((after, ident)) = identifier(rest) else {
-            return Err(VersionError::ExpectedIdentifier {
-                text: text.to_owned(),
-                position,
-            });
+            return Err(VersionError::ExpectedIdentifier { text: text.to_owned(), position });
         };
         if is_numeric(ident) && has_leading_zero(ident) {
-            return Err(VersionError::LeadingZero {
-                text: text.to_owned(),
-                position,
-            });
+            return Err(VersionError::LeadingZero { text: text.to_owned(), position });
         }
         match after.chars().next() {
             None => return Ok(()),
@@ -429,16 +404,9 @@ fn has_leading_zero(digits: &str) -> bool {
 fn unexpected(text: &str, rest: &str, found: char) -> VersionError {
     let position = offset(text, rest);
     if found == '+' {
-        VersionError::BuildMetadata {
-            text: text.to_owned(),
-            position,
-        }
+        VersionError::BuildMetadata { text: text.to_owned(), position }
     } else {
-        VersionError::UnexpectedCharacter {
-            text: text.to_owned(),
-            position,
-            found,
-        }
+        VersionError::UnexpectedCharacter { text: text.to_owned(), position, found }
     }
 }
 

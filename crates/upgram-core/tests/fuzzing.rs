@@ -10,11 +10,8 @@ use upgram_core::{Datagram, Message};
 /// from the decoded value instead of the bytes received.
 #[test]
 fn error_datagram_with_unknown_attribute_reencodes_byte_for_byte() {
-    let mut bytes =
-        b"UPGM\x01\x04\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08\x00\x4c\x00\x00".to_vec();
-    bytes.extend_from_slice(
-        br#"<error code="3" retry-after="30" lessage="too many queries from 192.0.2.1"/>"#,
-    );
+    let mut bytes = b"UPGM\x01\x04\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08\x00\x4c\x00\x00".to_vec();
+    bytes.extend_from_slice(br#"<error code="3" retry-after="30" lessage="too many queries from 192.0.2.1"/>"#);
     let datagram = Datagram::decode(&bytes).expect("forward compatible");
     assert!(matches!(datagram.message, Message::Error(_)));
     let mut again = Vec::new();
@@ -37,17 +34,10 @@ fn attribute_limit_applies_to_the_unescaped_value() {
     assert_eq!(error.name(), "xml-syntax", "{error}");
 
     let at_limit = format!(r#"<error code="3" message="{}"/>"#, "&gt;".repeat(2048));
-    let decoded =
-        ErrorBody::decode(at_limit.as_bytes()).expect("2048 unescaped bytes are within the limit");
+    let decoded = ErrorBody::decode(at_limit.as_bytes()).expect("2048 unescaped bytes are within the limit");
     let canonical = decoded.to_vec();
-    assert_eq!(
-        ErrorBody::decode(&canonical).expect("canonical form decodes"),
-        decoded
-    );
+    assert_eq!(ErrorBody::decode(&canonical).expect("canonical form decodes"), decoded);
 
     let over = format!(r#"<error code="3" message="{}"/>"#, "&gt;".repeat(2049));
-    assert_eq!(
-        ErrorBody::decode(over.as_bytes()).expect_err("over").name(),
-        "attribute-too-long"
-    );
+    assert_eq!(ErrorBody::decode(over.as_bytes()).expect_err("over").name(), "attribute-too-long");
 }

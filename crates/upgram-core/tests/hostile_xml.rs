@@ -12,21 +12,11 @@ fn query_error(body: &[u8]) -> BodyError {
 
 #[test]
 fn hostile_queries_are_rejected_with_the_right_error() {
-    let deep = format!(
-        "<query><module id=\"m\">{}{}</module></query>",
-        "<x>".repeat(20),
-        "</x>".repeat(20)
-    );
-    let huge = format!(
-        "<query><module id=\"m\" version=\"{}\"/></query>",
-        "1".repeat(5000)
-    );
+    let deep = format!("<query><module id=\"m\">{}{}</module></query>", "<x>".repeat(20), "</x>".repeat(20));
+    let huge = format!("<query><module id=\"m\" version=\"{}\"/></query>", "1".repeat(5000));
     let many_attrs = format!(
         "<query><module id=\"m\" {}/></query>",
-        (0..20)
-            .map(|i| format!("a{i}=\"x\""))
-            .collect::<Vec<_>>()
-            .join(" ")
+        (0..20).map(|i| format!("a{i}=\"x\"")).collect::<Vec<_>>().join(" ")
     );
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("doctype", br#"<!DOCTYPE query><query><module id="m"/></query>"#.to_vec(), "doctype"),
@@ -68,10 +58,7 @@ fn hostile_queries_are_rejected_with_the_right_error() {
 
 #[test]
 fn element_count_is_bounded() {
-    let body = format!(
-        "<query>{}</query>",
-        "<module id=\"m\"><a/><a/><a/><a/></module>".repeat(60_000)
-    );
+    let body = format!("<query>{}</query>", "<module id=\"m\"><a/><a/><a/><a/></module>".repeat(60_000));
     let error = query_error(body.as_bytes());
     assert_eq!(error.name(), "too-many-elements", "{error}");
 }
@@ -80,39 +67,20 @@ fn element_count_is_bounded() {
 fn hostile_responses_are_rejected_with_the_right_error() {
     let head = format!(r#"<response for="{FOR}" issued="10" expires="20""#);
     let cases: Vec<(&str, String, &str)> = vec![
-        (
-            "missing for",
-            r#"<response issued="1" expires="2"/>"#.into(),
-            "missing-attribute",
-        ),
+        ("missing for", r#"<response issued="1" expires="2"/>"#.into(), "missing-attribute"),
         (
             "uppercase digest",
-            format!(
-                r#"<response for="{}" issued="1" expires="2"/>"#,
-                FOR.replace('0', "A")
-            ),
+            format!(r#"<response for="{}" issued="1" expires="2"/>"#, FOR.replace('0', "A")),
             "invalid-attribute",
         ),
-        (
-            "expires before issued",
-            format!(r#"<response for="{FOR}" issued="20" expires="10"/>"#),
-            "invalid-attribute",
-        ),
-        (
-            "number with sign",
-            format!(r#"<response for="{FOR}" issued="+1" expires="2"/>"#),
-            "invalid-attribute",
-        ),
+        ("expires before issued", format!(r#"<response for="{FOR}" issued="20" expires="10"/>"#), "invalid-attribute"),
+        ("number with sign", format!(r#"<response for="{FOR}" issued="+1" expires="2"/>"#), "invalid-attribute"),
         (
             "number overflow",
             format!(r#"<response for="{FOR}" issued="99999999999999999999999" expires="2"/>"#),
             "invalid-attribute",
         ),
-        (
-            "unknown status",
-            format!(r#"{head}><module id="m" status="maybe"/></response>"#),
-            "invalid-attribute",
-        ),
+        ("unknown status", format!(r#"{head}><module id="m" status="maybe"/></response>"#), "invalid-attribute"),
         (
             "update without latest",
             format!(r#"{head}><module id="m" status="update"/></response>"#),
@@ -172,11 +140,7 @@ fn hostile_responses_are_rejected_with_the_right_error() {
             ),
             "invalid-attribute",
         ),
-        (
-            "error without code",
-            format!(r#"{head}><module id="m" status="error"/></response>"#),
-            "missing-attribute",
-        ),
+        ("error without code", format!(r#"{head}><module id="m" status="error"/></response>"#), "missing-attribute"),
         (
             "boolean junk",
             format!(r#"{head}><module id="m" status="unknown" forced="yes"/></response>"#),
@@ -191,56 +155,21 @@ fn hostile_responses_are_rejected_with_the_right_error() {
 
 #[test]
 fn hostile_fallbacks_and_errors_are_rejected() {
-    let no_mirror =
-        format!(r#"<fallback for="{FOR}" issued="1" expires="2" size="10" sha256="{FOR}"/>"#);
-    assert_eq!(
-        Fallback::decode(no_mirror.as_bytes())
-            .expect_err("no mirror")
-            .name(),
-        "missing-element"
-    );
+    let no_mirror = format!(r#"<fallback for="{FOR}" issued="1" expires="2" size="10" sha256="{FOR}"/>"#);
+    assert_eq!(Fallback::decode(no_mirror.as_bytes()).expect_err("no mirror").name(), "missing-element");
     let huge = format!(
         r#"<fallback for="{FOR}" issued="1" expires="2" size="4194305" sha256="{FOR}"><mirror url="https://a/d"/></fallback>"#
     );
-    assert_eq!(
-        Fallback::decode(huge.as_bytes())
-            .expect_err("too large")
-            .name(),
-        "invalid-attribute"
-    );
+    assert_eq!(Fallback::decode(huge.as_bytes()).expect_err("too large").name(), "invalid-attribute");
     let relative = format!(
         r#"<fallback for="{FOR}" issued="1" expires="2" size="1" sha256="{FOR}"><mirror url="doc.xml"/></fallback>"#
     );
-    assert_eq!(
-        Fallback::decode(relative.as_bytes())
-            .expect_err("relative")
-            .name(),
-        "invalid-attribute"
-    );
-    let mirrors = (0..9)
-        .map(|i| format!(r#"<mirror url="https://m{i}/d"/>"#))
-        .collect::<String>();
-    let many = format!(
-        r#"<fallback for="{FOR}" issued="1" expires="2" size="1" sha256="{FOR}">{mirrors}</fallback>"#
-    );
-    assert_eq!(
-        Fallback::decode(many.as_bytes())
-            .expect_err("too many")
-            .name(),
-        "too-many-elements"
-    );
-    assert_eq!(
-        ErrorBody::decode(br#"<error code="2"/>"#)
-            .expect_err("no supported")
-            .name(),
-        "missing-attribute"
-    );
-    assert_eq!(
-        ErrorBody::decode(br#"<error code="70000"/>"#)
-            .expect_err("out of range")
-            .name(),
-        "invalid-attribute"
-    );
+    assert_eq!(Fallback::decode(relative.as_bytes()).expect_err("relative").name(), "invalid-attribute");
+    let mirrors = (0..9).map(|i| format!(r#"<mirror url="https://m{i}/d"/>"#)).collect::<String>();
+    let many = format!(r#"<fallback for="{FOR}" issued="1" expires="2" size="1" sha256="{FOR}">{mirrors}</fallback>"#);
+    assert_eq!(Fallback::decode(many.as_bytes()).expect_err("too many").name(), "too-many-elements");
+    assert_eq!(ErrorBody::decode(br#"<error code="2"/>"#).expect_err("no supported").name(), "missing-attribute");
+    assert_eq!(ErrorBody::decode(br#"<error code="70000"/>"#).expect_err("out of range").name(), "invalid-attribute");
 }
 
 #[test]
@@ -250,10 +179,7 @@ fn forward_compatible_parts_are_ignored() {
     );
     let response = Response::decode(body.as_bytes()).expect("unknown parts skipped");
     assert_eq!(response.modules.len(), 1);
-    assert_eq!(
-        response.modules[0].latest.as_ref().map(|v| v.as_str()),
-        Some("1")
-    );
+    assert_eq!(response.modules[0].latest.as_ref().map(|v| v.as_str()), Some("1"));
 }
 
 #[test]
@@ -261,28 +187,16 @@ fn escaped_values_round_trip_and_borrow_otherwise() {
     let body = br#"<query><module id="m"><file id="a &amp; b/&quot;c&quot;&#233;d" version="1"/></module></query>"#;
     let query = Query::decode(body).expect("escapes are fine");
     assert_eq!(query.modules[0].files[0].id, "a & b/\"c\"éd");
-    assert!(
-        matches!(query.modules[0].id, std::borrow::Cow::Borrowed(_)),
-        "plain values borrow from the input"
-    );
-    assert!(matches!(
-        query.modules[0].files[0].id,
-        std::borrow::Cow::Owned(_)
-    ));
+    assert!(matches!(query.modules[0].id, std::borrow::Cow::Borrowed(_)), "plain values borrow from the input");
+    assert!(matches!(query.modules[0].files[0].id, std::borrow::Cow::Owned(_)));
     assert_eq!(Query::decode(&query.to_vec()).expect("re-decodes"), query);
 }
 
 #[test]
 fn version_1_elements_in_the_wrong_place_are_errors_not_extensions() {
     let cases: Vec<(&str, String)> = vec![
-        (
-            "module in module",
-            r#"<query><module id="a"><module id="b"/></module></query>"#.into(),
-        ),
-        (
-            "file in query",
-            r#"<query><file id="a" version="1"/><module id="m"/></query>"#.into(),
-        ),
+        ("module in module", r#"<query><module id="a"><module id="b"/></module></query>"#.into()),
+        ("file in query", r#"<query><file id="a" version="1"/><module id="m"/></query>"#.into()),
         (
             "file under response",
             format!(
@@ -291,9 +205,7 @@ fn version_1_elements_in_the_wrong_place_are_errors_not_extensions() {
         ),
         (
             "mirror in response",
-            format!(
-                r#"<response for="{FOR}" issued="1" expires="2"><mirror url="https://a/b"/></response>"#
-            ),
+            format!(r#"<response for="{FOR}" issued="1" expires="2"><mirror url="https://a/b"/></response>"#),
         ),
         (
             "delta in package",
@@ -323,10 +235,6 @@ fn urls_are_printable_ascii() {
         let body = format!(
             r#"<response for="{FOR}" issued="1" expires="2"><module id="m" status="update" latest="2"><package url="{url}" size="1" sha256="{FOR}"/></module></response>"#
         );
-        assert_eq!(
-            Response::decode(body.as_bytes()).expect_err(url).name(),
-            "invalid-attribute",
-            "{url:?}"
-        );
+        assert_eq!(Response::decode(body.as_bytes()).expect_err(url).name(), "invalid-attribute", "{url:?}");
     }
 }

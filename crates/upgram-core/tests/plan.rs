@@ -4,8 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
 use upgram_core::plan::{
-    Choice, InstalledModules, Offer, PlanError, PlanStep, Reason, Requirement, SkipReason, Skipped,
-    UpgradePlan, plan,
+    Choice, InstalledModules, Offer, PlanError, PlanStep, Reason, Requirement, SkipReason, Skipped, UpgradePlan, plan,
 };
 use upgram_core::version::Version;
 
@@ -20,10 +19,7 @@ fn offer<'a>(id: &'a str, latest: &'a str, requires: &[(&'a str, &'a str)]) -> O
         forced: false,
         full: false,
         rollback: false,
-        requires: requires
-            .iter()
-            .map(|&(id, min)| Requirement { id, min: v(min) })
-            .collect(),
+        requires: requires.iter().map(|&(id, min)| Requirement { id, min: v(min) }).collect(),
     }
 }
 
@@ -33,10 +29,7 @@ fn forced(mut offer: Offer<'_>) -> Offer<'_> {
 }
 
 fn installed(modules: &[(&str, &str)]) -> BTreeMap<String, Version<'static>> {
-    modules
-        .iter()
-        .map(|&(id, version)| (id.to_owned(), version.parse().unwrap()))
-        .collect()
+    modules.iter().map(|&(id, version)| (id.to_owned(), version.parse().unwrap())).collect()
 }
 
 fn order<'a>(plan: &UpgradePlan<'a>) -> Vec<&'a str> {
@@ -54,11 +47,7 @@ fn chain_goes_dependencies_first() {
         offer("main-module", "2.0", &[("main-program", "1.5")]),
         offer("main-program", "1.5", &[]),
     ];
-    let installed = installed(&[
-        ("plugin", "2.9"),
-        ("main-module", "1.0"),
-        ("main-program", "1.0"),
-    ]);
+    let installed = installed(&[("plugin", "2.9"), ("main-module", "1.0"), ("main-program", "1.0")]);
     let result = plan(&offers, &installed, &Choice::All).unwrap();
     assert_eq!(order(&result), ["main-program", "main-module", "plugin"]);
     assert_eq!(result.steps[0].from, Some(v("1.0").into_owned()));
@@ -74,12 +63,7 @@ fn chain_pulls_declined_dependencies() {
         offer("main-program", "1.5", &[]),
         offer("unrelated", "9", &[]),
     ];
-    let result = plan(
-        &offers,
-        &nothing_installed(),
-        &Choice::Selected(&["plugin"]),
-    )
-    .unwrap();
+    let result = plan(&offers, &nothing_installed(), &Choice::Selected(&["plugin"])).unwrap();
     assert_eq!(
         result.steps,
         [
@@ -89,9 +73,7 @@ fn chain_pulls_declined_dependencies() {
                 to: v("1.5"),
                 forced: false,
                 full: false,
-                reason: Reason::Dependency {
-                    of: "main-module".into()
-                },
+                reason: Reason::Dependency { of: "main-module".into() },
             },
             PlanStep {
                 id: "main-module",
@@ -99,27 +81,12 @@ fn chain_pulls_declined_dependencies() {
                 to: v("2.0"),
                 forced: false,
                 full: false,
-                reason: Reason::Dependency {
-                    of: "plugin".into()
-                },
+                reason: Reason::Dependency { of: "plugin".into() },
             },
-            PlanStep {
-                id: "plugin",
-                from: None,
-                to: v("3.0"),
-                forced: false,
-                full: false,
-                reason: Reason::Requested,
-            },
+            PlanStep { id: "plugin", from: None, to: v("3.0"), forced: false, full: false, reason: Reason::Requested },
         ]
     );
-    assert_eq!(
-        result.skipped,
-        [Skipped {
-            id: "unrelated",
-            reason: SkipReason::Declined
-        }]
-    );
+    assert_eq!(result.skipped, [Skipped { id: "unrelated", reason: SkipReason::Declined }]);
 }
 
 #[test]
@@ -136,11 +103,7 @@ fn diamond() {
 
 #[test]
 fn independent_modules_go_in_ascending_id_order() {
-    let offers = [
-        offer("zeta", "1", &[]),
-        offer("alpha", "1", &[]),
-        offer("mid", "1", &[]),
-    ];
+    let offers = [offer("zeta", "1", &[]), offer("alpha", "1", &[]), offer("mid", "1", &[])];
     let result = plan(&offers, &nothing_installed(), &Choice::All).unwrap();
     assert_eq!(order(&result), ["alpha", "mid", "zeta"]);
 }
@@ -149,19 +112,9 @@ fn independent_modules_go_in_ascending_id_order() {
 fn cycles_are_reported_in_order() {
     let cases: Vec<(Vec<Offer<'static>>, Vec<&str>)> = vec![
         (vec![offer("a", "1", &[("a", "1")])], vec!["a", "a"]),
+        (vec![offer("b", "1", &[("a", "1")]), offer("a", "1", &[("b", "1")])], vec!["a", "b", "a"]),
         (
-            vec![
-                offer("b", "1", &[("a", "1")]),
-                offer("a", "1", &[("b", "1")]),
-            ],
-            vec!["a", "b", "a"],
-        ),
-        (
-            vec![
-                offer("c", "1", &[("a", "1")]),
-                offer("a", "1", &[("b", "1")]),
-                offer("b", "1", &[("c", "1")]),
-            ],
+            vec![offer("c", "1", &[("a", "1")]), offer("a", "1", &[("b", "1")]), offer("b", "1", &[("c", "1")])],
             vec!["a", "b", "c", "a"],
         ),
         (
@@ -177,16 +130,8 @@ fn cycles_are_reported_in_order() {
     for (offers, expected) in cases {
         let error = plan(&offers, &nothing_installed(), &Choice::All).unwrap_err();
         let expected: Vec<String> = expected.into_iter().map(String::from).collect();
-        assert_eq!(
-            error,
-            PlanError::Cycle {
-                path: expected.clone()
-            }
-        );
-        assert_eq!(
-            error.to_string(),
-            format!("dependency cycle: {}", expected.join(" -> "))
-        );
+        assert_eq!(error, PlanError::Cycle { path: expected.clone() });
+        assert_eq!(error.to_string(), format!("dependency cycle: {}", expected.join(" -> ")));
     }
 }
 
@@ -202,74 +147,40 @@ fn missing_dependency() {
     let offers = [offer("plugin", "2", &[("runtime", "1.4")])];
     assert_eq!(
         plan(&offers, &nothing_installed(), &Choice::All),
-        Err(PlanError::MissingDependency {
-            module: "plugin".into(),
-            requires: "runtime".into(),
-            min: "1.4".into(),
-        })
+        Err(PlanError::MissingDependency { module: "plugin".into(), requires: "runtime".into(), min: "1.4".into() })
     );
 }
 
 #[test]
 fn unsatisfiable_requirements() {
     /// Offers, installed modules, and the version the error should report as available.
-    type Case = (
-        Vec<Offer<'static>>,
-        Vec<(&'static str, &'static str)>,
-        Option<&'static str>,
-    );
+    type Case = (Vec<Offer<'static>>, Vec<(&'static str, &'static str)>, Option<&'static str>);
     let cases: Vec<Case> = vec![
         // Installed too old, nothing offered.
-        (
-            vec![offer("plugin", "2", &[("runtime", "1.4")])],
-            vec![("runtime", "1.3")],
-            Some("1.3"),
-        ),
+        (vec![offer("plugin", "2", &[("runtime", "1.4")])], vec![("runtime", "1.3")], Some("1.3")),
         // Offered too old.
-        (
-            vec![
-                offer("plugin", "2", &[("runtime", "1.4")]),
-                offer("runtime", "1.3.9", &[]),
-            ],
-            vec![],
-            Some("1.3.9"),
-        ),
+        (vec![offer("plugin", "2", &[("runtime", "1.4")]), offer("runtime", "1.3.9", &[])], vec![], Some("1.3.9")),
         // Offered too old, installed older.
         (
-            vec![
-                offer("plugin", "2", &[("runtime", "1.4")]),
-                offer("runtime", "1.3.9", &[]),
-            ],
+            vec![offer("plugin", "2", &[("runtime", "1.4")]), offer("runtime", "1.3.9", &[])],
             vec![("runtime", "1.0")],
             Some("1.3.9"),
         ),
         // Offer up to date but too old.
         (
-            vec![
-                offer("plugin", "2", &[("runtime", "1.4")]),
-                offer("runtime", "1.3", &[]),
-            ],
+            vec![offer("plugin", "2", &[("runtime", "1.4")]), offer("runtime", "1.3", &[])],
             vec![("runtime", "1.3")],
             Some("1.3"),
         ),
         // Offer is a refused downgrade: the installed version is the newest available.
         (
-            vec![
-                offer("plugin", "2", &[("runtime", "1.4")]),
-                offer("runtime", "1.1", &[]),
-            ],
+            vec![offer("plugin", "2", &[("runtime", "1.4")]), offer("runtime", "1.1", &[])],
             vec![("runtime", "1.3")],
             Some("1.3"),
         ),
         // The required module is taken, but its rollback is older than required.
         (
-            vec![
-                offer("plugin", "2", &[("runtime", "1.4")]),
-                Offer {
-                    rollback: true,
-                    ..offer("runtime", "1.1", &[])
-                },
-            ],
+            vec![offer("plugin", "2", &[("runtime", "1.4")]), Offer { rollback: true, ..offer("runtime", "1.1", &[]) }],
             vec![("runtime", "1.5")],
             Some("1.1"),
         ),
@@ -291,28 +202,16 @@ fn unsatisfiable_requirements() {
 
 #[test]
 fn dependency_satisfied_by_installed_version_needs_no_step() {
-    let offers = [
-        offer("plugin", "2", &[("runtime", "1.4")]),
-        offer("runtime", "1.9", &[]),
-    ];
+    let offers = [offer("plugin", "2", &[("runtime", "1.4")]), offer("runtime", "1.9", &[])];
     let installed = installed(&[("runtime", "1.4.0")]);
     let result = plan(&offers, &installed, &Choice::Selected(&["plugin"])).unwrap();
     assert_eq!(order(&result), ["plugin"]);
-    assert_eq!(
-        result.skipped,
-        [Skipped {
-            id: "runtime",
-            reason: SkipReason::Declined
-        }]
-    );
+    assert_eq!(result.skipped, [Skipped { id: "runtime", reason: SkipReason::Declined }]);
 }
 
 #[test]
 fn dependency_taken_anyway_still_goes_first() {
-    let offers = [
-        offer("plugin", "2", &[("runtime", "1.4")]),
-        offer("runtime", "1.9", &[]),
-    ];
+    let offers = [offer("plugin", "2", &[("runtime", "1.4")]), offer("runtime", "1.9", &[])];
     let installed = installed(&[("runtime", "1.5")]);
     let result = plan(&offers, &installed, &Choice::All).unwrap();
     assert_eq!(order(&result), ["runtime", "plugin"]);
@@ -327,28 +226,13 @@ fn forced_is_always_taken_with_its_dependencies() {
         offer("cosmetic", "7", &[]),
     ];
     let installed = installed(&[("security-fix", "4"), ("crypto", "1"), ("cosmetic", "6")]);
-    for choice in [
-        Choice::OnlyForced,
-        Choice::Selected(&[]),
-        Choice::Selected(&["other"]),
-    ] {
+    for choice in [Choice::OnlyForced, Choice::Selected(&[]), Choice::Selected(&["other"])] {
         let result = plan(&offers, &installed, &choice).unwrap();
         assert_eq!(order(&result), ["crypto", "security-fix"]);
         assert_eq!(result.steps[1].reason, Reason::Forced);
         assert!(result.steps[1].forced);
-        assert_eq!(
-            result.steps[0].reason,
-            Reason::Dependency {
-                of: "security-fix".into()
-            }
-        );
-        assert_eq!(
-            result.skipped,
-            [Skipped {
-                id: "cosmetic",
-                reason: SkipReason::Declined
-            }]
-        );
+        assert_eq!(result.steps[0].reason, Reason::Dependency { of: "security-fix".into() });
+        assert_eq!(result.skipped, [Skipped { id: "cosmetic", reason: SkipReason::Declined }]);
     }
 }
 
@@ -358,13 +242,7 @@ fn declined_optional_upgrade() {
     let installed = installed(&[("a", "1"), ("b", "1")]);
     let result = plan(&offers, &installed, &Choice::Selected(&["b"])).unwrap();
     assert_eq!(order(&result), ["b"]);
-    assert_eq!(
-        result.skipped,
-        [Skipped {
-            id: "a",
-            reason: SkipReason::Declined
-        }]
-    );
+    assert_eq!(result.skipped, [Skipped { id: "a", reason: SkipReason::Declined }]);
     let none = plan(&offers, &installed, &Choice::OnlyForced).unwrap();
     assert!(none.steps.is_empty());
     assert_eq!(none.skipped.len(), 2);
@@ -375,17 +253,9 @@ fn up_to_date_downgrade_and_rollback() {
     let offers = [
         offer("current", "1.2", &[]),
         forced(offer("downgrade", "1.0", &[])),
-        Offer {
-            rollback: true,
-            full: true,
-            ..offer("rollback", "1.0", &[])
-        },
+        Offer { rollback: true, full: true, ..offer("rollback", "1.0", &[]) },
     ];
-    let installed = installed(&[
-        ("current", "1.2.0"),
-        ("downgrade", "1.1"),
-        ("rollback", "1.1"),
-    ]);
+    let installed = installed(&[("current", "1.2.0"), ("downgrade", "1.1"), ("rollback", "1.1")]);
     let result = plan(&offers, &installed, &Choice::All).unwrap();
     assert_eq!(
         result.steps,
@@ -401,31 +271,16 @@ fn up_to_date_downgrade_and_rollback() {
     assert_eq!(
         result.skipped,
         [
-            Skipped {
-                id: "current",
-                reason: SkipReason::UpToDate
-            },
-            Skipped {
-                id: "downgrade",
-                reason: SkipReason::DowngradeRefused {
-                    installed: "1.1".parse().unwrap()
-                },
-            },
+            Skipped { id: "current", reason: SkipReason::UpToDate },
+            Skipped { id: "downgrade", reason: SkipReason::DowngradeRefused { installed: "1.1".parse().unwrap() } },
         ]
     );
 }
 
 #[test]
 fn duplicate_offer() {
-    let offers = [
-        offer("a", "1", &[]),
-        offer("b", "1", &[]),
-        offer("a", "2", &[]),
-    ];
-    assert_eq!(
-        plan(&offers, &nothing_installed(), &Choice::All),
-        Err(PlanError::DuplicateOffer { id: "a".into() })
-    );
+    let offers = [offer("a", "1", &[]), offer("b", "1", &[]), offer("a", "2", &[])];
+    assert_eq!(plan(&offers, &nothing_installed(), &Choice::All), Err(PlanError::DuplicateOffer { id: "a".into() }));
 }
 
 #[test]
@@ -436,13 +291,7 @@ fn hash_map_of_installed_modules() {
     assert_eq!(installed.installed_version("b"), None);
     let offers = [offer("a", "1.0.0", &[])];
     let result = plan(&offers, &installed, &Choice::All).unwrap();
-    assert_eq!(
-        result.skipped,
-        [Skipped {
-            id: "a",
-            reason: SkipReason::UpToDate
-        }]
-    );
+    assert_eq!(result.skipped, [Skipped { id: "a", reason: SkipReason::UpToDate }]);
 }
 
 #[test]
@@ -456,38 +305,16 @@ fn long_chain_does_not_overflow_the_stack() {
             forced: false,
             full: false,
             rollback: false,
-            requires: ids
-                .get(i + 1)
-                .map(|next| Requirement {
-                    id: next,
-                    min: v("1"),
-                })
-                .into_iter()
-                .collect(),
+            requires: ids.get(i + 1).map(|next| Requirement { id: next, min: v("1") }).into_iter().collect(),
         })
         .collect();
-    let result = plan(
-        &offers,
-        &nothing_installed(),
-        &Choice::Selected(&["m000000"]),
-    )
-    .unwrap();
+    let result = plan(&offers, &nothing_installed(), &Choice::Selected(&["m000000"])).unwrap();
     assert_eq!(result.steps.len(), LEN);
-    assert!(
-        result
-            .steps
-            .iter()
-            .rev()
-            .map(|s| s.id)
-            .eq(ids.iter().map(String::as_str))
-    );
+    assert!(result.steps.iter().rev().map(|s| s.id).eq(ids.iter().map(String::as_str)));
 
     // The same chain closed into a cycle.
     let mut cyclic = offers;
-    cyclic[LEN - 1].requires.push(Requirement {
-        id: &ids[0],
-        min: v("1"),
-    });
+    cyclic[LEN - 1].requires.push(Requirement { id: &ids[0], min: v("1") });
     let Err(PlanError::Cycle { path }) = plan(&cyclic, &nothing_installed(), &Choice::All) else {
         panic!("expected a cycle");
     };
@@ -502,9 +329,7 @@ type Dag = (Vec<Vec<usize>>, Vec<bool>, Vec<bool>, Vec<usize>);
 /// names the modules so that identifier order is unrelated to the dependency order.
 fn dag() -> impl Strategy<Value = Dag> {
     (1usize..25).prop_flat_map(|n| {
-        let edges = (0..n)
-            .map(|i| prop::collection::vec(i + 1..n + 1, 0..4))
-            .collect::<Vec<_>>();
+        let edges = (0..n).map(|i| prop::collection::vec(i + 1..n + 1, 0..4)).collect::<Vec<_>>();
         (
             edges,
             prop::collection::vec(any::<bool>(), n),

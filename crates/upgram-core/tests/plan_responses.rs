@@ -8,50 +8,30 @@ use upgram_core::version::Version;
 use upgram_core::{Datagram, Message};
 
 fn vector_07() -> Vec<u8> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../protocol-spec/vectors/07-dependencies-response.toml"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../protocol-spec/vectors/07-dependencies-response.toml");
     let text = std::fs::read_to_string(path).expect("vector 07");
     let table: toml::Table = toml::from_str(&text).expect("toml");
-    let hex: String = table["hex"]
-        .as_str()
-        .expect("hex")
-        .split_whitespace()
-        .collect();
+    let hex: String = table["hex"].as_str().expect("hex").split_whitespace().collect();
     hex::decode(hex).expect("hex")
 }
 
 fn installed(pairs: &[(&str, &str)]) -> BTreeMap<String, Version<'static>> {
-    pairs
-        .iter()
-        .map(|(id, v)| (id.to_string(), v.parse().expect("version")))
-        .collect()
+    pairs.iter().map(|(id, v)| (id.to_string(), v.parse().expect("version"))).collect()
 }
 
 #[test]
 fn dependencies_of_a_response_are_planned_first() {
     let bytes = vector_07();
     let datagram = Datagram::decode(&bytes).expect("vector 07 decodes");
-    let Message::Response(reply) = &datagram.message else {
-        panic!("a response")
-    };
+    let Message::Response(reply) = &datagram.message else { panic!("a response") };
     let response = reply.body_unverified();
-    let offers: Vec<Offer<'_>> = response
-        .modules
-        .iter()
-        .filter_map(Offer::from_answer)
-        .collect();
+    let offers: Vec<Offer<'_>> = response.modules.iter().filter_map(Offer::from_answer).collect();
     assert_eq!(offers.len(), 2, "main-program is current: no offer");
 
     let have = installed(&[("main-program", "3.1.0"), ("main-module", "5.0")]);
     let upgrade = plan(&offers, &have, &Choice::All).expect("plannable");
     let order: Vec<&str> = upgrade.steps.iter().map(|s| s.id).collect();
-    assert_eq!(
-        order,
-        ["main-module", "pdf-plugin"],
-        "main module before the plug-in that needs it"
-    );
+    assert_eq!(order, ["main-module", "pdf-plugin"], "main module before the plug-in that needs it");
 
     // Declining every optional upgrade still pulls in nothing: neither is forced.
     let none = plan(&offers, &have, &Choice::OnlyForced).expect("plannable");

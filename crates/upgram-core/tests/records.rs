@@ -3,15 +3,12 @@
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 use upgram_core::records::{
-    Change, DeltaEntry, MAX_RECORD_COUNT, MAX_RECORD_LEN, Record, RecordDelta, RecordError,
-    RecordFile, apply_delta, diff, merge,
+    Change, DeltaEntry, MAX_RECORD_COUNT, MAX_RECORD_LEN, Record, RecordDelta, RecordError, RecordFile, apply_delta,
+    diff, merge,
 };
 
 fn file<'a>(records: &[(u64, &'a [u8])]) -> RecordFile<'a> {
-    let records = records
-        .iter()
-        .map(|&(id, content)| Record { id, content })
-        .collect();
+    let records = records.iter().map(|&(id, content)| Record { id, content }).collect();
     RecordFile::from_records(records).unwrap()
 }
 
@@ -40,18 +37,9 @@ fn figure_9_example() {
     assert_eq!(
         delta.entries(),
         &[
-            DeltaEntry {
-                id: 1,
-                change: Change::Put(b"ONE")
-            },
-            DeltaEntry {
-                id: 2,
-                change: Change::Delete
-            },
-            DeltaEntry {
-                id: 100,
-                change: Change::Put(b"hundred")
-            },
+            DeltaEntry { id: 1, change: Change::Put(b"ONE") },
+            DeltaEntry { id: 2, change: Change::Delete },
+            DeltaEntry { id: 100, change: Change::Put(b"hundred") },
         ]
     );
     let old_bytes = encode_file(&old);
@@ -138,122 +126,51 @@ fn invalid_files() {
     let huge_count = header(u32::MAX - 1);
 
     let cases: Vec<(&str, Vec<u8>, RecordError)> = vec![
-        (
-            "empty input",
-            Vec::new(),
-            RecordError::Truncated {
-                what: "file",
-                offset: 0,
-                expected: "magic",
-            },
-        ),
+        ("empty input", Vec::new(), RecordError::Truncated { what: "file", offset: 0, expected: "magic" }),
         (
             "bad magic",
             b"UGRD\x01\x00\x00\x00\x00".to_vec(),
-            RecordError::BadMagic {
-                what: "file",
-                found: *b"UGRD",
-                expected: "UGRF",
-            },
+            RecordError::BadMagic { what: "file", found: *b"UGRD", expected: "UGRF" },
         ),
         (
             "unknown format version",
             b"UGRF\x02\x00\x00\x00\x00".to_vec(),
-            RecordError::UnsupportedFormat {
-                what: "file",
-                version: 2,
-            },
+            RecordError::UnsupportedFormat { what: "file", version: 2 },
         ),
         (
             "truncated count",
             b"UGRF\x01\x00\x00".to_vec(),
-            RecordError::Truncated {
-                what: "file",
-                offset: 5,
-                expected: "record count",
-            },
+            RecordError::Truncated { what: "file", offset: 5, expected: "record count" },
         ),
         (
             "count larger than the records present",
             header(1),
-            RecordError::Truncated {
-                what: "file",
-                offset: 9,
-                expected: "record id",
-            },
+            RecordError::Truncated { what: "file", offset: 9, expected: "record id" },
         ),
-        (
-            "unsorted",
-            unsorted,
-            RecordError::OutOfOrder {
-                id: 4,
-                previous: 5,
-                offset: 22,
-            },
-        ),
-        (
-            "duplicate",
-            duplicate,
-            RecordError::DuplicateId { id: 5, offset: 22 },
-        ),
-        (
-            "empty record",
-            empty_record,
-            RecordError::EmptyRecord { id: 9, offset: 9 },
-        ),
-        (
-            "trailing bytes",
-            trailing,
-            RecordError::TrailingBytes {
-                what: "file",
-                offset: 22,
-                count: 1,
-            },
-        ),
+        ("unsorted", unsorted, RecordError::OutOfOrder { id: 4, previous: 5, offset: 22 }),
+        ("duplicate", duplicate, RecordError::DuplicateId { id: 5, offset: 22 }),
+        ("empty record", empty_record, RecordError::EmptyRecord { id: 9, offset: 9 }),
+        ("trailing bytes", trailing, RecordError::TrailingBytes { what: "file", offset: 22, count: 1 }),
         (
             "content past the end",
             short_content,
-            RecordError::TruncatedContent {
-                what: "file",
-                id: 3,
-                offset: 21,
-                len: 10,
-                available: 3,
-            },
+            RecordError::TruncatedContent { what: "file", id: 3, offset: 21, len: 10, available: 3 },
         ),
         (
             "record too large",
             too_long_record,
-            RecordError::RecordTooLarge {
-                id: 3,
-                offset: 9,
-                len: MAX_RECORD_LEN + 1,
-            },
+            RecordError::RecordTooLarge { id: 3, offset: 9, len: MAX_RECORD_LEN + 1 },
         ),
-        (
-            "too many records",
-            too_many,
-            RecordError::TooManyRecords {
-                what: "file",
-                count: MAX_RECORD_COUNT + 1,
-            },
-        ),
+        ("too many records", too_many, RecordError::TooManyRecords { what: "file", count: MAX_RECORD_COUNT + 1 }),
         (
             "maximum count with no records",
             header(MAX_RECORD_COUNT as u32),
-            RecordError::Truncated {
-                what: "file",
-                offset: 9,
-                expected: "record id",
-            },
+            RecordError::Truncated { what: "file", offset: 9, expected: "record id" },
         ),
         (
             "huge count with no records",
             huge_count,
-            RecordError::TooManyRecords {
-                what: "file",
-                count: (u32::MAX - 1) as usize,
-            },
+            RecordError::TooManyRecords { what: "file", count: (u32::MAX - 1) as usize },
         ),
     ];
     for (name, bytes, expected) in cases {
@@ -265,42 +182,14 @@ fn invalid_files() {
 fn from_records_checks_order_and_content() {
     let cases: Vec<(Vec<Record<'static>>, RecordError)> = vec![
         (
-            vec![
-                Record {
-                    id: 2,
-                    content: b"a",
-                },
-                Record {
-                    id: 1,
-                    content: b"b",
-                },
-            ],
-            RecordError::OutOfOrder {
-                id: 1,
-                previous: 2,
-                offset: 22,
-            },
+            vec![Record { id: 2, content: b"a" }, Record { id: 1, content: b"b" }],
+            RecordError::OutOfOrder { id: 1, previous: 2, offset: 22 },
         ),
         (
-            vec![
-                Record {
-                    id: 2,
-                    content: b"a",
-                },
-                Record {
-                    id: 2,
-                    content: b"b",
-                },
-            ],
+            vec![Record { id: 2, content: b"a" }, Record { id: 2, content: b"b" }],
             RecordError::DuplicateId { id: 2, offset: 22 },
         ),
-        (
-            vec![Record {
-                id: 2,
-                content: b"",
-            }],
-            RecordError::EmptyRecord { id: 2, offset: 9 },
-        ),
+        (vec![Record { id: 2, content: b"" }], RecordError::EmptyRecord { id: 2, offset: 9 }),
     ];
     for (records, expected) in cases {
         assert_eq!(RecordFile::from_records(records), Err(expected));
@@ -309,40 +198,14 @@ fn from_records_checks_order_and_content() {
 
 #[test]
 fn delta_constructor_checks_entries() {
-    let put_empty = RecordDelta::new(
-        [0; 32],
-        [0; 32],
-        vec![DeltaEntry {
-            id: 1,
-            change: Change::Put(b""),
-        }],
-    );
-    assert_eq!(
-        put_empty,
-        Err(RecordError::EmptyRecord { id: 1, offset: 73 })
-    );
+    let put_empty = RecordDelta::new([0; 32], [0; 32], vec![DeltaEntry { id: 1, change: Change::Put(b"") }]);
+    assert_eq!(put_empty, Err(RecordError::EmptyRecord { id: 1, offset: 73 }));
     let unsorted = RecordDelta::new(
         [0; 32],
         [0; 32],
-        vec![
-            DeltaEntry {
-                id: 3,
-                change: Change::Delete,
-            },
-            DeltaEntry {
-                id: 1,
-                change: Change::Delete,
-            },
-        ],
+        vec![DeltaEntry { id: 3, change: Change::Delete }, DeltaEntry { id: 1, change: Change::Delete }],
     );
-    assert_eq!(
-        unsorted,
-        Err(RecordError::OutOfOrder {
-            id: 1,
-            previous: 3,
-            offset: 85
-        })
-    );
+    assert_eq!(unsorted, Err(RecordError::OutOfOrder { id: 1, previous: 3, offset: 85 }));
 }
 
 #[test]
@@ -358,30 +221,20 @@ fn invalid_deltas() {
     unsorted.extend_from_slice(&2u32.to_be_bytes());
     push_record(&mut unsorted, 2, b"");
     push_record(&mut unsorted, 2, b"x");
-    assert_eq!(
-        RecordDelta::decode(&unsorted),
-        Err(RecordError::DuplicateId { id: 2, offset: 85 })
-    );
+    assert_eq!(RecordDelta::decode(&unsorted), Err(RecordError::DuplicateId { id: 2, offset: 85 }));
 
     let mut bad_magic = prefix.clone();
     bad_magic[..4].copy_from_slice(b"UGRF");
     bad_magic.extend_from_slice(&0u32.to_be_bytes());
     assert_eq!(
         RecordDelta::decode(&bad_magic),
-        Err(RecordError::BadMagic {
-            what: "delta",
-            found: *b"UGRF",
-            expected: "UGRD"
-        })
+        Err(RecordError::BadMagic { what: "delta", found: *b"UGRF", expected: "UGRD" })
     );
 
     let mut delete_missing = prefix.clone();
     delete_missing.extend_from_slice(&1u32.to_be_bytes());
     push_record(&mut delete_missing, 7, b"");
-    assert_eq!(
-        apply_delta(&base_bytes, &delete_missing),
-        Err(RecordError::DeleteMissing { id: 7 })
-    );
+    assert_eq!(apply_delta(&base_bytes, &delete_missing), Err(RecordError::DeleteMissing { id: 7 }));
 }
 
 #[test]
@@ -399,8 +252,7 @@ fn base_and_result_mismatch_are_distinct() {
             if expected == sha256(&a_bytes) && actual == sha256(&other_base)
     ));
 
-    let lying =
-        RecordDelta::new(*delta.base_sha256(), [0xab; 32], delta.entries().to_vec()).unwrap();
+    let lying = RecordDelta::new(*delta.base_sha256(), [0xab; 32], delta.entries().to_vec()).unwrap();
     let lying_bytes = encode_delta(&lying);
     let error = apply_delta(&a_bytes, &lying_bytes).unwrap_err();
     assert!(matches!(
@@ -408,11 +260,7 @@ fn base_and_result_mismatch_are_distinct() {
         RecordError::ResultMismatch { expected, actual }
             if expected == [0xab; 32] && actual == sha256(&encode_file(&b))
     ));
-    assert!(
-        error
-            .to_string()
-            .starts_with("record delta result mismatch: delta promises sha256 abababab")
-    );
+    assert!(error.to_string().starts_with("record delta result mismatch: delta promises sha256 abababab"));
 }
 
 #[test]
@@ -422,41 +270,19 @@ fn merge_rules() {
         [0; 32],
         [0; 32],
         vec![
-            DeltaEntry {
-                id: 0,
-                change: Change::Put(b"zero"),
-            },
-            DeltaEntry {
-                id: 1,
-                change: Change::Delete,
-            },
-            DeltaEntry {
-                id: 5,
-                change: Change::Put(b"E"),
-            },
-            DeltaEntry {
-                id: 9,
-                change: Change::Put(b"i"),
-            },
+            DeltaEntry { id: 0, change: Change::Put(b"zero") },
+            DeltaEntry { id: 1, change: Change::Delete },
+            DeltaEntry { id: 5, change: Change::Put(b"E") },
+            DeltaEntry { id: 9, change: Change::Put(b"i") },
         ],
     )
     .unwrap();
     let merged = merge(&base, &delta).unwrap();
     assert_eq!(merged, file(&[(0, b"zero"), (5, b"E"), (9, b"i")]));
 
-    let delete_missing = RecordDelta::new(
-        [0; 32],
-        [0; 32],
-        vec![DeltaEntry {
-            id: 2,
-            change: Change::Delete,
-        }],
-    )
-    .unwrap();
-    assert_eq!(
-        merge(&base, &delete_missing),
-        Err(RecordError::DeleteMissing { id: 2 })
-    );
+    let delete_missing =
+        RecordDelta::new([0; 32], [0; 32], vec![DeltaEntry { id: 2, change: Change::Delete }]).unwrap();
+    assert_eq!(merge(&base, &delete_missing), Err(RecordError::DeleteMissing { id: 2 }));
 }
 
 /// Record files of up to 12 records with small ids (so that two files share some).
@@ -466,13 +292,7 @@ fn record_file() -> impl Strategy<Value = Vec<(u64, Vec<u8>)>> {
 }
 
 fn as_file(records: &[(u64, Vec<u8>)]) -> RecordFile<'_> {
-    RecordFile::from_records(
-        records
-            .iter()
-            .map(|(id, content)| Record { id: *id, content })
-            .collect(),
-    )
-    .unwrap()
+    RecordFile::from_records(records.iter().map(|(id, content)| Record { id: *id, content }).collect()).unwrap()
 }
 
 proptest! {

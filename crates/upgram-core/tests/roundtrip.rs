@@ -6,8 +6,8 @@ use std::borrow::Cow;
 
 use proptest::prelude::*;
 use upgram_core::body::{
-    Binding, Delta, ErrorBody, ErrorCode, Fallback, FileAction, FileEntry, ModuleAnswer, Package,
-    Payload, Query, QueryFile, QueryModule, Requires, Response, Status, UpgradeInfo,
+    Binding, Delta, ErrorBody, ErrorCode, Fallback, FileAction, FileEntry, ModuleAnswer, Package, Payload, Query,
+    QueryFile, QueryModule, Requires, Response, Status, UpgradeInfo,
 };
 use upgram_core::cookie::{ClientCookie, ServerCookie};
 use upgram_core::fallback::{ReplyShape, prepare_reply};
@@ -18,24 +18,16 @@ use upgram_core::wire::{Frame, MessageKind, QueryOptions};
 use upgram_core::{Datagram, MAX_DATAGRAM_LEN, Message, Sha256Digest};
 
 fn version() -> impl Strategy<Value = Version<'static>> {
-    (
-        prop::collection::vec(0u64..2000, 1..4),
-        prop::option::of("[a-z]{1,5}(\\.[1-9][0-9]?)?"),
-    )
-        .prop_map(|(nums, pre)| {
-            let mut text = nums
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(".");
+    (prop::collection::vec(0u64..2000, 1..4), prop::option::of("[a-z]{1,5}(\\.[1-9][0-9]?)?")).prop_map(
+        |(nums, pre)| {
+            let mut text = nums.iter().map(u64::to_string).collect::<Vec<_>>().join(".");
             if let Some(pre) = pre {
                 text.push('-');
                 text.push_str(&pre);
             }
-            Version::parse(&text)
-                .expect("generated versions are valid")
-                .into_owned()
-        })
+            Version::parse(&text).expect("generated versions are valid").into_owned()
+        },
+    )
 }
 
 fn module_id() -> impl Strategy<Value = Cow<'static, str>> {
@@ -44,8 +36,7 @@ fn module_id() -> impl Strategy<Value = Cow<'static, str>> {
 
 fn file_id() -> impl Strategy<Value = Cow<'static, str>> {
     // Segments of letters, digits and a few awkward characters that need escaping.
-    prop::collection::vec("[a-z0-9 &<>\"'_.-]{0,6}[a-z0-9]", 1..4)
-        .prop_map(|segments| Cow::Owned(segments.join("/")))
+    prop::collection::vec("[a-z0-9 &<>\"'_.-]{0,6}[a-z0-9]", 1..4).prop_map(|segments| Cow::Owned(segments.join("/")))
 }
 
 fn digest() -> impl Strategy<Value = Sha256Digest> {
@@ -53,26 +44,17 @@ fn digest() -> impl Strategy<Value = Sha256Digest> {
 }
 
 fn payload(relative: bool) -> impl Strategy<Value = Payload<'static>> {
-    let url = if relative {
-        "[a-z0-9][a-z0-9/]{0,20}"
-    } else {
-        "https://[a-z]{1,10}\\.example/[a-z0-9/&?=]{0,30}"
-    };
-    (
-        url.prop_map(|u| Cow::Owned(u.to_string())),
-        any::<u64>(),
-        digest(),
-    )
-        .prop_map(|(url, size, sha256)| Payload { url, size, sha256 })
+    let url = if relative { "[a-z0-9][a-z0-9/]{0,20}" } else { "https://[a-z]{1,10}\\.example/[a-z0-9/&?=]{0,30}" };
+    (url.prop_map(|u| Cow::Owned(u.to_string())), any::<u64>(), digest()).prop_map(|(url, size, sha256)| Payload {
+        url,
+        size,
+        sha256,
+    })
 }
 
 fn query() -> impl Strategy<Value = Query<'static>> {
     let file = (file_id(), version()).prop_map(|(id, version)| QueryFile { id, version });
-    let module = (
-        module_id(),
-        prop::option::of(version()),
-        prop::collection::vec(file, 0..4),
-    )
+    let module = (module_id(), prop::option::of(version()), prop::collection::vec(file, 0..4))
         .prop_map(|(id, version, files)| QueryModule { id, version, files });
     prop::collection::vec(module, 1..8).prop_map(|modules| Query { modules })
 }
@@ -81,56 +63,31 @@ fn file_entry() -> impl Strategy<Value = FileEntry<'static>> {
     let action = prop_oneof![
         payload(true).prop_map(FileAction::Replace),
         Just(FileAction::Delete),
-        (payload(true), version(), payload(true)).prop_map(|(payload, from, d)| {
-            FileAction::Incremental {
-                payload,
-                delta: Delta { from, payload: d },
-            }
-        }),
+        (payload(true), version(), payload(true))
+            .prop_map(|(payload, from, d)| { FileAction::Incremental { payload, delta: Delta { from, payload: d } } }),
     ];
-    (file_id(), version(), action, any::<bool>()).prop_map(|(id, version, action, frequent)| {
-        FileEntry {
-            id,
-            version,
-            action,
-            frequent,
-        }
+    (file_id(), version(), action, any::<bool>()).prop_map(|(id, version, action, frequent)| FileEntry {
+        id,
+        version,
+        action,
+        frequent,
     })
 }
 
 fn module_answer() -> impl Strategy<Value = ModuleAnswer<'static>> {
     let upgrade = prop_oneof![
-        (payload(true), prop::option::of("[ -~]{0,20}")).prop_map(|(payload, args)| {
-            UpgradeInfo::Package(Package {
-                payload,
-                args: args.map(Cow::Owned),
-            })
-        }),
+        (payload(true), prop::option::of("[ -~]{0,20}"))
+            .prop_map(|(payload, args)| { UpgradeInfo::Package(Package { payload, args: args.map(Cow::Owned) }) }),
         prop::collection::vec(file_entry(), 1..5).prop_map(UpgradeInfo::Files),
     ];
-    let requires = prop::collection::vec(
-        (module_id(), version()).prop_map(|(id, min)| Requires { id, min }),
-        0..3,
-    );
+    let requires = prop::collection::vec((module_id(), version()).prop_map(|(id, min)| Requires { id, min }), 0..3);
     let frequent = prop::collection::vec(file_id(), 0..3);
     (
         module_id(),
-        prop_oneof![
-            Just(Status::Update),
-            Just(Status::Current),
-            Just(Status::Unknown),
-            Just(Status::Error)
-        ],
+        prop_oneof![Just(Status::Update), Just(Status::Current), Just(Status::Unknown), Just(Status::Error)],
         version(),
         upgrade,
-        (
-            any::<bool>(),
-            any::<bool>(),
-            prop::option::of(version()),
-            any::<bool>(),
-            any::<bool>(),
-            any::<u16>(),
-        ),
+        (any::<bool>(), any::<bool>(), prop::option::of(version()), any::<bool>(), any::<bool>(), any::<u16>()),
         requires,
         frequent,
     )
@@ -163,21 +120,13 @@ fn module_answer() -> impl Strategy<Value = ModuleAnswer<'static>> {
 }
 
 fn response(max_modules: usize) -> impl Strategy<Value = Response<'static>> {
-    (
-        digest(),
-        0u64..2_000_000_000,
-        0u64..600,
-        prop::collection::vec(module_answer(), 0..max_modules),
-    )
-        .prop_map(|(query, issued, window, modules)| Response {
-            binding: Binding {
-                query,
-                issued,
-                expires: issued + window,
-            },
+    (digest(), 0u64..2_000_000_000, 0u64..600, prop::collection::vec(module_answer(), 0..max_modules)).prop_map(
+        |(query, issued, window, modules)| Response {
+            binding: Binding { query, issued, expires: issued + window },
             base: Some(Cow::Borrowed("https://cdn.example/")),
             modules,
-        })
+        },
+    )
 }
 
 fn signer() -> ReplySigner {

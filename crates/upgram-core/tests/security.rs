@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use upgram_core::body::{Binding, ModuleAnswer, Query, QueryModule, Response, Status};
 use upgram_core::cookie::{
-    COOKIE_LIFETIME_SECS, ClientCookie, CookieCheck, CookieSecret, check_server_cookie,
-    make_server_cookie, within_amplification_limit,
+    COOKIE_LIFETIME_SECS, ClientCookie, CookieCheck, CookieSecret, check_server_cookie, make_server_cookie,
+    within_amplification_limit,
 };
 use upgram_core::fallback::{ReplyShape, prepare_reply};
 use upgram_core::limits::{MAX_DATAGRAM_LEN, MIN_UNRESTRICTED_QUERY_LEN};
@@ -32,11 +32,7 @@ fn query_body() -> Vec<u8> {
 
 fn answer(query: &[u8], issued: u64, expires: u64) -> Response<'static> {
     Response {
-        binding: Binding {
-            query: Sha256Digest::of(query),
-            issued,
-            expires,
-        },
+        binding: Binding { query: Sha256Digest::of(query), issued, expires },
         base: None,
         modules: vec![ModuleAnswer::new(
             Cow::Borrowed("core"),
@@ -60,14 +56,8 @@ fn ring(signers: &[&ReplySigner]) -> KeyRing {
 
 /// Signs `response` with `signer` and returns the reply datagram's bytes.
 fn reply(response: &Response<'_>, signer: &ReplySigner, nonce: Option<Nonce>) -> Vec<u8> {
-    let shape = ReplyShape {
-        nonce,
-        server_cookie: false,
-    };
-    let prepared = prepare_reply(response, signer, shape, |_| {
-        vec!["https://u.example/d".into()]
-    })
-    .expect("prepares");
+    let shape = ReplyShape { nonce, server_cookie: false };
+    let prepared = prepare_reply(response, signer, shape, |_| vec!["https://u.example/d".into()]).expect("prepares");
     prepared.frame(42, None).to_vec().expect("fits")
 }
 
@@ -79,12 +69,7 @@ fn signed(bytes: &[u8]) -> SignedReply<'_, Response<'_>> {
 }
 
 fn expect<'k>(keys: &'k KeyRing, query: &[u8], nonce: Option<Nonce>, now: u64) -> Expectation<'k> {
-    Expectation {
-        keys,
-        query: Sha256Digest::of(query),
-        nonce,
-        now,
-    }
+    Expectation { keys, query: Sha256Digest::of(query), nonce, now }
 }
 
 #[test]
@@ -93,9 +78,7 @@ fn a_genuine_reply_verifies() {
     let keys = ring(&[&s]);
     let bytes = reply(&answer(&q, NOW, NOW + 300), &s, None);
     let reply = signed(&bytes);
-    let response = reply
-        .verify(&expect(&keys, &q, None, NOW + 10))
-        .expect("genuine");
+    let response = reply.verify(&expect(&keys, &q, None, NOW + 10)).expect("genuine");
     assert_eq!(response.modules[0].status, Status::Current);
 }
 
@@ -114,10 +97,7 @@ fn every_altered_byte_of_a_signed_reply_is_caught() {
         let Message::Response(reply) = datagram.message else {
             continue;
         };
-        assert!(
-            reply.verify(&expect(&keys, &q, None, NOW)).is_err(),
-            "flipping byte {i} went unnoticed"
-        );
+        assert!(reply.verify(&expect(&keys, &q, None, NOW)).is_err(), "flipping byte {i} went unnoticed");
     }
 }
 
@@ -126,10 +106,7 @@ fn unknown_keys_and_wrong_keys_are_refused() {
     let (s, other, q) = (signer(1), signer(2), query_body());
     let bytes = reply(&answer(&q, NOW, NOW + 300), &other, None);
     let keys = ring(&[&s]);
-    assert!(matches!(
-        signed(&bytes).verify(&expect(&keys, &q, None, NOW)),
-        Err(VerifyError::UnknownKey { .. })
-    ));
+    assert!(matches!(signed(&bytes).verify(&expect(&keys, &q, None, NOW)), Err(VerifyError::UnknownKey { .. })));
 }
 
 #[test]
@@ -138,18 +115,11 @@ fn key_rotation_accepts_old_and_new_keys_by_id() {
     let keys = ring(&[&old, &new]);
     for s in [&old, &new] {
         let bytes = reply(&answer(&q, NOW, NOW + 300), s, None);
-        signed(&bytes)
-            .verify(&expect(&keys, &q, None, NOW))
-            .expect("both keys during rotation");
+        signed(&bytes).verify(&expect(&keys, &q, None, NOW)).expect("both keys during rotation");
     }
     let after = ring(&[&new]);
     let bytes = reply(&answer(&q, NOW, NOW + 300), &old, None);
-    assert!(
-        signed(&bytes)
-            .verify(&expect(&after, &q, None, NOW))
-            .is_err(),
-        "old key retired"
-    );
+    assert!(signed(&bytes).verify(&expect(&after, &q, None, NOW)).is_err(), "old key retired");
 }
 
 #[test]
@@ -158,9 +128,7 @@ fn a_reply_to_another_query_is_refused() {
     let keys = ring(&[&s]);
     let other_query = b"<query><module id=\"core\" version=\"0.1\"/></query>";
     let bytes = reply(&answer(other_query, NOW, NOW + 300), &s, None);
-    let error = signed(&bytes)
-        .verify(&expect(&keys, &query_body(), None, NOW))
-        .expect_err("bound to another query");
+    let error = signed(&bytes).verify(&expect(&keys, &query_body(), None, NOW)).expect_err("bound to another query");
     assert_eq!(error.name(), "wrong-query");
 }
 
@@ -176,44 +144,24 @@ fn the_freeze_window_is_enforced() {
     ];
     for (issued, expires, now, name) in cases {
         let bytes = reply(&answer(&q, issued, expires), &s, None);
-        let error = signed(&bytes)
-            .verify(&expect(&keys, &q, None, now))
-            .expect_err(name);
-        assert_eq!(
-            error.name(),
-            name,
-            "issued {issued} expires {expires} now {now}"
-        );
+        let error = signed(&bytes).verify(&expect(&keys, &q, None, now)).expect_err(name);
+        assert_eq!(error.name(), name, "issued {issued} expires {expires} now {now}");
     }
     let bytes = reply(&answer(&q, NOW + 60, NOW + 600), &s, None);
-    signed(&bytes)
-        .verify(&expect(&keys, &q, None, NOW))
-        .expect("60 s of clock skew is tolerated");
+    signed(&bytes).verify(&expect(&keys, &q, None, NOW)).expect("60 s of clock skew is tolerated");
 }
 
 #[test]
 fn identical_queries_share_one_signature_in_echo_bound_mode() {
     let (s, q) = (signer(1), query_body());
-    let prepared = prepare_reply(
-        &answer(&q, NOW, NOW + 300),
-        &s,
-        ReplyShape::default(),
-        |_| vec![],
-    )
-    .expect("prepares");
+    let prepared = prepare_reply(&answer(&q, NOW, NOW + 300), &s, ReplyShape::default(), |_| vec![]).expect("prepares");
     let first = prepared.frame(1, None).to_vec().expect("fits");
     let second = prepared.frame(2, None).to_vec().expect("fits");
     assert_ne!(first, second, "request ids differ");
-    assert_eq!(
-        first[16..],
-        second[16..],
-        "everything after the request id is shared"
-    );
+    assert_eq!(first[16..], second[16..], "everything after the request id is shared");
     let keys = ring(&[&s]);
     for bytes in [&first, &second] {
-        signed(bytes)
-            .verify(&expect(&keys, &q, None, NOW))
-            .expect("both verify");
+        signed(bytes).verify(&expect(&keys, &q, None, NOW)).expect("both verify");
     }
 }
 
@@ -223,40 +171,24 @@ fn nonce_bound_replies_verify_only_with_their_nonce() {
     let keys = ring(&[&s]);
     let nonce = Nonce([5; 16]);
     let bytes = reply(&answer(&q, NOW, NOW + 300), &s, Some(nonce));
-    signed(&bytes)
-        .verify(&expect(&keys, &q, Some(nonce), NOW))
-        .expect("own nonce");
-    let error = signed(&bytes)
-        .verify(&expect(&keys, &q, Some(Nonce([6; 16])), NOW))
-        .expect_err("another nonce");
+    signed(&bytes).verify(&expect(&keys, &q, Some(nonce), NOW)).expect("own nonce");
+    let error = signed(&bytes).verify(&expect(&keys, &q, Some(Nonce([6; 16])), NOW)).expect_err("another nonce");
     assert_eq!(error.name(), "nonce-mismatch");
     // An echo-bound reply does not satisfy a client that asked for a nonce.
     let plain = reply(&answer(&q, NOW, NOW + 300), &s, None);
     assert_eq!(
-        signed(&plain)
-            .verify(&expect(&keys, &q, Some(nonce), NOW))
-            .expect_err("no nonce")
-            .name(),
+        signed(&plain).verify(&expect(&keys, &q, Some(nonce), NOW)).expect_err("no nonce").name(),
         "nonce-mismatch"
     );
     // A nonce the client never sent is refused too: the reply answers someone else's query.
-    assert_eq!(
-        signed(&bytes)
-            .verify(&expect(&keys, &q, None, NOW))
-            .expect_err("unrequested")
-            .name(),
-        "nonce-mismatch"
-    );
+    assert_eq!(signed(&bytes).verify(&expect(&keys, &q, None, NOW)).expect_err("unrequested").name(), "nonce-mismatch");
     // Moving the nonce onto another reply breaks the signature.
     let mut swapped = bytes.clone();
     let at = swapped.len() - 72 - 16;
     swapped[at] ^= 0xff;
     let forged_nonce = Nonce(swapped[at..at + 16].try_into().expect("16 bytes"));
     assert_eq!(
-        signed(&swapped)
-            .verify(&expect(&keys, &q, Some(forged_nonce), NOW))
-            .expect_err("forged")
-            .name(),
+        signed(&swapped).verify(&expect(&keys, &q, Some(forged_nonce), NOW)).expect_err("forged").name(),
         "bad-signature"
     );
 }
@@ -270,40 +202,15 @@ fn server_cookies_are_bound_to_client_cookie_address_and_time() {
     let check = |secrets: &[&CookieSecret], client: &ClientCookie, ip: IpAddr, now: u64| {
         check_server_cookie(secrets, client, &cookie, ip, now)
     };
-    assert_eq!(
-        check(&[&secret], &client, ip, NOW),
-        CookieCheck::Valid { renew: false }
-    );
-    assert_eq!(
-        check(&[&secret], &client, ip, NOW + COOKIE_LIFETIME_SECS),
-        CookieCheck::Valid { renew: true }
-    );
-    assert_eq!(
-        check(&[&secret], &client, ip, NOW + COOKIE_LIFETIME_SECS + 1),
-        CookieCheck::Stale
-    );
-    assert_eq!(
-        check(&[&secret], &client, ip, NOW - 1000),
-        CookieCheck::Stale,
-        "from the future"
-    );
-    assert_eq!(
-        check(&[&secret], &ClientCookie([2; 8]), ip, NOW),
-        CookieCheck::Invalid
-    );
-    assert_eq!(
-        check(&[&secret], &client, "192.0.2.8".parse().expect("ip"), NOW),
-        CookieCheck::Invalid
-    );
-    assert_eq!(
-        check(&[&CookieSecret([0x43; 32])], &client, ip, NOW),
-        CookieCheck::Invalid
-    );
+    assert_eq!(check(&[&secret], &client, ip, NOW), CookieCheck::Valid { renew: false });
+    assert_eq!(check(&[&secret], &client, ip, NOW + COOKIE_LIFETIME_SECS), CookieCheck::Valid { renew: true });
+    assert_eq!(check(&[&secret], &client, ip, NOW + COOKIE_LIFETIME_SECS + 1), CookieCheck::Stale);
+    assert_eq!(check(&[&secret], &client, ip, NOW - 1000), CookieCheck::Stale, "from the future");
+    assert_eq!(check(&[&secret], &ClientCookie([2; 8]), ip, NOW), CookieCheck::Invalid);
+    assert_eq!(check(&[&secret], &client, "192.0.2.8".parse().expect("ip"), NOW), CookieCheck::Invalid);
+    assert_eq!(check(&[&CookieSecret([0x43; 32])], &client, ip, NOW), CookieCheck::Invalid);
     // Rotation: the previous secret still validates; and any server with the secret agrees.
-    assert_eq!(
-        check(&[&CookieSecret([0x43; 32]), &secret], &client, ip, NOW),
-        CookieCheck::Valid { renew: false }
-    );
+    assert_eq!(check(&[&CookieSecret([0x43; 32]), &secret], &client, ip, NOW), CookieCheck::Valid { renew: false });
     let v6: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
     assert_eq!(
         check(&[&secret], &client, v6, NOW),
@@ -316,43 +223,19 @@ fn server_cookies_are_bound_to_client_cookie_address_and_time() {
 fn amplification_limit_and_padding() {
     assert!(within_amplification_limit(300, 100));
     assert!(!within_amplification_limit(301, 100));
-    assert!(within_amplification_limit(
-        MAX_DATAGRAM_LEN,
-        MIN_UNRESTRICTED_QUERY_LEN
-    ));
+    assert!(within_amplification_limit(MAX_DATAGRAM_LEN, MIN_UNRESTRICTED_QUERY_LEN));
     let body = query_body();
-    let padded = Frame::query(
-        1,
-        &body,
-        &QueryOptions {
-            pad_to: MIN_UNRESTRICTED_QUERY_LEN,
-            ..Default::default()
-        },
-    );
+    let padded = Frame::query(1, &body, &QueryOptions { pad_to: MIN_UNRESTRICTED_QUERY_LEN, ..Default::default() });
     let bytes = padded.to_vec().expect("fits");
     assert_eq!(bytes.len(), MIN_UNRESTRICTED_QUERY_LEN);
-    assert!(
-        within_amplification_limit(MAX_DATAGRAM_LEN, bytes.len()),
-        "a padded query may receive any reply"
-    );
+    assert!(within_amplification_limit(MAX_DATAGRAM_LEN, bytes.len()), "a padded query may receive any reply");
     let challenge = Frame::cookie_challenge(
         1,
         Some(ClientCookie([1; 8])),
-        make_server_cookie(
-            &CookieSecret([0; 32]),
-            &ClientCookie([1; 8]),
-            "::1".parse().expect("ip"),
-            NOW,
-        ),
+        make_server_cookie(&CookieSecret([0; 32]), &ClientCookie([1; 8]), "::1".parse().expect("ip"), NOW),
     );
-    let minimal = Frame::query(
-        1,
-        &body,
-        &QueryOptions {
-            client_cookie: Some(ClientCookie([1; 8])),
-            ..Default::default()
-        },
-    );
+    let minimal =
+        Frame::query(1, &body, &QueryOptions { client_cookie: Some(ClientCookie([1; 8])), ..Default::default() });
     assert!(
         challenge.encoded_len() <= minimal.encoded_len(),
         "a cookie challenge is never larger than the smallest query with a cookie"

@@ -43,8 +43,7 @@ fn load() -> Vec<(PathBuf, Vector)> {
         .into_iter()
         .map(|path| {
             let text = std::fs::read_to_string(&path).expect("readable vector");
-            let vector =
-                toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let vector = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             (path, vector)
         })
         .collect()
@@ -65,12 +64,8 @@ impl Vector {
     }
 
     fn expected_json(&self) -> serde_json::Value {
-        let decoded = self
-            .decoded
-            .as_deref()
-            .unwrap_or_else(|| panic!("{}: valid vector without decoded", self.name));
-        serde_json::from_str(decoded)
-            .unwrap_or_else(|e| panic!("{}: decoded is not JSON: {e}", self.name))
+        let decoded = self.decoded.as_deref().unwrap_or_else(|| panic!("{}: valid vector without decoded", self.name));
+        serde_json::from_str(decoded).unwrap_or_else(|e| panic!("{}: decoded is not JSON: {e}", self.name))
     }
 }
 
@@ -101,23 +96,13 @@ fn check_datagram(vector: &Vector, bytes: &[u8]) {
     let keys = test_keys();
     let body = match &datagram.message {
         Message::Response(reply) => {
-            keys.verify(
-                MessageKind::Response,
-                reply.nonce.as_ref(),
-                reply.raw_body(),
-                &reply.signature,
-            )
-            .expect("signature");
+            keys.verify(MessageKind::Response, reply.nonce.as_ref(), reply.raw_body(), &reply.signature)
+                .expect("signature");
             Some((reply.raw_body(), reply.body_unverified().to_vec()))
         }
         Message::Fallback(reply) => {
-            keys.verify(
-                MessageKind::Fallback,
-                reply.nonce.as_ref(),
-                reply.raw_body(),
-                &reply.signature,
-            )
-            .expect("signature");
+            keys.verify(MessageKind::Fallback, reply.nonce.as_ref(), reply.raw_body(), &reply.signature)
+                .expect("signature");
             Some((reply.raw_body(), reply.body_unverified().to_vec()))
         }
         Message::Query(query) => Some((query.raw_body, query.query.to_vec())),
@@ -135,18 +120,8 @@ fn check_datagram(vector: &Vector, bytes: &[u8]) {
 
 fn check_document(vector: &Vector, bytes: &[u8]) {
     let response = Response::decode(bytes).unwrap_or_else(|e| panic!("{}: {e}", vector.name));
-    assert_eq!(
-        serde_json::to_value(&response).expect("json"),
-        vector.expected_json(),
-        "{}",
-        vector.name
-    );
-    assert_eq!(
-        response.to_vec(),
-        bytes,
-        "{}: document re-encoding",
-        vector.name
-    );
+    assert_eq!(serde_json::to_value(&response).expect("json"), vector.expected_json(), "{}", vector.name);
+    assert_eq!(response.to_vec(), bytes, "{}: document re-encoding", vector.name);
 }
 
 fn check_record_file(vector: &Vector, bytes: &[u8]) {
@@ -156,12 +131,7 @@ fn check_record_file(vector: &Vector, bytes: &[u8]) {
         .iter()
         .map(|r| serde_json::json!({ "id": r.id, "content": String::from_utf8_lossy(r.content) }))
         .collect();
-    assert_eq!(
-        serde_json::json!({ "records": records }),
-        vector.expected_json(),
-        "{}",
-        vector.name
-    );
+    assert_eq!(serde_json::json!({ "records": records }), vector.expected_json(), "{}", vector.name);
     let mut again = Vec::new();
     file.encode(&mut again);
     assert_eq!(again, bytes, "{}: re-encoding", vector.name);
@@ -174,7 +144,9 @@ fn check_record_delta(vector: &Vector, bytes: &[u8]) {
         .iter()
         .map(|entry| match entry.change {
             Change::Delete => serde_json::json!({ "id": entry.id, "change": "delete" }),
-            Change::Put(content) => serde_json::json!({ "id": entry.id, "change": "put", "content": String::from_utf8_lossy(content) }),
+            Change::Put(content) => {
+                serde_json::json!({ "id": entry.id, "change": "put", "content": String::from_utf8_lossy(content) })
+            }
         })
         .collect();
     let json = serde_json::json!({
@@ -191,17 +163,9 @@ fn check_record_delta(vector: &Vector, bytes: &[u8]) {
 #[test]
 fn every_vector_holds() {
     let vectors = load();
-    assert!(
-        vectors.len() >= 16,
-        "the spec promises at least 16 vectors, found {}",
-        vectors.len()
-    );
+    assert!(vectors.len() >= 16, "the spec promises at least 16 vectors, found {}", vectors.len());
     for (path, vector) in &vectors {
-        assert!(
-            !vector.description.is_empty(),
-            "{}: no description",
-            path.display()
-        );
+        assert!(!vector.description.is_empty(), "{}: no description", path.display());
         let bytes = vector.bytes();
         match vector.kind.as_str() {
             "datagram" => check_datagram(vector, &bytes),
@@ -227,51 +191,25 @@ fn the_required_vectors_are_present() {
         "cookie-challenge",
         "response-1024-bytes",
     ] {
-        assert!(
-            names.iter().any(|n| n == required),
-            "vector {required} is missing"
-        );
+        assert!(names.iter().any(|n| n == required), "vector {required} is missing");
     }
-    assert!(
-        names.iter().any(|n| n.starts_with("error-")),
-        "no error vector"
-    );
-    assert!(
-        names.iter().filter(|n| n.starts_with("invalid-")).count() >= 5,
-        "fewer than 5 invalid vectors"
-    );
+    assert!(names.iter().any(|n| n.starts_with("error-")), "no error vector");
+    assert!(names.iter().filter(|n| n.starts_with("invalid-")).count() >= 5, "fewer than 5 invalid vectors");
 }
 
 #[test]
 fn the_1024_byte_vector_is_exactly_at_the_limit() {
-    let (_, vector) = load()
-        .into_iter()
-        .find(|(_, v)| v.name == "response-1024-bytes")
-        .expect("present");
+    let (_, vector) = load().into_iter().find(|(_, v)| v.name == "response-1024-bytes").expect("present");
     assert_eq!(vector.bytes().len(), upgram_core::MAX_DATAGRAM_LEN);
 }
 
 #[test]
 fn the_record_delta_vector_applies_to_the_record_file_vector() {
     let vectors = load();
-    let file = vectors
-        .iter()
-        .find(|(_, v)| v.name == "record-file")
-        .expect("record file")
-        .1
-        .bytes();
-    let delta = vectors
-        .iter()
-        .find(|(_, v)| v.name == "record-delta")
-        .expect("record delta")
-        .1
-        .bytes();
+    let file = vectors.iter().find(|(_, v)| v.name == "record-file").expect("record file").1.bytes();
+    let delta = vectors.iter().find(|(_, v)| v.name == "record-delta").expect("record delta").1.bytes();
     let merged = upgram_core::records::apply_delta(&file, &delta).expect("delta applies");
     let merged = RecordFile::decode(&merged).expect("merged file decodes");
     let ids: Vec<u64> = merged.records().iter().map(|r| r.id).collect();
-    assert_eq!(
-        ids,
-        [1, 3, 100],
-        "Figure 9: 1 replaced, 2 deleted, 100 added"
-    );
+    assert_eq!(ids, [1, 3, 100], "Figure 9: 1 replaced, 2 deleted, 100 added");
 }

@@ -61,201 +61,33 @@ fn invalid_versions() {
     let cases: Vec<(&str, VersionError)> = vec![
         ("", VersionError::Empty),
         (&too_long, VersionError::TooLong { len: 65 }),
-        (
-            "v1",
-            VersionError::ExpectedNumber {
-                text: text("v1"),
-                position: 0,
-            },
-        ),
-        (
-            ".1",
-            VersionError::ExpectedNumber {
-                text: text(".1"),
-                position: 0,
-            },
-        ),
-        (
-            "1.",
-            VersionError::ExpectedNumber {
-                text: text("1."),
-                position: 2,
-            },
-        ),
-        (
-            "1..2",
-            VersionError::ExpectedNumber {
-                text: text("1..2"),
-                position: 2,
-            },
-        ),
-        (
-            " 1",
-            VersionError::ExpectedNumber {
-                text: text(" 1"),
-                position: 0,
-            },
-        ),
-        (
-            "-1",
-            VersionError::ExpectedNumber {
-                text: text("-1"),
-                position: 0,
-            },
-        ),
-        (
-            "01",
-            VersionError::LeadingZero {
-                text: text("01"),
-                position: 0,
-            },
-        ),
-        (
-            "1.02",
-            VersionError::LeadingZero {
-                text: text("1.02"),
-                position: 2,
-            },
-        ),
-        (
-            "1.00",
-            VersionError::LeadingZero {
-                text: text("1.00"),
-                position: 2,
-            },
-        ),
-        (
-            "1-01",
-            VersionError::LeadingZero {
-                text: text("1-01"),
-                position: 2,
-            },
-        ),
-        (
-            "1-a.00",
-            VersionError::LeadingZero {
-                text: text("1-a.00"),
-                position: 4,
-            },
-        ),
-        (
-            "18446744073709551616",
-            VersionError::NumberTooLarge {
-                text: text("18446744073709551616"),
-                position: 0,
-            },
-        ),
-        (
-            "1.99999999999999999999",
-            VersionError::NumberTooLarge {
-                text: text("1.99999999999999999999"),
-                position: 2,
-            },
-        ),
-        (
-            "1.2.3.4.5.6.7.8.9",
-            VersionError::TooManySegments {
-                text: text("1.2.3.4.5.6.7.8.9"),
-                position: 16,
-            },
-        ),
-        (
-            "1-",
-            VersionError::ExpectedIdentifier {
-                text: text("1-"),
-                position: 2,
-            },
-        ),
-        (
-            "1-a.",
-            VersionError::ExpectedIdentifier {
-                text: text("1-a."),
-                position: 4,
-            },
-        ),
-        (
-            "1-a..b",
-            VersionError::ExpectedIdentifier {
-                text: text("1-a..b"),
-                position: 4,
-            },
-        ),
-        (
-            "1-é",
-            VersionError::ExpectedIdentifier {
-                text: text("1-é"),
-                position: 2,
-            },
-        ),
-        (
-            "1-_",
-            VersionError::ExpectedIdentifier {
-                text: text("1-_"),
-                position: 2,
-            },
-        ),
-        (
-            "1.2+build",
-            VersionError::BuildMetadata {
-                text: text("1.2+build"),
-                position: 3,
-            },
-        ),
-        (
-            "1.2-rc.1+b5",
-            VersionError::BuildMetadata {
-                text: text("1.2-rc.1+b5"),
-                position: 8,
-            },
-        ),
-        (
-            "1.2 ",
-            VersionError::UnexpectedCharacter {
-                text: text("1.2 "),
-                position: 3,
-                found: ' ',
-            },
-        ),
-        (
-            "1.2\n",
-            VersionError::UnexpectedCharacter {
-                text: text("1.2\n"),
-                position: 3,
-                found: '\n',
-            },
-        ),
-        (
-            "1.2a",
-            VersionError::UnexpectedCharacter {
-                text: text("1.2a"),
-                position: 3,
-                found: 'a',
-            },
-        ),
-        (
-            "1-a b",
-            VersionError::UnexpectedCharacter {
-                text: text("1-a b"),
-                position: 3,
-                found: ' ',
-            },
-        ),
-        (
-            "1-a_b",
-            VersionError::UnexpectedCharacter {
-                text: text("1-a_b"),
-                position: 3,
-                found: '_',
-            },
-        ),
-        (
-            "1٣",
-            VersionError::UnexpectedCharacter {
-                text: text("1٣"),
-                position: 1,
-                found: '٣',
-            },
-        ),
+        ("v1", VersionError::ExpectedNumber { text: text("v1"), position: 0 }),
+        (".1", VersionError::ExpectedNumber { text: text(".1"), position: 0 }),
+        ("1.", VersionError::ExpectedNumber { text: text("1."), position: 2 }),
+        ("1..2", VersionError::ExpectedNumber { text: text("1..2"), position: 2 }),
+        (" 1", VersionError::ExpectedNumber { text: text(" 1"), position: 0 }),
+        ("-1", VersionError::ExpectedNumber { text: text("-1"), position: 0 }),
+        ("01", VersionError::LeadingZero { text: text("01"), position: 0 }),
+        ("1.02", VersionError::LeadingZero { text: text("1.02"), position: 2 }),
+        ("1.00", VersionError::LeadingZero { text: text("1.00"), position: 2 }),
+        ("1-01", VersionError::LeadingZero { text: text("1-01"), position: 2 }),
+        ("1-a.00", VersionError::LeadingZero { text: text("1-a.00"), position: 4 }),
+        ("18446744073709551616", VersionError::NumberTooLarge { text: text("18446744073709551616"), position: 0 }),
+        ("1.99999999999999999999", VersionError::NumberTooLarge { text: text("1.99999999999999999999"), position: 2 }),
+        ("1.2.3.4.5.6.7.8.9", VersionError::TooManySegments { text: text("1.2.3.4.5.6.7.8.9"), position: 16 }),
+        ("1-", VersionError::ExpectedIdentifier { text: text("1-"), position: 2 }),
+        ("1-a.", VersionError::ExpectedIdentifier { text: text("1-a."), position: 4 }),
+        ("1-a..b", VersionError::ExpectedIdentifier { text: text("1-a..b"), position: 4 }),
+        ("1-é", VersionError::ExpectedIdentifier { text: text("1-é"), position: 2 }),
+        ("1-_", VersionError::ExpectedIdentifier { text: text("1-_"), position: 2 }),
+        ("1.2+build", VersionError::BuildMetadata { text: text("1.2+build"), position: 3 }),
+        ("1.2-rc.1+b5", VersionError::BuildMetadata { text: text("1.2-rc.1+b5"), position: 8 }),
+        ("1.2 ", VersionError::UnexpectedCharacter { text: text("1.2 "), position: 3, found: ' ' }),
+        ("1.2\n", VersionError::UnexpectedCharacter { text: text("1.2\n"), position: 3, found: '\n' }),
+        ("1.2a", VersionError::UnexpectedCharacter { text: text("1.2a"), position: 3, found: 'a' }),
+        ("1-a b", VersionError::UnexpectedCharacter { text: text("1-a b"), position: 3, found: ' ' }),
+        ("1-a_b", VersionError::UnexpectedCharacter { text: text("1-a_b"), position: 3, found: '_' }),
+        ("1٣", VersionError::UnexpectedCharacter { text: text("1٣"), position: 1, found: '٣' }),
     ];
     for (input, expected) in cases {
         assert_eq!(Version::parse(input), Err(expected), "input {input:?}");
@@ -265,10 +97,7 @@ fn invalid_versions() {
 #[test]
 fn error_messages_say_what_and_where() {
     let error = Version::parse("1.02").unwrap_err();
-    assert_eq!(
-        error.to_string(),
-        "version `1.02`: number with a leading zero at byte 2"
-    );
+    assert_eq!(error.to_string(), "version `1.02`: number with a leading zero at byte 2");
 }
 
 #[test]
@@ -321,11 +150,7 @@ fn semver_precedence_examples() {
         ("1-a", "1-a.0", Ordering::Less),
         ("1-B", "1-a", Ordering::Less),
         ("1-a-b", "1-a", Ordering::Greater),
-        (
-            "1-99999999999999999999999",
-            "1-100000000000000000000000",
-            Ordering::Less,
-        ),
+        ("1-99999999999999999999999", "1-100000000000000000000000", Ordering::Less),
         ("1.2-x", "1.2.0-x", Ordering::Equal),
         ("1.2-x", "1.2.1-a", Ordering::Less),
     ];
@@ -462,12 +287,7 @@ impl serde::Serializer for StrOnly {
     fn serialize_unit_struct(self, _: &'static str) -> Result<String, NotAString> {
         Err(NotAString)
     }
-    fn serialize_unit_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-    ) -> Result<String, NotAString> {
+    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<String, NotAString> {
         Err(NotAString)
     }
     fn serialize_newtype_struct<T: ?Sized + serde::Serialize>(
@@ -492,11 +312,7 @@ impl serde::Serializer for StrOnly {
     fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, NotAString> {
         Err(NotAString)
     }
-    fn serialize_tuple_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleStruct, NotAString> {
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, NotAString> {
         Err(NotAString)
     }
     fn serialize_tuple_variant(
@@ -511,11 +327,7 @@ impl serde::Serializer for StrOnly {
     fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, NotAString> {
         Err(NotAString)
     }
-    fn serialize_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStruct, NotAString> {
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, NotAString> {
         Err(NotAString)
     }
     fn serialize_struct_variant(
@@ -536,18 +348,12 @@ fn version_text() -> impl Strategy<Value = String> {
         1 => any::<u64>(),
     ];
     let numbers = prop::collection::vec(number, 1..=8);
-    let identifier = prop_oneof![
-        (0u64..12).prop_map(|n| n.to_string()),
-        "[0-9A-Za-z-]{0,3}[A-Za-z-][0-9A-Za-z-]{0,3}",
-    ];
+    let identifier =
+        prop_oneof![(0u64..12).prop_map(|n| n.to_string()), "[0-9A-Za-z-]{0,3}[A-Za-z-][0-9A-Za-z-]{0,3}",];
     let pre = prop::option::of(prop::collection::vec(identifier, 1..4));
     (numbers, pre)
         .prop_map(|(numbers, pre)| {
-            let mut text = numbers
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(".");
+            let mut text = numbers.iter().map(u64::to_string).collect::<Vec<_>>().join(".");
             if let Some(pre) = pre {
                 text.push('-');
                 text.push_str(&pre.join("."));

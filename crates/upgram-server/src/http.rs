@@ -34,10 +34,7 @@ async fn document(State(shared): State<Arc<Shared>>, UrlPath(name): UrlPath<Stri
     let digest = name.strip_suffix(".xml").and_then(Sha256Digest::from_hex);
     match digest.and_then(|d| shared.document(&d)) {
         Some(bytes) => (
-            [
-                (header::CONTENT_TYPE, "application/xml"),
-                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
-            ],
+            [(header::CONTENT_TYPE, "application/xml"), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")],
             bytes,
         )
             .into_response(),
@@ -46,19 +43,11 @@ async fn document(State(shared): State<Arc<Shared>>, UrlPath(name): UrlPath<Stri
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render(&shared.metrics())).into_response()
 }
 
 /// Serves `router` on `listener` until `shutdown` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

@@ -42,10 +42,7 @@ pub enum KeyError {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| KeyError::Io { path: path.to_owned(), source }
 }
 
 /// Makes a new random key and writes it to `path`; returns the signer.
@@ -66,9 +63,7 @@ pub fn generate_secret(path: &Path, force: bool) -> Result<[u8; 32], KeyError> {
 /// Writes 32 secret bytes as hex, mode 0600, atomically; refuses to overwrite unless `force`.
 fn write_secret(path: &Path, secret: &[u8; 32], force: bool) -> Result<(), KeyError> {
     if path.exists() && !force {
-        return Err(KeyError::Exists {
-            path: path.to_owned(),
-        });
+        return Err(KeyError::Exists { path: path.to_owned() });
     }
     let temp = path.with_extension("tmp");
     let mut options = OpenOptions::new();
@@ -80,9 +75,7 @@ fn write_secret(path: &Path, secret: &[u8; 32], force: bool) -> Result<(), KeyEr
     file.sync_all().map_err(io(&temp))?;
     fs::rename(&temp, path).map_err(io(path))?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        File::open(parent)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io(parent))?;
+        File::open(parent).and_then(|dir| dir.sync_all()).map_err(io(parent))?;
     }
     Ok(())
 }
@@ -96,9 +89,7 @@ pub fn load(path: &Path) -> Result<ReplySigner, KeyError> {
 pub fn load_secret(path: &Path) -> Result<[u8; 32], KeyError> {
     let text = fs::read_to_string(path).map_err(io(path))?;
     let mut secret = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut secret).map_err(|_| KeyError::Malformed {
-        path: path.to_owned(),
-    })?;
+    hex::decode_to_slice(text.trim(), &mut secret).map_err(|_| KeyError::Malformed { path: path.to_owned() })?;
     Ok(secret)
 }
 
@@ -113,23 +104,13 @@ mod tests {
         let made = generate(&path, false).unwrap();
         let loaded = load(&path).unwrap();
         assert_eq!(made.verifying_key(), loaded.verifying_key());
-        assert!(matches!(
-            generate(&path, false),
-            Err(KeyError::Exists { .. })
-        ));
+        assert!(matches!(generate(&path, false), Err(KeyError::Exists { .. })));
         let replaced = generate(&path, true).unwrap();
-        assert_ne!(
-            replaced.verifying_key(),
-            made.verifying_key(),
-            "a new random key"
-        );
+        assert_ne!(replaced.verifying_key(), made.verifying_key(), "a new random key");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
         fs::write(&path, "not hex\n").unwrap();
         assert!(matches!(load(&path), Err(KeyError::Malformed { .. })));

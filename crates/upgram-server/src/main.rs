@@ -103,11 +103,8 @@ impl ServeArgs {
         if !public_url.ends_with('/') {
             public_url.push('/');
         }
-        let workers = self.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
+        let workers =
+            self.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         ServeOptions {
             catalog: self.catalog,
             key: self.key,
@@ -122,16 +119,14 @@ impl ServeArgs {
                 rate_per_source: self.rate_per_source,
                 burst_per_source: self.burst_per_source,
                 docs_dir: self.docs_dir,
+                workers,
             },
         }
     }
 }
 
 fn describe(signer: &ReplySigner) {
-    println!(
-        "public key: {}",
-        hex_encode(signer.verifying_key().as_bytes())
-    );
+    println!("public key: {}", hex_encode(signer.verifying_key().as_bytes()));
     println!("key id:     {}", signer.key_id());
 }
 
@@ -146,9 +141,7 @@ fn fail(what: &str, error: impl std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {

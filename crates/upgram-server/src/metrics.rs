@@ -1,5 +1,6 @@
 //! Server counters and the reply latency histogram, written in the Prometheus text format
-//! (S6). Plain atomics: every worker updates them without locks.
+//! (S6). Each worker has its own [`Metrics`] (relaxed atomics no other core writes, so no cache
+//! line bounces between cores on the hot path); [`render`] adds them up.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,7 +38,8 @@ pub struct Metrics {
     pub reloads: AtomicU64,
     /// Failed catalog reloads (the old catalog stays).
     pub reload_failures: AtomicU64,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len()],
+    /// Non-cumulative: index i counts latencies in (bound i-1, bound i]; the last, above all.
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
 }
@@ -51,119 +53,140 @@ impl Metrics {
     /// Records the time from receiving a datagram to handing its reply to the socket.
     pub fn observe_latency(&self, elapsed: Duration) {
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        for (bound, bucket) in LATENCY_BUCKETS_US.iter().zip(&self.latency_buckets) {
-            if micros <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        let bucket = LATENCY_BUCKETS_US.iter().position(|bound| micros <= *bound).unwrap_or(LATENCY_BUCKETS_US.len());
+        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us.fetch_add(micros, Ordering::Relaxed);
     }
+}
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let counters: [(&str, &str, u64); 9] = [
-            (
-                "upgram_datagrams_received_total",
-                "Datagrams received on the UDP sockets.",
-                get(&self.datagrams),
-            ),
-            (
-                "upgram_queries_total",
-                "Query datagrams decoded.",
-                get(&self.queries),
-            ),
-            (
-                "upgram_fallbacks_total",
-                "Answers too large for a datagram, sent as a signed fallback.",
-                get(&self.fallbacks),
-            ),
-            (
-                "upgram_cookie_challenges_total",
-                "Cookie challenges sent (3x rule).",
-                get(&self.cookie_challenges),
-            ),
-            (
-                "upgram_rate_limited_total",
-                "Queries refused by the per-source rate limiter.",
-                get(&self.rate_limited),
-            ),
-            (
-                "upgram_malformed_total",
-                "Datagrams that did not decode.",
-                get(&self.malformed),
-            ),
-            (
-                "upgram_dropped_total",
-                "Datagrams dropped without a reply.",
-                get(&self.dropped),
-            ),
-            (
-                "upgram_signature_cache_hits_total",
-                "Replies served with a cached signature.",
-                get(&self.cache_hits),
-            ),
-            (
-                "upgram_signatures_total",
-                "Ed25519 signatures made.",
-                get(&self.signatures),
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
+/// The sum of several workers' metrics at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// See [`Metrics::datagrams`].
+    pub datagrams: u64,
+    /// See [`Metrics::queries`].
+    pub queries: u64,
+    /// See [`Metrics::responses`].
+    pub responses: u64,
+    /// See [`Metrics::fallbacks`].
+    pub fallbacks: u64,
+    /// See [`Metrics::errors`].
+    pub errors: u64,
+    /// See [`Metrics::cookie_challenges`].
+    pub cookie_challenges: u64,
+    /// See [`Metrics::rate_limited`].
+    pub rate_limited: u64,
+    /// See [`Metrics::malformed`].
+    pub malformed: u64,
+    /// See [`Metrics::dropped`].
+    pub dropped: u64,
+    /// See [`Metrics::cache_hits`].
+    pub cache_hits: u64,
+    /// See [`Metrics::signatures`].
+    pub signatures: u64,
+    /// See [`Metrics::reloads`].
+    pub reloads: u64,
+    /// See [`Metrics::reload_failures`].
+    pub reload_failures: u64,
+    /// Latency histogram, non-cumulative, last bucket above every bound.
+    pub latency_buckets: [u64; LATENCY_BUCKETS_US.len() + 1],
+    /// Latencies observed.
+    pub latency_count: u64,
+    /// Their sum, in microseconds.
+    pub latency_sum_us: u64,
+}
+
+/// Adds up `parts`.
+pub fn snapshot<'m>(parts: impl IntoIterator<Item = &'m Metrics>) -> Snapshot {
+    let mut total = Snapshot::default();
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    for m in parts {
+        total.datagrams += get(&m.datagrams);
+        total.queries += get(&m.queries);
+        total.responses += get(&m.responses);
+        total.fallbacks += get(&m.fallbacks);
+        total.errors += get(&m.errors);
+        total.cookie_challenges += get(&m.cookie_challenges);
+        total.rate_limited += get(&m.rate_limited);
+        total.malformed += get(&m.malformed);
+        total.dropped += get(&m.dropped);
+        total.cache_hits += get(&m.cache_hits);
+        total.signatures += get(&m.signatures);
+        total.reloads += get(&m.reloads);
+        total.reload_failures += get(&m.reload_failures);
+        for (sum, bucket) in total.latency_buckets.iter_mut().zip(&m.latency_buckets) {
+            *sum += get(bucket);
         }
-        let _ = writeln!(
-            out,
-            "# HELP upgram_replies_total Replies sent, by kind.\n# TYPE upgram_replies_total counter"
-        );
-        for (kind, counter) in [
-            ("response", &self.responses),
-            ("fallback", &self.fallbacks),
-            ("error", &self.errors),
-            ("cookie-challenge", &self.cookie_challenges),
-        ] {
-            let _ = writeln!(
-                out,
-                "upgram_replies_total{{kind=\"{kind}\"}} {}",
-                get(counter)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP upgram_catalog_reloads_total Catalog reloads, by outcome.\n# TYPE upgram_catalog_reloads_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "upgram_catalog_reloads_total{{outcome=\"ok\"}} {}",
-            get(&self.reloads)
-        );
-        let _ = writeln!(
-            out,
-            "upgram_catalog_reloads_total{{outcome=\"failed\"}} {}",
-            get(&self.reload_failures)
-        );
-        let name = "upgram_reply_latency_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from receiving a query to sending its reply.\n# TYPE {name} histogram"
-        );
-        for (bound, bucket) in LATENCY_BUCKETS_US.iter().zip(&self.latency_buckets) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{}\"}} {}",
-                *bound as f64 / 1e6,
-                get(bucket)
-            );
-        }
-        let count = get(&self.latency_count);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", get(&self.latency_sum_us) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {count}");
-        out
+        total.latency_count += get(&m.latency_count);
+        total.latency_sum_us += get(&m.latency_sum_us);
+    }
+    total
+}
+
+/// The Prometheus text exposition of `total`.
+pub fn render(total: &Snapshot) -> String {
+    let mut out = String::new();
+    let counters: [(&str, &str, u64); 9] = [
+        ("upgram_datagrams_received_total", "Datagrams received on the UDP sockets.", total.datagrams),
+        ("upgram_queries_total", "Query datagrams decoded.", total.queries),
+        ("upgram_fallbacks_total", "Answers too large for a datagram, sent as a signed fallback.", total.fallbacks),
+        ("upgram_cookie_challenges_total", "Cookie challenges sent (3x rule).", total.cookie_challenges),
+        ("upgram_rate_limited_total", "Queries refused by the per-source rate limiter.", total.rate_limited),
+        ("upgram_malformed_total", "Datagrams that did not decode.", total.malformed),
+        ("upgram_dropped_total", "Datagrams dropped without a reply.", total.dropped),
+        ("upgram_signature_cache_hits_total", "Replies served with a cached signature.", total.cache_hits),
+        ("upgram_signatures_total", "Ed25519 signatures made.", total.signatures),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+    let _ = writeln!(out, "# HELP upgram_replies_total Replies sent, by kind.\n# TYPE upgram_replies_total counter");
+    for (kind, value) in [
+        ("response", total.responses),
+        ("fallback", total.fallbacks),
+        ("error", total.errors),
+        ("cookie-challenge", total.cookie_challenges),
+    ] {
+        let _ = writeln!(out, "upgram_replies_total{{kind=\"{kind}\"}} {value}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP upgram_catalog_reloads_total Catalog reloads, by outcome.\n# TYPE upgram_catalog_reloads_total counter"
+    );
+    let _ = writeln!(out, "upgram_catalog_reloads_total{{outcome=\"ok\"}} {}", total.reloads);
+    let _ = writeln!(out, "upgram_catalog_reloads_total{{outcome=\"failed\"}} {}", total.reload_failures);
+    let name = "upgram_reply_latency_seconds";
+    let _ = writeln!(out, "# HELP {name} Time from receiving a query to sending its reply.\n# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (bound, count) in LATENCY_BUCKETS_US.iter().zip(&total.latency_buckets) {
+        cumulative += count;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", total.latency_count);
+    let _ = writeln!(out, "{name}_sum {}", total.latency_sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {}", total.latency_count);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_add_up_and_the_histogram_is_cumulative() {
+        let (a, b) = (Metrics::default(), Metrics::default());
+        bump(&a.queries);
+        bump(&b.queries);
+        a.observe_latency(Duration::from_micros(3));
+        b.observe_latency(Duration::from_micros(30));
+        b.observe_latency(Duration::from_secs(1));
+        let total = snapshot([&a, &b]);
+        assert_eq!(total.queries, 2);
+        let text = render(&total);
+        assert!(text.contains("upgram_queries_total 2"), "{text}");
+        assert!(text.contains("upgram_reply_latency_seconds_bucket{le=\"0.000005\"} 1"), "{text}");
+        assert!(text.contains("upgram_reply_latency_seconds_bucket{le=\"0.00005\"} 2"), "{text}");
+        assert!(text.contains("upgram_reply_latency_seconds_bucket{le=\"+Inf\"} 3"), "{text}");
     }
 }

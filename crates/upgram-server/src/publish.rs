@@ -57,8 +57,7 @@ use upgram_core::version::Version;
 use crate::catalog::error::CatalogError;
 use crate::catalog::load::{SETTINGS_FILE, check_installer_args};
 use crate::catalog::model::{
-    Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings,
-    matches_any,
+    Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings, matches_any,
 };
 use crate::catalog::save::{SaveStage, replace_file, save_module_with};
 use crate::catalog::store::{blob_path, hash_file, put_bytes, put_file, store_dir, sync_dir};
@@ -99,12 +98,7 @@ pub struct PublishRequest {
     #[arg(long, value_name = "FILE")]
     pub package: Option<PathBuf>,
     /// Arguments for the package's installer.
-    #[arg(
-        long,
-        value_name = "ARGS",
-        requires = "package",
-        allow_hyphen_values = true
-    )]
+    #[arg(long, value_name = "ARGS", requires = "package", allow_hyphen_values = true)]
     pub installer_args: Option<String>,
 }
 
@@ -279,19 +273,12 @@ impl fmt::Display for PublishSummary {
         list(f, "added", &self.added)?;
         list(f, "changed", &self.changed)?;
         list(f, "deleted", &self.deleted)?;
-        let deltas: Vec<String> = self
-            .deltas
-            .iter()
-            .map(|d| format!("{} from {} ({} bytes)", d.file, d.from, d.blob.size))
-            .collect();
+        let deltas: Vec<String> =
+            self.deltas.iter().map(|d| format!("{} from {} ({} bytes)", d.file, d.from, d.blob.size)).collect();
         list(f, "deltas", &deltas)?;
         list(f, "frequent", &self.frequent)?;
         match &self.package {
-            Some(blob) => writeln!(
-                f,
-                "  answer:   install package {} ({} bytes)",
-                blob.sha256, blob.size
-            )?,
+            Some(blob) => writeln!(f, "  answer:   install package {} ({} bytes)", blob.sha256, blob.size)?,
             None => writeln!(f, "  answer:   file list")?,
         }
         for note in &self.notes {
@@ -319,22 +306,15 @@ struct SourceFile {
 pub fn publish(request: &PublishRequest) -> Result<PublishSummary, PublishError> {
     check_request(request)?;
     let dir = &request.catalog;
-    let catalog_error = |source| PublishError::Catalog {
-        dir: dir.clone(),
-        source,
-    };
+    let catalog_error = |source| PublishError::Catalog { dir: dir.clone(), source };
     ensure_layout(dir).map_err(catalog_error)?;
     let catalog = catalog::load(dir).map_err(catalog_error)?;
     check_dependencies(request, &catalog)?;
-    let mut module = catalog
-        .modules
-        .get(&request.module)
-        .cloned()
-        .unwrap_or_else(|| Module {
-            id: request.module.clone(),
-            releases: Vec::new(),
-            frequent: Vec::new(),
-        });
+    let mut module = catalog.modules.get(&request.module).cloned().unwrap_or_else(|| Module {
+        id: request.module.clone(),
+        releases: Vec::new(),
+        frequent: Vec::new(),
+    });
     let at = position(&module, request)?;
     let below = at.checked_sub(1).and_then(|i| module.releases.get(i));
     let sources = hash_folder(&request.from)?;
@@ -347,13 +327,7 @@ pub fn publish(request: &PublishRequest) -> Result<PublishSummary, PublishError>
     let gone = gone_files(&files, below);
     let deleted = deleted_files(&gone, below, &files, &request.version);
     let mut summary = summarize(request, &files, below, gone);
-    check_critical(
-        request,
-        &catalog.settings,
-        &files,
-        &summary,
-        package.is_some(),
-    )?;
+    check_critical(request, &catalog.settings, &files, &summary, package.is_some())?;
 
     // Every check passed: write the blobs, then the module file.
     let store = store_dir(dir);
@@ -363,8 +337,7 @@ pub fn publish(request: &PublishRequest) -> Result<PublishSummary, PublishError>
     if let Some((path, blob)) = package {
         put_file(&store, path, blob).map_err(catalog_error)?;
     }
-    let deltas = record_deltas(dir, &catalog.settings, &files, history, &mut summary.notes)
-        .map_err(catalog_error)?;
+    let deltas = record_deltas(dir, &catalog.settings, &files, history, &mut summary.notes).map_err(catalog_error)?;
     sync_dir(&store).map_err(catalog_error)?;
     failpoint("publish:after-blobs");
 
@@ -375,15 +348,8 @@ pub fn publish(request: &PublishRequest) -> Result<PublishSummary, PublishError>
             forced: request.forced,
             full: request.full,
             rollback: request.rollback,
-            requires: request
-                .requires
-                .iter()
-                .map(|r| (r.module.clone(), r.min.clone()))
-                .collect(),
-            package: package.map(|(_, blob)| Package {
-                blob,
-                args: request.installer_args.clone(),
-            }),
+            requires: request.requires.iter().map(|r| (r.module.clone(), r.min.clone())).collect(),
+            package: package.map(|(_, blob)| Package { blob, args: request.installer_args.clone() }),
             files,
             deleted,
             deltas: deltas.clone(),
@@ -410,15 +376,11 @@ fn failpoint(name: &str) {
 
 fn check_request(request: &PublishRequest) -> Result<(), PublishError> {
     if !is_valid_module_id(&request.module) {
-        return Err(PublishError::BadModuleId {
-            id: request.module.clone(),
-        });
+        return Err(PublishError::BadModuleId { id: request.module.clone() });
     }
     if let Some(args) = &request.installer_args {
         if request.package.is_none() {
-            return Err(PublishError::BadInstallerArgs {
-                problem: "given without --package".into(),
-            });
+            return Err(PublishError::BadInstallerArgs { problem: "given without --package".into() });
         }
         check_installer_args(args).map_err(|problem| PublishError::BadInstallerArgs { problem })?;
     }
@@ -429,11 +391,7 @@ fn check_request(request: &PublishRequest) -> Result<(), PublishError> {
 /// `catalog.toml` with the default settings written out, for the operator to edit.
 fn ensure_layout(dir: &Path) -> Result<(), CatalogError> {
     let fresh = !dir.join(crate::catalog::load::MODULES_DIR).exists();
-    for folder in [
-        dir.to_owned(),
-        dir.join(crate::catalog::load::MODULES_DIR),
-        store_dir(dir),
-    ] {
+    for folder in [dir.to_owned(), dir.join(crate::catalog::load::MODULES_DIR), store_dir(dir)] {
         fs::create_dir_all(&folder).map_err(CatalogError::io(&folder))?;
     }
     if fresh && !dir.join(SETTINGS_FILE).exists() {
@@ -470,31 +428,18 @@ fn default_settings_file(settings: &Settings) -> String {
 fn check_dependencies(request: &PublishRequest, catalog: &Catalog) -> Result<(), PublishError> {
     let mut seen = BTreeSet::new();
     for requirement in &request.requires {
-        let bad = |problem: String| PublishError::BadDependency {
-            requirement: requirement.clone(),
-            problem,
-        };
+        let bad = |problem: String| PublishError::BadDependency { requirement: requirement.clone(), problem };
         if requirement.module == request.module {
             return Err(bad("a module cannot depend on itself".into()));
         }
         if !seen.insert(requirement.module.as_str()) {
             return Err(bad("the module is named twice".into()));
         }
-        let latest = catalog
-            .modules
-            .get(&requirement.module)
-            .and_then(Module::latest)
-            .ok_or_else(|| {
-                bad(format!(
-                    "module {} has no release in the catalog (publish it first)",
-                    requirement.module
-                ))
-            })?;
+        let latest = catalog.modules.get(&requirement.module).and_then(Module::latest).ok_or_else(|| {
+            bad(format!("module {} has no release in the catalog (publish it first)", requirement.module))
+        })?;
         if latest.version < requirement.min {
-            return Err(bad(format!(
-                "the latest release of {} is {}",
-                requirement.module, latest.version
-            )));
+            return Err(bad(format!("the latest release of {} is {}", requirement.module, latest.version)));
         }
     }
     Ok(())
@@ -509,17 +454,13 @@ fn position(module: &Module, request: &PublishRequest) -> Result<usize, PublishE
             existing: existing.version.clone(),
         });
     }
-    let at = module
-        .releases
-        .partition_point(|r| r.version < request.version);
+    let at = module.releases.partition_point(|r| r.version < request.version);
     match module.latest() {
-        Some(latest) if at < module.releases.len() && !request.rollback => {
-            Err(PublishError::NotNewer {
-                module: module.id.clone(),
-                version: request.version.clone(),
-                latest: latest.version.clone(),
-            })
-        }
+        Some(latest) if at < module.releases.len() && !request.rollback => Err(PublishError::NotNewer {
+            module: module.id.clone(),
+            version: request.version.clone(),
+            latest: latest.version.clone(),
+        }),
         _ => Ok(at),
     }
 }
@@ -527,10 +468,7 @@ fn position(module: &Module, request: &PublishRequest) -> Result<usize, PublishE
 fn hash(path: &Path) -> Result<Blob, PublishError> {
     hash_file(path).map_err(|e| match e {
         CatalogError::Io { path, source } => PublishError::Io { path, source },
-        other => PublishError::Io {
-            path: path.to_owned(),
-            source: std::io::Error::other(other.to_string()),
-        },
+        other => PublishError::Io { path: path.to_owned(), source: std::io::Error::other(other.to_string()) },
     })
 }
 
@@ -552,9 +490,7 @@ fn walk(root: &Path) -> Result<Vec<(String, PathBuf)>, PublishError> {
         move |source| PublishError::Io { path, source }
     };
     if !fs::metadata(root).map_err(io(root))?.is_dir() {
-        return Err(PublishError::NotAFolder {
-            path: root.to_owned(),
-        });
+        return Err(PublishError::NotAFolder { path: root.to_owned() });
     }
     let mut files = Vec::new();
     let mut folders = vec![(root.to_owned(), String::new())];
@@ -562,10 +498,7 @@ fn walk(root: &Path) -> Result<Vec<(String, PathBuf)>, PublishError> {
         for entry in fs::read_dir(&folder).map_err(io(&folder))? {
             let entry = entry.map_err(io(&folder))?;
             let path = entry.path();
-            let name = entry
-                .file_name()
-                .into_string()
-                .map_err(|_| PublishError::NotUtf8 { path: path.clone() })?;
+            let name = entry.file_name().into_string().map_err(|_| PublishError::NotUtf8 { path: path.clone() })?;
             let id = format!("{prefix}{name}");
             let kind = entry.file_type().map_err(io(&path))?;
             if kind.is_symlink() {
@@ -577,29 +510,21 @@ fn walk(root: &Path) -> Result<Vec<(String, PathBuf)>, PublishError> {
             } else if !is_valid_file_id(&id) {
                 return Err(PublishError::BadFileId { path, id });
             } else if files.len() == MAX_FILES_PER_MODULE {
-                return Err(PublishError::TooManyFiles {
-                    path: root.to_owned(),
-                });
+                return Err(PublishError::TooManyFiles { path: root.to_owned() });
             } else {
                 files.push((id, path));
             }
         }
     }
     if files.is_empty() {
-        return Err(PublishError::EmptyRelease {
-            path: root.to_owned(),
-        });
+        return Err(PublishError::EmptyRelease { path: root.to_owned() });
     }
     files.sort();
     Ok(files)
 }
 
 /// The new release's files, each with the version in which its content last changed.
-fn file_versions(
-    sources: &[SourceFile],
-    history: &[Release],
-    version: &Version<'static>,
-) -> Vec<ReleaseFile> {
+fn file_versions(sources: &[SourceFile], history: &[Release], version: &Version<'static>) -> Vec<ReleaseFile> {
     sources
         .iter()
         .map(|source| ReleaseFile {
@@ -613,21 +538,12 @@ fn file_versions(
 /// Walks down the releases below the new one while they hold the same content: the content
 /// last changed at the lowest of them (or, at the oldest release kept, at that release's file
 /// version, which remembers releases pruned from the catalog).
-fn last_change(
-    id: &str,
-    blob: &Blob,
-    history: &[Release],
-    version: &Version<'static>,
-) -> Version<'static> {
+fn last_change(id: &str, blob: &Blob, history: &[Release], version: &Version<'static>) -> Version<'static> {
     let mut last = version.clone();
     for (index, release) in history.iter().enumerate().rev() {
         match release.file(id) {
             Some(file) if file.blob.sha256 == blob.sha256 => {
-                last = if index == 0 {
-                    file.version.clone()
-                } else {
-                    release.version.clone()
-                };
+                last = if index == 0 { file.version.clone() } else { release.version.clone() };
             }
             _ => break,
         }
@@ -664,13 +580,7 @@ fn deleted_files(
         .map(|d| (d.id.clone(), d.clone()))
         .collect();
     for id in gone {
-        deleted.insert(
-            id.clone(),
-            DeletedFile {
-                id: id.clone(),
-                version: version.clone(),
-            },
-        );
+        deleted.insert(id.clone(), DeletedFile { id: id.clone(), version: version.clone() });
     }
     deleted.into_values().collect()
 }
@@ -725,19 +635,10 @@ fn check_critical(
         .map(|id| (id, "added"))
         .chain(summary.changed.iter().map(|id| (id, "changed")))
         .chain(summary.deleted.iter().map(|id| (id, "deleted")))
-        .chain(
-            files
-                .iter()
-                .filter(|_| every_file)
-                .map(|f| (&f.id, "replaced (full release)")),
-        );
+        .chain(files.iter().filter(|_| every_file).map(|f| (&f.id, "replaced (full release)")));
     for (id, change) in touched {
         if matches_any(&settings.critical, id) {
-            return Err(PublishError::NeedsPackage {
-                file: id.clone(),
-                change,
-                version: request.version.clone(),
-            });
+            return Err(PublishError::NeedsPackage { file: id.clone(), change, version: request.version.clone() });
         }
     }
     Ok(())
@@ -756,18 +657,11 @@ fn record_deltas(
     let Some(below) = history.last() else {
         return Ok(deltas);
     };
-    for file in files
-        .iter()
-        .filter(|f| matches_any(&settings.record_files, &f.id))
-    {
+    for file in files.iter().filter(|f| matches_any(&settings.record_files, &f.id)) {
         match below.file(&file.id) {
-            Some(old) if old.blob.sha256 == file.blob.sha256 => deltas.extend(
-                below
-                    .deltas
-                    .iter()
-                    .filter(|d| d.file == file.id && d.from < file.version)
-                    .cloned(),
-            ),
+            Some(old) if old.blob.sha256 == file.blob.sha256 => {
+                deltas.extend(below.deltas.iter().filter(|d| d.file == file.id && d.from < file.version).cloned())
+            }
             _ => deltas.extend(new_deltas(dir, file, history, notes)?),
         }
     }
@@ -791,10 +685,7 @@ fn new_deltas(
         return Ok(Vec::new());
     }
     let Some(new_bytes) = read_record_blob(dir, &file.blob)? else {
-        notes.push(format!(
-            "{}: too large for a record file, published without deltas",
-            file.id
-        ));
+        notes.push(format!("{}: too large for a record file, published without deltas", file.id));
         return Ok(Vec::new());
     };
     let Ok(new_records) = RecordFile::decode(&new_bytes) else {
@@ -820,11 +711,7 @@ fn new_deltas(
         let mut encoded = Vec::new();
         delta.encode(&mut encoded);
         let blob = put_bytes(&store, &encoded)?;
-        deltas.push(DeltaRef {
-            file: file.id.clone(),
-            from,
-            blob,
-        });
+        deltas.push(DeltaRef { file: file.id.clone(), from, blob });
     }
     Ok(deltas)
 }
@@ -849,17 +736,12 @@ fn frequent_files(releases: &[Release], settings: &Settings) -> Vec<String> {
     let Some(latest) = releases.last() else {
         return Vec::new();
     };
-    let from = releases
-        .len()
-        .saturating_sub(settings.frequent_window.saturating_add(1));
+    let from = releases.len().saturating_sub(settings.frequent_window.saturating_add(1));
     let mut changes: BTreeMap<&str, usize> = BTreeMap::new();
     for pair in releases.get(from..).unwrap_or_default().windows(2) {
         let [before, after] = pair else { continue };
         for file in &after.files {
-            if before
-                .file(&file.id)
-                .is_some_and(|old| old.blob.sha256 != file.blob.sha256)
-            {
+            if before.file(&file.id).is_some_and(|old| old.blob.sha256 != file.blob.sha256) {
                 *changes.entry(file.id.as_str()).or_default() += 1;
             }
         }

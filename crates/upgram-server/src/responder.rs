@@ -6,8 +6,8 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
 
 use upgram_core::body::{
-    Binding, Delta, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package as PackageInfo,
-    Payload, Query, QueryFile, QueryModule, Requires, Response, Status, UpgradeInfo,
+    Binding, Delta, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package as PackageInfo, Payload, Query, QueryFile,
+    QueryModule, Requires, Response, Status, UpgradeInfo,
 };
 use upgram_core::version::Version;
 
@@ -19,29 +19,15 @@ pub fn store_url(blob: &Blob) -> String {
 }
 
 fn payload(blob: &Blob) -> Payload<'static> {
-    Payload {
-        url: Cow::Owned(store_url(blob)),
-        size: blob.size,
-        sha256: blob.sha256,
-    }
+    Payload { url: Cow::Owned(store_url(blob)), size: blob.size, sha256: blob.sha256 }
 }
 
 /// Answers `query` from `catalog`. `base` is the public URL payloads are under (ending in
 /// `/`); `binding` says which query this answers and for how long.
-pub fn respond<'c>(
-    catalog: &'c Catalog,
-    query: &Query<'_>,
-    binding: Binding,
-    base: &str,
-) -> Response<'c> {
-    let mut modules: Vec<ModuleAnswer<'c>> =
-        query.modules.iter().map(|m| answer(catalog, m)).collect();
+pub fn respond<'c>(catalog: &'c Catalog, query: &Query<'_>, binding: Binding, base: &str) -> Response<'c> {
+    let mut modules: Vec<ModuleAnswer<'c>> = query.modules.iter().map(|m| answer(catalog, m)).collect();
     add_dependencies(catalog, query, &mut modules);
-    Response {
-        binding,
-        base: Some(Cow::Owned(base.to_owned())),
-        modules,
-    }
+    Response { binding, base: Some(Cow::Owned(base.to_owned())), modules }
 }
 
 /// The answer for one query module (§5.2).
@@ -54,12 +40,8 @@ fn answer<'c>(catalog: &'c Catalog, asked: &QueryModule<'_>) -> ModuleAnswer<'c>
     };
     let mut answer = match &asked.version {
         None => install(catalog, module, latest),
-        Some(installed) if *installed == latest.version => {
-            current(catalog, module, latest, &asked.files)
-        }
-        Some(installed) if *installed < latest.version => {
-            upgrade(catalog, module, latest, installed, &asked.files)
-        }
+        Some(installed) if *installed == latest.version => current(catalog, module, latest, &asked.files),
+        Some(installed) if *installed < latest.version => upgrade(catalog, module, latest, installed, &asked.files),
         Some(_) => newer_than_latest(catalog, module, latest),
     };
     add_frequent_hint(&mut answer, module, &asked.files);
@@ -73,27 +55,12 @@ fn error_answer<'c>(module: &'c Module, code: ErrorCode) -> ModuleAnswer<'c> {
 }
 
 fn requires_of(release: &Release) -> Vec<Requires<'_>> {
-    release
-        .requires
-        .iter()
-        .map(|(id, min)| Requires {
-            id: Cow::Borrowed(id),
-            min: min.as_borrowed(),
-        })
-        .collect()
+    release.requires.iter().map(|(id, min)| Requires { id: Cow::Borrowed(id), min: min.as_borrowed() }).collect()
 }
 
 /// The flags over the releases in `(after, latest]` (§5.5); `after = None` means all.
-fn set_flags(
-    answer: &mut ModuleAnswer<'_>,
-    module: &Module,
-    after: Option<&Version<'_>>,
-    latest: &Version<'_>,
-) {
-    let span = module
-        .releases
-        .iter()
-        .filter(|r| after.is_none_or(|a| r.version > *a) && r.version <= *latest);
+fn set_flags(answer: &mut ModuleAnswer<'_>, module: &Module, after: Option<&Version<'_>>, latest: &Version<'_>) {
+    let span = module.releases.iter().filter(|r| after.is_none_or(|a| r.version > *a) && r.version <= *latest);
     for release in span {
         answer.full |= release.full;
         if release.forced {
@@ -104,11 +71,8 @@ fn set_flags(
 }
 
 fn update_answer<'c>(module: &'c Module, latest: &'c Release) -> ModuleAnswer<'c> {
-    let mut answer = ModuleAnswer::new(
-        Cow::Borrowed(module.id.as_str()),
-        Status::Update,
-        Some(latest.version.as_borrowed()),
-    );
+    let mut answer =
+        ModuleAnswer::new(Cow::Borrowed(module.id.as_str()), Status::Update, Some(latest.version.as_borrowed()));
     answer.requires = requires_of(latest);
     answer
 }
@@ -117,11 +81,7 @@ fn update_answer<'c>(module: &'c Module, latest: &'c Release) -> ModuleAnswer<'c
 fn install<'c>(catalog: &'c Catalog, module: &'c Module, latest: &'c Release) -> ModuleAnswer<'c> {
     let mut answer = update_answer(module, latest);
     set_flags(&mut answer, module, None, &latest.version);
-    let entries: Vec<FileEntry<'c>> = latest
-        .files
-        .iter()
-        .map(|f| replace_entry(module, f))
-        .collect();
+    let entries: Vec<FileEntry<'c>> = latest.files.iter().map(|f| replace_entry(module, f)).collect();
     choose_upgrade(catalog, module, latest, answer, entries)
 }
 
@@ -132,15 +92,10 @@ fn current<'c>(
     latest: &'c Release,
     asked: &[QueryFile<'_>],
 ) -> ModuleAnswer<'c> {
-    let mut answer = ModuleAnswer::new(
-        Cow::Borrowed(module.id.as_str()),
-        Status::Current,
-        Some(latest.version.as_borrowed()),
-    );
-    let entries: Vec<FileEntry<'c>> = asked
-        .iter()
-        .filter_map(|file| file_level_entry(catalog, module, latest, file))
-        .collect();
+    let mut answer =
+        ModuleAnswer::new(Cow::Borrowed(module.id.as_str()), Status::Current, Some(latest.version.as_borrowed()));
+    let entries: Vec<FileEntry<'c>> =
+        asked.iter().filter_map(|file| file_level_entry(catalog, module, latest, file)).collect();
     if !entries.is_empty() {
         answer.upgrade = UpgradeInfo::Files(entries);
     }
@@ -165,9 +120,7 @@ fn upgrade<'c>(
             continue;
         }
         if answer.full || file.version > *installed {
-            let from = installed_release
-                .and_then(|r| r.file(&file.id))
-                .map(|f| &f.version);
+            let from = installed_release.and_then(|r| r.file(&file.id)).map(|f| &f.version);
             entries.push(changed_entry(catalog, module, latest, file, from));
         }
     }
@@ -176,21 +129,13 @@ fn upgrade<'c>(
             entries.push(delete_entry(id, &latest.version));
         }
     }
-    entries.extend(
-        asked
-            .iter()
-            .filter_map(|f| file_level_entry(catalog, module, latest, f)),
-    );
+    entries.extend(asked.iter().filter_map(|f| file_level_entry(catalog, module, latest, f)));
     choose_upgrade(catalog, module, latest, answer, entries)
 }
 
 /// A client newer than the catalog's latest (§5.2 step 5, §6.4): a rollback if the catalog
 /// designates one, else nothing to do.
-fn newer_than_latest<'c>(
-    catalog: &'c Catalog,
-    module: &'c Module,
-    latest: &'c Release,
-) -> ModuleAnswer<'c> {
+fn newer_than_latest<'c>(catalog: &'c Catalog, module: &'c Module, latest: &'c Release) -> ModuleAnswer<'c> {
     if !latest.rollback {
         return ModuleAnswer::new(
             Cow::Borrowed(module.id.as_str()),
@@ -201,11 +146,7 @@ fn newer_than_latest<'c>(
     let mut answer = update_answer(module, latest);
     answer.rollback = true;
     answer.full = true;
-    let mut entries: Vec<FileEntry<'c>> = latest
-        .files
-        .iter()
-        .map(|f| replace_entry(module, f))
-        .collect();
+    let mut entries: Vec<FileEntry<'c>> = latest.files.iter().map(|f| replace_entry(module, f)).collect();
     let kept: HashSet<&str> = latest.files.iter().map(|f| f.id.as_str()).collect();
     let gone: BTreeSet<&str> = module
         .releases
@@ -219,11 +160,7 @@ fn newer_than_latest<'c>(
 }
 
 /// Files deleted by releases in `(installed, latest]` and not present in `latest`.
-fn deleted_since<'c>(
-    module: &'c Module,
-    latest: &'c Release,
-    installed: &Version<'_>,
-) -> BTreeSet<&'c str> {
+fn deleted_since<'c>(module: &'c Module, latest: &'c Release, installed: &Version<'_>) -> BTreeSet<&'c str> {
     module
         .releases
         .iter()
@@ -242,18 +179,13 @@ fn file_level_entry<'c>(
     asked: &QueryFile<'_>,
 ) -> Option<FileEntry<'c>> {
     match latest.file(&asked.id) {
-        Some(file) if file.version != asked.version => Some(changed_entry(
-            catalog,
-            module,
-            latest,
-            file,
-            Some(&asked.version),
-        )),
+        Some(file) if file.version != asked.version => {
+            Some(changed_entry(catalog, module, latest, file, Some(&asked.version)))
+        }
         Some(_) => None,
-        None if was_ever_in(module, &asked.id) => Some(delete_entry(
-            module_file_id(module, &asked.id)?,
-            &latest.version,
-        )),
+        None if was_ever_in(module, &asked.id) => {
+            Some(delete_entry(module_file_id(module, &asked.id)?, &latest.version))
+        }
         None => None,
     }
 }
@@ -264,11 +196,7 @@ fn was_ever_in(module: &Module, id: &str) -> bool {
 
 /// The catalog's own copy of a file id (so the answer borrows from the catalog).
 fn module_file_id<'c>(module: &'c Module, id: &str) -> Option<&'c str> {
-    module
-        .releases
-        .iter()
-        .find_map(|r| r.file(id))
-        .map(|f| f.id.as_str())
+    module.releases.iter().find_map(|r| r.file(id)).map(|f| f.id.as_str())
 }
 
 fn replace_entry<'c>(module: &'c Module, file: &'c ReleaseFile) -> FileEntry<'c> {
@@ -291,31 +219,20 @@ fn changed_entry<'c>(
 ) -> FileEntry<'c> {
     let mut entry = replace_entry(module, file);
     let is_record = matches_any(&catalog.settings.record_files, &file.id);
-    let delta = client_version.filter(|_| is_record).and_then(|from| {
-        latest
-            .deltas
-            .iter()
-            .find(|d| d.file == file.id && d.from == *from)
-    });
+    let delta = client_version
+        .filter(|_| is_record)
+        .and_then(|from| latest.deltas.iter().find(|d| d.file == file.id && d.from == *from));
     if let Some(delta) = delta {
         entry.action = FileAction::Incremental {
             payload: payload(&file.blob),
-            delta: Delta {
-                from: delta.from.as_borrowed(),
-                payload: payload(&delta.blob),
-            },
+            delta: Delta { from: delta.from.as_borrowed(), payload: payload(&delta.blob) },
         };
     }
     entry
 }
 
 fn delete_entry<'c>(id: &'c str, version: &'c Version<'static>) -> FileEntry<'c> {
-    FileEntry {
-        id: Cow::Borrowed(id),
-        version: version.as_borrowed(),
-        action: FileAction::Delete,
-        frequent: false,
-    }
+    FileEntry { id: Cow::Borrowed(id), version: version.as_borrowed(), action: FileAction::Delete, frequent: false }
 }
 
 /// Package or file list (§5.3): the package when a listed file is critical (error 22 if the
@@ -327,9 +244,7 @@ fn choose_upgrade<'c>(
     mut answer: ModuleAnswer<'c>,
     entries: Vec<FileEntry<'c>>,
 ) -> ModuleAnswer<'c> {
-    let critical = entries
-        .iter()
-        .any(|e| matches_any(&catalog.settings.critical, &e.id));
+    let critical = entries.iter().any(|e| matches_any(&catalog.settings.critical, &e.id));
     if critical || (entries.is_empty() && answer.status == Status::Update) {
         let Some(package) = &latest.package else {
             return error_answer(module, ErrorCode::ModuleError);
@@ -347,33 +262,21 @@ fn choose_upgrade<'c>(
 }
 
 /// The server's frequent list for the module when the query's file entries differ (§5.7).
-fn add_frequent_hint<'c>(
-    answer: &mut ModuleAnswer<'c>,
-    module: &'c Module,
-    asked: &[QueryFile<'_>],
-) {
+fn add_frequent_hint<'c>(answer: &mut ModuleAnswer<'c>, module: &'c Module, asked: &[QueryFile<'_>]) {
     if module.frequent.is_empty() || answer.status == Status::Unknown {
         return;
     }
     let asked: BTreeSet<&str> = asked.iter().map(|f| f.id.as_ref()).collect();
     let listed: BTreeSet<&str> = module.frequent.iter().map(String::as_str).collect();
     if asked != listed {
-        answer.frequent = module
-            .frequent
-            .iter()
-            .map(|f| Cow::Borrowed(f.as_str()))
-            .collect();
+        answer.frequent = module.frequent.iter().map(|f| Cow::Borrowed(f.as_str())).collect();
     }
 }
 
 /// Answers for modules that updated answers require but the query did not contain, as for
 /// modules not installed (§5.6); a requiring module whose requirement cannot be met from the
 /// catalog answers error 21.
-fn add_dependencies<'c>(
-    catalog: &'c Catalog,
-    query: &Query<'_>,
-    modules: &mut Vec<ModuleAnswer<'c>>,
-) {
+fn add_dependencies<'c>(catalog: &'c Catalog, query: &Query<'_>, modules: &mut Vec<ModuleAnswer<'c>>) {
     let asked: HashSet<&str> = query.modules.iter().map(|m| m.id.as_ref()).collect();
     let mut included: BTreeSet<String> = BTreeSet::new();
     let mut i = 0;
@@ -394,11 +297,7 @@ fn add_dependencies<'c>(
                         included.insert(id.to_owned());
                         let mut dependency = answer(
                             catalog,
-                            &QueryModule {
-                                id: Cow::Borrowed(module.id.as_str()),
-                                version: None,
-                                files: vec![],
-                            },
+                            &QueryModule { id: Cow::Borrowed(module.id.as_str()), version: None, files: vec![] },
                         );
                         dependency.dependency = true;
                         modules.push(dependency);
@@ -417,22 +316,14 @@ fn check_requirements(catalog: &Catalog, answer: &ModuleAnswer<'_>) -> Result<()
     let mut on_path: Vec<&str> = vec![answer.id.as_ref()];
     let mut done: HashSet<&str> = HashSet::new();
     while let Some((id, next)) = stack.pop() {
-        let requires = catalog
-            .modules
-            .get(id)
-            .and_then(Module::latest)
-            .map(|r| r.requires.as_slice())
-            .unwrap_or(&[]);
+        let requires = catalog.modules.get(id).and_then(Module::latest).map(|r| r.requires.as_slice()).unwrap_or(&[]);
         let Some((dep, min)) = requires.get(next) else {
             done.insert(id);
             on_path.pop();
             continue;
         };
         stack.push((id, next + 1));
-        let module = catalog
-            .modules
-            .get(dep.as_str())
-            .ok_or(ErrorCode::DependencyUnresolvable)?;
+        let module = catalog.modules.get(dep.as_str()).ok_or(ErrorCode::DependencyUnresolvable)?;
         let latest = module.latest().ok_or(ErrorCode::DependencyUnresolvable)?;
         if latest.version < *min || on_path.contains(&module.id.as_str()) {
             return Err(ErrorCode::DependencyUnresolvable);

@@ -135,11 +135,10 @@ async fn watch_catalog(shared: Arc<Shared>, dir: PathBuf, mut stop: watch::Recei
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return std::future::pending().await,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -159,15 +158,8 @@ fn secrets(options: &ServeOptions) -> Result<CookieSecrets, ServeError> {
             secret
         }
     };
-    let previous = options
-        .previous_cookie_secret
-        .as_deref()
-        .map(keys::load_secret)
-        .transpose()?;
-    Ok(CookieSecrets {
-        current: CookieSecret(current),
-        previous: previous.map(CookieSecret),
-    })
+    let previous = options.previous_cookie_secret.as_deref().map(keys::load_secret).transpose()?;
+    Ok(CookieSecrets { current: CookieSecret(current), previous: previous.map(CookieSecret) })
 }
 
 /// Runs the server until SIGTERM or Ctrl-C. Prints `udp=ADDR http=ADDR` on standard output

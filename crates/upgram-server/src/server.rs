@@ -25,7 +25,7 @@ use upgram_core::wire::{Frame, MessageKind, PROTOCOL_VERSION, peek_version_and_i
 use upgram_core::{DecodeError, MAX_DATAGRAM_LEN, Sha256Digest};
 
 use crate::catalog::Catalog;
-use crate::metrics::{Metrics, bump};
+use crate::metrics::{Metrics, Snapshot, bump, snapshot};
 use crate::ratelimit::RateLimiter;
 use crate::responder::respond;
 
@@ -53,6 +53,8 @@ pub struct Config {
     /// If set, fallback documents are also written here as `doc/<sha256>.xml`, so a static
     /// web server or CDN can serve them (S7).
     pub docs_dir: Option<PathBuf>,
+    /// Workers sharing the per-source budget (each enforces its share).
+    pub workers: usize,
 }
 
 impl Default for Config {
@@ -63,6 +65,7 @@ impl Default for Config {
             rate_per_source: 200.0,
             burst_per_source: 400.0,
             docs_dir: None,
+            workers: 1,
         }
     }
 }
@@ -92,31 +95,22 @@ pub struct Shared {
     signer: ReplySigner,
     secrets: CookieSecrets,
     config: Config,
-    /// Counters and latency.
+    /// Counters of the shared parts (reloads).
     pub metrics: Metrics,
-    limiter: RateLimiter,
+    workers: Mutex<Vec<Arc<Metrics>>>,
     documents: Mutex<HashMap<Sha256Digest, (Bytes, u64)>>,
 }
 
 impl Shared {
     /// Server state around `catalog`.
-    pub fn new(
-        catalog: Catalog,
-        signer: ReplySigner,
-        secrets: CookieSecrets,
-        config: Config,
-    ) -> Self {
-        let limiter = RateLimiter::new(config.rate_per_source, config.burst_per_source);
+    pub fn new(catalog: Catalog, signer: ReplySigner, secrets: CookieSecrets, config: Config) -> Self {
         Self {
-            catalog: ArcSwap::from_pointee(LoadedCatalog {
-                catalog,
-                generation: 0,
-            }),
+            catalog: ArcSwap::from_pointee(LoadedCatalog { catalog, generation: 0 }),
             signer,
             secrets,
             config,
             metrics: Metrics::default(),
-            limiter,
+            workers: Mutex::new(Vec::new()),
             documents: Mutex::new(HashMap::new()),
         }
     }
@@ -125,16 +119,19 @@ impl Shared {
     /// never a mix.
     pub fn replace_catalog(&self, catalog: Catalog) {
         let generation = self.catalog.load().generation + 1;
-        self.catalog.store(Arc::new(LoadedCatalog {
-            catalog,
-            generation,
-        }));
+        self.catalog.store(Arc::new(LoadedCatalog { catalog, generation }));
         bump(&self.metrics.reloads);
     }
 
     /// The catalog now in use.
     pub fn catalog(&self) -> Arc<LoadedCatalog> {
         self.catalog.load_full()
+    }
+
+    /// Every counter, added up over the workers.
+    pub fn metrics(&self) -> Snapshot {
+        let workers = self.workers.lock().map(|w| w.clone()).unwrap_or_default();
+        snapshot(std::iter::once(&self.metrics).chain(workers.iter().map(|m| m.as_ref())))
     }
 
     /// The settings.
@@ -151,10 +148,7 @@ impl Shared {
     fn keep_document(&self, sha256: Sha256Digest, bytes: &[u8], expires: u64) {
         if let Some(dir) = &self.config.docs_dir {
             if let Err(e) = write_document(dir, &sha256, bytes) {
-                tracing::warn!(
-                    "cannot write fallback document {sha256} to {}: {e}",
-                    dir.display()
-                );
+                tracing::warn!("cannot write fallback document {sha256} to {}: {e}", dir.display());
             }
         }
         let Ok(mut documents) = self.documents.lock() else {
@@ -162,26 +156,15 @@ impl Shared {
         };
         if documents.len() >= MAX_DOCUMENTS {
             // Drop the entry that expires first; documents are small and capped in number.
-            if let Some(oldest) = documents
-                .iter()
-                .min_by_key(|(_, (_, until))| *until)
-                .map(|(k, _)| *k)
-            {
+            if let Some(oldest) = documents.iter().min_by_key(|(_, (_, until))| *until).map(|(k, _)| *k) {
                 documents.remove(&oldest);
             }
         }
-        documents.insert(
-            sha256,
-            (Bytes::copy_from_slice(bytes), expires + DOCUMENT_GRACE_SECS),
-        );
+        documents.insert(sha256, (Bytes::copy_from_slice(bytes), expires + DOCUMENT_GRACE_SECS));
     }
 }
 
-fn write_document(
-    dir: &std::path::Path,
-    sha256: &Sha256Digest,
-    bytes: &[u8],
-) -> std::io::Result<()> {
+fn write_document(dir: &std::path::Path, sha256: &Sha256Digest, bytes: &[u8]) -> std::io::Result<()> {
     let folder = dir.join("doc");
     let path = folder.join(format!("{sha256}.xml"));
     if path.exists() {
@@ -205,6 +188,8 @@ struct CacheKey {
 #[derive(Debug)]
 pub struct Worker {
     shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    limiter: RateLimiter,
     cache: HashMap<CacheKey, Arc<PreparedReply>>,
     cache_issued: u64,
 }
@@ -220,26 +205,33 @@ struct Source {
 impl Worker {
     /// A worker on `shared`.
     pub fn new(shared: Arc<Shared>) -> Self {
-        Self {
-            shared,
-            cache: HashMap::new(),
-            cache_issued: 0,
+        let metrics = Arc::new(Metrics::default());
+        if let Ok(mut workers) = shared.workers.lock() {
+            workers.push(metrics.clone());
         }
+        let share = shared.config.workers.max(1) as f64;
+        let rate = shared.config.rate_per_source / share;
+        let burst = (shared.config.burst_per_source / share).max(1.0);
+        Self { shared, metrics, limiter: RateLimiter::new(rate, burst), cache: HashMap::new(), cache_issued: 0 }
+    }
+
+    /// This worker's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Handles one datagram from `ip` at unix time `now`; writes the reply, if any, into `out`
     /// (cleared first) and returns whether there is one.
     pub fn handle(&mut self, datagram: &[u8], ip: IpAddr, now: u64, out: &mut Vec<u8>) -> bool {
         out.clear();
-        let shared = self.shared.clone();
-        let metrics = &shared.metrics;
+        let metrics = self.metrics.clone();
         bump(&metrics.datagrams);
         let frame = match Frame::decode(datagram) {
             Ok(frame) if frame.kind == MessageKind::Query => frame,
             Ok(_) => return self.drop_it(),
             Err(error) => return self.undecodable(datagram, &error, out),
         };
-        if !self.shared.limiter.allow(ip, now as f64 + subsecond()) {
+        if !self.limiter.allow(ip, now as f64 + subsecond()) {
             bump(&metrics.rate_limited);
             let mut body = ErrorBody::new(ErrorCode::RateLimited);
             body.retry_after = Some(1);
@@ -249,39 +241,28 @@ impl Worker {
         let source = self.source(&frame, ip, now);
         let Some(reply) = self.answer(&frame, &source, now) else {
             bump(&metrics.malformed);
-            return self.error(
-                frame.request_id,
-                &ErrorBody::new(ErrorCode::MalformedQuery),
-                datagram.len(),
-                out,
-            );
+            return self.error(frame.request_id, &ErrorBody::new(ErrorCode::MalformedQuery), datagram.len(), out);
         };
         if !source.validated && !within_amplification_limit(reply.datagram_len(), datagram.len()) {
             return self.challenge(&frame, &source, now, datagram.len(), out);
         }
-        let cookie = source
-            .attach_cookie
-            .then(|| self.fresh_cookie(&source, now));
+        let cookie = source.attach_cookie.then(|| self.fresh_cookie(&source, now));
         if reply.frame(frame.request_id, cookie).encode(out).is_err() {
             return self.drop_it();
         }
-        bump(if reply.kind == MessageKind::Fallback {
-            &metrics.fallbacks
-        } else {
-            &metrics.responses
-        });
+        bump(if reply.kind == MessageKind::Fallback { &metrics.fallbacks } else { &metrics.responses });
         true
     }
 
     fn drop_it(&self) -> bool {
-        bump(&self.shared.metrics.dropped);
+        bump(&self.metrics.dropped);
         false
     }
 
     /// A datagram that did not decode: an error reply where the spec allows one and it is no
     /// larger than the datagram, else nothing.
     fn undecodable(&self, datagram: &[u8], error: &DecodeError, out: &mut Vec<u8>) -> bool {
-        bump(&self.shared.metrics.malformed);
+        bump(&self.metrics.malformed);
         let Some((version, request_id)) = peek_version_and_id(datagram) else {
             return self.drop_it();
         };
@@ -302,20 +283,14 @@ impl Worker {
     }
 
     /// An error reply, sent only if it is no larger than the query (SPEC.md §9).
-    fn error(
-        &self,
-        request_id: u64,
-        body: &ErrorBody<'_>,
-        received: usize,
-        out: &mut Vec<u8>,
-    ) -> bool {
+    fn error(&self, request_id: u64, body: &ErrorBody<'_>, received: usize, out: &mut Vec<u8>) -> bool {
         let bytes = body.to_vec();
         let frame = Frame::error(request_id, &bytes);
         if frame.encoded_len() > received || frame.encode(out).is_err() {
             out.clear();
             return self.drop_it();
         }
-        bump(&self.shared.metrics.errors);
+        bump(&self.metrics.errors);
         true
     }
 
@@ -344,36 +319,20 @@ impl Worker {
         make_server_cookie(&self.shared.secrets.current, &client, source.ip, now)
     }
 
-    fn challenge(
-        &self,
-        frame: &Frame<'_>,
-        source: &Source,
-        now: u64,
-        received: usize,
-        out: &mut Vec<u8>,
-    ) -> bool {
-        let challenge = Frame::cookie_challenge(
-            frame.request_id,
-            source.client_cookie,
-            self.fresh_cookie(source, now),
-        );
+    fn challenge(&self, frame: &Frame<'_>, source: &Source, now: u64, received: usize, out: &mut Vec<u8>) -> bool {
+        let challenge = Frame::cookie_challenge(frame.request_id, source.client_cookie, self.fresh_cookie(source, now));
         if challenge.encoded_len() > received || challenge.encode(out).is_err() {
             out.clear();
             return self.drop_it();
         }
-        bump(&self.shared.metrics.cookie_challenges);
+        bump(&self.metrics.cookie_challenges);
         true
     }
 
     /// The signed answer to `frame`'s query: from the cache when an identical query was
     /// answered in this window, else decoded, answered and signed. `None` if the body does not
     /// decode.
-    fn answer(
-        &mut self,
-        frame: &Frame<'_>,
-        source: &Source,
-        now: u64,
-    ) -> Option<Arc<PreparedReply>> {
+    fn answer(&mut self, frame: &Frame<'_>, source: &Source, now: u64) -> Option<Arc<PreparedReply>> {
         let issued = now - now % ISSUE_GRANULARITY_SECS;
         let loaded = self.shared.catalog();
         let key = CacheKey {
@@ -389,44 +348,27 @@ impl Worker {
                 self.cache_issued = issued;
             }
             if let Some(reply) = self.cache.get(&key) {
-                bump(&self.shared.metrics.cache_hits);
+                bump(&self.metrics.cache_hits);
                 return Some(reply.clone());
             }
         }
         let query = Query::decode(frame.body).ok()?;
-        let binding = Binding {
-            query: key.body,
-            issued,
-            expires: issued + self.shared.config.validity_secs,
-        };
-        let response = respond(
-            &loaded.catalog,
-            &query,
-            binding,
-            &self.shared.config.public_url,
-        );
-        let shape = ReplyShape {
-            nonce: frame.nonce,
-            server_cookie: source.attach_cookie,
-        };
+        let binding = Binding { query: key.body, issued, expires: issued + self.shared.config.validity_secs };
+        let response = respond(&loaded.catalog, &query, binding, &self.shared.config.public_url);
+        let shape = ReplyShape { nonce: frame.nonce, server_cookie: source.attach_cookie };
         let public = &self.shared.config.public_url;
-        let prepared = prepare_reply(&response, &self.shared.signer, shape, |sha| {
-            vec![format!("{public}doc/{sha}.xml")]
-        });
+        let prepared =
+            prepare_reply(&response, &self.shared.signer, shape, |sha| vec![format!("{public}doc/{sha}.xml")]);
         let prepared = match prepared {
             Ok(prepared) => Arc::new(prepared),
             Err(e) => {
-                tracing::warn!(
-                    "cannot encode the answer to a query of {} modules: {e}",
-                    query.modules.len()
-                );
+                tracing::warn!("cannot encode the answer to a query of {} modules: {e}", query.modules.len());
                 return None;
             }
         };
-        bump(&self.shared.metrics.signatures);
+        bump(&self.metrics.signatures);
         if let Some(document) = &prepared.document {
-            self.shared
-                .keep_document(document.sha256, &document.bytes, binding.expires);
+            self.shared.keep_document(document.sha256, &document.bytes, binding.expires);
         }
         if cacheable {
             self.cache.insert(key, prepared.clone());

@@ -43,37 +43,18 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
 
 /// Unix time now, in seconds.
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Runs one task per socket until `shutdown` turns true.
-pub fn serve(
-    shared: Arc<Shared>,
-    sockets: Vec<UdpSocket>,
-    shutdown: watch::Receiver<bool>,
-) -> Vec<JoinHandle<()>> {
+pub fn serve(shared: Arc<Shared>, sockets: Vec<UdpSocket>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     sockets
         .into_iter()
-        .map(|socket| {
-            tokio::spawn(run_worker(
-                Worker::new(shared.clone()),
-                shared.clone(),
-                socket,
-                shutdown.clone(),
-            ))
-        })
+        .map(|socket| tokio::spawn(run_worker(Worker::new(shared.clone()), socket, shutdown.clone())))
         .collect()
 }
 
-async fn run_worker(
-    mut worker: Worker,
-    shared: Arc<Shared>,
-    socket: UdpSocket,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn run_worker(mut worker: Worker, socket: UdpSocket, mut shutdown: watch::Receiver<bool>) {
     let mut buffer = vec![0u8; RECEIVE_BUFFER_LEN];
     let mut reply = Vec::with_capacity(RECEIVE_BUFFER_LEN);
     loop {
@@ -94,7 +75,7 @@ async fn run_worker(
             if let Err(e) = socket.send_to(&reply, from).await {
                 tracing::debug!("udp send to {from}: {e}");
             }
-            shared.metrics.observe_latency(started.elapsed());
+            worker.metrics().observe_latency(started.elapsed());
         }
         if *shutdown.borrow() {
             break;

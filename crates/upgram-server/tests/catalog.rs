@@ -5,8 +5,8 @@ use std::fs;
 use std::path::Path;
 
 use upgram_server::catalog::{
-    self, Blob, Catalog, CatalogError, DeletedFile, DeltaRef, Module, Package, Release,
-    ReleaseFile, Settings, save_module, store_blob,
+    self, Blob, Catalog, CatalogError, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings,
+    save_module, store_blob,
 };
 
 /// A catalog folder with two blobs in its store: returns their hashes and sizes.
@@ -27,10 +27,7 @@ fn fill(template: &str, payload: Blob, other: Blob) -> String {
 
 /// The 1-based line holding the marker `# <-`.
 fn marked_line(text: &str) -> usize {
-    1 + text
-        .lines()
-        .position(|line| line.contains("# <-"))
-        .expect("the case marks its line with `# <-`")
+    1 + text.lines().position(|line| line.contains("# <-")).expect("the case marks its line with `# <-`")
 }
 
 const GOOD: &str = r#"id = "core"
@@ -111,13 +108,7 @@ fn a_good_catalog_loads_sorted() {
     let ids: Vec<&str> = latest.files.iter().map(|f| f.id.as_str()).collect();
     assert_eq!(ids, ["bin/app", "db/sig.rec"], "files sorted by id");
     assert_eq!(latest.requires, [("main".to_owned(), "2".parse().unwrap())]);
-    assert_eq!(
-        latest.package,
-        Some(Package {
-            blob: payload,
-            args: Some("--quiet".into())
-        })
-    );
+    assert_eq!(latest.package, Some(Package { blob: payload, args: Some("--quiet".into()) }));
     assert!(core.releases[0].forced && !latest.forced);
     assert_eq!(latest.deleted[0].id, "old.txt");
     assert_eq!(latest.deltas[0].from.as_str(), "1.0");
@@ -139,11 +130,7 @@ fn saved_modules_load_back_unchanged() {
                 rollback: false,
                 requires: vec![],
                 package: None,
-                files: vec![ReleaseFile {
-                    id: "data/q\"uote.rec".into(),
-                    version: v("1.0-rc.1"),
-                    blob: other,
-                }],
+                files: vec![ReleaseFile { id: "data/q\"uote.rec".into(), version: v("1.0-rc.1"), blob: other }],
                 deleted: vec![],
                 deltas: vec![],
             },
@@ -153,24 +140,10 @@ fn saved_modules_load_back_unchanged() {
                 full: false,
                 rollback: true,
                 requires: vec![("main".into(), v("2.0"))],
-                package: Some(Package {
-                    blob: payload,
-                    args: Some("--dir \"C:\\Program Files\" \u{1}é".into()),
-                }),
-                files: vec![ReleaseFile {
-                    id: "data/q\"uote.rec".into(),
-                    version: v("1.0.0"),
-                    blob: payload,
-                }],
-                deleted: vec![DeletedFile {
-                    id: "gone/ü.txt".into(),
-                    version: v("1.0"),
-                }],
-                deltas: vec![DeltaRef {
-                    file: "data/q\"uote.rec".into(),
-                    from: v("1.0-rc.1"),
-                    blob: other,
-                }],
+                package: Some(Package { blob: payload, args: Some("--dir \"C:\\Program Files\" \u{1}é".into()) }),
+                files: vec![ReleaseFile { id: "data/q\"uote.rec".into(), version: v("1.0.0"), blob: payload }],
+                deleted: vec![DeletedFile { id: "gone/ü.txt".into(), version: v("1.0") }],
+                deltas: vec![DeltaRef { file: "data/q\"uote.rec".into(), from: v("1.0-rc.1"), blob: other }],
             },
         ],
     };
@@ -194,21 +167,14 @@ fn saved_modules_load_back_unchanged() {
 fn store_blob_is_content_addressed_and_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let blob = store_blob(dir.path(), &b"abc"[..]).unwrap();
-    assert_eq!(
-        blob.sha256.to_hex(),
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    );
+    assert_eq!(blob.sha256.to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     assert_eq!(blob.size, 3);
     assert_eq!(store_blob(dir.path(), &b"abc"[..]).unwrap(), blob);
     let names: Vec<String> = fs::read_dir(dir.path().join("store"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(
-        names,
-        [blob.sha256.to_hex()],
-        "one blob, no temporary file left"
-    );
+    assert_eq!(names, [blob.sha256.to_hex()], "one blob, no temporary file left");
     let source = dir.path().join("source.bin");
     fs::write(&source, b"abc").unwrap();
     assert_eq!(catalog::store_file(dir.path(), &source).unwrap(), blob);
@@ -371,12 +337,7 @@ const CASES: &[Case] = &[
         field: "args",
         says: "without control characters",
     },
-    Case {
-        name: "TOML syntax error",
-        text: "id = \"core\"\n[[release]]\nversion = \"1.0 # <-\n",
-        field: "",
-        says: "",
-    },
+    Case { name: "TOML syntax error", text: "id = \"core\"\n[[release]]\nversion = \"1.0 # <-\n", field: "", says: "" },
 ];
 
 #[test]
@@ -389,25 +350,11 @@ fn each_error_names_file_line_and_field() {
         let error = catalog::load(dir.path()).expect_err(case.name);
         let message = error.to_string();
         eprintln!("{:>45}: {message}", case.name);
-        assert_eq!(
-            error.file(),
-            Path::new("modules/core.toml"),
-            "{}: {message}",
-            case.name
-        );
-        assert_eq!(
-            error.line(),
-            Some(marked_line(&text)),
-            "{}: {message}",
-            case.name
-        );
+        assert_eq!(error.file(), Path::new("modules/core.toml"), "{}: {message}", case.name);
+        assert_eq!(error.line(), Some(marked_line(&text)), "{}: {message}", case.name);
         if !case.field.is_empty() {
             assert_eq!(error.field(), Some(case.field), "{}: {message}", case.name);
-            assert!(
-                message.contains(&format!("field `{}`", case.field)),
-                "{}: {message}",
-                case.name
-            );
+            assert!(message.contains(&format!("field `{}`", case.field)), "{}: {message}", case.name);
         }
         assert!(message.contains(case.says), "{}: {message}", case.name);
         assert!(
@@ -421,16 +368,10 @@ fn each_error_names_file_line_and_field() {
 #[test]
 fn the_message_reads_like_the_brief() {
     let dir = tempfile::tempdir().unwrap();
-    write_module(
-        dir.path(),
-        "core",
-        "id = \"core\"\n\n[[release]]\nversion = \"01.2\"\n",
-    );
+    write_module(dir.path(), "core", "id = \"core\"\n\n[[release]]\nversion = \"01.2\"\n");
     let message = catalog::load(dir.path()).unwrap_err().to_string();
     assert!(
-        message.starts_with(
-            "modules/core.toml:4: field `version` of [[release]]: \"01.2\" is not a version: "
-        ),
+        message.starts_with("modules/core.toml:4: field `version` of [[release]]: \"01.2\" is not a version: "),
         "{message}"
     );
 }
@@ -438,30 +379,10 @@ fn the_message_reads_like_the_brief() {
 #[test]
 fn settings_are_validated_too() {
     for (text, line, field, says) in [
-        (
-            "[settings]\ncritical = [\"*.dll\", \"\"]\n",
-            2,
-            Some("critical"),
-            "empty pattern",
-        ),
-        (
-            "[settings]\nfrequent_window = 0\n",
-            2,
-            Some("frequent_window"),
-            "count of releases",
-        ),
-        (
-            "[settings]\nfrequent_changes = -3\n",
-            2,
-            Some("frequent_changes"),
-            "",
-        ),
-        (
-            "[settings]\nrecord_file = []\n",
-            2,
-            Some("record_file"),
-            "unknown field",
-        ),
+        ("[settings]\ncritical = [\"*.dll\", \"\"]\n", 2, Some("critical"), "empty pattern"),
+        ("[settings]\nfrequent_window = 0\n", 2, Some("frequent_window"), "count of releases"),
+        ("[settings]\nfrequent_changes = -3\n", 2, Some("frequent_changes"), ""),
+        ("[settings]\nrecord_file = []\n", 2, Some("record_file"), "unknown field"),
         ("[setting]\n", 1, None, "unknown field `setting`"),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -475,18 +396,11 @@ fn settings_are_validated_too() {
         assert!(error.to_string().contains(says), "{error}");
     }
     let dir = tempfile::tempdir().unwrap();
-    fs::write(
-        dir.path().join("catalog.toml"),
-        "[settings]\ncritical = [\"*.exe\"]\nfrequent_changes = 2\n",
-    )
-    .unwrap();
+    fs::write(dir.path().join("catalog.toml"), "[settings]\ncritical = [\"*.exe\"]\nfrequent_changes = 2\n").unwrap();
     let settings = catalog::load(dir.path()).unwrap().settings;
     assert_eq!(settings.critical, ["*.exe"]);
     assert_eq!(settings.record_files, Settings::default().record_files);
-    assert_eq!(
-        (settings.frequent_changes, settings.frequent_window),
-        (2, 5)
-    );
+    assert_eq!((settings.frequent_changes, settings.frequent_window), (2, 5));
 }
 
 #[test]
@@ -495,10 +409,7 @@ fn the_folder_layout_is_checked() {
     write_module(dir.path(), "bad name", "id = \"bad name\"\n");
     let error = catalog::load(dir.path()).unwrap_err();
     assert!(matches!(error, CatalogError::Layout { .. }), "{error}");
-    assert!(
-        error.to_string().starts_with("modules/bad name.toml: "),
-        "{error}"
-    );
+    assert!(error.to_string().starts_with("modules/bad name.toml: "), "{error}");
 
     // Hidden files (temporary files of an interrupted write, editor files) are ignored.
     let dir = tempfile::tempdir().unwrap();
@@ -508,11 +419,7 @@ fn the_folder_layout_is_checked() {
 
     // Not UTF-8: the line of the bad byte.
     write_module(dir.path(), "core", "id = \"core\"\n# caf\u{e9}\n");
-    fs::write(
-        dir.path().join("modules/core.toml"),
-        b"id = \"core\"\n\n# \xff\n",
-    )
-    .unwrap();
+    fs::write(dir.path().join("modules/core.toml"), b"id = \"core\"\n\n# \xff\n").unwrap();
     let error = catalog::load(dir.path()).unwrap_err();
     assert_eq!(error.line(), Some(3), "{error}");
     assert!(error.to_string().contains("not UTF-8"), "{error}");

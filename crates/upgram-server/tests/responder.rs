@@ -5,8 +5,7 @@ use std::borrow::Cow;
 
 use upgram_core::Sha256Digest;
 use upgram_core::body::{
-    Binding, FileAction, FileMode, ModuleAnswer, Query, QueryFile, QueryModule, Response, Status,
-    UpgradeInfo,
+    Binding, FileAction, FileMode, ModuleAnswer, Query, QueryFile, QueryModule, Response, Status, UpgradeInfo,
 };
 use upgram_server::catalog::{Catalog, DeletedFile, DeltaRef, Package};
 use upgram_server::responder::respond;
@@ -16,39 +15,15 @@ use common::{blob, file, module, release, v};
 
 /// core: 1.0 {a, b, c.dat}; 1.1 {a changed, b, d added, c.dat deleted}, forced; 1.2 {b changed}.
 fn catalog() -> Catalog {
-    let mut r11 = release(
-        "1.1",
-        vec![
-            file("a.txt", "1.1"),
-            file("b.txt", "1.0"),
-            file("d.txt", "1.1"),
-        ],
-    );
+    let mut r11 = release("1.1", vec![file("a.txt", "1.1"), file("b.txt", "1.0"), file("d.txt", "1.1")]);
     r11.forced = true;
-    r11.deleted = vec![DeletedFile {
-        id: "c.dat".into(),
-        version: v("1.1"),
-    }];
+    r11.deleted = vec![DeletedFile { id: "c.dat".into(), version: v("1.1") }];
     let core = module(
         "core",
         vec![
-            release(
-                "1.0",
-                vec![
-                    file("a.txt", "1.0"),
-                    file("b.txt", "1.0"),
-                    file("c.dat", "1.0"),
-                ],
-            ),
+            release("1.0", vec![file("a.txt", "1.0"), file("b.txt", "1.0"), file("c.dat", "1.0")]),
             r11,
-            release(
-                "1.2",
-                vec![
-                    file("a.txt", "1.1"),
-                    file("b.txt", "1.2"),
-                    file("d.txt", "1.1"),
-                ],
-            ),
+            release("1.2", vec![file("a.txt", "1.1"), file("b.txt", "1.2"), file("d.txt", "1.1")]),
         ],
     );
     let mut db = module(
@@ -59,11 +34,7 @@ fn catalog() -> Catalog {
             release("3", vec![file("sig.rec", "3"), file("readme.txt", "3")]),
         ],
     );
-    db.releases[2].deltas = vec![DeltaRef {
-        file: "sig.rec".into(),
-        from: v("2"),
-        blob: blob("delta 2->3"),
-    }];
+    db.releases[2].deltas = vec![DeltaRef { file: "sig.rec".into(), from: v("2"), blob: blob("delta 2->3") }];
     db.frequent = vec!["sig.rec".into()];
     let mut catalog = Catalog::default();
     for m in [core, db] {
@@ -80,41 +51,27 @@ fn qm(id: &str, version: Option<&str>, files: &[(&str, &str)]) -> QueryModule<'s
     QueryModule {
         id: Cow::Owned(id.into()),
         version: version.map(v),
-        files: files
-            .iter()
-            .map(|(id, ver)| QueryFile {
-                id: Cow::Owned((*id).into()),
-                version: v(ver),
-            })
-            .collect(),
+        files: files.iter().map(|(id, ver)| QueryFile { id: Cow::Owned((*id).into()), version: v(ver) }).collect(),
     }
 }
 
 fn binding() -> Binding {
-    Binding {
-        query: Sha256Digest::of(b"q"),
-        issued: 100,
-        expires: 400,
-    }
+    Binding { query: Sha256Digest::of(b"q"), issued: 100, expires: 400 }
 }
 
 /// Responds, then sends the answer through the encoder and decoder: what a client would see.
 /// (The bytes are leaked so the decoded answer can outlive this call; tests only.)
 fn answer_for(catalog: &Catalog, query: &Query<'_>) -> Response<'static> {
-    let bytes: &'static [u8] = Box::leak(
-        respond(catalog, query, binding(), "https://u.example/")
-            .to_vec()
-            .into_boxed_slice(),
-    );
+    let bytes: &'static [u8] =
+        Box::leak(respond(catalog, query, binding(), "https://u.example/").to_vec().into_boxed_slice());
     Response::decode(bytes).expect("the responder writes valid bodies")
 }
 
 fn files(answer: &ModuleAnswer<'_>) -> Vec<(String, String, FileMode)> {
     match &answer.upgrade {
-        UpgradeInfo::Files(files) => files
-            .iter()
-            .map(|f| (f.id.to_string(), f.version.to_string(), f.action.mode()))
-            .collect(),
+        UpgradeInfo::Files(files) => {
+            files.iter().map(|f| (f.id.to_string(), f.version.to_string(), f.action.mode())).collect()
+        }
         _ => vec![],
     }
 }
@@ -122,25 +79,15 @@ fn files(answer: &ModuleAnswer<'_>) -> Vec<(String, String, FileMode)> {
 #[test]
 fn unknown_current_and_module_level_upgrade() {
     let catalog = catalog();
-    let query = ask(vec![
-        qm("nope", Some("1"), &[]),
-        qm("core", Some("1.2"), &[]),
-        qm("core", Some("1.0"), &[]),
-    ]);
+    let query = ask(vec![qm("nope", Some("1"), &[]), qm("core", Some("1.2"), &[]), qm("core", Some("1.0"), &[])]);
     let response = answer_for(&catalog, &query);
     assert_eq!(response.modules[0].status, Status::Unknown);
     assert_eq!(response.modules[1].status, Status::Current);
     assert_eq!(files(&response.modules[1]), vec![]);
     let up = &response.modules[2];
     assert_eq!(up.status, Status::Update);
-    assert_eq!(
-        up.latest.as_ref().map(|l| l.to_string()),
-        Some("1.2".into())
-    );
-    assert!(
-        up.forced,
-        "1.1 is forced: a later optional release never hides it"
-    );
+    assert_eq!(up.latest.as_ref().map(|l| l.to_string()), Some("1.2".into()));
+    assert!(up.forced, "1.1 is forced: a later optional release never hides it");
     assert_eq!(up.floor.as_ref().map(|f| f.to_string()), Some("1.1".into()));
     assert_eq!(
         files(up),
@@ -152,80 +99,42 @@ fn unknown_current_and_module_level_upgrade() {
         ]
     );
     let from_11 = answer_for(&catalog, &ask(vec![qm("core", Some("1.1"), &[])]));
-    assert_eq!(
-        files(&from_11.modules[0]),
-        vec![("b.txt".into(), "1.2".into(), FileMode::Replace)]
-    );
-    assert!(
-        !from_11.modules[0].forced,
-        "no forced release in (1.1, 1.2]"
-    );
+    assert_eq!(files(&from_11.modules[0]), vec![("b.txt".into(), "1.2".into(), FileMode::Replace)]);
+    assert!(!from_11.modules[0].forced, "no forced release in (1.1, 1.2]");
 }
 
 #[test]
 fn file_level_queries_list_only_differing_files() {
     let catalog = catalog();
-    let query = ask(vec![qm(
-        "core",
-        Some("1.2"),
-        &[
-            ("a.txt", "1.1"),
-            ("b.txt", "1.0"),
-            ("c.dat", "1.0"),
-            ("zzz", "1"),
-        ],
-    )]);
+    let query =
+        ask(vec![qm("core", Some("1.2"), &[("a.txt", "1.1"), ("b.txt", "1.0"), ("c.dat", "1.0"), ("zzz", "1")])]);
     let response = answer_for(&catalog, &query);
     let current = &response.modules[0];
     assert_eq!(current.status, Status::Current);
     assert_eq!(
         files(current),
-        vec![
-            ("b.txt".into(), "1.2".into(), FileMode::Replace),
-            ("c.dat".into(), "1.2".into(), FileMode::Delete)
-        ],
+        vec![("b.txt".into(), "1.2".into(), FileMode::Replace), ("c.dat".into(), "1.2".into(), FileMode::Delete)],
         "a.txt is up to date; zzz was never part of the module"
     );
     // During an upgrade, the file entry's version decides for that file.
-    let response = answer_for(
-        &catalog,
-        &ask(vec![qm("core", Some("1.0"), &[("a.txt", "1.1")])]),
-    );
-    assert!(
-        !files(&response.modules[0])
-            .iter()
-            .any(|(id, _, _)| id == "a.txt"),
-        "the client has a.txt 1.1"
-    );
+    let response = answer_for(&catalog, &ask(vec![qm("core", Some("1.0"), &[("a.txt", "1.1")])]));
+    assert!(!files(&response.modules[0]).iter().any(|(id, _, _)| id == "a.txt"), "the client has a.txt 1.1");
 }
 
 #[test]
 fn record_files_get_deltas_from_the_clients_version() {
     let catalog = catalog();
-    let response = answer_for(
-        &catalog,
-        &ask(vec![qm("db", Some("2"), &[("sig.rec", "2")])]),
-    );
-    let UpgradeInfo::Files(entries) = &response.modules[0].upgrade else {
-        panic!("file list")
-    };
+    let response = answer_for(&catalog, &ask(vec![qm("db", Some("2"), &[("sig.rec", "2")])]));
+    let UpgradeInfo::Files(entries) = &response.modules[0].upgrade else { panic!("file list") };
     let sig = entries.iter().find(|e| e.id == "sig.rec").expect("listed");
-    let FileAction::Incremental { delta, .. } = &sig.action else {
-        panic!("incremental, got {:?}", sig.action)
-    };
+    let FileAction::Incremental { delta, .. } = &sig.action else { panic!("incremental, got {:?}", sig.action) };
     assert_eq!(delta.from.to_string(), "2");
     assert!(sig.frequent);
-    assert!(
-        response.modules[0].frequent.is_empty(),
-        "the query's file entries match the frequent list: no hint"
-    );
+    assert!(response.modules[0].frequent.is_empty(), "the query's file entries match the frequent list: no hint");
     // From version 1 there is no delta: replace; and the query lacked the frequent file: hint.
     let response = answer_for(&catalog, &ask(vec![qm("db", Some("1"), &[])]));
     let modes = files(&response.modules[0]);
-    assert!(
-        modes.contains(&("sig.rec".into(), "3".into(), FileMode::Replace)),
-        "{modes:?}"
-    );
+    assert!(modes.contains(&("sig.rec".into(), "3".into(), FileMode::Replace)), "{modes:?}");
     assert_eq!(response.modules[0].frequent, vec![Cow::Borrowed("sig.rec")]);
 }
 
@@ -235,25 +144,14 @@ fn critical_files_need_the_package() {
     let core = catalog.modules.get_mut("core").expect("core");
     core.releases[2].files[1] = file("b.dll", "1.2");
     let response = answer_for(&catalog, &ask(vec![qm("core", Some("1.1"), &[])]));
-    assert_eq!(
-        (response.modules[0].status, response.modules[0].code),
-        (Status::Error, Some(22))
-    );
+    assert_eq!((response.modules[0].status, response.modules[0].code), (Status::Error, Some(22)));
     let core = catalog.modules.get_mut("core").expect("core");
-    core.releases[2].package = Some(Package {
-        blob: blob("installer"),
-        args: Some("--quiet".into()),
-    });
+    core.releases[2].package = Some(Package { blob: blob("installer"), args: Some("--quiet".into()) });
     let response = answer_for(&catalog, &ask(vec![qm("core", Some("1.1"), &[])]));
-    let UpgradeInfo::Package(package) = &response.modules[0].upgrade else {
-        panic!("package")
-    };
+    let UpgradeInfo::Package(package) = &response.modules[0].upgrade else { panic!("package") };
     assert_eq!(package.args.as_deref(), Some("--quiet"));
     let url = response.resolve_url(&package.payload.url).into_owned();
-    assert_eq!(
-        url,
-        format!("https://u.example/store/{}", blob("installer").sha256)
-    );
+    assert_eq!(url, format!("https://u.example/store/{}", blob("installer").sha256));
 }
 
 #[test]
@@ -264,11 +162,7 @@ fn not_installed_modules_get_everything_and_flags_over_all_releases() {
     assert_eq!(install.status, Status::Update);
     assert!(install.forced);
     assert_eq!(files(install).len(), 3);
-    assert!(
-        files(install)
-            .iter()
-            .all(|(_, _, mode)| *mode == FileMode::Replace)
-    );
+    assert!(files(install).iter().all(|(_, _, mode)| *mode == FileMode::Replace));
 }
 
 #[test]
@@ -281,40 +175,21 @@ fn dependencies_are_added_and_checked() {
     assert_eq!(response.modules.len(), 2);
     assert_eq!(response.modules[0].requires[0].id, "core");
     let dep = &response.modules[1];
-    assert_eq!(
-        (dep.id.as_ref(), dep.dependency, dep.status),
-        ("core", true, Status::Update)
-    );
+    assert_eq!((dep.id.as_ref(), dep.dependency, dep.status), ("core", true, Status::Update));
     // Asked modules are not added again.
-    let response = answer_for(
-        &catalog,
-        &ask(vec![
-            qm("plugin", Some("1.0"), &[]),
-            qm("core", Some("1.0"), &[]),
-        ]),
-    );
+    let response = answer_for(&catalog, &ask(vec![qm("plugin", Some("1.0"), &[]), qm("core", Some("1.0"), &[])]));
     assert_eq!(response.modules.len(), 2);
     // Too old or unknown: error 21 on the requiring module.
     for (id, min) in [("core", "9.0"), ("ghost", "1")] {
         let mut catalog = catalog.clone();
-        catalog.modules.get_mut("plugin").expect("plugin").releases[0].requires =
-            vec![(id.into(), v(min))];
+        catalog.modules.get_mut("plugin").expect("plugin").releases[0].requires = vec![(id.into(), v(min))];
         let response = answer_for(&catalog, &ask(vec![qm("plugin", Some("1.0"), &[])]));
-        assert_eq!(
-            (response.modules[0].status, response.modules[0].code),
-            (Status::Error, Some(21)),
-            "{id}"
-        );
+        assert_eq!((response.modules[0].status, response.modules[0].code), (Status::Error, Some(21)), "{id}");
     }
     let mut cyclic = catalog.clone();
-    cyclic.modules.get_mut("core").expect("core").releases[2].requires =
-        vec![("plugin".into(), v("1"))];
+    cyclic.modules.get_mut("core").expect("core").releases[2].requires = vec![("plugin".into(), v("1"))];
     let response = answer_for(&cyclic, &ask(vec![qm("plugin", Some("1.0"), &[])]));
-    assert_eq!(
-        response.modules[0].code,
-        Some(21),
-        "plugin -> core -> plugin"
-    );
+    assert_eq!(response.modules[0].code, Some(21), "plugin -> core -> plugin");
 }
 
 #[test]

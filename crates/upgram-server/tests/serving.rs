@@ -7,7 +7,6 @@ use std::borrow::Cow;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -45,10 +44,7 @@ fn store(dir: &Path, content: &[u8]) -> Blob {
     let sha256 = Sha256Digest::of(content);
     std::fs::create_dir_all(dir.join("store")).unwrap();
     std::fs::write(dir.join("store").join(sha256.to_hex()), content).unwrap();
-    Blob {
-        sha256,
-        size: content.len() as u64,
-    }
+    Blob { sha256, size: content.len() as u64 }
 }
 
 /// core 1.0 -> 1.1 (two small files); big 1 -> 2 (forty files: the answer needs a fallback).
@@ -62,28 +58,12 @@ fn catalog(dir: &Path, core_latest: &str) -> Catalog {
     let core = module(
         "core",
         vec![
-            release(
-                "1.0",
-                vec![file("bin/app", "1.0"), file("share/readme.txt", "1.0")],
-            ),
-            release(
-                core_latest,
-                vec![
-                    file("bin/app", core_latest),
-                    file("share/readme.txt", "1.0"),
-                ],
-            ),
+            release("1.0", vec![file("bin/app", "1.0"), file("share/readme.txt", "1.0")]),
+            release(core_latest, vec![file("bin/app", core_latest), file("share/readme.txt", "1.0")]),
         ],
     );
-    let many = |version: &str| {
-        (0..40)
-            .map(|i| file(&format!("data/part-{i:02}.bin"), version))
-            .collect::<Vec<_>>()
-    };
-    let big = module(
-        "big",
-        vec![release("1", many("1")), release("2", many("2"))],
-    );
+    let many = |version: &str| (0..40).map(|i| file(&format!("data/part-{i:02}.bin"), version)).collect::<Vec<_>>();
+    let big = module("big", vec![release("1", many("1")), release("2", many("2"))]);
     for m in [core, big] {
         catalog.modules.insert(m.id.clone(), m);
     }
@@ -92,62 +72,32 @@ fn catalog(dir: &Path, core_latest: &str) -> Catalog {
 
 fn start(config: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (stop, stopped) = watch::channel(false);
-    let http_listener = runtime
-        .block_on(upgram_server::http::bind("127.0.0.1:0".parse().unwrap()))
-        .unwrap();
+    let http_listener = runtime.block_on(upgram_server::http::bind("127.0.0.1:0".parse().unwrap())).unwrap();
     let http = http_listener.local_addr().unwrap();
-    let mut settings = Config {
-        public_url: format!("http://{http}/"),
-        ..Config::default()
-    };
+    let mut settings = Config { public_url: format!("http://{http}/"), ..Config::default() };
     config(&mut settings);
-    let secrets = CookieSecrets {
-        current: CookieSecret([0x42; 32]),
-        previous: None,
-    };
-    let shared = Arc::new(Shared::new(
-        catalog(dir.path(), "1.1"),
-        ReplySigner::from_seed(&SEED),
-        secrets,
-        settings,
-    ));
+    let secrets = CookieSecrets { current: CookieSecret([0x42; 32]), previous: None };
+    let shared = Arc::new(Shared::new(catalog(dir.path(), "1.1"), ReplySigner::from_seed(&SEED), secrets, settings));
     let sockets = {
         let _guard = runtime.enter();
         upgram_server::udp::bind("127.0.0.1:0".parse().unwrap(), 2).unwrap()
     };
     let udp = sockets[0].local_addr().unwrap();
     let router = upgram_server::http::router(shared.clone(), dir.path());
-    runtime.spawn(upgram_server::http::serve(
-        http_listener,
-        router,
-        stopped.clone(),
-    ));
+    runtime.spawn(upgram_server::http::serve(http_listener, router, stopped.clone()));
     {
         let _guard = runtime.enter();
         upgram_server::udp::serve(shared.clone(), sockets, stopped);
     }
-    TestServer {
-        udp,
-        http,
-        shared,
-        stop,
-        runtime,
-        _dir: dir,
-    }
+    TestServer { udp, http, shared, stop, runtime, _dir: dir }
 }
 
 fn client() -> UdpSocket {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     // A guard against a hang, not a timing assertion: loopback answers in microseconds.
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     socket
 }
 
@@ -163,11 +113,7 @@ fn query_body(modules: &[(&str, &str)]) -> Vec<u8> {
     Query {
         modules: modules
             .iter()
-            .map(|(id, version)| QueryModule {
-                id: Cow::Owned((*id).into()),
-                version: Some(v(version)),
-                files: vec![],
-            })
+            .map(|(id, version)| QueryModule { id: Cow::Owned((*id).into()), version: Some(v(version)), files: vec![] })
             .collect(),
     }
     .to_vec()
@@ -179,26 +125,14 @@ struct Http(reqwest::Client);
 impl Http {
     async fn get(&self, url: &str) -> Vec<u8> {
         let response = self.0.get(url).send().await.expect("HTTP request");
-        assert!(
-            response.status().is_success(),
-            "{url}: {}",
-            response.status()
-        );
+        assert!(response.status().is_success(), "{url}: {}", response.status());
         response.bytes().await.expect("HTTP body").to_vec()
     }
 
     async fn range(&self, url: &str, first: u64, last: u64) -> (u16, Vec<u8>) {
-        let response = self
-            .0
-            .get(url)
-            .header("Range", format!("bytes={first}-{last}"))
-            .send()
-            .await
-            .expect("HTTP request");
-        (
-            response.status().as_u16(),
-            response.bytes().await.expect("HTTP body").to_vec(),
-        )
+        let response =
+            self.0.get(url).header("Range", format!("bytes={first}-{last}")).send().await.expect("HTTP request");
+        (response.status().as_u16(), response.bytes().await.expect("HTTP body").to_vec())
     }
 }
 
@@ -219,12 +153,7 @@ fn verified_response(reply: &[u8], body: &[u8]) -> Vec<u8> {
         panic!("expected a response, got {:?}", datagram.message)
     };
     let keys = keys();
-    let expect = Expectation {
-        keys: &keys,
-        query: Sha256Digest::of(body),
-        nonce: None,
-        now: now(),
-    };
+    let expect = Expectation { keys: &keys, query: Sha256Digest::of(body), nonce: None, now: now() };
     response.verify(&expect).expect("verifies").to_vec()
 }
 
@@ -234,24 +163,11 @@ fn cookie_round_trip_and_the_3x_rule() {
     let socket = client();
     let body = query_body(&[("core", "1.0")]);
     let cookie = ClientCookie([7; 8]);
-    let first = Frame::query(
-        1,
-        &body,
-        &QueryOptions {
-            client_cookie: Some(cookie),
-            ..Default::default()
-        },
-    )
-    .to_vec()
-    .unwrap();
+    let first =
+        Frame::query(1, &body, &QueryOptions { client_cookie: Some(cookie), ..Default::default() }).to_vec().unwrap();
     let reply = exchange(&socket, server.udp, &first);
-    assert!(
-        reply.len() <= first.len(),
-        "a challenge is never larger than the query"
-    );
-    let Message::CookieChallenge(challenge) = Datagram::decode(&reply).unwrap().message else {
-        panic!("challenge")
-    };
+    assert!(reply.len() <= first.len(), "a challenge is never larger than the query");
+    let Message::CookieChallenge(challenge) = Datagram::decode(&reply).unwrap().message else { panic!("challenge") };
     assert_eq!(challenge.client_cookie, Some(cookie));
     let options = QueryOptions {
         client_cookie: Some(cookie),
@@ -260,56 +176,23 @@ fn cookie_round_trip_and_the_3x_rule() {
     };
     let second = Frame::query(2, &body, &options).to_vec().unwrap();
     let reply = exchange(&socket, server.udp, &second);
-    assert!(
-        reply.len() > 3 * second.len(),
-        "validated sources get the full answer"
-    );
-    let response = Response::decode(&verified_response(&reply, &body))
-        .unwrap()
-        .modules
-        .remove(0)
-        .status;
+    assert!(reply.len() > 3 * second.len(), "validated sources get the full answer");
+    let response = Response::decode(&verified_response(&reply, &body)).unwrap().modules.remove(0).status;
     assert_eq!(response, Status::Update);
 
     // Unvalidated sources, counted over a mix of queries: never more than 3x.
     let (mut sent, mut received) = (0, 0);
-    for (i, module) in ["core", "big", "nope", "core"]
-        .iter()
-        .cycle()
-        .take(200)
-        .enumerate()
-    {
+    for (i, module) in ["core", "big", "nope", "core"].iter().cycle().take(200).enumerate() {
         let pad_to = [0, 120, 342, 400][i % 4];
         let body = query_body(&[(module, "1.0")]);
-        let datagram = Frame::query(
-            i as u64,
-            &body,
-            &QueryOptions {
-                pad_to,
-                ..Default::default()
-            },
-        )
-        .to_vec()
-        .unwrap();
+        let datagram = Frame::query(i as u64, &body, &QueryOptions { pad_to, ..Default::default() }).to_vec().unwrap();
         let reply = exchange(&socket, server.udp, &datagram);
-        assert!(
-            reply.len() <= 3 * datagram.len(),
-            "reply {} to a {}-byte query",
-            reply.len(),
-            datagram.len()
-        );
+        assert!(reply.len() <= 3 * datagram.len(), "reply {} to a {}-byte query", reply.len(), datagram.len());
         sent += datagram.len();
         received += reply.len();
     }
     assert!(received <= 3 * sent);
-    assert!(
-        server
-            .shared
-            .metrics
-            .cookie_challenges
-            .load(Ordering::Relaxed)
-            > 0
-    );
+    assert!(server.shared.metrics().cookie_challenges > 0);
 }
 
 #[test]
@@ -317,46 +200,22 @@ fn fallback_document_and_payloads_over_http() {
     let server = start(|_| {});
     let socket = client();
     let body = query_body(&[("big", "1")]);
-    let datagram = Frame::query(
-        3,
-        &body,
-        &QueryOptions {
-            pad_to: 342,
-            ..Default::default()
-        },
-    )
-    .to_vec()
-    .unwrap();
+    let datagram = Frame::query(3, &body, &QueryOptions { pad_to: 342, ..Default::default() }).to_vec().unwrap();
     let reply = exchange(&socket, server.udp, &datagram);
     let decoded = Datagram::decode(&reply).unwrap();
-    let Message::Fallback(pointer) = &decoded.message else {
-        panic!("expected a fallback, got {:?}", decoded.message)
-    };
+    let Message::Fallback(pointer) = &decoded.message else { panic!("expected a fallback, got {:?}", decoded.message) };
     let keys = keys();
-    let expect = Expectation {
-        keys: &keys,
-        query: Sha256Digest::of(&body),
-        nonce: None,
-        now: now(),
-    };
+    let expect = Expectation { keys: &keys, query: Sha256Digest::of(&body), nonce: None, now: now() };
     let pointer = pointer.verify(&expect).expect("signed fallback verifies");
     let http = Http(reqwest::Client::new());
-    let document = server
-        .runtime
-        .block_on(http.get(pointer.mirrors[0].as_ref()));
-    let response = pointer
-        .open_document(&document, now())
-        .expect("size, hash and binding check out");
+    let document = server.runtime.block_on(http.get(pointer.mirrors[0].as_ref()));
+    let response = pointer.open_document(&document, now()).expect("size, hash and binding check out");
     let big = &response.modules[0];
     assert_eq!(big.status, Status::Update);
-    let upgram_core::body::UpgradeInfo::Files(files) = &big.upgrade else {
-        panic!("file list")
-    };
+    let upgram_core::body::UpgradeInfo::Files(files) = &big.upgrade else { panic!("file list") };
     assert_eq!(files.len(), 40);
     // Every payload is served, whole and by range, and hashes as signed.
-    let upgram_core::body::FileAction::Replace(first) = &files[0].action else {
-        panic!("replace")
-    };
+    let upgram_core::body::FileAction::Replace(first) = &files[0].action else { panic!("replace") };
     let url = response.resolve_url(&first.url).into_owned();
     let whole = server.runtime.block_on(http.get(&url));
     assert_eq!(Sha256Digest::of(&whole), first.sha256);
@@ -364,15 +223,10 @@ fn fallback_document_and_payloads_over_http() {
     let (status, part) = server.runtime.block_on(http.range(&url, 2, 5));
     assert_eq!(status, 206);
     assert_eq!(part, whole[2..=5]);
-    let metrics = server
-        .runtime
-        .block_on(http.get(&format!("http://{}/metrics", server.http)));
+    let metrics = server.runtime.block_on(http.get(&format!("http://{}/metrics", server.http)));
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(metrics.contains("upgram_fallbacks_total 1"), "{metrics}");
-    assert!(
-        metrics.contains("upgram_reply_latency_seconds_count"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("upgram_reply_latency_seconds_count"), "{metrics}");
 }
 
 #[test]
@@ -396,9 +250,7 @@ fn malformed_floods_get_nothing_larger_and_valid_queries_still_get_answers() {
                 junk[..6].copy_from_slice(b"UPGM\x01\x01");
             }
             if let Some((_, id)) = upgram_core::wire::peek_version_and_id(&junk) {
-                let shortest = garbage
-                    .get(&id)
-                    .map_or(junk.len(), |&seen| seen.min(junk.len()));
+                let shortest = garbage.get(&id).map_or(junk.len(), |&seen| seen.min(junk.len()));
                 garbage.insert(id, shortest);
             }
             socket.send_to(&junk, server.udp).unwrap();
@@ -407,42 +259,23 @@ fn malformed_floods_get_nothing_larger_and_valid_queries_still_get_answers() {
         // Then a real query: its reply must come; every reply before it answers garbage and is
         // no larger than the datagram it answers.
         let id = 1_000_000 + round;
-        let datagram = Frame::query(
-            id,
-            &body,
-            &QueryOptions {
-                pad_to: 342,
-                ..Default::default()
-            },
-        )
-        .to_vec()
-        .unwrap();
+        let datagram = Frame::query(id, &body, &QueryOptions { pad_to: 342, ..Default::default() }).to_vec().unwrap();
         socket.send_to(&datagram, server.udp).unwrap();
         let mut buffer = [0u8; 2048];
         loop {
-            let (len, _) = socket
-                .recv_from(&mut buffer)
-                .expect("the real query is answered");
+            let (len, _) = socket.recv_from(&mut buffer).expect("the real query is answered");
             let reply = Datagram::decode(&buffer[..len]).expect("replies decode");
             if reply.request_id == id {
                 verified_response(&buffer[..len], &body);
                 break;
             }
-            assert!(
-                matches!(reply.message, Message::Error(_)),
-                "garbage only ever gets errors"
-            );
-            let answered = garbage
-                .get(&reply.request_id)
-                .expect("an error answers a datagram that was sent");
-            assert!(
-                len <= *answered,
-                "a {len}-byte error for a {answered}-byte datagram"
-            );
+            assert!(matches!(reply.message, Message::Error(_)), "garbage only ever gets errors");
+            let answered = garbage.get(&reply.request_id).expect("an error answers a datagram that was sent");
+            assert!(len <= *answered, "a {len}-byte error for a {answered}-byte datagram");
         }
     }
-    let malformed = server.shared.metrics.malformed.load(Ordering::Relaxed);
-    let dropped = server.shared.metrics.dropped.load(Ordering::Relaxed);
+    let malformed = server.shared.metrics().malformed;
+    let dropped = server.shared.metrics().dropped;
     assert!(
         malformed + dropped >= garbage_sent,
         "every bad datagram is counted ({malformed} + {dropped} < {garbage_sent})"
@@ -454,49 +287,26 @@ fn errors_are_never_larger_than_their_query() {
     let server = start(|c| c.rate_per_source = 1e9);
     let socket = client();
     // Another protocol version: error 2, naming version 1.
-    let mut other = Frame::query(5, &query_body(&[("core", "1.0")]), &QueryOptions::default())
-        .to_vec()
-        .unwrap();
+    let mut other = Frame::query(5, &query_body(&[("core", "1.0")]), &QueryOptions::default()).to_vec().unwrap();
     other[4] = 2;
     let reply = exchange(&socket, server.udp, &other);
     assert!(reply.len() <= other.len());
-    let Message::Error(error) = Datagram::decode(&reply).unwrap().message else {
-        panic!("error")
-    };
+    let Message::Error(error) = Datagram::decode(&reply).unwrap().message else { panic!("error") };
     assert_eq!((error.code.code(), error.supported.clone()), (2, vec![1]));
     // A broken body: error 1, if it fits.
-    let broken = Frame::query(
-        6,
-        b"<query><module id='x'></query>",
-        &QueryOptions {
-            pad_to: 100,
-            ..Default::default()
-        },
-    )
-    .to_vec()
-    .unwrap();
+    let broken =
+        Frame::query(6, b"<query><module id='x'></query>", &QueryOptions { pad_to: 100, ..Default::default() })
+            .to_vec()
+            .unwrap();
     let reply = exchange(&socket, server.udp, &broken);
     assert!(reply.len() <= broken.len());
-    let Message::Error(error) = Datagram::decode(&reply).unwrap().message else {
-        panic!("error")
-    };
+    let Message::Error(error) = Datagram::decode(&reply).unwrap().message else { panic!("error") };
     assert_eq!(error.code.code(), 1);
     // A datagram of another kind gets nothing: the next reply is the next query's.
-    let stray = Frame::cookie_challenge(7, None, ServerCookie([1; 16]))
-        .to_vec()
-        .unwrap();
+    let stray = Frame::cookie_challenge(7, None, ServerCookie([1; 16])).to_vec().unwrap();
     socket.send_to(&stray, server.udp).unwrap();
     let body = query_body(&[("core", "1.1")]);
-    let next = Frame::query(
-        8,
-        &body,
-        &QueryOptions {
-            pad_to: 342,
-            ..Default::default()
-        },
-    )
-    .to_vec()
-    .unwrap();
+    let next = Frame::query(8, &body, &QueryOptions { pad_to: 342, ..Default::default() }).to_vec().unwrap();
     let reply = exchange(&socket, server.udp, &next);
     assert_eq!(Datagram::decode(&reply).unwrap().request_id, 8);
 }
@@ -511,16 +321,7 @@ fn rate_limiting_is_per_source_and_bounded() {
     let body = query_body(&[("core", "1.1")]);
     let mut limited = 0;
     for id in 0..10 {
-        let datagram = Frame::query(
-            id,
-            &body,
-            &QueryOptions {
-                pad_to: 342,
-                ..Default::default()
-            },
-        )
-        .to_vec()
-        .unwrap();
+        let datagram = Frame::query(id, &body, &QueryOptions { pad_to: 342, ..Default::default() }).to_vec().unwrap();
         let reply = exchange(&socket, server.udp, &datagram);
         if let Message::Error(error) = Datagram::decode(&reply).unwrap().message {
             assert_eq!(error.code.code(), 3);
@@ -529,10 +330,7 @@ fn rate_limiting_is_per_source_and_bounded() {
         }
     }
     assert_eq!(limited, 7, "a burst of 3, then nothing refills");
-    assert_eq!(
-        server.shared.metrics.rate_limited.load(Ordering::Relaxed),
-        7
-    );
+    assert_eq!(server.shared.metrics().rate_limited, 7);
 }
 
 #[test]
@@ -542,29 +340,18 @@ fn identical_queries_reuse_one_signature() {
     let body = query_body(&[("core", "1.0"), ("nope", "3")]);
     let replies: Vec<Vec<u8>> = (0..20u64)
         .map(|id| {
-            let datagram = Frame::query(
-                id,
-                &body,
-                &QueryOptions {
-                    pad_to: 342,
-                    ..Default::default()
-                },
-            )
-            .to_vec()
-            .unwrap();
+            let datagram =
+                Frame::query(id, &body, &QueryOptions { pad_to: 342, ..Default::default() }).to_vec().unwrap();
             exchange(&socket, server.udp, &datagram)
         })
         .collect();
     for reply in &replies {
         verified_response(reply, &body);
     }
-    let signatures = server.shared.metrics.signatures.load(Ordering::Relaxed);
+    let signatures = server.shared.metrics().signatures;
     // Two workers, and possibly a minute boundary: at most 2 signatures each.
-    assert!(
-        signatures <= 4,
-        "{signatures} signatures for 20 identical queries"
-    );
-    assert!(server.shared.metrics.cache_hits.load(Ordering::Relaxed) >= 16);
+    assert!(signatures <= 4, "{signatures} signatures for 20 identical queries");
+    assert!(server.shared.metrics().cache_hits >= 16);
 }
 
 #[test]
@@ -572,16 +359,7 @@ fn two_instances_answer_identically_and_accept_each_others_cookies() {
     let a = start(|_| {});
     let b = start(|_| {});
     let body = query_body(&[("core", "1.0")]);
-    let datagram = Frame::query(
-        9,
-        &body,
-        &QueryOptions {
-            pad_to: 342,
-            ..Default::default()
-        },
-    )
-    .to_vec()
-    .unwrap();
+    let datagram = Frame::query(9, &body, &QueryOptions { pad_to: 342, ..Default::default() }).to_vec().unwrap();
     // The same query at the same moment: byte-identical signed answers (the public URL differs
     // per instance here, so compare two workers of one configuration each at one instant).
     let now = now();
@@ -590,34 +368,18 @@ fn two_instances_answer_identically_and_accept_each_others_cookies() {
     let shared_b = Arc::new(Shared::new(
         a.shared.catalog().catalog.clone(),
         ReplySigner::from_seed(&SEED),
-        CookieSecrets {
-            current: CookieSecret([0x42; 32]),
-            previous: None,
-        },
+        CookieSecrets { current: CookieSecret([0x42; 32]), previous: None },
         a.shared.config().clone(),
     ));
     assert!(Worker::new(a.shared.clone()).handle(&datagram, ip, now, &mut from_a));
     assert!(Worker::new(shared_b).handle(&datagram, ip, now, &mut from_b));
-    assert_eq!(
-        from_a, from_b,
-        "two instances on one catalog answer byte for byte alike"
-    );
+    assert_eq!(from_a, from_b, "two instances on one catalog answer byte for byte alike");
     // A cookie from instance a is accepted by instance b over UDP.
     let socket = client();
     let cookie = ClientCookie([3; 8]);
-    let small = Frame::query(
-        10,
-        &body,
-        &QueryOptions {
-            client_cookie: Some(cookie),
-            ..Default::default()
-        },
-    )
-    .to_vec()
-    .unwrap();
-    let Message::CookieChallenge(challenge) = Datagram::decode(&exchange(&socket, a.udp, &small))
-        .unwrap()
-        .message
+    let small =
+        Frame::query(10, &body, &QueryOptions { client_cookie: Some(cookie), ..Default::default() }).to_vec().unwrap();
+    let Message::CookieChallenge(challenge) = Datagram::decode(&exchange(&socket, a.udp, &small)).unwrap().message
     else {
         panic!("challenge from a")
     };
@@ -628,11 +390,7 @@ fn two_instances_answer_identically_and_accept_each_others_cookies() {
     };
     let retry = Frame::query(11, &body, &options).to_vec().unwrap();
     verified_response(&exchange(&socket, b.udp, &retry), &body);
-    assert_eq!(
-        b.shared.metrics.cookie_challenges.load(Ordering::Relaxed),
-        0,
-        "b took a's cookie"
-    );
+    assert_eq!(b.shared.metrics().cookie_challenges, 0, "b took a's cookie");
 }
 
 #[test]
@@ -643,24 +401,11 @@ fn reloads_during_a_stream_lose_and_mix_nothing() {
     let new = catalog(dir.path(), "1.2");
     let body = query_body(&[("core", "1.0")]);
     let expected = |catalog: &Catalog| {
-        let binding = upgram_core::body::Binding {
-            query: Sha256Digest::of(&body),
-            issued: 0,
-            expires: 0,
-        };
+        let binding = upgram_core::body::Binding { query: Sha256Digest::of(&body), issued: 0, expires: 0 };
         let query = Query::decode(&body).unwrap();
-        upgram_server::responder::respond(
-            catalog,
-            &query,
-            binding,
-            &server.shared.config().public_url,
-        )
-        .to_vec()
+        upgram_server::responder::respond(catalog, &query, binding, &server.shared.config().public_url).to_vec()
     };
-    let shapes = [
-        strip_binding(&expected(&old)),
-        strip_binding(&expected(&new)),
-    ];
+    let shapes = [strip_binding(&expected(&old)), strip_binding(&expected(&new))];
     let stream = {
         let udp = server.udp;
         let body = body.clone();
@@ -668,35 +413,22 @@ fn reloads_during_a_stream_lose_and_mix_nothing() {
             let socket = client();
             (0..2000u64)
                 .map(|id| {
-                    let datagram = Frame::query(
-                        id,
-                        &body,
-                        &QueryOptions {
-                            pad_to: 342,
-                            ..Default::default()
-                        },
-                    )
-                    .to_vec()
-                    .unwrap();
+                    let datagram =
+                        Frame::query(id, &body, &QueryOptions { pad_to: 342, ..Default::default() }).to_vec().unwrap();
                     verified_response(&exchange(&socket, udp, &datagram), &body)
                 })
                 .collect::<Vec<_>>()
         })
     };
     for i in 0..200 {
-        server
-            .shared
-            .replace_catalog(if i % 2 == 0 { new.clone() } else { old.clone() });
+        server.shared.replace_catalog(if i % 2 == 0 { new.clone() } else { old.clone() });
         std::thread::yield_now();
     }
     let answers = stream.join().expect("every query answered");
     assert_eq!(answers.len(), 2000);
     for answer in &answers {
         let shape = strip_binding(answer);
-        assert!(
-            shapes.contains(&shape),
-            "an answer that is neither the old nor the new catalog's"
-        );
+        assert!(shapes.contains(&shape), "an answer that is neither the old nor the new catalog's");
     }
 }
 

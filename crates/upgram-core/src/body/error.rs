@@ -102,12 +102,7 @@ pub struct ErrorBody<'a> {
 impl<'a> ErrorBody<'a> {
     /// An error with `code` and nothing else.
     pub fn new(code: ErrorCode) -> Self {
-        Self {
-            code,
-            retry_after: None,
-            supported: Vec::new(),
-            message: None,
-        }
+        Self { code, retry_after: None, supported: Vec::new(), message: None }
     }
 
     /// Decodes an error body.
@@ -126,17 +121,13 @@ impl<'a> ErrorBody<'a> {
             })?;
             finish_leaf(reader, &root, "error")?;
             let fields = Fields::new("error", None);
-            let code =
-                ErrorCode::from_code(fields.small_number("code", &fields.required("code", code)?)?);
-            let retry_after = retry_after
-                .map(|v| fields.small_number("retry-after", &v))
-                .transpose()?;
+            let code = ErrorCode::from_code(fields.small_number("code", &fields.required("code", code)?)?);
+            let retry_after = retry_after.map(|v| fields.small_number("retry-after", &v)).transpose()?;
             let supported = match supported {
                 None => Vec::new(),
-                Some(list) => list
-                    .split(' ')
-                    .map(|v| fields.small_number("supported", v))
-                    .collect::<Result<Vec<u8>, _>>()?,
+                Some(list) => {
+                    list.split(' ').map(|v| fields.small_number("supported", v)).collect::<Result<Vec<u8>, _>>()?
+                }
             };
             if code == ErrorCode::UnsupportedVersion && supported.is_empty() {
                 return Err(BodyError::MissingAttribute {
@@ -145,12 +136,7 @@ impl<'a> ErrorBody<'a> {
                     context: " code=\"2\"".into(),
                 });
             }
-            Ok(ErrorBody {
-                code,
-                retry_after,
-                supported,
-                message,
-            })
+            Ok(ErrorBody { code, retry_after, supported, message })
         })
     }
 

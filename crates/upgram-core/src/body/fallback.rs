@@ -31,8 +31,7 @@ impl<'a> Fallback<'a> {
     /// Decodes a fallback body.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
         parse_document(bytes, "fallback", |reader, root| {
-            let (mut query, mut issued, mut expires, mut size, mut sha256) =
-                (None, None, None, None, None);
+            let (mut query, mut issued, mut expires, mut size, mut sha256) = (None, None, None, None, None);
             root.for_each_attribute(|name, value| {
                 match name {
                     "for" => query = Some(value),
@@ -48,10 +47,7 @@ impl<'a> Fallback<'a> {
             let binding = Binding::parse_fields(&fields, query, issued, expires)?;
             let size = fields.number("size", &fields.required("size", size)?)?;
             if size > MAX_DOCUMENT_LEN as u64 {
-                return Err(fields.invalid(
-                    "size",
-                    format!("{size} is more than the {MAX_DOCUMENT_LEN} allowed"),
-                ));
+                return Err(fields.invalid("size", format!("{size} is more than the {MAX_DOCUMENT_LEN} allowed")));
             }
             let sha256 = fields.digest("sha256", &fields.required("sha256", sha256)?)?;
             let mut mirrors = Vec::new();
@@ -65,28 +61,16 @@ impl<'a> Fallback<'a> {
                 })?;
                 finish_leaf(reader, &element, "mirror")?;
                 if mirrors.len() == MAX_MIRRORS {
-                    return Err(BodyError::TooManyElements {
-                        what: "mirrors",
-                        max: MAX_MIRRORS,
-                    });
+                    return Err(BodyError::TooManyElements { what: "mirrors", max: MAX_MIRRORS });
                 }
                 let fields = Fields::new("mirror", None);
                 mirrors.push(fields.url("url", fields.required("url", url)?, false)?);
                 Ok(())
             })?;
             if mirrors.is_empty() {
-                return Err(BodyError::MissingElement {
-                    element: "fallback",
-                    context: String::new(),
-                    child: "mirror",
-                });
+                return Err(BodyError::MissingElement { element: "fallback", context: String::new(), child: "mirror" });
             }
-            Ok(Fallback {
-                binding,
-                size,
-                sha256,
-                mirrors,
-            })
+            Ok(Fallback { binding, size, sha256, mirrors })
         })
     }
 

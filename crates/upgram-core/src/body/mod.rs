@@ -15,8 +15,8 @@ pub use error::{ErrorBody, ErrorCode};
 pub use fallback::Fallback;
 pub use query::{Query, QueryFile, QueryModule};
 pub use response::{
-    Binding, Delta, FileAction, FileEntry, FileMode, ModuleAnswer, Package, Payload, Requires,
-    Response, Status, UpgradeInfo,
+    Binding, Delta, FileAction, FileEntry, FileMode, ModuleAnswer, Package, Payload, Requires, Response, Status,
+    UpgradeInfo,
 };
 
 use crate::error::BodyError;
@@ -32,34 +32,23 @@ pub(crate) fn parse_document<'a, T>(
     let element = match reader.next()? {
         Node::Open(element) if element.name == root => element,
         Node::Open(element) => {
-            return Err(BodyError::WrongRoot {
-                expected: root,
-                found: format!("<{}>", element.name),
-            });
+            return Err(BodyError::WrongRoot { expected: root, found: format!("<{}>", element.name) });
         }
         Node::Close => {
-            return Err(BodyError::WrongRoot {
-                expected: root,
-                found: "an empty document".into(),
-            });
+            return Err(BodyError::WrongRoot { expected: root, found: "an empty document".into() });
         }
     };
     let value = parse_root(&mut reader, element)?;
     match reader.next()? {
         Node::Close => Ok(value),
-        Node::Open(extra) => Err(BodyError::XmlSyntax {
-            offset: extra.offset,
-            reason: "a second root element".into(),
-        }),
+        Node::Open(extra) => Err(BodyError::XmlSyntax { offset: extra.offset, reason: "a second root element".into() }),
     }
 }
 
 /// Every element name of protocol version 1. One of these where its parent does not allow it
 /// is an error; any other name is an extension and is skipped (SPEC.md §4.1.3).
-pub(crate) const V1_ELEMENTS: [&str; 11] = [
-    "query", "module", "file", "response", "package", "delta", "requires", "frequent", "fallback",
-    "mirror", "error",
-];
+pub(crate) const V1_ELEMENTS: [&str; 11] =
+    ["query", "module", "file", "response", "package", "delta", "requires", "frequent", "fallback", "mirror", "error"];
 
 /// Visits the children of `element`, whose name is `parent`: those in `allowed` go to `child`,
 /// other version 1 elements are an error, unknown ones are skipped (forward compatibility).

@@ -55,20 +55,13 @@ impl<'a> Query<'a> {
             let mut modules = Vec::new();
             for_each_child(reader, &root, "query", &["module"], |reader, element| {
                 if modules.len() == MAX_MODULES {
-                    return Err(BodyError::TooManyElements {
-                        what: "modules",
-                        max: MAX_MODULES,
-                    });
+                    return Err(BodyError::TooManyElements { what: "modules", max: MAX_MODULES });
                 }
                 modules.push(QueryModule::parse(reader, element)?);
                 Ok(())
             })?;
             if modules.is_empty() {
-                return Err(BodyError::MissingElement {
-                    element: "query",
-                    context: String::new(),
-                    child: "module",
-                });
+                return Err(BodyError::MissingElement { element: "query", context: String::new(), child: "module" });
             }
             Ok(Query { modules })
         })
@@ -92,10 +85,7 @@ impl<'a> Query<'a> {
 
     /// Splits `modules` over as few queries as keep each body within `max_body_len` bytes,
     /// in order (P3). Fails if one module alone does not fit.
-    pub fn split(
-        modules: Vec<QueryModule<'a>>,
-        max_body_len: usize,
-    ) -> Result<Vec<Query<'a>>, EncodeError> {
+    pub fn split(modules: Vec<QueryModule<'a>>, max_body_len: usize) -> Result<Vec<Query<'a>>, EncodeError> {
         let mut queries = Vec::new();
         let mut current = Vec::new();
         let mut len = EMPTY_QUERY_LEN;
@@ -104,15 +94,10 @@ impl<'a> Query<'a> {
             scratch.clear();
             module.encode(&mut scratch);
             if EMPTY_QUERY_LEN + scratch.len() > max_body_len {
-                return Err(EncodeError::TooLarge {
-                    len: EMPTY_QUERY_LEN + scratch.len(),
-                    max: max_body_len,
-                });
+                return Err(EncodeError::TooLarge { len: EMPTY_QUERY_LEN + scratch.len(), max: max_body_len });
             }
             if len + scratch.len() > max_body_len {
-                queries.push(Query {
-                    modules: std::mem::take(&mut current),
-                });
+                queries.push(Query { modules: std::mem::take(&mut current) });
                 len = EMPTY_QUERY_LEN;
             }
             len += scratch.len();
@@ -126,13 +111,7 @@ impl<'a> Query<'a> {
 
     /// Copies every borrowed string, detaching the query from its input.
     pub fn into_owned(self) -> Query<'static> {
-        Query {
-            modules: self
-                .modules
-                .into_iter()
-                .map(QueryModule::into_owned)
-                .collect(),
-        }
+        Query { modules: self.modules.into_iter().map(QueryModule::into_owned).collect() }
     }
 }
 
@@ -153,10 +132,7 @@ impl<'a> QueryModule<'a> {
         let mut files = Vec::new();
         for_each_child(reader, &element, "module", &["file"], |reader, child| {
             if files.len() == MAX_FILES_PER_MODULE {
-                return Err(BodyError::TooManyElements {
-                    what: "files in a module",
-                    max: MAX_FILES_PER_MODULE,
-                });
+                return Err(BodyError::TooManyElements { what: "files in a module", max: MAX_FILES_PER_MODULE });
             }
             files.push(QueryFile::parse(reader, child)?);
             Ok(())
@@ -192,10 +168,7 @@ impl<'a> QueryModule<'a> {
             files: self
                 .files
                 .into_iter()
-                .map(|f| QueryFile {
-                    id: Cow::Owned(f.id.into_owned()),
-                    version: f.version.into_owned(),
-                })
+                .map(|f| QueryFile { id: Cow::Owned(f.id.into_owned()), version: f.version.into_owned() })
                 .collect(),
         }
     }

@@ -39,11 +39,7 @@ impl Binding {
         if expires < issued {
             return Err(fields.invalid("expires", format!("{expires} is before issued ({issued})")));
         }
-        Ok(Binding {
-            query,
-            issued,
-            expires,
-        })
+        Ok(Binding { query, issued, expires })
     }
 
     pub(crate) fn encode_attributes(&self, out: &mut Vec<u8>) {
@@ -306,8 +302,7 @@ impl<'a> Response<'a> {
     /// ```
     pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
         parse_document(bytes, "response", |reader, root| {
-            let [query, issued, expires, base] =
-                collect(&root, ["for", "issued", "expires", "base"])?;
+            let [query, issued, expires, base] = collect(&root, ["for", "issued", "expires", "base"])?;
             let fields = Fields::new("response", None);
             let binding = Binding::parse_fields(&fields, query, issued, expires)?;
             let base = base.map(|b| fields.url("base", b, false)).transpose()?;
@@ -315,19 +310,12 @@ impl<'a> Response<'a> {
             let mut modules = Vec::new();
             for_each_child(reader, &root, "response", &["module"], |reader, element| {
                 if modules.len() == MAX_MODULES {
-                    return Err(BodyError::TooManyElements {
-                        what: "modules",
-                        max: MAX_MODULES,
-                    });
+                    return Err(BodyError::TooManyElements { what: "modules", max: MAX_MODULES });
                 }
                 modules.push(ModuleAnswer::parse(reader, element, relative_ok)?);
                 Ok(())
             })?;
-            Ok(Response {
-                binding,
-                base,
-                modules,
-            })
+            Ok(Response { binding, base, modules })
         })
     }
 
@@ -389,46 +377,15 @@ impl<'a> ModuleAnswer<'a> {
         }
     }
 
-    fn parse(
-        reader: &mut XmlReader<'a>,
-        element: Element<'a>,
-        relative_ok: bool,
-    ) -> Result<Self, BodyError> {
-        let [
-            id,
-            status,
-            latest,
-            code,
-            full,
-            forced,
-            floor,
-            rollback,
-            dependency,
-        ] = collect(
-            &element,
-            [
-                "id",
-                "status",
-                "latest",
-                "code",
-                "full",
-                "forced",
-                "floor",
-                "rollback",
-                "dependency",
-            ],
-        )?;
+    fn parse(reader: &mut XmlReader<'a>, element: Element<'a>, relative_ok: bool) -> Result<Self, BodyError> {
+        let [id, status, latest, code, full, forced, floor, rollback, dependency] =
+            collect(&element, ["id", "status", "latest", "code", "full", "forced", "floor", "rollback", "dependency"])?;
         let fields = Fields::new("module", id.as_deref());
         let id = fields.module_id("id", fields.required("id", id.clone())?)?;
         let status_text = fields.required("status", status)?;
-        let status = Status::parse(&status_text).ok_or_else(|| {
-            fields.invalid(
-                "status",
-                format!("`{}` is not a status", status_text.escape_debug()),
-            )
-        })?;
-        let flag =
-            |name, value: Option<Cow<'_, str>>| value.map_or(Ok(false), |v| fields.flag(name, &v));
+        let status = Status::parse(&status_text)
+            .ok_or_else(|| fields.invalid("status", format!("`{}` is not a status", status_text.escape_debug())))?;
+        let flag = |name, value: Option<Cow<'_, str>>| value.map_or(Ok(false), |v| fields.flag(name, &v));
         let mut answer = ModuleAnswer {
             latest: latest.map(|v| fields.version("latest", v)).transpose()?,
             code: code.map(|v| fields.small_number("code", &v)).transpose()?,
@@ -461,16 +418,13 @@ impl<'a> ModuleAnswer<'a> {
                             " (a module has one package or a file list, not both)",
                         ));
                     }
-                    self.upgrade =
-                        UpgradeInfo::Package(parse_package(reader, &child, relative_ok)?);
+                    self.upgrade = UpgradeInfo::Package(parse_package(reader, &child, relative_ok)?);
                 }
                 "file" => {
                     let entry = FileEntry::parse(reader, &child, relative_ok)?;
                     match &mut self.upgrade {
                         UpgradeInfo::None => self.upgrade = UpgradeInfo::Files(vec![entry]),
-                        UpgradeInfo::Files(files) if files.len() < MAX_FILES_PER_MODULE => {
-                            files.push(entry)
-                        }
+                        UpgradeInfo::Files(files) if files.len() < MAX_FILES_PER_MODULE => files.push(entry),
                         UpgradeInfo::Files(_) => {
                             return Err(BodyError::TooManyElements {
                                 what: "files in a module",
@@ -495,11 +449,8 @@ impl<'a> ModuleAnswer<'a> {
 
     /// The rules between attributes and children that the element-by-element parse cannot see.
     fn check(&self, fields: &Fields<'_>) -> Result<(), BodyError> {
-        let missing = |child| BodyError::MissingElement {
-            element: "module",
-            context: format!(" id=\"{}\"", self.id),
-            child,
-        };
+        let missing =
+            |child| BodyError::MissingElement { element: "module", context: format!(" id=\"{}\"", self.id), child };
         match self.status {
             Status::Update | Status::Current if self.latest.is_none() => {
                 return Err(BodyError::MissingAttribute {
@@ -522,13 +473,8 @@ impl<'a> ModuleAnswer<'a> {
                 return Err(fields.invalid("status", "a module that is current has no package"));
             }
             Status::Unknown | Status::Error if !matches!(self.upgrade, UpgradeInfo::None) => {
-                return Err(fields.invalid(
-                    "status",
-                    format!(
-                        "a module with status {} has no upgrade info",
-                        self.status.name()
-                    ),
-                ));
+                return Err(fields
+                    .invalid("status", format!("a module with status {} has no upgrade info", self.status.name())));
             }
             _ => {}
         }
@@ -552,9 +498,8 @@ impl<'a> ModuleAnswer<'a> {
         }
         write_flag(out, "rollback", self.rollback);
         write_flag(out, "dependency", self.dependency);
-        let no_children = matches!(self.upgrade, UpgradeInfo::None)
-            && self.requires.is_empty()
-            && self.frequent.is_empty();
+        let no_children =
+            matches!(self.upgrade, UpgradeInfo::None) && self.requires.is_empty() && self.frequent.is_empty();
         if no_children {
             out.extend_from_slice(b"/>");
             return;
@@ -595,16 +540,10 @@ fn parse_package<'a>(
     let [url, size, sha256, args] = collect(element, ["url", "size", "sha256", "args"])?;
     finish_leaf(reader, element, "package")?;
     let fields = Fields::new("package", None);
-    Ok(Package {
-        payload: parse_payload(&fields, url, size, sha256, relative_ok)?,
-        args,
-    })
+    Ok(Package { payload: parse_payload(&fields, url, size, sha256, relative_ok)?, args })
 }
 
-fn parse_requires<'a>(
-    reader: &mut XmlReader<'a>,
-    element: &Element<'a>,
-) -> Result<Requires<'a>, BodyError> {
+fn parse_requires<'a>(reader: &mut XmlReader<'a>, element: &Element<'a>) -> Result<Requires<'a>, BodyError> {
     let [id, min] = collect(element, ["id", "min"])?;
     finish_leaf(reader, element, "requires")?;
     let fields = Fields::new("requires", id.as_deref());
@@ -613,10 +552,7 @@ fn parse_requires<'a>(
     Ok(Requires { id, min })
 }
 
-fn parse_frequent<'a>(
-    reader: &mut XmlReader<'a>,
-    element: &Element<'a>,
-) -> Result<Cow<'a, str>, BodyError> {
+fn parse_frequent<'a>(reader: &mut XmlReader<'a>, element: &Element<'a>) -> Result<Cow<'a, str>, BodyError> {
     let [id] = collect(element, ["id"])?;
     finish_leaf(reader, element, "frequent")?;
     let fields = Fields::new("frequent", None);
@@ -624,36 +560,20 @@ fn parse_frequent<'a>(
 }
 
 impl<'a> FileEntry<'a> {
-    fn parse(
-        reader: &mut XmlReader<'a>,
-        element: &Element<'a>,
-        relative_ok: bool,
-    ) -> Result<Self, BodyError> {
-        let [id, version, mode, url, size, sha256, frequent] = collect(
-            element,
-            ["id", "version", "mode", "url", "size", "sha256", "frequent"],
-        )?;
+    fn parse(reader: &mut XmlReader<'a>, element: &Element<'a>, relative_ok: bool) -> Result<Self, BodyError> {
+        let [id, version, mode, url, size, sha256, frequent] =
+            collect(element, ["id", "version", "mode", "url", "size", "sha256", "frequent"])?;
         let fields = Fields::new("file", id.as_deref());
         let version = fields.version("version", fields.required("version", version)?)?;
         let mode_text = fields.required("mode", mode)?;
         let mode = FileMode::parse(&mode_text).ok_or_else(|| {
-            fields.invalid(
-                "mode",
-                format!(
-                    "`{}` is not replace, delete or incremental",
-                    mode_text.escape_debug()
-                ),
-            )
+            fields.invalid("mode", format!("`{}` is not replace, delete or incremental", mode_text.escape_debug()))
         })?;
         let frequent = frequent.map_or(Ok(false), |v| fields.flag("frequent", &v))?;
         let mut delta = None;
         for_each_child(reader, element, "file", &["delta"], |reader, child| {
             if mode != FileMode::Incremental || delta.is_some() {
-                return Err(unexpected(
-                    &child,
-                    "file",
-                    " (only one, and only with mode=\"incremental\")",
-                ));
+                return Err(unexpected(&child, "file", " (only one, and only with mode=\"incremental\")"));
             }
             delta = Some(parse_delta(reader, &child, relative_ok)?);
             Ok(())
@@ -669,9 +589,7 @@ impl<'a> FileEntry<'a> {
                 }
                 FileAction::Delete
             }
-            FileMode::Replace => {
-                FileAction::Replace(parse_payload(&fields, url, size, sha256, relative_ok)?)
-            }
+            FileMode::Replace => FileAction::Replace(parse_payload(&fields, url, size, sha256, relative_ok)?),
             FileMode::Incremental => FileAction::Incremental {
                 payload: parse_payload(&fields, url, size, sha256, relative_ok)?,
                 delta: delta.ok_or_else(|| BodyError::MissingElement {
@@ -682,12 +600,7 @@ impl<'a> FileEntry<'a> {
             },
         };
         let id = fields.file_id("id", fields.required("id", id.clone())?)?;
-        Ok(FileEntry {
-            id,
-            version,
-            action,
-            frequent,
-        })
+        Ok(FileEntry { id, version, action, frequent })
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -696,9 +609,7 @@ impl<'a> FileEntry<'a> {
         write_attribute(out, "version", self.version.as_str());
         write_attribute(out, "mode", self.action.mode().name());
         match &self.action {
-            FileAction::Replace(payload) | FileAction::Incremental { payload, .. } => {
-                encode_payload(out, payload)
-            }
+            FileAction::Replace(payload) | FileAction::Incremental { payload, .. } => encode_payload(out, payload),
             FileAction::Delete => {}
         }
         write_flag(out, "frequent", self.frequent);
@@ -723,8 +634,5 @@ fn parse_delta<'a>(
     finish_leaf(reader, element, "delta")?;
     let fields = Fields::new("delta", None);
     let from = fields.version("from", fields.required("from", from)?)?;
-    Ok(Delta {
-        from,
-        payload: parse_payload(&fields, url, size, sha256, relative_ok)?,
-    })
+    Ok(Delta { from, payload: parse_payload(&fields, url, size, sha256, relative_ok)? })
 }

@@ -11,9 +11,7 @@ use crate::version::Version;
 pub fn is_valid_module_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_MODULE_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Whether `path` is a valid file id: a relative path of 1 to 255 bytes whose `/`-separated
@@ -22,12 +20,8 @@ pub fn is_valid_module_id(id: &str) -> bool {
 pub fn is_valid_file_id(path: &str) -> bool {
     !path.is_empty()
         && path.len() <= MAX_FILE_ID_LEN
-        && !path
-            .chars()
-            .any(|c| c.is_control() || c == '\\' || c == ':')
-        && path
-            .split('/')
-            .all(|segment| !matches!(segment, "" | "." | ".."))
+        && !path.chars().any(|c| c.is_control() || c == '\\' || c == ':')
+        && path.split('/').all(|segment| !matches!(segment, "" | "." | ".."))
 }
 
 /// Whether `url` is acceptable: printable ASCII without spaces (RFC 3986 percent-encodes the
@@ -64,54 +58,34 @@ impl<'c> Fields<'c> {
 
     /// An `invalid-attribute` error for `attribute`.
     pub fn invalid(&self, attribute: &'static str, reason: impl Into<String>) -> BodyError {
-        BodyError::InvalidAttribute {
-            element: self.element,
-            attribute,
-            context: self.context(),
-            reason: reason.into(),
-        }
+        BodyError::InvalidAttribute { element: self.element, attribute, context: self.context(), reason: reason.into() }
     }
 
     /// `value`, or a `missing-attribute` error.
     pub fn required<T>(&self, attribute: &'static str, value: Option<T>) -> Result<T, BodyError> {
-        value.ok_or_else(|| BodyError::MissingAttribute {
-            element: self.element,
-            attribute,
-            context: self.context(),
-        })
+        value.ok_or_else(|| BodyError::MissingAttribute { element: self.element, attribute, context: self.context() })
     }
 
     /// A decimal unsigned integer without sign or leading zeros.
     pub fn number(&self, attribute: &'static str, value: &str) -> Result<u64, BodyError> {
-        let canonical = !value.is_empty()
-            && value.bytes().all(|b| b.is_ascii_digit())
-            && (value == "0" || !value.starts_with('0'));
+        let canonical =
+            !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) && (value == "0" || !value.starts_with('0'));
         if !canonical {
-            return Err(self.invalid(
-                attribute,
-                format!("`{}` is not a number", value.escape_debug()),
-            ));
+            return Err(self.invalid(attribute, format!("`{}` is not a number", value.escape_debug())));
         }
-        value
-            .parse()
-            .map_err(|_| self.invalid(attribute, "number too large"))
+        value.parse().map_err(|_| self.invalid(attribute, "number too large"))
     }
 
     /// A number that fits `T`.
-    pub fn small_number<T: TryFrom<u64>>(
-        &self,
-        attribute: &'static str,
-        value: &str,
-    ) -> Result<T, BodyError> {
+    pub fn small_number<T: TryFrom<u64>>(&self, attribute: &'static str, value: &str) -> Result<T, BodyError> {
         let n = self.number(attribute, value)?;
         T::try_from(n).map_err(|_| self.invalid(attribute, format!("{n} is out of range")))
     }
 
     /// 64 lowercase hex digits.
     pub fn digest(&self, attribute: &'static str, value: &str) -> Result<Sha256Digest, BodyError> {
-        Sha256Digest::from_hex(value).ok_or_else(|| {
-            self.invalid(attribute, "not a SHA-256 digest (64 lowercase hex digits)")
-        })
+        Sha256Digest::from_hex(value)
+            .ok_or_else(|| self.invalid(attribute, "not a SHA-256 digest (64 lowercase hex digits)"))
     }
 
     /// `1`/`true` or `0`/`false`.
@@ -119,28 +93,17 @@ impl<'c> Fields<'c> {
         match value {
             "1" | "true" => Ok(true),
             "0" | "false" => Ok(false),
-            _ => Err(self.invalid(
-                attribute,
-                format!("`{}` is not a boolean", value.escape_debug()),
-            )),
+            _ => Err(self.invalid(attribute, format!("`{}` is not a boolean", value.escape_debug()))),
         }
     }
 
     /// A version (SPEC.md §6).
-    pub fn version<'a>(
-        &self,
-        attribute: &'static str,
-        value: Cow<'a, str>,
-    ) -> Result<Version<'a>, BodyError> {
+    pub fn version<'a>(&self, attribute: &'static str, value: Cow<'a, str>) -> Result<Version<'a>, BodyError> {
         Version::from_cow(value).map_err(|e| self.invalid(attribute, e.to_string()))
     }
 
     /// A module id.
-    pub fn module_id<'a>(
-        &self,
-        attribute: &'static str,
-        value: Cow<'a, str>,
-    ) -> Result<Cow<'a, str>, BodyError> {
+    pub fn module_id<'a>(&self, attribute: &'static str, value: Cow<'a, str>) -> Result<Cow<'a, str>, BodyError> {
         if is_valid_module_id(&value) {
             Ok(value)
         } else {
@@ -149,16 +112,8 @@ impl<'c> Fields<'c> {
     }
 
     /// A file id.
-    pub fn file_id<'a>(
-        &self,
-        attribute: &'static str,
-        value: Cow<'a, str>,
-    ) -> Result<Cow<'a, str>, BodyError> {
-        if is_valid_file_id(&value) {
-            Ok(value)
-        } else {
-            Err(self.invalid(attribute, "not a safe relative path"))
-        }
+    pub fn file_id<'a>(&self, attribute: &'static str, value: Cow<'a, str>) -> Result<Cow<'a, str>, BodyError> {
+        if is_valid_file_id(&value) { Ok(value) } else { Err(self.invalid(attribute, "not a safe relative path")) }
     }
 
     /// A URL, relative ones allowed when `relative_ok`.

@@ -15,9 +15,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 
 use crate::error::BodyError;
-use crate::limits::{
-    MAX_ATTRIBUTE_LEN, MAX_ATTRIBUTES, MAX_ELEMENTS, MAX_RAW_ATTRIBUTE_LEN, MAX_XML_DEPTH,
-};
+use crate::limits::{MAX_ATTRIBUTE_LEN, MAX_ATTRIBUTES, MAX_ELEMENTS, MAX_RAW_ATTRIBUTE_LEN, MAX_XML_DEPTH};
 
 /// An element's start tag.
 #[derive(Debug, Clone, Copy)]
@@ -52,22 +50,14 @@ pub(crate) struct XmlReader<'a> {
 impl<'a> XmlReader<'a> {
     /// A reader over `bytes`, which must be UTF-8.
     pub fn new(bytes: &'a [u8]) -> Result<Self, BodyError> {
-        let input = std::str::from_utf8(bytes).map_err(|e| BodyError::NotUtf8 {
-            offset: e.valid_up_to(),
-        })?;
+        let input = std::str::from_utf8(bytes).map_err(|e| BodyError::NotUtf8 { offset: e.valid_up_to() })?;
         let mut reader = Reader::from_str(input);
         let config = reader.config_mut();
         config.check_end_names = true;
         config.check_comments = true;
         config.expand_empty_elements = false;
         config.trim_text(false);
-        Ok(Self {
-            input,
-            reader,
-            depth: 0,
-            elements: 0,
-            root_seen: false,
-        })
+        Ok(Self { input, reader, depth: 0, elements: 0, root_seen: false })
     }
 
     fn position(&self) -> usize {
@@ -76,10 +66,7 @@ impl<'a> XmlReader<'a> {
 
     fn syntax(&self, error: &quick_xml::Error) -> BodyError {
         let offset = usize::try_from(self.reader.error_position()).unwrap_or(usize::MAX);
-        BodyError::XmlSyntax {
-            offset,
-            reason: error.to_string(),
-        }
+        BodyError::XmlSyntax { offset, reason: error.to_string() }
     }
 
     /// The next element opening or closing at the current level, skipping comments and
@@ -122,41 +109,24 @@ impl<'a> XmlReader<'a> {
                     return Err(if is_predefined_entity(&name) {
                         BodyError::UnexpectedText { offset: before }
                     } else {
-                        BodyError::Entity {
-                            offset: before,
-                            name,
-                        }
+                        BodyError::Entity { offset: before, name }
                     });
                 }
             }
         }
     }
 
-    fn open(
-        &mut self,
-        start: &BytesStart<'_>,
-        empty: bool,
-        offset: usize,
-    ) -> Result<Node<'a>, BodyError> {
+    fn open(&mut self, start: &BytesStart<'_>, empty: bool, offset: usize) -> Result<Node<'a>, BodyError> {
         if self.depth == 0 && self.root_seen {
-            return Err(BodyError::XmlSyntax {
-                offset,
-                reason: "a second root element".into(),
-            });
+            return Err(BodyError::XmlSyntax { offset, reason: "a second root element".into() });
         }
         self.root_seen = true;
         self.elements += 1;
         if self.elements > MAX_ELEMENTS {
-            return Err(BodyError::TooManyElements {
-                what: "elements",
-                max: MAX_ELEMENTS,
-            });
+            return Err(BodyError::TooManyElements { what: "elements", max: MAX_ELEMENTS });
         }
         if self.depth + 1 > MAX_XML_DEPTH {
-            return Err(BodyError::TooDeep {
-                offset,
-                max: MAX_XML_DEPTH,
-            });
+            return Err(BodyError::TooDeep { offset, max: MAX_XML_DEPTH });
         }
         if !empty {
             self.depth += 1;
@@ -164,12 +134,7 @@ impl<'a> XmlReader<'a> {
         let tag = self.borrow_tag(start, offset)?;
         let name_len = start.name().as_ref().len();
         let name = tag.get(..name_len).unwrap_or(tag);
-        Ok(Node::Open(Element {
-            name,
-            tag,
-            empty,
-            offset,
-        }))
+        Ok(Node::Open(Element { name, tag, empty, offset }))
     }
 
     /// The tag content with the input's lifetime, so attribute values can borrow from it.
@@ -181,10 +146,7 @@ impl<'a> XmlReader<'a> {
         self.input
             .get(at..at.wrapping_add(content.len()))
             .filter(|slice| slice.as_ptr() == content.as_ptr())
-            .ok_or_else(|| BodyError::XmlSyntax {
-                offset,
-                reason: "tag not borrowed from the input".into(),
-            })
+            .ok_or_else(|| BodyError::XmlSyntax { offset, reason: "tag not borrowed from the input".into() })
     }
 
     /// Skips the rest of `element` (an unknown element, per the forward-compatibility rule).
@@ -247,9 +209,7 @@ impl<'a> Element<'a> {
                     reason: format!("`<` in attribute `{name}` of <{}>", self.name),
                 });
             }
-            let value = attribute
-                .normalized_value(XmlVersion::Implicit1_0)
-                .map_err(|e| self.value_error(name, &e))?;
+            let value = attribute.normalized_value(XmlVersion::Implicit1_0).map_err(|e| self.value_error(name, &e))?;
             if value.len() > MAX_ATTRIBUTE_LEN {
                 return Err(self.too_long(name, value.len()));
             }
@@ -277,10 +237,7 @@ impl<'a> Element<'a> {
         match error {
             AttrError::Duplicated(at, _) => {
                 let rest = self.tag.get(at..).unwrap_or("");
-                let attribute = rest
-                    .split(|c: char| c == '=' || c.is_ascii_whitespace())
-                    .next()
-                    .unwrap_or("");
+                let attribute = rest.split(|c: char| c == '=' || c.is_ascii_whitespace()).next().unwrap_or("");
                 BodyError::DuplicateAttribute {
                     element: self.name.to_owned(),
                     attribute: attribute.to_owned(),
@@ -297,10 +254,7 @@ impl<'a> Element<'a> {
     fn value_error(&self, attribute: &str, error: &quick_xml::Error) -> BodyError {
         match error {
             quick_xml::Error::Escape(EscapeError::UnrecognizedEntity(_, name)) => {
-                BodyError::Entity {
-                    offset: self.offset,
-                    name: name.clone(),
-                }
+                BodyError::Entity { offset: self.offset, name: name.clone() }
             }
             other => BodyError::XmlSyntax {
                 offset: self.offset,

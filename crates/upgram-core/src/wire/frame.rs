@@ -41,22 +41,14 @@ struct FlagRule {
 
 fn flag_rule(kind: MessageKind) -> FlagRule {
     match kind {
-        MessageKind::Query => FlagRule {
-            allowed: Flags::DEFINED,
-            required: 0,
-        },
-        MessageKind::Response | MessageKind::Fallback => FlagRule {
-            allowed: Flags::SERVER_COOKIE | Flags::NONCE,
-            required: 0,
-        },
-        MessageKind::Error => FlagRule {
-            allowed: 0,
-            required: 0,
-        },
-        MessageKind::CookieChallenge => FlagRule {
-            allowed: Flags::CLIENT_COOKIE | Flags::SERVER_COOKIE,
-            required: Flags::SERVER_COOKIE,
-        },
+        MessageKind::Query => FlagRule { allowed: Flags::DEFINED, required: 0 },
+        MessageKind::Response | MessageKind::Fallback => {
+            FlagRule { allowed: Flags::SERVER_COOKIE | Flags::NONCE, required: 0 }
+        }
+        MessageKind::Error => FlagRule { allowed: 0, required: 0 },
+        MessageKind::CookieChallenge => {
+            FlagRule { allowed: Flags::CLIENT_COOKIE | Flags::SERVER_COOKIE, required: Flags::SERVER_COOKIE }
+        }
     }
 }
 
@@ -78,17 +70,10 @@ fn check_flags(kind: MessageKind, flags: Flags) -> Result<(), DecodeError> {
         } else {
             continue;
         };
-        return Err(DecodeError::FlagNotAllowed {
-            kind: kind.name(),
-            flag: flag_name(bit),
-            problem,
-        });
+        return Err(DecodeError::FlagNotAllowed { kind: kind.name(), flag: flag_name(bit), problem });
     }
     // A server cookie in a query is only meaningful with the client cookie it was made for.
-    if kind == MessageKind::Query
-        && flags.has(Flags::SERVER_COOKIE)
-        && !flags.has(Flags::CLIENT_COOKIE)
-    {
+    if kind == MessageKind::Query && flags.has(Flags::SERVER_COOKIE) && !flags.has(Flags::CLIENT_COOKIE) {
         return Err(DecodeError::FlagNotAllowed {
             kind: kind.name(),
             flag: "CLIENT_COOKIE",
@@ -132,10 +117,7 @@ impl<'b> Frame<'b> {
     /// the header does not account for.
     pub fn decode(bytes: &'b [u8]) -> Result<Frame<'b>, DecodeError> {
         if bytes.len() > MAX_DATAGRAM_LEN {
-            return Err(DecodeError::TooLarge {
-                len: bytes.len(),
-                max: MAX_DATAGRAM_LEN,
-            });
+            return Err(DecodeError::TooLarge { len: bytes.len(), max: MAX_DATAGRAM_LEN });
         }
         let (header, rest) = Header::decode(bytes)?;
         check_flags(header.kind, header.flags)?;
@@ -144,47 +126,28 @@ impl<'b> Frame<'b> {
         let trailer = trailer_len(header.kind, header.flags);
         let needed = HEADER_LEN + body_len + trailer + pad_len;
         if bytes.len() < needed {
-            return Err(DecodeError::Truncated {
-                needed,
-                len: bytes.len(),
-            });
+            return Err(DecodeError::Truncated { needed, len: bytes.len() });
         }
         if bytes.len() > needed {
-            return Err(DecodeError::LengthMismatch {
-                extra: bytes.len() - needed,
-            });
+            return Err(DecodeError::LengthMismatch { extra: bytes.len() - needed });
         }
         if pad_len > 0 && header.kind != MessageKind::Query {
-            return Err(DecodeError::PaddingNotAllowed {
-                kind: header.kind.name(),
-                len: pad_len,
-            });
+            return Err(DecodeError::PaddingNotAllowed { kind: header.kind.name(), len: pad_len });
         }
         if body_len > 0 && header.kind == MessageKind::CookieChallenge {
-            return Err(DecodeError::BodyNotAllowed {
-                kind: header.kind.name(),
-                len: body_len,
-            });
+            return Err(DecodeError::BodyNotAllowed { kind: header.kind.name(), len: body_len });
         }
         let (body, mut rest) = rest.split_at(body_len);
         let flags = header.flags;
-        let client_cookie = flags
-            .has(Flags::CLIENT_COOKIE)
-            .then(|| ClientCookie(take_array(&mut rest)));
-        let server_cookie = flags
-            .has(Flags::SERVER_COOKIE)
-            .then(|| ServerCookie(take_array(&mut rest)));
-        let nonce = flags
-            .has(Flags::NONCE)
-            .then(|| Nonce(take_array(&mut rest)));
-        let signature = header.kind.is_signed().then(|| SignatureBlock {
-            key_id: KeyId(take_array(&mut rest)),
-            signature: take_array(&mut rest),
-        });
+        let client_cookie = flags.has(Flags::CLIENT_COOKIE).then(|| ClientCookie(take_array(&mut rest)));
+        let server_cookie = flags.has(Flags::SERVER_COOKIE).then(|| ServerCookie(take_array(&mut rest)));
+        let nonce = flags.has(Flags::NONCE).then(|| Nonce(take_array(&mut rest)));
+        let signature = header
+            .kind
+            .is_signed()
+            .then(|| SignatureBlock { key_id: KeyId(take_array(&mut rest)), signature: take_array(&mut rest) });
         if let Some(pos) = rest.iter().position(|&b| b != 0) {
-            return Err(DecodeError::NonZeroPadding {
-                offset: needed - pad_len + pos,
-            });
+            return Err(DecodeError::NonZeroPadding { offset: needed - pad_len + pos });
         }
         Ok(Frame {
             kind: header.kind,
@@ -243,16 +206,10 @@ impl<'b> Frame<'b> {
         self.check_shape()?;
         let len = self.encoded_len();
         if len > MAX_DATAGRAM_LEN {
-            return Err(EncodeError::TooLarge {
-                len,
-                max: MAX_DATAGRAM_LEN,
-            });
+            return Err(EncodeError::TooLarge { len, max: MAX_DATAGRAM_LEN });
         }
         if buf.remaining_mut() < len {
-            return Err(EncodeError::BufferTooSmall {
-                len,
-                room: buf.remaining_mut(),
-            });
+            return Err(EncodeError::BufferTooSmall { len, room: buf.remaining_mut() });
         }
         let header = Header {
             version: PROTOCOL_VERSION,
@@ -319,10 +276,7 @@ impl<'b> Frame<'b> {
             padding: 0,
         };
         let unpadded = frame.encoded_len();
-        frame.padding = options
-            .pad_to
-            .min(MAX_DATAGRAM_LEN)
-            .saturating_sub(unpadded);
+        frame.padding = options.pad_to.min(MAX_DATAGRAM_LEN).saturating_sub(unpadded);
         frame
     }
 

@@ -128,18 +128,7 @@ struct RawHeader<'b> {
 fn raw_header(input: &[u8]) -> IResult<&[u8], RawHeader<'_>> {
     let (rest, (magic, version, kind, flags, request_id, body_len, pad_len)) =
         (take(4usize), be_u8, be_u8, be_u16, be_u64, be_u16, be_u16).parse(input)?;
-    Ok((
-        rest,
-        RawHeader {
-            magic,
-            version,
-            kind,
-            flags,
-            request_id,
-            body_len,
-            pad_len,
-        },
-    ))
+    Ok((rest, RawHeader { magic, version, kind, flags, request_id, body_len, pad_len }))
 }
 
 impl Header {
@@ -148,21 +137,15 @@ impl Header {
     /// Checks, in this order: length, magic, version, kind, reserved flags.
     pub fn decode(bytes: &[u8]) -> Result<(Header, &[u8]), DecodeError> {
         let Ok((rest, raw)) = raw_header(bytes) else {
-            return Err(DecodeError::Truncated {
-                needed: HEADER_LEN,
-                len: bytes.len(),
-            });
+            return Err(DecodeError::Truncated { needed: HEADER_LEN, len: bytes.len() });
         };
         if raw.magic != MAGIC {
             return Err(DecodeError::BadMagic);
         }
         if raw.version != PROTOCOL_VERSION {
-            return Err(DecodeError::UnsupportedVersion {
-                version: raw.version,
-            });
+            return Err(DecodeError::UnsupportedVersion { version: raw.version });
         }
-        let kind =
-            MessageKind::from_byte(raw.kind).ok_or(DecodeError::UnknownKind { kind: raw.kind })?;
+        let kind = MessageKind::from_byte(raw.kind).ok_or(DecodeError::UnknownKind { kind: raw.kind })?;
         let reserved = raw.flags & !Flags::DEFINED;
         if reserved != 0 {
             return Err(DecodeError::UnknownFlags { flags: reserved });

@@ -70,9 +70,7 @@ impl CatalogError {
     pub fn file(&self) -> &Path {
         match self {
             Self::Io { path, .. } => path,
-            Self::Syntax { file, .. } | Self::Invalid { file, .. } | Self::Layout { file, .. } => {
-                file
-            }
+            Self::Syntax { file, .. } | Self::Invalid { file, .. } | Self::Layout { file, .. } => file,
         }
     }
 
@@ -95,10 +93,7 @@ impl CatalogError {
 
     /// Wraps an I/O error on `path`.
     pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> CatalogError + '_ {
-        move |source| CatalogError::Io {
-            path: path.to_owned(),
-            source,
-        }
+        move |source| CatalogError::Io { path: path.to_owned(), source }
     }
 }
 

@@ -29,8 +29,7 @@ use upgram_core::version::Version;
 
 use super::error::CatalogError;
 use super::model::{
-    Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings,
-    matches_any,
+    Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings, matches_any,
 };
 use super::requirement::Requirement;
 use super::store::store_dir;
@@ -62,17 +61,11 @@ pub fn load(dir: &Path) -> Result<Catalog, CatalogError> {
     let mut loaded = Vec::new();
     for (id, file) in module_files(dir)? {
         let text = read_text(dir, &file)?;
-        let source = Source {
-            file: &file,
-            text: &text,
-        };
+        let source = Source { file: &file, text: &text };
         loaded.push(parse_module(&source, &id, &settings, &mut blobs)?);
     }
     check_requirements(&loaded)?;
-    let modules = loaded
-        .into_iter()
-        .map(|m| (m.module.id.clone(), m.module))
-        .collect();
+    let modules = loaded.into_iter().map(|m| (m.module.id.clone(), m.module)).collect();
     Ok(Catalog { settings, modules })
 }
 
@@ -106,10 +99,7 @@ fn load_settings(dir: &Path) -> Result<Settings, CatalogError> {
         }
         other => other?,
     };
-    let source = Source {
-        file: &file,
-        text: &text,
-    };
+    let source = Source { file: &file, text: &text };
     let raw: RawCatalogFile = toml::from_str(&text).map_err(|e| source.syntax(&e))?;
     let mut settings = Settings::default();
     let Some(raw) = raw.settings else {
@@ -237,13 +227,7 @@ fn parse_module(
         let line = source.line(raw_release.version.span().start);
         let release = parse_release(source, raw_release, settings, blobs, &mut loaded)?;
         if let Some((previous_line, previous_version)) = &previous {
-            check_ascending(
-                source,
-                line,
-                &release.version,
-                *previous_line,
-                previous_version,
-            )?;
+            check_ascending(source, line, &release.version, *previous_line, previous_version)?;
         }
         previous = Some((line, release.version.clone()));
         loaded.module.releases.push(release);
@@ -282,12 +266,7 @@ fn parse_frequent(
         let id = id.into_inner();
         source.file_id(span.clone(), &id, "frequent", None)?;
         if latest.is_some_and(|release| release.file(&id).is_none()) {
-            return Err(source.invalid(
-                span,
-                "frequent",
-                None,
-                format!("{id:?} is not a file of the latest release"),
-            ));
+            return Err(source.invalid(span, "frequent", None, format!("{id:?} is not a file of the latest release")));
         }
         if !frequent.insert(id.clone()) {
             return Err(source.invalid(span, "frequent", None, format!("{id:?} is listed twice")));
@@ -307,9 +286,7 @@ fn parse_release(
     let mut requires = Vec::with_capacity(raw.requires.len());
     for text in &raw.requires {
         let requirement = parse_requirement(source, text, &loaded.module.id, &requires)?;
-        loaded
-            .requirements
-            .push((source.line(text.span().start), requirement.clone()));
+        loaded.requirements.push((source.line(text.span().start), requirement.clone()));
         requires.push((requirement.module, requirement.min));
     }
     let package = match raw.package {
@@ -345,19 +322,12 @@ fn parse_requirement(
         return Err(fail(format!("module {own_id:?} cannot require itself")));
     }
     if earlier.iter().any(|(id, _)| *id == requirement.module) {
-        return Err(fail(format!(
-            "module {:?} is required twice",
-            requirement.module
-        )));
+        return Err(fail(format!("module {:?} is required twice", requirement.module)));
     }
     Ok(requirement)
 }
 
-fn parse_package(
-    source: &Source<'_>,
-    raw: RawPackage,
-    blobs: &mut BlobCheck,
-) -> Result<Package, CatalogError> {
+fn parse_package(source: &Source<'_>, raw: RawPackage, blobs: &mut BlobCheck) -> Result<Package, CatalogError> {
     let blob = blobs.check(source, &raw.sha256, &raw.size, PACKAGE)?;
     let args = match raw.args {
         Some(args) => {
@@ -380,9 +350,7 @@ fn parse_files(
     blobs: &mut BlobCheck,
 ) -> Result<Vec<ReleaseFile>, CatalogError> {
     if raw.len() > MAX_FILES_PER_MODULE {
-        let line = raw
-            .get(MAX_FILES_PER_MODULE)
-            .map_or(1, |f| source.line(f.id.span().start));
+        let line = raw.get(MAX_FILES_PER_MODULE).map_or(1, |f| source.line(f.id.span().start));
         return Err(source.invalid_at(
             line,
             "id",
@@ -433,10 +401,7 @@ fn parse_deleted(
                 entry.version.span(),
                 "version",
                 Some(DELETED),
-                format!(
-                    "deleted in {version}, which is newer than the release {}",
-                    release.version
-                ),
+                format!("deleted in {version}, which is newer than the release {}", release.version),
             ));
         }
         let problem = if release.file(&id).is_some() {
@@ -487,10 +452,7 @@ fn parse_deltas(
                 entry.from.span(),
                 "from",
                 Some(DELTA),
-                format!(
-                    "a delta must lead from an earlier version to the file's version {}",
-                    file.version
-                ),
+                format!("a delta must lead from an earlier version to the file's version {}", file.version),
             ));
         }
         let blob = blobs.check(source, &entry.sha256, &entry.size, DELTA)?;
@@ -503,14 +465,7 @@ fn parse_deltas(
                 format!("a second delta for {id:?} from {from}"),
             ));
         }
-        deltas.insert(
-            key,
-            DeltaRef {
-                file: id,
-                from,
-                blob,
-            },
-        );
+        deltas.insert(key, DeltaRef { file: id, from, blob });
     }
     Ok(deltas.into_values().collect())
 }
@@ -563,28 +518,16 @@ fn module_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, CatalogError> {
     for entry in entries {
         let entry = entry.map_err(CatalogError::io(&folder))?;
         let relative = Path::new(MODULES_DIR).join(entry.file_name());
-        let layout = |message: &str| CatalogError::Layout {
-            file: relative.clone(),
-            message: message.to_owned(),
-        };
-        let name = entry
-            .file_name()
-            .into_string()
-            .map_err(|_| layout("file name is not UTF-8"))?;
+        let layout = |message: &str| CatalogError::Layout { file: relative.clone(), message: message.to_owned() };
+        let name = entry.file_name().into_string().map_err(|_| layout("file name is not UTF-8"))?;
         if name.starts_with('.') {
             continue;
         }
-        let id = name
-            .strip_suffix(".toml")
-            .filter(|id| is_valid_module_id(id))
-            .ok_or_else(|| {
-                layout("not a module file: expected <module id>.toml, a module id being 1 to 128 of A-Z a-z 0-9 . _ -")
-            })?;
+        let id = name.strip_suffix(".toml").filter(|id| is_valid_module_id(id)).ok_or_else(|| {
+            layout("not a module file: expected <module id>.toml, a module id being 1 to 128 of A-Z a-z 0-9 . _ -")
+        })?;
         let path = entry.path();
-        if !fs::metadata(&path)
-            .map_err(CatalogError::io(&path))?
-            .is_file()
-        {
+        if !fs::metadata(&path).map_err(CatalogError::io(&path))?.is_file() {
             return Err(layout("not a regular file"));
         }
         files.push((id.to_owned(), relative));
@@ -599,12 +542,7 @@ fn read_text(dir: &Path, file: &Path) -> Result<String, CatalogError> {
     let bytes = fs::read(&path).map_err(CatalogError::io(&path))?;
     String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
-        let line = 1 + e
-            .as_bytes()
-            .iter()
-            .take(valid)
-            .filter(|&&b| b == b'\n')
-            .count();
+        let line = 1 + e.as_bytes().iter().take(valid).filter(|&&b| b == b'\n').count();
         CatalogError::Syntax {
             file: file.to_owned(),
             line,
@@ -623,10 +561,7 @@ struct BlobCheck {
 
 impl BlobCheck {
     fn new(store: PathBuf) -> Self {
-        Self {
-            store,
-            sizes: HashMap::new(),
-        }
+        Self { store, sizes: HashMap::new() }
     }
 
     /// The blob named by `sha256` and `size`, which must be in the store with that size.
@@ -642,18 +577,12 @@ impl BlobCheck {
                 sha256.span(),
                 "sha256",
                 Some(table),
-                format!(
-                    "{:?} is not a SHA-256 (64 lowercase hex digits)",
-                    sha256.get_ref()
-                ),
+                format!("{:?} is not a SHA-256 (64 lowercase hex digits)", sha256.get_ref()),
             )
         })?;
         let store = &self.store;
         let actual = *self.sizes.entry(digest).or_insert_with(|| {
-            fs::metadata(store.join(digest.to_hex()))
-                .ok()
-                .filter(|meta| meta.is_file())
-                .map(|meta| meta.len())
+            fs::metadata(store.join(digest.to_hex())).ok().filter(|meta| meta.is_file()).map(|meta| meta.len())
         });
         match actual {
             None => Err(source.invalid(
@@ -666,15 +595,9 @@ impl BlobCheck {
                 size.span(),
                 "size",
                 Some(table),
-                format!(
-                    "{} bytes, but blob store/{digest} has {actual}",
-                    size.get_ref()
-                ),
+                format!("{} bytes, but blob store/{digest} has {actual}", size.get_ref()),
             )),
-            Some(_) => Ok(Blob {
-                sha256: digest,
-                size: *size.get_ref(),
-            }),
+            Some(_) => Ok(Blob { sha256: digest, size: *size.get_ref() }),
         }
     }
 }
@@ -688,31 +611,15 @@ struct Source<'a> {
 impl Source<'_> {
     /// The 1-based line of a byte offset.
     fn line(&self, offset: usize) -> usize {
-        let before = self
-            .text
-            .as_bytes()
-            .get(..offset)
-            .unwrap_or(self.text.as_bytes());
+        let before = self.text.as_bytes().get(..offset).unwrap_or(self.text.as_bytes());
         1 + before.iter().filter(|&&b| b == b'\n').count()
     }
 
-    fn invalid(
-        &self,
-        span: Range<usize>,
-        field: &str,
-        table: Option<&str>,
-        message: String,
-    ) -> CatalogError {
+    fn invalid(&self, span: Range<usize>, field: &str, table: Option<&str>, message: String) -> CatalogError {
         self.invalid_at(self.line(span.start), field, table, message)
     }
 
-    fn invalid_at(
-        &self,
-        line: usize,
-        field: &str,
-        table: Option<&str>,
-        message: String,
-    ) -> CatalogError {
+    fn invalid_at(&self, line: usize, field: &str, table: Option<&str>, message: String) -> CatalogError {
         CatalogError::Invalid {
             file: self.file.to_owned(),
             line,
@@ -740,29 +647,13 @@ impl Source<'_> {
         }
     }
 
-    fn version(
-        &self,
-        text: &Spanned<String>,
-        field: &str,
-        table: &str,
-    ) -> Result<Version<'static>, CatalogError> {
+    fn version(&self, text: &Spanned<String>, field: &str, table: &str) -> Result<Version<'static>, CatalogError> {
         text.get_ref().parse().map_err(|e| {
-            self.invalid(
-                text.span(),
-                field,
-                Some(table),
-                format!("{:?} is not a version: {e}", text.get_ref()),
-            )
+            self.invalid(text.span(), field, Some(table), format!("{:?} is not a version: {e}", text.get_ref()))
         })
     }
 
-    fn file_id(
-        &self,
-        span: Range<usize>,
-        id: &str,
-        field: &str,
-        table: Option<&str>,
-    ) -> Result<(), CatalogError> {
+    fn file_id(&self, span: Range<usize>, id: &str, field: &str, table: Option<&str>) -> Result<(), CatalogError> {
         if is_valid_file_id(id) {
             return Ok(());
         }
@@ -776,11 +667,7 @@ impl Source<'_> {
         ))
     }
 
-    fn patterns(
-        &self,
-        raw: Vec<Spanned<String>>,
-        field: &str,
-    ) -> Result<Vec<String>, CatalogError> {
+    fn patterns(&self, raw: Vec<Spanned<String>>, field: &str) -> Result<Vec<String>, CatalogError> {
         let mut patterns = Vec::with_capacity(raw.len());
         for pattern in raw {
             if pattern.get_ref().is_empty() {
@@ -797,17 +684,14 @@ impl Source<'_> {
     }
 
     fn count(&self, raw: &Spanned<u64>, field: &str) -> Result<usize, CatalogError> {
-        usize::try_from(*raw.get_ref())
-            .ok()
-            .filter(|&n| n >= 1)
-            .ok_or_else(|| {
-                self.invalid(
-                    raw.span(),
-                    field,
-                    Some(SETTINGS),
-                    format!("{} is not a count of releases (1 or more)", raw.get_ref()),
-                )
-            })
+        usize::try_from(*raw.get_ref()).ok().filter(|&n| n >= 1).ok_or_else(|| {
+            self.invalid(
+                raw.span(),
+                field,
+                Some(SETTINGS),
+                format!("{} is not a count of releases (1 or more)", raw.get_ref()),
+            )
+        })
     }
 }
 
@@ -816,11 +700,7 @@ impl Source<'_> {
 fn key_at(text: &str, offset: usize) -> Option<String> {
     let bytes = text.as_bytes();
     let offset = offset.min(bytes.len());
-    let line_start = bytes
-        .get(..offset)?
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
+    let line_start = bytes.get(..offset)?.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let is_key_byte = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
     // The offset at a key: `key = …`.
     let rest = bytes.get(offset..)?;
@@ -852,8 +732,6 @@ fn table_around(text: &str, offset: usize) -> Option<String> {
             return None;
         }
         let close = if line.starts_with("[[") { "]]" } else { "]" };
-        line.find(close)
-            .and_then(|i| line.get(..i + close.len()))
-            .map(str::to_owned)
+        line.find(close).and_then(|i| line.get(..i + close.len())).map(str::to_owned)
     })
 }

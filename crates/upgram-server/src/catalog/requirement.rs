@@ -29,23 +29,14 @@ impl FromStr for Requirement {
     /// ```
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let Some((module, min)) = text.split_once(">=") else {
-            return Err(format!(
-                "{text:?} is not a requirement: expected ID>=VERSION, such as \"main-module>=5.1\""
-            ));
+            return Err(format!("{text:?} is not a requirement: expected ID>=VERSION, such as \"main-module>=5.1\""));
         };
         let (module, min) = (module.trim(), min.trim());
         if !is_valid_module_id(module) {
-            return Err(format!(
-                "{module:?} is not a module id (1 to 128 of A-Z a-z 0-9 . _ -)"
-            ));
+            return Err(format!("{module:?} is not a module id (1 to 128 of A-Z a-z 0-9 . _ -)"));
         }
-        let min: Version<'static> = min
-            .parse()
-            .map_err(|e| format!("{min:?} is not a version: {e}"))?;
-        Ok(Requirement {
-            module: module.to_owned(),
-            min,
-        })
+        let min: Version<'static> = min.parse().map_err(|e| format!("{min:?} is not a version: {e}"))?;
+        Ok(Requirement { module: module.to_owned(), min })
     }
 }
 

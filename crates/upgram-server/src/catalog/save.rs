@@ -34,11 +34,7 @@ pub fn save_module(dir: &Path, module: &Module) -> Result<(), CatalogError> {
 }
 
 /// [`save_module`], calling `at` at each [`SaveStage`].
-pub(crate) fn save_module_with(
-    dir: &Path,
-    module: &Module,
-    at: &dyn Fn(SaveStage),
-) -> Result<(), CatalogError> {
+pub(crate) fn save_module_with(dir: &Path, module: &Module, at: &dyn Fn(SaveStage)) -> Result<(), CatalogError> {
     if !is_valid_module_id(&module.id) {
         return Err(CatalogError::Layout {
             file: module_file(&module.id),
@@ -60,10 +56,7 @@ pub(crate) fn replace_file(
     at: &dyn Fn(SaveStage),
 ) -> Result<(), CatalogError> {
     let (temp_path, mut temp) = create_temp(folder, name)?;
-    let written = temp
-        .write_all(bytes)
-        .and_then(|()| temp.sync_all())
-        .map_err(CatalogError::io(&temp_path));
+    let written = temp.write_all(bytes).and_then(|()| temp.sync_all()).map_err(CatalogError::io(&temp_path));
     if let Err(e) = written {
         let _ = fs::remove_file(&temp_path);
         return Err(e);
@@ -80,9 +73,7 @@ pub(crate) fn replace_file(
 pub(crate) fn render_module(module: &Module) -> String {
     let mut out = String::new();
     out.push_str("# upgram module file: written by `upgram-server publish`, checked on load.\n");
-    out.push_str(
-        "# Releases oldest first; a file's version is the release that last changed it.\n",
-    );
+    out.push_str("# Releases oldest first; a file's version is the release that last changed it.\n");
     line(&mut out, "id", &string(&module.id));
     if !module.frequent.is_empty() {
         line(&mut out, "frequent", &strings(&module.frequent));
@@ -96,21 +87,13 @@ pub(crate) fn render_module(module: &Module) -> String {
 fn render_release(out: &mut String, release: &Release) {
     out.push_str("\n[[release]]\n");
     line(out, "version", &string(release.version.as_str()));
-    for (key, set) in [
-        ("forced", release.forced),
-        ("full", release.full),
-        ("rollback", release.rollback),
-    ] {
+    for (key, set) in [("forced", release.forced), ("full", release.full), ("rollback", release.rollback)] {
         if set {
             line(out, key, "true");
         }
     }
     if !release.requires.is_empty() {
-        let requires: Vec<String> = release
-            .requires
-            .iter()
-            .map(|(id, min)| format!("{id}>={min}"))
-            .collect();
+        let requires: Vec<String> = release.requires.iter().map(|(id, min)| format!("{id}>={min}")).collect();
         line(out, "requires", &strings(&requires));
     }
     if let Some(package) = &release.package {
@@ -149,11 +132,7 @@ fn blob_lines(out: &mut String, blob: &Blob) {
 }
 
 fn blob_fields(blob: &Blob) -> String {
-    format!(
-        "sha256 = {}, size = {}",
-        string(&blob.sha256.to_hex()),
-        blob.size
-    )
+    format!("sha256 = {}, size = {}", string(&blob.sha256.to_hex()), blob.size)
 }
 
 fn strings(items: &[String]) -> String {

@@ -78,10 +78,7 @@ pub(crate) fn put_file(store: &Path, path: &Path, expected: Blob) -> Result<(), 
 /// Stores `bytes` in the store folder `store` unless already there. Syncs the blob, not the
 /// folder.
 pub(crate) fn put_bytes(store: &Path, bytes: &[u8]) -> Result<Blob, CatalogError> {
-    let blob = Blob {
-        sha256: Sha256Digest::of(bytes),
-        size: bytes.len() as u64,
-    };
+    let blob = Blob { sha256: Sha256Digest::of(bytes), size: bytes.len() as u64 };
     if is_present(store, &blob) {
         return Ok(blob);
     }
@@ -91,26 +88,17 @@ pub(crate) fn put_bytes(store: &Path, bytes: &[u8]) -> Result<Blob, CatalogError
 /// Whether the store folder `store` has this blob with its size (the content is trusted: only
 /// the publisher writes there, through a rename of a complete, synced file).
 fn is_present(store: &Path, blob: &Blob) -> bool {
-    fs::metadata(store.join(blob.sha256.to_hex()))
-        .is_ok_and(|meta| meta.is_file() && meta.len() == blob.size)
+    fs::metadata(store.join(blob.sha256.to_hex())).is_ok_and(|meta| meta.is_file() && meta.len() == blob.size)
 }
 
 /// Writes `source` to a temporary file in `store`, then renames it to its hash (replacing a
 /// blob of that name with the wrong size, removing the copy when a good one is there).
 /// `origin` names the source in read errors.
-fn put_reader(
-    store: &Path,
-    source: impl Read,
-    origin: Option<&Path>,
-) -> Result<Blob, CatalogError> {
+fn put_reader(store: &Path, source: impl Read, origin: Option<&Path>) -> Result<Blob, CatalogError> {
     let (temp_path, temp) = create_temp(store, "blob")?;
     let mut writer = HashingWriter::new(temp);
-    let written = copy(source, &mut writer, origin.unwrap_or(&temp_path)).and_then(|()| {
-        writer
-            .inner
-            .sync_all()
-            .map_err(CatalogError::io(&temp_path))
-    });
+    let written = copy(source, &mut writer, origin.unwrap_or(&temp_path))
+        .and_then(|()| writer.inner.sync_all().map_err(CatalogError::io(&temp_path)));
     if let Err(e) = written {
         let _ = fs::remove_file(&temp_path);
         return Err(e);
@@ -127,9 +115,7 @@ fn put_reader(
 
 /// Streams `source` into `sink`; read and write errors both name `path`.
 fn copy(mut source: impl Read, sink: &mut impl Write, path: &Path) -> Result<(), CatalogError> {
-    io::copy(&mut source, sink)
-        .map(drop)
-        .map_err(CatalogError::io(path))
+    io::copy(&mut source, sink).map(drop).map_err(CatalogError::io(path))
 }
 
 /// Creates a new hidden temporary file in `folder`, never reusing a name.
@@ -137,20 +123,14 @@ pub(crate) fn create_temp(folder: &Path, purpose: &str) -> Result<(PathBuf, File
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let path = folder.join(format!(".{purpose}.tmp-{}-{n}", std::process::id()));
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(CatalogError::io(&path))?;
+    let file =
+        OpenOptions::new().write(true).create(true).truncate(true).open(&path).map_err(CatalogError::io(&path))?;
     Ok((path, file))
 }
 
 /// Syncs a folder, so that the renames and creations in it survive a crash.
 pub(crate) fn sync_dir(folder: &Path) -> Result<(), CatalogError> {
-    File::open(folder)
-        .and_then(|dir| dir.sync_all())
-        .map_err(CatalogError::io(folder))
+    File::open(folder).and_then(|dir| dir.sync_all()).map_err(CatalogError::io(folder))
 }
 
 /// A writer that hashes and counts what passes through it.
@@ -162,18 +142,11 @@ struct HashingWriter<W> {
 
 impl<W> HashingWriter<W> {
     fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
+        Self { inner, hasher: Sha256::new(), len: 0 }
     }
 
     fn blob(&self) -> Blob {
-        Blob {
-            sha256: Sha256Digest(self.hasher.clone().finalize().into()),
-            size: self.len,
-        }
+        Blob { sha256: Sha256Digest(self.hasher.clone().finalize().into()), size: self.len }
     }
 }
 

@@ -10,18 +10,11 @@ pub fn v(text: &str) -> Version<'static> {
 }
 
 pub fn blob(name: &str) -> Blob {
-    Blob {
-        sha256: Sha256Digest::of(name.as_bytes()),
-        size: name.len() as u64,
-    }
+    Blob { sha256: Sha256Digest::of(name.as_bytes()), size: name.len() as u64 }
 }
 
 pub fn file(id: &str, version: &str) -> ReleaseFile {
-    ReleaseFile {
-        id: id.into(),
-        version: v(version),
-        blob: blob(&format!("{id}@{version}")),
-    }
+    ReleaseFile { id: id.into(), version: v(version), blob: blob(&format!("{id}@{version}")) }
 }
 
 pub fn release(version: &str, files: Vec<ReleaseFile>) -> Release {
@@ -39,9 +32,5 @@ pub fn release(version: &str, files: Vec<ReleaseFile>) -> Release {
 }
 
 pub fn module(id: &str, releases: Vec<Release>) -> Module {
-    Module {
-        id: id.into(),
-        releases,
-        frequent: vec![],
-    }
+    Module { id: id.into(), releases, frequent: vec![] }
 }
