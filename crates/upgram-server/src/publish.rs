@@ -99,7 +99,12 @@ pub struct PublishRequest {
     #[arg(long, value_name = "FILE")]
     pub package: Option<PathBuf>,
     /// Arguments for the package's installer.
-    #[arg(long, value_name = "ARGS", requires = "package", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "ARGS",
+        requires = "package",
+        allow_hyphen_values = true
+    )]
     pub installer_args: Option<String>,
 }
 
@@ -116,7 +121,7 @@ pub enum PublishError {
         dir: PathBuf,
         /// What went wrong.
         #[source]
-        source: CatalogError,
+        source: Box<CatalogError>,
     },
     /// Reading the release folder or the package failed.
     #[error("{}: {source}", path.display())]
@@ -282,7 +287,11 @@ impl fmt::Display for PublishSummary {
         list(f, "deltas", &deltas)?;
         list(f, "frequent", &self.frequent)?;
         match &self.package {
-            Some(blob) => writeln!(f, "  answer:   install package {} ({} bytes)", blob.sha256, blob.size)?,
+            Some(blob) => writeln!(
+                f,
+                "  answer:   install package {} ({} bytes)",
+                blob.sha256, blob.size
+            )?,
             None => writeln!(f, "  answer:   file list")?,
         }
         for note in &self.notes {
@@ -312,7 +321,7 @@ pub fn publish(request: &PublishRequest) -> Result<PublishSummary, PublishError>
     let dir = &request.catalog;
     let catalog_error = |source| PublishError::Catalog {
         dir: dir.clone(),
-        source,
+        source: Box::new(source),
     };
     ensure_layout(dir).map_err(catalog_error)?;
     let catalog = catalog::load(dir).map_err(catalog_error)?;
@@ -338,7 +347,13 @@ pub fn publish(request: &PublishRequest) -> Result<PublishSummary, PublishError>
     let gone = gone_files(&files, below);
     let deleted = deleted_files(&gone, below, &files, &request.version);
     let mut summary = summarize(request, &files, below, gone);
-    check_critical(request, &catalog.settings, &files, &summary, package.is_some())?;
+    check_critical(
+        request,
+        &catalog.settings,
+        &files,
+        &summary,
+        package.is_some(),
+    )?;
 
     // Every check passed: write the blobs, then the module file.
     let store = store_dir(dir);
@@ -741,7 +756,10 @@ fn record_deltas(
     let Some(below) = history.last() else {
         return Ok(deltas);
     };
-    for file in files.iter().filter(|f| matches_any(&settings.record_files, &f.id)) {
+    for file in files
+        .iter()
+        .filter(|f| matches_any(&settings.record_files, &f.id))
+    {
         match below.file(&file.id) {
             Some(old) if old.blob.sha256 == file.blob.sha256 => deltas.extend(
                 below

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use upgram_server::catalog::{
-    self, Blob, CatalogError, Catalog, DeletedFile, DeltaRef, Module, Package, Release,
+    self, Blob, Catalog, CatalogError, DeletedFile, DeltaRef, Module, Package, Release,
     ReleaseFile, Settings, save_module, store_blob,
 };
 
@@ -204,7 +204,11 @@ fn store_blob_is_content_addressed_and_idempotent() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names, [blob.sha256.to_hex()], "one blob, no temporary file left");
+    assert_eq!(
+        names,
+        [blob.sha256.to_hex()],
+        "one blob, no temporary file left"
+    );
     let source = dir.path().join("source.bin");
     fs::write(&source, b"abc").unwrap();
     assert_eq!(catalog::store_file(dir.path(), &source).unwrap(), blob);
@@ -385,11 +389,25 @@ fn each_error_names_file_line_and_field() {
         let error = catalog::load(dir.path()).expect_err(case.name);
         let message = error.to_string();
         eprintln!("{:>45}: {message}", case.name);
-        assert_eq!(error.file(), Path::new("modules/core.toml"), "{}: {message}", case.name);
-        assert_eq!(error.line(), Some(marked_line(&text)), "{}: {message}", case.name);
+        assert_eq!(
+            error.file(),
+            Path::new("modules/core.toml"),
+            "{}: {message}",
+            case.name
+        );
+        assert_eq!(
+            error.line(),
+            Some(marked_line(&text)),
+            "{}: {message}",
+            case.name
+        );
         if !case.field.is_empty() {
             assert_eq!(error.field(), Some(case.field), "{}: {message}", case.name);
-            assert!(message.contains(&format!("field `{}`", case.field)), "{}: {message}", case.name);
+            assert!(
+                message.contains(&format!("field `{}`", case.field)),
+                "{}: {message}",
+                case.name
+            );
         }
         assert!(message.contains(case.says), "{}: {message}", case.name);
         assert!(
@@ -403,7 +421,11 @@ fn each_error_names_file_line_and_field() {
 #[test]
 fn the_message_reads_like_the_brief() {
     let dir = tempfile::tempdir().unwrap();
-    write_module(dir.path(), "core", "id = \"core\"\n\n[[release]]\nversion = \"01.2\"\n");
+    write_module(
+        dir.path(),
+        "core",
+        "id = \"core\"\n\n[[release]]\nversion = \"01.2\"\n",
+    );
     let message = catalog::load(dir.path()).unwrap_err().to_string();
     assert!(
         message.starts_with(
@@ -416,10 +438,30 @@ fn the_message_reads_like_the_brief() {
 #[test]
 fn settings_are_validated_too() {
     for (text, line, field, says) in [
-        ("[settings]\ncritical = [\"*.dll\", \"\"]\n", 2, Some("critical"), "empty pattern"),
-        ("[settings]\nfrequent_window = 0\n", 2, Some("frequent_window"), "count of releases"),
-        ("[settings]\nfrequent_changes = -3\n", 2, Some("frequent_changes"), ""),
-        ("[settings]\nrecord_file = []\n", 2, Some("record_file"), "unknown field"),
+        (
+            "[settings]\ncritical = [\"*.dll\", \"\"]\n",
+            2,
+            Some("critical"),
+            "empty pattern",
+        ),
+        (
+            "[settings]\nfrequent_window = 0\n",
+            2,
+            Some("frequent_window"),
+            "count of releases",
+        ),
+        (
+            "[settings]\nfrequent_changes = -3\n",
+            2,
+            Some("frequent_changes"),
+            "",
+        ),
+        (
+            "[settings]\nrecord_file = []\n",
+            2,
+            Some("record_file"),
+            "unknown field",
+        ),
         ("[setting]\n", 1, None, "unknown field `setting`"),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -441,7 +483,10 @@ fn settings_are_validated_too() {
     let settings = catalog::load(dir.path()).unwrap().settings;
     assert_eq!(settings.critical, ["*.exe"]);
     assert_eq!(settings.record_files, Settings::default().record_files);
-    assert_eq!((settings.frequent_changes, settings.frequent_window), (2, 5));
+    assert_eq!(
+        (settings.frequent_changes, settings.frequent_window),
+        (2, 5)
+    );
 }
 
 #[test]
@@ -450,7 +495,10 @@ fn the_folder_layout_is_checked() {
     write_module(dir.path(), "bad name", "id = \"bad name\"\n");
     let error = catalog::load(dir.path()).unwrap_err();
     assert!(matches!(error, CatalogError::Layout { .. }), "{error}");
-    assert!(error.to_string().starts_with("modules/bad name.toml: "), "{error}");
+    assert!(
+        error.to_string().starts_with("modules/bad name.toml: "),
+        "{error}"
+    );
 
     // Hidden files (temporary files of an interrupted write, editor files) are ignored.
     let dir = tempfile::tempdir().unwrap();
@@ -460,7 +508,11 @@ fn the_folder_layout_is_checked() {
 
     // Not UTF-8: the line of the bad byte.
     write_module(dir.path(), "core", "id = \"core\"\n# caf\u{e9}\n");
-    fs::write(dir.path().join("modules/core.toml"), b"id = \"core\"\n\n# \xff\n").unwrap();
+    fs::write(
+        dir.path().join("modules/core.toml"),
+        b"id = \"core\"\n\n# \xff\n",
+    )
+    .unwrap();
     let error = catalog::load(dir.path()).unwrap_err();
     assert_eq!(error.line(), Some(3), "{error}");
     assert!(error.to_string().contains("not UTF-8"), "{error}");

@@ -62,7 +62,10 @@ pub fn load(dir: &Path) -> Result<Catalog, CatalogError> {
     let mut loaded = Vec::new();
     for (id, file) in module_files(dir)? {
         let text = read_text(dir, &file)?;
-        let source = Source { file: &file, text: &text };
+        let source = Source {
+            file: &file,
+            text: &text,
+        };
         loaded.push(parse_module(&source, &id, &settings, &mut blobs)?);
     }
     check_requirements(&loaded)?;
@@ -103,7 +106,10 @@ fn load_settings(dir: &Path) -> Result<Settings, CatalogError> {
         }
         other => other?,
     };
-    let source = Source { file: &file, text: &text };
+    let source = Source {
+        file: &file,
+        text: &text,
+    };
     let raw: RawCatalogFile = toml::from_str(&text).map_err(|e| source.syntax(&e))?;
     let mut settings = Settings::default();
     let Some(raw) = raw.settings else {
@@ -231,7 +237,13 @@ fn parse_module(
         let line = source.line(raw_release.version.span().start);
         let release = parse_release(source, raw_release, settings, blobs, &mut loaded)?;
         if let Some((previous_line, previous_version)) = &previous {
-            check_ascending(source, line, &release.version, *previous_line, previous_version)?;
+            check_ascending(
+                source,
+                line,
+                &release.version,
+                *previous_line,
+                previous_version,
+            )?;
         }
         previous = Some((line, release.version.clone()));
         loaded.module.releases.push(release);
@@ -368,7 +380,9 @@ fn parse_files(
     blobs: &mut BlobCheck,
 ) -> Result<Vec<ReleaseFile>, CatalogError> {
     if raw.len() > MAX_FILES_PER_MODULE {
-        let line = raw.get(MAX_FILES_PER_MODULE).map_or(1, |f| source.line(f.id.span().start));
+        let line = raw
+            .get(MAX_FILES_PER_MODULE)
+            .map_or(1, |f| source.line(f.id.span().start));
         return Err(source.invalid_at(
             line,
             "id",
@@ -489,7 +503,14 @@ fn parse_deltas(
                 format!("a second delta for {id:?} from {from}"),
             ));
         }
-        deltas.insert(key, DeltaRef { file: id, from, blob });
+        deltas.insert(
+            key,
+            DeltaRef {
+                file: id,
+                from,
+                blob,
+            },
+        );
     }
     Ok(deltas.into_values().collect())
 }
@@ -560,7 +581,10 @@ fn module_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, CatalogError> {
                 layout("not a module file: expected <module id>.toml, a module id being 1 to 128 of A-Z a-z 0-9 . _ -")
             })?;
         let path = entry.path();
-        if !fs::metadata(&path).map_err(CatalogError::io(&path))?.is_file() {
+        if !fs::metadata(&path)
+            .map_err(CatalogError::io(&path))?
+            .is_file()
+        {
             return Err(layout("not a regular file"));
         }
         files.push((id.to_owned(), relative));
@@ -575,7 +599,12 @@ fn read_text(dir: &Path, file: &Path) -> Result<String, CatalogError> {
     let bytes = fs::read(&path).map_err(CatalogError::io(&path))?;
     String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
-        let line = 1 + e.as_bytes().iter().take(valid).filter(|&&b| b == b'\n').count();
+        let line = 1 + e
+            .as_bytes()
+            .iter()
+            .take(valid)
+            .filter(|&&b| b == b'\n')
+            .count();
         CatalogError::Syntax {
             file: file.to_owned(),
             line,
@@ -659,7 +688,11 @@ struct Source<'a> {
 impl Source<'_> {
     /// The 1-based line of a byte offset.
     fn line(&self, offset: usize) -> usize {
-        let before = self.text.as_bytes().get(..offset).unwrap_or(self.text.as_bytes());
+        let before = self
+            .text
+            .as_bytes()
+            .get(..offset)
+            .unwrap_or(self.text.as_bytes());
         1 + before.iter().filter(|&&b| b == b'\n').count()
     }
 

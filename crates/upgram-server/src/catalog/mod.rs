@@ -10,7 +10,9 @@ pub mod store;
 
 pub use error::CatalogError;
 pub use load::load;
-pub use model::{Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings};
+pub use model::{
+    Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings,
+};
 pub use requirement::Requirement;
 pub use save::save_module;
 pub use store::{store_blob, store_file};

@@ -36,7 +36,9 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            critical: ["*.dll", "*.so", "*.dylib", "*.xml"].map(String::from).to_vec(),
+            critical: ["*.dll", "*.so", "*.dylib", "*.xml"]
+                .map(String::from)
+                .to_vec(),
             record_files: vec!["*.rec".into()],
             frequent_changes: 3,
             frequent_window: 5,

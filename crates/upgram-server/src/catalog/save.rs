@@ -80,7 +80,9 @@ pub(crate) fn replace_file(
 pub(crate) fn render_module(module: &Module) -> String {
     let mut out = String::new();
     out.push_str("# upgram module file: written by `upgram-server publish`, checked on load.\n");
-    out.push_str("# Releases oldest first; a file's version is the release that last changed it.\n");
+    out.push_str(
+        "# Releases oldest first; a file's version is the release that last changed it.\n",
+    );
     line(&mut out, "id", &string(&module.id));
     if !module.frequent.is_empty() {
         line(&mut out, "frequent", &strings(&module.frequent));
@@ -147,7 +149,11 @@ fn blob_lines(out: &mut String, blob: &Blob) {
 }
 
 fn blob_fields(blob: &Blob) -> String {
-    format!("sha256 = {}, size = {}", string(&blob.sha256.to_hex()), blob.size)
+    format!(
+        "sha256 = {}, size = {}",
+        string(&blob.sha256.to_hex()),
+        blob.size
+    )
 }
 
 fn strings(items: &[String]) -> String {

@@ -105,8 +105,12 @@ fn put_reader(
 ) -> Result<Blob, CatalogError> {
     let (temp_path, temp) = create_temp(store, "blob")?;
     let mut writer = HashingWriter::new(temp);
-    let written = copy(source, &mut writer, origin.unwrap_or(&temp_path))
-        .and_then(|()| writer.inner.sync_all().map_err(CatalogError::io(&temp_path)));
+    let written = copy(source, &mut writer, origin.unwrap_or(&temp_path)).and_then(|()| {
+        writer
+            .inner
+            .sync_all()
+            .map_err(CatalogError::io(&temp_path))
+    });
     if let Err(e) = written {
         let _ = fs::remove_file(&temp_path);
         return Err(e);
