@@ -1,6 +1,6 @@
 //! `upgram-server publish` (requirement S2): turns a release folder into a release of the
 //! catalog — sizes and hashes, per-file versions, deleted files, record deltas (SPEC.md §7),
-//! frequent files (§5.7, [0078]) and the package-vs-file-list rule (§5.3, [0082]).
+//! frequent files (§5.7, \[0078\]) and the package-vs-file-list rule (§5.3, \[0082\]).
 //!
 //! # What a release records
 //! - **File versions**: each file gets the version in which its content last changed, along
@@ -210,7 +210,7 @@ pub enum PublishError {
         /// The folder.
         path: PathBuf,
     },
-    /// A critical file changes and no package was given ([0082]).
+    /// A critical file changes and no package was given (\[0082\]).
     #[error(
         "{file:?} matches the critical-file patterns (catalog.toml `critical`) and is {change} in {version}: clients must get an install package for this release; pass --package FILE (and --installer-args ARGS if it needs any)"
     )]
@@ -705,7 +705,7 @@ fn summarize(
     summary
 }
 
-/// [0082]: a release that touches a critical file needs a package. Also notes critical files a
+/// \[0082\]: a release that touches a critical file needs a package. Also notes critical files a
 /// package-less release keeps unchanged: clients installing from scratch, or upgrading from
 /// before their last change, would get them in a file list, which the responder refuses.
 fn check_critical(
@@ -844,7 +844,7 @@ fn read_record_blob(dir: &Path, blob: &Blob) -> Result<Option<Vec<u8>>, CatalogE
     }
 }
 
-/// The frequent files of the module after this release ([0078], SPEC.md §5.7).
+/// The frequent files of the module after this release (\[0078\], SPEC.md §5.7).
 fn frequent_files(releases: &[Release], settings: &Settings) -> Vec<String> {
     let Some(latest) = releases.last() else {
         return Vec::new();
