@@ -39,7 +39,12 @@ fn encode(records: &[(u64, String)]) -> Vec<u8> {
 /// `db/signatures.rec` of release number `k`: every release adds five signatures, revises
 /// those whose id is `k` modulo 7, and withdraws signature `10 k`.
 fn signatures(k: u64) -> Vec<u8> {
-    let families = ["Trojan.Agent", "Worm.Mydoom", "Adware.Popup", "Ransom.Locker"];
+    let families = [
+        "Trojan.Agent",
+        "Worm.Mydoom",
+        "Adware.Popup",
+        "Ransom.Locker",
+    ];
     let severity = ["low", "medium", "high"];
     let records: Vec<(u64, String)> = (1..=60 + 5 * k)
         .filter(|id| !(1..=k).any(|j| *id == 10 * j))
@@ -59,7 +64,11 @@ fn signatures(k: u64) -> Vec<u8> {
 
 /// `db/whitelist.rec` of release number `k`: trusted programs; it changes once, in 1.2.
 fn whitelist(k: u64) -> Vec<u8> {
-    let mut names = vec!["/usr/bin/upgram-demo", "/opt/demo/bin/viewer", "/opt/demo/bin/editor"];
+    let mut names = vec![
+        "/usr/bin/upgram-demo",
+        "/opt/demo/bin/viewer",
+        "/opt/demo/bin/editor",
+    ];
     if k >= 2 {
         names.push("/opt/demo/plugins/pdf/render");
     }
@@ -74,7 +83,10 @@ fn whitelist(k: u64) -> Vec<u8> {
 fn demo_record_files() -> Vec<(PathBuf, Vec<u8>)> {
     let mut files = Vec::new();
     for (k, version) in (0u64..).zip(ANTIVIRUS_RELEASES) {
-        let db = demo_dir().join("releases/antivirus-db").join(version).join("db");
+        let db = demo_dir()
+            .join("releases/antivirus-db")
+            .join(version)
+            .join("db");
         files.push((db.join("signatures.rec"), signatures(k)));
         files.push((db.join("whitelist.rec"), whitelist(k)));
     }
@@ -142,13 +154,25 @@ fn the_demo_script_builds_a_catalog_that_loads() {
     let ids: Vec<&str> = catalog.modules.keys().map(String::as_str).collect();
     assert_eq!(
         ids,
-        ["antivirus-db", "driver", "main-module", "main-program", "pdf-plugin"]
+        [
+            "antivirus-db",
+            "driver",
+            "main-module",
+            "main-program",
+            "pdf-plugin"
+        ]
     );
 
     let module = |id: &str| &catalog.modules[id];
     let requires = |id: &str| module(id).latest().unwrap().requires.clone();
-    assert_eq!(requires("main-module"), [("main-program".into(), "1.1".parse().unwrap())]);
-    assert_eq!(requires("pdf-plugin"), [("main-module".into(), "5.1".parse().unwrap())]);
+    assert_eq!(
+        requires("main-module"),
+        [("main-program".into(), "1.1".parse().unwrap())]
+    );
+    assert_eq!(
+        requires("pdf-plugin"),
+        [("main-module".into(), "5.1".parse().unwrap())]
+    );
     let main_module = module("main-module").latest().unwrap();
     assert_eq!(main_module.deleted[0].id, "modules/main-module/legacy.lua");
 
@@ -156,8 +180,14 @@ fn the_demo_script_builds_a_catalog_that_loads() {
     assert_eq!(antivirus.frequent, ["db/signatures.rec"]);
     assert!(antivirus.releases[3].forced);
     let latest = antivirus.latest().unwrap();
-    assert_eq!(latest.file("db/engine.conf").unwrap().version.as_str(), "1.0");
-    assert_eq!(latest.file("db/whitelist.rec").unwrap().version.as_str(), "1.2");
+    assert_eq!(
+        latest.file("db/engine.conf").unwrap().version.as_str(),
+        "1.0"
+    );
+    assert_eq!(
+        latest.file("db/whitelist.rec").unwrap().version.as_str(),
+        "1.2"
+    );
     let signature_deltas: Vec<_> = latest
         .deltas
         .iter()
@@ -172,7 +202,11 @@ fn the_demo_script_builds_a_catalog_that_loads() {
         let patch = fs::read(blob_path(&dir, &delta.blob.sha256)).unwrap();
         assert_eq!(apply_delta(&signatures(k), &patch).unwrap(), signatures(4));
     }
-    assert_eq!(latest.deltas.len(), 5, "the whitelist's delta from 1.0 carried over");
+    assert_eq!(
+        latest.deltas.len(),
+        5,
+        "the whitelist's delta from 1.0 carried over"
+    );
 
     let driver = module("driver").latest().unwrap();
     let package = driver.package.as_ref().unwrap();
