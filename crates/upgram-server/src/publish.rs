@@ -82,8 +82,8 @@ pub struct PublishRequest {
     /// The release folder: every regular file in it, recursively, is a file of the module.
     #[arg(long, value_name = "FOLDER")]
     pub from: PathBuf,
-    /// A module this release needs first, at a minimum version (repeatable).
-    #[arg(long = "depends", value_name = "ID>=VERSION")]
+    /// A module this release needs first, as ID>=VERSION (repeatable; quote it in a shell).
+    #[arg(long = "depends", value_name = "REQUIREMENT")]
     pub requires: Vec<Requirement>,
     /// Users may not decline this release (it is also a floor for later ones).
     #[arg(long)]
