@@ -326,6 +326,7 @@ pub fn publish(request: &PublishRequest) -> Result<PublishSummary, PublishError>
     ensure_layout(dir).map_err(catalog_error)?;
     let catalog = catalog::load(dir).map_err(catalog_error)?;
     check_dependencies(request, &catalog)?;
+    remove_stale_temp_files(dir, &request.module);
     let mut module = catalog
         .modules
         .get(&request.module)
@@ -405,6 +406,26 @@ pub fn publish(request: &PublishRequest) -> Result<PublishSummary, PublishError>
 fn failpoint(name: &str) {
     if std::env::var_os(FAILPOINT_VAR).is_some_and(|value| value == name) {
         std::process::abort();
+    }
+}
+
+/// Removes the temporary module files an interrupted publish of this module left behind
+/// (harmless, since the loader ignores them, but clutter). Publishes of one module never run
+/// concurrently, so none of them can be in use; failures are ignored for the same reason.
+fn remove_stale_temp_files(dir: &Path, module: &str) {
+    let folder = dir.join(crate::catalog::load::MODULES_DIR);
+    let prefix = format!(".{module}.toml.tmp-");
+    let Ok(entries) = fs::read_dir(&folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(&prefix))
+        {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 

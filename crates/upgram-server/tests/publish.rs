@@ -461,5 +461,16 @@ fn a_publish_killed_midway_leaves_a_valid_catalog() {
             "{failpoint}"
         );
         assert_eq!(&catalog::load(&cat).unwrap(), &new, "{failpoint}");
+        if !done {
+            let names: Vec<String> = fs::read_dir(cat.join("modules"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            assert_eq!(
+                names,
+                ["core.toml"],
+                "{failpoint}: the next publish cleans up"
+            );
+        }
     }
 }
