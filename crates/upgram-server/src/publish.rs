@@ -352,7 +352,7 @@ pub fn publish(request: &PublishRequest) -> Result<PublishSummary, PublishError>
         request,
         &catalog.settings,
         &files,
-        &summary,
+        &mut summary,
         package.is_some(),
     )?;
 
@@ -733,7 +733,7 @@ fn check_critical(
     request: &PublishRequest,
     settings: &Settings,
     files: &[ReleaseFile],
-    summary: &PublishSummary,
+    summary: &mut PublishSummary,
     has_package: bool,
 ) -> Result<(), PublishError> {
     if has_package {
@@ -760,6 +760,15 @@ fn check_critical(
                 version: request.version.clone(),
             });
         }
+    }
+    for file in files
+        .iter()
+        .filter(|f| matches_any(&settings.critical, &f.id))
+    {
+        summary.notes.push(format!(
+            "{} is a critical file and this release has no package: clients installing the module, or upgrading from before {}, will be answered with an error (SPEC.md section 5.3, code 22)",
+            file.id, file.version
+        ));
     }
     Ok(())
 }

@@ -274,10 +274,31 @@ fn critical_files_need_a_package() {
     );
     assert_eq!(store_bytes(&cat, &package), b"#!/bin/sh\nexit 0\n");
 
+    // A release without a package that keeps a critical file unchanged is allowed, with a note.
+    let v21 = tree(
+        &work.path().join("2.1"),
+        &[("readme.txt", b"v2.1"), ("bin/driver.DLL", b"MZ driver")],
+    );
+    let summary = publish(&request(&cat, "driver", "2.1", &v21)).unwrap();
+    assert!(
+        summary
+            .notes
+            .iter()
+            .any(|n| n.contains("bin/driver.DLL is a critical file")),
+        "{summary}"
+    );
+
     // Deleting a critical file needs a package too.
     let v3 = tree(&work.path().join("3.0"), &[("readme.txt", b"v1")]);
     let error = publish(&request(&cat, "driver", "3.0", &v3)).unwrap_err();
     assert!(error.to_string().contains("is deleted in 3.0"), "{error}");
+    let mut full = request(&cat, "driver", "3.0", &v21);
+    full.full = true;
+    let error = publish(&full).unwrap_err();
+    assert!(
+        error.to_string().contains("replaced (full release)"),
+        "{error}"
+    );
 }
 
 #[test]
