@@ -319,15 +319,11 @@ struct SourceFile {
 pub fn publish(request: &PublishRequest) -> Result<PublishSummary, PublishError> {
     check_request(request)?;
     let dir = &request.catalog;
-    let catalog_error = |source| PublishError::Catalog {
-        dir: dir.clone(),
-        source: Box::new(source),
-    };
-    ensure_layout(dir).map_err(catalog_error)?;
-    let catalog = catalog::load(dir).map_err(catalog_error)?;
+    ensure_layout(dir).map_err(catalog_error(dir))?;
+    let catalog = catalog::load(dir).map_err(catalog_error(dir))?;
     check_dependencies(request, &catalog)?;
     remove_stale_temp_files(dir, &request.module);
-    let mut module = catalog
+    let module = catalog
         .modules
         .get(&request.module)
         .cloned()
@@ -336,69 +332,110 @@ pub fn publish(request: &PublishRequest) -> Result<PublishSummary, PublishError>
             releases: Vec::new(),
             frequent: Vec::new(),
         });
-    let at = position(&module, request)?;
-    let below = at.checked_sub(1).and_then(|i| module.releases.get(i));
+    let plan = plan_release(request, &catalog.settings, &module)?;
+    write_release(request, &catalog.settings, module, plan).map_err(catalog_error(dir))
+}
+
+fn catalog_error(dir: &Path) -> impl Fn(CatalogError) -> PublishError + '_ {
+    move |source| PublishError::Catalog {
+        dir: dir.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+/// A release that passed every check, not yet written.
+struct Plan {
+    /// Its index among the module's releases.
+    at: usize,
+    sources: Vec<SourceFile>,
+    package: Option<(PathBuf, Blob)>,
+    release: Release,
+    summary: PublishSummary,
+}
+
+/// Hashes the release folder and the package and computes the release, checking everything
+/// that can refuse it; writes nothing.
+fn plan_release(
+    request: &PublishRequest,
+    settings: &Settings,
+    module: &Module,
+) -> Result<Plan, PublishError> {
+    let at = position(module, request)?;
+    let history = module.releases.get(..at).unwrap_or_default();
+    let below = history.last();
     let sources = hash_folder(&request.from)?;
     let package = match &request.package {
-        Some(path) => Some((path, hash(path)?)),
+        Some(path) => Some((path.clone(), hash(path)?)),
         None => None,
     };
-    let history = module.releases.get(..at).unwrap_or_default();
     let files = file_versions(&sources, history, &request.version);
     let gone = gone_files(&files, below);
     let deleted = deleted_files(&gone, below, &files, &request.version);
     let mut summary = summarize(request, &files, below, gone);
-    check_critical(
-        request,
-        &catalog.settings,
-        &files,
-        &mut summary,
-        package.is_some(),
-    )?;
+    check_critical(request, settings, &files, &mut summary, package.is_some())?;
+    summary.package = package.as_ref().map(|(_, blob)| *blob);
+    let release = Release {
+        version: request.version.clone(),
+        forced: request.forced,
+        full: request.full,
+        rollback: request.rollback,
+        requires: request
+            .requires
+            .iter()
+            .map(|r| (r.module.clone(), r.min.clone()))
+            .collect(),
+        package: package.as_ref().map(|(_, blob)| Package {
+            blob: *blob,
+            args: request.installer_args.clone(),
+        }),
+        files,
+        deleted,
+        deltas: Vec::new(),
+    };
+    Ok(Plan {
+        at,
+        sources,
+        package,
+        release,
+        summary,
+    })
+}
 
-    // Every check passed: write the blobs, then the module file.
+/// Writes the blobs (files, package, record deltas) durably, then the module file.
+fn write_release(
+    request: &PublishRequest,
+    settings: &Settings,
+    mut module: Module,
+    plan: Plan,
+) -> Result<PublishSummary, CatalogError> {
+    let Plan {
+        at,
+        sources,
+        package,
+        mut release,
+        mut summary,
+    } = plan;
+    let dir = &request.catalog;
     let store = store_dir(dir);
     for source in &sources {
-        put_file(&store, &source.path, source.blob).map_err(catalog_error)?;
+        put_file(&store, &source.path, source.blob)?;
     }
-    if let Some((path, blob)) = package {
-        put_file(&store, path, blob).map_err(catalog_error)?;
+    if let Some((path, blob)) = &package {
+        put_file(&store, path, *blob)?;
     }
-    let deltas = record_deltas(dir, &catalog.settings, &files, history, &mut summary.notes)
-        .map_err(catalog_error)?;
-    sync_dir(&store).map_err(catalog_error)?;
+    let history = module.releases.get(..at).unwrap_or_default();
+    release.deltas = record_deltas(dir, settings, &release.files, history, &mut summary.notes)?;
+    sync_dir(&store)?;
     failpoint("publish:after-blobs");
 
-    module.releases.insert(
-        at,
-        Release {
-            version: request.version.clone(),
-            forced: request.forced,
-            full: request.full,
-            rollback: request.rollback,
-            requires: request
-                .requires
-                .iter()
-                .map(|r| (r.module.clone(), r.min.clone()))
-                .collect(),
-            package: package.map(|(_, blob)| Package {
-                blob,
-                args: request.installer_args.clone(),
-            }),
-            files,
-            deleted,
-            deltas: deltas.clone(),
-        },
-    );
-    module.frequent = frequent_files(&module.releases, &catalog.settings);
+    summary.deltas = release.deltas.clone();
+    module.releases.insert(at, release);
+    module.frequent = frequent_files(&module.releases, settings);
+    summary.frequent = module.frequent.clone();
     save_module_with(dir, &module, &|stage| match stage {
         SaveStage::BeforeRename => failpoint("publish:before-rename"),
         SaveStage::AfterRename => failpoint("publish:after-rename"),
-    })
-    .map_err(catalog_error)?;
-    summary.deltas = deltas;
-    summary.frequent = module.frequent.clone();
-    summary.package = package.map(|(_, blob)| blob);
+    })?;
     Ok(summary)
 }
 
