@@ -413,8 +413,18 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Runs the real binary's `publish`, with a failpoint when given.
+/// Runs the real binary's `publish`, with a failpoint when given; whether it succeeded.
 fn run_publish(cat: &Path, folder: &Path, version: &str, failpoint: Option<&str>) -> bool {
+    publish_status(cat, folder, version, failpoint).success()
+}
+
+/// Runs the real binary's `publish`, with a failpoint when given.
+fn publish_status(
+    cat: &Path,
+    folder: &Path,
+    version: &str,
+    failpoint: Option<&str>,
+) -> std::process::ExitStatus {
     let mut command = Command::new(env!("CARGO_BIN_EXE_upgram-server"));
     command.args(["publish", "--catalog"]).arg(cat);
     command
@@ -426,8 +436,7 @@ fn run_publish(cat: &Path, folder: &Path, version: &str, failpoint: Option<&str>
     if let Some(name) = failpoint {
         command.env("UPGRAM_FAILPOINT", name);
     }
-    let output = command.output().unwrap();
-    output.status.success()
+    command.output().unwrap().status
 }
 
 #[test]
@@ -461,10 +470,13 @@ fn a_publish_killed_midway_leaves_a_valid_catalog() {
     ] {
         let cat = work.path().join(failpoint.replace(':', "-"));
         copy_tree(&base, &cat);
-        assert!(
-            !run_publish(&cat, &new_folder, "2.0", Some(failpoint)),
-            "{failpoint}: it dies"
-        );
+        let status = publish_status(&cat, &new_folder, "2.0", Some(failpoint));
+        assert!(!status.success(), "{failpoint}: it dies");
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(6), "{failpoint}: by abort (SIGABRT)");
+        }
         let loaded = catalog::load(&cat).unwrap_or_else(|e| panic!("{failpoint}: {e}"));
         assert_eq!(&loaded, expected, "{failpoint}");
         for entry in fs::read_dir(cat.join("modules")).unwrap() {
