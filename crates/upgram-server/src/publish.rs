@@ -1,6 +1,6 @@
 //! `upgram-server publish` (requirement S2): turns a release folder into a release of the
 //! catalog — sizes and hashes, per-file versions, deleted files, record deltas (SPEC.md §7),
-//! frequent files (§5.7, [0078]) and the package-vs-file-list rule (§5.3, [0082]).
+//! frequent files (§5.7, \[0078\]) and the package-vs-file-list rule (§5.3, \[0082\]).
 //!
 //! # What a release records
 //! - **File versions**: each file gets the version in which its content last changed, along
@@ -81,8 +81,8 @@ pub struct PublishRequest {
     /// The release folder: every regular file in it, recursively, is a file of the module.
     #[arg(long, value_name = "FOLDER")]
     pub from: PathBuf,
-    /// A module this release needs first, at a minimum version (repeatable).
-    #[arg(long = "depends", value_name = "ID>=VERSION")]
+    /// A module this release needs first, as ID>=VERSION (repeatable; quote it in a shell).
+    #[arg(long = "depends", value_name = "REQUIREMENT")]
     pub requires: Vec<Requirement>,
     /// Users may not decline this release (it is also a floor for later ones).
     #[arg(long)]
@@ -115,7 +115,7 @@ pub enum PublishError {
         dir: PathBuf,
         /// What went wrong.
         #[source]
-        source: CatalogError,
+        source: Box<CatalogError>,
     },
     /// Reading the release folder or the package failed.
     #[error("{}: {source}", path.display())]
@@ -204,7 +204,7 @@ pub enum PublishError {
         /// The folder.
         path: PathBuf,
     },
-    /// A critical file changes and no package was given ([0082]).
+    /// A critical file changes and no package was given (\[0082\]).
     #[error(
         "{file:?} matches the critical-file patterns (catalog.toml `critical`) and is {change} in {version}: clients must get an install package for this release; pass --package FILE (and --installer-args ARGS if it needs any)"
     )]
@@ -306,64 +306,93 @@ struct SourceFile {
 pub fn publish(request: &PublishRequest) -> Result<PublishSummary, PublishError> {
     check_request(request)?;
     let dir = &request.catalog;
-    let catalog_error = |source| PublishError::Catalog { dir: dir.clone(), source };
-    ensure_layout(dir).map_err(catalog_error)?;
-    let catalog = catalog::load(dir).map_err(catalog_error)?;
+    ensure_layout(dir).map_err(catalog_error(dir))?;
+    let catalog = catalog::load(dir).map_err(catalog_error(dir))?;
     check_dependencies(request, &catalog)?;
-    let mut module = catalog.modules.get(&request.module).cloned().unwrap_or_else(|| Module {
+    remove_stale_temp_files(dir, &request.module);
+    let module = catalog.modules.get(&request.module).cloned().unwrap_or_else(|| Module {
         id: request.module.clone(),
         releases: Vec::new(),
         frequent: Vec::new(),
     });
-    let at = position(&module, request)?;
-    let below = at.checked_sub(1).and_then(|i| module.releases.get(i));
+    let plan = plan_release(request, &catalog.settings, &module)?;
+    write_release(request, &catalog.settings, module, plan).map_err(catalog_error(dir))
+}
+
+fn catalog_error(dir: &Path) -> impl Fn(CatalogError) -> PublishError + '_ {
+    move |source| PublishError::Catalog { dir: dir.to_owned(), source: Box::new(source) }
+}
+
+/// A release that passed every check, not yet written.
+struct Plan {
+    /// Its index among the module's releases.
+    at: usize,
+    sources: Vec<SourceFile>,
+    package: Option<(PathBuf, Blob)>,
+    release: Release,
+    summary: PublishSummary,
+}
+
+/// Hashes the release folder and the package and computes the release, checking everything
+/// that can refuse it; writes nothing.
+fn plan_release(request: &PublishRequest, settings: &Settings, module: &Module) -> Result<Plan, PublishError> {
+    let at = position(module, request)?;
+    let history = module.releases.get(..at).unwrap_or_default();
+    let below = history.last();
     let sources = hash_folder(&request.from)?;
     let package = match &request.package {
-        Some(path) => Some((path, hash(path)?)),
+        Some(path) => Some((path.clone(), hash(path)?)),
         None => None,
     };
-    let history = module.releases.get(..at).unwrap_or_default();
     let files = file_versions(&sources, history, &request.version);
     let gone = gone_files(&files, below);
     let deleted = deleted_files(&gone, below, &files, &request.version);
     let mut summary = summarize(request, &files, below, gone);
-    check_critical(request, &catalog.settings, &files, &summary, package.is_some())?;
+    check_critical(request, settings, &files, &mut summary, package.is_some())?;
+    summary.package = package.as_ref().map(|(_, blob)| *blob);
+    let release = Release {
+        version: request.version.clone(),
+        forced: request.forced,
+        full: request.full,
+        rollback: request.rollback,
+        requires: request.requires.iter().map(|r| (r.module.clone(), r.min.clone())).collect(),
+        package: package.as_ref().map(|(_, blob)| Package { blob: *blob, args: request.installer_args.clone() }),
+        files,
+        deleted,
+        deltas: Vec::new(),
+    };
+    Ok(Plan { at, sources, package, release, summary })
+}
 
-    // Every check passed: write the blobs, then the module file.
+/// Writes the blobs (files, package, record deltas) durably, then the module file.
+fn write_release(
+    request: &PublishRequest,
+    settings: &Settings,
+    mut module: Module,
+    plan: Plan,
+) -> Result<PublishSummary, CatalogError> {
+    let Plan { at, sources, package, mut release, mut summary } = plan;
+    let dir = &request.catalog;
     let store = store_dir(dir);
     for source in &sources {
-        put_file(&store, &source.path, source.blob).map_err(catalog_error)?;
+        put_file(&store, &source.path, source.blob)?;
     }
-    if let Some((path, blob)) = package {
-        put_file(&store, path, blob).map_err(catalog_error)?;
+    if let Some((path, blob)) = &package {
+        put_file(&store, path, *blob)?;
     }
-    let deltas = record_deltas(dir, &catalog.settings, &files, history, &mut summary.notes).map_err(catalog_error)?;
-    sync_dir(&store).map_err(catalog_error)?;
+    let history = module.releases.get(..at).unwrap_or_default();
+    release.deltas = record_deltas(dir, settings, &release.files, history, &mut summary.notes)?;
+    sync_dir(&store)?;
     failpoint("publish:after-blobs");
 
-    module.releases.insert(
-        at,
-        Release {
-            version: request.version.clone(),
-            forced: request.forced,
-            full: request.full,
-            rollback: request.rollback,
-            requires: request.requires.iter().map(|r| (r.module.clone(), r.min.clone())).collect(),
-            package: package.map(|(_, blob)| Package { blob, args: request.installer_args.clone() }),
-            files,
-            deleted,
-            deltas: deltas.clone(),
-        },
-    );
-    module.frequent = frequent_files(&module.releases, &catalog.settings);
+    summary.deltas = release.deltas.clone();
+    module.releases.insert(at, release);
+    module.frequent = frequent_files(&module.releases, settings);
+    summary.frequent = module.frequent.clone();
     save_module_with(dir, &module, &|stage| match stage {
         SaveStage::BeforeRename => failpoint("publish:before-rename"),
         SaveStage::AfterRename => failpoint("publish:after-rename"),
-    })
-    .map_err(catalog_error)?;
-    summary.deltas = deltas;
-    summary.frequent = module.frequent.clone();
-    summary.package = package.map(|(_, blob)| blob);
+    })?;
     Ok(summary)
 }
 
@@ -371,6 +400,22 @@ pub fn publish(request: &PublishRequest) -> Result<PublishSummary, PublishError>
 fn failpoint(name: &str) {
     if std::env::var_os(FAILPOINT_VAR).is_some_and(|value| value == name) {
         std::process::abort();
+    }
+}
+
+/// Removes the temporary module files an interrupted publish of this module left behind
+/// (harmless, since the loader ignores them, but clutter). Publishes of one module never run
+/// concurrently, so none of them can be in use; failures are ignored for the same reason.
+fn remove_stale_temp_files(dir: &Path, module: &str) {
+    let folder = dir.join(crate::catalog::load::MODULES_DIR);
+    let prefix = format!(".{module}.toml.tmp-");
+    let Ok(entries) = fs::read_dir(&folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_str().is_some_and(|name| name.starts_with(&prefix)) {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -615,14 +660,14 @@ fn summarize(
     summary
 }
 
-/// [0082]: a release that touches a critical file needs a package. Also notes critical files a
+/// \[0082\]: a release that touches a critical file needs a package. Also notes critical files a
 /// package-less release keeps unchanged: clients installing from scratch, or upgrading from
 /// before their last change, would get them in a file list, which the responder refuses.
 fn check_critical(
     request: &PublishRequest,
     settings: &Settings,
     files: &[ReleaseFile],
-    summary: &PublishSummary,
+    summary: &mut PublishSummary,
     has_package: bool,
 ) -> Result<(), PublishError> {
     if has_package {
@@ -640,6 +685,12 @@ fn check_critical(
         if matches_any(&settings.critical, id) {
             return Err(PublishError::NeedsPackage { file: id.clone(), change, version: request.version.clone() });
         }
+    }
+    for file in files.iter().filter(|f| matches_any(&settings.critical, &f.id)) {
+        summary.notes.push(format!(
+            "{} is a critical file and this release has no package: clients installing the module, or upgrading from before {}, will be answered with an error (SPEC.md section 5.3, code 22)",
+            file.id, file.version
+        ));
     }
     Ok(())
 }
@@ -731,7 +782,7 @@ fn read_record_blob(dir: &Path, blob: &Blob) -> Result<Option<Vec<u8>>, CatalogE
     }
 }
 
-/// The frequent files of the module after this release ([0078], SPEC.md §5.7).
+/// The frequent files of the module after this release (\[0078\], SPEC.md §5.7).
 fn frequent_files(releases: &[Release], settings: &Settings) -> Vec<String> {
     let Some(latest) = releases.last() else {
         return Vec::new();

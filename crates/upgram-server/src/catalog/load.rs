@@ -7,6 +7,35 @@
 //! CATALOG/store/<sha256>      content-addressed blobs: files, packages, record deltas
 //! ```
 //!
+//! A module file (what [`save_module`] writes; keys in any order, optional ones marked):
+//!
+//! ```toml
+//! id = "core"                                  # = the file name
+//! frequent = ["db/signatures.rec"]             # optional: files of the latest release
+//!
+//! [[release]]                                 # one per release, ascending versions
+//! version = "1.2"
+//! forced = false                              # optional, default false; also full, rollback
+//! requires = ["main-module>=5.1"]             # optional
+//! package = { sha256 = "…", size = 123, args = "--quiet" }   # optional; args optional
+//!
+//! [[release.file]]                            # every file of the module at this release
+//! id = "bin/app"
+//! version = "1.2"                             # the release that last changed its content
+//! sha256 = "…"
+//! size = 1234
+//!
+//! [[release.deleted]]                         # every file deleted so far, and by which release
+//! id = "old.txt"
+//! version = "1.2"
+//!
+//! [[release.delta]]                           # record delta from an earlier version of a record file
+//! file = "db/signatures.rec"
+//! from = "1.1"
+//! sha256 = "…"
+//! size = 99
+//! ```
+//!
 //! People edit these files by hand, so loading validates everything and every error names the
 //! file, the line and the field. Loading reads no blob: it checks that each one the catalog
 //! names exists with the stated size (hashing a big catalog at every reload would be too slow;

@@ -1,5 +1,5 @@
 //! The catalog of published releases (S1): its model in memory ([`model`]), its folder on disk
-//! ([`load`], [`save_module`], [`store`]) and the dependency syntax ([`Requirement`]).
+//! ([`load()`], [`save_module`], [`store`]) and the dependency syntax ([`Requirement`]).
 
 pub mod error;
 pub mod load;

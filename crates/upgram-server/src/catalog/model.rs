@@ -1,6 +1,6 @@
 //! The catalog in memory (SPEC.md §5): modules, their releases, and for each release the files
 //! it holds, the files it deleted, the record deltas that lead to it, its dependencies and its
-//! flags. Loaded from and written to disk by [`crate::catalog::load`] and the publisher; read by
+//! flags. Loaded from and written to disk by [`crate::catalog::load()`] and the publisher; read by
 //! the responder, which never sees the disk.
 
 use std::collections::BTreeMap;
@@ -21,13 +21,13 @@ pub struct Catalog {
 /// Catalog-wide settings (`catalog.toml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// Critical-file patterns ([0082]): a release that changes a matching file is answered with
+    /// Critical-file patterns (\[0082\]): a release that changes a matching file is answered with
     /// its install package. Default `*.dll *.so *.dylib *.xml`.
     pub critical: Vec<String>,
     /// Record-file patterns: files in the record format (SPEC.md §7), published with deltas.
     pub record_files: Vec<String>,
     /// A file that changed in at least this many of the module's last `frequent_window`
-    /// releases is frequent ([0078]).
+    /// releases is frequent (\[0078\]).
     pub frequent_changes: usize,
     /// How many recent releases the frequent-file statistic looks at.
     pub frequent_window: usize,

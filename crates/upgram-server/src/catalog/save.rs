@@ -1,5 +1,5 @@
 //! Writing a module file, `CATALOG/modules/<id>.toml` (S1, S2), in the layout that
-//! [`crate::catalog::load`] reads and a person can edit: one `[[release]]` per release, oldest
+//! [`crate::catalog::load()`] reads and a person can edit: one `[[release]]` per release, oldest
 //! first, each with its `[[release.file]]`, `[[release.deleted]]` and `[[release.delta]]`
 //! tables.
 //!

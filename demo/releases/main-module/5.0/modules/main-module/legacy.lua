@@ -1,0 +1,2 @@
+-- compatibility shims for main program 0.x, removed in 5.1
+return {}

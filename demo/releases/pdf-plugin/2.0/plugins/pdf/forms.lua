@@ -1,0 +1,2 @@
+-- PDF forms, new in 2.0
+return {}

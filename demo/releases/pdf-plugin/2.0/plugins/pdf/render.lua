@@ -1,0 +1,2 @@
+-- PDF renderer 2.0
+return function(doc) return "rendered with pdf-plugin 2.0: " .. doc end
