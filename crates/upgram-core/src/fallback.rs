@@ -1,4 +1,4 @@
-//! The fallback decision (SPEC.md §8, [0084]): an answer that fits a datagram goes inline;
+//! The fallback decision (SPEC.md §8, \[0084\]): an answer that fits a datagram goes inline;
 //! one that does not becomes a document served over HTTP, and the datagram carries its URLs,
 //! size and SHA-256, signed.
 //!

@@ -1,5 +1,5 @@
 //! The planner fed with decoded responses (SPEC.md §5.6): the dependencies vector (07) planned
-//! against an installation, in the order of [0098]-[0100].
+//! against an installation, in the order of \[0098\]-\[0100\].
 
 use std::collections::BTreeMap;
 

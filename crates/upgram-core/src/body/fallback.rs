@@ -1,5 +1,5 @@
 //! The fallback body (SPEC.md §4.5, §8): where the full response document is, its size and its
-//! SHA-256, signed in place of an answer that does not fit a datagram ([0084]).
+//! SHA-256, signed in place of an answer that does not fit a datagram (\[0084\]).
 
 use std::borrow::Cow;
 

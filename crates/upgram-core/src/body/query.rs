@@ -1,5 +1,5 @@
 //! The query body (SPEC.md §4.3): which modules, and optionally which files, a client has at
-//! which versions ([0063]-[0066], [0076]-[0078]).
+//! which versions (\[0063\]-\[0066\], \[0076\]-\[0078\]).
 
 use std::borrow::Cow;
 

@@ -1,5 +1,5 @@
 //! The response body (SPEC.md §4.4), which is also the fallback document: per module, the latest
-//! version, a status and the upgrade info ([0079]-[0086]).
+//! version, a status and the upgrade info (\[0079\]-\[0086\]).
 
 use std::borrow::Cow;
 
@@ -125,11 +125,11 @@ pub struct ModuleAnswer<'a> {
     /// Modules this one needs first, at a minimum version.
     pub requires: Vec<Requires<'a>>,
     /// The server's current list of frequently updated files of this module, when it differs
-    /// from what the query reported ([0078]); empty otherwise.
+    /// from what the query reported (\[0078\]); empty otherwise.
     pub frequent: Vec<Cow<'a, str>>,
 }
 
-/// How to upgrade a module: an install package or a file list ([0082]).
+/// How to upgrade a module: an install package or a file list (\[0082\]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpgradeInfo<'a> {
@@ -152,7 +152,7 @@ pub struct Payload<'a> {
     pub sha256: Sha256Digest,
 }
 
-/// An install package ([0089]).
+/// An install package (\[0089\]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Package<'a> {
     /// The package file.
@@ -162,7 +162,7 @@ pub struct Package<'a> {
     pub args: Option<Cow<'a, str>>,
 }
 
-/// One file of a file list ([0090]).
+/// One file of a file list (\[0090\]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileEntry<'a> {
     /// The file id (a relative path).
@@ -171,7 +171,7 @@ pub struct FileEntry<'a> {
     pub version: Version<'a>,
     /// What to do with it.
     pub action: FileAction<'a>,
-    /// The server counts it as frequently updated ([0078]).
+    /// The server counts it as frequently updated (\[0078\]).
     pub frequent: bool,
 }
 
@@ -179,11 +179,11 @@ pub struct FileEntry<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FileMode {
-    /// Replace the whole file ([0091]).
+    /// Replace the whole file (\[0091\]).
     Replace,
     /// Delete the file.
     Delete,
-    /// Merge a record delta into the file ([0097]).
+    /// Merge a record delta into the file (\[0097\]).
     Incremental,
 }
 
@@ -246,7 +246,7 @@ pub struct Delta<'a> {
     pub payload: Payload<'a>,
 }
 
-/// A dependency: `id` at `min` or newer must be installed first ([0085]).
+/// A dependency: `id` at `min` or newer must be installed first (\[0085\]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Requires<'a> {
     /// The module required.
