@@ -129,17 +129,31 @@ pub fn check_server_cookie(
     ip: IpAddr,
     now: u64,
 ) -> CookieCheck {
+    if !is_authentic_cookie(secrets, client, cookie, ip) {
+        return CookieCheck::Invalid;
+    }
+    cookie_freshness(cookie, now)
+}
+
+/// Whether `cookie` was made under one of `secrets` for this client cookie and address (the
+/// MAC check, constant time), whatever its age. A server may remember the answer for a cookie
+/// it has seen, since it does not change; freshness is [`cookie_freshness`].
+pub fn is_authentic_cookie(
+    secrets: &[&CookieSecret],
+    client: &ClientCookie,
+    cookie: &ServerCookie,
+    ip: IpAddr,
+) -> bool {
     let mut head = [0u8; 8];
     head.copy_from_slice(&cookie.0[..8]);
     if head[0] != COOKIE_VERSION || head[1..4] != [0, 0, 0] {
-        return CookieCheck::Invalid;
+        return false;
     }
-    let authentic = secrets
-        .iter()
-        .any(|secret| cookie_mac(secret, client, &head, ip).verify_truncated_left(&cookie.0[8..]).is_ok());
-    if !authentic {
-        return CookieCheck::Invalid;
-    }
+    secrets.iter().any(|secret| cookie_mac(secret, client, &head, ip).verify_truncated_left(&cookie.0[8..]).is_ok())
+}
+
+/// The age check of an authentic cookie at unix time `now` (arithmetic modulo 2^32).
+pub fn cookie_freshness(cookie: &ServerCookie, now: u64) -> CookieCheck {
     let age = (now as u32).wrapping_sub(cookie.timestamp());
     let ahead = cookie.timestamp().wrapping_sub(now as u32);
     if u64::from(ahead) <= COOKIE_FUTURE_SECS {

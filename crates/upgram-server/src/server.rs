@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use upgram_core::body::{Binding, ErrorBody, ErrorCode, Query};
 use upgram_core::cookie::{
-    ClientCookie, CookieCheck, CookieSecret, ServerCookie, check_server_cookie, make_server_cookie,
+    ClientCookie, CookieCheck, CookieSecret, ServerCookie, cookie_freshness, is_authentic_cookie, make_server_cookie,
     within_amplification_limit,
 };
 use upgram_core::fallback::{PreparedReply, ReplyShape, prepare_reply};
@@ -176,12 +176,10 @@ fn write_document(dir: &std::path::Path, sha256: &Sha256Digest, bytes: &[u8]) ->
     std::fs::rename(temp, path)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct CacheKey {
+#[derive(Debug)]
+struct CachedReply {
     generation: u64,
-    issued: u64,
-    body: Sha256Digest,
-    with_cookie: bool,
+    reply: Arc<PreparedReply>,
 }
 
 /// One worker's view: the shared state and a private cache of signed answers.
@@ -190,9 +188,17 @@ pub struct Worker {
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     limiter: RateLimiter,
-    cache: HashMap<CacheKey, Arc<PreparedReply>>,
+    /// Signed answers of the current minute, by exact query body; index 1 holds those made
+    /// with a fresh server cookie attached (a different shape).
+    cache: [HashMap<Box<[u8]>, CachedReply>; 2],
     cache_issued: u64,
+    /// Server cookies already checked for authenticity (the MAC never changes; the age is
+    /// checked every time), so a validated client costs no HMAC per query.
+    authentic: HashMap<(IpAddr, ClientCookie, ServerCookie), bool>,
 }
+
+/// Most remembered cookie checks per worker.
+const MAX_REMEMBERED_COOKIES: usize = 65_536;
 
 /// Where a query stands with respect to the 3× rule.
 struct Source {
@@ -212,7 +218,14 @@ impl Worker {
         let share = shared.config.workers.max(1) as f64;
         let rate = shared.config.rate_per_source / share;
         let burst = (shared.config.burst_per_source / share).max(1.0);
-        Self { shared, metrics, limiter: RateLimiter::new(rate, burst), cache: HashMap::new(), cache_issued: 0 }
+        Self {
+            shared,
+            metrics,
+            limiter: RateLimiter::new(rate, burst),
+            cache: [HashMap::new(), HashMap::new()],
+            cache_issued: 0,
+            authentic: HashMap::new(),
+        }
     }
 
     /// This worker's counters.
@@ -294,14 +307,9 @@ impl Worker {
         true
     }
 
-    fn source(&self, frame: &Frame<'_>, ip: IpAddr, now: u64) -> Source {
-        let secrets = &self.shared.secrets;
+    fn source(&mut self, frame: &Frame<'_>, ip: IpAddr, now: u64) -> Source {
         let check = match (frame.client_cookie, frame.server_cookie) {
-            (Some(client), Some(server)) => {
-                let mut keys = vec![&secrets.current];
-                keys.extend(secrets.previous.as_ref());
-                check_server_cookie(&keys, &client, &server, ip, now)
-            }
+            (Some(client), Some(server)) if self.is_authentic(ip, client, server) => cookie_freshness(&server, now),
             _ => CookieCheck::Invalid,
         };
         let validated = matches!(check, CookieCheck::Valid { .. });
@@ -312,6 +320,21 @@ impl Worker {
             validated,
             attach_cookie: frame.client_cookie.is_some() && (!validated || renew),
         }
+    }
+
+    fn is_authentic(&mut self, ip: IpAddr, client: ClientCookie, server: ServerCookie) -> bool {
+        if let Some(&known) = self.authentic.get(&(ip, client, server)) {
+            return known;
+        }
+        let secrets = &self.shared.secrets;
+        let keys: [Option<&CookieSecret>; 2] = [Some(&secrets.current), secrets.previous.as_ref()];
+        let keys: Vec<&CookieSecret> = keys.into_iter().flatten().collect();
+        let authentic = is_authentic_cookie(&keys, &client, &server, ip);
+        if self.authentic.len() >= MAX_REMEMBERED_COOKIES {
+            self.authentic.clear();
+        }
+        self.authentic.insert((ip, client, server), authentic);
+        authentic
     }
 
     fn fresh_cookie(&self, source: &Source, now: u64) -> ServerCookie {
@@ -334,31 +357,30 @@ impl Worker {
     /// decode.
     fn answer(&mut self, frame: &Frame<'_>, source: &Source, now: u64) -> Option<Arc<PreparedReply>> {
         let issued = now - now % ISSUE_GRANULARITY_SECS;
-        let loaded = self.shared.catalog();
-        let key = CacheKey {
-            generation: loaded.generation,
-            issued,
-            body: Sha256Digest::of(frame.body),
-            with_cookie: source.attach_cookie,
-        };
+        let loaded = self.shared.catalog.load();
+        let shape = usize::from(source.attach_cookie);
         let cacheable = frame.nonce.is_none();
         if cacheable {
-            if issued != self.cache_issued || self.cache.len() >= MAX_CACHED_REPLIES {
-                self.cache.clear();
+            if issued != self.cache_issued || self.cache[shape].len() >= MAX_CACHED_REPLIES {
+                self.cache[shape].clear();
+                if issued != self.cache_issued {
+                    self.cache[1 - shape].clear();
+                }
                 self.cache_issued = issued;
             }
-            if let Some(reply) = self.cache.get(&key) {
+            if let Some(cached) = self.cache[shape].get(frame.body).filter(|c| c.generation == loaded.generation) {
                 bump(&self.metrics.cache_hits);
-                return Some(reply.clone());
+                return Some(cached.reply.clone());
             }
         }
         let query = Query::decode(frame.body).ok()?;
-        let binding = Binding { query: key.body, issued, expires: issued + self.shared.config.validity_secs };
-        let response = respond(&loaded.catalog, &query, binding, &self.shared.config.public_url);
-        let shape = ReplyShape { nonce: frame.nonce, server_cookie: source.attach_cookie };
-        let public = &self.shared.config.public_url;
+        let config = &self.shared.config;
+        let binding = Binding { query: Sha256Digest::of(frame.body), issued, expires: issued + config.validity_secs };
+        let response = respond(&loaded.catalog, &query, binding, &config.public_url);
+        let reply_shape = ReplyShape { nonce: frame.nonce, server_cookie: source.attach_cookie };
+        let public = &config.public_url;
         let prepared =
-            prepare_reply(&response, &self.shared.signer, shape, |sha| vec![format!("{public}doc/{sha}.xml")]);
+            prepare_reply(&response, &self.shared.signer, reply_shape, |sha| vec![format!("{public}doc/{sha}.xml")]);
         let prepared = match prepared {
             Ok(prepared) => Arc::new(prepared),
             Err(e) => {
@@ -371,7 +393,8 @@ impl Worker {
             self.shared.keep_document(document.sha256, &document.bytes, binding.expires);
         }
         if cacheable {
-            self.cache.insert(key, prepared.clone());
+            let cached = CachedReply { generation: loaded.generation, reply: prepared.clone() };
+            self.cache[shape].insert(frame.body.into(), cached);
         }
         Some(prepared)
     }
