@@ -71,7 +71,8 @@ struct ServeArgs {
     /// HTTP address for payloads, documents and /metrics.
     #[arg(long, default_value = "127.0.0.1:7954")]
     http: SocketAddr,
-    /// The URL clients reach the HTTP side (or a static copy of store/ and doc/) at.
+    /// The URL clients reach the HTTP side (or a static copy of store/ and doc/) at; `{http}`
+    /// stands for the HTTP address bound.
     #[arg(long)]
     public_url: String,
     /// Cookie secret shared by every instance (from `cookie-secret`).

@@ -16,6 +16,9 @@ use crate::keys::{self, KeyError};
 use crate::server::{Config, CookieSecrets, Shared};
 use crate::{http, udp};
 
+/// In `--public-url`, stands for the HTTP address actually bound (useful with port 0).
+pub const HTTP_PLACEHOLDER: &str = "{http}";
+
 /// How often the catalog folder is checked for changes.
 pub const RELOAD_POLL: Duration = Duration::from_secs(1);
 
@@ -176,11 +179,13 @@ pub fn run(options: ServeOptions) -> Result<(), ServeError> {
         .map_err(io_error("starting the runtime"))?;
     runtime.block_on(async move {
         tracing::info!(modules = catalog.modules.len(), key_id = %signer.key_id(), "catalog and key loaded");
-        let shared = Arc::new(Shared::new(catalog, signer, secrets, options.config.clone()));
         let sockets = udp::bind(options.udp, workers).map_err(io_error(format!("binding UDP {}", options.udp)))?;
         let udp_addr = sockets[0].local_addr().map_err(io_error("UDP address"))?;
         let listener = http::bind(options.http).await.map_err(io_error(format!("binding HTTP {}", options.http)))?;
         let http_addr = listener.local_addr().map_err(io_error("HTTP address"))?;
+        let mut config = options.config.clone();
+        config.public_url = config.public_url.replace(HTTP_PLACEHOLDER, &http_addr.to_string());
+        let shared = Arc::new(Shared::new(catalog, signer, secrets, config));
         let (stop, stopped) = watch::channel(false);
         let mut tasks = udp::serve(shared.clone(), sockets, stopped.clone());
         let router = http::router(shared.clone(), &options.catalog);
