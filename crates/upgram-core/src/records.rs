@@ -277,6 +277,13 @@ impl<'a> RecordFile<'a> {
         }
     }
 
+    /// The canonical encoding in a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode(&mut out);
+        out
+    }
+
     /// Length of the canonical encoding in bytes.
     pub fn encoded_len(&self) -> usize {
         self.records.iter().fold(FILE_HEADER_LEN, |len, r| advance(len, r.content.len()))
@@ -417,6 +424,13 @@ impl<'a> RecordDelta<'a> {
                 out.extend_from_slice(content);
             }
         }
+    }
+
+    /// The canonical encoding in a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode(&mut out);
+        out
     }
 
     /// Length of the canonical encoding in bytes.

@@ -10,9 +10,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use upgram_core::records::{Record, RecordFile, apply_delta};
+use upgram_core::records::apply_delta;
 use upgram_server::catalog::{self, store::blob_path};
 use upgram_server::publish::{PublishRequest, publish};
+
+mod common;
 
 fn demo_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../demo")
@@ -21,13 +23,8 @@ fn demo_dir() -> PathBuf {
 const ANTIVIRUS_RELEASES: [&str; 5] = ["1.0", "1.1", "1.2", "1.3", "1.4"];
 
 fn encode(records: &[(u64, String)]) -> Vec<u8> {
-    let file = RecordFile::from_records(
-        records.iter().map(|(id, content)| Record { id: *id, content: content.as_bytes() }).collect(),
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    file.encode(&mut out);
-    out
+    let borrowed: Vec<(u64, &str)> = records.iter().map(|(id, content)| (*id, content.as_str())).collect();
+    common::record_file(&borrowed)
 }
 
 /// `db/signatures.rec` of release number `k`: every release adds five signatures, revises

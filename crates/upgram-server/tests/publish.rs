@@ -6,11 +6,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use upgram_core::records::{Record, RecordFile, apply_delta};
+use upgram_core::records::apply_delta;
 use upgram_core::version::Version;
 use upgram_server::catalog::store::blob_path;
 use upgram_server::catalog::{self, Catalog, Module, Release, Requirement};
 use upgram_server::publish::{PublishError, PublishRequest, publish};
+
+mod common;
 
 fn v(text: &str) -> Version<'static> {
     text.parse().unwrap()
@@ -42,17 +44,6 @@ fn request(catalog: &Path, module: &str, version: &str, from: &Path) -> PublishR
     }
 }
 
-/// An encoded record file with records `(id, content)`.
-fn records(entries: &[(u64, &str)]) -> Vec<u8> {
-    let file = RecordFile::from_records(
-        entries.iter().map(|(id, content)| Record { id: *id, content: content.as_bytes() }).collect(),
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    file.encode(&mut out);
-    out
-}
-
 /// A signature database: 40 records, with `changed` ones rewritten for `generation`.
 fn signatures(generation: u32, changed: &[u64]) -> Vec<u8> {
     let contents: Vec<(u64, String)> = (1..=40u64)
@@ -64,7 +55,7 @@ fn signatures(generation: u32, changed: &[u64]) -> Vec<u8> {
         .chain((generation >= 2).then(|| (100 + u64::from(generation), "new signature".into())))
         .collect();
     let borrowed: Vec<(u64, &str)> = contents.iter().map(|(i, c)| (*i, c.as_str())).collect();
-    records(&borrowed)
+    common::record_file(&borrowed)
 }
 
 fn load_module(catalog: &Path, id: &str) -> Module {

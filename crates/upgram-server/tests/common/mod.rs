@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use upgram_core::Sha256Digest;
+use upgram_core::records::{Record, RecordFile};
 use upgram_core::version::Version;
 use upgram_server::catalog::{Blob, Module, Release, ReleaseFile};
 
@@ -33,4 +34,10 @@ pub fn release(version: &str, files: Vec<ReleaseFile>) -> Release {
 
 pub fn module(id: &str, releases: Vec<Release>) -> Module {
     Module { id: id.into(), releases, frequent: vec![] }
+}
+
+/// An encoded record file with records `(id, content)`, ids ascending.
+pub fn record_file(entries: &[(u64, &str)]) -> Vec<u8> {
+    let records = entries.iter().map(|(id, content)| Record { id: *id, content: content.as_bytes() }).collect();
+    RecordFile::from_records(records).expect("ids ascending, contents not empty").to_vec()
 }
