@@ -1,11 +1,25 @@
 //! # upgram-client
 //!
 //! The client half of upgram: the library an updater embeds and the `upgram` command. It puts
-//! sockets, HTTP and files around [`upgram_core`]. So far it has [`inspect`]: decoding any
-//! datagram or document for a person to read. Transport, verification, state and the apply
-//! engine follow (issues 4 and 5).
+//! sockets, HTTP and files around [`upgram_core`]:
+//!
+//! - [`client`]: the embedding API, `Client::builder().server(..).public_key(..).build()?` and
+//!   `client.check(&installed).await?`;
+//! - [`transport`]: exchanges over UDP with retransmission, failover and cookies;
+//! - [`fetch`]: fallback documents over HTTP(S), capped and verified, through a [`fetch::Fetcher`]
+//!   an embedder may replace;
+//! - [`state`]: the installation's state file;
+//! - [`inspect`]: decoding any datagram or document for a person to read.
+//!
+//! The apply engine follows (issue 5).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod client;
+pub mod fetch;
 pub mod inspect;
+pub mod state;
+pub mod transport;
+
+pub use client::{CheckReport, Client, ClientBuilder, ClientError, ModuleResult};

@@ -1,0 +1,340 @@
+//! The embedding API (C11): build a [`Client`] with servers and pinned keys, then
+//! [`Client::check`] an installation. A check splits the query over as many datagrams as it
+//! needs (P3), runs their exchanges concurrently, follows fallbacks over HTTP, verifies
+//! everything, and merges the answers (SPEC.md §2.6) into one [`CheckReport`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use upgram_core::body::{Fallback, ModuleAnswer, Query, Response, Status, UpgradeInfo};
+use upgram_core::cookie::ClientCookie;
+use upgram_core::limits::{HEADER_LEN, MAX_DATAGRAM_LEN};
+use upgram_core::sign::{KeyRing, Nonce};
+use upgram_core::version::Version;
+use upgram_core::wire::MessageKind;
+
+use crate::fetch::{FetchError, Fetcher, HttpFetcher, fetch_document};
+use crate::state::InstalledState;
+use crate::transport::{CookieJar, Dropped, TransportConfig, TransportError, exchange};
+
+/// Why a check failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The builder lacks something.
+    #[error("client configuration: {0}")]
+    Config(String),
+    /// No verified answer arrived.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A fallback document could not be fetched or did not match.
+    #[error("fallback document: {0}")]
+    Fetch(#[from] FetchError),
+    /// A signed answer that cannot be decoded (a server bug: it was signed).
+    #[error("a signed answer does not decode: {0}")]
+    Answer(String),
+    /// The installation has no module to check.
+    #[error("nothing to check: the installation has no module (install one first)")]
+    Empty,
+}
+
+/// Builds a [`Client`].
+#[derive(Debug)]
+pub struct ClientBuilder<F = HttpFetcher> {
+    transport: TransportConfig,
+    keys: KeyRing,
+    fetcher: Option<F>,
+    in_flight: Option<usize>,
+}
+
+impl<F: Fetcher> ClientBuilder<F> {
+    /// Adds a server (tried in the order added).
+    pub fn server(mut self, addr: SocketAddr) -> Self {
+        self.transport.servers.push(addr);
+        self
+    }
+
+    /// Pins a server public key (Ed25519, 32 bytes); several for rotation.
+    pub fn public_key(mut self, key: [u8; 32]) -> Self {
+        if self.keys.add_bytes(&key).is_none() {
+            // Remembered as an error at build time.
+            self.in_flight = Some(0);
+        }
+        self
+    }
+
+    /// Pins every key of `ring`.
+    pub fn key_ring(mut self, ring: KeyRing) -> Self {
+        self.keys = ring;
+        self
+    }
+
+    /// The deadline of one check (default 20 s).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.transport.deadline = deadline;
+        self
+    }
+
+    /// The first retransmission timeout (default 500 ms).
+    pub fn first_timeout(mut self, timeout: Duration) -> Self {
+        self.transport.first_timeout = timeout;
+        self
+    }
+
+    /// Ask for nonce-bound signatures (SPEC.md §10.2).
+    pub fn nonce_bound(mut self, on: bool) -> Self {
+        self.transport.nonce_bound = on;
+        self
+    }
+
+    /// Exchanges in flight at once (default 32).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.in_flight = Some(n);
+        self
+    }
+
+    /// The HTTP fetcher for fallback documents (default: [`HttpFetcher`]).
+    pub fn fetcher<G: Fetcher>(self, fetcher: G) -> ClientBuilder<G> {
+        ClientBuilder { transport: self.transport, keys: self.keys, fetcher: Some(fetcher), in_flight: self.in_flight }
+    }
+
+    /// The client.
+    pub fn build(self) -> Result<Client<F>, ClientError>
+    where
+        F: DefaultFetcher,
+    {
+        if self.transport.servers.is_empty() {
+            return Err(ClientError::Config("no server: add one with .server(addr)".into()));
+        }
+        if self.keys.is_empty() {
+            return Err(ClientError::Config("no public key: pin the server's key with .public_key(bytes)".into()));
+        }
+        let in_flight = match self.in_flight {
+            Some(0) => {
+                return Err(ClientError::Config("a public key is not a valid Ed25519 point, or in-flight is 0".into()));
+            }
+            Some(n) => n,
+            None => 32,
+        };
+        let fetcher = match self.fetcher {
+            Some(fetcher) => fetcher,
+            None => F::default_fetcher(self.transport.deadline)?,
+        };
+        Ok(Client {
+            shared: Arc::new(Shared {
+                transport: self.transport,
+                keys: self.keys,
+                fetcher,
+                jar: Mutex::new(CookieJar::default()),
+                dropped: Mutex::new(Dropped::default()),
+            }),
+            in_flight,
+        })
+    }
+}
+
+/// Fetchers that can be made without arguments (for [`ClientBuilder::build`]).
+pub trait DefaultFetcher: Fetcher + Sized {
+    /// A fetcher whose requests take at most `timeout`.
+    fn default_fetcher(timeout: Duration) -> Result<Self, ClientError>;
+}
+
+impl DefaultFetcher for HttpFetcher {
+    fn default_fetcher(timeout: Duration) -> Result<Self, ClientError> {
+        Ok(HttpFetcher::new(timeout)?)
+    }
+}
+
+struct Shared<F> {
+    transport: TransportConfig,
+    keys: KeyRing,
+    fetcher: F,
+    jar: Mutex<CookieJar>,
+    dropped: Mutex<Dropped>,
+}
+
+/// An upgram client.
+pub struct Client<F = HttpFetcher> {
+    shared: Arc<Shared<F>>,
+    in_flight: usize,
+}
+
+impl Client<HttpFetcher> {
+    /// A builder with the default fetcher.
+    pub fn builder() -> ClientBuilder<HttpFetcher> {
+        ClientBuilder { transport: TransportConfig::default(), keys: KeyRing::new(), fetcher: None, in_flight: None }
+    }
+}
+
+/// The outcome of a check, per module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleResult {
+    /// Module id.
+    pub id: String,
+    /// What the server said.
+    pub status: Status,
+    /// Installed version (none if not installed).
+    pub installed: Option<String>,
+    /// Latest version.
+    pub latest: Option<String>,
+    /// Whether the upgrade may not be declined.
+    pub forced: bool,
+    /// `package`, `files (N)` or `-`.
+    pub how: String,
+    /// Included because another module needs it.
+    pub dependency: bool,
+}
+
+/// The verified, merged answers of one check.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    documents: Vec<Vec<u8>>,
+    /// Query datagrams sent (exchanges, not retransmissions).
+    pub exchanges: usize,
+    /// Answers that came as a fallback document.
+    pub fallbacks: usize,
+    /// Datagrams dropped (bad, errors, challenges) during the check.
+    pub dropped: Dropped,
+}
+
+impl CheckReport {
+    /// Every verified response, decoded.
+    pub fn responses(&self) -> Vec<Response<'_>> {
+        self.documents.iter().filter_map(|d| Response::decode(d).ok()).collect()
+    }
+
+    /// The merged module answers (SPEC.md §2.6): a module's own answer beats a dependency
+    /// entry; among dependency entries the newest `issued` wins; a module listed twice in one
+    /// response is dropped (a server error).
+    pub fn modules(&self) -> Vec<ModuleAnswer<'_>> {
+        let mut own: BTreeMap<String, ModuleAnswer<'_>> = BTreeMap::new();
+        let mut dependencies: BTreeMap<String, (u64, ModuleAnswer<'_>)> = BTreeMap::new();
+        for response in self.responses() {
+            let issued = response.binding.issued;
+            let mut seen = std::collections::HashSet::new();
+            let twice: std::collections::HashSet<String> =
+                response.modules.iter().filter(|m| !seen.insert(m.id.to_string())).map(|m| m.id.to_string()).collect();
+            for module in response.modules {
+                let id = module.id.to_string();
+                if twice.contains(&id) {
+                    continue;
+                }
+                if module.dependency {
+                    let newer = dependencies.get(&id).is_none_or(|(at, _)| *at < issued);
+                    if newer {
+                        dependencies.insert(id, (issued, module));
+                    }
+                } else {
+                    own.insert(id, module);
+                }
+            }
+        }
+        for (id, (_, module)) in dependencies {
+            own.entry(id).or_insert(module);
+        }
+        own.into_values().collect()
+    }
+
+    /// A line per module, for people and scripts.
+    pub fn results(&self, installed: &InstalledState) -> Vec<ModuleResult> {
+        self.modules()
+            .iter()
+            .map(|m| ModuleResult {
+                id: m.id.to_string(),
+                status: m.status,
+                installed: installed.modules.get(m.id.as_ref()).map(|i| i.version.clone()),
+                latest: m.latest.as_ref().map(Version::to_string),
+                forced: m.forced,
+                how: match &m.upgrade {
+                    UpgradeInfo::None => "-".into(),
+                    UpgradeInfo::Package(_) => "package".into(),
+                    UpgradeInfo::Files(files) => format!("files ({})", files.len()),
+                },
+                dependency: m.dependency,
+            })
+            .collect()
+    }
+
+    /// Applies the server's frequent-file hints \[0078\] to `state`: a module answer with
+    /// `<frequent>` entries replaces that module's list.
+    pub fn apply_hints(&self, state: &mut InstalledState) {
+        for module in self.modules() {
+            if module.frequent.is_empty() {
+                continue;
+            }
+            if let Some(installed) = state.modules.get_mut(module.id.as_ref()) {
+                installed.frequent = module.frequent.iter().map(|f| f.to_string()).collect();
+            }
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Room for a query body: the datagram less the header and the largest trailer we send.
+fn max_body_len(nonce_bound: bool) -> usize {
+    let nonce = if nonce_bound { std::mem::size_of::<Nonce>() } else { 0 };
+    MAX_DATAGRAM_LEN - HEADER_LEN - std::mem::size_of::<ClientCookie>() - 16 - nonce
+}
+
+impl<F: Fetcher + 'static> Client<F> {
+    /// Asks the servers about every module of `installed` (and its frequent files), and returns
+    /// the verified, merged answers. Changes nothing on disk.
+    pub async fn check(&self, installed: &InstalledState) -> Result<CheckReport, ClientError> {
+        let modules = installed.query_modules();
+        if modules.is_empty() {
+            return Err(ClientError::Empty);
+        }
+        let parts = Query::split(modules, max_body_len(self.shared.transport.nonce_bound))
+            .map_err(|e| ClientError::Answer(e.to_string()))?;
+        let bodies: Vec<Vec<u8>> = parts.iter().map(Query::to_vec).collect();
+        self.check_bodies(bodies).await
+    }
+
+    async fn check_bodies(&self, bodies: Vec<Vec<u8>>) -> Result<CheckReport, ClientError> {
+        let exchanges = bodies.len();
+        let limit = Arc::new(Semaphore::new(self.in_flight));
+        let mut tasks = JoinSet::new();
+        for body in bodies {
+            let shared = self.shared.clone();
+            let limit = limit.clone();
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let reply = exchange(&body, &shared.transport, &shared.keys, &shared.jar, 0, &shared.dropped).await?;
+                if reply.kind == MessageKind::Response {
+                    return Ok::<_, ClientError>((reply.body, false));
+                }
+                let pointer = Fallback::decode(&reply.body).map_err(|e| ClientError::Answer(e.to_string()))?;
+                Ok((fetch_document(&shared.fetcher, &pointer, unix_now()).await?, true))
+            });
+        }
+        let mut documents = Vec::with_capacity(exchanges);
+        let mut fallbacks = 0;
+        while let Some(joined) = tasks.join_next().await {
+            let (document, fell_back) = joined.map_err(|e| ClientError::Answer(e.to_string()))??;
+            fallbacks += usize::from(fell_back);
+            documents.push(document);
+        }
+        let dropped = self.shared.dropped.lock().map(|d| *d).unwrap_or_default();
+        Ok(CheckReport { documents, exchanges, fallbacks, dropped })
+    }
+
+    /// The cookies learnt so far, to save with the installation's state.
+    pub fn cookie_jar(&self) -> CookieJar {
+        self.shared.jar.lock().map(|j| j.clone()).unwrap_or_default()
+    }
+
+    /// Restores cookies saved with the installation's state.
+    pub fn set_cookie_jar(&self, jar: CookieJar) {
+        if let Ok(mut mine) = self.shared.jar.lock() {
+            *mine = jar;
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Fetching fallback documents (C2, SPEC.md §8.3): an embedder may bring its own HTTP stack
+//! through [`Fetcher`]; [`HttpFetcher`] is reqwest with rustls. Whatever fetches, the bytes are
+//! capped at the signed size while they arrive and checked against the signed hash before
+//! anything parses them ([`fetch_document`]).
+
+use std::future::Future;
+use std::time::Duration;
+
+use thiserror::Error;
+use upgram_core::body::{Fallback, Response};
+use upgram_core::message::DocumentError;
+
+/// Why a fetch failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// Connecting, sending or receiving failed.
+    #[error("{url}: {reason}")]
+    Transport {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server answered with an error status.
+    #[error("{url}: HTTP status {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// More bytes than allowed arrived; the transfer was cut.
+    #[error("{url}: more than the {max} bytes expected")]
+    TooLong {
+        /// The URL.
+        url: String,
+        /// The cap.
+        max: u64,
+    },
+    /// The document arrived but does not match what was signed.
+    #[error("{url}: {source}")]
+    Document {
+        /// The URL.
+        url: String,
+        /// What does not match.
+        #[source]
+        source: DocumentError,
+    },
+    /// Every mirror failed.
+    #[error("every mirror failed: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    AllMirrors(Vec<FetchError>),
+}
+
+/// An HTTP(S) client that fetches a URL, giving up past `max_len` bytes.
+pub trait Fetcher: Send + Sync {
+    /// The body at `url`, at most `max_len` bytes; more is [`FetchError::TooLong`].
+    fn fetch(&self, url: &str, max_len: u64) -> impl Future<Output = Result<Vec<u8>, FetchError>> + Send;
+}
+
+/// The default fetcher: reqwest with rustls, a connect timeout and an overall timeout per
+/// request, so a trickling server cannot hold a client forever.
+#[derive(Debug, Clone)]
+pub struct HttpFetcher {
+    client: reqwest::Client,
+}
+
+impl HttpFetcher {
+    /// A fetcher whose requests each take at most `timeout`.
+    pub fn new(timeout: Duration) -> Result<Self, FetchError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .timeout(timeout)
+            .build()
+            .map_err(|e| FetchError::Transport { url: String::new(), reason: e.to_string() })?;
+        Ok(Self { client })
+    }
+}
+
+impl Fetcher for HttpFetcher {
+    async fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
+        let transport = |e: reqwest::Error| FetchError::Transport { url: url.to_owned(), reason: e.to_string() };
+        let mut response = self.client.get(url).send().await.map_err(transport)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(FetchError::Status { url: url.to_owned(), status: status.as_u16() });
+        }
+        let too_long = || FetchError::TooLong { url: url.to_owned(), max: max_len };
+        if response.content_length().is_some_and(|len| len > max_len) {
+            return Err(too_long());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() as u64 + chunk.len() as u64 > max_len {
+                return Err(too_long());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+/// Fetches the document a verified fallback points at, trying its mirrors in order; returns the
+/// first that has exactly the signed size and hash and carries the fallback's binding.
+pub async fn fetch_document(fetcher: &impl Fetcher, pointer: &Fallback<'_>, now: u64) -> Result<Vec<u8>, FetchError> {
+    let mut failures = Vec::new();
+    for mirror in &pointer.mirrors {
+        let url = mirror.as_ref();
+        match fetcher.fetch(url, pointer.size).await {
+            Ok(bytes) => match pointer.open_document(&bytes, now) {
+                Ok(_) => return Ok(bytes),
+                Err(source) => failures.push(FetchError::Document { url: url.to_owned(), source }),
+            },
+            Err(error) => failures.push(error),
+        }
+    }
+    Err(FetchError::AllMirrors(failures))
+}
+
+/// Decodes a document returned by [`fetch_document`] (already checked).
+pub fn decode_document(bytes: &[u8]) -> Result<Response<'_>, FetchError> {
+    Response::decode(bytes).map_err(|e| FetchError::Document { url: String::new(), source: DocumentError::Body(e) })
+}

@@ -1,0 +1,182 @@
+//! The local state of one installation (C4): modules and versions, file versions and hashes,
+//! the frequent-file lists the server gave, and the cached cookies. One JSON file per
+//! installation, written atomically (temporary file, fsync, rename, fsync of the folder), so a
+//! crash leaves either the old state or the new one.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use upgram_core::body::{QueryFile, QueryModule};
+use upgram_core::cookie::{ClientCookie, ServerCookie};
+use upgram_core::version::Version;
+
+use crate::transport::CookieJar;
+
+/// Why the state file could not be read or written.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// Reading or writing failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a state file.
+    #[error("{}: not an upgram state file ({reason}); restore it from a backup or run a full install", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A file as installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledFile {
+    /// The version in which its content last changed.
+    pub version: String,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+}
+
+/// A module as installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledModule {
+    /// Its version.
+    pub version: String,
+    /// Its files.
+    #[serde(default)]
+    pub files: BTreeMap<String, InstalledFile>,
+    /// The files the server says change often: sent as file-level entries \[0078\].
+    #[serde(default)]
+    pub frequent: Vec<String>,
+}
+
+/// Cookies cached for one server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedCookie {
+    /// The server address.
+    pub server: SocketAddr,
+    /// Our client cookie, hex.
+    pub client: String,
+    /// The server cookie it gave us, hex.
+    pub server_cookie: Option<String>,
+}
+
+/// Everything the client keeps about one installation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledState {
+    /// Modules by id.
+    #[serde(default)]
+    pub modules: BTreeMap<String, InstalledModule>,
+    /// Cookies by server.
+    #[serde(default)]
+    pub cookies: Vec<SavedCookie>,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io { path: path.to_owned(), source }
+}
+
+impl InstalledState {
+    /// Reads the state at `path`; a missing file is an empty installation.
+    pub fn load(path: &Path) -> Result<Self, StateError> {
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(io(path)(e)),
+        };
+        let state: Self = serde_json::from_str(&text)
+            .map_err(|e| StateError::Malformed { path: path.to_owned(), reason: e.to_string() })?;
+        state.check().map_err(|reason| StateError::Malformed { path: path.to_owned(), reason })?;
+        Ok(state)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (id, module) in &self.modules {
+            Version::parse(&module.version).map_err(|e| format!("module {id}: {e}"))?;
+            for (file, installed) in &module.files {
+                Version::parse(&installed.version).map_err(|e| format!("module {id}, file {file}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the state to `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| StateError::Malformed { path: path.to_owned(), reason: e.to_string() })?;
+        let temp = path.with_extension("tmp");
+        let mut file = File::create(&temp).map_err(io(&temp))?;
+        file.write_all(text.as_bytes()).map_err(io(&temp))?;
+        file.sync_all().map_err(io(&temp))?;
+        fs::rename(&temp, path).map_err(io(path))?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent).and_then(|dir| dir.sync_all()).map_err(io(parent))?;
+        }
+        Ok(())
+    }
+
+    /// The query entries for this installation: every module at its version, with a file entry
+    /// for each of its frequent files that is installed \[0077\]-\[0078\].
+    pub fn query_modules(&self) -> Vec<QueryModule<'_>> {
+        self.modules
+            .iter()
+            .filter_map(|(id, module)| {
+                let version = Version::parse(&module.version).ok()?;
+                let files = module
+                    .frequent
+                    .iter()
+                    .filter_map(|f| {
+                        let installed = module.files.get(f)?;
+                        Some(QueryFile { id: f.as_str().into(), version: Version::parse(&installed.version).ok()? })
+                    })
+                    .collect();
+                Some(QueryModule { id: id.as_str().into(), version: Some(version), files })
+            })
+            .collect()
+    }
+
+    /// The cookie jar saved with this state.
+    pub fn cookie_jar(&self) -> CookieJar {
+        let mut jar = CookieJar::default();
+        for saved in &self.cookies {
+            let client = hex_array::<8>(&saved.client).map(ClientCookie);
+            let server = saved.server_cookie.as_deref().and_then(hex_array::<16>).map(ServerCookie);
+            if let Some(client) = client {
+                jar.restore(saved.server, client, server);
+            }
+        }
+        jar
+    }
+
+    /// Saves `jar` with this state.
+    pub fn set_cookie_jar(&mut self, jar: &CookieJar) {
+        let mut cookies: Vec<SavedCookie> = jar
+            .entries()
+            .map(|(server, (client, cookie))| SavedCookie {
+                server: *server,
+                client: hex::encode(client.0),
+                server_cookie: cookie.map(|c| hex::encode(c.0)),
+            })
+            .collect();
+        cookies.sort_by_key(|c| c.server);
+        self.cookies = cookies;
+    }
+}
+
+fn hex_array<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    hex::decode_to_slice(text, &mut out).ok()?;
+    Some(out)
+}
