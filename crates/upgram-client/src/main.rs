@@ -1,12 +1,38 @@
-//! `upgram`: the upgram client command. So far: `upgram inspect FILE|-`.
+//! `upgram`: the upgram client command (C12).
 //!
-//! Exit codes: 0 success; 1 the input is not an upgram datagram or body; 2 usage or I/O error.
+//! ```text
+//! upgram demo                      a server on loopback with the demo catalog, and a check
+//! upgram check  [--config F] [--server H:P]... [--public-key HEX]... [--root DIR] [--json]
+//! upgram status [--config F] [--root DIR] [--json]
+//! upgram inspect FILE|-
+//! ```
+//!
+//! Exit codes: 0 success (for `check`: everything is up to date); 100 `check` found upgrades
+//! (as `dnf check-update` does); 1 the operation failed (no server answered, verification or
+//! fallback fetch failed); 2 usage or configuration error; 3 the state file is unreadable.
+
+#[cfg(feature = "demo")]
+mod demo;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use upgram_client::config::{ConfigFile, parse_public_key, resolve_servers, state_path};
+use upgram_client::state::InstalledState;
+use upgram_client::{CheckReport, Client, ModuleResult};
+use upgram_core::body::Status;
+
+/// Exit code: upgrades are available.
+const EXIT_UPGRADES: u8 = 100;
+/// Exit code: the operation failed.
+const EXIT_FAILED: u8 = 1;
+/// Exit code: usage or configuration error.
+const EXIT_USAGE: u8 = 2;
+/// Exit code: the state file is unreadable.
+const EXIT_STATE: u8 = 3;
 
 /// The upgram client.
 #[derive(Parser)]
@@ -18,6 +44,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a server on loopback with the demo catalog and check a scratch installation.
+    #[cfg(feature = "demo")]
+    Demo,
+    /// Ask the servers what is new for this installation (changes nothing but hints and cookies).
+    Check(Common),
+    /// Show what is installed.
+    Status(Common),
     /// Decode a datagram (binary or hex) or an XML body and print what it says, as JSON.
     /// Signatures are shown, not verified.
     Inspect {
@@ -26,42 +59,253 @@ enum Command {
     },
 }
 
-fn read_input(path: &PathBuf) -> std::io::Result<Vec<u8>> {
-    if path.as_os_str() == "-" {
-        let mut bytes = Vec::new();
-        std::io::stdin().read_to_end(&mut bytes)?;
-        Ok(bytes)
+/// Options shared by `check` and `status`; flags override the configuration file.
+#[derive(Args)]
+struct Common {
+    /// Configuration file (TOML: servers, public_keys, root, deadline_secs, nonce_bound).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A server, host:port (repeatable; replaces the file's list).
+    #[arg(long = "server")]
+    servers: Vec<String>,
+    /// A pinned public key, 64 hex digits (repeatable; replaces the file's list).
+    #[arg(long = "public-key")]
+    public_keys: Vec<String>,
+    /// The installation root (its state is ROOT/.upgram/state.json).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Deadline of the check, in seconds.
+    #[arg(long)]
+    deadline: Option<u64>,
+    /// Print JSON for scripts instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Settings {
+    file: ConfigFile,
+    json: bool,
+}
+
+impl Common {
+    fn settings(self) -> Result<Settings, String> {
+        let mut file = match &self.config {
+            Some(path) => ConfigFile::load(path).map_err(|e| e.to_string())?,
+            None => ConfigFile::default(),
+        };
+        if !self.servers.is_empty() {
+            file.servers = self.servers;
+        }
+        if !self.public_keys.is_empty() {
+            file.public_keys = self.public_keys;
+        }
+        file.root = self.root.or(file.root);
+        file.deadline_secs = self.deadline.or(file.deadline_secs);
+        Ok(Settings { file, json: self.json })
+    }
+}
+
+impl Settings {
+    fn root(&self) -> Result<&Path, String> {
+        self.file
+            .root
+            .as_deref()
+            .ok_or_else(|| "no installation root: pass --root DIR or set `root` in the configuration".into())
+    }
+}
+
+fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("upgram: {message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn print_line(text: &str) {
+    // A closed pipe (`| head`) is not an error of ours.
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+/// A plain table: a header, then rows, columns padded to their widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
+    };
+    let mut out = vec![line(header.iter().map(|h| h.to_string()).collect())];
+    out.extend(rows.iter().map(|r| line(r.clone())));
+    out.join("\n")
+}
+
+/// The table of a check's results.
+fn results_table(results: &[ModuleResult]) -> String {
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            let mut flags = Vec::new();
+            if r.forced {
+                flags.push("forced");
+            }
+            if r.dependency {
+                flags.push("dependency");
+            }
+            vec![
+                r.id.clone(),
+                r.installed.clone().unwrap_or_else(|| "-".into()),
+                r.latest.clone().unwrap_or_else(|| "-".into()),
+                r.status.name().into(),
+                r.how.clone(),
+                flags.join(","),
+            ]
+        })
+        .collect();
+    table(&["MODULE", "INSTALLED", "LATEST", "STATUS", "HOW", "FLAGS"], &rows)
+}
+
+fn results_json(results: &[ModuleResult], report: &CheckReport) -> serde_json::Value {
+    let modules: Vec<serde_json::Value> = results
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id, "installed": r.installed, "latest": r.latest, "status": r.status.name(),
+                "how": r.how, "forced": r.forced, "dependency": r.dependency,
+            })
+        })
+        .collect();
+    serde_json::json!({ "modules": modules, "exchanges": report.exchanges, "fallbacks": report.fallbacks })
+}
+
+fn check(settings: Settings) -> ExitCode {
+    let root = match settings.root() {
+        Ok(root) => root.to_owned(),
+        Err(e) => return usage_error(e),
+    };
+    let servers = match resolve_servers(&settings.file.servers) {
+        Ok(servers) if !servers.is_empty() => servers,
+        Ok(_) => return usage_error("no server: pass --server HOST:PORT or set `servers` in the configuration"),
+        Err(e) => return usage_error(e),
+    };
+    let mut builder = Client::builder();
+    for server in servers {
+        builder = builder.server(server);
+    }
+    for key in &settings.file.public_keys {
+        match parse_public_key(key) {
+            Ok(key) => builder = builder.public_key(key),
+            Err(e) => return usage_error(e),
+        }
+    }
+    builder = builder.nonce_bound(settings.file.nonce_bound.unwrap_or(false));
+    if let Some(secs) = settings.file.deadline_secs {
+        builder = builder.deadline(Duration::from_secs(secs));
+    }
+    let client = match builder.build() {
+        Ok(client) => client,
+        Err(e) => return usage_error(e),
+    };
+    let path = state_path(&root);
+    let mut state = match InstalledState::load(&path) {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("upgram: {e}");
+            return ExitCode::from(EXIT_STATE);
+        }
+    };
+    client.set_cookie_jar(state.cookie_jar());
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start: {e}")),
+    };
+    let report = match runtime.block_on(client.check(&state)) {
+        Ok(report) => report,
+        Err(e) => return fail(e),
+    };
+    let results = report.results(&state);
+    report.apply_hints(&mut state);
+    state.set_cookie_jar(&client.cookie_jar());
+    if let Err(e) = state.save(&path) {
+        eprintln!("upgram: could not save hints and cookies: {e}");
+    }
+    if settings.json {
+        print_line(&results_json(&results, &report).to_string());
     } else {
-        std::fs::read(path)
+        print_line(&results_table(&results));
+    }
+    let upgrades = results.iter().any(|r| r.status == Status::Update);
+    if upgrades { ExitCode::from(EXIT_UPGRADES) } else { ExitCode::SUCCESS }
+}
+
+fn fail(error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("upgram: {error}");
+    ExitCode::from(EXIT_FAILED)
+}
+
+fn status(settings: Settings) -> ExitCode {
+    let root = match settings.root() {
+        Ok(root) => root.to_owned(),
+        Err(e) => return usage_error(e),
+    };
+    let state = match InstalledState::load(&state_path(&root)) {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("upgram: {e}");
+            return ExitCode::from(EXIT_STATE);
+        }
+    };
+    if settings.json {
+        print_line(&serde_json::to_string_pretty(&state).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    let rows: Vec<Vec<String>> = state
+        .modules
+        .iter()
+        .map(|(id, m)| vec![id.clone(), m.version.clone(), m.files.len().to_string(), m.frequent.join(" ")])
+        .collect();
+    print_line(&table(&["MODULE", "VERSION", "FILES", "FREQUENT FILES"], &rows));
+    ExitCode::SUCCESS
+}
+
+fn inspect(input: &Path) -> ExitCode {
+    let bytes = if input.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes).map(|_| bytes)
+    } else {
+        std::fs::read(input)
+    };
+    let bytes = match bytes {
+        Ok(bytes) => bytes,
+        Err(e) => return usage_error(format!("cannot read {}: {e}", input.display())),
+    };
+    match upgram_client::inspect::inspect(&bytes) {
+        Ok(value) => {
+            print_line(&serde_json::to_string_pretty(&value).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("upgram inspect: {}: {e}", input.display());
+            ExitCode::from(EXIT_FAILED)
+        }
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Inspect { input } => {
-            let bytes = match read_input(&input) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    eprintln!("upgram inspect: cannot read {}: {e}", input.display());
-                    return ExitCode::from(2);
-                }
-            };
-            match upgram_client::inspect::inspect(&bytes) {
-                Ok(value) => {
-                    // A closed pipe (`| head`) is not an error of ours.
-                    let _ = writeln!(
-                        std::io::stdout().lock(),
-                        "{}",
-                        serde_json::to_string_pretty(&value).unwrap_or_default()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("upgram inspect: {}: {e}", input.display());
-                    ExitCode::from(1)
-                }
-            }
-        }
+    match Cli::parse().command {
+        #[cfg(feature = "demo")]
+        Command::Demo => match demo::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(format!("demo: {e}")),
+        },
+        Command::Check(common) => match common.settings() {
+            Ok(settings) => check(settings),
+            Err(e) => usage_error(e),
+        },
+        Command::Status(common) => match common.settings() {
+            Ok(settings) => status(settings),
+            Err(e) => usage_error(e),
+        },
+        Command::Inspect { input } => inspect(&input),
     }
 }

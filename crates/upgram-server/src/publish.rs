@@ -804,3 +804,30 @@ fn frequent_files(releases: &[Release], settings: &Settings) -> Vec<String> {
         .map(|f| f.id.clone())
         .collect()
 }
+
+/// `publish` parsed exactly as the binary parses it.
+#[derive(clap::Parser)]
+struct PublishCommand {
+    #[command(flatten)]
+    request: PublishRequest,
+}
+
+/// The `publish` lines of a shell script such as `demo/publish-demo.sh` (one command per line,
+/// `publish --…`, single quotes only around whole arguments), as requests into `catalog`, with
+/// release folders and packages relative to `base`.
+pub fn script_steps(script: &str, base: &Path, catalog: &Path) -> Result<Vec<PublishRequest>, String> {
+    use clap::Parser as _;
+    script
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("publish --"))
+        .map(|rest| {
+            let mut args = vec!["publish".to_owned(), "--catalog".to_owned(), catalog.display().to_string()];
+            args.extend(format!("--{rest}").split_whitespace().map(|arg| arg.trim_matches('\'').to_owned()));
+            let mut request =
+                PublishCommand::try_parse_from(&args).map_err(|e| format!("publish --{rest}: {e}"))?.request;
+            request.from = base.join(&request.from);
+            request.package = request.package.map(|p| base.join(p));
+            Ok(request)
+        })
+        .collect()
+}

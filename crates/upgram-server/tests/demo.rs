@@ -9,7 +9,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
 use upgram_core::records::apply_delta;
 use upgram_server::catalog::{self, store::blob_path};
 use upgram_server::publish::{PublishRequest, publish};
@@ -80,29 +79,10 @@ fn demo_record_files_are_the_generated_ones() {
     }
 }
 
-/// `publish` parsed exactly as the binary parses it.
-#[derive(Parser)]
-struct PublishCommand {
-    #[command(flatten)]
-    request: PublishRequest,
-}
-
 /// The `publish` lines of `demo/publish-demo.sh`, as requests into `catalog`.
 fn demo_steps(catalog: &Path) -> Vec<PublishRequest> {
     let script = fs::read_to_string(demo_dir().join("publish-demo.sh")).unwrap();
-    let steps: Vec<PublishRequest> = script
-        .lines()
-        .filter_map(|line| line.strip_prefix("publish --"))
-        .map(|rest| {
-            let mut args = vec!["publish".to_owned(), "--catalog".to_owned()];
-            args.push(catalog.display().to_string());
-            args.extend(format!("--{rest}").split_whitespace().map(|arg| arg.trim_matches('\'').to_owned()));
-            let mut request = PublishCommand::try_parse_from(&args).unwrap_or_else(|e| panic!("{rest}: {e}")).request;
-            request.from = demo_dir().join(&request.from);
-            request.package = request.package.map(|p| demo_dir().join(p));
-            request
-        })
-        .collect();
+    let steps = upgram_server::publish::script_steps(&script, &demo_dir(), catalog).unwrap();
     assert_eq!(steps.len(), 13, "the script's publish lines");
     steps
 }

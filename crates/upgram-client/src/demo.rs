@@ -1,0 +1,174 @@
+//! `upgram demo`, the README's first command: publishes the demo catalog shipped in `demo/`
+//! into a scratch folder, starts the reference server on loopback (UDP and HTTP, random port),
+//! and checks a scratch installation against it, showing each step: a module-level check whose
+//! answer is too large for a datagram and arrives as a signed fallback, the signature and the
+//! document verified, the server's frequent-file hint taken, a file-level check of that
+//! frequent file answered with a record delta, and the upgrade plan, dependencies first.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::RngCore;
+use upgram_client::Client;
+use upgram_client::state::{InstalledFile, InstalledModule, InstalledState};
+use upgram_core::body::{FileAction, UpgradeInfo};
+use upgram_core::cookie::CookieSecret;
+use upgram_core::plan::{Choice, Offer, plan};
+use upgram_core::sign::ReplySigner;
+use upgram_core::version::Version;
+use upgram_server::catalog::{self, Catalog};
+use upgram_server::server::{Config, CookieSecrets, Shared};
+
+/// The demo material, shipped in the repository.
+fn demo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../demo")
+}
+
+fn step(text: &str) {
+    println!("\n== {text}");
+}
+
+/// Publishes every release of `demo/publish-demo.sh` into `catalog_dir`.
+fn publish_demo(catalog_dir: &Path) -> Result<Catalog, String> {
+    let script = std::fs::read_to_string(demo_dir().join("publish-demo.sh"))
+        .map_err(|e| format!("{}: {e} (run the demo from the repository)", demo_dir().display()))?;
+    let steps = upgram_server::publish::script_steps(&script, &demo_dir(), catalog_dir)?;
+    for request in &steps {
+        upgram_server::publish::publish(request).map_err(|e| e.to_string())?;
+    }
+    println!("published {} releases of the demo into {}", steps.len(), catalog_dir.display());
+    catalog::load(catalog_dir).map_err(|e| e.to_string())
+}
+
+/// An installation at the oldest release of every module, files as the catalog describes them.
+fn scratch_installation(catalog: &Catalog) -> InstalledState {
+    let mut state = InstalledState::default();
+    for (id, module) in &catalog.modules {
+        let Some(first) = module.releases.first() else { continue };
+        let files: BTreeMap<String, InstalledFile> = first
+            .files
+            .iter()
+            .map(|f| (f.id.clone(), InstalledFile { version: f.version.to_string(), sha256: f.blob.sha256.to_hex() }))
+            .collect();
+        state
+            .modules
+            .insert(id.clone(), InstalledModule { version: first.version.to_string(), files, frequent: vec![] });
+    }
+    state
+}
+
+struct RunningServer {
+    udp: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn start_server(catalog: Catalog, catalog_dir: &Path, signer: ReplySigner) -> Result<RunningServer, String> {
+    let io = |e: std::io::Error| e.to_string();
+    let listener = upgram_server::http::bind("127.0.0.1:0".parse().map_err(|_| "address")?).await.map_err(io)?;
+    let http = listener.local_addr().map_err(io)?;
+    let sockets = upgram_server::udp::bind("127.0.0.1:0".parse().map_err(|_| "address")?, 1).map_err(io)?;
+    let udp = sockets[0].local_addr().map_err(io)?;
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let secrets = CookieSecrets { current: CookieSecret(secret), previous: None };
+    let config = Config { public_url: format!("http://{http}/"), ..Config::default() };
+    let shared = Arc::new(Shared::new(catalog, signer, secrets, config));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    upgram_server::udp::serve(shared.clone(), sockets, stopped.clone());
+    let router = upgram_server::http::router(shared, catalog_dir);
+    tokio::spawn(upgram_server::http::serve(listener, router, stopped));
+    println!("server: UDP {udp}, HTTP {http}");
+    Ok(RunningServer { udp, stop })
+}
+
+/// Runs the demo.
+pub fn run() -> Result<(), String> {
+    let scratch = std::env::temp_dir().join(format!("upgram-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let outcome = run_in(&scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    outcome
+}
+
+fn run_in(scratch: &Path) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    step("1. The publisher builds a catalog from demo/releases (S2)");
+    let catalog_dir = scratch.join("catalog");
+    let catalog = publish_demo(&catalog_dir)?;
+    let mut state = scratch_installation(&catalog);
+
+    step("2. The reference server starts on loopback, with a fresh signing key");
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    let signer = ReplySigner::from_seed(&seed);
+    let public_key = signer.verifying_key().to_bytes();
+    println!("signing key id {} (the client pins its public key)", signer.key_id());
+    let server = runtime.block_on(start_server(catalog, &catalog_dir, signer))?;
+    let client = Client::builder().server(server.udp).public_key(public_key).build().map_err(|e| e.to_string())?;
+
+    step("3. A scratch installation, every module at its oldest release");
+    for (id, module) in &state.modules {
+        println!("  {id:<14} {:<6} {} files", module.version, module.files.len());
+    }
+
+    step("4. Module-level check: one query datagram for all five modules");
+    let report = runtime.block_on(client.check(&state)).map_err(|e| e.to_string())?;
+    println!(
+        "{} exchange(s); {} answer(s) too large for 1024 bytes came as a signed fallback, fetched over HTTP and checked against the signed size and SHA-256",
+        report.exchanges, report.fallbacks
+    );
+    println!("every reply verified: Ed25519 signature by the pinned key, bound to our query, fresh\n");
+    println!("{}", crate::results_table(&report.results(&state)));
+
+    step("5. The server's frequent-file hint [0078] updates the installation's list");
+    report.apply_hints(&mut state);
+    for (id, module) in state.modules.iter().filter(|(_, m)| !m.frequent.is_empty()) {
+        println!("  {id}: frequent files {:?}", module.frequent);
+    }
+
+    step("6. File-level check: the query now carries the frequent file and its version");
+    let report = runtime.block_on(client.check(&state)).map_err(|e| e.to_string())?;
+    for module in report.modules() {
+        let UpgradeInfo::Files(files) = &module.upgrade else { continue };
+        for file in files
+            .iter()
+            .filter(|f| state.modules.get(module.id.as_ref()).is_some_and(|m| m.frequent.contains(&f.id.to_string())))
+        {
+            let how = match &file.action {
+                FileAction::Incremental { delta, .. } => {
+                    format!(
+                        "incremental: a record delta from {} ({} bytes) instead of the whole file",
+                        delta.from, delta.payload.size
+                    )
+                }
+                FileAction::Replace(p) => format!("replace ({} bytes)", p.size),
+                FileAction::Delete => "delete".into(),
+            };
+            println!("  {}/{} -> {}: {how}", module.id, file.id, file.version);
+        }
+    }
+
+    step("7. The upgrade plan: dependencies first (main program, main module, plug-in) [0100]");
+    let answers = report.modules();
+    let offers: Vec<Offer<'_>> = answers.iter().filter_map(Offer::from_answer).collect();
+    let installed: BTreeMap<String, Version<'static>> = state
+        .modules
+        .iter()
+        .filter_map(|(id, m)| Some((id.clone(), Version::parse(&m.version).ok()?.into_owned())))
+        .collect();
+    let upgrade = plan(&offers, &installed, &Choice::All).map_err(|e| e.to_string())?;
+    for (i, s) in upgrade.steps.iter().enumerate() {
+        let from = s.from.as_ref().map_or("-".into(), |v| v.to_string());
+        let forced = if s.forced { "  (forced)" } else { "" };
+        println!("  {}. {:<14} {} -> {}{forced}", i + 1, s.id, from, s.to);
+    }
+    println!("\n(`upgram update` will apply this plan once the apply engine lands.)");
+    let _ = server.stop.send(true);
+    Ok(())
+}
