@@ -41,7 +41,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::builder().server(server).public_key(key).build()?;
     let report = client.check(&installed).await?;
     for result in report.results(&installed) {
-        println!("{:<16} {:>8} -> {:<8} {:?} {}", result.id, result.installed.as_deref().unwrap_or("-"), result.latest.as_deref().unwrap_or("-"), result.status, result.how);
+        println!(
+            "{:<16} {:>8} -> {:<8} {:?} {}",
+            result.id,
+            result.installed.as_deref().unwrap_or("-"),
+            result.latest.as_deref().unwrap_or("-"),
+            result.status,
+            result.how
+        );
     }
 
     let answers = report.modules();

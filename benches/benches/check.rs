@@ -1,0 +1,115 @@
+//! Client benchmark (issue 4, item 9): checking an installation of 1 000 modules against the
+//! reference server on loopback, with many query datagrams in flight. Reports the time per
+//! check and the datagrams (exchanges) and fallback documents per check.
+//!
+//! Run: `cargo bench -p upgram-benches --bench check`. UPGRAM_CHECK_RUNS sets the number of
+//! checks (default 20). Every check is bounded by the client's deadline.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use upgram_client::Client;
+use upgram_client::state::{InstalledModule, InstalledState};
+use upgram_core::Sha256Digest;
+use upgram_core::cookie::CookieSecret;
+use upgram_core::sign::ReplySigner;
+use upgram_server::catalog::{Blob, Catalog, Module, Release, ReleaseFile};
+use upgram_server::server::{Config, CookieSecrets, Shared};
+
+const MODULES: usize = 1000;
+
+fn release(version: &str, files: &[(&str, &str)]) -> Release {
+    Release {
+        version: version.parse().expect("version"),
+        forced: false,
+        full: false,
+        rollback: false,
+        requires: vec![],
+        package: None,
+        files: files
+            .iter()
+            .map(|(id, v)| ReleaseFile {
+                id: (*id).into(),
+                version: v.parse().expect("version"),
+                blob: Blob { sha256: Sha256Digest::of(format!("{id}{v}").as_bytes()), size: 100 },
+            })
+            .collect(),
+        deleted: vec![],
+        deltas: vec![],
+    }
+}
+
+/// 1 000 modules with two releases each; the installation has 90% at the latest, 10% behind.
+fn catalog_and_installation() -> (Catalog, InstalledState) {
+    let mut catalog = Catalog::default();
+    let mut state = InstalledState::default();
+    for i in 0..MODULES {
+        let id = format!("module-{i:04}");
+        let releases = vec![
+            release("1.0", &[("bin/a", "1.0"), ("lib/b", "1.0")]),
+            release("1.1", &[("bin/a", "1.1"), ("lib/b", "1.0")]),
+        ];
+        catalog.modules.insert(id.clone(), Module { id: id.clone(), releases, frequent: vec![] });
+        let version = if i % 10 == 0 { "1.0" } else { "1.1" };
+        state.modules.insert(id, InstalledModule { version: version.into(), files: BTreeMap::new(), frequent: vec![] });
+    }
+    (catalog, state)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runs: usize = std::env::var("UPGRAM_CHECK_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let (catalog, state) = catalog_and_installation();
+    let scratch = std::env::temp_dir().join(format!("upgram-check-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let signer = ReplySigner::from_seed(&[3; 32]);
+    let key = signer.verifying_key().to_bytes();
+    let (udp, _stop) = runtime.block_on(async {
+        let listener = upgram_server::http::bind("127.0.0.1:0".parse().expect("addr")).await.expect("http");
+        let http = listener.local_addr().expect("addr");
+        let sockets = upgram_server::udp::bind("127.0.0.1:0".parse().expect("addr"), 2).expect("udp");
+        let udp = sockets[0].local_addr().expect("addr");
+        let secrets = CookieSecrets { current: CookieSecret([1; 32]), previous: None };
+        let config = Config {
+            public_url: format!("http://{http}/"),
+            rate_per_source: 1e9,
+            burst_per_source: 1e9,
+            ..Config::default()
+        };
+        let shared = Arc::new(Shared::new(catalog, signer, secrets, config));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        upgram_server::udp::serve(shared.clone(), sockets, stopped.clone());
+        tokio::spawn(upgram_server::http::serve(listener, upgram_server::http::router(shared, &scratch), stopped));
+        (udp, stop)
+    });
+    let client =
+        Client::builder().server(udp).public_key(key).deadline(Duration::from_secs(20)).build().expect("client");
+    let mut times = Vec::new();
+    let (mut exchanges, mut fallbacks) = (0, 0);
+    for run in 0..=runs {
+        let started = Instant::now();
+        let report = runtime.block_on(client.check(&state)).expect("the check succeeds");
+        let elapsed = started.elapsed();
+        assert_eq!(report.modules().len(), MODULES, "every module answered");
+        if run > 0 {
+            // The first check, with no server cookie yet, pays the cookie round trips: reported apart.
+            times.push(elapsed);
+            exchanges = report.exchanges;
+            fallbacks = report.fallbacks;
+        } else {
+            println!("first check (cold: no server cookie yet, no cached signatures): {elapsed:?}");
+        }
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    println!("== upgram check of {MODULES} modules (10% behind) against the reference server on loopback ==");
+    println!("median of {runs} checks: {median:?} per check ({:?} .. {:?})", times[0], times[times.len() - 1]);
+    println!(
+        "{exchanges} query datagrams per check, all in flight at once; {fallbacks} answers came as fallback documents"
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
