@@ -188,6 +188,9 @@ pub struct ModuleResult {
     pub how: String,
     /// Included because another module needs it.
     pub dependency: bool,
+    /// The answer offers an older version than installed without a signed rollback: refused
+    /// (P10), never applied.
+    pub downgrade_refused: bool,
 }
 
 /// The verified, merged answers of one check.
@@ -256,6 +259,7 @@ impl CheckReport {
                     UpgradeInfo::Files(files) => format!("files ({})", files.len()),
                 },
                 dependency: m.dependency,
+                downgrade_refused: is_refused_downgrade(m, installed),
             })
             .collect()
     }
@@ -271,6 +275,15 @@ impl CheckReport {
                 installed.frequent = module.frequent.iter().map(|f| f.to_string()).collect();
             }
         }
+    }
+}
+
+/// An `update` whose `latest` is below the installed version, without `rollback="1"`.
+fn is_refused_downgrade(answer: &ModuleAnswer<'_>, installed: &InstalledState) -> bool {
+    let installed = installed.modules.get(answer.id.as_ref()).and_then(|m| Version::parse(&m.version).ok());
+    match (answer.status, &answer.latest, installed) {
+        (Status::Update, Some(latest), Some(installed)) => *latest < installed && !answer.rollback,
+        _ => false,
     }
 }
 
@@ -336,5 +349,26 @@ impl<F: Fetcher + 'static> Client<F> {
         if let Ok(mut mine) = self.shared.jar.lock() {
             *mine = jar;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    #[test]
+    fn downgrades_without_a_signed_rollback_are_refused() {
+        let mut state = InstalledState::default();
+        let module =
+            crate::state::InstalledModule { version: "2.0".into(), files: Default::default(), frequent: vec![] };
+        state.modules.insert("m".into(), module);
+        let mut answer = ModuleAnswer::new(Cow::Borrowed("m"), Status::Update, Some(Version::parse("1.0").unwrap()));
+        assert!(is_refused_downgrade(&answer, &state));
+        answer.rollback = true;
+        assert!(!is_refused_downgrade(&answer, &state));
+        answer.latest = Some(Version::parse("3.0").unwrap());
+        answer.rollback = false;
+        assert!(!is_refused_downgrade(&answer, &state));
     }
 }

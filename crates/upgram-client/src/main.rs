@@ -152,6 +152,9 @@ fn results_table(results: &[ModuleResult]) -> String {
             if r.dependency {
                 flags.push("dependency");
             }
+            if r.downgrade_refused {
+                flags.push("downgrade-refused");
+            }
             vec![
                 r.id.clone(),
                 r.installed.clone().unwrap_or_else(|| "-".into()),
@@ -171,7 +174,7 @@ fn results_json(results: &[ModuleResult], report: &CheckReport) -> serde_json::V
         .map(|r| {
             serde_json::json!({
                 "id": r.id, "installed": r.installed, "latest": r.latest, "status": r.status.name(),
-                "how": r.how, "forced": r.forced, "dependency": r.dependency,
+                "how": r.how, "forced": r.forced, "dependency": r.dependency, "downgrade_refused": r.downgrade_refused,
             })
         })
         .collect();
@@ -234,7 +237,7 @@ fn check(settings: Settings) -> ExitCode {
     } else {
         print_line(&results_table(&results));
     }
-    let upgrades = results.iter().any(|r| r.status == Status::Update);
+    let upgrades = results.iter().any(|r| r.status == Status::Update && !r.downgrade_refused);
     if upgrades { ExitCode::from(EXIT_UPGRADES) } else { ExitCode::SUCCESS }
 }
 
