@@ -19,27 +19,16 @@ pub fn datagram(data: &[u8]) {
         return;
     };
     let mut again = Vec::new();
-    datagram
-        .encode(&mut again)
-        .expect("a decoded datagram re-encodes");
+    datagram.encode(&mut again).expect("a decoded datagram re-encodes");
     assert_eq!(again, data, "re-encoding differs");
     match &datagram.message {
-        Message::Query(q) => assert_eq!(
-            Query::decode(&q.query.to_vec()).expect("canonical query decodes"),
-            q.query
-        ),
+        Message::Query(q) => assert_eq!(Query::decode(&q.query.to_vec()).expect("canonical query decodes"), q.query),
         Message::Response(r) => check_response(r.body_unverified()),
         Message::Fallback(f) => {
             let body = f.body_unverified();
-            assert_eq!(
-                &Fallback::decode(&body.to_vec()).expect("canonical fallback decodes"),
-                body
-            );
+            assert_eq!(&Fallback::decode(&body.to_vec()).expect("canonical fallback decodes"), body);
         }
-        Message::Error(e) => assert_eq!(
-            &ErrorBody::decode(&e.to_vec()).expect("canonical error decodes"),
-            e
-        ),
+        Message::Error(e) => assert_eq!(&ErrorBody::decode(&e.to_vec()).expect("canonical error decodes"), e),
         Message::CookieChallenge(_) => {}
     }
 }
@@ -47,15 +36,8 @@ pub fn datagram(data: &[u8]) {
 fn check_response(response: &Response<'_>) {
     let canonical = response.to_vec();
     let again = Response::decode(&canonical).expect("canonical response decodes");
-    assert_eq!(
-        &again, response,
-        "canonical response decodes to another value"
-    );
-    assert_eq!(
-        again.to_vec(),
-        canonical,
-        "canonical encoding is not stable"
-    );
+    assert_eq!(&again, response, "canonical response decodes to another value");
+    assert_eq!(again.to_vec(), canonical, "canonical encoding is not stable");
 }
 
 /// Fallback documents (the `<response>` schema, up to 4 MiB).
@@ -80,11 +62,7 @@ pub fn version(data: &[u8]) {
     assert_eq!(Version::parse(&a.to_string()).expect("display parses"), a);
     if let Ok(b) = b {
         assert_eq!(a.cmp(&b), b.cmp(&a).reverse(), "order is not antisymmetric");
-        assert_eq!(
-            a == b,
-            a.cmp(&b) == Ordering::Equal,
-            "equality disagrees with the order"
-        );
+        assert_eq!(a == b, a.cmp(&b) == Ordering::Equal, "equality disagrees with the order");
     }
 }
 
@@ -104,10 +82,7 @@ pub fn records(data: &[u8]) {
         if let Ok(merged) = merge(&base_file, &parsed) {
             let mut bytes = Vec::new();
             merged.encode(&mut bytes);
-            assert_eq!(
-                RecordFile::decode(&bytes).expect("merged file decodes"),
-                merged
-            );
+            assert_eq!(RecordFile::decode(&bytes).expect("merged file decodes"), merged);
         }
     }
     if let Ok(other) = RecordFile::decode(delta) {
@@ -133,16 +108,10 @@ pub fn roundtrip(data: &[u8]) {
     }
     if let Ok(fallback) = Fallback::decode(data) {
         let bytes = fallback.to_vec();
-        assert_eq!(
-            Fallback::decode(&bytes).expect("canonical fallback decodes"),
-            fallback
-        );
+        assert_eq!(Fallback::decode(&bytes).expect("canonical fallback decodes"), fallback);
     }
     if let Ok(error) = ErrorBody::decode(data) {
         let bytes = error.to_vec();
-        assert_eq!(
-            ErrorBody::decode(&bytes).expect("canonical error decodes"),
-            error
-        );
+        assert_eq!(ErrorBody::decode(&bytes).expect("canonical error decodes"), error);
     }
 }

@@ -17,11 +17,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .collect();
+    let mut files: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_file()).collect();
     files.sort();
     files
 }
@@ -31,10 +27,7 @@ fn replay(folder: &str, require_files: bool) -> usize {
     let mut total = 0;
     for (name, target) in TARGETS {
         let inputs = files(&root.join(name));
-        assert!(
-            !require_files || !inputs.is_empty(),
-            "{folder}/{name} is empty"
-        );
+        assert!(!require_files || !inputs.is_empty(), "{folder}/{name} is empty");
         for path in &inputs {
             let data = std::fs::read(path).expect("readable input");
             let outcome = std::panic::catch_unwind(|| target(&data));
