@@ -11,7 +11,9 @@
 //! - [`state`]: the installation's state file;
 //! - [`inspect`]: decoding any datagram or document for a person to read.
 //!
-//! The apply engine follows (issue 5).
+//! - [`journal`]: the append-only, checksummed journal the apply engine writes before each step.
+//!
+//! The apply engine itself follows (issue 5).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -20,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod fetch;
 pub mod inspect;
+pub mod journal;
 pub mod state;
 pub mod transport;
 
