@@ -11,7 +11,8 @@
 //! - [`state`]: the installation's state file;
 //! - [`inspect`]: decoding any datagram or document for a person to read.
 //!
-//! - [`journal`]: the append-only, checksummed journal the apply engine writes before each step.
+//! - [`journal`]: the append-only, checksummed journal the apply engine writes before each step;
+//! - [`paths`]: where a file id lands under the installation root, symbolic links refused.
 //!
 //! The apply engine itself follows (issue 5).
 
@@ -23,6 +24,7 @@ pub mod config;
 pub mod fetch;
 pub mod inspect;
 pub mod journal;
+pub mod paths;
 pub mod state;
 pub mod transport;
 
