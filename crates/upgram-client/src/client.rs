@@ -326,6 +326,13 @@ impl<F: Fetcher + 'static> Client<F> {
         Ok(CheckReport { documents, exchanges, fallbacks, dropped })
     }
 
+    /// What this client's exchanges have dropped so far, over every check: for diagnostics,
+    /// and for watching a check that is still running (a [`CheckReport`] has the total only at
+    /// the end).
+    pub fn dropped(&self) -> Dropped {
+        self.shared.dropped.lock().map(|d| *d).unwrap_or_default()
+    }
+
     /// The cookies learnt so far, to save with the installation's state.
     pub fn cookie_jar(&self) -> CookieJar {
         self.shared.jar.lock().map(|j| j.clone()).unwrap_or_default()
