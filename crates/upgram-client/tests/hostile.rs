@@ -1,0 +1,339 @@
+//! The client on a hostile network (C1, C3, P8, P9; SPEC.md §2.2-§2.4, §10.4, §10.6): real UDP
+//! sockets on 127.0.0.1, the reference server in-process, and between them a proxy that loses,
+//! duplicates, reorders, delays, corrupts and truncates datagrams and forges replies
+//! (`common/proxy.rs`). Every wait is bounded by the client's deadline and a guard above it;
+//! nothing here asserts how fast anything is.
+
+mod common;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::proxy::{Faults, Forgery, Injector, Proxy, ProxyConfig, forged_answer};
+use common::{SEED, TestServer, client, client_runtime, dead_udp_address, installed, large_installation, start_server};
+use upgram_client::client::ClientError;
+use upgram_client::state::InstalledState;
+use upgram_client::transport::{CookieJar, TransportError};
+use upgram_client::{CheckReport, Client};
+use upgram_core::body::Response;
+use upgram_core::cookie::{ClientCookie, CookieCheck, CookieSecret, check_server_cookie, make_server_cookie};
+
+/// What a guard adds to a client deadline before it calls the test hung.
+const GUARD: Duration = Duration::from_secs(10);
+
+/// Runs `check` under a guard of `deadline` + [`GUARD`]; the elapsed time is information only.
+async fn guarded<T>(deadline: Duration, check: impl Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(deadline + GUARD, check).await.expect("the client outlived its deadline");
+    (outcome, started.elapsed())
+}
+
+/// The merged answers on a clean path, straight to the server, as JSON for comparison.
+async fn clean_answer(server: &TestServer, state: &InstalledState) -> String {
+    let direct = client(&[server.udp], Duration::from_secs(20), Duration::from_millis(500));
+    let report = direct.check(state).await.expect("a clean path answers");
+    answers(&report)
+}
+
+/// The merged module answers of a report, as JSON (order is by module id).
+fn answers(report: &CheckReport) -> String {
+    serde_json::to_string(&report.modules()).expect("answers serialize")
+}
+
+#[test]
+fn forged_answers_decode_so_only_signature_and_window_reject_them() {
+    let body = b"<query><module id=\"core\" version=\"1.0\"/></query>";
+    let forged = forged_answer(body, 1000, 1300);
+    let response = Response::decode(&forged).expect("the forged answer is well formed");
+    assert_eq!(response.modules[0].id, "core");
+    assert!(response.modules[0].forced);
+}
+
+#[test]
+fn fifty_checks_through_thirty_percent_loss_all_get_the_clean_answer() {
+    let server = start_server(|_| {});
+    let runtime = client_runtime();
+    runtime.block_on(async {
+        let state = large_installation();
+        let expected = clean_answer(&server, &state).await;
+        let deadline = Duration::from_secs(30);
+        let (mut slowest, mut total) = (Duration::ZERO, Duration::ZERO);
+        let (mut forged, mut bad, mut exchanges, mut lost) = (0, 0, 0, 0);
+        for seed in 0..50u64 {
+            let mut injector = Injector::new(4, 200);
+            injector.server_seed = Some(SEED);
+            let config = ProxyConfig {
+                to_server: Faults::lossy(0.3),
+                to_client: Faults::lossy(0.3),
+                injector: Some(injector),
+                ..ProxyConfig::clean(server.udp, seed)
+            };
+            let proxy = Proxy::start(config).await.expect("proxy");
+            let client = client(&[proxy.addr()], deadline, Duration::from_millis(100));
+            let (outcome, elapsed) = guarded(deadline, client.check(&state)).await;
+            let report = outcome.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            assert_eq!(answers(&report), expected, "seed {seed}: the merged answers differ from the clean path");
+            let stats = proxy.stats();
+            assert!(report.dropped.bad >= stats.forged_bad(), "seed {seed}: a forgery was not dropped");
+            slowest = slowest.max(elapsed);
+            total += elapsed;
+            forged += stats.forged_total();
+            bad += report.dropped.bad;
+            exchanges += report.exchanges;
+            lost += stats.to_server.dropped + stats.to_client.dropped;
+        }
+        eprintln!(
+            "50 lossy checks: {exchanges} exchanges, {lost} datagrams lost on purpose, {forged} forged, {bad} \
+             dropped as bad; mean {:?}, slowest {slowest:?} (deadline {deadline:?})",
+            total / 50
+        );
+    });
+}
+
+#[test]
+fn ten_thousand_forged_replies_during_one_exchange_are_all_dropped() {
+    const FORGED: usize = 10_000;
+    let server = start_server(|_| {});
+    let runtime = client_runtime();
+    runtime.block_on(async {
+        let state = installed(&[("core", "1.0"), ("tool-00", "1.0"), ("ghost", "1")]);
+        let expected = clean_answer(&server, &state).await;
+        // The client under attack is made after the proxy, which paces itself to it.
+        let victim: Arc<OnceLock<Client>> = Arc::new(OnceLock::new());
+        let watched = victim.clone();
+        let mut injector = Injector::new(FORGED, FORGED);
+        injector.server_seed = Some(SEED);
+        injector.armed = false;
+        injector.progress =
+            Some(Arc::new(move || watched.get().map(|c| c.dropped()).map(|d| d.bad + d.errors).unwrap_or(0)));
+        let config = ProxyConfig { injector: Some(injector), ..ProxyConfig::clean(server.udp, 7) };
+        let proxy = Proxy::start(config).await.expect("proxy");
+
+        // A genuine answer to another query passes the proxy first, for the attacker to replay.
+        let warm_up = client(&[proxy.addr()], Duration::from_secs(20), Duration::from_millis(500));
+        warm_up.check(&installed(&[("core", "1.1")])).await.expect("warm-up check");
+        proxy.set_injecting(true);
+
+        // One transmission: the first timeout is longer than the whole attack takes.
+        let deadline = Duration::from_secs(240);
+        let client = victim.get_or_init(|| common::client(&[proxy.addr()], deadline, Duration::from_secs(120)));
+        let (outcome, elapsed) = guarded(deadline, client.check(&state)).await;
+        let report = outcome.expect("the real reply is accepted");
+        assert_eq!(answers(&report), expected, "the answer is the server's");
+
+        let stats = proxy.stats();
+        assert_eq!(stats.forged_total(), FORGED as u64);
+        for kind in Forgery::ALL {
+            assert!(stats.forged.get(&kind).copied().unwrap_or(0) > 0, "no {kind:?} was sent: {:?}", stats.forged);
+        }
+        assert_eq!(report.exchanges, 1);
+        assert_eq!(stats.queries.len(), 2, "warm-up and victim: one transmission each");
+        assert_eq!(report.dropped.bad, stats.forged_bad(), "every forgery that reached the client was dropped");
+        assert_eq!(report.dropped.errors, stats.forged_errors(), "forged errors are advisory only");
+        assert_eq!(report.dropped.challenges, 0, "no forged challenge was taken");
+        let jar = client.cookie_jar();
+        let forged_cookie =
+            jar.entries().any(|(addr, (_, cookie))| cookie.is_some() && !jar_cookie_is_valid(&jar, *addr));
+        assert!(!forged_cookie, "only the server's own cookies are in the jar");
+        eprintln!(
+            "{FORGED} forged replies in one exchange: {} dropped as bad, {} advisory errors, {} from a wrong \
+             source (filtered by the connected socket); by kind {:?}; the check took {elapsed:?}",
+            report.dropped.bad,
+            report.dropped.errors,
+            stats.forged.get(&Forgery::WrongSource).copied().unwrap_or(0),
+            stats.forged,
+        );
+    });
+}
+
+/// Whether the jar's cookie for `server` is one the servers made for this client at 127.0.0.1.
+fn jar_cookie_is_valid(jar: &CookieJar, server: std::net::SocketAddr) -> bool {
+    let Some((_, (client, Some(cookie)))) = jar.entries().find(|(addr, _)| **addr == server) else { return false };
+    let secret = CookieSecret(common::COOKIE_SECRET);
+    let now = upgram_server::udp::unix_now();
+    matches!(
+        check_server_cookie(&[&secret], client, cookie, IpAddr::V4(Ipv4Addr::LOCALHOST), now),
+        CookieCheck::Valid { .. }
+    )
+}
+
+/// What an embedder does: load the state, check, and only on success record the hints and
+/// cookies and save.
+async fn check_and_save(client: &Client, path: &Path) -> Result<CheckReport, ClientError> {
+    let mut state = InstalledState::load(path).expect("state loads");
+    let report = client.check(&state).await?;
+    report.apply_hints(&mut state);
+    state.set_cookie_jar(&client.cookie_jar());
+    state.save(path).expect("state saves");
+    Ok(report)
+}
+
+/// Asserts that a check against `servers` fails with `Unavailable` within its deadline and leaves
+/// the state file and the cookie jar as they were.
+async fn assert_unavailable(servers: &[std::net::SocketAddr], state: &InstalledState, in_flight: usize) -> Duration {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let path = dir.path().join("state.json");
+    state.save(&path).expect("state saves");
+    let before = std::fs::read(&path).expect("state file");
+    let deadline = Duration::from_secs(2);
+    let mut builder = Client::builder()
+        .public_key(common::public_key())
+        .deadline(deadline)
+        .first_timeout(Duration::from_millis(100))
+        .max_in_flight(in_flight);
+    for server in servers {
+        builder = builder.server(*server);
+    }
+    let client = builder.build().expect("client");
+    let started = Instant::now();
+    // The guard is the deadline itself plus a margin far below a second deadline.
+    let outcome = tokio::time::timeout(deadline + Duration::from_millis(1500), check_and_save(&client, &path))
+        .await
+        .unwrap_or_else(|_| panic!("no answer within the deadline of {deadline:?} (+1.5 s margin)"));
+    let elapsed = started.elapsed();
+    let error = outcome.expect_err("nobody answers");
+    assert!(
+        matches!(&error, ClientError::Transport(TransportError::Unavailable { deadline: d, .. }) if *d == deadline),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(text.contains(&servers[0].to_string()) && text.contains("no verified reply"), "{text}");
+    assert_eq!(std::fs::read(&path).expect("state file"), before, "the state file is byte-identical");
+    assert!(client.cookie_jar().entries().all(|(_, (_, server))| server.is_none()), "no cookie was taken");
+    elapsed
+}
+
+#[test]
+fn server_down_nothing_listening_is_unavailable_within_the_deadline() {
+    let runtime = client_runtime();
+    let elapsed = runtime.block_on(assert_unavailable(&[dead_udp_address()], &large_installation(), 32));
+    eprintln!("nothing listening: unavailable after {elapsed:?}");
+}
+
+#[test]
+fn server_black_holed_with_forgeries_is_unavailable_and_changes_nothing() {
+    let server = start_server(|_| {});
+    let runtime = client_runtime();
+    runtime.block_on(async {
+        let mut injector = Injector::new(50, 5_000);
+        injector.server_seed = Some(SEED);
+        let config = ProxyConfig {
+            to_server: Faults::BLACK_HOLE,
+            to_client: Faults::BLACK_HOLE,
+            injector: Some(injector),
+            ..ProxyConfig::clean(server.udp, 3)
+        };
+        let proxy = Proxy::start(config).await.expect("proxy");
+        let mut state = large_installation();
+        state.modules.get_mut("core").expect("core").frequent = vec!["share/readme.txt".into()];
+        let elapsed = assert_unavailable(&[proxy.addr()], &state, 32).await;
+        let stats = proxy.stats();
+        assert!(stats.forged_total() > 0);
+        assert_eq!(stats.to_server.forwarded, 0);
+        eprintln!("black hole: unavailable after {elapsed:?}, {} forged replies ignored", stats.forged_total());
+    });
+}
+
+#[test]
+fn cookie_challenge_when_a_middlebox_strips_the_padding() {
+    let server = start_server(|_| {});
+    let runtime = client_runtime();
+    runtime.block_on(async {
+        let state = installed(&[("core", "1.0")]);
+        let expected = clean_answer(&server, &state).await;
+        let config = ProxyConfig { strip_padding: true, ..ProxyConfig::clean(server.udp, 11) };
+        let proxy = Proxy::start(config).await.expect("proxy");
+        let client = client(&[proxy.addr()], Duration::from_secs(20), Duration::from_millis(500));
+
+        let report = client.check(&state).await.expect("answer after the cookie round trip");
+        assert_eq!(answers(&report), expected);
+        assert_eq!(report.dropped.challenges, 1, "one challenge, taken");
+        assert_eq!(proxy.stats().challenges, 1, "the server challenged the small query");
+        let queries = proxy.stats().queries;
+        assert_eq!(queries.len(), 2, "the query, then its retransmission with the cookie: {queries:?}");
+        assert!(queries[0].padding > 0 && !queries[0].server_cookie, "first contact is padded: {queries:?}");
+        assert!(queries[1].padding == 0 && queries[1].server_cookie, "the retry carries the cookie: {queries:?}");
+        assert!(jar_cookie_is_valid(&client.cookie_jar(), proxy.addr()), "the jar keeps the server's cookie");
+
+        // The next check goes straight through with the cached cookie.
+        let again = client.check(&state).await.expect("answer");
+        assert_eq!(answers(&again), expected);
+        assert_eq!(again.dropped.challenges, 1, "no new challenge");
+        assert_eq!(proxy.stats().challenges, 1);
+        assert!(proxy.stats().queries[2].server_cookie);
+    });
+}
+
+#[test]
+fn cookie_challenge_after_the_servers_rotated_their_secret() {
+    let server = start_server(|_| {});
+    let runtime = client_runtime();
+    runtime.block_on(async {
+        let state = installed(&[("core", "1.0")]);
+        let expected = clean_answer(&server, &state).await;
+        let client = client(&[server.udp], Duration::from_secs(20), Duration::from_millis(500));
+        // A cookie saved with the state, made under a secret the servers no longer hold: the
+        // client sends it without padding, and the server must challenge.
+        let mine = ClientCookie([5; 8]);
+        let old_secret = CookieSecret([0x17; 32]);
+        let stale =
+            make_server_cookie(&old_secret, &mine, IpAddr::V4(Ipv4Addr::LOCALHOST), upgram_server::udp::unix_now());
+        let mut jar = CookieJar::default();
+        jar.restore(server.udp, mine, Some(stale));
+        client.set_cookie_jar(jar);
+        let challenges_before = server.shared.metrics().cookie_challenges;
+
+        let report = client.check(&state).await.expect("answer after the cookie round trip");
+        assert_eq!(answers(&report), expected);
+        assert_eq!(report.dropped.challenges, 1);
+        assert_eq!(server.shared.metrics().cookie_challenges, challenges_before + 1);
+        let jar = client.cookie_jar();
+        assert!(jar_cookie_is_valid(&jar, server.udp), "the jar has the new cookie");
+        let (_, (client_cookie, _)) = jar.entries().next().expect("one entry");
+        assert_eq!(*client_cookie, mine, "the client cookie is kept");
+    });
+}
+
+#[test]
+fn failover_from_a_dead_server_to_a_live_one() {
+    let server = start_server(|_| {});
+    let runtime = client_runtime();
+    runtime.block_on(async {
+        let state = large_installation();
+        let expected = clean_answer(&server, &state).await;
+        let answered_before = server.shared.metrics().queries;
+        let deadline = Duration::from_secs(20);
+        let client = client(&[dead_udp_address(), server.udp], deadline, Duration::from_millis(100));
+        let (outcome, elapsed) = guarded(deadline, client.check(&state)).await;
+        let report = outcome.expect("the second server answers");
+        assert_eq!(answers(&report), expected);
+        assert!(server.shared.metrics().queries > answered_before);
+        eprintln!("failover past a closed port: {elapsed:?}");
+    });
+}
+
+#[test]
+fn failover_from_a_black_hole_after_three_transmissions() {
+    let server = start_server(|_| {});
+    let runtime = client_runtime();
+    runtime.block_on(async {
+        let state = installed(&[("core", "1.0")]);
+        let expected = clean_answer(&server, &state).await;
+        let config = ProxyConfig {
+            to_server: Faults::BLACK_HOLE,
+            to_client: Faults::BLACK_HOLE,
+            ..ProxyConfig::clean(server.udp, 5)
+        };
+        let hole = Proxy::start(config).await.expect("proxy");
+        let deadline = Duration::from_secs(20);
+        let client = client(&[hole.addr(), server.udp], deadline, Duration::from_millis(100));
+        let (outcome, elapsed) = guarded(deadline, client.check(&state)).await;
+        let report = outcome.expect("the second server answers");
+        assert_eq!(answers(&report), expected);
+        assert_eq!(hole.stats().to_server.received, 3, "three transmissions to the first server (SPEC.md §2.3)");
+        eprintln!("failover past a black hole: {elapsed:?}");
+    });
+}
