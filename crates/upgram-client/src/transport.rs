@@ -219,10 +219,24 @@ pub async fn exchange(
     start: usize,
     dropped: &Mutex<Dropped>,
 ) -> Result<VerifiedReply, TransportError> {
+    exchange_until(body, config, keys, jar, start, dropped, Instant::now() + config.deadline).await
+}
+
+/// [`exchange`] within a deadline that is already running: the operation's, shared by every
+/// part of a split query (SPEC.md §2.3: one deadline for all servers and all parts), so a part
+/// that waited for a free slot gets only what is left of it.
+pub async fn exchange_until(
+    body: &[u8],
+    config: &TransportConfig,
+    keys: &KeyRing,
+    jar: &Mutex<CookieJar>,
+    start: usize,
+    dropped: &Mutex<Dropped>,
+    deadline: Instant,
+) -> Result<VerifiedReply, TransportError> {
     if config.servers.is_empty() {
         return Err(TransportError::NoServer);
     }
-    let deadline = Instant::now() + config.deadline;
     let mut last_error = None;
     let mut round = 0usize;
     while Instant::now() < deadline {

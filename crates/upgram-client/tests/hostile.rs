@@ -238,6 +238,43 @@ fn server_black_holed_with_forgeries_is_unavailable_and_changes_nothing() {
 }
 
 #[test]
+fn a_slow_server_and_more_parts_than_exchanges_in_flight_keep_one_deadline() {
+    // Two hundred modules: seven query datagrams, one exchange at a time, and every reply a
+    // second late. Each part alone would make it; the whole check cannot, and the deadline is
+    // the whole check's (SPEC.md §2.3: "all servers, all parts"), not each part's.
+    let server = start_server(|_| {});
+    let runtime = client_runtime();
+    runtime.block_on(async {
+        let ghosts: Vec<String> = (0..200).map(|i| format!("ghost-{i:03}")).collect();
+        let modules: Vec<(&str, &str)> = ghosts.iter().map(|g| (g.as_str(), "1.0")).collect();
+        let config =
+            ProxyConfig { to_client: Faults::slow(Duration::from_secs(1)), ..ProxyConfig::clean(server.udp, 13) };
+        let proxy = Proxy::start(config).await.expect("proxy");
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let path = dir.path().join("state.json");
+        installed(&modules).save(&path).expect("state saves");
+        let before = std::fs::read(&path).expect("state file");
+        let deadline = Duration::from_secs(2);
+        let client = Client::builder()
+            .server(proxy.addr())
+            .public_key(common::public_key())
+            .deadline(deadline)
+            .first_timeout(Duration::from_secs(3))
+            .max_in_flight(1)
+            .build()
+            .expect("client");
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(deadline + Duration::from_millis(1500), check_and_save(&client, &path))
+            .await
+            .unwrap_or_else(|_| panic!("the check ran past its deadline of {deadline:?} (+1.5 s margin)"));
+        let error = outcome.expect_err("seven parts at a second each do not fit two seconds");
+        assert!(matches!(error, ClientError::Transport(TransportError::Unavailable { .. })), "{error:?}");
+        assert_eq!(std::fs::read(&path).expect("state file"), before, "the state file is byte-identical");
+        eprintln!("seven slow parts, one in flight: unavailable after {:?}", started.elapsed());
+    });
+}
+
+#[test]
 fn cookie_challenge_when_a_middlebox_strips_the_padding() {
     let server = start_server(|_| {});
     let runtime = client_runtime();
