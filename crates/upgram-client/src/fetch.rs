@@ -52,6 +52,9 @@ pub enum FetchError {
     AllMirrors(Vec<FetchError>),
 }
 
+/// Most redirects followed for one document (SPEC.md §8.3).
+pub const MAX_REDIRECTS: usize = 5;
+
 /// An HTTP(S) client that fetches a URL, giving up past `max_len` bytes.
 pub trait Fetcher: Send + Sync {
     /// The body at `url`, at most `max_len` bytes; more is [`FetchError::TooLong`].
@@ -71,6 +74,8 @@ impl HttpFetcher {
         let client = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .timeout(timeout)
+            // SPEC.md §8.3: redirects MAY be followed, at most 5 (reqwest would follow 10).
+            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
             .build()
             .map_err(|e| FetchError::Transport { url: String::new(), reason: e.to_string() })?;
         Ok(Self { client })
