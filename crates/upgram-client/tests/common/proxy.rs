@@ -550,7 +550,7 @@ impl Upstream {
         loop {
             tokio::select! {
                 packet = rx.recv() => match packet {
-                    Some(packet) => self.from_client(packet).await,
+                    Some(packet) => self.on_query_path(packet).await,
                     None => return,
                 },
                 () = until(self.lane.next_due()) => {
@@ -562,7 +562,7 @@ impl Upstream {
         }
     }
 
-    async fn from_client(&mut self, mut packet: Packet) {
+    async fn on_query_path(&mut self, mut packet: Packet) {
         if let Some(frame) = decode_query(&packet.bytes) {
             let seen = SeenQuery {
                 len: packet.bytes.len(),
@@ -629,7 +629,7 @@ impl Downstream {
         loop {
             tokio::select! {
                 packet = rx.recv() => match packet {
-                    Some(packet) => self.from_server(packet).await,
+                    Some(packet) => self.on_reply_path(packet).await,
                     None => return,
                 },
                 () = until(self.lane.next_due()) => {
@@ -641,7 +641,7 @@ impl Downstream {
         }
     }
 
-    async fn from_server(&mut self, packet: Packet) {
+    async fn on_reply_path(&mut self, packet: Packet) {
         match Frame::decode(&packet.bytes).map(|f| f.kind) {
             Ok(MessageKind::Response | MessageKind::Fallback) => {
                 if let Ok(mut recorded) = self.recorded.lock() {
