@@ -25,7 +25,7 @@ use upgram_core::body::{
     Binding, ErrorBody, ErrorCode, ModuleAnswer, Package, Payload, Query, Response, Status, UpgradeInfo,
 };
 use upgram_core::cookie::{ClientCookie, ServerCookie};
-use upgram_core::sign::{KeyId, Nonce, ReplySigner, SignatureBlock};
+use upgram_core::sign::{Nonce, ReplySigner, SignatureBlock};
 use upgram_core::wire::{Frame, MessageKind};
 
 /// Most client addresses (ephemeral ports) the proxy keeps an upstream socket for.
@@ -918,9 +918,4 @@ fn reply_frame(
         padding: 0,
     };
     frame.to_vec().ok()
-}
-
-/// The key id of the attacker's key, for tests that look for it.
-pub fn attacker_key_id() -> KeyId {
-    ReplySigner::from_seed(&ATTACKER_SEED).key_id()
 }
