@@ -123,7 +123,8 @@ pub struct Dropped {
     pub bad: u64,
     /// Unsigned errors received (advisory).
     pub errors: u64,
-    /// Cookie challenges accepted.
+    /// Cookie challenges that echoed our client cookie (each cached; at most one immediate
+    /// retransmission per interval).
     pub challenges: u64,
 }
 
@@ -296,22 +297,28 @@ async fn with_server(
                     }
                     return Ok(reply);
                 }
-                Received::Challenge(client, cookie) if !challenged => {
-                    challenged = true;
+                Received::Challenge(client, cookie) => {
                     note(dropped, |d| d.challenges += 1);
+                    // Every challenge that echoes our cookie is cached, the latest winning
+                    // (SPEC.md §10.6): challenges are unsigned, and an on-path attacker that
+                    // answers each query first with a challenge of its own must not keep the
+                    // server's real one out of the next transmission.
                     if let Ok(mut jar) = jar.lock() {
                         jar.store(attempt.server, client, cookie);
                     }
-                    // At once, once per interval (SPEC.md §2.3), same request id and port.
-                    if let Ok(again) = attempt.datagram(jar) {
-                        let _ = socket.send(&again).await;
+                    // At once, but once per interval (SPEC.md §2.3), same request id and port.
+                    if !challenged {
+                        challenged = true;
+                        if let Ok(again) = attempt.datagram(jar) {
+                            let _ = socket.send(&again).await;
+                        }
                     }
                 }
                 Received::Error(text, _retry_after) => {
                     note(dropped, |d| d.errors += 1);
                     last_error = Some(text);
                 }
-                Received::Challenge(..) | Received::Dropped => note(dropped, |d| d.bad += 1),
+                Received::Dropped => note(dropped, |d| d.bad += 1),
             }
         }
         if Instant::now() >= deadline {

@@ -325,6 +325,50 @@ fn cookie_challenge_when_a_middlebox_strips_the_padding() {
 }
 
 #[test]
+fn challenges_forged_by_an_on_path_attacker_cost_round_trips_not_the_answer() {
+    // The attacker reads each query's client cookie and answers it at once with a challenge of
+    // its own; the middlebox strips padding, so the server needs a real cookie. Challenges are
+    // unsigned: the client cannot tell them apart, but the real one must still get through.
+    let server = start_server(|_| {});
+    let runtime = client_runtime();
+    runtime.block_on(async {
+        let state = installed(&[("core", "1.0")]);
+        let expected = clean_answer(&server, &state).await;
+        let mut injector = Injector::new(1, 1000);
+        injector.kinds = vec![Forgery::EchoedChallenge];
+        let config =
+            ProxyConfig { strip_padding: true, injector: Some(injector), ..ProxyConfig::clean(server.udp, 17) };
+        let proxy = Proxy::start(config).await.expect("proxy");
+        let deadline = Duration::from_secs(10);
+        let client = client(&[proxy.addr()], deadline, Duration::from_millis(200));
+        let (outcome, elapsed) = guarded(deadline, client.check(&state)).await;
+        let stats = proxy.stats();
+        let report = outcome.unwrap_or_else(|e| {
+            panic!(
+                "{e}; {} forged and {} real challenges, queries {:?}",
+                stats.forged_total(),
+                stats.challenges,
+                stats.queries
+            )
+        });
+        assert_eq!(answers(&report), expected);
+        assert!(report.dropped.challenges >= 2, "forged and real challenges were both taken");
+        // The jar may hold the attacker's last cookie: once the attack stops, that costs one
+        // round trip, and the server's cookie replaces it.
+        proxy.set_injecting(false);
+        let again = client.check(&state).await.expect("answer without the attacker");
+        assert_eq!(answers(&again), expected);
+        assert!(jar_cookie_is_valid(&client.cookie_jar(), proxy.addr()), "the jar ends with the server's cookie");
+        eprintln!(
+            "forged echoed challenges: answer after {elapsed:?}, {} transmissions, {} forged and {} real challenges",
+            stats.queries.len(),
+            stats.forged_total(),
+            stats.challenges
+        );
+    });
+}
+
+#[test]
 fn cookie_challenge_after_the_servers_rotated_their_secret() {
     let server = start_server(|_| {});
     let runtime = client_runtime();

@@ -140,6 +140,10 @@ pub enum Forgery {
     AdvisoryError,
     /// The right request id on a reply sent from another address than the server's.
     WrongSource,
+    /// A cookie challenge that echoes the query's client cookie, which an on-path attacker can
+    /// read, with a server cookie of its own making. It passes every check a client can make
+    /// (challenges are unsigned), so it is not in [`Forgery::ALL`]: it can only cost round trips.
+    EchoedChallenge,
 }
 
 impl Forgery {
@@ -166,7 +170,7 @@ impl Forgery {
 
     /// Whether the client counts it in `Dropped::bad` (else in `Dropped::errors`, or nowhere).
     pub fn counted_as_bad(self) -> bool {
-        !matches!(self, Forgery::AdvisoryError | Forgery::WrongSource)
+        !matches!(self, Forgery::AdvisoryError | Forgery::WrongSource | Forgery::EchoedChallenge)
     }
 }
 
@@ -803,6 +807,9 @@ impl Attacker {
                 }
                 let echoed = if self.rng.gen_bool(0.8) { Some(cookie) } else { None };
                 Frame::cookie_challenge(id, echoed, ServerCookie(self.rng.r#gen())).to_vec().ok()
+            }
+            Forgery::EchoedChallenge => {
+                Frame::cookie_challenge(id, query.client_cookie, ServerCookie(self.rng.r#gen())).to_vec().ok()
             }
             Forgery::AdvisoryError => {
                 let mut error = ErrorBody::new(ErrorCode::RateLimited);
