@@ -154,13 +154,17 @@ enum Received {
 }
 
 impl Attempt<'_> {
-    fn datagram(&self, jar: &Mutex<CookieJar>) -> Result<Vec<u8>, TransportError> {
+    /// The query datagram with the jar's cookies; `challenged` says the exchange has had a
+    /// cookie challenge.
+    fn datagram(&self, jar: &Mutex<CookieJar>, challenged: bool) -> Result<Vec<u8>, TransportError> {
         let (client, server_cookie) = match jar.lock() {
             Ok(mut jar) => jar.cookies(self.server),
             Err(_) => (ClientCookie::default(), None),
         };
         // Without a server cookie, pad so that any answer is within the 3x rule (SPEC.md §10.6).
-        let pad_to = if server_cookie.is_none() { MIN_UNRESTRICTED_QUERY_LEN } else { 0 };
+        // After a challenge too: challenges are unsigned, so the cookie in the jar may be an
+        // on-path attacker's, and a padded query is answered whatever the cookie is worth.
+        let pad_to = if server_cookie.is_none() || challenged { MIN_UNRESTRICTED_QUERY_LEN } else { 0 };
         let options = QueryOptions { client_cookie: Some(client), server_cookie, nonce: self.nonce, pad_to };
         let frame = Frame::query(self.request_id, self.body, &options);
         frame.to_vec().map_err(|_| TransportError::TooLarge { len: frame.encoded_len() })
@@ -277,8 +281,9 @@ async fn with_server(
     let mut last_error = None;
     let mut timeout = config.first_timeout;
     let mut buffer = vec![0u8; MAX_DATAGRAM_LEN + 1];
+    let mut ever_challenged = false;
     for _ in 0..config.transmissions_per_server {
-        let datagram = attempt.datagram(jar).map_err(|e| Some(e.to_string()))?;
+        let datagram = attempt.datagram(jar, ever_challenged).map_err(|e| Some(e.to_string()))?;
         let sent_cookie = client_cookie_of(&datagram);
         if socket.send(&datagram).await.is_err() {
             // ICMP unreachable from an earlier send, or no route: wait out this interval.
@@ -307,9 +312,10 @@ async fn with_server(
                         jar.store(attempt.server, client, cookie);
                     }
                     // At once, but once per interval (SPEC.md §2.3), same request id and port.
+                    ever_challenged = true;
                     if !challenged {
                         challenged = true;
-                        if let Ok(again) = attempt.datagram(jar) {
+                        if let Ok(again) = attempt.datagram(jar, true) {
                             let _ = socket.send(&again).await;
                         }
                     }

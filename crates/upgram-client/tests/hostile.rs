@@ -312,7 +312,8 @@ fn cookie_challenge_when_a_middlebox_strips_the_padding() {
         let queries = proxy.stats().queries;
         assert_eq!(queries.len(), 2, "the query, then its retransmission with the cookie: {queries:?}");
         assert!(queries[0].padding > 0 && !queries[0].server_cookie, "first contact is padded: {queries:?}");
-        assert!(queries[1].padding == 0 && queries[1].server_cookie, "the retry carries the cookie: {queries:?}");
+        assert!(queries[1].server_cookie, "the retry carries the cookie: {queries:?}");
+        assert!(queries[1].padding > 0, "and, after a challenge, padding too: {queries:?}");
         assert!(jar_cookie_is_valid(&client.cookie_jar(), proxy.addr()), "the jar keeps the server's cookie");
 
         // The next check goes straight through with the cached cookie.
@@ -320,7 +321,8 @@ fn cookie_challenge_when_a_middlebox_strips_the_padding() {
         assert_eq!(answers(&again), expected);
         assert_eq!(again.dropped.challenges, 1, "no new challenge");
         assert_eq!(proxy.stats().challenges, 1);
-        assert!(proxy.stats().queries[2].server_cookie);
+        let next = proxy.stats().queries[2];
+        assert!(next.server_cookie && next.padding == 0, "a cached cookie needs no padding: {next:?}");
     });
 }
 
@@ -361,6 +363,59 @@ fn challenges_forged_by_an_on_path_attacker_cost_round_trips_not_the_answer() {
         assert!(jar_cookie_is_valid(&client.cookie_jar(), proxy.addr()), "the jar ends with the server's cookie");
         eprintln!(
             "forged echoed challenges: answer after {elapsed:?}, {} transmissions, {} forged and {} real challenges",
+            stats.queries.len(),
+            stats.forged_total(),
+            stats.challenges
+        );
+    });
+}
+
+#[test]
+fn challenges_forged_before_and_after_the_servers_do_not_lock_out_a_stale_cookie() {
+    // A client whose saved cookie went stale (the usual case for a daily check: cookies live an
+    // hour) sends it without padding, so the server challenges. The attacker answers every
+    // query with a forged challenge at once and again 20 ms later, after the server's own: the
+    // latest cookie in the jar is always the attacker's. Padding the transmissions that follow
+    // a challenge makes the answer independent of which cookie won.
+    let server = start_server(|_| {});
+    let runtime = client_runtime();
+    runtime.block_on(async {
+        let state = installed(&[("core", "1.0")]);
+        let expected = clean_answer(&server, &state).await;
+        let mut injector = Injector::new(1, 1000);
+        injector.kinds = vec![Forgery::EchoedChallenge];
+        injector.again_after = Some(Duration::from_millis(20));
+        let proxy = Proxy::start(ProxyConfig { injector: Some(injector), ..ProxyConfig::clean(server.udp, 19) })
+            .await
+            .expect("proxy");
+        let deadline = Duration::from_secs(10);
+        let client = client(&[proxy.addr()], deadline, Duration::from_millis(200));
+        let mine = ClientCookie([6; 8]);
+        let stale = make_server_cookie(
+            &CookieSecret(common::COOKIE_SECRET),
+            &mine,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            upgram_server::udp::unix_now() - 2 * 3600,
+        );
+        let mut jar = CookieJar::default();
+        jar.restore(proxy.addr(), mine, Some(stale));
+        client.set_cookie_jar(jar);
+
+        let (outcome, elapsed) = guarded(deadline, client.check(&state)).await;
+        let stats = proxy.stats();
+        let report = outcome.unwrap_or_else(|e| {
+            panic!(
+                "{e}; {} forged and {} real challenges, {} transmissions",
+                stats.forged_total(),
+                stats.challenges,
+                stats.queries.len()
+            )
+        });
+        assert_eq!(answers(&report), expected);
+        assert!(stats.challenges >= 1, "the stale cookie was challenged");
+        eprintln!(
+            "forged challenges before and after the server's: answer after {elapsed:?}, {} transmissions, {} forged \
+             and {} real challenges",
             stats.queries.len(),
             stats.forged_total(),
             stats.challenges

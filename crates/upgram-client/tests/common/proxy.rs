@@ -198,6 +198,9 @@ pub struct Injector {
     pub window: u64,
     /// Whether to forge from the start; see [`Proxy::set_injecting`].
     pub armed: bool,
+    /// Send every forgery a second time this long after the first (bounded: one extra send
+    /// each): an attacker that also follows the server's own reply with its forgery.
+    pub again_after: Option<Duration>,
 }
 
 impl Injector {
@@ -211,6 +214,7 @@ impl Injector {
             progress: None,
             window: 32,
             armed: true,
+            again_after: None,
         }
     }
 }
@@ -740,6 +744,9 @@ impl Attacker {
             if socket.send_to(&datagram, client).await.is_err() {
                 continue;
             }
+            if let Some(lag) = self.settings.again_after {
+                self.send_later(lag, datagram, client, kind);
+            }
             self.sent += 1;
             reaching += u64::from(kind.reaches_client());
             if let Ok(mut stats) = self.stats.lock() {
@@ -750,6 +757,19 @@ impl Attacker {
             // Let the client take in the last window before the query goes on.
             self.pace_all(progress.as_deref(), start, reaching).await;
         }
+    }
+
+    /// Sends `datagram` to `client` once more after `lag`, from the proxy's address.
+    fn send_later(&self, lag: Duration, datagram: Vec<u8>, client: SocketAddr, kind: Forgery) {
+        let (front, stats) = (self.front.clone(), self.stats.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(lag).await;
+            if front.send_to(&datagram, client).await.is_ok() {
+                if let Ok(mut stats) = stats.lock() {
+                    *stats.forged.entry(kind).or_default() += 1;
+                }
+            }
+        });
     }
 
     /// Waits (bounded) until the client is at most `window` forgeries behind; false if it
