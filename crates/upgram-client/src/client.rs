@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 use tokio::sync::Semaphore;
@@ -20,7 +20,7 @@ use upgram_core::wire::MessageKind;
 
 use crate::fetch::{FetchError, Fetcher, HttpFetcher, fetch_document};
 use crate::state::InstalledState;
-use crate::transport::{CookieJar, Dropped, TransportConfig, TransportError, exchange};
+use crate::transport::{CookieJar, Dropped, TransportConfig, TransportError, exchange_until};
 
 /// Why a check failed.
 #[derive(Debug, Error)]
@@ -313,6 +313,8 @@ impl<F: Fetcher + 'static> Client<F> {
 
     async fn check_bodies(&self, bodies: Vec<Vec<u8>>) -> Result<CheckReport, ClientError> {
         let exchanges = bodies.len();
+        // One deadline for the whole check, whatever the number of parts (SPEC.md §2.3).
+        let deadline = Instant::now() + self.shared.transport.deadline;
         let limit = Arc::new(Semaphore::new(self.in_flight));
         let mut tasks = JoinSet::new();
         for body in bodies {
@@ -320,7 +322,8 @@ impl<F: Fetcher + 'static> Client<F> {
             let limit = limit.clone();
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let reply = exchange(&body, &shared.transport, &shared.keys, &shared.jar, 0, &shared.dropped).await?;
+                let (transport, keys, jar, dropped) = (&shared.transport, &shared.keys, &shared.jar, &shared.dropped);
+                let reply = exchange_until(&body, transport, keys, jar, 0, dropped, deadline).await?;
                 if reply.kind == MessageKind::Response {
                     return Ok::<_, ClientError>((reply.body, false));
                 }
@@ -337,6 +340,13 @@ impl<F: Fetcher + 'static> Client<F> {
         }
         let dropped = self.shared.dropped.lock().map(|d| *d).unwrap_or_default();
         Ok(CheckReport { documents, exchanges, fallbacks, dropped })
+    }
+
+    /// What this client's exchanges have dropped so far, over every check: for diagnostics,
+    /// and for watching a check that is still running (a [`CheckReport`] has the total only at
+    /// the end).
+    pub fn dropped(&self) -> Dropped {
+        self.shared.dropped.lock().map(|d| *d).unwrap_or_default()
     }
 
     /// The cookies learnt so far, to save with the installation's state.

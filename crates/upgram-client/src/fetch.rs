@@ -52,6 +52,9 @@ pub enum FetchError {
     AllMirrors(Vec<FetchError>),
 }
 
+/// Most redirects followed for one document (SPEC.md §8.3).
+pub const MAX_REDIRECTS: usize = 5;
+
 /// An HTTP(S) client that fetches a URL, giving up past `max_len` bytes.
 pub trait Fetcher: Send + Sync {
     /// The body at `url`, at most `max_len` bytes; more is [`FetchError::TooLong`].
@@ -63,6 +66,7 @@ pub trait Fetcher: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct HttpFetcher {
     client: reqwest::Client,
+    timeout: Duration,
 }
 
 impl HttpFetcher {
@@ -71,15 +75,35 @@ impl HttpFetcher {
         let client = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .timeout(timeout)
+            // SPEC.md §8.3: redirects MAY be followed, at most 5 (reqwest would follow 10).
+            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
             .build()
             .map_err(|e| FetchError::Transport { url: String::new(), reason: e.to_string() })?;
-        Ok(Self { client })
+        Ok(Self { client, timeout })
     }
+}
+
+/// What went wrong, in words a person can act on. reqwest's own message names only the outer
+/// layer ("error decoding response body" when the timeout struck mid-body, "error sending
+/// request" for a refused connection), so the timeout is said as such and the causes follow.
+fn reason(error: reqwest::Error, timeout: Duration) -> String {
+    if error.is_timeout() {
+        return format!("timed out: no complete answer within {timeout:?}");
+    }
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 impl Fetcher for HttpFetcher {
     async fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
-        let transport = |e: reqwest::Error| FetchError::Transport { url: url.to_owned(), reason: e.to_string() };
+        let transport = |e| FetchError::Transport { url: url.to_owned(), reason: reason(e, self.timeout) };
         let mut response = self.client.get(url).send().await.map_err(transport)?;
         let status = response.status();
         if !status.is_success() {

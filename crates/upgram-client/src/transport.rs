@@ -123,7 +123,8 @@ pub struct Dropped {
     pub bad: u64,
     /// Unsigned errors received (advisory).
     pub errors: u64,
-    /// Cookie challenges accepted.
+    /// Cookie challenges that echoed our client cookie (each cached; at most one immediate
+    /// retransmission per interval).
     pub challenges: u64,
 }
 
@@ -153,13 +154,17 @@ enum Received {
 }
 
 impl Attempt<'_> {
-    fn datagram(&self, jar: &Mutex<CookieJar>) -> Result<Vec<u8>, TransportError> {
+    /// The query datagram with the jar's cookies; `challenged` says the exchange has had a
+    /// cookie challenge.
+    fn datagram(&self, jar: &Mutex<CookieJar>, challenged: bool) -> Result<Vec<u8>, TransportError> {
         let (client, server_cookie) = match jar.lock() {
             Ok(mut jar) => jar.cookies(self.server),
             Err(_) => (ClientCookie::default(), None),
         };
         // Without a server cookie, pad so that any answer is within the 3x rule (SPEC.md §10.6).
-        let pad_to = if server_cookie.is_none() { MIN_UNRESTRICTED_QUERY_LEN } else { 0 };
+        // After a challenge too: challenges are unsigned, so the cookie in the jar may be an
+        // on-path attacker's, and a padded query is answered whatever the cookie is worth.
+        let pad_to = if server_cookie.is_none() || challenged { MIN_UNRESTRICTED_QUERY_LEN } else { 0 };
         let options = QueryOptions { client_cookie: Some(client), server_cookie, nonce: self.nonce, pad_to };
         let frame = Frame::query(self.request_id, self.body, &options);
         frame.to_vec().map_err(|_| TransportError::TooLarge { len: frame.encoded_len() })
@@ -219,10 +224,24 @@ pub async fn exchange(
     start: usize,
     dropped: &Mutex<Dropped>,
 ) -> Result<VerifiedReply, TransportError> {
+    exchange_until(body, config, keys, jar, start, dropped, Instant::now() + config.deadline).await
+}
+
+/// [`exchange`] within a deadline that is already running: the operation's, shared by every
+/// part of a split query (SPEC.md §2.3: one deadline for all servers and all parts), so a part
+/// that waited for a free slot gets only what is left of it.
+pub async fn exchange_until(
+    body: &[u8],
+    config: &TransportConfig,
+    keys: &KeyRing,
+    jar: &Mutex<CookieJar>,
+    start: usize,
+    dropped: &Mutex<Dropped>,
+    deadline: Instant,
+) -> Result<VerifiedReply, TransportError> {
     if config.servers.is_empty() {
         return Err(TransportError::NoServer);
     }
-    let deadline = Instant::now() + config.deadline;
     let mut last_error = None;
     let mut round = 0usize;
     while Instant::now() < deadline {
@@ -262,8 +281,9 @@ async fn with_server(
     let mut last_error = None;
     let mut timeout = config.first_timeout;
     let mut buffer = vec![0u8; MAX_DATAGRAM_LEN + 1];
+    let mut ever_challenged = false;
     for _ in 0..config.transmissions_per_server {
-        let datagram = attempt.datagram(jar).map_err(|e| Some(e.to_string()))?;
+        let datagram = attempt.datagram(jar, ever_challenged).map_err(|e| Some(e.to_string()))?;
         let sent_cookie = client_cookie_of(&datagram);
         if socket.send(&datagram).await.is_err() {
             // ICMP unreachable from an earlier send, or no route: wait out this interval.
@@ -282,22 +302,29 @@ async fn with_server(
                     }
                     return Ok(reply);
                 }
-                Received::Challenge(client, cookie) if !challenged => {
-                    challenged = true;
+                Received::Challenge(client, cookie) => {
                     note(dropped, |d| d.challenges += 1);
+                    // Every challenge that echoes our cookie is cached, the latest winning
+                    // (SPEC.md §10.6): challenges are unsigned, and an on-path attacker that
+                    // answers each query first with a challenge of its own must not keep the
+                    // server's real one out of the next transmission.
                     if let Ok(mut jar) = jar.lock() {
                         jar.store(attempt.server, client, cookie);
                     }
-                    // At once, once per interval (SPEC.md §2.3), same request id and port.
-                    if let Ok(again) = attempt.datagram(jar) {
-                        let _ = socket.send(&again).await;
+                    // At once, but once per interval (SPEC.md §2.3), same request id and port.
+                    ever_challenged = true;
+                    if !challenged {
+                        challenged = true;
+                        if let Ok(again) = attempt.datagram(jar, true) {
+                            let _ = socket.send(&again).await;
+                        }
                     }
                 }
                 Received::Error(text, _retry_after) => {
                     note(dropped, |d| d.errors += 1);
                     last_error = Some(text);
                 }
-                Received::Challenge(..) | Received::Dropped => note(dropped, |d| d.bad += 1),
+                Received::Dropped => note(dropped, |d| d.bad += 1),
             }
         }
         if Instant::now() >= deadline {
