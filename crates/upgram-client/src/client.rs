@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -131,6 +132,7 @@ impl<F: Fetcher> ClientBuilder<F> {
                 keys: self.keys,
                 fetcher,
                 jar: Mutex::new(CookieJar::default()),
+                preferred: AtomicUsize::new(0),
                 dropped: Mutex::new(Dropped::default()),
             }),
             in_flight,
@@ -156,6 +158,8 @@ struct Shared<F> {
     fetcher: F,
     jar: Mutex<CookieJar>,
     dropped: Mutex<Dropped>,
+    /// Index of the server that last gave a verified reply: tried first (SPEC.md §2.3).
+    preferred: AtomicUsize,
 }
 
 /// An upgram client.
@@ -323,7 +327,11 @@ impl<F: Fetcher + 'static> Client<F> {
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
                 let (transport, keys, jar, dropped) = (&shared.transport, &shared.keys, &shared.jar, &shared.dropped);
-                let reply = exchange_until(&body, transport, keys, jar, 0, dropped, deadline).await?;
+                let start = shared.preferred.load(Ordering::Relaxed);
+                let reply = exchange_until(&body, transport, keys, jar, start, dropped, deadline).await?;
+                if let Some(index) = transport.servers.iter().position(|s| *s == reply.server) {
+                    shared.preferred.store(index, Ordering::Relaxed);
+                }
                 if reply.kind == MessageKind::Response {
                     return Ok::<_, ClientError>((reply.body, false));
                 }

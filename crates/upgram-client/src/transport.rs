@@ -172,10 +172,12 @@ impl Attempt<'_> {
 
     /// Applies the rules of SPEC.md §2.4 to one datagram received on the exchange's socket.
     fn receive(&self, datagram: &[u8], sent_cookie: ClientCookie) -> Received {
-        let Ok(decoded) = Datagram::decode(datagram) else { return Received::Dropped };
-        if decoded.request_id != self.request_id {
+        // The request id first: a flood of guesses costs no XML parsing.
+        let Ok(frame) = Frame::decode(datagram) else { return Received::Dropped };
+        if frame.request_id != self.request_id {
             return Received::Dropped;
         }
+        let Ok(decoded) = Datagram::from_frame(&frame) else { return Received::Dropped };
         let expect =
             Expectation { keys: self.keys, query: Sha256Digest::of(self.body), nonce: self.nonce, now: unix_now() };
         let (kind, body, fresh_cookie) = match &decoded.message {

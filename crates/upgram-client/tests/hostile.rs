@@ -491,5 +491,9 @@ fn failover_from_a_black_hole_after_three_transmissions() {
         assert_eq!(answers(&report), expected);
         assert_eq!(hole.stats().to_server.received, 3, "three transmissions to the first server (SPEC.md §2.3)");
         eprintln!("failover past a black hole: {elapsed:?}");
+        // The next check starts with the server that answered last: the hole hears nothing.
+        let report = client.check(&state).await.expect("answered at once");
+        assert_eq!(answers(&report), expected);
+        assert_eq!(hole.stats().to_server.received, 3, "the second check went straight to the live server");
     });
 }
