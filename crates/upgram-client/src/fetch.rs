@@ -59,6 +59,18 @@ pub const MAX_REDIRECTS: usize = 5;
 pub trait Fetcher: Send + Sync {
     /// The body at `url`, at most `max_len` bytes; more is [`FetchError::TooLong`].
     fn fetch(&self, url: &str, max_len: u64) -> impl Future<Output = Result<Vec<u8>, FetchError>> + Send;
+
+    /// The bytes of `url` from `offset` on (an HTTP Range request), at most `max_len` of them,
+    /// and whether they do start at `offset` (`false`: the whole body, from 0, because the
+    /// server or this fetcher does not do ranges). The default fetches the whole body.
+    fn fetch_from(
+        &self,
+        url: &str,
+        offset: u64,
+        max_len: u64,
+    ) -> impl Future<Output = Result<(Vec<u8>, bool), FetchError>> + Send {
+        async move { self.fetch(url, offset.saturating_add(max_len)).await.map(|body| (body, false)) }
+    }
 }
 
 /// The default fetcher: reqwest with rustls, a connect timeout and an overall timeout per
@@ -101,10 +113,17 @@ fn reason(error: reqwest::Error, timeout: Duration) -> String {
     text
 }
 
-impl Fetcher for HttpFetcher {
-    async fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
+impl HttpFetcher {
+    /// Sends `request` and reads at most `max_len` bytes of the answer; returns them and the
+    /// status.
+    async fn read_capped(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+        max_len: u64,
+    ) -> Result<(Vec<u8>, u16), FetchError> {
         let transport = |e| FetchError::Transport { url: url.to_owned(), reason: reason(e, self.timeout) };
-        let mut response = self.client.get(url).send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
         if !status.is_success() {
             return Err(FetchError::Status { url: url.to_owned(), status: status.as_u16() });
@@ -120,7 +139,23 @@ impl Fetcher for HttpFetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        Ok((body, status.as_u16()))
+    }
+}
+
+impl Fetcher for HttpFetcher {
+    async fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
+        self.read_capped(url, self.client.get(url), max_len).await.map(|(body, _)| body)
+    }
+
+    async fn fetch_from(&self, url: &str, offset: u64, max_len: u64) -> Result<(Vec<u8>, bool), FetchError> {
+        if offset == 0 {
+            return self.fetch(url, max_len).await.map(|body| (body, true));
+        }
+        let request = self.client.get(url).header("Range", format!("bytes={offset}-"));
+        let (body, status) = self.read_capped(url, request, offset.saturating_add(max_len)).await?;
+        // 206: the range; 200: the server ignored it and sent everything.
+        if status == 206 && body.len() as u64 <= max_len { Ok((body, true)) } else { Ok((body, false)) }
     }
 }
 

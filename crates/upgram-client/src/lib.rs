@@ -12,7 +12,8 @@
 //! - [`inspect`]: decoding any datagram or document for a person to read.
 //!
 //! - [`journal`]: the append-only, checksummed journal the apply engine writes before each step;
-//! - [`paths`]: where a file id lands under the installation root, symbolic links refused.
+//! - [`paths`]: where a file id lands under the installation root, symbolic links refused;
+//! - [`staging`]: payloads downloaded, resumed, capped, hash-checked and synced before use.
 //!
 //! The apply engine itself follows (issue 5).
 
@@ -25,6 +26,7 @@ pub mod fetch;
 pub mod inspect;
 pub mod journal;
 pub mod paths;
+pub mod staging;
 pub mod state;
 pub mod transport;
 
