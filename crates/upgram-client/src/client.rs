@@ -215,7 +215,8 @@ impl CheckReport {
         self.documents.iter().filter_map(|d| Response::decode(d).ok()).collect()
     }
 
-    /// The merged module answers (SPEC.md §2.6): a module's own answer beats a dependency
+    /// The merged module answers (SPEC.md §2.6), every payload URL made absolute against its
+    /// response's `base`: a module's own answer beats a dependency
     /// entry; among dependency entries the newest `issued` wins; a module listed twice in one
     /// response is dropped (a server error).
     pub fn modules(&self) -> Vec<ModuleAnswer<'_>> {
@@ -226,7 +227,9 @@ impl CheckReport {
             let mut seen = std::collections::HashSet::new();
             let twice: std::collections::HashSet<String> =
                 response.modules.iter().filter(|m| !seen.insert(m.id.to_string())).map(|m| m.id.to_string()).collect();
-            for module in response.modules {
+            let base = response.base.clone();
+            for mut module in response.modules {
+                absolutize(&mut module, base.as_deref());
                 let id = module.id.to_string();
                 if twice.contains(&id) {
                     continue;
@@ -279,6 +282,32 @@ impl CheckReport {
                 installed.frequent = module.frequent.iter().map(|f| f.to_string()).collect();
             }
         }
+    }
+}
+
+/// Makes every payload URL of `module` absolute: `base ‖ url` for relative ones (SPEC.md §4.2).
+fn absolutize(module: &mut ModuleAnswer<'_>, base: Option<&str>) {
+    let Some(base) = base else { return };
+    let fix = |payload: &mut upgram_core::body::Payload<'_>| {
+        if !payload.url.contains("://") {
+            payload.url = std::borrow::Cow::Owned(format!("{base}{}", payload.url));
+        }
+    };
+    match &mut module.upgrade {
+        UpgradeInfo::Package(package) => fix(&mut package.payload),
+        UpgradeInfo::Files(files) => {
+            for file in files {
+                match &mut file.action {
+                    upgram_core::body::FileAction::Replace(payload) => fix(payload),
+                    upgram_core::body::FileAction::Incremental { payload, delta } => {
+                        fix(payload);
+                        fix(&mut delta.payload);
+                    }
+                    upgram_core::body::FileAction::Delete => {}
+                }
+            }
+        }
+        UpgradeInfo::None => {}
     }
 }
 
@@ -355,6 +384,11 @@ impl<F: Fetcher + 'static> Client<F> {
     /// the end).
     pub fn dropped(&self) -> Dropped {
         self.shared.dropped.lock().map(|d| *d).unwrap_or_default()
+    }
+
+    /// The fetcher, for payload downloads.
+    pub fn fetcher(&self) -> &F {
+        &self.shared.fetcher
     }
 
     /// The cookies learnt so far, to save with the installation's state.

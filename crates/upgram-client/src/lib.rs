@@ -11,15 +11,18 @@
 //! - [`state`]: the installation's state file;
 //! - [`inspect`]: decoding any datagram or document for a person to read.
 //!
+//! - [`apply`]: one module's file list applied all or nothing, with rollback and `recover`;
 //! - [`journal`]: the append-only, checksummed journal the apply engine writes before each step;
 //! - [`paths`]: where a file id lands under the installation root, symbolic links refused;
 //! - [`staging`]: payloads downloaded, resumed, capped, hash-checked and synced before use.
 //!
-//! The apply engine itself follows (issue 5).
+//! - [`update`]: plan, stage and apply the answers (file lists and record deltas; install
+//!   packages, deferred replacement and self-update are still to come, issue 5).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod apply;
 pub mod client;
 pub mod config;
 pub mod fetch;
@@ -29,5 +32,6 @@ pub mod paths;
 pub mod staging;
 pub mod state;
 pub mod transport;
+pub mod update;
 
 pub use client::{CheckReport, Client, ClientBuilder, ClientError, ModuleResult};

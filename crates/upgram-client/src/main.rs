@@ -4,6 +4,8 @@
 //! upgram demo                      a server on loopback with the demo catalog, and a check
 //! upgram check  [--config F] [--server H:P]... [--public-key HEX]... [--root DIR] [--json]
 //! upgram status [--config F] [--root DIR] [--json]
+//! upgram update [--yes | --only-forced] [--dry-run] (+ the options of check)
+//! upgram recover [--root DIR]
 //! upgram inspect FILE|-
 //! ```
 //!
@@ -14,16 +16,19 @@
 #[cfg(feature = "demo")]
 mod demo;
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use upgram_client::apply::{Layout, recover};
 use upgram_client::config::{ConfigFile, parse_public_key, resolve_servers, state_path};
 use upgram_client::state::InstalledState;
+use upgram_client::update::{Outcome, plan_lines};
 use upgram_client::{CheckReport, Client, ModuleResult};
 use upgram_core::body::Status;
+use upgram_core::plan::Choice;
 
 /// Exit code: upgrades are available.
 const EXIT_UPGRADES: u8 = 100;
@@ -51,6 +56,23 @@ enum Command {
     Check(Common),
     /// Show what is installed.
     Status(Common),
+    /// Check, plan and apply upgrades: forced ones always, optional ones with --yes (or after
+    /// confirmation on a terminal); dependencies first; each module all or nothing.
+    Update {
+        #[command(flatten)]
+        common: Common,
+        /// Take every optional upgrade without asking.
+        #[arg(long, conflicts_with = "only_forced")]
+        yes: bool,
+        /// Take forced upgrades only.
+        #[arg(long)]
+        only_forced: bool,
+        /// Print the plan; download and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Finish or undo whatever a crash interrupted (also run at the start of every command).
+    Recover(Common),
     /// Decode a datagram (binary or hex) or an XML body and print what it says, as JSON.
     /// Signatures are shown, not verified.
     Inspect {
@@ -181,15 +203,12 @@ fn results_json(results: &[ModuleResult], report: &CheckReport) -> serde_json::V
     serde_json::json!({ "modules": modules, "exchanges": report.exchanges, "fallbacks": report.fallbacks })
 }
 
-fn check(settings: Settings) -> ExitCode {
-    let root = match settings.root() {
-        Ok(root) => root.to_owned(),
-        Err(e) => return usage_error(e),
-    };
+/// Builds the client from the settings, or says what is missing.
+fn build_client(settings: &Settings) -> Result<Client, ExitCode> {
     let servers = match resolve_servers(&settings.file.servers) {
         Ok(servers) if !servers.is_empty() => servers,
-        Ok(_) => return usage_error("no server: pass --server HOST:PORT or set `servers` in the configuration"),
-        Err(e) => return usage_error(e),
+        Ok(_) => return Err(usage_error("no server: pass --server HOST:PORT or set `servers` in the configuration")),
+        Err(e) => return Err(usage_error(e)),
     };
     let mut builder = Client::builder();
     for server in servers {
@@ -198,40 +217,61 @@ fn check(settings: Settings) -> ExitCode {
     for key in &settings.file.public_keys {
         match parse_public_key(key) {
             Ok(key) => builder = builder.public_key(key),
-            Err(e) => return usage_error(e),
+            Err(e) => return Err(usage_error(e)),
         }
     }
     builder = builder.nonce_bound(settings.file.nonce_bound.unwrap_or(false));
     if let Some(secs) = settings.file.deadline_secs {
         builder = builder.deadline(Duration::from_secs(secs));
     }
-    let client = match builder.build() {
-        Ok(client) => client,
-        Err(e) => return usage_error(e),
-    };
-    let path = state_path(&root);
-    let mut state = match InstalledState::load(&path) {
-        Ok(state) => state,
-        Err(e) => {
-            eprintln!("upgram: {e}");
-            return ExitCode::from(EXIT_STATE);
+    builder.build().map_err(usage_error)
+}
+
+/// Recovery, then the state: what every command that touches an installation starts with.
+fn open_installation(root: &Path) -> Result<InstalledState, ExitCode> {
+    let layout = Layout::new(root);
+    match recover(&layout) {
+        Ok(done) => {
+            for item in done {
+                eprintln!("upgram: recovered an interrupted upgrade: {item:?}");
+            }
         }
-    };
+        Err(e) => return Err(fail(format!("recovery failed: {e}"))),
+    }
+    InstalledState::load(&layout.state).map_err(|e| {
+        eprintln!("upgram: {e}");
+        ExitCode::from(EXIT_STATE)
+    })
+}
+
+/// Runs a check; saves the server's hints and cookies.
+fn run_check(settings: &Settings, root: &Path) -> Result<(Client, InstalledState, CheckReport), ExitCode> {
+    let client = build_client(settings)?;
+    let mut state = open_installation(root)?;
     client.set_cookie_jar(state.cookie_jar());
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => return fail(format!("cannot start: {e}")),
-    };
-    let report = match runtime.block_on(client.check(&state)) {
-        Ok(report) => report,
-        Err(e) => return fail(e),
-    };
-    let results = report.results(&state);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("cannot start: {e}")))?;
+    let report = runtime.block_on(client.check(&state)).map_err(fail)?;
     report.apply_hints(&mut state);
     state.set_cookie_jar(&client.cookie_jar());
-    if let Err(e) = state.save(&path) {
+    if let Err(e) = state.save(&state_path(root)) {
         eprintln!("upgram: could not save hints and cookies: {e}");
     }
+    Ok((client, state, report))
+}
+
+fn check(settings: Settings) -> ExitCode {
+    let root = match settings.root() {
+        Ok(root) => root.to_owned(),
+        Err(e) => return usage_error(e),
+    };
+    let (_, state, report) = match run_check(&settings, &root) {
+        Ok(done) => done,
+        Err(code) => return code,
+    };
+    let results = report.results(&state);
     if settings.json {
         print_line(&results_json(&results, &report).to_string());
     } else {
@@ -239,6 +279,100 @@ fn check(settings: Settings) -> ExitCode {
     }
     let upgrades = results.iter().any(|r| r.status == Status::Update && !r.downgrade_refused);
     if upgrades { ExitCode::from(EXIT_UPGRADES) } else { ExitCode::SUCCESS }
+}
+
+fn update(settings: Settings, yes: bool, only_forced: bool, dry_run: bool) -> ExitCode {
+    let root = match settings.root() {
+        Ok(root) => root.to_owned(),
+        Err(e) => return usage_error(e),
+    };
+    let (client, state, report) = match run_check(&settings, &root) {
+        Ok(done) => done,
+        Err(code) => return code,
+    };
+    let answers = report.modules();
+    let interactive = !yes && !only_forced && std::io::stdin().is_terminal();
+    let mut choice = if yes { Choice::All } else { Choice::OnlyForced };
+    if interactive && confirm("Apply optional upgrades too? [y/N] ") {
+        choice = Choice::All;
+    }
+    let lines = match plan_lines(&answers, &state, &choice) {
+        Ok(lines) => lines,
+        Err(e) => return fail(e),
+    };
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|(id, from, to, forced)| {
+            vec![
+                id.clone(),
+                from.clone().unwrap_or_else(|| "-".into()),
+                to.clone(),
+                if *forced { "forced".into() } else { String::new() },
+            ]
+        })
+        .collect();
+    if dry_run {
+        print_line(&table(&["MODULE", "FROM", "TO", "FLAGS"], &rows));
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start: {e}")),
+    };
+    let outcomes =
+        match runtime.block_on(upgram_client::update::update(client.fetcher(), &Layout::new(&root), &answers, &choice))
+        {
+            Ok(outcomes) => outcomes,
+            Err(e) => return fail(e),
+        };
+    let rows: Vec<Vec<String>> = outcomes
+        .iter()
+        .map(|o| match &o.outcome {
+            Outcome::Upgraded(from, to) => {
+                vec![o.id.clone(), "upgraded".into(), format!("{} -> {to}", from.as_deref().unwrap_or("-"))]
+            }
+            Outcome::Skipped(why) => vec![o.id.clone(), "skipped".into(), why.clone()],
+            Outcome::Failed(why) => vec![o.id.clone(), "failed".into(), why.clone()],
+        })
+        .collect();
+    if settings.json {
+        let json: Vec<serde_json::Value> =
+            rows.iter().map(|r| serde_json::json!({ "module": r[0], "outcome": r[1], "detail": r[2] })).collect();
+        print_line(&serde_json::Value::Array(json).to_string());
+    } else {
+        print_line(&table(&["MODULE", "OUTCOME", "DETAIL"], &rows));
+    }
+    if outcomes.iter().any(|o| matches!(o.outcome, Outcome::Failed(_))) {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn confirm(question: &str) -> bool {
+    eprint!("{question}");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes")
+}
+
+fn recover_command(settings: Settings) -> ExitCode {
+    let root = match settings.root() {
+        Ok(root) => root.to_owned(),
+        Err(e) => return usage_error(e),
+    };
+    match recover(&Layout::new(&root)) {
+        Ok(done) if done.is_empty() => {
+            print_line("nothing to recover");
+            ExitCode::SUCCESS
+        }
+        Ok(done) => {
+            for item in done {
+                print_line(&format!("{item:?}"));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }
 
 fn fail(error: impl std::fmt::Display) -> ExitCode {
@@ -251,12 +385,9 @@ fn status(settings: Settings) -> ExitCode {
         Ok(root) => root.to_owned(),
         Err(e) => return usage_error(e),
     };
-    let state = match InstalledState::load(&state_path(&root)) {
+    let state = match open_installation(&root) {
         Ok(state) => state,
-        Err(e) => {
-            eprintln!("upgram: {e}");
-            return ExitCode::from(EXIT_STATE);
-        }
+        Err(code) => return code,
     };
     if settings.json {
         print_line(&serde_json::to_string_pretty(&state).unwrap_or_default());
@@ -307,6 +438,14 @@ fn main() -> ExitCode {
         },
         Command::Status(common) => match common.settings() {
             Ok(settings) => status(settings),
+            Err(e) => usage_error(e),
+        },
+        Command::Update { common, yes, only_forced, dry_run } => match common.settings() {
+            Ok(settings) => update(settings, yes, only_forced, dry_run),
+            Err(e) => usage_error(e),
+        },
+        Command::Recover(common) => match common.settings() {
+            Ok(settings) => recover_command(settings),
             Err(e) => usage_error(e),
         },
         Command::Inspect { input } => inspect(&input),

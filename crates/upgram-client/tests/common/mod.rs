@@ -4,6 +4,7 @@
 //! runtime). [`proxy`] is the fault-injecting UDP proxy that sits between client and server.
 #![allow(dead_code)]
 
+pub mod binaries;
 pub mod mirror;
 pub mod proxy;
 

@@ -1,0 +1,346 @@
+//! Applying one module's file list, all or nothing (C6; issue 5).
+//!
+//! Before each step the journal (`ROOT/.upgram/journal/<module>.journal`) records it, synced.
+//! A file that is replaced or deleted is first moved, by rename, into
+//! `ROOT/.upgram/backup/<module>/`; a new file is written beside its target and renamed over
+//! it; every rename is followed by a sync of the folders involved. When every file is done the
+//! journal records the commit, then the state file takes the module's new version (installed
+//! state changes only after the files do), then backups and journal go.
+//!
+//! [`recover`] repairs whatever a crash interrupted: a committed module is finished (state
+//! written, backups removed), an uncommitted one is undone from its backups. Both directions
+//! are idempotent, so a crash during recovery is repaired by the next recovery.
+//!
+//! Crash tests: when the environment variable `UPGRAM_FAILPOINT` names a step (`apply:begin`,
+//! `apply:backup:N`, `apply:install:N`, `apply:commit`, `apply:state`, `recover:undo:N`,
+//! `recover:forward`), the process aborts right after that step's journal record, as `kill -9`
+//! would stop it. Unset, it costs one environment lookup per step.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use upgram_core::Sha256Digest;
+
+use crate::journal::{self, Journal, JournalError, sync_parent};
+use crate::paths::{self, PathError};
+use crate::staging::hash_file;
+use crate::state::{InstalledModule, InstalledState, StateError};
+
+/// The environment variable that names a step to crash at.
+pub const FAILPOINT_VAR: &str = "UPGRAM_FAILPOINT";
+
+/// Aborts the process if `UPGRAM_FAILPOINT` names this step.
+fn failpoint(name: &str) {
+    if std::env::var_os(FAILPOINT_VAR).is_some_and(|v| v == name) {
+        std::process::abort();
+    }
+}
+
+/// One file change of a module upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileOp {
+    /// Put the staged file at `file`.
+    Replace {
+        /// File id.
+        file: String,
+        /// The staged payload (already hash-checked).
+        staged: PathBuf,
+        /// Its SHA-256, hex.
+        sha256: String,
+    },
+    /// Remove `file`.
+    Delete {
+        /// File id.
+        file: String,
+    },
+}
+
+impl FileOp {
+    fn file(&self) -> &str {
+        match self {
+            Self::Replace { file, .. } | Self::Delete { file } => file,
+        }
+    }
+}
+
+/// A journal record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// The upgrade: what changes, and the module's state entry once it is done.
+    Begin {
+        /// Module id.
+        module: String,
+        /// The file changes, in order.
+        ops: Vec<FileOp>,
+        /// Which targets existed before (same order as `ops`).
+        existed: Vec<bool>,
+        /// The module's state entry after the upgrade.
+        after: InstalledModule,
+    },
+    /// Op `index`'s target is about to be moved to the backup folder.
+    Backup {
+        /// Index in `ops`.
+        index: usize,
+    },
+    /// Op `index`'s new file is about to be renamed into place.
+    Install {
+        /// Index in `ops`.
+        index: usize,
+    },
+    /// Every file is done: from here on, recovery finishes instead of undoing.
+    Commit,
+}
+
+/// Why a module could not be applied (it was rolled back) or recovered.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// A file id would leave the installation root.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The journal could not be written.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The state file could not be written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A file operation failed; the module was rolled back.
+    #[error("{}: {source} (module `{module}` rolled back)", path.display())]
+    Io {
+        /// The module.
+        module: String,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// An earlier upgrade of this module was interrupted: run `upgram recover` first.
+    #[error("module `{module}` has an unfinished upgrade ({}): run `upgram recover`", journal.display())]
+    Unfinished {
+        /// The module.
+        module: String,
+        /// Its journal.
+        journal: PathBuf,
+    },
+}
+
+/// The folders of an installation's bookkeeping.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The installation root.
+    pub root: PathBuf,
+    /// The state file.
+    pub state: PathBuf,
+}
+
+impl Layout {
+    /// The layout of the installation at `root` (state in `ROOT/.upgram/state.json`).
+    pub fn new(root: &Path) -> Self {
+        Self { root: root.to_owned(), state: crate::config::state_path(root) }
+    }
+
+    fn meta(&self) -> PathBuf {
+        self.root.join(".upgram")
+    }
+
+    /// The journal folder.
+    pub fn journals(&self) -> PathBuf {
+        self.meta().join("journal")
+    }
+
+    /// The journal of `module`.
+    pub fn journal(&self, module: &str) -> PathBuf {
+        self.journals().join(format!("{module}.journal"))
+    }
+
+    /// The backup folder of `module`.
+    pub fn backups(&self, module: &str) -> PathBuf {
+        self.meta().join("backup").join(module)
+    }
+
+    /// The staging folder (payloads by SHA-256).
+    pub fn staging(&self) -> PathBuf {
+        self.meta().join("staging")
+    }
+}
+
+fn io_error(module: &str, path: &Path) -> impl Fn(io::Error) -> ApplyError {
+    let (module, path) = (module.to_owned(), path.to_owned());
+    move |source| ApplyError::Io { module: module.clone(), path: path.clone(), source }
+}
+
+/// Renames `from` to `to` (creating `to`'s folder) and syncs both folders.
+fn rename_synced(from: &Path, to: &Path) -> io::Result<()> {
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::rename(from, to)?;
+    sync_parent(to)?;
+    sync_parent(from)
+}
+
+/// The temporary name a new file is written under before it is renamed over its target.
+fn incoming(target: &Path) -> PathBuf {
+    let mut name = target.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".upgram-new");
+    target.with_file_name(name)
+}
+
+/// Applies `ops` to `module` of the installation, all or nothing, and records `after` as the
+/// module's state. On error every change is undone before returning.
+pub fn apply_module(layout: &Layout, module: &str, ops: &[FileOp], after: InstalledModule) -> Result<(), ApplyError> {
+    let targets: Vec<PathBuf> =
+        ops.iter().map(|op| paths::resolve(&layout.root, op.file())).collect::<Result<_, _>>()?;
+    let journal_path = layout.journal(module);
+    if journal_path.exists() {
+        return Err(ApplyError::Unfinished { module: module.to_owned(), journal: journal_path });
+    }
+    fs::create_dir_all(layout.journals()).map_err(io_error(module, &layout.journals()))?;
+    let existed: Vec<bool> = targets.iter().map(|t| t.symlink_metadata().is_ok()).collect();
+    let mut journal = Journal::create(&journal_path)?;
+    journal.append(&Record::Begin {
+        module: module.to_owned(),
+        ops: ops.to_vec(),
+        existed: existed.clone(),
+        after: after.clone(),
+    })?;
+    failpoint("apply:begin");
+    let outcome = apply_ops(layout, module, ops, &targets, &existed, &mut journal);
+    if let Err(error) = outcome {
+        undo(layout, module, ops, &existed)?;
+        journal::remove(&journal_path)?;
+        return Err(error);
+    }
+    journal.append(&Record::Commit)?;
+    failpoint("apply:commit");
+    finish(layout, module, after)?;
+    Ok(())
+}
+
+fn apply_ops(
+    layout: &Layout,
+    module: &str,
+    ops: &[FileOp],
+    targets: &[PathBuf],
+    existed: &[bool],
+    journal: &mut Journal,
+) -> Result<(), ApplyError> {
+    for (index, (op, target)) in ops.iter().zip(targets).enumerate() {
+        if existed[index] {
+            journal.append(&Record::Backup { index })?;
+            let backup = layout.backups(module).join(op.file());
+            rename_synced(target, &backup).map_err(io_error(module, target))?;
+            failpoint(&format!("apply:backup:{index}"));
+        }
+        if let FileOp::Replace { staged, .. } = op {
+            let temp = incoming(target);
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).map_err(io_error(module, parent))?;
+            }
+            fs::copy(staged, &temp).map_err(io_error(module, &temp))?;
+            fs::File::open(&temp).and_then(|f| f.sync_all()).map_err(io_error(module, &temp))?;
+            journal.append(&Record::Install { index })?;
+            rename_synced(&temp, target).map_err(io_error(module, target))?;
+            failpoint(&format!("apply:install:{index}"));
+        }
+    }
+    Ok(())
+}
+
+/// Puts every target back as it was, from the backups; removes files that did not exist.
+fn undo(layout: &Layout, module: &str, ops: &[FileOp], existed: &[bool]) -> Result<(), ApplyError> {
+    for (index, op) in ops.iter().enumerate().rev() {
+        let target = paths::resolve(&layout.root, op.file())?;
+        let backup = layout.backups(module).join(op.file());
+        let _ = fs::remove_file(incoming(&target));
+        if backup.symlink_metadata().is_ok() {
+            rename_synced(&backup, &target).map_err(io_error(module, &target))?;
+        } else if !existed.get(index).copied().unwrap_or(true) && target.symlink_metadata().is_ok() {
+            fs::remove_file(&target).map_err(io_error(module, &target))?;
+            sync_parent(&target).map_err(io_error(module, &target))?;
+        }
+        failpoint(&format!("recover:undo:{index}"));
+    }
+    remove_backups(layout, module)
+}
+
+fn remove_backups(layout: &Layout, module: &str) -> Result<(), ApplyError> {
+    let backups = layout.backups(module);
+    match fs::remove_dir_all(&backups) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error(module, &backups)(e)),
+    }
+}
+
+/// After the commit: the state takes the new version, then backups and journal go.
+fn finish(layout: &Layout, module: &str, after: InstalledModule) -> Result<(), ApplyError> {
+    let mut state = InstalledState::load(&layout.state)?;
+    // Keep the frequent-file list the server gave unless the new entry brings one.
+    let frequent = state.modules.get(module).map(|m| m.frequent.clone()).unwrap_or_default();
+    let mut after = after;
+    if after.frequent.is_empty() {
+        after.frequent = frequent;
+    }
+    state.modules.insert(module.to_owned(), after);
+    if let Some(parent) = layout.state.parent() {
+        fs::create_dir_all(parent).map_err(io_error(module, parent))?;
+    }
+    state.save(&layout.state)?;
+    failpoint("apply:state");
+    remove_backups(layout, module)?;
+    journal::remove(&layout.journal(module))?;
+    Ok(())
+}
+
+/// What recovery did for one module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovered {
+    /// The upgrade had committed: it was finished.
+    Finished(String),
+    /// The upgrade had not committed: it was undone.
+    RolledBack(String),
+}
+
+/// Repairs every upgrade a crash interrupted (run at the start of every command).
+pub fn recover(layout: &Layout) -> Result<Vec<Recovered>, ApplyError> {
+    let mut done = Vec::new();
+    let Ok(entries) = fs::read_dir(layout.journals()) else { return Ok(done) };
+    let mut journals: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    journals.sort();
+    for path in journals.into_iter().filter(|p| p.extension().is_some_and(|e| e == "journal")) {
+        let (records, _) = journal::read::<Record>(&path)?;
+        let Some(Record::Begin { module, ops, existed, after }) = records.first().cloned() else {
+            // Torn before the first record was whole: nothing was touched.
+            journal::remove(&path)?;
+            continue;
+        };
+        if records.contains(&Record::Commit) {
+            failpoint("recover:forward");
+            finish(layout, &module, after)?;
+            done.push(Recovered::Finished(module));
+        } else {
+            undo(layout, &module, &ops, &existed)?;
+            journal::remove(&path)?;
+            done.push(Recovered::RolledBack(module));
+        }
+    }
+    Ok(done)
+}
+
+/// Whether every file of `module` in `state` is on disk with its recorded hash (a check for
+/// tests and `upgram status`).
+pub fn verify_module(layout: &Layout, module: &InstalledModule) -> Result<(), String> {
+    for (id, file) in &module.files {
+        let path = paths::resolve(&layout.root, id).map_err(|e| e.to_string())?;
+        let (found, _) = hash_file(&path).map_err(|e| format!("{id}: {e}"))?;
+        if Some(found) != Sha256Digest::from_hex(&file.sha256) {
+            return Err(format!("{id}: content differs from the recorded hash"));
+        }
+    }
+    Ok(())
+}

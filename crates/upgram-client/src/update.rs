@@ -1,0 +1,180 @@
+//! `upgram update` as a library call (C5, C6, C7; issue 5): plan the verified answers
+//! (dependencies first, forced upgrades always, optional ones per the caller's choice), stage
+//! every payload of a module, then apply it all or nothing; a module whose dependency failed is
+//! not applied.
+//!
+//! Record files are merged with their record delta when the installed file is the delta's base
+//! and the result hashes as signed; otherwise the whole file is fetched (C7). Install packages
+//! are not run yet: such modules are reported as skipped and left untouched, and so are the
+//! modules that depend on them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use upgram_core::Sha256Digest;
+use upgram_core::body::{FileAction, FileEntry, ModuleAnswer, UpgradeInfo};
+use upgram_core::plan::{Choice, Offer, PlanError, plan};
+use upgram_core::records::apply_delta;
+use upgram_core::version::Version;
+
+use crate::apply::{FileOp, Layout, apply_module};
+use crate::fetch::Fetcher;
+use crate::staging::{stage, staged_path};
+use crate::state::{InstalledFile, InstalledModule, InstalledState};
+
+/// What happened to one module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Upgraded from the first version to the second.
+    Upgraded(Option<String>, String),
+    /// Not applied, and why.
+    Skipped(String),
+    /// Failed and rolled back, and why.
+    Failed(String),
+}
+
+/// One line of the update summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleOutcome {
+    /// Module id.
+    pub id: String,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// The plan as ids and versions, for a dry run.
+pub fn plan_lines(
+    answers: &[ModuleAnswer<'_>],
+    state: &InstalledState,
+    choice: &Choice<'_>,
+) -> Result<Vec<(String, Option<String>, String, bool)>, PlanError> {
+    let offers: Vec<Offer<'_>> = answers.iter().filter_map(Offer::from_answer).collect();
+    let installed = installed_versions(state);
+    Ok(plan(&offers, &installed, choice)?
+        .steps
+        .iter()
+        .map(|s| (s.id.to_owned(), s.from.as_ref().map(Version::to_string), s.to.to_string(), s.forced))
+        .collect())
+}
+
+fn installed_versions(state: &InstalledState) -> BTreeMap<String, Version<'static>> {
+    state
+        .modules
+        .iter()
+        .filter_map(|(id, m)| Some((id.clone(), Version::parse(&m.version).ok()?.into_owned())))
+        .collect()
+}
+
+/// Plans and applies `answers` to the installation, in dependency order.
+pub async fn update(
+    fetcher: &impl Fetcher,
+    layout: &Layout,
+    answers: &[ModuleAnswer<'_>],
+    choice: &Choice<'_>,
+) -> Result<Vec<ModuleOutcome>, PlanError> {
+    let state = InstalledState::load(&layout.state).unwrap_or_default();
+    let offers: Vec<Offer<'_>> = answers.iter().filter_map(Offer::from_answer).collect();
+    let upgrade = plan(&offers, &installed_versions(&state), choice)?;
+    let mut failed: BTreeSet<String> = BTreeSet::new();
+    let mut outcomes = Vec::new();
+    for step in &upgrade.steps {
+        let Some(answer) = answers.iter().find(|a| a.id == step.id) else { continue };
+        let blocked = answer.requires.iter().find(|r| failed.contains(r.id.as_ref()));
+        let outcome = match blocked {
+            Some(r) => Outcome::Skipped(format!("its dependency {} was not upgraded", r.id)),
+            None => apply_answer(fetcher, layout, answer).await,
+        };
+        if !matches!(outcome, Outcome::Upgraded(..)) {
+            failed.insert(step.id.to_owned());
+        }
+        outcomes.push(ModuleOutcome { id: step.id.to_owned(), outcome });
+    }
+    Ok(outcomes)
+}
+
+async fn apply_answer(fetcher: &impl Fetcher, layout: &Layout, answer: &ModuleAnswer<'_>) -> Outcome {
+    let id = answer.id.as_ref();
+    let Some(latest) = answer.latest.as_ref().map(Version::to_string) else {
+        return Outcome::Failed("the answer has no latest version".into());
+    };
+    let files = match &answer.upgrade {
+        UpgradeInfo::Files(files) => files,
+        UpgradeInfo::Package(_) => return Outcome::Skipped("install packages are not run yet (issue 5)".into()),
+        UpgradeInfo::None => return Outcome::Skipped("nothing to apply".into()),
+    };
+    let state = InstalledState::load(&layout.state).unwrap_or_default();
+    let before = state.modules.get(id).cloned();
+    let mut after =
+        before.clone().unwrap_or(InstalledModule { version: latest.clone(), files: BTreeMap::new(), frequent: vec![] });
+    after.version = latest.clone();
+    let mut ops = Vec::new();
+    for file in files {
+        match stage_file(fetcher, layout, before.as_ref(), file).await {
+            Ok(Some((staged, sha256))) => {
+                after.files.insert(
+                    file.id.to_string(),
+                    InstalledFile { version: file.version.to_string(), sha256: sha256.to_hex() },
+                );
+                ops.push(FileOp::Replace { file: file.id.to_string(), staged, sha256: sha256.to_hex() });
+            }
+            Ok(None) => {
+                after.files.remove(file.id.as_ref());
+                ops.push(FileOp::Delete { file: file.id.to_string() });
+            }
+            Err(reason) => return Outcome::Failed(format!("staging {}: {reason} (nothing changed)", file.id)),
+        }
+    }
+    match apply_module(layout, id, &ops, after) {
+        Ok(()) => Outcome::Upgraded(before.map(|b| b.version), latest),
+        Err(error) => Outcome::Failed(error.to_string()),
+    }
+}
+
+/// Stages one file entry: `Some((staged file, its hash))` for a new content, `None` for a
+/// deletion.
+async fn stage_file(
+    fetcher: &impl Fetcher,
+    layout: &Layout,
+    installed: Option<&InstalledModule>,
+    file: &FileEntry<'_>,
+) -> Result<Option<(PathBuf, Sha256Digest)>, String> {
+    let dir = layout.staging();
+    let payload = match &file.action {
+        FileAction::Delete => return Ok(None),
+        FileAction::Replace(payload) => payload,
+        FileAction::Incremental { payload, delta } => {
+            let base =
+                installed.and_then(|m| m.files.get(file.id.as_ref())).filter(|f| f.version == delta.from.to_string());
+            if base.is_some() {
+                if let Some(merged) = merge_delta(fetcher, layout, file, delta, &payload.sha256).await {
+                    return Ok(Some((merged, payload.sha256)));
+                }
+            }
+            payload
+        }
+    };
+    let staged = stage(fetcher, &payload.url, payload.size, &payload.sha256, &dir).await.map_err(|e| e.to_string())?;
+    Ok(Some((staged, payload.sha256)))
+}
+
+/// The merged record file, staged, if the delta applies to the installed file and the result
+/// hashes as signed; `None` sends the caller to the whole file (C7).
+async fn merge_delta(
+    fetcher: &impl Fetcher,
+    layout: &Layout,
+    file: &FileEntry<'_>,
+    delta: &upgram_core::body::Delta<'_>,
+    expected: &Sha256Digest,
+) -> Option<PathBuf> {
+    let dir = layout.staging();
+    let patch = stage(fetcher, &delta.payload.url, delta.payload.size, &delta.payload.sha256, &dir).await.ok()?;
+    let target = crate::paths::resolve(&layout.root, &file.id).ok()?;
+    let merged = apply_delta(&std::fs::read(target).ok()?, &std::fs::read(patch).ok()?).ok()?;
+    if Sha256Digest::of(&merged) != *expected {
+        return None;
+    }
+    let path = staged_path(&dir, expected);
+    std::fs::write(&path, &merged).ok()?;
+    std::fs::File::open(&path).and_then(|f| f.sync_all()).ok()?;
+    Some(path)
+}
