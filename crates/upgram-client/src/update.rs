@@ -42,18 +42,36 @@ pub struct ModuleOutcome {
     pub outcome: Outcome,
 }
 
-/// The plan as ids and versions, for a dry run.
+/// One step of a plan, for a dry run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanLine {
+    /// Module id.
+    pub id: String,
+    /// Installed version, if any.
+    pub from: Option<String>,
+    /// The version it would go to.
+    pub to: String,
+    /// Whether the upgrade is forced.
+    pub forced: bool,
+}
+
+/// The plan, dependencies first, for a dry run.
 pub fn plan_lines(
     answers: &[ModuleAnswer<'_>],
     state: &InstalledState,
     choice: &Choice<'_>,
-) -> Result<Vec<(String, Option<String>, String, bool)>, PlanError> {
+) -> Result<Vec<PlanLine>, PlanError> {
     let offers: Vec<Offer<'_>> = answers.iter().filter_map(Offer::from_answer).collect();
     let installed = installed_versions(state);
     Ok(plan(&offers, &installed, choice)?
         .steps
         .iter()
-        .map(|s| (s.id.to_owned(), s.from.as_ref().map(Version::to_string), s.to.to_string(), s.forced))
+        .map(|s| PlanLine {
+            id: s.id.to_owned(),
+            from: s.from.as_ref().map(Version::to_string),
+            to: s.to.to_string(),
+            forced: s.forced,
+        })
         .collect())
 }
 
