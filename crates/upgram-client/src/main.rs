@@ -302,13 +302,9 @@ fn update(settings: Settings, yes: bool, only_forced: bool, dry_run: bool) -> Ex
     };
     let rows: Vec<Vec<String>> = lines
         .iter()
-        .map(|(id, from, to, forced)| {
-            vec![
-                id.clone(),
-                from.clone().unwrap_or_else(|| "-".into()),
-                to.clone(),
-                if *forced { "forced".into() } else { String::new() },
-            ]
+        .map(|l| {
+            let flags = if l.forced { "forced".to_owned() } else { String::new() };
+            vec![l.id.clone(), l.from.clone().unwrap_or_else(|| "-".into()), l.to.clone(), flags]
         })
         .collect();
     if dry_run {

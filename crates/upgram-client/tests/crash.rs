@@ -8,13 +8,13 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::binaries::{ServerProcess, serve_releases, upgram, upgram_env};
+use common::binaries::{ReleaseFiles, ServerProcess, serve_releases, upgram, upgram_env};
 use upgram_client::apply::Record;
 use upgram_client::journal::{self, Journal};
 use upgram_core::Sha256Digest;
 
 /// app 1.0: a.txt, b.txt, c.txt. app 1.1: a.txt changed, b.txt deleted, c.txt kept, sub/d.txt added.
-fn releases() -> Vec<(&'static str, &'static str, Vec<(&'static str, &'static [u8])>)> {
+fn releases() -> Vec<ReleaseFiles<'static>> {
     vec![
         ("app", "1.0", vec![("a.txt", b"a one".as_slice()), ("b.txt", b"b one"), ("c.txt", b"c same")]),
         ("app", "1.1", vec![("a.txt", b"a two".as_slice()), ("c.txt", b"c same"), ("sub/d.txt", b"d new")]),

@@ -41,8 +41,11 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Publishes each `(module, version, files)` release into `root/catalog`, then serves it.
-pub fn serve_releases(root: &Path, releases: &[(&str, &str, Vec<(&str, &[u8])>)]) -> ServerProcess {
+/// A release to publish: module, version, and its files (path, content).
+pub type ReleaseFiles<'a> = (&'a str, &'a str, Vec<(&'a str, &'a [u8])>);
+
+/// Publishes each release into `root/catalog`, then serves it.
+pub fn serve_releases(root: &Path, releases: &[ReleaseFiles<'_>]) -> ServerProcess {
     let catalog = root.join("catalog");
     for (module, version, files) in releases {
         let folder = root.join(format!("{module}-{version}"));
