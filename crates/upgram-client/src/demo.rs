@@ -3,7 +3,8 @@
 //! and checks a scratch installation against it, showing each step: a module-level check whose
 //! answer is too large for a datagram and arrives as a signed fallback, the signature and the
 //! document verified, the server's frequent-file hint taken, a file-level check of that
-//! frequent file answered with a record delta, and the upgrade plan, dependencies first.
+//! frequent file answered with a record delta, the upgrade plan, dependencies first, and the
+//! upgrade itself, applied to the scratch installation and checked file by file.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,7 +13,9 @@ use std::sync::Arc;
 
 use rand::RngCore;
 use upgram_client::Client;
+use upgram_client::apply::{Layout, verify_module};
 use upgram_client::state::{InstalledFile, InstalledModule, InstalledState};
+use upgram_client::update::Outcome;
 use upgram_core::body::{FileAction, UpgradeInfo};
 use upgram_core::cookie::CookieSecret;
 use upgram_core::plan::{Choice, Offer, plan};
@@ -42,11 +45,18 @@ fn publish_demo(catalog_dir: &Path) -> Result<Catalog, String> {
     catalog::load(catalog_dir).map_err(|e| e.to_string())
 }
 
-/// An installation at the oldest release of every module, files as the catalog describes them.
-fn scratch_installation(catalog: &Catalog) -> InstalledState {
+/// An installation at the oldest release of every module: its files written under `root` from
+/// the catalog's store, and its state.
+fn scratch_installation(catalog: &Catalog, catalog_dir: &Path, root: &Path) -> Result<InstalledState, String> {
     let mut state = InstalledState::default();
     for (id, module) in &catalog.modules {
         let Some(first) = module.releases.first() else { continue };
+        for file in &first.files {
+            let target = root.join(&file.id);
+            let blob = catalog::store::blob_path(catalog_dir, &file.blob.sha256);
+            std::fs::create_dir_all(target.parent().unwrap_or(root)).map_err(|e| e.to_string())?;
+            std::fs::copy(&blob, &target).map_err(|e| format!("{}: {e}", blob.display()))?;
+        }
         let files: BTreeMap<String, InstalledFile> = first
             .files
             .iter()
@@ -56,7 +66,7 @@ fn scratch_installation(catalog: &Catalog) -> InstalledState {
             .modules
             .insert(id.clone(), InstalledModule { version: first.version.to_string(), files, frequent: vec![] });
     }
-    state
+    Ok(state)
 }
 
 struct RunningServer {
@@ -101,7 +111,13 @@ fn run_in(scratch: &Path) -> Result<(), String> {
     step("1. The publisher builds a catalog from demo/releases (S2)");
     let catalog_dir = scratch.join("catalog");
     let catalog = publish_demo(&catalog_dir)?;
-    let mut state = scratch_installation(&catalog);
+    let root = scratch.join("installation");
+    let layout = Layout::new(&root);
+    let mut state = scratch_installation(&catalog, &catalog_dir, &root)?;
+    state.save(&layout.state).or_else(|_| {
+        std::fs::create_dir_all(root.join(".upgram")).map_err(|e| e.to_string())?;
+        state.save(&layout.state).map_err(|e| e.to_string())
+    })?;
 
     step("2. The reference server starts on loopback, with a fresh signing key");
     let mut seed = [0u8; 32];
@@ -112,7 +128,7 @@ fn run_in(scratch: &Path) -> Result<(), String> {
     let server = runtime.block_on(start_server(catalog, &catalog_dir, signer))?;
     let client = Client::builder().server(server.udp).public_key(public_key).build().map_err(|e| e.to_string())?;
 
-    step("3. A scratch installation, every module at its oldest release");
+    step(&format!("3. A scratch installation in {}, every module at its oldest release", root.display()));
     for (id, module) in &state.modules {
         println!("  {id:<14} {:<6} {} files", module.version, module.files.len());
     }
@@ -168,7 +184,28 @@ fn run_in(scratch: &Path) -> Result<(), String> {
         let forced = if s.forced { "  (forced)" } else { "" };
         println!("  {}. {:<14} {} -> {}{forced}", i + 1, s.id, from, s.to);
     }
-    println!("\n(`upgram update` will apply this plan once the apply engine lands.)");
+    state.save(&layout.state).map_err(|e| e.to_string())?;
+
+    step("8. The update: each payload staged and hash-checked, then each module applied all or nothing");
+    let outcomes = runtime
+        .block_on(upgram_client::update::update(client.fetcher(), &layout, &answers, &Choice::All))
+        .map_err(|e| e.to_string())?;
+    for outcome in &outcomes {
+        let what = match &outcome.outcome {
+            Outcome::Upgraded(from, to) => format!("upgraded {} -> {to}", from.as_deref().unwrap_or("-")),
+            Outcome::Skipped(why) => format!("skipped: {why}"),
+            Outcome::Failed(why) => format!("FAILED: {why}"),
+        };
+        println!("  {:<14} {what}", outcome.id);
+    }
+
+    step("9. Every upgraded module checked on disk against the signed hashes");
+    let after = InstalledState::load(&layout.state).map_err(|e| e.to_string())?;
+    for outcome in outcomes.iter().filter(|o| matches!(o.outcome, Outcome::Upgraded(..))) {
+        let module = &after.modules[&outcome.id];
+        verify_module(&layout, module).map_err(|e| format!("{}: {e}", outcome.id))?;
+        println!("  {:<14} {} files at {}, every one as signed", outcome.id, module.files.len(), module.version);
+    }
     let _ = server.stop.send(true);
     Ok(())
 }
