@@ -78,12 +78,12 @@ pub fn records(data: &[u8]) {
     let Ok(base_file) = RecordFile::decode(base) else {
         return;
     };
-    if let Ok(parsed) = RecordDelta::decode(delta) {
-        if let Ok(merged) = merge(&base_file, &parsed) {
-            let mut bytes = Vec::new();
-            merged.encode(&mut bytes);
-            assert_eq!(RecordFile::decode(&bytes).expect("merged file decodes"), merged);
-        }
+    if let Ok(parsed) = RecordDelta::decode(delta)
+        && let Ok(merged) = merge(&base_file, &parsed)
+    {
+        let mut bytes = Vec::new();
+        merged.encode(&mut bytes);
+        assert_eq!(RecordFile::decode(&bytes).expect("merged file decodes"), merged);
     }
     if let Ok(other) = RecordFile::decode(delta) {
         let forward = diff(&base_file, &other);

@@ -118,6 +118,12 @@ pub enum ApplyError {
         #[source]
         source: io::Error,
     },
+    /// Another process holds the installation's lock.
+    #[error("another upgram is working on this installation ({} is locked); try again when it is done", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// An earlier upgrade of this module was interrupted: run `upgram recover` first.
     #[error("module `{module}` has an unfinished upgrade ({}): run `upgram recover`", journal.display())]
     Unfinished {
@@ -304,6 +310,26 @@ pub enum Recovered {
     Finished(String),
     /// The upgrade had not committed: it was undone.
     RolledBack(String),
+}
+
+/// The installation's lock, held while a process changes it; released when dropped, or by the
+/// operating system when the process dies.
+#[derive(Debug)]
+pub struct InstallationLock {
+    _file: fs::File,
+}
+
+/// Takes the lock of the installation, or fails at once if another process holds it.
+pub fn lock(layout: &Layout) -> Result<InstallationLock, ApplyError> {
+    let path = layout.meta().join("lock");
+    fs::create_dir_all(layout.meta()).map_err(io_error("", &path))?;
+    let file =
+        fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_error("", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(InstallationLock { _file: file }),
+        Err(fs::TryLockError::WouldBlock) => Err(ApplyError::Locked { path }),
+        Err(fs::TryLockError::Error(e)) => Err(io_error("", &path)(e)),
+    }
 }
 
 /// Repairs every upgrade a crash interrupted (run at the start of every command).

@@ -32,10 +32,10 @@ pub fn inspect(input: &[u8]) -> Result<Value, InspectError> {
     if input.starts_with(&MAGIC) {
         return datagram(input);
     }
-    if let Some(bytes) = from_hex(input) {
-        if bytes.starts_with(&MAGIC) {
-            return datagram(&bytes);
-        }
+    if let Some(bytes) = from_hex(input)
+        && bytes.starts_with(&MAGIC)
+    {
+        return datagram(&bytes);
     }
     body(trim(input))
 }
@@ -75,7 +75,7 @@ fn trim(input: &[u8]) -> &[u8] {
 /// Hex digits with any whitespace between them, as the vectors write datagrams.
 fn from_hex(input: &[u8]) -> Option<Vec<u8>> {
     let digits: Vec<u8> = input.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.is_empty() || digits.len() % 2 != 0 || !digits.iter().all(u8::is_ascii_hexdigit) {
+    if digits.is_empty() || !digits.len().is_multiple_of(2) || !digits.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
     digits.chunks(2).map(|pair| std::str::from_utf8(pair).ok().and_then(|p| u8::from_str_radix(p, 16).ok())).collect()

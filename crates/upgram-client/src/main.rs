@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use upgram_client::apply::{Layout, recover};
+use upgram_client::apply::{Layout, lock, recover};
 use upgram_client::config::{ConfigFile, parse_public_key, resolve_servers, state_path};
 use upgram_client::state::InstalledState;
 use upgram_client::update::{Outcome, plan_lines};
@@ -286,6 +286,11 @@ fn update(settings: Settings, yes: bool, only_forced: bool, dry_run: bool) -> Ex
         Ok(root) => root.to_owned(),
         Err(e) => return usage_error(e),
     };
+    // One process at a time changes an installation.
+    let _lock = match lock(&Layout::new(&root)) {
+        Ok(lock) => lock,
+        Err(e) => return fail(e),
+    };
     let (client, state, report) = match run_check(&settings, &root) {
         Ok(done) => done,
         Err(code) => return code,
@@ -356,7 +361,12 @@ fn recover_command(settings: Settings) -> ExitCode {
         Ok(root) => root.to_owned(),
         Err(e) => return usage_error(e),
     };
-    match recover(&Layout::new(&root)) {
+    let layout = Layout::new(&root);
+    let _lock = match lock(&layout) {
+        Ok(lock) => lock,
+        Err(e) => return fail(e),
+    };
+    match recover(&layout) {
         Ok(done) if done.is_empty() => {
             print_line("nothing to recover");
             ExitCode::SUCCESS

@@ -163,10 +163,10 @@ async fn stage_file(
         FileAction::Incremental { payload, delta } => {
             let base =
                 installed.and_then(|m| m.files.get(file.id.as_ref())).filter(|f| f.version == delta.from.to_string());
-            if base.is_some() {
-                if let Some(merged) = merge_delta(fetcher, layout, file, delta, &payload.sha256).await {
-                    return Ok(Some((merged, payload.sha256)));
-                }
+            if base.is_some()
+                && let Some(merged) = merge_delta(fetcher, layout, file, delta, &payload.sha256).await
+            {
+                return Ok(Some((merged, payload.sha256)));
             }
             payload
         }

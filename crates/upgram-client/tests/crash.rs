@@ -237,3 +237,24 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn a_second_concurrent_update_is_refused_by_the_lock() {
+    let work = tempfile::tempdir().unwrap();
+    let server = serve_releases(&work.path().join("server"), &releases());
+    let root = work.path().join("install");
+    install_old(&root);
+    // Another process's lock, held here.
+    let held = upgram_client::apply::lock(&upgram_client::apply::Layout::new(&root)).unwrap();
+    let root_str = root.to_str().unwrap();
+    let mut argv = vec!["update", "--yes"];
+    argv.extend(args(&server, root_str));
+    let (code, _, err) = upgram(&argv);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("another upgram is working on this installation"), "{err}");
+    assert_eq!(assert_consistent(&root, "refused"), "1.0", "nothing changed");
+    drop(held);
+    let (code, out, err) = upgram(&argv);
+    assert_eq!(code, 0, "once the lock is free: {out}{err}");
+    assert_eq!(assert_consistent(&root, "after"), "1.1");
+}

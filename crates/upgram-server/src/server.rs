@@ -146,10 +146,10 @@ impl Shared {
     }
 
     fn keep_document(&self, sha256: Sha256Digest, bytes: &[u8], expires: u64) {
-        if let Some(dir) = &self.config.docs_dir {
-            if let Err(e) = write_document(dir, &sha256, bytes) {
-                tracing::warn!("cannot write fallback document {sha256} to {}: {e}", dir.display());
-            }
+        if let Some(dir) = &self.config.docs_dir
+            && let Err(e) = write_document(dir, &sha256, bytes)
+        {
+            tracing::warn!("cannot write fallback document {sha256} to {}: {e}", dir.display());
         }
         let Ok(mut documents) = self.documents.lock() else {
             return;

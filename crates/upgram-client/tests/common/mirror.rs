@@ -107,10 +107,10 @@ fn find(state: &MirrorState, name: &str) -> Option<Bytes> {
 
 async fn document(State(state): State<Arc<MirrorState>>, Path(name): Path<String>) -> Response {
     state.requests.fetch_add(1, Ordering::SeqCst);
-    if let Behaviour::Redirects(n) = state.behaviour {
-        if n > 0 {
-            return redirect(n - 1, &name);
-        }
+    if let Behaviour::Redirects(n) = state.behaviour
+        && n > 0
+    {
+        return redirect(n - 1, &name);
     }
     let Some(bytes) = find(&state, &name) else { return (StatusCode::NOT_FOUND, "no such document\n").into_response() };
     answer(state.behaviour, bytes)

@@ -577,10 +577,10 @@ impl Upstream {
                 padding: frame.padding,
                 server_cookie: frame.server_cookie.is_some(),
             };
-            if let Ok(mut stats) = self.stats.lock() {
-                if stats.queries.len() < MAX_QUERIES_KEPT {
-                    stats.queries.push(seen);
-                }
+            if let Ok(mut stats) = self.stats.lock()
+                && stats.queries.len() < MAX_QUERIES_KEPT
+            {
+                stats.queries.push(seen);
             }
             if let Some(attacker) = &mut self.injector {
                 attacker.forge(&frame, packet.peer).await;
@@ -652,10 +652,10 @@ impl Downstream {
     async fn on_reply_path(&mut self, packet: Packet) {
         match Frame::decode(&packet.bytes).map(|f| f.kind) {
             Ok(MessageKind::Response | MessageKind::Fallback) => {
-                if let Ok(mut recorded) = self.recorded.lock() {
-                    if recorded.len() < MAX_RECORDED {
-                        recorded.push(packet.bytes.clone());
-                    }
+                if let Ok(mut recorded) = self.recorded.lock()
+                    && recorded.len() < MAX_RECORDED
+                {
+                    recorded.push(packet.bytes.clone());
                 }
             }
             Ok(MessageKind::CookieChallenge) => {
@@ -764,10 +764,10 @@ impl Attacker {
         let (front, stats) = (self.front.clone(), self.stats.clone());
         tokio::spawn(async move {
             tokio::time::sleep(lag).await;
-            if front.send_to(&datagram, client).await.is_ok() {
-                if let Ok(mut stats) = stats.lock() {
-                    *stats.forged.entry(kind).or_default() += 1;
-                }
+            if front.send_to(&datagram, client).await.is_ok()
+                && let Ok(mut stats) = stats.lock()
+            {
+                *stats.forged.entry(kind).or_default() += 1;
             }
         });
     }
