@@ -258,3 +258,39 @@ fn a_second_concurrent_update_is_refused_by_the_lock() {
     assert_eq!(code, 0, "once the lock is free: {out}{err}");
     assert_eq!(assert_consistent(&root, "after"), "1.1");
 }
+
+#[test]
+fn a_dry_run_changes_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let server = serve_releases(&work.path().join("server"), &releases());
+    let root = work.path().join("install");
+    install_old(&root);
+    let root_str = root.to_str().unwrap();
+    let mut argv = vec!["update", "--yes", "--dry-run"];
+    argv.extend(args(&server, root_str));
+    let (code, out, err) = upgram(&argv);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("app") && out.contains("1.0") && out.contains("1.1"), "the plan is printed: {out}");
+    assert_eq!(assert_consistent(&root, "dry run"), "1.0");
+    assert!(!root.join(".upgram/staging").exists(), "nothing was even downloaded");
+}
+
+#[test]
+fn a_symbolic_link_out_of_the_installation_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let server = serve_releases(&work.path().join("server"), &releases());
+    let root = work.path().join("install");
+    install_old(&root);
+    let outside = work.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    // 1.1 adds sub/d.txt: `sub` is a link to a folder outside the installation.
+    std::os::unix::fs::symlink(&outside, root.join("sub")).unwrap();
+    let root_str = root.to_str().unwrap();
+    let mut argv = vec!["update", "--yes"];
+    argv.extend(args(&server, root_str));
+    let (code, out, err) = upgram(&argv);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("symbolic link"), "the reason is given: {out}");
+    assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "nothing written outside the installation");
+    assert_eq!(std::fs::read(root.join("a.txt")).unwrap(), b"a one", "the module stayed at 1.0");
+}
