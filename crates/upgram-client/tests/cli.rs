@@ -2,66 +2,18 @@
 //! real server binary with a configuration file and flags, `--json`, `status`, and the
 //! documented exit codes.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
-const UPGRAM: &str = env!("CARGO_BIN_EXE_upgram");
+mod common;
+use common::binaries::{ServerProcess, run_server, serve_releases, upgram};
 
-fn server_binary() -> std::path::PathBuf {
-    // The server binary sits beside this one in target/<profile>/.
-    let dir = Path::new(UPGRAM).parent().expect("target folder");
-    dir.join("upgram-server")
-}
-
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run_server(args: &[&str]) -> String {
-    let output = Command::new(server_binary()).args(args).output().expect("upgram-server runs");
-    assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// A catalog with `app` 1.0 and 1.1 served by the real binary; returns it and its public key.
-fn server(root: &Path) -> (Server, String) {
-    let catalog = root.join("catalog");
-    for (version, content) in [("1.0", "one"), ("1.1", "two")] {
-        let folder = root.join(format!("app-{version}"));
-        std::fs::create_dir_all(&folder).unwrap();
-        std::fs::write(folder.join("app.txt"), content).unwrap();
-        run_server(&[
-            "publish",
-            "--catalog",
-            catalog.to_str().unwrap(),
-            "--module",
-            "app",
-            "--version",
-            version,
-            "--from",
-            folder.to_str().unwrap(),
-        ]);
-    }
-    let key = root.join("server.key");
-    let info = run_server(&["keygen", "--out", key.to_str().unwrap()]);
-    let public = info.lines().next().unwrap().trim_start_matches("public key: ").to_owned();
-    let mut child = Command::new(server_binary())
-        .args(["serve", "--catalog", catalog.to_str().unwrap(), "--key", key.to_str().unwrap()])
-        .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--public-url", "http://{http}/"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let udp = line.split_whitespace().next().unwrap().trim_start_matches("udp=").to_owned();
-    (Server(child, udp), public)
+/// `app` 1.0 and 1.1 served by the real binary.
+fn server(root: &Path) -> ServerProcess {
+    let releases = vec![
+        ("app", "1.0", vec![("app.txt", b"one".as_slice())]),
+        ("app", "1.1", vec![("app.txt", b"two".as_slice())]),
+    ];
+    serve_releases(root, &releases)
 }
 
 fn installation(root: &Path, version: &str) -> std::path::PathBuf {
@@ -72,29 +24,16 @@ fn installation(root: &Path, version: &str) -> std::path::PathBuf {
     install
 }
 
-fn upgram(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(UPGRAM).args(args).output().expect("upgram runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn check_status_and_exit_codes() {
     let root = tempfile::tempdir().unwrap();
-    if !server_binary().exists() {
-        // `cargo test --workspace` builds every binary first; a lone `-p upgram-client` may not.
-        let status = Command::new(env!("CARGO")).args(["build", "-q", "-p", "upgram-server"]).status().unwrap();
-        assert!(status.success());
-    }
-    let (server, public) = server(root.path());
+    let server = server(root.path());
+    let public = server.public_key.clone();
     let install = installation(root.path(), "1.0");
     let config = root.path().join("upgram.toml");
     std::fs::write(
         &config,
-        format!("servers = [\"{}\"]\npublic_keys = [\"{public}\"]\nroot = \"{}\"\n", server.1, install.display()),
+        format!("servers = [\"{}\"]\npublic_keys = [\"{public}\"]\nroot = \"{}\"\n", server.udp, install.display()),
     )
     .unwrap();
     let config = config.to_str().unwrap();
