@@ -52,7 +52,10 @@ fn catalog_and_installation() -> (Catalog, InstalledState) {
         ];
         catalog.modules.insert(id.clone(), Module { id: id.clone(), releases, frequent: vec![] });
         let version = if i % 10 == 0 { "1.0" } else { "1.1" };
-        state.modules.insert(id, InstalledModule { version: version.into(), files: BTreeMap::new(), frequent: vec![] });
+        state.modules.insert(
+            id,
+            InstalledModule { version: version.into(), files: BTreeMap::new(), frequent: vec![], ..Default::default() },
+        );
     }
     (catalog, state)
 }

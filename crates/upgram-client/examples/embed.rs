@@ -32,7 +32,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(path) => InstalledState::load(&path)?,
         None => {
             let mut state = InstalledState::default();
-            let module = InstalledModule { version: "1.0".into(), files: BTreeMap::new(), frequent: vec![] };
+            let module = InstalledModule {
+                version: "1.0".into(),
+                files: BTreeMap::new(),
+                frequent: vec![],
+                ..Default::default()
+            };
             state.modules.insert("main-program".into(), module);
             state
         }

@@ -13,9 +13,10 @@
 //!
 //! Crash tests: when the environment variable `UPGRAM_FAILPOINT` names a step (`apply:begin`,
 //! `apply:backup:N`, `apply:install:N`, `apply:commit`, `apply:state`, `recover:undo:N`,
-//! `recover:forward`), the process aborts right after that step's journal record, as `kill -9`
+//! `recover:forward`, `package:begin`, `package:ran`, `package:done`), the process aborts right after that step's journal record, as `kill -9`
 //! would stop it. Unset, it costs one environment lookup per step.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -92,6 +93,20 @@ pub enum Record {
     },
     /// Every file is done: from here on, recovery finishes instead of undoing.
     Commit,
+    /// An install package is about to run.
+    Package {
+        /// Module id.
+        module: String,
+        /// The module's state entry if it succeeds.
+        after: InstalledModule,
+        /// The module's recorded files and hashes before it runs: what recovery looks at.
+        recorded: BTreeMap<String, String>,
+    },
+    /// The package succeeded; `restart` if it asked for a restart.
+    PackageDone {
+        /// Exit status 3010 or 1641.
+        restart: bool,
+    },
 }
 
 /// Why a module could not be applied (it was rolled back) or recovered.
@@ -310,6 +325,73 @@ pub enum Recovered {
     Finished(String),
     /// The upgrade had not committed: it was undone.
     RolledBack(String),
+    /// An install package was interrupted before it changed any recorded file: nothing to do.
+    InstallNotStarted(String),
+    /// An install package was interrupted after it changed files: marked interrupted.
+    InstallInterrupted(String),
+}
+
+/// Runs an install package for `module` with a journal around it (SPEC.md §5.8): on success the
+/// state takes `after` (with the restart flag when asked for).
+pub fn install_package(
+    layout: &Layout,
+    module: &str,
+    program: &Path,
+    args: &[String],
+    mut after: InstalledModule,
+    timeout: std::time::Duration,
+) -> Result<crate::package::InstallResult, ApplyError> {
+    use crate::package::{InstallResult, run};
+    let journal_path = layout.journal(module);
+    if journal_path.exists() {
+        return Err(ApplyError::Unfinished { module: module.to_owned(), journal: journal_path });
+    }
+    fs::create_dir_all(layout.journals()).map_err(io_error(module, &layout.journals()))?;
+    let state = InstalledState::load(&layout.state)?;
+    let recorded: BTreeMap<String, String> = state
+        .modules
+        .get(module)
+        .map(|m| m.files.iter().map(|(id, f)| (id.clone(), f.sha256.clone())).collect())
+        .unwrap_or_default();
+    let mut journal = Journal::create(&journal_path)?;
+    journal.append(&Record::Package { module: module.to_owned(), after: after.clone(), recorded })?;
+    failpoint("package:begin");
+    let result = run(program, args, &layout.root, module, &after.version, timeout);
+    failpoint("package:ran");
+    match &result {
+        InstallResult::Success | InstallResult::SuccessRestart => {
+            let restart = result == InstallResult::SuccessRestart;
+            journal.append(&Record::PackageDone { restart })?;
+            failpoint("package:done");
+            after.restart_needed = restart;
+            finish(layout, module, after)?;
+        }
+        InstallResult::Failure(_) => journal::remove(&journal_path)?,
+    }
+    Ok(result)
+}
+
+/// After a crash while a package ran: did it change any recorded file?
+fn recover_package(
+    layout: &Layout,
+    module: &str,
+    recorded: &BTreeMap<String, String>,
+) -> Result<Recovered, ApplyError> {
+    let untouched = recorded.iter().all(|(id, sha)| {
+        paths::resolve(&layout.root, id)
+            .ok()
+            .and_then(|p| hash_file(&p).ok())
+            .is_some_and(|(found, _)| found.to_hex() == *sha)
+    });
+    if untouched {
+        return Ok(Recovered::InstallNotStarted(module.to_owned()));
+    }
+    let mut state = InstalledState::load(&layout.state)?;
+    if let Some(entry) = state.modules.get_mut(module) {
+        entry.interrupted = true;
+    }
+    state.save(&layout.state)?;
+    Ok(Recovered::InstallInterrupted(module.to_owned()))
 }
 
 /// The installation's lock, held while a process changes it; released when dropped, or by the
@@ -340,6 +422,17 @@ pub fn recover(layout: &Layout) -> Result<Vec<Recovered>, ApplyError> {
     journals.sort();
     for path in journals.into_iter().filter(|p| p.extension().is_some_and(|e| e == "journal")) {
         let (records, _) = journal::read::<Record>(&path)?;
+        if let Some(Record::Package { module, mut after, recorded }) = records.first().cloned() {
+            if let Some(Record::PackageDone { restart }) = records.get(1) {
+                after.restart_needed = *restart;
+                finish(layout, &module, after)?;
+                done.push(Recovered::Finished(module));
+            } else {
+                done.push(recover_package(layout, &module, &recorded)?);
+                journal::remove(&path)?;
+            }
+            continue;
+        }
         let Some(Record::Begin { module, ops, existed, after }) = records.first().cloned() else {
             // Torn before the first record was whole: nothing was touched.
             journal::remove(&path)?;

@@ -412,8 +412,12 @@ mod tests {
     #[test]
     fn downgrades_without_a_signed_rollback_are_refused() {
         let mut state = InstalledState::default();
-        let module =
-            crate::state::InstalledModule { version: "2.0".into(), files: Default::default(), frequent: vec![] };
+        let module = crate::state::InstalledModule {
+            version: "2.0".into(),
+            files: Default::default(),
+            frequent: vec![],
+            ..Default::default()
+        };
         state.modules.insert("m".into(), module);
         let mut answer = ModuleAnswer::new(Cow::Borrowed("m"), Status::Update, Some(Version::parse("1.0").unwrap()));
         assert!(is_refused_downgrade(&answer, &state));

@@ -62,9 +62,10 @@ fn scratch_installation(catalog: &Catalog, catalog_dir: &Path, root: &Path) -> R
             .iter()
             .map(|f| (f.id.clone(), InstalledFile { version: f.version.to_string(), sha256: f.blob.sha256.to_hex() }))
             .collect();
-        state
-            .modules
-            .insert(id.clone(), InstalledModule { version: first.version.to_string(), files, frequent: vec![] });
+        state.modules.insert(
+            id.clone(),
+            InstalledModule { version: first.version.to_string(), files, frequent: vec![], ..Default::default() },
+        );
     }
     Ok(state)
 }
@@ -193,6 +194,9 @@ fn run_in(scratch: &Path) -> Result<(), String> {
     for outcome in &outcomes {
         let what = match &outcome.outcome {
             Outcome::Upgraded(from, to) => format!("upgraded {} -> {to}", from.as_deref().unwrap_or("-")),
+            Outcome::UpgradedNeedsRestart(from, to) => {
+                format!("upgraded {} -> {to} by its package; restart needed", from.as_deref().unwrap_or("-"))
+            }
             Outcome::Skipped(why) => format!("skipped: {why}"),
             Outcome::Failed(why) => format!("FAILED: {why}"),
         };
@@ -201,8 +205,14 @@ fn run_in(scratch: &Path) -> Result<(), String> {
 
     step("9. Every upgraded module checked on disk against the signed hashes");
     let after = InstalledState::load(&layout.state).map_err(|e| e.to_string())?;
-    for outcome in outcomes.iter().filter(|o| matches!(o.outcome, Outcome::Upgraded(..))) {
+    for outcome in
+        outcomes.iter().filter(|o| matches!(o.outcome, Outcome::Upgraded(..) | Outcome::UpgradedNeedsRestart(..)))
+    {
         let module = &after.modules[&outcome.id];
+        if module.files.is_empty() {
+            println!("  {:<14} installed at {} by its package (verified before it ran)", outcome.id, module.version);
+            continue;
+        }
         verify_module(&layout, module).map_err(|e| format!("{}: {e}", outcome.id))?;
         println!("  {:<14} {} files at {}, every one as signed", outcome.id, module.files.len(), module.version);
     }

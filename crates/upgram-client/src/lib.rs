@@ -13,6 +13,7 @@
 //!
 //! - [`apply`]: one module's file list applied all or nothing, with rollback and `recover`;
 //! - [`journal`]: the append-only, checksummed journal the apply engine writes before each step;
+//! - [`package`]: install packages run without a shell, under a timeout, exit codes mapped;
 //! - [`paths`]: where a file id lands under the installation root, symbolic links refused;
 //! - [`staging`]: payloads downloaded, resumed, capped, hash-checked and synced before use.
 //!
@@ -28,6 +29,7 @@ pub mod config;
 pub mod fetch;
 pub mod inspect;
 pub mod journal;
+pub mod package;
 pub mod paths;
 pub mod staging;
 pub mod state;

@@ -332,6 +332,13 @@ fn update(settings: Settings, yes: bool, only_forced: bool, dry_run: bool) -> Ex
             Outcome::Upgraded(from, to) => {
                 vec![o.id.clone(), "upgraded".into(), format!("{} -> {to}", from.as_deref().unwrap_or("-"))]
             }
+            Outcome::UpgradedNeedsRestart(from, to) => {
+                vec![
+                    o.id.clone(),
+                    "upgraded".into(),
+                    format!("{} -> {to}; restart needed", from.as_deref().unwrap_or("-")),
+                ]
+            }
             Outcome::Skipped(why) => vec![o.id.clone(), "skipped".into(), why.clone()],
             Outcome::Failed(why) => vec![o.id.clone(), "failed".into(), why.clone()],
         })

@@ -50,7 +50,7 @@ pub struct InstalledFile {
 }
 
 /// A module as installed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstalledModule {
     /// Its version.
     pub version: String,
@@ -60,6 +60,13 @@ pub struct InstalledModule {
     /// The files the server says change often: sent as file-level entries \[0078\].
     #[serde(default)]
     pub frequent: Vec<String>,
+    /// Its install package asked for a restart of the application or system (exit 3010/1641).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restart_needed: bool,
+    /// An install package was interrupted and changed files: its state is unknown, so updates
+    /// do not run its package again until it is repaired (reinstalled).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// Cookies cached for one server.

@@ -5,8 +5,7 @@
 //!
 //! Record files are merged with their record delta when the installed file is the delta's base
 //! and the result hashes as signed; otherwise the whole file is fetched (C7). Install packages
-//! are not run yet: such modules are reported as skipped and left untouched, and so are the
-//! modules that depend on them.
+//! are staged, verified and run ([`crate::package`]), with a journal around the run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -22,11 +21,16 @@ use crate::fetch::Fetcher;
 use crate::staging::{stage, staged_path};
 use crate::state::{InstalledFile, InstalledModule, InstalledState};
 
+/// How long an install package may run (SPEC.md §5.8 recommends 15 minutes).
+pub const INSTALLER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// What happened to one module.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Upgraded from the first version to the second.
     Upgraded(Option<String>, String),
+    /// Upgraded by its install package, which asks for a restart of the application or system.
+    UpgradedNeedsRestart(Option<String>, String),
     /// Not applied, and why.
     Skipped(String),
     /// Failed and rolled back, and why.
@@ -102,7 +106,7 @@ pub async fn update(
             Some(r) => Outcome::Skipped(format!("its dependency {} was not upgraded", r.id)),
             None => apply_answer(fetcher, layout, answer).await,
         };
-        if !matches!(outcome, Outcome::Upgraded(..)) {
+        if !matches!(outcome, Outcome::Upgraded(..) | Outcome::UpgradedNeedsRestart(..)) {
             failed.insert(step.id.to_owned());
         }
         outcomes.push(ModuleOutcome { id: step.id.to_owned(), outcome });
@@ -115,15 +119,19 @@ async fn apply_answer(fetcher: &impl Fetcher, layout: &Layout, answer: &ModuleAn
     let Some(latest) = answer.latest.as_ref().map(Version::to_string) else {
         return Outcome::Failed("the answer has no latest version".into());
     };
-    let files = match &answer.upgrade {
-        UpgradeInfo::Files(files) => files,
-        UpgradeInfo::Package(_) => return Outcome::Skipped("install packages are not run yet (issue 5)".into()),
-        UpgradeInfo::None => return Outcome::Skipped("nothing to apply".into()),
-    };
     let state = InstalledState::load(&layout.state).unwrap_or_default();
     let before = state.modules.get(id).cloned();
-    let mut after =
-        before.clone().unwrap_or(InstalledModule { version: latest.clone(), files: BTreeMap::new(), frequent: vec![] });
+    let files = match &answer.upgrade {
+        UpgradeInfo::Files(files) => files,
+        UpgradeInfo::Package(package) => return apply_package(fetcher, layout, id, before, latest, package).await,
+        UpgradeInfo::None => return Outcome::Skipped("nothing to apply".into()),
+    };
+    let mut after = before.clone().unwrap_or(InstalledModule {
+        version: latest.clone(),
+        files: BTreeMap::new(),
+        frequent: vec![],
+        ..Default::default()
+    });
     after.version = latest.clone();
     let mut ops = Vec::new();
     for file in files {
@@ -145,6 +153,53 @@ async fn apply_answer(fetcher: &impl Fetcher, layout: &Layout, answer: &ModuleAn
     match apply_module(layout, id, &ops, after) {
         Ok(()) => Outcome::Upgraded(before.map(|b| b.version), latest),
         Err(error) => Outcome::Failed(error.to_string()),
+    }
+}
+
+/// Stages and runs an install package.
+async fn apply_package(
+    fetcher: &impl Fetcher,
+    layout: &Layout,
+    id: &str,
+    before: Option<InstalledModule>,
+    latest: String,
+    package: &upgram_core::body::Package<'_>,
+) -> Outcome {
+    use crate::package::{InstallResult, prepare, split_args};
+    if before.as_ref().is_some_and(|m| m.interrupted) {
+        return Outcome::Skipped(
+            "an earlier install of this module was interrupted: repair (reinstall) it first".into(),
+        );
+    }
+    let payload = &package.payload;
+    let staged = match stage(fetcher, &payload.url, payload.size, &payload.sha256, &layout.staging()).await {
+        Ok(staged) => staged,
+        Err(e) => return Outcome::Failed(format!("staging the package: {e} (nothing changed)")),
+    };
+    let run_dir = layout.staging().join("run");
+    let program = match prepare(&staged, &run_dir, &format!("{id}-{latest}")) {
+        Ok(program) => program,
+        Err(e) => return Outcome::Failed(format!("preparing the package: {e} (nothing changed)")),
+    };
+    // A package replaces the module as a whole: its files are the installer's business now.
+    let after = InstalledModule {
+        version: latest.clone(),
+        frequent: before.as_ref().map(|b| b.frequent.clone()).unwrap_or_default(),
+        ..Default::default()
+    };
+    let from = before.map(|b| b.version);
+    match crate::apply::install_package(
+        layout,
+        id,
+        &program,
+        &split_args(package.args.as_deref()),
+        after,
+        INSTALLER_TIMEOUT,
+    ) {
+        Ok(InstallResult::Success) => Outcome::Upgraded(from, latest),
+        Ok(InstallResult::SuccessRestart) => Outcome::UpgradedNeedsRestart(from, latest),
+        Ok(InstallResult::Failure(why)) => Outcome::Failed(why),
+        Err(e) => Outcome::Failed(e.to_string()),
     }
 }
 

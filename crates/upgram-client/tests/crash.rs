@@ -165,6 +165,8 @@ fn failpoint_after(record: &Record) -> String {
         Record::Backup { index } => format!("apply:backup:{index}"),
         Record::Install { index } => format!("apply:install:{index}"),
         Record::Commit => "apply:commit".into(),
+        Record::Package { .. } => "package:begin".into(),
+        Record::PackageDone { .. } => "package:done".into(),
     }
 }
 

@@ -70,6 +70,11 @@ pub fn serve_releases(root: &Path, releases: &[ReleaseFiles<'_>]) -> ServerProce
     let key = root.join("server.key");
     let info = run_server(&["keygen", "--out", key.to_str().unwrap()]);
     let public_key = info.lines().next().unwrap().trim_start_matches("public key: ").to_owned();
+    serve_catalog(&catalog, &key, public_key)
+}
+
+/// Serves `catalog` with `key` (whose public key is `public_key`).
+pub fn serve_catalog(catalog: &Path, key: &Path, public_key: String) -> ServerProcess {
     let mut child = Command::new(server_binary())
         .args(["serve", "--catalog", catalog.to_str().unwrap(), "--key", key.to_str().unwrap()])
         .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--public-url", "http://{http}/"])

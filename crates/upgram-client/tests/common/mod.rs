@@ -99,7 +99,12 @@ pub fn catalog(dir: &Path) -> Catalog {
 pub fn installed(modules: &[(&str, &str)]) -> InstalledState {
     let mut state = InstalledState::default();
     for (id, version) in modules {
-        let module = InstalledModule { version: (*version).into(), files: Default::default(), frequent: vec![] };
+        let module = InstalledModule {
+            version: (*version).into(),
+            files: Default::default(),
+            frequent: vec![],
+            ..Default::default()
+        };
         state.modules.insert((*id).into(), module);
     }
     state

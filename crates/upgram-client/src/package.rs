@@ -1,0 +1,109 @@
+//! Install packages (C8; SPEC.md §5.8, [0089]): the verified package is run directly, never
+//! through a shell, with its arguments split at spaces, in the installation root, under a
+//! timeout; its exit status maps to success, success-needs-restart (3010, 1641) or failure.
+//!
+//! Before it runs, the module's journal records the package and the hashes of the module's
+//! recorded files. A crash while it runs is judged on recovery by looking at the installation,
+//! not by running the installer again: if every recorded file still has its recorded hash, the
+//! installer changed nothing that is known and the journal is dropped (the next update may run
+//! it); otherwise the module is marked interrupted and updates refuse to run its package until
+//! it is repaired.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How an installer run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallResult {
+    /// Exit status 0.
+    Success,
+    /// Exit status 3010 or 1641: done, the application or system must restart.
+    SuccessRestart,
+    /// Anything else: another status, a signal, a timeout, or it could not start.
+    Failure(String),
+}
+
+/// The installer's arguments: `args` split at runs of spaces, no quoting (SPEC.md §5.8).
+pub fn split_args(args: Option<&str>) -> Vec<String> {
+    args.unwrap_or("").split(' ').filter(|a| !a.is_empty()).map(str::to_owned).collect()
+}
+
+/// Maps an exit code to a result.
+pub fn map_exit(code: Option<i32>) -> InstallResult {
+    match code {
+        Some(0) => InstallResult::Success,
+        Some(3010 | 1641) => InstallResult::SuccessRestart,
+        Some(code) => InstallResult::Failure(format!("the installer exited with status {code}")),
+        None => InstallResult::Failure("the installer was ended by a signal".into()),
+    }
+}
+
+/// Copies the staged package to `run_dir` as an executable and returns its path.
+pub fn prepare(staged: &Path, run_dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(run_dir)?;
+    let path = run_dir.join(name);
+    std::fs::copy(staged, &path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    std::fs::File::open(&path)?.sync_all()?;
+    Ok(path)
+}
+
+/// Runs `program` with `args` in `root`, with `UPGRAM_ROOT`, `UPGRAM_MODULE` and
+/// `UPGRAM_VERSION` set, killing it after `timeout`.
+pub fn run(
+    program: &Path,
+    args: &[String],
+    root: &Path,
+    module: &str,
+    version: &str,
+    timeout: Duration,
+) -> InstallResult {
+    let child = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .env("UPGRAM_ROOT", root)
+        .env("UPGRAM_MODULE", module)
+        .env("UPGRAM_VERSION", version)
+        .stdin(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => return InstallResult::Failure(format!("the installer could not start: {e}")),
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return map_exit(status.code()),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return InstallResult::Failure(format!(
+                    "the installer did not finish within {timeout:?} and was stopped"
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return InstallResult::Failure(format!("waiting for the installer: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_and_exit_codes() {
+        assert_eq!(split_args(Some("  /S  --quiet ")), ["/S", "--quiet"]);
+        assert!(split_args(None).is_empty());
+        assert_eq!(map_exit(Some(0)), InstallResult::Success);
+        assert_eq!(map_exit(Some(3010)), InstallResult::SuccessRestart);
+        assert_eq!(map_exit(Some(1641)), InstallResult::SuccessRestart);
+        assert!(matches!(map_exit(Some(1)), InstallResult::Failure(_)));
+        assert!(matches!(map_exit(None), InstallResult::Failure(_)));
+    }
+}
