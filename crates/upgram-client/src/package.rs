@@ -1,4 +1,4 @@
-//! Install packages (C8; SPEC.md §5.8, [0089]): the verified package is run directly, never
+//! Install packages (C8; SPEC.md §5.8, \[0089\]): the verified package is run directly, never
 //! through a shell, with its arguments split at spaces, in the installation root, under a
 //! timeout; its exit status maps to success, success-needs-restart (3010, 1641) or failure.
 //!
