@@ -21,7 +21,7 @@ use upgram_core::wire::MessageKind;
 
 use crate::fetch::{FetchError, Fetcher, HttpFetcher, fetch_document};
 use crate::state::InstalledState;
-use crate::transport::{CookieJar, Dropped, TransportConfig, TransportError, exchange_until};
+use crate::transport::{CookieJar, Dropped, TransportConfig, TransportError, exchange};
 
 /// Why a check failed.
 #[derive(Debug, Error)]
@@ -357,7 +357,7 @@ impl<F: Fetcher + 'static> Client<F> {
                 let _permit = limit.acquire_owned().await;
                 let (transport, keys, jar, dropped) = (&shared.transport, &shared.keys, &shared.jar, &shared.dropped);
                 let start = shared.preferred.load(Ordering::Relaxed);
-                let reply = exchange_until(&body, transport, keys, jar, start, dropped, deadline).await?;
+                let reply = exchange(&body, transport, keys, jar, start, dropped, deadline).await?;
                 if let Some(index) = transport.servers.iter().position(|s| *s == reply.server) {
                     shared.preferred.store(index, Ordering::Relaxed);
                 }

@@ -216,23 +216,12 @@ async fn fresh_socket(server: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// Sends `body` to the configured servers until a verified reply arrives or the deadline
-/// passes. `start` is the index of the server to try first (the one that last answered).
+/// Sends `body` to the configured servers until a verified reply arrives or `deadline`
+/// passes. `start` is the index of the server to try first (the one that last answered). The
+/// deadline is the whole operation's, shared by every part of a split query (SPEC.md §2.3: one
+/// deadline for all servers and all parts), so a part that waited for a free slot gets only what
+/// is left of it.
 pub async fn exchange(
-    body: &[u8],
-    config: &TransportConfig,
-    keys: &KeyRing,
-    jar: &Mutex<CookieJar>,
-    start: usize,
-    dropped: &Mutex<Dropped>,
-) -> Result<VerifiedReply, TransportError> {
-    exchange_until(body, config, keys, jar, start, dropped, Instant::now() + config.deadline).await
-}
-
-/// [`exchange`] within a deadline that is already running: the operation's, shared by every
-/// part of a split query (SPEC.md §2.3: one deadline for all servers and all parts), so a part
-/// that waited for a free slot gets only what is left of it.
-pub async fn exchange_until(
     body: &[u8],
     config: &TransportConfig,
     keys: &KeyRing,
