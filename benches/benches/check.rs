@@ -20,24 +20,15 @@ use upgram_server::server::{Config, CookieSecrets, Shared};
 const MODULES: usize = 1000;
 
 fn release(version: &str, files: &[(&str, &str)]) -> Release {
-    Release {
-        version: version.parse().expect("version"),
-        forced: false,
-        full: false,
-        rollback: false,
-        requires: vec![],
-        package: None,
-        files: files
-            .iter()
-            .map(|(id, v)| ReleaseFile {
-                id: (*id).into(),
-                version: v.parse().expect("version"),
-                blob: Blob { sha256: Sha256Digest::of(format!("{id}{v}").as_bytes()), size: 100 },
-            })
-            .collect(),
-        deleted: vec![],
-        deltas: vec![],
-    }
+    let files = files
+        .iter()
+        .map(|(id, v)| ReleaseFile {
+            id: (*id).into(),
+            version: v.parse().expect("version"),
+            blob: Blob { sha256: Sha256Digest::of(format!("{id}{v}").as_bytes()), size: 100 },
+        })
+        .collect();
+    Release::new(version.parse().expect("version"), files)
 }
 
 /// 1 000 modules with two releases each; the installation has 90% at the latest, 10% behind.
@@ -50,7 +41,7 @@ fn catalog_and_installation() -> (Catalog, InstalledState) {
             release("1.0", &[("bin/a", "1.0"), ("lib/b", "1.0")]),
             release("1.1", &[("bin/a", "1.1"), ("lib/b", "1.0")]),
         ];
-        catalog.modules.insert(id.clone(), Module { id: id.clone(), releases, frequent: vec![] });
+        catalog.modules.insert(id.clone(), Module::new(id.clone(), releases));
         let version = if i % 10 == 0 { "1.0" } else { "1.1" };
         state.modules.insert(
             id,

@@ -41,10 +41,7 @@ impl Drop for TestServer {
 
 /// Writes `content` into the store and returns its blob.
 fn store(dir: &Path, content: &[u8]) -> Blob {
-    let sha256 = Sha256Digest::of(content);
-    std::fs::create_dir_all(dir.join("store")).unwrap();
-    std::fs::write(dir.join("store").join(sha256.to_hex()), content).unwrap();
-    Blob { sha256, size: content.len() as u64 }
+    upgram_server::catalog::store_blob(dir, content).unwrap()
 }
 
 /// core 1.0 -> 1.1 (two small files); big 1 -> 2 (forty files: the answer needs a fallback).

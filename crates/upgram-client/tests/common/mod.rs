@@ -16,7 +16,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use upgram_client::Client;
 use upgram_client::state::{InstalledModule, InstalledState};
-use upgram_core::Sha256Digest;
 use upgram_core::cookie::CookieSecret;
 use upgram_core::sign::ReplySigner;
 use upgram_core::version::Version;
@@ -44,30 +43,17 @@ pub fn v(text: &str) -> Version<'static> {
 
 /// A release with `files` and nothing else.
 pub fn release(version: &str, files: Vec<ReleaseFile>) -> Release {
-    Release {
-        version: v(version),
-        forced: false,
-        full: false,
-        rollback: false,
-        requires: vec![],
-        package: None,
-        files,
-        deleted: vec![],
-        deltas: vec![],
-    }
+    Release::new(v(version), files)
 }
 
 /// A module with `releases`.
 pub fn module(id: &str, releases: Vec<Release>) -> Module {
-    Module { id: id.into(), releases, frequent: vec![] }
+    Module::new(id, releases)
 }
 
 /// Writes `content` into the store of the catalog at `dir` and returns its blob.
 pub fn store(dir: &Path, content: &[u8]) -> Blob {
-    let sha256 = Sha256Digest::of(content);
-    std::fs::create_dir_all(dir.join("store")).expect("store folder");
-    std::fs::write(dir.join("store").join(sha256.to_hex()), content).expect("blob");
-    Blob { sha256, size: content.len() as u64 }
+    upgram_server::catalog::store_blob(dir, content).expect("blob stored")
 }
 
 /// core 1.0 -> 1.1 (two small files); big 1 -> 2 (forty files: its answer needs a fallback);

@@ -129,6 +129,11 @@ pub struct DeltaRef {
 }
 
 impl Module {
+    /// A module with `releases` (ascending) and no frequent files.
+    pub fn new(id: impl Into<String>, releases: Vec<Release>) -> Self {
+        Self { id: id.into(), releases, frequent: Vec::new() }
+    }
+
     /// The newest release.
     pub fn latest(&self) -> Option<&Release> {
         self.releases.last()
@@ -141,6 +146,22 @@ impl Module {
 }
 
 impl Release {
+    /// A plain release of `files`: not forced, not full, no rollback, no dependency, no package,
+    /// no deletion, no delta.
+    pub fn new(version: Version<'static>, files: Vec<ReleaseFile>) -> Self {
+        Self {
+            version,
+            forced: false,
+            full: false,
+            rollback: false,
+            requires: Vec::new(),
+            package: None,
+            files,
+            deleted: Vec::new(),
+            deltas: Vec::new(),
+        }
+    }
+
     /// The file with this id, if the release has it.
     pub fn file(&self, id: &str) -> Option<&ReleaseFile> {
         self.files.iter().find(|f| f.id == id)

@@ -19,21 +19,11 @@ pub fn file(id: &str, version: &str) -> ReleaseFile {
 }
 
 pub fn release(version: &str, files: Vec<ReleaseFile>) -> Release {
-    Release {
-        version: v(version),
-        forced: false,
-        full: false,
-        rollback: false,
-        requires: vec![],
-        package: None,
-        files,
-        deleted: vec![],
-        deltas: vec![],
-    }
+    Release::new(v(version), files)
 }
 
 pub fn module(id: &str, releases: Vec<Release>) -> Module {
-    Module { id: id.into(), releases, frequent: vec![] }
+    Module::new(id, releases)
 }
 
 /// An encoded record file with records `(id, content)`, ids ascending.
