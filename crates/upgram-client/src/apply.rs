@@ -34,7 +34,7 @@ use crate::state::{InstalledModule, InstalledState, StateError};
 pub const FAILPOINT_VAR: &str = "UPGRAM_FAILPOINT";
 
 /// Aborts the process if `UPGRAM_FAILPOINT` names this step.
-fn failpoint(name: &str) {
+pub(crate) fn failpoint(name: &str) {
     if std::env::var_os(FAILPOINT_VAR).is_some_and(|v| v == name) {
         std::process::abort();
     }
@@ -60,7 +60,8 @@ pub enum FileOp {
 }
 
 impl FileOp {
-    fn file(&self) -> &str {
+    /// The file id it changes.
+    pub fn file(&self) -> &str {
         match self {
             Self::Replace { file, .. } | Self::Delete { file } => file,
         }
@@ -139,6 +140,9 @@ pub enum ApplyError {
         /// The lock file.
         path: PathBuf,
     },
+    /// A module id that cannot name a folder (`.` or `..`).
+    #[error("module id `{0}` is not usable as a folder name; refused")]
+    ModuleId(String),
     /// An earlier upgrade of this module was interrupted: run `upgram recover` first.
     #[error("module `{module}` has an unfinished upgrade ({}): run `upgram recover`", journal.display())]
     Unfinished {
@@ -171,6 +175,15 @@ impl Layout {
     /// The journal folder.
     pub fn journals(&self) -> PathBuf {
         self.meta().join("journal")
+    }
+
+    /// Refuses module ids that would name the bookkeeping folders themselves (`.`, `..`): the
+    /// wire allows them (SPEC.md §4.2), but they name no module folder.
+    pub fn check_module(module: &str) -> Result<(), ApplyError> {
+        if module.is_empty() || module.bytes().all(|b| b == b'.') || module.contains(['/', '\\']) {
+            return Err(ApplyError::ModuleId(module.to_owned()));
+        }
+        Ok(())
     }
 
     /// The journal of `module`.
@@ -214,6 +227,7 @@ fn incoming(target: &Path) -> PathBuf {
 /// Applies `ops` to `module` of the installation, all or nothing, and records `after` as the
 /// module's state. On error every change is undone before returning.
 pub fn apply_module(layout: &Layout, module: &str, ops: &[FileOp], after: InstalledModule) -> Result<(), ApplyError> {
+    Layout::check_module(module)?;
     let targets: Vec<PathBuf> =
         ops.iter().map(|op| paths::resolve(&layout.root, op.file())).collect::<Result<_, _>>()?;
     let journal_path = layout.journal(module);
@@ -251,6 +265,8 @@ fn apply_ops(
     journal: &mut Journal,
 ) -> Result<(), ApplyError> {
     for (index, (op, target)) in ops.iter().zip(targets).enumerate() {
+        // A replaced file keeps its permissions (an executable stays executable).
+        let permissions = fs::metadata(target).ok().filter(|_| existed[index]).map(|m| m.permissions());
         if existed[index] {
             journal.append(&Record::Backup { index })?;
             let backup = layout.backups(module).join(op.file());
@@ -263,6 +279,9 @@ fn apply_ops(
                 fs::create_dir_all(parent).map_err(io_error(module, parent))?;
             }
             fs::copy(staged, &temp).map_err(io_error(module, &temp))?;
+            if let Some(permissions) = permissions {
+                fs::set_permissions(&temp, permissions).map_err(io_error(module, &temp))?;
+            }
             fs::File::open(&temp).and_then(|f| f.sync_all()).map_err(io_error(module, &temp))?;
             journal.append(&Record::Install { index })?;
             rename_synced(&temp, target).map_err(io_error(module, target))?;
@@ -290,11 +309,15 @@ fn undo(layout: &Layout, module: &str, ops: &[FileOp], existed: &[bool]) -> Resu
 }
 
 fn remove_backups(layout: &Layout, module: &str) -> Result<(), ApplyError> {
-    let backups = layout.backups(module);
-    match fs::remove_dir_all(&backups) {
+    remove_folder(module, &layout.backups(module))
+}
+
+/// Removes `folder` of `module`'s bookkeeping and everything in it; a missing one is fine.
+pub(crate) fn remove_folder(module: &str, folder: &Path) -> Result<(), ApplyError> {
+    match fs::remove_dir_all(folder) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_error(module, &backups)(e)),
+        Err(e) => Err(io_error(module, folder)(e)),
     }
 }
 
@@ -308,6 +331,8 @@ fn finish(layout: &Layout, module: &str, after: InstalledModule) -> Result<(), A
         after.frequent = frequent;
     }
     state.modules.insert(module.to_owned(), after);
+    // A pending upgrade of the module is done (or superseded) once the module is upgraded.
+    state.pending.remove(module);
     if let Some(parent) = layout.state.parent() {
         fs::create_dir_all(parent).map_err(io_error(module, parent))?;
     }
@@ -342,6 +367,7 @@ pub fn install_package(
     timeout: std::time::Duration,
 ) -> Result<crate::package::InstallResult, ApplyError> {
     use crate::package::{InstallResult, run};
+    Layout::check_module(module)?;
     let journal_path = layout.journal(module);
     if journal_path.exists() {
         return Err(ApplyError::Unfinished { module: module.to_owned(), journal: journal_path });
@@ -417,8 +443,10 @@ pub fn lock(layout: &Layout) -> Result<InstallationLock, ApplyError> {
 /// Repairs every upgrade a crash interrupted (run at the start of every command).
 pub fn recover(layout: &Layout) -> Result<Vec<Recovered>, ApplyError> {
     let mut done = Vec::new();
-    let Ok(entries) = fs::read_dir(layout.journals()) else { return Ok(done) };
-    let mut journals: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    let mut journals: Vec<PathBuf> = match fs::read_dir(layout.journals()) {
+        Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).collect(),
+        Err(_) => Vec::new(),
+    };
     journals.sort();
     for path in journals.into_iter().filter(|p| p.extension().is_some_and(|e| e == "journal")) {
         let (records, _) = journal::read::<Record>(&path)?;
@@ -447,6 +475,9 @@ pub fn recover(layout: &Layout) -> Result<Vec<Recovered>, ApplyError> {
             journal::remove(&path)?;
             done.push(Recovered::RolledBack(module));
         }
+    }
+    if let Ok(state) = InstalledState::load(&layout.state) {
+        crate::defer::clean_orphans(layout, &state)?;
     }
     Ok(done)
 }

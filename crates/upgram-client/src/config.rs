@@ -6,6 +6,14 @@
 //! root = "/opt/app"            # the state file is ROOT/.upgram/state.json
 //! deadline_secs = 20
 //! nonce_bound = false
+//!
+//! # Busy files (C9): when a file is in use (another process holds an advisory lock on it),
+//! # its module waits for this trigger; per-module triggers override it.
+//! defer_trigger = "program-exit"
+//! defer_triggers = { driver = "reboot", pdfview = "plugin-restart" }
+//! # The plug-in manager: run with the module id as last argument, no shell.
+//! plugin_stop = ["/opt/app/bin/app-ctl", "stop-plugin"]
+//! plugin_start = ["/opt/app/bin/app-ctl", "start-plugin"]
 //! ```
 //!
 //! Command-line flags override the file.
@@ -58,6 +66,17 @@ pub struct ConfigFile {
     pub deadline_secs: Option<u64>,
     /// Ask for nonce-bound signatures.
     pub nonce_bound: Option<bool>,
+    /// The trigger a module with a busy file waits for (default `program-exit`).
+    pub defer_trigger: Option<crate::defer::Trigger>,
+    /// Per-module triggers for busy files.
+    #[serde(default)]
+    pub defer_triggers: std::collections::BTreeMap<String, crate::defer::Trigger>,
+    /// The command that stops a plug-in (module id appended).
+    #[serde(default)]
+    pub plugin_stop: Vec<String>,
+    /// The command that starts a plug-in (module id appended).
+    #[serde(default)]
+    pub plugin_start: Vec<String>,
 }
 
 impl ConfigFile {
@@ -65,6 +84,24 @@ impl ConfigFile {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
         toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.to_owned(), message: e.to_string() })
+    }
+}
+
+impl ConfigFile {
+    /// The in-use check this configuration describes.
+    pub fn in_use_check(&self) -> crate::defer::AdvisoryLock {
+        crate::defer::AdvisoryLock {
+            trigger: self.defer_trigger.unwrap_or(crate::defer::Trigger::ProgramExit),
+            modules: self.defer_triggers.clone(),
+        }
+    }
+
+    /// The plug-in manager this configuration describes, if both commands are set.
+    pub fn plugin_manager(&self) -> Option<crate::defer::CommandPluginManager> {
+        (!self.plugin_stop.is_empty() && !self.plugin_start.is_empty()).then(|| crate::defer::CommandPluginManager {
+            stop: self.plugin_stop.clone(),
+            start: self.plugin_start.clone(),
+        })
     }
 }
 

@@ -197,6 +197,9 @@ fn run_in(scratch: &Path) -> Result<(), String> {
             Outcome::UpgradedNeedsRestart(from, to) => {
                 format!("upgraded {} -> {to} by its package; restart needed", from.as_deref().unwrap_or("-"))
             }
+            Outcome::Deferred { from, to, trigger, reason } => {
+                format!("deferred {} -> {to} until {trigger}: {reason}", from.as_deref().unwrap_or("-"))
+            }
             Outcome::Skipped(why) => format!("skipped: {why}"),
             Outcome::Failed(why) => format!("FAILED: {why}"),
         };

@@ -17,8 +17,12 @@
 //! - [`paths`]: where a file id lands under the installation root, symbolic links refused;
 //! - [`staging`]: payloads downloaded, resumed, capped, hash-checked and synced before use.
 //!
-//! - [`update`]: plan, stage and apply the answers (file lists and record deltas; install
-//!   packages, deferred replacement and self-update are still to come, issue 5).
+//! - [`update`]: plan, stage and apply the answers: file lists, record deltas, install
+//!   packages; busy modules deferred, the running `upgram` replaced by self-update;
+//! - [`defer`]: deferred replacement of busy files with its triggers, the pluggable in-use check
+//!   and plug-in manager, and `apply-pending`;
+//! - [`selfupdate`]: the new `upgram` tested, handed over to, and swapped in once the old one
+//!   has exited \[0120\].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -26,11 +30,13 @@
 pub mod apply;
 pub mod client;
 pub mod config;
+pub mod defer;
 pub mod fetch;
 pub mod inspect;
 pub mod journal;
 pub mod package;
 pub mod paths;
+pub mod selfupdate;
 pub mod staging;
 pub mod state;
 pub mod transport;

@@ -6,6 +6,7 @@
 //! upgram status [--config F] [--root DIR] [--json]
 //! upgram update [--yes | --only-forced] [--dry-run] (+ the options of check)
 //! upgram recover [--root DIR]
+//! upgram apply-pending [--trigger T] [--wait-pid PID [--kill-after SECS]] [--root DIR] [--json]
 //! upgram inspect FILE|-
 //! ```
 //!
@@ -24,8 +25,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use upgram_client::apply::{Layout, lock, recover};
 use upgram_client::config::{ConfigFile, parse_public_key, resolve_servers, state_path};
+use upgram_client::defer::{PendingOutcome, Trigger, apply_pending};
 use upgram_client::state::InstalledState;
-use upgram_client::update::{Outcome, plan_lines};
+use upgram_client::update::{Hooks, Outcome, plan_lines};
 use upgram_client::{CheckReport, Client, ModuleResult};
 use upgram_core::body::Status;
 use upgram_core::plan::Choice;
@@ -73,6 +75,26 @@ enum Command {
     },
     /// Finish or undo whatever a crash interrupted (also run at the start of every command).
     Recover(Common),
+    /// Complete the upgrades waiting for a trigger (files that were in use): run by the program
+    /// at its exit or next start, by a boot service after a reboot, or by the new upgram
+    /// replacing the old one. A file still in use keeps its module waiting.
+    ApplyPending {
+        #[command(flatten)]
+        common: Common,
+        /// Only the upgrades waiting for this trigger: reboot, program-exit, program-start,
+        /// plugin-restart, self-update (default: every trigger).
+        #[arg(long)]
+        trigger: Option<String>,
+        /// First wait for this process (the exiting program, or the old upgram) to exit.
+        #[arg(long)]
+        wait_pid: Option<u32>,
+        /// Kill the process of --wait-pid if it has not exited after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        kill_after: u64,
+    },
+    /// Check that this binary works (run on a new upgram before it replaces the old one).
+    #[command(hide = true)]
+    SelfTest,
     /// Decode a datagram (binary or hex) or an XML body and print what it says, as JSON.
     /// Signatures are shown, not verified.
     Inspect {
@@ -320,8 +342,17 @@ fn update(settings: Settings, yes: bool, only_forced: bool, dry_run: bool) -> Ex
         Ok(runtime) => runtime,
         Err(e) => return fail(format!("cannot start: {e}")),
     };
+    let in_use = settings.file.in_use_check();
+    let plugins = settings.file.plugin_manager();
+    let exe = upgram_client::selfupdate::running_exe();
+    let hooks = Hooks {
+        in_use: &in_use,
+        plugins: plugins.as_ref().map(|p| p as &dyn upgram_client::defer::PluginManager),
+        self_exe: exe.as_deref(),
+    };
+    let layout = Layout::new(&root);
     let outcomes =
-        match runtime.block_on(upgram_client::update::update(client.fetcher(), &Layout::new(&root), &answers, &choice))
+        match runtime.block_on(upgram_client::update::update_with(client.fetcher(), &layout, &answers, &choice, hooks))
         {
             Ok(outcomes) => outcomes,
             Err(e) => return fail(e),
@@ -339,6 +370,11 @@ fn update(settings: Settings, yes: bool, only_forced: bool, dry_run: bool) -> Ex
                     format!("{} -> {to}; restart needed", from.as_deref().unwrap_or("-")),
                 ]
             }
+            Outcome::Deferred { from, to, trigger, reason } => vec![
+                o.id.clone(),
+                "deferred".into(),
+                format!("{} -> {to} at {trigger}: {reason}", from.as_deref().unwrap_or("-")),
+            ],
             Outcome::Skipped(why) => vec![o.id.clone(), "skipped".into(), why.clone()],
             Outcome::Failed(why) => vec![o.id.clone(), "failed".into(), why.clone()],
         })
@@ -350,10 +386,110 @@ fn update(settings: Settings, yes: bool, only_forced: bool, dry_run: bool) -> Ex
     } else {
         print_line(&table(&["MODULE", "OUTCOME", "DETAIL"], &rows));
     }
+    let self_update =
+        outcomes.iter().any(|o| matches!(o.outcome, Outcome::Deferred { trigger: Trigger::SelfUpdate, .. }));
+    if self_update && let Some(exe) = &exe {
+        drop(_lock);
+        hand_over(&layout, exe);
+    }
     if outcomes.iter().any(|o| matches!(o.outcome, Outcome::Failed(_))) {
         ExitCode::from(EXIT_FAILED)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Starts the new upgram, which replaces this one once it has exited \[0120\].
+fn hand_over(layout: &Layout, exe: &Path) {
+    let Some(successor) = upgram_client::selfupdate::pending_successor(layout, exe) else { return };
+    match upgram_client::selfupdate::hand_over(layout, &successor, Duration::from_secs(30)) {
+        Ok(pid) => eprintln!(
+            "upgram: the new upgram (process {pid}) replaces this one when it exits; its log is {}",
+            layout.root.join(".upgram/self-update.log").display()
+        ),
+        Err(e) => eprintln!(
+            "upgram: could not start the new upgram ({e}); run `upgram apply-pending --trigger self-update` to finish"
+        ),
+    }
+}
+
+fn apply_pending_command(
+    settings: Settings,
+    trigger: Option<String>,
+    wait_pid: Option<u32>,
+    kill_after: u64,
+) -> ExitCode {
+    let root = match settings.root() {
+        Ok(root) => root.to_owned(),
+        Err(e) => return usage_error(e),
+    };
+    let trigger = match trigger.as_deref().map(str::parse::<Trigger>).transpose() {
+        Ok(trigger) => trigger,
+        Err(e) => return usage_error(e),
+    };
+    if let Some(pid) = wait_pid {
+        let how = upgram_client::selfupdate::wait_for_exit(pid, Duration::from_secs(kill_after));
+        eprintln!("upgram: process {pid} is gone ({how:?})");
+    }
+    let layout = Layout::new(&root);
+    let _lock = match lock(&layout) {
+        Ok(lock) => lock,
+        Err(e) => return fail(e),
+    };
+    if let Err(code) = open_installation(&root) {
+        return code;
+    }
+    let in_use = settings.file.in_use_check();
+    let plugins = settings.file.plugin_manager();
+    let plugins = plugins.as_ref().map(|p| p as &dyn upgram_client::defer::PluginManager);
+    let outcomes = match apply_pending(&layout, trigger, &in_use, plugins) {
+        Ok(outcomes) => outcomes,
+        Err(e) => return fail(e),
+    };
+    let rows: Vec<Vec<String>> = outcomes
+        .iter()
+        .map(|o| match o {
+            PendingOutcome::Applied { module, version } => {
+                vec![module.clone(), "applied".into(), format!("now {version}")]
+            }
+            PendingOutcome::Waiting { module, reason } => vec![module.clone(), "waiting".into(), reason.clone()],
+            PendingOutcome::Failed { module, reason } => vec![module.clone(), "failed".into(), reason.clone()],
+        })
+        .collect();
+    if settings.json {
+        let json: Vec<serde_json::Value> =
+            rows.iter().map(|r| serde_json::json!({ "module": r[0], "outcome": r[1], "detail": r[2] })).collect();
+        print_line(&serde_json::Value::Array(json).to_string());
+    } else if rows.is_empty() {
+        print_line("nothing pending");
+    } else {
+        print_line(&table(&["MODULE", "OUTCOME", "DETAIL"], &rows));
+    }
+    if outcomes.iter().any(|o| matches!(o, PendingOutcome::Failed { .. })) {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `upgram self-test`: the checks a new binary passes before it replaces the running one: its
+/// cryptography signs and verifies, its decoder reads a datagram it encoded.
+fn self_test() -> ExitCode {
+    use upgram_core::sign::{KeyRing, ReplySigner};
+    use upgram_core::wire::MessageKind;
+    let signer = ReplySigner::from_seed(&[7; 32]);
+    let body = b"<response/>";
+    let block = signer.sign(MessageKind::Response, None, body);
+    let mut ring = KeyRing::new();
+    ring.add(signer.verifying_key());
+    let verified = ring.verify(MessageKind::Response, None, body, &block).is_ok()
+        && ring.verify(MessageKind::Response, None, b"<response></response>", &block).is_err();
+    let version_ok = "1.2.3".parse::<upgram_core::version::Version<'_>>().is_ok();
+    if verified && version_ok {
+        print_line(&format!("{} {}", upgram_client::selfupdate::SELF_TEST_OK, env!("CARGO_PKG_VERSION")));
+        ExitCode::SUCCESS
+    } else {
+        fail("self-test failed")
     }
 }
 
@@ -412,6 +548,22 @@ fn status(settings: Settings) -> ExitCode {
         .map(|(id, m)| vec![id.clone(), m.version.clone(), m.files.len().to_string(), m.frequent.join(" ")])
         .collect();
     print_line(&table(&["MODULE", "VERSION", "FILES", "FREQUENT FILES"], &rows));
+    if !state.pending.is_empty() {
+        let rows: Vec<Vec<String>> = state
+            .pending
+            .iter()
+            .map(|(id, p)| {
+                let why = if p.waits_for.is_empty() {
+                    format!("in use: {}", p.busy.join(", "))
+                } else {
+                    format!("waits for {}", p.waits_for.join(", "))
+                };
+                vec![id.clone(), p.after.version.clone(), p.trigger.to_string(), why]
+            })
+            .collect();
+        print_line("\npending upgrades (`upgram apply-pending` completes them):");
+        print_line(&table(&["MODULE", "TO", "TRIGGER", "WHY"], &rows));
+    }
     ExitCode::SUCCESS
 }
 
@@ -461,6 +613,11 @@ fn main() -> ExitCode {
             Ok(settings) => recover_command(settings),
             Err(e) => usage_error(e),
         },
+        Command::ApplyPending { common, trigger, wait_pid, kill_after } => match common.settings() {
+            Ok(settings) => apply_pending_command(settings, trigger, wait_pid, kill_after),
+            Err(e) => usage_error(e),
+        },
+        Command::SelfTest => self_test(),
         Command::Inspect { input } => inspect(&input),
     }
 }

@@ -10,7 +10,7 @@
 //! it is repaired.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// How an installer run ended.
@@ -75,19 +75,25 @@ pub fn run(
         Ok(child) => child,
         Err(e) => return InstallResult::Failure(format!("the installer could not start: {e}")),
     };
+    match wait_timeout(&mut child, timeout) {
+        Ok(Some(status)) => map_exit(status.code()),
+        Ok(None) => InstallResult::Failure(format!("the installer did not finish within {timeout:?} and was stopped")),
+        Err(e) => InstallResult::Failure(format!("waiting for the installer: {e}")),
+    }
+}
+
+/// Waits for `child` to exit; kills it after `timeout` (then `Ok(None)`).
+pub(crate) fn wait_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
     let deadline = Instant::now() + timeout;
     loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return map_exit(status.code()),
-            Ok(None) if Instant::now() >= deadline => {
+        match child.try_wait()? {
+            Some(status) => return Ok(Some(status)),
+            None if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return InstallResult::Failure(format!(
-                    "the installer did not finish within {timeout:?} and was stopped"
-                ));
+                return Ok(None);
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return InstallResult::Failure(format!("waiting for the installer: {e}")),
+            None => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }

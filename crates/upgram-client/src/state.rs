@@ -89,6 +89,9 @@ pub struct InstalledState {
     /// Cookies by server.
     #[serde(default)]
     pub cookies: Vec<SavedCookie>,
+    /// Module upgrades waiting for a trigger (busy files, C9), by module id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending: BTreeMap<String, crate::defer::PendingUpgrade>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {

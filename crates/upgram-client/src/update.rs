@@ -6,6 +6,11 @@
 //! Record files are merged with their record delta when the installed file is the delta's base
 //! and the result hashes as signed; otherwise the whole file is fetched (C7). Install packages
 //! are staged, verified and run ([`crate::package`]), with a journal around the run.
+//!
+//! A module with a file in use waits whole for its trigger ([`crate::defer`]), and so do the
+//! modules that depend on it; a module that replaces the running `upgram` waits for the
+//! self-update hand-over ([`crate::selfupdate`]). The embedder's in-use check and plug-in
+//! manager come in [`Hooks`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -17,6 +22,7 @@ use upgram_core::records::apply_delta;
 use upgram_core::version::Version;
 
 use crate::apply::{FileOp, Layout, apply_module};
+use crate::defer::{self, AdvisoryLock, InUseCheck, PendingOutcome, PendingUpgrade, PluginManager, Trigger};
 use crate::fetch::Fetcher;
 use crate::staging::{stage, staged_path};
 use crate::state::{InstalledFile, InstalledModule, InstalledState};
@@ -31,6 +37,17 @@ pub enum Outcome {
     Upgraded(Option<String>, String),
     /// Upgraded by its install package, which asks for a restart of the application or system.
     UpgradedNeedsRestart(Option<String>, String),
+    /// Staged and recorded as pending: it is completed at `trigger` (`upgram apply-pending`).
+    Deferred {
+        /// The installed version, which stays until then.
+        from: Option<String>,
+        /// The version it goes to.
+        to: String,
+        /// When it is completed.
+        trigger: Trigger,
+        /// Why it waits (the busy files, or a pending dependency).
+        reason: String,
+    },
     /// Not applied, and why.
     Skipped(String),
     /// Failed and rolled back, and why.
@@ -87,40 +104,107 @@ fn installed_versions(state: &InstalledState) -> BTreeMap<String, Version<'stati
         .collect()
 }
 
-/// Plans and applies `answers` to the installation, in dependency order.
+/// The default in-use check: advisory locks, busy files wait for the program's exit.
+static ADVISORY_LOCK: AdvisoryLock = AdvisoryLock { trigger: Trigger::ProgramExit, modules: BTreeMap::new() };
+
+/// The parts of an update an embedder chooses (C11).
+#[derive(Clone, Copy)]
+pub struct Hooks<'a> {
+    /// Tells whether a file is in use (default: [`AdvisoryLock`]).
+    pub in_use: &'a dyn InUseCheck,
+    /// Stops and starts plug-ins, so a busy plug-in is upgraded at once instead of waiting.
+    pub plugins: Option<&'a dyn PluginManager>,
+    /// The running `upgram` binary: an upgrade that replaces it goes through the self-update
+    /// hand-over (the `upgram` command sets it; embedders leave it `None`).
+    pub self_exe: Option<&'a std::path::Path>,
+}
+
+impl Default for Hooks<'_> {
+    fn default() -> Self {
+        Self { in_use: &ADVISORY_LOCK, plugins: None, self_exe: None }
+    }
+}
+
+impl std::fmt::Debug for Hooks<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks").field("plugins", &self.plugins.is_some()).field("self_exe", &self.self_exe).finish()
+    }
+}
+
+/// Plans and applies `answers` to the installation, in dependency order, with the default
+/// [`Hooks`].
 pub async fn update(
     fetcher: &impl Fetcher,
     layout: &Layout,
     answers: &[ModuleAnswer<'_>],
     choice: &Choice<'_>,
 ) -> Result<Vec<ModuleOutcome>, PlanError> {
+    update_with(fetcher, layout, answers, choice, Hooks::default()).await
+}
+
+/// Plans and applies `answers` to the installation, in dependency order, with the embedder's
+/// `hooks`.
+pub async fn update_with(
+    fetcher: &impl Fetcher,
+    layout: &Layout,
+    answers: &[ModuleAnswer<'_>],
+    choice: &Choice<'_>,
+    hooks: Hooks<'_>,
+) -> Result<Vec<ModuleOutcome>, PlanError> {
     let state = InstalledState::load(&layout.state).unwrap_or_default();
     let offers: Vec<Offer<'_>> = answers.iter().filter_map(Offer::from_answer).collect();
     let upgrade = plan(&offers, &installed_versions(&state), choice)?;
     let mut failed: BTreeSet<String> = BTreeSet::new();
+    let mut deferred: BTreeMap<String, Trigger> = BTreeMap::new();
     let mut outcomes = Vec::new();
     for step in &upgrade.steps {
         let Some(answer) = answers.iter().find(|a| a.id == step.id) else { continue };
         let blocked = answer.requires.iter().find(|r| failed.contains(r.id.as_ref()));
+        // A module whose dependency waits, waits with it, so versions never mix.
+        let waits: Vec<(String, Trigger)> =
+            answer.requires.iter().filter_map(|r| Some((r.id.to_string(), *deferred.get(r.id.as_ref())?))).collect();
         let outcome = match blocked {
             Some(r) => Outcome::Skipped(format!("its dependency {} was not upgraded", r.id)),
-            None => apply_answer(fetcher, layout, answer).await,
+            None => apply_answer(fetcher, layout, answer, hooks, &waits).await,
         };
-        if !matches!(outcome, Outcome::Upgraded(..) | Outcome::UpgradedNeedsRestart(..)) {
-            failed.insert(step.id.to_owned());
+        match &outcome {
+            Outcome::Upgraded(..) | Outcome::UpgradedNeedsRestart(..) => {}
+            Outcome::Deferred { trigger, .. } => {
+                deferred.insert(step.id.to_owned(), *trigger);
+            }
+            Outcome::Skipped(_) | Outcome::Failed(_) => {
+                failed.insert(step.id.to_owned());
+            }
         }
         outcomes.push(ModuleOutcome { id: step.id.to_owned(), outcome });
     }
     Ok(outcomes)
 }
 
-async fn apply_answer(fetcher: &impl Fetcher, layout: &Layout, answer: &ModuleAnswer<'_>) -> Outcome {
+async fn apply_answer(
+    fetcher: &impl Fetcher,
+    layout: &Layout,
+    answer: &ModuleAnswer<'_>,
+    hooks: Hooks<'_>,
+    waits: &[(String, Trigger)],
+) -> Outcome {
     let id = answer.id.as_ref();
     let Some(latest) = answer.latest.as_ref().map(Version::to_string) else {
         return Outcome::Failed("the answer has no latest version".into());
     };
     let state = InstalledState::load(&layout.state).unwrap_or_default();
     let before = state.modules.get(id).cloned();
+    let from = before.as_ref().map(|b| b.version.clone());
+    if let Some(pending) = state.pending.get(id) {
+        if pending.after.version == latest {
+            // Already staged and waiting: complete it if its files are free now.
+            return retry_pending(layout, id, pending.clone(), hooks, from);
+        }
+        // A newer upgrade supersedes the stale pending one.
+        if let Err(e) = defer::purge(layout, id) {
+            return Outcome::Failed(format!("removing the stale pending upgrade: {e}"));
+        }
+    }
     let files = match &answer.upgrade {
         UpgradeInfo::Files(files) => files,
         UpgradeInfo::Package(package) => return apply_package(fetcher, layout, id, before, latest, package).await,
@@ -150,9 +234,103 @@ async fn apply_answer(fetcher: &impl Fetcher, layout: &Layout, answer: &ModuleAn
             Err(reason) => return Outcome::Failed(format!("staging {}: {reason} (nothing changed)", file.id)),
         }
     }
+    if let Some(trigger) = waits.iter().map(|(_, t)| *t).max() {
+        let deps: Vec<String> = waits.iter().map(|(d, _)| d.clone()).collect();
+        let reason = format!("waits for its dependencies {}", deps.join(", "));
+        return record_pending(layout, id, &ops, after, trigger, (vec![], deps), from, reason);
+    }
+    if let Some(exe) = hooks.self_exe
+        && crate::selfupdate::replaces(layout, &ops, exe).is_some()
+    {
+        return self_update(layout, id, &ops, after, from, exe);
+    }
+    match defer::busy_files(layout, id, &ops, hooks.in_use) {
+        Err(e) => return Outcome::Failed(e.to_string()),
+        Ok(Some((trigger, busy))) => {
+            let reason = format!("in use: {}", busy.join(", "));
+            let outcome = record_pending(layout, id, &ops, after, trigger, (busy, vec![]), from.clone(), reason);
+            // A plug-in manager restarts the plug-in around its upgrade now \[0096\].
+            if trigger == Trigger::PluginRestart
+                && hooks.plugins.is_some()
+                && let Some(pending) = InstalledState::load(&layout.state).ok().and_then(|s| s.pending.get(id).cloned())
+            {
+                return retry_pending(layout, id, pending, hooks, from);
+            }
+            return outcome;
+        }
+        Ok(None) => {}
+    }
     match apply_module(layout, id, &ops, after) {
-        Ok(()) => Outcome::Upgraded(before.map(|b| b.version), latest),
+        Ok(()) => Outcome::Upgraded(from, latest),
         Err(error) => Outcome::Failed(error.to_string()),
+    }
+}
+
+/// Records the module's upgrade as pending until `trigger`.
+#[allow(clippy::too_many_arguments)]
+fn record_pending(
+    layout: &Layout,
+    id: &str,
+    ops: &[FileOp],
+    after: InstalledModule,
+    trigger: Trigger,
+    (busy, waits_for): (Vec<String>, Vec<String>),
+    from: Option<String>,
+    reason: String,
+) -> Outcome {
+    let to = after.version.clone();
+    match defer::defer(layout, id, ops, after, trigger, busy, waits_for) {
+        Ok(_) => Outcome::Deferred { from, to, trigger, reason },
+        Err(e) => Outcome::Failed(format!("recording the deferred upgrade: {e}")),
+    }
+}
+
+/// An upgrade of the running `upgram`: recorded as pending, then the new binary must pass its
+/// self-test, else the pending upgrade is dropped and the running binary kept \[0120\].
+fn self_update(
+    layout: &Layout,
+    id: &str,
+    ops: &[FileOp],
+    after: InstalledModule,
+    from: Option<String>,
+    exe: &std::path::Path,
+) -> Outcome {
+    let reason = "replaces the running upgram: completed when it exits".to_owned();
+    let outcome = record_pending(layout, id, ops, after, Trigger::SelfUpdate, (vec![], vec![]), from, reason);
+    if !matches!(outcome, Outcome::Deferred { .. }) {
+        return outcome;
+    }
+    let tested = crate::selfupdate::pending_successor(layout, exe)
+        .ok_or_else(|| "the new binary is missing from the pending upgrade".to_owned())
+        .and_then(|binary| crate::selfupdate::self_test(&binary));
+    match tested {
+        Ok(()) => outcome,
+        Err(why) => {
+            let _ = defer::purge(layout, id);
+            Outcome::Failed(format!("{why}; the running upgram is kept"))
+        }
+    }
+}
+
+/// A module already pending at the offered version: completed now if it can be.
+fn retry_pending(
+    layout: &Layout,
+    id: &str,
+    pending: PendingUpgrade,
+    hooks: Hooks<'_>,
+    from: Option<String>,
+) -> Outcome {
+    let trigger = pending.trigger;
+    let to = pending.after.version.clone();
+    if trigger == Trigger::SelfUpdate || !pending.waits_for.is_empty() {
+        let reason = "already pending".to_owned();
+        return Outcome::Deferred { from, to, trigger, reason };
+    }
+    match defer::complete(layout, id, pending, hooks.in_use, hooks.plugins) {
+        Ok(PendingOutcome::Applied { version, .. }) => Outcome::Upgraded(from, version),
+        Ok(PendingOutcome::Waiting { reason, .. }) => Outcome::Deferred { from, to, trigger, reason },
+        Ok(PendingOutcome::Failed { reason, .. }) => Outcome::Failed(reason),
+        Err(e) => Outcome::Failed(e.to_string()),
     }
 }
 

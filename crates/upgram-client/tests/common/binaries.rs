@@ -46,31 +46,61 @@ pub type ReleaseFiles<'a> = (&'a str, &'a str, Vec<(&'a str, &'a [u8])>);
 
 /// Publishes each release into `root/catalog`, then serves it.
 pub fn serve_releases(root: &Path, releases: &[ReleaseFiles<'_>]) -> ServerProcess {
-    let catalog = root.join("catalog");
-    for (module, version, files) in releases {
-        let folder = root.join(format!("{module}-{version}"));
-        for (path, content) in files {
-            let path = folder.join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, content).unwrap();
-        }
-        let catalog = catalog.to_str().unwrap();
-        run_server(&[
-            "publish",
-            "--catalog",
-            catalog,
-            "--module",
-            module,
-            "--version",
-            version,
-            "--from",
-            folder.to_str().unwrap(),
-        ]);
+    for release in releases {
+        publish_release(root, release, &[]);
     }
+    serve(root)
+}
+
+/// Publishes one release into `root/catalog`, with `extra` publisher arguments (`--depends
+/// 'core>=1.1'`, `--forced`).
+pub fn publish_release(root: &Path, (module, version, files): &ReleaseFiles<'_>, extra: &[&str]) {
+    let catalog = root.join("catalog");
+    let folder = root.join(format!("{module}-{version}"));
+    for (path, content) in files {
+        let path = folder.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    let mut args = vec!["publish", "--catalog", catalog.to_str().unwrap(), "--module", module, "--version", version];
+    args.extend(["--from", folder.to_str().unwrap()]);
+    args.extend(extra);
+    run_server(&args);
+}
+
+/// Serves `root/catalog` with a key made on first use (`root/server.key`, kept for restarts).
+pub fn serve(root: &Path) -> ServerProcess {
     let key = root.join("server.key");
-    let info = run_server(&["keygen", "--out", key.to_str().unwrap()]);
+    if !key.exists() {
+        run_server(&["keygen", "--out", key.to_str().unwrap()]);
+    }
+    let info = run_server(&["key-info", "--key", key.to_str().unwrap()]);
     let public_key = info.lines().next().unwrap().trim_start_matches("public key: ").to_owned();
-    serve_catalog(&catalog, &key, public_key)
+    serve_catalog(&root.join("catalog"), &key, public_key)
+}
+
+/// Writes `module` at `version` into the installation at `root`: its files, and its entry in
+/// the state file (other modules kept).
+pub fn install_release(root: &Path, (module, version, files): &ReleaseFiles<'_>) {
+    let mut entries = serde_json::Map::new();
+    for (path, content) in files {
+        std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+        std::fs::write(root.join(path), content).unwrap();
+        let sha256 = upgram_core::Sha256Digest::of(content).to_hex();
+        entries.insert(path.to_string(), serde_json::json!({ "version": version, "sha256": sha256 }));
+    }
+    let state_path = root.join(".upgram/state.json");
+    std::fs::create_dir_all(root.join(".upgram")).unwrap();
+    let mut state: serde_json::Value = std::fs::read_to_string(&state_path)
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or_else(|_| serde_json::json!({ "modules": {} }));
+    state["modules"][*module] = serde_json::json!({ "version": version, "files": entries });
+    std::fs::write(state_path, state.to_string()).unwrap();
+}
+
+/// The state file of the installation at `root`, as JSON.
+pub fn state_json(root: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(root.join(".upgram/state.json")).unwrap()).unwrap()
 }
 
 /// Serves `catalog` with `key` (whose public key is `public_key`).

@@ -1,0 +1,176 @@
+//! Self-update of the `upgram` binary (C10, \[0120\]; SPEC.md §5.9).
+//!
+//! When an upgrade replaces the running `upgram` itself, the update does not overwrite it:
+//!
+//! 1. the module's upgrade is staged and recorded as pending with [`Trigger::SelfUpdate`]
+//!    ([`crate::defer`]), the new binary kept under `ROOT/.upgram/pending/<module>/`;
+//! 2. the new binary must pass its self-test (`upgram self-test`, run with a timeout) — if it
+//!    fails, the pending upgrade is purged and the running `upgram` stays as it is;
+//! 3. before exiting, the old process starts the new one ([`hand_over`]):
+//!    `NEW apply-pending --trigger self-update --wait-pid OLD --root ROOT`, detached, its output
+//!    in `ROOT/.upgram/self-update.log`;
+//! 4. the new process waits for the old one to exit, kills it if it has not exited within the
+//!    timeout ([`wait_for_exit`]), then completes the pending upgrade through the journaled
+//!    apply (the old binary backed up, the new one renamed into place, all or nothing) and
+//!    removes the pending payloads, itself included.
+//!
+//! A crash of the new process mid-swap is repaired by `upgram recover` like any other upgrade.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::apply::{FileOp, Layout};
+use crate::defer::Trigger;
+use crate::paths;
+use crate::state::InstalledState;
+
+/// What a passing self-test prints first.
+pub const SELF_TEST_OK: &str = "upgram self-test ok";
+
+/// How long a self-test may run.
+pub const SELF_TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The running executable, with symbolic links resolved.
+pub fn running_exe() -> Option<PathBuf> {
+    std::env::current_exe().ok()?.canonicalize().ok()
+}
+
+/// The index of the op of `ops` that replaces `exe`, if any.
+pub fn replaces(layout: &Layout, ops: &[FileOp], exe: &Path) -> Option<usize> {
+    ops.iter().position(|op| {
+        matches!(op, FileOp::Replace { .. })
+            && paths::resolve(&layout.root, op.file())
+                .ok()
+                .and_then(|target| target.canonicalize().ok())
+                .is_some_and(|target| target == exe)
+    })
+}
+
+/// Makes `binary` executable and runs `binary self-test`: it must exit 0 and print
+/// [`SELF_TEST_OK`] within [`SELF_TEST_TIMEOUT`].
+pub fn self_test(binary: &Path) -> Result<(), String> {
+    make_executable(binary).map_err(|e| format!("{}: {e}", binary.display()))?;
+    let mut child = Command::new(binary)
+        .arg("self-test")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("the new binary could not start: {e}"))?;
+    let status = crate::package::wait_timeout(&mut child, SELF_TEST_TIMEOUT)
+        .map_err(|e| format!("waiting for the new binary: {e}"))?
+        .ok_or_else(|| format!("the new binary's self-test did not finish within {SELF_TEST_TIMEOUT:?}"))?;
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        use std::io::Read;
+        let _ = stdout.read_to_string(&mut out);
+    }
+    if status.success() && out.starts_with(SELF_TEST_OK) {
+        Ok(())
+    } else {
+        Err(format!("the new binary failed its self-test ({status})"))
+    }
+}
+
+fn make_executable(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// The pending new binary that replaces `exe`, if a self-update is pending.
+pub fn pending_successor(layout: &Layout, exe: &Path) -> Option<PathBuf> {
+    let state = InstalledState::load(&layout.state).ok()?;
+    state.pending.values().filter(|p| p.trigger == Trigger::SelfUpdate).find_map(|p| {
+        let index = replaces(layout, &p.ops, exe)?;
+        match &p.ops[index] {
+            FileOp::Replace { staged, .. } => Some(staged.clone()),
+            FileOp::Delete { .. } => None,
+        }
+    })
+}
+
+/// Starts the new binary to finish the self-update once this process exits; returns its
+/// process id. The caller exits soon after (and must have released the installation lock).
+pub fn hand_over(layout: &Layout, successor: &Path, kill_after: Duration) -> std::io::Result<u32> {
+    let log_path = layout.root.join(".upgram").join("self-update.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut command = Command::new(successor);
+    command
+        .args(["apply-pending", "--trigger", Trigger::SelfUpdate.name()])
+        .arg("--wait-pid")
+        .arg(std::process::id().to_string())
+        .arg("--kill-after")
+        .arg(kill_after.as_secs().max(1).to_string())
+        .arg("--root")
+        .arg(&layout.root)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // Its own process group: a Ctrl-C that ends the old process does not end the new one.
+        command.process_group(0);
+    }
+    Ok(command.spawn()?.id())
+}
+
+/// How the wait for another process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exited {
+    /// It exited by itself (or was not running).
+    ByItself,
+    /// It was still running at the timeout and was killed.
+    Killed,
+}
+
+/// Waits for process `pid` to exit; kills it if it is still running after `timeout` \[0120\].
+pub fn wait_for_exit(pid: u32, timeout: Duration) -> Exited {
+    let deadline = Instant::now() + timeout;
+    while alive(pid) {
+        if Instant::now() >= deadline {
+            kill(pid);
+            // Bounded: a killed process is gone within moments; a zombie counts as gone.
+            let grace = Instant::now() + Duration::from_secs(10);
+            while alive(pid) && Instant::now() < grace {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return Exited::Killed;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Exited::ByItself
+}
+
+#[cfg(unix)]
+fn alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else { return false };
+    if rustix::process::test_kill_process(pid).is_err() {
+        return false;
+    }
+    // An exited child its parent has not reaped yet still answers; it is gone all the same.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()));
+    !stat.is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+}
+
+#[cfg(unix)]
+fn kill(pid: u32) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+}
+
+#[cfg(not(unix))]
+fn alive(_pid: u32) -> bool {
+    false
+}
+
+#[cfg(not(unix))]
+fn kill(_pid: u32) {}
