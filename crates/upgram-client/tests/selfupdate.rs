@@ -1,0 +1,85 @@
+//! Self-update of the `upgram` binary (C10, [0120]; issue 5 item 7) with the real binary: a copy
+//! of `upgram` installed as a module upgrades itself. A new binary that fails its self-test is
+//! never installed; a good one is started before the old process exits, waits for it, swaps
+//! itself in through the journaled apply and cleans up.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::binaries::{ReleaseFiles, ServerProcess, UPGRAM, install_release, publish_release, serve, state_json};
+
+fn release<'a>(version: &'a str, content: &'a [u8]) -> ReleaseFiles<'a> {
+    ("upgram", version, vec![("bin/upgram", content)])
+}
+
+fn run_installed(root: &Path, server: &ServerProcess) -> (i32, String, String) {
+    let output = Command::new(root.join("bin/upgram"))
+        .args(["update", "--yes", "--server", &server.udp, "--public-key", &server.public_key, "--root"])
+        .arg(root)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
+}
+
+/// Waits (bounded) until the state says `upgram` is at `version` and the successor is gone.
+fn wait_for_swap(root: &Path, version: &str, successor: u32) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Path::new(&format!("/proc/{successor}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(root.join(".upgram/self-update.log")).unwrap_or_default();
+    assert_eq!(state_json(root)["modules"]["upgram"]["version"], version, "the successor's log:\n{log}");
+}
+
+#[test]
+fn upgram_replaces_itself_only_with_a_binary_that_passes_its_self_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("installation");
+    let original = std::fs::read(UPGRAM).unwrap();
+    // A working new upgram: the same program with a trailer (ELF ignores trailing bytes).
+    let mut newer = original.clone();
+    newer.extend_from_slice(b"\n# upgram 1.2\n");
+    let broken = b"#!/bin/sh\nexit 3\n".to_vec();
+    publish_release(dir.path(), &release("1.0", &original), &[]);
+    publish_release(dir.path(), &release("1.1", &broken), &[]);
+    install_release(&root, &release("1.0", &original));
+    let binary = root.join("bin/upgram");
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // 1.1 fails its self-test: refused, the running binary kept, nothing pending.
+    let server = serve(dir.path());
+    let (code, out, err) = run_installed(&root, &server);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("failed its self-test") && out.contains("the running upgram is kept"), "{out}");
+    assert_eq!(std::fs::read(&binary).unwrap(), original);
+    let state = state_json(&root);
+    assert_eq!(state["modules"]["upgram"]["version"], "1.0");
+    assert!(state.get("pending").is_none() && !root.join(".upgram/pending/upgram").exists());
+
+    // 1.2 passes: deferred to the hand-over, then swapped in by the new process.
+    drop(server);
+    publish_release(dir.path(), &release("1.2", &newer), &[]);
+    let server = serve(dir.path());
+    let (code, out, err) = run_installed(&root, &server);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("deferred") && out.contains("self-update"), "{out}");
+    let successor: u32 = err
+        .split("(process ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no hand-over in: {err}"));
+    wait_for_swap(&root, "1.2", successor);
+    assert!(std::fs::read(&binary).unwrap() == newer, "the new binary is in place");
+    assert_eq!(std::fs::metadata(&binary).unwrap().permissions().mode() & 0o777, 0o755, "still executable");
+    let log = std::fs::read_to_string(root.join(".upgram/self-update.log")).unwrap();
+    assert!(log.contains("applied"), "{log}");
+    assert!(!root.join(".upgram/pending/upgram").exists(), "pending payloads removed");
+    assert!(!root.join(".upgram/backup/upgram").exists(), "old binary's backup removed");
+    let version = Command::new(&binary).arg("--version").output().unwrap();
+    assert!(version.status.success() && String::from_utf8_lossy(&version.stdout).starts_with("upgram "));
+}
