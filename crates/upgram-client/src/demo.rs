@@ -4,7 +4,9 @@
 //! answer is too large for a datagram and arrives as a signed fallback, the signature and the
 //! document verified, the server's frequent-file hint taken, a file-level check of that
 //! frequent file answered with a record delta, the upgrade plan, dependencies first, and the
-//! upgrade itself, applied to the scratch installation and checked file by file.
+//! upgrade itself, applied to the scratch installation and checked file by file. The PDF
+//! plug-in is "running" (it holds an advisory lock on a file), so its upgrade waits for a
+//! plug-in restart, which the demo's plug-in manager then performs.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,8 +16,9 @@ use std::sync::Arc;
 use rand::RngCore;
 use upgram_client::Client;
 use upgram_client::apply::{Layout, verify_module};
+use upgram_client::defer::{AdvisoryLock, PendingOutcome, PluginManager, Trigger, apply_pending};
 use upgram_client::state::{InstalledFile, InstalledModule, InstalledState};
-use upgram_client::update::Outcome;
+use upgram_client::update::{Hooks, Outcome, update_with};
 use upgram_core::body::{FileAction, UpgradeInfo};
 use upgram_core::cookie::CookieSecret;
 use upgram_core::plan::{Choice, Offer, plan};
@@ -92,6 +95,37 @@ async fn start_server(catalog: Catalog, catalog_dir: &Path, signer: ReplySigner)
     tokio::spawn(upgram_server::http::serve(listener, router, stopped));
     println!("server: UDP {udp}, HTTP {http}");
     Ok(RunningServer { udp, stop })
+}
+
+/// The demo's plug-in, and the file it keeps open while it runs.
+const PLUGIN: &str = "pdf-plugin";
+const PLUGIN_FILE: &str = "plugins/pdf/render.lua";
+
+/// The running PDF plug-in: an open file with a shared advisory lock, as a running plug-in
+/// would hold. It is also its own plug-in manager: stopping it closes the file.
+struct RunningPlugin {
+    file: std::sync::Mutex<Option<std::fs::File>>,
+}
+
+impl RunningPlugin {
+    fn start(path: &Path) -> Result<Self, String> {
+        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        file.lock_shared().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self { file: std::sync::Mutex::new(Some(file)) })
+    }
+}
+
+impl PluginManager for RunningPlugin {
+    fn stop(&self, module: &str) -> Result<(), String> {
+        println!("  plug-in manager: stopping {module}");
+        self.file.lock().map_err(|_| "plug-in state poisoned")?.take();
+        Ok(())
+    }
+
+    fn start(&self, module: &str) -> Result<(), String> {
+        println!("  plug-in manager: starting {module} again");
+        Ok(())
+    }
 }
 
 /// Runs the demo.
@@ -188,8 +222,15 @@ fn run_in(scratch: &Path) -> Result<(), String> {
     state.save(&layout.state).map_err(|e| e.to_string())?;
 
     step("8. The update: each payload staged and hash-checked, then each module applied all or nothing");
-    let outcomes = runtime
-        .block_on(upgram_client::update::update(client.fetcher(), &layout, &answers, &Choice::All))
+    let plugin = RunningPlugin::start(&root.join(PLUGIN_FILE))?;
+    println!("  (the PDF plug-in is running: it holds an advisory lock on {PLUGIN_FILE})");
+    let check = AdvisoryLock {
+        trigger: Trigger::ProgramExit,
+        modules: BTreeMap::from([(PLUGIN.to_owned(), Trigger::PluginRestart)]),
+    };
+    let hooks = Hooks { in_use: &check, plugins: None, self_exe: None };
+    let mut outcomes = runtime
+        .block_on(update_with(client.fetcher(), &layout, &answers, &Choice::All, hooks))
         .map_err(|e| e.to_string())?;
     for outcome in &outcomes {
         let what = match &outcome.outcome {
@@ -206,7 +247,31 @@ fn run_in(scratch: &Path) -> Result<(), String> {
         println!("  {:<14} {what}", outcome.id);
     }
 
-    step("9. Every upgraded module checked on disk against the signed hashes");
+    step("9. The deferred upgrade, as `upgram status` lists it: staged, verified, waiting for its trigger [0092]");
+    let pending = InstalledState::load(&layout.state).map_err(|e| e.to_string())?.pending;
+    for (id, p) in &pending {
+        println!("  {id:<14} -> {} at {}: in use: {}", p.after.version, p.trigger, p.busy.join(", "));
+    }
+
+    step("10. The plug-in manager stops the plug-in, the upgrade is completed, the plug-in starts again [0096]");
+    let done =
+        apply_pending(&layout, Some(Trigger::PluginRestart), &check, Some(&plugin)).map_err(|e| e.to_string())?;
+    for item in done {
+        match item {
+            PendingOutcome::Applied { module, version } => {
+                println!("  {module:<14} upgraded to {version}");
+                let from = state.modules.get(&module).map(|m| m.version.clone());
+                if let Some(o) = outcomes.iter_mut().find(|o| o.id == module) {
+                    o.outcome = Outcome::Upgraded(from, version);
+                }
+            }
+            PendingOutcome::Waiting { module, reason } | PendingOutcome::Failed { module, reason } => {
+                return Err(format!("{module}: {reason}"));
+            }
+        }
+    }
+
+    step("11. Every upgraded module checked on disk against the signed hashes");
     let after = InstalledState::load(&layout.state).map_err(|e| e.to_string())?;
     for outcome in
         outcomes.iter().filter(|o| matches!(o.outcome, Outcome::Upgraded(..) | Outcome::UpgradedNeedsRestart(..)))
