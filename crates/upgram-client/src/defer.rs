@@ -409,3 +409,51 @@ impl Layout {
         self.pending_root().join(module)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_names_round_trip() {
+        for trigger in Trigger::ALL {
+            assert_eq!(trigger.name().parse::<Trigger>().unwrap(), trigger);
+            let json = serde_json::to_string(&trigger).unwrap();
+            assert_eq!(json, format!("\"{}\"", trigger.name()));
+        }
+        assert!("at-lunch".parse::<Trigger>().unwrap_err().to_string().contains("program-exit"));
+        // A module with a kernel-mode file waits for the reboot, whatever its other files say.
+        assert!(Trigger::Reboot > Trigger::ProgramExit && Trigger::ProgramExit > Trigger::PluginRestart);
+    }
+
+    #[test]
+    fn the_advisory_lock_check_sees_another_holder_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.bin");
+        std::fs::write(&path, b"x").unwrap();
+        let check = AdvisoryLock {
+            modules: BTreeMap::from([("driver".to_owned(), Trigger::Reboot)]),
+            ..AdvisoryLock::default()
+        };
+        assert_eq!(check.check("app", "app.bin", &path), Usage::Free);
+        assert_eq!(check.check("app", "gone", &dir.path().join("gone")), Usage::Free);
+        let holder = fs::File::open(&path).unwrap();
+        holder.lock_shared().unwrap();
+        assert_eq!(check.check("app", "app.bin", &path), Usage::Busy(Trigger::ProgramExit));
+        assert_eq!(check.check("driver", "app.bin", &path), Usage::Busy(Trigger::Reboot));
+        drop(holder);
+        assert_eq!(check.check("app", "app.bin", &path), Usage::Free);
+    }
+
+    #[test]
+    fn module_ids_that_name_no_folder_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        for id in [".", "..", "...", ""] {
+            let error = defer(&layout, id, &[], InstalledModule::default(), Trigger::Reboot, vec![], vec![]);
+            assert!(matches!(error, Err(ApplyError::ModuleId(_))), "{id:?}");
+            assert!(matches!(apply_module(&layout, id, &[], InstalledModule::default()), Err(ApplyError::ModuleId(_))));
+        }
+        assert!(dir.path().read_dir().unwrap().next().is_none(), "nothing written");
+    }
+}

@@ -178,6 +178,11 @@ pub async fn update_with(
         }
         outcomes.push(ModuleOutcome { id: step.id.to_owned(), outcome });
     }
+    // Every payload is in place or kept with its pending upgrade: the downloads can go. After a
+    // failure they stay, so the next attempt resumes them instead of starting over.
+    if failed.is_empty() {
+        let _ = std::fs::remove_dir_all(layout.staging());
+    }
     Ok(outcomes)
 }
 

@@ -94,6 +94,7 @@ fn a_busy_file_defers_its_module_until_the_program_exits() {
     let state = state_json(&root);
     assert_eq!(state["pending"]["app"]["trigger"], "program-exit");
     assert_eq!(state["pending"]["app"]["busy"], serde_json::json!(["bin/app.bin"]));
+    assert!(!root.join(".upgram/staging").exists(), "downloads removed once kept with the pending upgrade");
 
     let (_, status, _) = upgram(&["status", "--root", root.to_str().unwrap()]);
     assert!(status.contains("pending upgrades") && status.contains("program-exit"), "{status}");
