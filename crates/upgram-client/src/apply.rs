@@ -80,6 +80,11 @@ pub enum Record {
         existed: Vec<bool>,
         /// The module's state entry after the upgrade.
         after: InstalledModule,
+        /// The folders (relative to the root, parents first) that did not exist and that the
+        /// new files will need: undoing removes them again, so a rollback leaves no empty
+        /// folder behind. Absent in journals written before it existed.
+        #[serde(default)]
+        folders: Vec<String>,
     },
     /// Op `index`'s target is about to be moved to the backup folder.
     Backup {
@@ -222,17 +227,19 @@ pub fn apply_module(layout: &Layout, module: &str, ops: &[FileOp], after: Instal
     }
     fs::create_dir_all(layout.journals()).map_err(io_error(module, &layout.journals()))?;
     let existed: Vec<bool> = targets.iter().map(|t| t.symlink_metadata().is_ok()).collect();
+    let folders = missing_folders(&layout.root, ops);
     let mut journal = Journal::create(&journal_path)?;
     journal.append(&Record::Begin {
         module: module.to_owned(),
         ops: ops.to_vec(),
         existed: existed.clone(),
         after: after.clone(),
+        folders: folders.clone(),
     })?;
     failpoint("apply:begin");
     let outcome = apply_ops(layout, module, ops, &targets, &existed, &mut journal);
     if let Err(error) = outcome {
-        undo(layout, module, ops, &existed)?;
+        undo(layout, module, ops, &existed, &folders)?;
         journal::remove(&journal_path)?;
         return Err(error);
     }
@@ -272,8 +279,24 @@ fn apply_ops(
     Ok(())
 }
 
-/// Puts every target back as it was, from the backups; removes files that did not exist.
-fn undo(layout: &Layout, module: &str, ops: &[FileOp], existed: &[bool]) -> Result<(), ApplyError> {
+/// The folders on the way to the new files that do not exist yet, parents first.
+fn missing_folders(root: &Path, ops: &[FileOp]) -> Vec<String> {
+    let mut folders: Vec<String> = Vec::new();
+    for op in ops.iter().filter(|op| matches!(op, FileOp::Replace { .. })) {
+        let segments: Vec<&str> = op.file().split('/').collect();
+        for depth in 1..segments.len() {
+            let folder = segments[..depth].join("/");
+            if !folders.contains(&folder) && root.join(&folder).symlink_metadata().is_err() {
+                folders.push(folder);
+            }
+        }
+    }
+    folders
+}
+
+/// Puts every target back as it was, from the backups; removes files that did not exist, then
+/// the folders that were made for them (if nothing else has been put in them).
+fn undo(layout: &Layout, module: &str, ops: &[FileOp], existed: &[bool], folders: &[String]) -> Result<(), ApplyError> {
     for (index, op) in ops.iter().enumerate().rev() {
         let target = paths::resolve(&layout.root, op.file())?;
         let backup = layout.backups(module).join(op.file());
@@ -285,6 +308,13 @@ fn undo(layout: &Layout, module: &str, ops: &[FileOp], existed: &[bool]) -> Resu
             sync_parent(&target).map_err(io_error(module, &target))?;
         }
         failpoint(&format!("recover:undo:{index}"));
+    }
+    for folder in folders.iter().rev() {
+        let path = layout.root.join(folder);
+        // Not empty, or already gone: either way not ours to remove.
+        if fs::remove_dir(&path).is_ok() {
+            sync_parent(&path).map_err(io_error(module, &path))?;
+        }
     }
     remove_backups(layout, module)
 }
@@ -433,7 +463,7 @@ pub fn recover(layout: &Layout) -> Result<Vec<Recovered>, ApplyError> {
             }
             continue;
         }
-        let Some(Record::Begin { module, ops, existed, after }) = records.first().cloned() else {
+        let Some(Record::Begin { module, ops, existed, after, folders }) = records.first().cloned() else {
             // Torn before the first record was whole: nothing was touched.
             journal::remove(&path)?;
             continue;
@@ -443,7 +473,7 @@ pub fn recover(layout: &Layout) -> Result<Vec<Recovered>, ApplyError> {
             finish(layout, &module, after)?;
             done.push(Recovered::Finished(module));
         } else {
-            undo(layout, &module, &ops, &existed)?;
+            undo(layout, &module, &ops, &existed, &folders)?;
             journal::remove(&path)?;
             done.push(Recovered::RolledBack(module));
         }

@@ -1,9 +1,13 @@
 //! The real binaries: `upgram-server` publishing and serving a catalog as a child process, and
 //! `upgram` run as a person would run it.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+
+use upgram_client::state::{InstalledFile, InstalledModule, InstalledState};
+use upgram_core::Sha256Digest;
 
 /// The `upgram` binary under test.
 pub const UPGRAM: &str = env!("CARGO_BIN_EXE_upgram");
@@ -48,29 +52,36 @@ pub type ReleaseFiles<'a> = (&'a str, &'a str, Vec<(&'a str, &'a [u8])>);
 pub fn serve_releases(root: &Path, releases: &[ReleaseFiles<'_>]) -> ServerProcess {
     let catalog = root.join("catalog");
     for (module, version, files) in releases {
-        let folder = root.join(format!("{module}-{version}"));
-        for (path, content) in files {
-            let path = folder.join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, content).unwrap();
-        }
-        let catalog = catalog.to_str().unwrap();
-        run_server(&[
-            "publish",
-            "--catalog",
-            catalog,
-            "--module",
-            module,
-            "--version",
-            version,
-            "--from",
-            folder.to_str().unwrap(),
-        ]);
+        publish(root, module, version, files, &[]);
     }
+    serve_with_new_key(root, &catalog)
+}
+
+/// Writes `files` into the release folder `root/<module>-<version>` and publishes it into
+/// `root/catalog` with the real publisher; `extra` are more `publish` arguments (`--depends`,
+/// `--package`…).
+pub fn publish(root: &Path, module: &str, version: &str, files: &[(&str, &[u8])], extra: &[&str]) {
+    let folder = root.join(format!("{module}-{version}"));
+    std::fs::create_dir_all(&folder).unwrap();
+    for (path, content) in files {
+        let path = folder.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    let catalog = root.join("catalog");
+    let mut args =
+        vec!["publish", "--catalog", catalog.to_str().unwrap(), "--module", module, "--version", version, "--from"];
+    args.push(folder.to_str().unwrap());
+    args.extend_from_slice(extra);
+    run_server(&args);
+}
+
+/// Makes a signing key in `root`, then serves `catalog` with it.
+pub fn serve_with_new_key(root: &Path, catalog: &Path) -> ServerProcess {
     let key = root.join("server.key");
     let info = run_server(&["keygen", "--out", key.to_str().unwrap()]);
     let public_key = info.lines().next().unwrap().trim_start_matches("public key: ").to_owned();
-    serve_catalog(&catalog, &key, public_key)
+    serve_catalog(catalog, &key, public_key)
 }
 
 /// Serves `catalog` with `key` (whose public key is `public_key`).
@@ -101,4 +112,84 @@ pub fn upgram(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// The arguments that point `upgram` at `server` and the installation at `root`.
+pub fn server_args<'a>(server: &'a ServerProcess, root: &'a str) -> Vec<&'a str> {
+    vec!["--server", &server.udp, "--public-key", &server.public_key, "--root", root]
+}
+
+/// Installs `module` at `version` by hand, as a first release: its files under `root`, and its
+/// entry (every file at `version`, with its hash) added to `root/.upgram/state.json`.
+pub fn install_release(root: &Path, module: &str, version: &str, files: &[(&str, &[u8])]) {
+    let mut entry = InstalledModule { version: version.to_owned(), ..Default::default() };
+    for (path, content) in files {
+        std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+        std::fs::write(root.join(path), content).unwrap();
+        let file = InstalledFile { version: version.to_owned(), sha256: Sha256Digest::of(content).to_hex() };
+        entry.files.insert((*path).to_owned(), file);
+    }
+    let state_path = root.join(".upgram/state.json");
+    std::fs::create_dir_all(state_path.parent().unwrap()).unwrap();
+    let mut state = InstalledState::load(&state_path).unwrap();
+    state.modules.insert(module.to_owned(), entry);
+    state.save(&state_path).unwrap();
+}
+
+/// Everything under `root` but the bookkeeping folder: each file with its content, each folder
+/// as `path/` with no content (so an empty folder left behind shows).
+pub fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+            if rel == ".upgram" {
+                continue;
+            }
+            if path.is_dir() {
+                out.insert(format!("{rel}/"), Vec::new());
+                walk(&path, root, out);
+            } else {
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// What [`tree`] should find for these files: each file, and each folder on their way.
+pub fn expected_tree<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for (path, content) in files {
+        let mut folder = Path::new(path).parent();
+        while let Some(dir) = folder.filter(|d| !d.as_os_str().is_empty()) {
+            out.insert(format!("{}/", dir.to_string_lossy()), Vec::new());
+            folder = dir.parent();
+        }
+        out.insert(path.to_owned(), content.to_vec());
+    }
+    out
+}
+
+/// The modules of the state at `root`.
+pub fn state_modules(root: &Path) -> BTreeMap<String, InstalledModule> {
+    InstalledState::load(&root.join(".upgram/state.json")).unwrap().modules
+}
+
+/// The installation at `root` is exactly `files` (no other file or folder outside `.upgram/`)
+/// with `modules` as its state, and no upgrade left a journal or a backup behind.
+pub fn assert_installation(
+    root: &Path,
+    files: &[(&str, &[u8])],
+    modules: &BTreeMap<String, InstalledModule>,
+    context: &str,
+) {
+    assert_eq!(tree(root), expected_tree(files.iter().copied()), "{context}: the files");
+    assert_eq!(&state_modules(root), modules, "{context}: the state");
+    let meta = root.join(".upgram");
+    let journals: Vec<_> = std::fs::read_dir(meta.join("journal")).map(|d| d.collect()).unwrap_or_default();
+    assert!(journals.is_empty(), "{context}: journals left behind: {journals:?}");
+    assert!(!meta.join("backup").exists() || tree(&meta.join("backup")).is_empty(), "{context}: backups left behind");
 }
