@@ -14,7 +14,10 @@
 //! Crash tests: when the environment variable `UPGRAM_FAILPOINT` names a step (`apply:begin`,
 //! `apply:backup:N`, `apply:install:N`, `apply:commit`, `apply:state`, `recover:undo:N`,
 //! `recover:forward`, `package:begin`, `package:ran`, `package:done`), the process aborts right after that step's journal record, as `kill -9`
-//! would stop it. Unset, it costs one environment lookup per step.
+//! would stop it. Unset, it costs one environment lookup per step. Two more make a write fail
+//! as a full disk would (ENOSPC), for the full-disk tests where no small file system can be
+//! mounted: `enospc:stage` (writing any staged payload) and `enospc:apply:N` (writing op N's new
+//! file beside its target).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -38,6 +41,14 @@ fn failpoint(name: &str) {
     if std::env::var_os(FAILPOINT_VAR).is_some_and(|v| v == name) {
         std::process::abort();
     }
+}
+
+/// Fails with "no space left on device" if `UPGRAM_FAILPOINT` names this step.
+pub(crate) fn injected_enospc(name: &str) -> io::Result<()> {
+    if std::env::var_os(FAILPOINT_VAR).is_some_and(|v| v == name) {
+        return Err(io::Error::from_raw_os_error(28));
+    }
+    Ok(())
 }
 
 /// One file change of a module upgrade.
@@ -269,7 +280,9 @@ fn apply_ops(
             if let Some(parent) = target.parent() {
                 fs::create_dir_all(parent).map_err(io_error(module, parent))?;
             }
-            fs::copy(staged, &temp).map_err(io_error(module, &temp))?;
+            fs::copy(staged, &temp)
+                .and_then(|_| injected_enospc(&format!("enospc:apply:{index}")))
+                .map_err(io_error(module, &temp))?;
             fs::File::open(&temp).and_then(|f| f.sync_all()).map_err(io_error(module, &temp))?;
             journal.append(&Record::Install { index })?;
             rename_synced(&temp, target).map_err(io_error(module, target))?;
