@@ -13,8 +13,9 @@
 //!
 //! Crash tests: when the environment variable `UPGRAM_FAILPOINT` names a step (`apply:begin`,
 //! `apply:backup:N`, `apply:install:N`, `apply:commit`, `apply:state`, `recover:undo:N`,
-//! `recover:forward`, `package:begin`, `package:ran`, `package:done`), the process aborts right after that step's journal record, as `kill -9`
-//! would stop it. Unset, it costs one environment lookup per step. Two more make a write fail
+//! `recover:forward`, `package:begin`, `package:ran`, `package:done`), the process aborts right
+//! after that step's journal record, as `kill -9` would stop it. Unset, it costs one environment
+//! lookup per step. Two more make a write fail
 //! as a full disk would (ENOSPC), for the full-disk tests where no small file system can be
 //! mounted: `enospc:stage` (writing any staged payload) and `enospc:apply:N` (writing op N's new
 //! file beside its target).
@@ -149,6 +150,16 @@ pub enum ApplyError {
         #[source]
         source: io::Error,
     },
+    /// The installation's lock could not be taken: its bookkeeping folder cannot be written
+    /// (a read-only installation ends here, before anything changes).
+    #[error("cannot lock the installation: {}: {source}; nothing changed", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// Another process holds the installation's lock.
     #[error("another upgram is working on this installation ({} is locked); try again when it is done", path.display())]
     Locked {
@@ -207,7 +218,20 @@ impl Layout {
 
 fn io_error(module: &str, path: &Path) -> impl Fn(io::Error) -> ApplyError {
     let (module, path) = (module.to_owned(), path.to_owned());
-    move |source| ApplyError::Io { module: module.clone(), path: path.clone(), source }
+    move |source| ApplyError::Io { module: module.clone(), path: path.clone(), source: explain(source) }
+}
+
+/// "Invalid cross-device link" alone does not tell a user that a folder of the installation
+/// is a separate mount (read-only, or another disk), which backups by rename cannot leave.
+fn explain(error: io::Error) -> io::Error {
+    if error.kind() != io::ErrorKind::CrossesDevices {
+        return error;
+    }
+    let why = format!(
+        "{error}: it is on another file system (a separate or read-only mount) than the installation's \
+         .upgram folder, and files are moved, not copied, to and from there"
+    );
+    io::Error::new(error.kind(), why)
 }
 
 /// Renames `from` to `to` (creating `to`'s folder) and syncs both folders.
@@ -447,13 +471,13 @@ pub struct InstallationLock {
 /// Takes the lock of the installation, or fails at once if another process holds it.
 pub fn lock(layout: &Layout) -> Result<InstallationLock, ApplyError> {
     let path = layout.meta().join("lock");
-    fs::create_dir_all(layout.meta()).map_err(io_error("", &path))?;
-    let file =
-        fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_error("", &path))?;
+    let lock_error = |source| ApplyError::Lock { path: path.clone(), source };
+    fs::create_dir_all(layout.meta()).map_err(lock_error)?;
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(lock_error)?;
     match file.try_lock() {
         Ok(()) => Ok(InstallationLock { _file: file }),
         Err(fs::TryLockError::WouldBlock) => Err(ApplyError::Locked { path }),
-        Err(fs::TryLockError::Error(e)) => Err(io_error("", &path)(e)),
+        Err(fs::TryLockError::Error(e)) => Err(lock_error(e)),
     }
 }
 
