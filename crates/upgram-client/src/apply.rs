@@ -4,8 +4,8 @@
 //! A file that is replaced or deleted is first moved, by rename, into
 //! `ROOT/.upgram/backup/<module>/`; a new file is written beside its target and renamed over
 //! it; every rename is followed by a sync of the folders involved. When every file is done the
-//! journal records the commit, then the state file takes the module's new version (installed
-//! state changes only after the files do), then backups and journal go.
+//! journal records the commit, then backups go, then the state file takes the module's new
+//! version (installed state changes only after the files do), then the journal goes.
 //!
 //! [`recover`] repairs whatever a crash interrupted: a committed module is finished (state
 //! written, backups removed), an uncommitted one is undone from its backups. Both directions
@@ -365,8 +365,11 @@ fn remove_backups(layout: &Layout, module: &str) -> Result<(), ApplyError> {
     }
 }
 
-/// After the commit: the state takes the new version, then backups and journal go.
+/// After the commit: backups go (nothing reads them once the journal holds the commit, and on a
+/// full disk their space is what lets the state be written), then the state takes the new
+/// version, then the journal goes.
 fn finish(layout: &Layout, module: &str, after: InstalledModule) -> Result<(), ApplyError> {
+    remove_backups(layout, module)?;
     let mut state = InstalledState::load(&layout.state)?;
     // Keep the frequent-file list the server gave unless the new entry brings one.
     let frequent = state.modules.get(module).map(|m| m.frequent.clone()).unwrap_or_default();
@@ -380,7 +383,6 @@ fn finish(layout: &Layout, module: &str, after: InstalledModule) -> Result<(), A
     }
     state.save(&layout.state)?;
     failpoint("apply:state");
-    remove_backups(layout, module)?;
     journal::remove(&layout.journal(module))?;
     Ok(())
 }

@@ -158,3 +158,23 @@ fn with_room_enough_the_same_update_succeeds() {
     assert_eq!(modules["app"].version, "1.1");
     assert_installation(&root, &releases()[1].2, &modules, "room enough");
 }
+
+#[test]
+fn a_full_disk_at_the_state_write_does_not_strand_a_committed_upgrade() {
+    // 41 pages hold every file copied into place (v1 4, staged 18, journal 1, new 18) but not
+    // the state's temporary file. Once the journal holds the commit the backups are not needed:
+    // removing them first makes the room, so the upgrade completes. (Before, the update said
+    // "failed" while the files were already 1.1, with backups and journal left for recovery.)
+    if !can_mount() {
+        eprintln!("variant: none (mounting not permitted)");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let server = serve_releases(&work.path().join("server"), &releases());
+    let (code, output, root) = update_on_full_disk(work.path(), &server, Full::Tmpfs(41));
+    eprintln!("variant: Tmpfs(41)\n{output}");
+    assert_eq!(code, 0, "{output}");
+    let modules = state_modules(&root);
+    assert_eq!(modules["app"].version, "1.1");
+    assert_installation(&root, &releases()[1].2, &modules, "full at the state write");
+}
