@@ -143,20 +143,26 @@ fn a_full_disk_while_applying_rolls_the_module_back() {
     );
 }
 
-#[test]
-fn with_room_enough_the_same_update_succeeds() {
-    // The control: the sizes above, not something else, made those updates fail.
+/// On a tmpfs of `pages` (where mounting is allowed), the update succeeds: 1.1 exactly.
+fn assert_tmpfs_update_succeeds(pages: usize) {
     if !can_mount() {
         eprintln!("variant: none (mounting not permitted)");
         return;
     }
     let work = tempfile::tempdir().unwrap();
     let server = serve_releases(&work.path().join("server"), &releases());
-    let (code, output, root) = update_on_full_disk(work.path(), &server, Full::Tmpfs(64));
+    let (code, output, root) = update_on_full_disk(work.path(), &server, Full::Tmpfs(pages));
+    eprintln!("variant: Tmpfs({pages})\n{output}");
     assert_eq!(code, 0, "{output}");
     let modules = state_modules(&root);
     assert_eq!(modules["app"].version, "1.1");
-    assert_installation(&root, &releases()[1].2, &modules, "room enough");
+    assert_installation(&root, &releases()[1].2, &modules, &format!("Tmpfs({pages})"));
+}
+
+#[test]
+fn with_room_enough_the_same_update_succeeds() {
+    // The control: the sizes above, not something else, made those updates fail.
+    assert_tmpfs_update_succeeds(64);
 }
 
 #[test]
@@ -165,16 +171,5 @@ fn a_full_disk_at_the_state_write_does_not_strand_a_committed_upgrade() {
     // the state's temporary file. Once the journal holds the commit the backups are not needed:
     // removing them first makes the room, so the upgrade completes. (Before, the update said
     // "failed" while the files were already 1.1, with backups and journal left for recovery.)
-    if !can_mount() {
-        eprintln!("variant: none (mounting not permitted)");
-        return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let server = serve_releases(&work.path().join("server"), &releases());
-    let (code, output, root) = update_on_full_disk(work.path(), &server, Full::Tmpfs(41));
-    eprintln!("variant: Tmpfs(41)\n{output}");
-    assert_eq!(code, 0, "{output}");
-    let modules = state_modules(&root);
-    assert_eq!(modules["app"].version, "1.1");
-    assert_installation(&root, &releases()[1].2, &modules, "full at the state write");
+    assert_tmpfs_update_succeeds(41);
 }
