@@ -4,8 +4,8 @@
 //! A file that is replaced or deleted is first moved, by rename, into
 //! `ROOT/.upgram/backup/<module>/`; a new file is written beside its target and renamed over
 //! it; every rename is followed by a sync of the folders involved. When every file is done the
-//! journal records the commit, then the state file takes the module's new version (installed
-//! state changes only after the files do), then backups and journal go.
+//! journal records the commit, then backups go, then the state file takes the module's new
+//! version (installed state changes only after the files do), then the journal goes.
 //!
 //! [`recover`] repairs whatever a crash interrupted: a committed module is finished (state
 //! written, backups removed), an uncommitted one is undone from its backups. Both directions
@@ -13,8 +13,12 @@
 //!
 //! Crash tests: when the environment variable `UPGRAM_FAILPOINT` names a step (`apply:begin`,
 //! `apply:backup:N`, `apply:install:N`, `apply:commit`, `apply:state`, `recover:undo:N`,
-//! `recover:forward`, `package:begin`, `package:ran`, `package:done`), the process aborts right after that step's journal record, as `kill -9`
-//! would stop it. Unset, it costs one environment lookup per step.
+//! `recover:forward`, `package:begin`, `package:ran`, `package:done`), the process aborts right
+//! after that step's journal record, as `kill -9` would stop it. Unset, it costs one environment
+//! lookup per step. Two more make a write fail
+//! as a full disk would (ENOSPC), for the full-disk tests where no small file system can be
+//! mounted: `enospc:stage` (writing any staged payload) and `enospc:apply:N` (writing op N's new
+//! file beside its target).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -38,6 +42,14 @@ pub(crate) fn failpoint(name: &str) {
     if std::env::var_os(FAILPOINT_VAR).is_some_and(|v| v == name) {
         std::process::abort();
     }
+}
+
+/// Fails with "no space left on device" if `UPGRAM_FAILPOINT` names this step.
+pub(crate) fn injected_enospc(name: &str) -> io::Result<()> {
+    if std::env::var_os(FAILPOINT_VAR).is_some_and(|v| v == name) {
+        return Err(io::Error::from_raw_os_error(28));
+    }
+    Ok(())
 }
 
 /// One file change of a module upgrade.
@@ -81,6 +93,11 @@ pub enum Record {
         existed: Vec<bool>,
         /// The module's state entry after the upgrade.
         after: InstalledModule,
+        /// The folders (relative to the root, parents first) that did not exist and that the
+        /// new files will need: undoing removes them again, so a rollback leaves no empty
+        /// folder behind. Absent in journals written before it existed.
+        #[serde(default)]
+        folders: Vec<String>,
     },
     /// Op `index`'s target is about to be moved to the backup folder.
     Backup {
@@ -129,6 +146,16 @@ pub enum ApplyError {
         /// The module.
         module: String,
         /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The installation's lock could not be taken: its bookkeeping folder cannot be written
+    /// (a read-only installation ends here, before anything changes).
+    #[error("cannot lock the installation: {}: {source}; nothing changed", path.display())]
+    Lock {
+        /// The lock file.
         path: PathBuf,
         /// The I/O error.
         #[source]
@@ -204,7 +231,20 @@ impl Layout {
 
 fn io_error(module: &str, path: &Path) -> impl Fn(io::Error) -> ApplyError {
     let (module, path) = (module.to_owned(), path.to_owned());
-    move |source| ApplyError::Io { module: module.clone(), path: path.clone(), source }
+    move |source| ApplyError::Io { module: module.clone(), path: path.clone(), source: explain(source) }
+}
+
+/// "Invalid cross-device link" alone does not tell a user that a folder of the installation
+/// is a separate mount (read-only, or another disk), which backups by rename cannot leave.
+fn explain(error: io::Error) -> io::Error {
+    if error.kind() != io::ErrorKind::CrossesDevices {
+        return error;
+    }
+    let why = format!(
+        "{error}: it is on another file system (a separate or read-only mount) than the installation's \
+         .upgram folder, and files are moved, not copied, to and from there"
+    );
+    io::Error::new(error.kind(), why)
 }
 
 /// Renames `from` to `to` (creating `to`'s folder) and syncs both folders.
@@ -236,17 +276,19 @@ pub fn apply_module(layout: &Layout, module: &str, ops: &[FileOp], after: Instal
     }
     fs::create_dir_all(layout.journals()).map_err(io_error(module, &layout.journals()))?;
     let existed: Vec<bool> = targets.iter().map(|t| t.symlink_metadata().is_ok()).collect();
+    let folders = missing_folders(&layout.root, ops);
     let mut journal = Journal::create(&journal_path)?;
     journal.append(&Record::Begin {
         module: module.to_owned(),
         ops: ops.to_vec(),
         existed: existed.clone(),
         after: after.clone(),
+        folders: folders.clone(),
     })?;
     failpoint("apply:begin");
     let outcome = apply_ops(layout, module, ops, &targets, &existed, &mut journal);
     if let Err(error) = outcome {
-        undo(layout, module, ops, &existed)?;
+        undo(layout, module, ops, &existed, &folders)?;
         journal::remove(&journal_path)?;
         return Err(error);
     }
@@ -278,7 +320,9 @@ fn apply_ops(
             if let Some(parent) = target.parent() {
                 fs::create_dir_all(parent).map_err(io_error(module, parent))?;
             }
-            fs::copy(staged, &temp).map_err(io_error(module, &temp))?;
+            fs::copy(staged, &temp)
+                .and_then(|_| injected_enospc(&format!("enospc:apply:{index}")))
+                .map_err(io_error(module, &temp))?;
             if let Some(permissions) = permissions {
                 fs::set_permissions(&temp, permissions).map_err(io_error(module, &temp))?;
             }
@@ -291,8 +335,24 @@ fn apply_ops(
     Ok(())
 }
 
-/// Puts every target back as it was, from the backups; removes files that did not exist.
-fn undo(layout: &Layout, module: &str, ops: &[FileOp], existed: &[bool]) -> Result<(), ApplyError> {
+/// The folders on the way to the new files that do not exist yet, parents first.
+fn missing_folders(root: &Path, ops: &[FileOp]) -> Vec<String> {
+    let mut folders: Vec<String> = Vec::new();
+    for op in ops.iter().filter(|op| matches!(op, FileOp::Replace { .. })) {
+        let segments: Vec<&str> = op.file().split('/').collect();
+        for depth in 1..segments.len() {
+            let folder = segments[..depth].join("/");
+            if !folders.contains(&folder) && root.join(&folder).symlink_metadata().is_err() {
+                folders.push(folder);
+            }
+        }
+    }
+    folders
+}
+
+/// Puts every target back as it was, from the backups; removes files that did not exist, then
+/// the folders that were made for them (if nothing else has been put in them).
+fn undo(layout: &Layout, module: &str, ops: &[FileOp], existed: &[bool], folders: &[String]) -> Result<(), ApplyError> {
     for (index, op) in ops.iter().enumerate().rev() {
         let target = paths::resolve(&layout.root, op.file())?;
         let backup = layout.backups(module).join(op.file());
@@ -304,6 +364,13 @@ fn undo(layout: &Layout, module: &str, ops: &[FileOp], existed: &[bool]) -> Resu
             sync_parent(&target).map_err(io_error(module, &target))?;
         }
         failpoint(&format!("recover:undo:{index}"));
+    }
+    for folder in folders.iter().rev() {
+        let path = layout.root.join(folder);
+        // Not empty, or already gone: either way not ours to remove.
+        if fs::remove_dir(&path).is_ok() {
+            sync_parent(&path).map_err(io_error(module, &path))?;
+        }
     }
     remove_backups(layout, module)
 }
@@ -321,8 +388,11 @@ pub(crate) fn remove_folder(module: &str, folder: &Path) -> Result<(), ApplyErro
     }
 }
 
-/// After the commit: the state takes the new version, then backups and journal go.
+/// After the commit: backups go (nothing reads them once the journal holds the commit, and on a
+/// full disk their space is what lets the state be written), then the state takes the new
+/// version, then the journal goes.
 fn finish(layout: &Layout, module: &str, after: InstalledModule) -> Result<(), ApplyError> {
+    remove_backups(layout, module)?;
     let mut state = InstalledState::load(&layout.state)?;
     // Keep the frequent-file list the server gave unless the new entry brings one.
     let frequent = state.modules.get(module).map(|m| m.frequent.clone()).unwrap_or_default();
@@ -338,7 +408,6 @@ fn finish(layout: &Layout, module: &str, after: InstalledModule) -> Result<(), A
     }
     state.save(&layout.state)?;
     failpoint("apply:state");
-    remove_backups(layout, module)?;
     journal::remove(&layout.journal(module))?;
     Ok(())
 }
@@ -430,13 +499,13 @@ pub struct InstallationLock {
 /// Takes the lock of the installation, or fails at once if another process holds it.
 pub fn lock(layout: &Layout) -> Result<InstallationLock, ApplyError> {
     let path = layout.meta().join("lock");
-    fs::create_dir_all(layout.meta()).map_err(io_error("", &path))?;
-    let file =
-        fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_error("", &path))?;
+    let lock_error = |source| ApplyError::Lock { path: path.clone(), source };
+    fs::create_dir_all(layout.meta()).map_err(lock_error)?;
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(lock_error)?;
     match file.try_lock() {
         Ok(()) => Ok(InstallationLock { _file: file }),
         Err(fs::TryLockError::WouldBlock) => Err(ApplyError::Locked { path }),
-        Err(fs::TryLockError::Error(e)) => Err(io_error("", &path)(e)),
+        Err(fs::TryLockError::Error(e)) => Err(lock_error(e)),
     }
 }
 
@@ -461,7 +530,7 @@ pub fn recover(layout: &Layout) -> Result<Vec<Recovered>, ApplyError> {
             }
             continue;
         }
-        let Some(Record::Begin { module, ops, existed, after }) = records.first().cloned() else {
+        let Some(Record::Begin { module, ops, existed, after, folders }) = records.first().cloned() else {
             // Torn before the first record was whole: nothing was touched.
             journal::remove(&path)?;
             continue;
@@ -471,7 +540,7 @@ pub fn recover(layout: &Layout) -> Result<Vec<Recovered>, ApplyError> {
             finish(layout, &module, after)?;
             done.push(Recovered::Finished(module));
         } else {
-            undo(layout, &module, &ops, &existed)?;
+            undo(layout, &module, &ops, &existed, &folders)?;
             journal::remove(&path)?;
             done.push(Recovered::RolledBack(module));
         }

@@ -2,7 +2,8 @@
 //! file system as the installation, resumed with an HTTP Range request after an interruption,
 //! capped at its signed size, checked against its signed SHA-256 and synced — before anything
 //! the user sees changes. A full disk or a bad download ends here, with the installation
-//! untouched.
+//! untouched; a partial download that ran into a full disk is removed, not kept to resume, so
+//! that giving up gives the space back.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -106,8 +107,17 @@ pub async fn stage(
         } else {
             file.set_len(0).map_err(io_error(&partial))?;
         }
-        file.write_all(&bytes).map_err(io_error(&partial))?;
-        file.sync_all().map_err(io_error(&partial))?;
+        let written = file
+            .write_all(&bytes)
+            .and_then(|()| crate::apply::injected_enospc("enospc:stage"))
+            .and_then(|()| file.sync_all());
+        if let Err(e) = written {
+            // Kept, a partial download that filled the disk would keep it full after we give up.
+            if e.kind() == io::ErrorKind::StorageFull {
+                let _ = fs::remove_file(&partial);
+            }
+            return Err(io_error(&partial)(e));
+        }
     }
     let (found, len) = hash_file(&partial).map_err(io_error(&partial))?;
     if len < size {

@@ -8,7 +8,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::binaries::{ReleaseFiles, ServerProcess, serve_releases, upgram, upgram_env};
+use common::binaries::{
+    ReleaseFiles, ServerProcess, expected_tree, install_release, serve_releases, server_args, tree, upgram, upgram_env,
+};
 use upgram_client::apply::Record;
 use upgram_client::journal::{self, Journal};
 use upgram_core::Sha256Digest;
@@ -21,43 +23,13 @@ fn releases() -> Vec<ReleaseFiles<'static>> {
     ]
 }
 
-fn files_of(version: &str) -> BTreeMap<String, Vec<u8>> {
-    let (_, _, files) = releases().into_iter().find(|(_, v, _)| *v == version).unwrap();
-    files.into_iter().map(|(p, c)| (p.to_owned(), c.to_vec())).collect()
+fn files_of(version: &str) -> Vec<(&'static str, &'static [u8])> {
+    releases().into_iter().find(|(_, v, _)| *v == version).unwrap().2
 }
 
 /// An installation of app 1.0 at `root`, files and state.
 fn install_old(root: &Path) {
-    let mut files = serde_json::Map::new();
-    for (path, content) in files_of("1.0") {
-        std::fs::create_dir_all(root.join(&path).parent().unwrap()).unwrap();
-        std::fs::write(root.join(&path), &content).unwrap();
-        files.insert(path, serde_json::json!({ "version": "1.0", "sha256": Sha256Digest::of(&content).to_hex() }));
-    }
-    std::fs::create_dir_all(root.join(".upgram")).unwrap();
-    let state = serde_json::json!({ "modules": { "app": { "version": "1.0", "files": files } } });
-    std::fs::write(root.join(".upgram/state.json"), state.to_string()).unwrap();
-}
-
-/// Every file under `root` except the bookkeeping folder, with its content.
-fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
-            if rel == ".upgram" {
-                continue;
-            }
-            if path.is_dir() {
-                walk(&path, root, out);
-            } else {
-                out.insert(rel, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
+    install_release(root, "app", "1.0", &files_of("1.0"));
 }
 
 /// The module is entirely old or entirely new, matching the state, with nothing left over.
@@ -65,7 +37,7 @@ fn assert_consistent(root: &Path, context: &str) -> String {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join(".upgram/state.json")).unwrap()).unwrap();
     let version = state["modules"]["app"]["version"].as_str().unwrap().to_owned();
-    assert_eq!(tree(root), files_of(&version), "{context}: files do not match version {version}");
+    assert_eq!(tree(root), expected_tree(files_of(&version)), "{context}: files do not match version {version}");
     for (path, file) in state["modules"]["app"]["files"].as_object().unwrap() {
         let content = std::fs::read(root.join(path)).unwrap();
         assert_eq!(Sha256Digest::of(&content).to_hex(), file["sha256"].as_str().unwrap(), "{context}: {path}");
@@ -76,14 +48,10 @@ fn assert_consistent(root: &Path, context: &str) -> String {
     version
 }
 
-fn args<'a>(server: &'a ServerProcess, root: &'a str) -> Vec<&'a str> {
-    vec!["--server", &server.udp, "--public-key", &server.public_key, "--root", root]
-}
-
 fn update_killed_at(server: &ServerProcess, root: &Path, failpoint: &str) -> bool {
     let root_str = root.to_str().unwrap();
     let mut argv = vec!["update", "--yes"];
-    argv.extend(args(server, root_str));
+    argv.extend(server_args(server, root_str));
     let output = upgram_env(&argv, &[("UPGRAM_FAILPOINT", failpoint)]);
     match output.status.signal() {
         Some(signal) => {
@@ -250,7 +218,7 @@ fn a_second_concurrent_update_is_refused_by_the_lock() {
     let held = upgram_client::apply::lock(&upgram_client::apply::Layout::new(&root)).unwrap();
     let root_str = root.to_str().unwrap();
     let mut argv = vec!["update", "--yes"];
-    argv.extend(args(&server, root_str));
+    argv.extend(server_args(&server, root_str));
     let (code, _, err) = upgram(&argv);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("another upgram is working on this installation"), "{err}");
@@ -269,7 +237,7 @@ fn a_dry_run_changes_nothing() {
     install_old(&root);
     let root_str = root.to_str().unwrap();
     let mut argv = vec!["update", "--yes", "--dry-run"];
-    argv.extend(args(&server, root_str));
+    argv.extend(server_args(&server, root_str));
     let (code, out, err) = upgram(&argv);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("app") && out.contains("1.0") && out.contains("1.1"), "the plan is printed: {out}");
@@ -289,7 +257,7 @@ fn a_symbolic_link_out_of_the_installation_is_refused() {
     std::os::unix::fs::symlink(&outside, root.join("sub")).unwrap();
     let root_str = root.to_str().unwrap();
     let mut argv = vec!["update", "--yes"];
-    argv.extend(args(&server, root_str));
+    argv.extend(server_args(&server, root_str));
     let (code, out, err) = upgram(&argv);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("symbolic link"), "the reason is given: {out}");

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 
 mod common;
 use common::binaries::{
-    ReleaseFiles, ServerProcess, install_release, publish_release, serve, state_json, upgram, upgram_env,
+    ReleaseFiles, ServerProcess, install, publish_release, serve, server_args, state_json, upgram, upgram_env,
 };
 use upgram_core::Sha256Digest;
 
@@ -60,17 +60,13 @@ fn app_installed(dir: &Path) -> (std::path::PathBuf, ServerProcess) {
     publish_release(dir, &app("1.0"), &[]);
     publish_release(dir, &app("1.1"), &[]);
     let server = serve(dir);
-    install_release(&root, &app("1.0"));
+    install(&root, &app("1.0"));
     (root, server)
-}
-
-fn args<'a>(server: &'a ServerProcess, root: &'a str) -> Vec<&'a str> {
-    vec!["--server", &server.udp, "--public-key", &server.public_key, "--root", root]
 }
 
 fn run(command: &[&str], server: &ServerProcess, root: &Path) -> (i32, String, String) {
     let mut all = command.to_vec();
-    all.extend(args(server, root.to_str().unwrap()));
+    all.extend(server_args(server, root.to_str().unwrap()));
     upgram(&all)
 }
 
@@ -129,8 +125,8 @@ fn a_dependent_waits_with_its_busy_dependency_and_follows_it() {
     publish_release(dir.path(), &plugin("1.0"), &["--depends", "app>=1.0"]);
     publish_release(dir.path(), &plugin("1.1"), &["--depends", "app>=1.1"]);
     let server = serve(dir.path());
-    install_release(&root, &app("1.0"));
-    install_release(&root, &plugin("1.0"));
+    install(&root, &app("1.0"));
+    install(&root, &plugin("1.0"));
     let held = std::fs::File::open(root.join("bin/app.bin")).unwrap();
     held.lock_shared().unwrap();
 
@@ -203,13 +199,13 @@ fn crashes_while_deferring_or_completing_are_repaired() {
     let server = serve(dir.path());
     for point in ["defer:files", "defer:state", "apply:backup:0", "apply:install:1", "apply:commit"] {
         let root = dir.path().join(format!("installation-{}", point.replace(':', "-")));
-        install_release(&root, &app("1.0"));
+        install(&root, &app("1.0"));
         let held = std::fs::File::open(root.join("bin/app.bin")).unwrap();
         held.lock_shared().unwrap();
         let deferring = point.starts_with("defer");
         let env: &[(&str, &str)] = if deferring { &[("UPGRAM_FAILPOINT", point)] } else { &[] };
         let mut all = vec!["update", "--yes"];
-        all.extend(args(&server, root.to_str().unwrap()));
+        all.extend(server_args(&server, root.to_str().unwrap()));
         let output = upgram_env(&all, env);
         assert_eq!(output.status.signal().is_some(), deferring, "{point}: {output:?}");
         drop(held);

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::binaries::{ReleaseFiles, ServerProcess, UPGRAM, install_release, publish_release, serve, state_json};
+use common::binaries::{ReleaseFiles, ServerProcess, UPGRAM, install, publish_release, serve, state_json};
 
 fn release<'a>(version: &'a str, content: &'a [u8]) -> ReleaseFiles<'a> {
     ("upgram", version, vec![("bin/upgram", content)])
@@ -46,7 +46,7 @@ fn upgram_replaces_itself_only_with_a_binary_that_passes_its_self_test() {
     let broken = b"#!/bin/sh\nexit 3\n".to_vec();
     publish_release(dir.path(), &release("1.0", &original), &[]);
     publish_release(dir.path(), &release("1.1", &broken), &[]);
-    install_release(&root, &release("1.0", &original));
+    install(&root, &release("1.0", &original));
     let binary = root.join("bin/upgram");
     std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
 

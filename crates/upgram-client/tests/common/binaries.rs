@@ -1,9 +1,13 @@
 //! The real binaries: `upgram-server` publishing and serving a catalog as a child process, and
 //! `upgram` run as a person would run it.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+
+use upgram_client::state::{InstalledFile, InstalledModule, InstalledState};
+use upgram_core::Sha256Digest;
 
 /// The `upgram` binary under test.
 pub const UPGRAM: &str = env!("CARGO_BIN_EXE_upgram");
@@ -46,61 +50,42 @@ pub type ReleaseFiles<'a> = (&'a str, &'a str, Vec<(&'a str, &'a [u8])>);
 
 /// Publishes each release into `root/catalog`, then serves it.
 pub fn serve_releases(root: &Path, releases: &[ReleaseFiles<'_>]) -> ServerProcess {
-    for release in releases {
-        publish_release(root, release, &[]);
+    let catalog = root.join("catalog");
+    for (module, version, files) in releases {
+        publish(root, module, version, files, &[]);
     }
-    serve(root)
+    serve_with_new_key(root, &catalog)
 }
 
-/// Publishes one release into `root/catalog`, with `extra` publisher arguments (`--depends
-/// 'core>=1.1'`, `--forced`).
-pub fn publish_release(root: &Path, (module, version, files): &ReleaseFiles<'_>, extra: &[&str]) {
-    let catalog = root.join("catalog");
+/// Writes `files` into the release folder `root/<module>-<version>` and publishes it into
+/// `root/catalog` with the real publisher; `extra` are more `publish` arguments (`--depends`,
+/// `--package`…).
+pub fn publish(root: &Path, module: &str, version: &str, files: &[(&str, &[u8])], extra: &[&str]) {
     let folder = root.join(format!("{module}-{version}"));
+    std::fs::create_dir_all(&folder).unwrap();
     for (path, content) in files {
         let path = folder.join(path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, content).unwrap();
     }
-    let mut args = vec!["publish", "--catalog", catalog.to_str().unwrap(), "--module", module, "--version", version];
-    args.extend(["--from", folder.to_str().unwrap()]);
-    args.extend(extra);
+    let catalog = root.join("catalog");
+    let mut args =
+        vec!["publish", "--catalog", catalog.to_str().unwrap(), "--module", module, "--version", version, "--from"];
+    args.push(folder.to_str().unwrap());
+    args.extend_from_slice(extra);
     run_server(&args);
 }
 
-/// Serves `root/catalog` with a key made on first use (`root/server.key`, kept for restarts).
-pub fn serve(root: &Path) -> ServerProcess {
+/// Makes a signing key in `root` (or reuses the one made there before, so a restarted server
+/// keeps its key), then serves `catalog` with it.
+pub fn serve_with_new_key(root: &Path, catalog: &Path) -> ServerProcess {
     let key = root.join("server.key");
     if !key.exists() {
         run_server(&["keygen", "--out", key.to_str().unwrap()]);
     }
     let info = run_server(&["key-info", "--key", key.to_str().unwrap()]);
     let public_key = info.lines().next().unwrap().trim_start_matches("public key: ").to_owned();
-    serve_catalog(&root.join("catalog"), &key, public_key)
-}
-
-/// Writes `module` at `version` into the installation at `root`: its files, and its entry in
-/// the state file (other modules kept).
-pub fn install_release(root: &Path, (module, version, files): &ReleaseFiles<'_>) {
-    let mut entries = serde_json::Map::new();
-    for (path, content) in files {
-        std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
-        std::fs::write(root.join(path), content).unwrap();
-        let sha256 = upgram_core::Sha256Digest::of(content).to_hex();
-        entries.insert(path.to_string(), serde_json::json!({ "version": version, "sha256": sha256 }));
-    }
-    let state_path = root.join(".upgram/state.json");
-    std::fs::create_dir_all(root.join(".upgram")).unwrap();
-    let mut state: serde_json::Value = std::fs::read_to_string(&state_path)
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap_or_else(|_| serde_json::json!({ "modules": {} }));
-    state["modules"][*module] = serde_json::json!({ "version": version, "files": entries });
-    std::fs::write(state_path, state.to_string()).unwrap();
-}
-
-/// The state file of the installation at `root`, as JSON.
-pub fn state_json(root: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(root.join(".upgram/state.json")).unwrap()).unwrap()
+    serve_catalog(catalog, &key, public_key)
 }
 
 /// Serves `catalog` with `key` (whose public key is `public_key`).
@@ -131,4 +116,104 @@ pub fn upgram(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// The arguments that point `upgram` at `server` and the installation at `root`.
+pub fn server_args<'a>(server: &'a ServerProcess, root: &'a str) -> Vec<&'a str> {
+    vec!["--server", &server.udp, "--public-key", &server.public_key, "--root", root]
+}
+
+/// Installs `module` at `version` by hand, as a first release: its files under `root`, and its
+/// entry (every file at `version`, with its hash) added to `root/.upgram/state.json`.
+pub fn install_release(root: &Path, module: &str, version: &str, files: &[(&str, &[u8])]) {
+    let mut entry = InstalledModule { version: version.to_owned(), ..Default::default() };
+    for (path, content) in files {
+        std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+        std::fs::write(root.join(path), content).unwrap();
+        let file = InstalledFile { version: version.to_owned(), sha256: Sha256Digest::of(content).to_hex() };
+        entry.files.insert((*path).to_owned(), file);
+    }
+    let state_path = root.join(".upgram/state.json");
+    std::fs::create_dir_all(state_path.parent().unwrap()).unwrap();
+    let mut state = InstalledState::load(&state_path).unwrap();
+    state.modules.insert(module.to_owned(), entry);
+    state.save(&state_path).unwrap();
+}
+
+/// Everything under `root` but the bookkeeping folder: each file with its content, each folder
+/// as `path/` with no content (so an empty folder left behind shows).
+pub fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+            if rel == ".upgram" {
+                continue;
+            }
+            if path.is_dir() {
+                out.insert(format!("{rel}/"), Vec::new());
+                walk(&path, root, out);
+            } else {
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// What [`tree`] should find for these files: each file, and each folder on their way.
+pub fn expected_tree<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for (path, content) in files {
+        let mut folder = Path::new(path).parent();
+        while let Some(dir) = folder.filter(|d| !d.as_os_str().is_empty()) {
+            out.insert(format!("{}/", dir.to_string_lossy()), Vec::new());
+            folder = dir.parent();
+        }
+        out.insert(path.to_owned(), content.to_vec());
+    }
+    out
+}
+
+/// The modules of the state at `root`.
+pub fn state_modules(root: &Path) -> BTreeMap<String, InstalledModule> {
+    InstalledState::load(&root.join(".upgram/state.json")).unwrap().modules
+}
+
+/// The installation at `root` is exactly `files` (no other file or folder outside `.upgram/`)
+/// with `modules` as its state, and no upgrade left a journal or a backup behind.
+pub fn assert_installation(
+    root: &Path,
+    files: &[(&str, &[u8])],
+    modules: &BTreeMap<String, InstalledModule>,
+    context: &str,
+) {
+    assert_eq!(tree(root), expected_tree(files.iter().copied()), "{context}: the files");
+    assert_eq!(&state_modules(root), modules, "{context}: the state");
+    let meta = root.join(".upgram");
+    let journals: Vec<_> = std::fs::read_dir(meta.join("journal")).map(|d| d.collect()).unwrap_or_default();
+    assert!(journals.is_empty(), "{context}: journals left behind: {journals:?}");
+    assert!(!meta.join("backup").exists() || tree(&meta.join("backup")).is_empty(), "{context}: backups left behind");
+}
+
+/// The state file of the installation at `root`, as JSON.
+pub fn state_json(root: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(root.join(".upgram/state.json")).unwrap()).unwrap()
+}
+
+/// [`publish`] for a release given as one value.
+pub fn publish_release(root: &Path, (module, version, files): &ReleaseFiles<'_>, extra: &[&str]) {
+    publish(root, module, version, files, extra);
+}
+
+/// [`install_release`] for a release given as one value.
+pub fn install(root: &Path, (module, version, files): &ReleaseFiles<'_>) {
+    install_release(root, module, version, files);
+}
+
+/// Serves `root/catalog` with the key in `root` (made on first use).
+pub fn serve(root: &Path) -> ServerProcess {
+    serve_with_new_key(root, &root.join("catalog"))
 }

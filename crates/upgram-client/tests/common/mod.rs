@@ -6,6 +6,7 @@
 
 pub mod binaries;
 pub mod mirror;
+pub mod mounts;
 pub mod proxy;
 
 use std::net::SocketAddr;

@@ -1,0 +1,171 @@
+//! One `upgram update` from a whole 1.0 installation to 2.0, with the real publisher, server
+//! and client (C5–C8; issue 5): a module whose files change, go and come; a record file merged
+//! from its record delta; an install package; and a dependency chain (plug-in → main module →
+//! main program → a runtime that is not installed yet). Afterwards the installation is 2.0
+//! byte for byte, the state says so file by file, and the modules went in dependency order.
+//!
+//! The client only asks about installed modules (an empty installation has nothing to ask
+//! about), so 1.0 is installed by hand; the runtime shows the other way in: a module that is
+//! not installed arrives as a dependency, with its whole file list.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+mod common;
+use common::binaries::{
+    ServerProcess, assert_installation, install_release, publish, serve_with_new_key, server_args, state_modules,
+    upgram,
+};
+use upgram_client::state::{InstalledFile, InstalledModule};
+use upgram_core::Sha256Digest;
+use upgram_core::records::{Record, RecordFile};
+
+type Files = Vec<(&'static str, &'static [u8])>;
+
+fn records(entries: &[(u64, &str)]) -> &'static [u8] {
+    let records = entries.iter().map(|(id, c)| Record { id: *id, content: c.as_bytes() }).collect();
+    RecordFile::from_records(records).unwrap().to_vec().leak()
+}
+
+/// The record file's 1.0 and 2.0: one record changed, one deleted, one added.
+fn signatures(version: &str) -> &'static [u8] {
+    let padding = "padding ".repeat(200);
+    match version {
+        "1.0" => records(&[(1, "alpha"), (2, "beta"), (3, "gamma"), (4, &padding)]),
+        _ => records(&[(1, "ALPHA"), (3, "gamma"), (4, &padding), (100, "added")]),
+    }
+}
+
+/// The installer of `driver` 2.0: it writes the new driver in the installation (its folder).
+const DRIVER_INSTALLER: &str = "#!/bin/sh\nprintf 'driver 2.0' > drv.dll\n";
+
+/// The file-list modules: id, then the files of 1.0 and of 2.0.
+fn file_modules() -> Vec<(&'static str, Files, Files)> {
+    vec![
+        (
+            "files",
+            vec![("keep.txt", b"keep"), ("change.txt", b"one"), ("gone.txt", b"bye"), ("dir/old.txt", b"old")],
+            vec![("keep.txt", b"keep"), ("change.txt", b"two"), ("dir/new.txt", b"new"), ("added/deep/f.txt", b"f")],
+        ),
+        (
+            "records",
+            vec![("sig.rec", signatures("1.0")), ("readme", b"r")],
+            vec![("sig.rec", signatures("2.0")), ("readme", b"r")],
+        ),
+        ("a-plugin", vec![("plugins/p.bin", b"plugin one")], vec![("plugins/p.bin", b"plugin two")]),
+        ("b-main", vec![("main.bin", b"main one")], vec![("main.bin", b"main two"), ("main.cfg", b"cfg")]),
+        ("c-program", vec![("program", b"program one")], vec![("program", b"program two")]),
+    ]
+}
+
+/// Installed only as a dependency of c-program 2.0.
+const RUNTIME: &[(&str, &[u8])] = &[("runtime/lib.txt", b"runtime")];
+
+/// The requirement of each module's 2.0: the chain, in reverse order of the module ids, so that
+/// dependency order is not the planner's default (ascending id) order.
+fn requirement(module: &str) -> Option<&'static str> {
+    match module {
+        "a-plugin" => Some("b-main>=2.0"),
+        "b-main" => Some("c-program>=2.0"),
+        "c-program" => Some("d-runtime>=1.0"),
+        _ => None,
+    }
+}
+
+/// Publishes every release (dependencies before the modules that need them) and serves them.
+fn serve(work: &Path) -> ServerProcess {
+    publish(work, "d-runtime", "1.0", RUNTIME, &[]);
+    let mut modules = file_modules();
+    // Requirements must name published releases: c-program, then b-main, then a-plugin.
+    modules.reverse();
+    for (module, old, new) in &modules {
+        publish(work, module, "1.0", old, &[]);
+        let depends = requirement(module).map(|r| vec!["--depends", r]).unwrap_or_default();
+        publish(work, module, "2.0", new, &depends);
+    }
+    for (version, installer) in [("1.0", "#!/bin/sh\nexit 0\n"), ("2.0", DRIVER_INSTALLER)] {
+        let package = work.join(format!("driver-{version}.sh"));
+        std::fs::write(&package, installer).unwrap();
+        let dll = format!("driver {version}").into_bytes().leak();
+        publish(work, "driver", version, &[("drv.dll", dll)], &["--package", package.to_str().unwrap()]);
+    }
+    let server = serve_with_new_key(work, &work.join("catalog"));
+    // Without the whole new record file (the server checks its store as it loads, so only
+    // now), only its record delta can produce it.
+    let whole = work.join("catalog/store").join(Sha256Digest::of(signatures("2.0")).to_hex());
+    std::fs::remove_file(whole).unwrap();
+    server
+}
+
+/// The state entry of a module installed from file lists up to 2.0: each file at the version
+/// in which its content last changed.
+fn expected_entry(version: &str, old: &[(&str, &[u8])], new: &[(&str, &[u8])]) -> InstalledModule {
+    let mut entry = InstalledModule { version: version.to_owned(), ..Default::default() };
+    for (path, content) in new {
+        let unchanged = old.iter().any(|(p, c)| p == path && c == content);
+        let file = InstalledFile {
+            version: if unchanged { "1.0" } else { version }.to_owned(),
+            sha256: Sha256Digest::of(content).to_hex(),
+        };
+        entry.files.insert((*path).to_owned(), file);
+    }
+    entry
+}
+
+#[test]
+fn one_update_takes_a_whole_installation_from_1_0_to_2_0() {
+    let work = tempfile::tempdir().unwrap();
+    let server = serve(&work.path().join("server"));
+    let root = work.path().join("install");
+    let root_str = root.to_str().unwrap();
+    let mut update = vec!["update", "--yes"];
+    update.extend(server_args(&server, root_str));
+
+    std::fs::create_dir_all(&root).unwrap();
+    let (code, out, err) = upgram(&update);
+    assert_eq!(code, 1, "an empty installation has nothing to ask about: {out}{err}");
+    assert!(err.contains("nothing to check: the installation has no module"), "{err}");
+
+    for (module, old, _) in file_modules() {
+        install_release(&root, module, "1.0", &old);
+    }
+    install_release(&root, "driver", "1.0", &[("drv.dll", b"driver 1.0")]);
+
+    let (code, out, err) = upgram(&update);
+    eprintln!("{out}{err}");
+    assert_eq!(code, 0, "{out}{err}");
+
+    let rows: Vec<(&str, &str)> = out
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut cells = line.split_whitespace();
+            Some((cells.next()?, cells.next()?))
+        })
+        .collect();
+    assert!(rows.iter().all(|(_, outcome)| *outcome == "upgraded"), "{out}");
+    let order: Vec<&str> = rows.iter().map(|(module, _)| *module).collect();
+    let at = |module: &str| order.iter().position(|m| *m == module).unwrap_or_else(|| panic!("{module}: {out}"));
+    assert!(
+        at("d-runtime") < at("c-program") && at("c-program") < at("b-main") && at("b-main") < at("a-plugin"),
+        "dependencies first: {order:?}"
+    );
+    assert_eq!(order.len(), 7, "every module, once: {order:?}");
+
+    let mut files: Vec<(&str, &[u8])> = RUNTIME.to_vec();
+    let mut modules = BTreeMap::new();
+    for (module, old, new) in file_modules() {
+        modules.insert(module.to_owned(), expected_entry("2.0", &old, &new));
+        files.extend(new);
+    }
+    modules.insert("d-runtime".to_owned(), expected_entry("1.0", RUNTIME, RUNTIME));
+    // A package replaces the module as a whole: its files are the installer's business.
+    modules.insert("driver".to_owned(), InstalledModule { version: "2.0".into(), ..Default::default() });
+    files.push(("drv.dll", b"driver 2.0"));
+    assert_installation(&root, &files, &modules, "after the update");
+    assert_eq!(state_modules(&root)["records"].files["sig.rec"].version, "2.0", "merged from its delta");
+
+    let (code, out, err) = upgram(&update);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_installation(&root, &files, &modules, "a second update changes nothing");
+}
