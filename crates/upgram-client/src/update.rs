@@ -6,6 +6,9 @@
 //! Record files are merged with their record delta when the installed file is the delta's base
 //! and the result hashes as signed; otherwise the whole file is fetched (C7). Install packages
 //! are staged, verified and run ([`crate::package`]), with a journal around the run.
+//!
+//! [`update_reporting`] tells a [`Progress`] how every download goes; [`update`] is the same
+//! without it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -18,7 +21,7 @@ use upgram_core::version::Version;
 
 use crate::apply::{FileOp, Layout, apply_module};
 use crate::fetch::Fetcher;
-use crate::staging::{stage, staged_path};
+use crate::staging::{Download, NoProgress, Progress, stage_reporting, staged_path};
 use crate::state::{InstalledFile, InstalledModule, InstalledState};
 
 /// How long an install package may run (SPEC.md §5.8 recommends 15 minutes).
@@ -94,6 +97,17 @@ pub async fn update(
     answers: &[ModuleAnswer<'_>],
     choice: &Choice<'_>,
 ) -> Result<Vec<ModuleOutcome>, PlanError> {
+    update_reporting(fetcher, layout, answers, choice, &NoProgress).await
+}
+
+/// [`update`], telling `progress` about every payload download (C11, C12: progress bars).
+pub async fn update_reporting(
+    fetcher: &impl Fetcher,
+    layout: &Layout,
+    answers: &[ModuleAnswer<'_>],
+    choice: &Choice<'_>,
+    progress: &dyn Progress,
+) -> Result<Vec<ModuleOutcome>, PlanError> {
     let state = InstalledState::load(&layout.state).unwrap_or_default();
     let offers: Vec<Offer<'_>> = answers.iter().filter_map(Offer::from_answer).collect();
     let upgrade = plan(&offers, &installed_versions(&state), choice)?;
@@ -104,7 +118,10 @@ pub async fn update(
         let blocked = answer.requires.iter().find(|r| failed.contains(r.id.as_ref()));
         let outcome = match blocked {
             Some(r) => Outcome::Skipped(format!("its dependency {} was not upgraded", r.id)),
-            None => apply_answer(fetcher, layout, answer).await,
+            None => {
+                let downloads = Downloads { fetcher, progress, module: step.id };
+                apply_answer(&downloads, layout, answer).await
+            }
         };
         if !matches!(outcome, Outcome::Upgraded(..) | Outcome::UpgradedNeedsRestart(..)) {
             failed.insert(step.id.to_owned());
@@ -114,7 +131,27 @@ pub async fn update(
     Ok(outcomes)
 }
 
-async fn apply_answer(fetcher: &impl Fetcher, layout: &Layout, answer: &ModuleAnswer<'_>) -> Outcome {
+/// Where one module's payloads come from, and who watches them arrive.
+struct Downloads<'a, F> {
+    fetcher: &'a F,
+    progress: &'a dyn Progress,
+    module: &'a str,
+}
+
+impl<F: Fetcher> Downloads<'_, F> {
+    /// Stages `payload`, which a person knows as `name`, into `dir`.
+    async fn stage(
+        &self,
+        name: &str,
+        payload: &upgram_core::body::Payload<'_>,
+        dir: &std::path::Path,
+    ) -> Result<PathBuf, crate::staging::StageError> {
+        let download = Download { module: self.module, name, url: &payload.url, size: payload.size };
+        stage_reporting(self.fetcher, &download, &payload.sha256, dir, self.progress).await
+    }
+}
+
+async fn apply_answer(downloads: &Downloads<'_, impl Fetcher>, layout: &Layout, answer: &ModuleAnswer<'_>) -> Outcome {
     let id = answer.id.as_ref();
     let Some(latest) = answer.latest.as_ref().map(Version::to_string) else {
         return Outcome::Failed("the answer has no latest version".into());
@@ -123,7 +160,7 @@ async fn apply_answer(fetcher: &impl Fetcher, layout: &Layout, answer: &ModuleAn
     let before = state.modules.get(id).cloned();
     let files = match &answer.upgrade {
         UpgradeInfo::Files(files) => files,
-        UpgradeInfo::Package(package) => return apply_package(fetcher, layout, id, before, latest, package).await,
+        UpgradeInfo::Package(package) => return apply_package(downloads, layout, id, before, latest, package).await,
         UpgradeInfo::None => return Outcome::Skipped("nothing to apply".into()),
     };
     let mut after = before.clone().unwrap_or(InstalledModule {
@@ -135,7 +172,7 @@ async fn apply_answer(fetcher: &impl Fetcher, layout: &Layout, answer: &ModuleAn
     after.version = latest.clone();
     let mut ops = Vec::new();
     for file in files {
-        match stage_file(fetcher, layout, before.as_ref(), file).await {
+        match stage_file(downloads, layout, before.as_ref(), file).await {
             Ok(Some((staged, sha256))) => {
                 after.files.insert(
                     file.id.to_string(),
@@ -158,7 +195,7 @@ async fn apply_answer(fetcher: &impl Fetcher, layout: &Layout, answer: &ModuleAn
 
 /// Stages and runs an install package.
 async fn apply_package(
-    fetcher: &impl Fetcher,
+    downloads: &Downloads<'_, impl Fetcher>,
     layout: &Layout,
     id: &str,
     before: Option<InstalledModule>,
@@ -172,7 +209,7 @@ async fn apply_package(
         );
     }
     let payload = &package.payload;
-    let staged = match stage(fetcher, &payload.url, payload.size, &payload.sha256, &layout.staging()).await {
+    let staged = match downloads.stage("package", payload, &layout.staging()).await {
         Ok(staged) => staged,
         Err(e) => return Outcome::Failed(format!("staging the package: {e} (nothing changed)")),
     };
@@ -206,7 +243,7 @@ async fn apply_package(
 /// Stages one file entry: `Some((staged file, its hash))` for a new content, `None` for a
 /// deletion.
 async fn stage_file(
-    fetcher: &impl Fetcher,
+    downloads: &Downloads<'_, impl Fetcher>,
     layout: &Layout,
     installed: Option<&InstalledModule>,
     file: &FileEntry<'_>,
@@ -219,28 +256,28 @@ async fn stage_file(
             let base =
                 installed.and_then(|m| m.files.get(file.id.as_ref())).filter(|f| f.version == delta.from.to_string());
             if base.is_some()
-                && let Some(merged) = merge_delta(fetcher, layout, file, delta, &payload.sha256).await
+                && let Some(merged) = merge_delta(downloads, layout, file, delta, &payload.sha256).await
             {
                 return Ok(Some((merged, payload.sha256)));
             }
             payload
         }
     };
-    let staged = stage(fetcher, &payload.url, payload.size, &payload.sha256, &dir).await.map_err(|e| e.to_string())?;
+    let staged = downloads.stage(&file.id, payload, &dir).await.map_err(|e| e.to_string())?;
     Ok(Some((staged, payload.sha256)))
 }
 
 /// The merged record file, staged, if the delta applies to the installed file and the result
 /// hashes as signed; `None` sends the caller to the whole file (C7).
 async fn merge_delta(
-    fetcher: &impl Fetcher,
+    downloads: &Downloads<'_, impl Fetcher>,
     layout: &Layout,
     file: &FileEntry<'_>,
     delta: &upgram_core::body::Delta<'_>,
     expected: &Sha256Digest,
 ) -> Option<PathBuf> {
     let dir = layout.staging();
-    let patch = stage(fetcher, &delta.payload.url, delta.payload.size, &delta.payload.sha256, &dir).await.ok()?;
+    let patch = downloads.stage(&format!("{} (delta)", file.id), &delta.payload, &dir).await.ok()?;
     let target = crate::paths::resolve(&layout.root, &file.id).ok()?;
     let merged = apply_delta(&std::fs::read(target).ok()?, &std::fs::read(patch).ok()?).ok()?;
     if Sha256Digest::of(&merged) != *expected {
