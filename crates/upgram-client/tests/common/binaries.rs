@@ -46,31 +46,33 @@ pub type ReleaseFiles<'a> = (&'a str, &'a str, Vec<(&'a str, &'a [u8])>);
 
 /// Publishes each release into `root/catalog`, then serves it.
 pub fn serve_releases(root: &Path, releases: &[ReleaseFiles<'_>]) -> ServerProcess {
-    let catalog = root.join("catalog");
-    for (module, version, files) in releases {
-        let folder = root.join(format!("{module}-{version}"));
-        for (path, content) in files {
-            let path = folder.join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, content).unwrap();
-        }
-        let catalog = catalog.to_str().unwrap();
-        run_server(&[
-            "publish",
-            "--catalog",
-            catalog,
-            "--module",
-            module,
-            "--version",
-            version,
-            "--from",
-            folder.to_str().unwrap(),
-        ]);
+    for release in releases {
+        publish(root, release, &[]);
     }
+    serve_published(root)
+}
+
+/// Publishes `release` into `root/catalog`, with extra `publish` arguments (`--depends`, ...).
+pub fn publish(root: &Path, (module, version, files): &ReleaseFiles<'_>, extra: &[&str]) {
+    let folder = root.join(format!("{module}-{version}"));
+    for (path, content) in files {
+        let path = folder.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    let catalog = root.join("catalog");
+    let mut args = vec!["publish", "--catalog", catalog.to_str().unwrap(), "--module", module, "--version", version];
+    args.extend(["--from", folder.to_str().unwrap()]);
+    args.extend(extra);
+    run_server(&args);
+}
+
+/// Serves what was published into `root/catalog`, with a new key.
+pub fn serve_published(root: &Path) -> ServerProcess {
     let key = root.join("server.key");
     let info = run_server(&["keygen", "--out", key.to_str().unwrap()]);
     let public_key = info.lines().next().unwrap().trim_start_matches("public key: ").to_owned();
-    serve_catalog(&catalog, &key, public_key)
+    serve_catalog(&root.join("catalog"), &key, public_key)
 }
 
 /// Serves `catalog` with `key` (whose public key is `public_key`).
