@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use upgram_core::body::{Fallback, ModuleAnswer, Query, Response, Status, UpgradeInfo};
+use upgram_core::body::value::is_valid_module_id;
+use upgram_core::body::{Fallback, ModuleAnswer, Query, QueryModule, Response, Status, UpgradeInfo};
 use upgram_core::cookie::ClientCookie;
 use upgram_core::limits::{HEADER_LEN, MAX_DATAGRAM_LEN};
 use upgram_core::sign::{KeyRing, Nonce};
@@ -42,6 +43,9 @@ pub enum ClientError {
     /// The installation has no module to check.
     #[error("nothing to check: the installation has no module (install one first)")]
     Empty,
+    /// A module to install is not a valid module id (SPEC.md §4.2 `ID`).
+    #[error("`{0}` is not a module id: 1 to 128 characters of A-Z a-z 0-9 . _ -")]
+    ModuleId(String),
 }
 
 /// Builds a [`Client`].
@@ -334,7 +338,28 @@ impl<F: Fetcher + 'static> Client<F> {
     /// Asks the servers about every module of `installed` (and its frequent files), and returns
     /// the verified, merged answers. Changes nothing on disk.
     pub async fn check(&self, installed: &InstalledState) -> Result<CheckReport, ClientError> {
-        let modules = installed.query_modules();
+        self.check_installing(installed, &[]).await
+    }
+
+    /// [`Client::check`], also asking how to install each module of `install` that
+    /// `installed` lacks: such a module goes in the query without a version (SPEC.md §4.3), and
+    /// the server answers it with `update`, its latest release in full, and an answer with
+    /// `dependency="1"` for each module it requires that the query did not name (§5.2 step 2,
+    /// §5.6). Ids already installed are asked about as usual. Changes nothing on disk.
+    pub async fn check_installing(
+        &self,
+        installed: &InstalledState,
+        install: &[&str],
+    ) -> Result<CheckReport, ClientError> {
+        if let Some(bad) = install.iter().find(|id| !is_valid_module_id(id)) {
+            return Err(ClientError::ModuleId((*bad).to_owned()));
+        }
+        let mut modules = installed.query_modules();
+        for id in install {
+            if !modules.iter().any(|m| m.id == *id) {
+                modules.push(QueryModule { id: (*id).into(), version: None, files: vec![] });
+            }
+        }
         if modules.is_empty() {
             return Err(ClientError::Empty);
         }

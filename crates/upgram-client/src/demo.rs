@@ -228,7 +228,7 @@ fn run_in(scratch: &Path) -> Result<(), String> {
         trigger: Trigger::ProgramExit,
         modules: BTreeMap::from([(PLUGIN.to_owned(), Trigger::PluginRestart)]),
     };
-    let hooks = Hooks { in_use: &check, plugins: None, self_exe: None };
+    let hooks = Hooks { in_use: &check, ..Hooks::default() };
     let mut outcomes = runtime
         .block_on(update_with(client.fetcher(), &layout, &answers, &Choice::All, hooks))
         .map_err(|e| e.to_string())?;

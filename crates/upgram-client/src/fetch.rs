@@ -71,7 +71,27 @@ pub trait Fetcher: Send + Sync {
     ) -> impl Future<Output = Result<(Vec<u8>, bool), FetchError>> + Send {
         async move { self.fetch(url, offset.saturating_add(max_len)).await.map(|body| (body, false)) }
     }
+
+    /// [`Fetcher::fetch_from`], telling `received` the length of each part of the body as it
+    /// arrives, so that a progress display can follow a long download (C11). The default
+    /// fetches with `fetch_from` and reports the whole body at once, when it is there.
+    fn fetch_from_reporting(
+        &self,
+        url: &str,
+        offset: u64,
+        max_len: u64,
+        received: &(dyn Fn(u64) + Sync),
+    ) -> impl Future<Output = Result<(Vec<u8>, bool), FetchError>> + Send {
+        async move {
+            let (body, ranged) = self.fetch_from(url, offset, max_len).await?;
+            received(body.len() as u64);
+            Ok((body, ranged))
+        }
+    }
 }
+
+/// A `received` callback for fetches nobody watches.
+fn unwatched(_: u64) {}
 
 /// The default fetcher: reqwest with rustls, a connect timeout and an overall timeout per
 /// request, so a trickling server cannot hold a client forever.
@@ -114,13 +134,14 @@ fn reason(error: reqwest::Error, timeout: Duration) -> String {
 }
 
 impl HttpFetcher {
-    /// Sends `request` and reads at most `max_len` bytes of the answer; returns them and the
-    /// status.
+    /// Sends `request` and reads at most `max_len` bytes of the answer, telling `received` the
+    /// length of each chunk; returns them and the status.
     async fn read_capped(
         &self,
         url: &str,
         request: reqwest::RequestBuilder,
         max_len: u64,
+        received: &(dyn Fn(u64) + Sync),
     ) -> Result<(Vec<u8>, u16), FetchError> {
         let transport = |e| FetchError::Transport { url: url.to_owned(), reason: reason(e, self.timeout) };
         let mut response = request.send().await.map_err(transport)?;
@@ -138,6 +159,7 @@ impl HttpFetcher {
                 return Err(too_long());
             }
             body.extend_from_slice(&chunk);
+            received(chunk.len() as u64);
         }
         Ok((body, status.as_u16()))
     }
@@ -145,15 +167,26 @@ impl HttpFetcher {
 
 impl Fetcher for HttpFetcher {
     async fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
-        self.read_capped(url, self.client.get(url), max_len).await.map(|(body, _)| body)
+        self.read_capped(url, self.client.get(url), max_len, &unwatched).await.map(|(body, _)| body)
     }
 
     async fn fetch_from(&self, url: &str, offset: u64, max_len: u64) -> Result<(Vec<u8>, bool), FetchError> {
+        self.fetch_from_reporting(url, offset, max_len, &unwatched).await
+    }
+
+    async fn fetch_from_reporting(
+        &self,
+        url: &str,
+        offset: u64,
+        max_len: u64,
+        received: &(dyn Fn(u64) + Sync),
+    ) -> Result<(Vec<u8>, bool), FetchError> {
         if offset == 0 {
-            return self.fetch(url, max_len).await.map(|body| (body, true));
+            let (body, _) = self.read_capped(url, self.client.get(url), max_len, received).await?;
+            return Ok((body, true));
         }
         let request = self.client.get(url).header("Range", format!("bytes={offset}-"));
-        let (body, status) = self.read_capped(url, request, offset.saturating_add(max_len)).await?;
+        let (body, status) = self.read_capped(url, request, offset.saturating_add(max_len), received).await?;
         // 206: the range; 200: the server ignored it and sent everything.
         if status == 206 && body.len() as u64 <= max_len { Ok((body, true)) } else { Ok((body, false)) }
     }

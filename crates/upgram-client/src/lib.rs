@@ -15,7 +15,8 @@
 //! - [`journal`]: the append-only, checksummed journal the apply engine writes before each step;
 //! - [`package`]: install packages run without a shell, under a timeout, exit codes mapped;
 //! - [`paths`]: where a file id lands under the installation root, symbolic links refused;
-//! - [`staging`]: payloads downloaded, resumed, capped, hash-checked and synced before use.
+//! - [`staging`]: payloads downloaded, resumed, capped, hash-checked and synced before use, and
+//!   watched by a [`staging::Progress`] of the embedder's;
 //!
 //! - [`update`]: plan, stage and apply the answers: file lists, record deltas, install
 //!   packages; busy modules deferred, the running `upgram` replaced by self-update;

@@ -5,10 +5,16 @@
 //! upgram check  [--config F] [--server H:P]... [--public-key HEX]... [--root DIR] [--json]
 //! upgram status [--config F] [--root DIR] [--json]
 //! upgram update [--yes | --only-forced] [--dry-run] (+ the options of check)
-//! upgram recover [--root DIR]
+//! upgram install ID... [--dry-run] (+ the options of check)
+//! upgram recover [--root DIR] [--json]
 //! upgram apply-pending [--trigger T] [--wait-pid PID [--kill-after SECS]] [--root DIR] [--json]
 //! upgram inspect FILE|-
 //! ```
+//!
+//! Every command but `demo` and `inspect` (always JSON) prints a table for people, or with
+//! `--json` one JSON object for scripts (shapes in README.md); `update` and `install` draw a
+//! progress bar per download on standard error when it is a terminal and `--json` is off.
+//! Errors go to standard error in every mode.
 //!
 //! Exit codes: 0 success (for `check`: everything is up to date); 100 `check` found upgrades
 //! (as `dnf check-update` does); 1 the operation failed (no server answered, verification or
@@ -16,6 +22,8 @@
 
 #[cfg(feature = "demo")]
 mod demo;
+mod progress_bars;
+mod summary;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -23,13 +31,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use upgram_client::apply::{Layout, lock, recover};
+use upgram_client::apply::{Layout, Recovered, lock, recover};
 use upgram_client::config::{ConfigFile, parse_public_key, resolve_servers, state_path};
 use upgram_client::defer::{PendingOutcome, Trigger, apply_pending};
 use upgram_client::state::InstalledState;
-use upgram_client::update::{Hooks, Outcome, plan_lines};
-use upgram_client::{CheckReport, Client, ModuleResult};
-use upgram_core::body::Status;
+use upgram_client::update::{Hooks, Outcome, PlanLine, plan_lines, update_with};
+use upgram_client::{CheckReport, Client, ClientError, ModuleResult};
+use upgram_core::body::value::is_valid_module_id;
+use upgram_core::body::{ModuleAnswer, Status};
 use upgram_core::plan::Choice;
 
 /// Exit code: upgrades are available.
@@ -69,6 +78,20 @@ enum Command {
         /// Take forced upgrades only.
         #[arg(long)]
         only_forced: bool,
+        /// Print the plan; download and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Install modules that are not installed yet, with the modules they require.
+    ///
+    /// Dependencies go first; forced upgrades the servers announce are applied too, as `update`
+    /// would. A module already installed is left as it is.
+    Install {
+        #[command(flatten)]
+        common: Common,
+        /// The modules to install (module ids).
+        #[arg(required = true, value_name = "ID")]
+        modules: Vec<String>,
         /// Print the plan; download and change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -268,6 +291,16 @@ fn open_installation(root: &Path) -> Result<InstalledState, ExitCode> {
 
 /// Runs a check; saves the server's hints and cookies.
 fn run_check(settings: &Settings, root: &Path) -> Result<(Client, InstalledState, CheckReport), ExitCode> {
+    run_check_installing(settings, root, &[])
+}
+
+/// Runs a check that also asks how to install the modules `install`; saves the server's hints
+/// and cookies.
+fn run_check_installing(
+    settings: &Settings,
+    root: &Path,
+    install: &[&str],
+) -> Result<(Client, InstalledState, CheckReport), ExitCode> {
     let client = build_client(settings)?;
     let mut state = open_installation(root)?;
     client.set_cookie_jar(state.cookie_jar());
@@ -275,7 +308,7 @@ fn run_check(settings: &Settings, root: &Path) -> Result<(Client, InstalledState
         .enable_all()
         .build()
         .map_err(|e| fail(format!("cannot start: {e}")))?;
-    let report = runtime.block_on(client.check(&state)).map_err(fail)?;
+    let report = runtime.block_on(client.check_installing(&state, install)).map_err(fail)?;
     report.apply_hints(&mut state);
     state.set_cookie_jar(&client.cookie_jar());
     if let Err(e) = state.save(&state_path(root)) {
@@ -327,21 +360,29 @@ fn update(settings: Settings, yes: bool, only_forced: bool, dry_run: bool) -> Ex
         Ok(lines) => lines,
         Err(e) => return fail(e),
     };
-    let rows: Vec<Vec<String>> = lines
-        .iter()
-        .map(|l| {
-            let flags = if l.forced { "forced".to_owned() } else { String::new() };
-            vec![l.id.clone(), l.from.clone().unwrap_or_else(|| "-".into()), l.to.clone(), flags]
-        })
-        .collect();
     if dry_run {
-        print_line(&table(&["MODULE", "FROM", "TO", "FLAGS"], &rows));
+        print_line(&summary::plan(&lines, None, settings.json));
         return ExitCode::SUCCESS;
     }
+    apply_plan(&settings, &Layout::new(&root), &client, &answers, &lines, &choice, None)
+}
+
+/// Applies the plan with a progress bar per download and prints the summary. `already` lists
+/// what `install` found installed already.
+fn apply_plan(
+    settings: &Settings,
+    layout: &Layout,
+    client: &Client,
+    answers: &[ModuleAnswer<'_>],
+    lines: &[PlanLine],
+    choice: &Choice<'_>,
+    already: Option<&[summary::AlreadyInstalled]>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return fail(format!("cannot start: {e}")),
     };
+    let bars = progress_bars::DownloadBars::new(!settings.json && std::io::stderr().is_terminal());
     let in_use = settings.file.in_use_check();
     let plugins = settings.file.plugin_manager();
     let exe = upgram_client::selfupdate::running_exe();
@@ -349,54 +390,102 @@ fn update(settings: Settings, yes: bool, only_forced: bool, dry_run: bool) -> Ex
         in_use: &in_use,
         plugins: plugins.as_ref().map(|p| p as &dyn upgram_client::defer::PluginManager),
         self_exe: exe.as_deref(),
+        progress: &bars,
     };
-    let layout = Layout::new(&root);
-    let outcomes =
-        match runtime.block_on(upgram_client::update::update_with(client.fetcher(), &layout, &answers, &choice, hooks))
-        {
-            Ok(outcomes) => outcomes,
-            Err(e) => return fail(e),
-        };
-    let rows: Vec<Vec<String>> = outcomes
-        .iter()
-        .map(|o| match &o.outcome {
-            Outcome::Upgraded(from, to) => {
-                vec![o.id.clone(), "upgraded".into(), format!("{} -> {to}", from.as_deref().unwrap_or("-"))]
-            }
-            Outcome::UpgradedNeedsRestart(from, to) => {
-                vec![
-                    o.id.clone(),
-                    "upgraded".into(),
-                    format!("{} -> {to}; restart needed", from.as_deref().unwrap_or("-")),
-                ]
-            }
-            Outcome::Deferred { from, to, trigger, reason } => vec![
-                o.id.clone(),
-                "deferred".into(),
-                format!("{} -> {to} at {trigger}: {reason}", from.as_deref().unwrap_or("-")),
-            ],
-            Outcome::Skipped(why) => vec![o.id.clone(), "skipped".into(), why.clone()],
-            Outcome::Failed(why) => vec![o.id.clone(), "failed".into(), why.clone()],
-        })
-        .collect();
-    if settings.json {
-        let json: Vec<serde_json::Value> =
-            rows.iter().map(|r| serde_json::json!({ "module": r[0], "outcome": r[1], "detail": r[2] })).collect();
-        print_line(&serde_json::Value::Array(json).to_string());
-    } else {
-        print_line(&table(&["MODULE", "OUTCOME", "DETAIL"], &rows));
-    }
+    let outcomes = match runtime.block_on(update_with(client.fetcher(), layout, answers, choice, hooks)) {
+        Ok(outcomes) => outcomes,
+        Err(e) => return fail(e),
+    };
+    let summary = summary::RunSummary::new(&outcomes, lines, &bars);
+    print_line(&summary.render(already, settings.json));
+    // The new upgram takes the installation's lock once this process has exited.
     let self_update =
         outcomes.iter().any(|o| matches!(o.outcome, Outcome::Deferred { trigger: Trigger::SelfUpdate, .. }));
     if self_update && let Some(exe) = &exe {
-        drop(_lock);
-        hand_over(&layout, exe);
+        hand_over(layout, exe);
     }
-    if outcomes.iter().any(|o| matches!(o.outcome, Outcome::Failed(_))) {
-        ExitCode::from(EXIT_FAILED)
-    } else {
-        ExitCode::SUCCESS
+    if summary.failed() { ExitCode::from(EXIT_FAILED) } else { ExitCode::SUCCESS }
+}
+
+/// `upgram install`: the modules of `ids` that are not installed, with what they require.
+fn install(settings: Settings, ids: &[String], dry_run: bool) -> ExitCode {
+    let root = match settings.root() {
+        Ok(root) => root.to_owned(),
+        Err(e) => return usage_error(e),
+    };
+    if let Some(bad) = ids.iter().find(|id| !is_valid_module_id(id)) {
+        return usage_error(ClientError::ModuleId(bad.clone()));
     }
+    let layout = Layout::new(&root);
+    let _lock = match lock(&layout) {
+        Ok(lock) => lock,
+        Err(e) => return fail(e),
+    };
+    let state = match open_installation(&root) {
+        Ok(state) => state,
+        Err(code) => return code,
+    };
+    let (already, missing) = split_installed(&state, ids);
+    if missing.is_empty() {
+        let text = if dry_run {
+            summary::plan(&[], Some(&already), settings.json)
+        } else {
+            summary::RunSummary::default().render(Some(&already), settings.json)
+        };
+        print_line(&text);
+        return ExitCode::SUCCESS;
+    }
+    let (client, state, report) = match run_check_installing(&settings, &root, &missing) {
+        Ok(done) => done,
+        Err(code) => return code,
+    };
+    let answers = report.modules();
+    if let Err(e) = installable(&answers, &missing) {
+        return fail(e);
+    }
+    let choice = Choice::Selected(&missing);
+    let lines = match plan_lines(&answers, &state, &choice) {
+        Ok(lines) => lines,
+        Err(e) => return fail(e),
+    };
+    if dry_run {
+        print_line(&summary::plan(&lines, Some(&already), settings.json));
+        return ExitCode::SUCCESS;
+    }
+    apply_plan(&settings, &layout, &client, &answers, &lines, &choice, Some(&already))
+}
+
+/// The modules of `ids` installed already (with their versions), and the others, each once.
+fn split_installed<'i>(state: &InstalledState, ids: &'i [String]) -> (Vec<summary::AlreadyInstalled>, Vec<&'i str>) {
+    let mut already: Vec<summary::AlreadyInstalled> = Vec::new();
+    let mut missing: Vec<&str> = Vec::new();
+    for id in ids {
+        match state.modules.get(id) {
+            Some(_) if already.iter().any(|(a, _)| a == id) => {}
+            Some(module) => already.push((id.clone(), module.version.clone())),
+            None if missing.contains(&id.as_str()) => {}
+            None => missing.push(id),
+        }
+    }
+    (already, missing)
+}
+
+/// Whether the servers offer an install of every module of `ids`, or what stops one.
+fn installable(answers: &[ModuleAnswer<'_>], ids: &[&str]) -> Result<(), String> {
+    for id in ids {
+        match answers.iter().find(|a| a.id == *id) {
+            Some(answer) if answer.status == Status::Update => {}
+            Some(answer) if answer.status == Status::Unknown => {
+                return Err(format!("cannot install `{id}`: the servers do not know this module"));
+            }
+            Some(answer) => {
+                let code = answer.code.map_or_else(String::new, |c| format!(" (error code {c})"));
+                return Err(format!("cannot install `{id}`: the server answered `{}`{code}", answer.status.name()));
+            }
+            None => return Err(format!("cannot install `{id}`: no server answered for it")),
+        }
+    }
+    Ok(())
 }
 
 /// Starts the new upgram, which replaces this one once it has exited \[0120\].
@@ -510,18 +599,35 @@ fn recover_command(settings: Settings) -> ExitCode {
         Err(e) => return fail(e),
     };
     match recover(&layout) {
-        Ok(done) if done.is_empty() => {
-            print_line("nothing to recover");
-            ExitCode::SUCCESS
-        }
         Ok(done) => {
-            for item in done {
-                print_line(&format!("{item:?}"));
-            }
+            print_line(&recovered_text(&done, settings.json));
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
     }
+}
+
+/// What `recover` did: a line, a table, or `{"recovered": [{"module", "action"}]}`.
+fn recovered_text(done: &[Recovered], json: bool) -> String {
+    let rows: Vec<[&str; 2]> = done
+        .iter()
+        .map(|item| match item {
+            Recovered::Finished(module) => [module.as_str(), "finished"],
+            Recovered::RolledBack(module) => [module.as_str(), "rolled-back"],
+            Recovered::InstallNotStarted(module) => [module.as_str(), "install-not-started"],
+            Recovered::InstallInterrupted(module) => [module.as_str(), "install-interrupted"],
+        })
+        .collect();
+    if json {
+        let list: Vec<serde_json::Value> =
+            rows.iter().map(|[module, action]| serde_json::json!({ "module": module, "action": action })).collect();
+        return serde_json::json!({ "recovered": list }).to_string();
+    }
+    if rows.is_empty() {
+        return "nothing to recover".into();
+    }
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| c.to_string()).collect()).collect();
+    table(&["MODULE", "ACTION"], &rows)
 }
 
 fn fail(error: impl std::fmt::Display) -> ExitCode {
@@ -539,7 +645,7 @@ fn status(settings: Settings) -> ExitCode {
         Err(code) => return code,
     };
     if settings.json {
-        print_line(&serde_json::to_string_pretty(&state).unwrap_or_default());
+        print_line(&status_json(&state).to_string());
         return ExitCode::SUCCESS;
     }
     let rows: Vec<Vec<String>> = state
@@ -565,6 +671,37 @@ fn status(settings: Settings) -> ExitCode {
         print_line(&table(&["MODULE", "TO", "TRIGGER", "WHY"], &rows));
     }
     ExitCode::SUCCESS
+}
+
+/// `{"modules": [{"id", "version", "files": [{"id", "version", "sha256"}], "frequent",
+/// "restart_needed", "interrupted"}], "pending": [{"id", "to", "trigger", "busy", "waits_for"}]}`:
+/// the installation, without the cookies of the state file.
+fn status_json(state: &InstalledState) -> serde_json::Value {
+    let modules: Vec<serde_json::Value> = state
+        .modules
+        .iter()
+        .map(|(id, m)| {
+            let files: Vec<serde_json::Value> = m
+                .files
+                .iter()
+                .map(|(file, f)| serde_json::json!({ "id": file, "version": f.version, "sha256": f.sha256 }))
+                .collect();
+            serde_json::json!({
+                "id": id, "version": m.version, "files": files, "frequent": m.frequent,
+                "restart_needed": m.restart_needed, "interrupted": m.interrupted,
+            })
+        })
+        .collect();
+    let pending: Vec<serde_json::Value> = state
+        .pending
+        .iter()
+        .map(|(id, p)| {
+            serde_json::json!({
+                "id": id, "to": p.after.version, "trigger": p.trigger.name(), "busy": p.busy, "waits_for": p.waits_for,
+            })
+        })
+        .collect();
+    serde_json::json!({ "modules": modules, "pending": pending })
 }
 
 fn inspect(input: &Path) -> ExitCode {
@@ -607,6 +744,10 @@ fn main() -> ExitCode {
         },
         Command::Update { common, yes, only_forced, dry_run } => match common.settings() {
             Ok(settings) => update(settings, yes, only_forced, dry_run),
+            Err(e) => usage_error(e),
+        },
+        Command::Install { common, modules, dry_run } => match common.settings() {
+            Ok(settings) => install(settings, &modules, dry_run),
             Err(e) => usage_error(e),
         },
         Command::Recover(common) => match common.settings() {

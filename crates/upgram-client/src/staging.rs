@@ -4,6 +4,9 @@
 //! the user sees changes. A full disk or a bad download ends here, with the installation
 //! untouched; a partial download that ran into a full disk is removed, not kept to resume, so
 //! that giving up gives the space back.
+//!
+//! Whoever stages can watch the bytes arrive through a [`Progress`] (C11: an embedder draws its
+//! own progress display; the `upgram` command draws bars on a terminal).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -80,6 +83,50 @@ pub fn staged_path(dir: &Path, sha256: &Sha256Digest) -> PathBuf {
     dir.join(sha256.to_hex())
 }
 
+/// One payload download, as a [`Progress`] hears of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Download<'a> {
+    /// The module the payload belongs to (empty when staged outside an update).
+    pub module: &'a str,
+    /// What the payload is, for a person: a file id, `package`, or `FILE (delta)`.
+    pub name: &'a str,
+    /// Where it comes from.
+    pub url: &'a str,
+    /// Its signed size in bytes.
+    pub size: u64,
+}
+
+/// Watches payload downloads (C11). Every method has a default that does nothing, so an
+/// embedder implements only what it shows. For each download that fetches anything the calls
+/// are `started`, any number of `advanced`, then `finished`; a payload already staged whole is
+/// not downloaded and not reported. Downloads of one [`crate::update::update_reporting`] run one
+/// after the other, but an embedder staging concurrently gets interleaved calls: each names its
+/// download.
+pub trait Progress: Send + Sync {
+    /// `download` begins, `resumed` of its bytes already staged by an earlier run.
+    fn started(&self, download: &Download<'_>, resumed: u64) {
+        let _ = (download, resumed);
+    }
+
+    /// `bytes` more bytes of `download` arrived. A server that ignores the Range request
+    /// resends from the start, so the total may pass the size less `resumed`.
+    fn advanced(&self, download: &Download<'_>, bytes: u64) {
+        let _ = (download, bytes);
+    }
+
+    /// The transfer of `download` ended: `complete` if every byte arrived (the hash is checked
+    /// after this), else it failed and what arrived is kept to resume.
+    fn finished(&self, download: &Download<'_>, complete: bool) {
+        let _ = (download, complete);
+    }
+}
+
+/// The [`Progress`] of downloads nobody watches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
 /// Stages the payload at `url` (exactly `size` bytes hashing to `sha256`) into `dir`, resuming a
 /// partial download left by an earlier run; returns the staged file. A payload already staged
 /// is not fetched again.
@@ -90,6 +137,19 @@ pub async fn stage(
     sha256: &Sha256Digest,
     dir: &Path,
 ) -> Result<PathBuf, StageError> {
+    let download = Download { module: "", name: url, url, size };
+    stage_reporting(fetcher, &download, sha256, dir, &NoProgress).await
+}
+
+/// [`stage`], telling `progress` how the download goes.
+pub async fn stage_reporting(
+    fetcher: &impl Fetcher,
+    download: &Download<'_>,
+    sha256: &Sha256Digest,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<PathBuf, StageError> {
+    let (url, size) = (download.url, download.size);
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     let done = staged_path(dir, sha256);
     if hash_file(&done).is_ok_and(|(found, len)| found == *sha256 && len == size) {
@@ -98,26 +158,10 @@ pub async fn stage(
     let partial = dir.join(format!("{}.part", sha256.to_hex()));
     let have = fs::metadata(&partial).map(|m| m.len()).unwrap_or(0).min(size);
     if have < size {
-        let (bytes, ranged) = fetcher.fetch_from(url, have, size - have).await?;
-        let mut file =
-            OpenOptions::new().create(true).write(true).truncate(false).open(&partial).map_err(io_error(&partial))?;
-        if ranged {
-            file.set_len(have).map_err(io_error(&partial))?;
-            io::Seek::seek(&mut file, io::SeekFrom::Start(have)).map_err(io_error(&partial))?;
-        } else {
-            file.set_len(0).map_err(io_error(&partial))?;
-        }
-        let written = file
-            .write_all(&bytes)
-            .and_then(|()| crate::apply::injected_enospc("enospc:stage"))
-            .and_then(|()| file.sync_all());
-        if let Err(e) = written {
-            // Kept, a partial download that filled the disk would keep it full after we give up.
-            if e.kind() == io::ErrorKind::StorageFull {
-                let _ = fs::remove_file(&partial);
-            }
-            return Err(io_error(&partial)(e));
-        }
+        progress.started(download, have);
+        let fetched = fetch_into(fetcher, download, have, &partial, progress).await;
+        progress.finished(download, fetched.is_ok());
+        fetched?;
     }
     let (found, len) = hash_file(&partial).map_err(io_error(&partial))?;
     if len < size {
@@ -130,4 +174,37 @@ pub async fn stage(
     fs::rename(&partial, &done).map_err(io_error(&done))?;
     sync_parent(&done).map_err(io_error(&done))?;
     Ok(done)
+}
+
+/// Fetches the bytes of `download` from `have` on into `partial` (from 0 if the server sends the
+/// whole body), and syncs it.
+async fn fetch_into(
+    fetcher: &impl Fetcher,
+    download: &Download<'_>,
+    have: u64,
+    partial: &Path,
+    progress: &dyn Progress,
+) -> Result<(), StageError> {
+    let received = |bytes| progress.advanced(download, bytes);
+    let (bytes, ranged) = fetcher.fetch_from_reporting(download.url, have, download.size - have, &received).await?;
+    let mut file =
+        OpenOptions::new().create(true).write(true).truncate(false).open(partial).map_err(io_error(partial))?;
+    if ranged {
+        file.set_len(have).map_err(io_error(partial))?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(have)).map_err(io_error(partial))?;
+    } else {
+        file.set_len(0).map_err(io_error(partial))?;
+    }
+    let written = file
+        .write_all(&bytes)
+        .and_then(|()| crate::apply::injected_enospc("enospc:stage"))
+        .and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        // Kept, a partial download that filled the disk would keep it full after we give up.
+        if e.kind() == io::ErrorKind::StorageFull {
+            let _ = fs::remove_file(partial);
+        }
+        return Err(io_error(partial)(e));
+    }
+    Ok(())
 }

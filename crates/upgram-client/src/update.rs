@@ -11,6 +11,9 @@
 //! modules that depend on it; a module that replaces the running `upgram` waits for the
 //! self-update hand-over ([`crate::selfupdate`]). The embedder's in-use check and plug-in
 //! manager come in [`Hooks`].
+//!
+//! The embedder's in-use check, plug-in manager and [`Progress`] (how every download goes) come
+//! in [`Hooks`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -24,7 +27,7 @@ use upgram_core::version::Version;
 use crate::apply::{FileOp, Layout, apply_module};
 use crate::defer::{self, AdvisoryLock, InUseCheck, PendingOutcome, PendingUpgrade, PluginManager, Trigger};
 use crate::fetch::Fetcher;
-use crate::staging::{stage, staged_path};
+use crate::staging::{Download, NoProgress, Progress, stage_reporting, staged_path};
 use crate::state::{InstalledFile, InstalledModule, InstalledState};
 
 /// How long an install package may run (SPEC.md §5.8 recommends 15 minutes).
@@ -117,11 +120,13 @@ pub struct Hooks<'a> {
     /// The running `upgram` binary: an upgrade that replaces it goes through the self-update
     /// hand-over (the `upgram` command sets it; embedders leave it `None`).
     pub self_exe: Option<&'a std::path::Path>,
+    /// Told how every payload download goes (progress bars).
+    pub progress: &'a dyn Progress,
 }
 
 impl Default for Hooks<'_> {
     fn default() -> Self {
-        Self { in_use: &ADVISORY_LOCK, plugins: None, self_exe: None }
+        Self { in_use: &ADVISORY_LOCK, plugins: None, self_exe: None, progress: &NoProgress }
     }
 }
 
@@ -140,6 +145,17 @@ pub async fn update(
     choice: &Choice<'_>,
 ) -> Result<Vec<ModuleOutcome>, PlanError> {
     update_with(fetcher, layout, answers, choice, Hooks::default()).await
+}
+
+/// [`update`], telling `progress` about every payload download (C11, C12: progress bars).
+pub async fn update_reporting(
+    fetcher: &impl Fetcher,
+    layout: &Layout,
+    answers: &[ModuleAnswer<'_>],
+    choice: &Choice<'_>,
+    progress: &dyn Progress,
+) -> Result<Vec<ModuleOutcome>, PlanError> {
+    update_with(fetcher, layout, answers, choice, Hooks { progress, ..Hooks::default() }).await
 }
 
 /// Plans and applies `answers` to the installation, in dependency order, with the embedder's
@@ -165,7 +181,10 @@ pub async fn update_with(
             answer.requires.iter().filter_map(|r| Some((r.id.to_string(), *deferred.get(r.id.as_ref())?))).collect();
         let outcome = match blocked {
             Some(r) => Outcome::Skipped(format!("its dependency {} was not upgraded", r.id)),
-            None => apply_answer(fetcher, layout, answer, hooks, &waits).await,
+            None => {
+                let downloads = Downloads { fetcher, progress: hooks.progress, module: step.id };
+                apply_answer(&downloads, layout, answer, hooks, &waits).await
+            }
         };
         match &outcome {
             Outcome::Upgraded(..) | Outcome::UpgradedNeedsRestart(..) => {}
@@ -186,8 +205,28 @@ pub async fn update_with(
     Ok(outcomes)
 }
 
+/// Where one module's payloads come from, and who watches them arrive.
+struct Downloads<'a, F> {
+    fetcher: &'a F,
+    progress: &'a dyn Progress,
+    module: &'a str,
+}
+
+impl<F: Fetcher> Downloads<'_, F> {
+    /// Stages `payload`, which a person knows as `name`, into `dir`.
+    async fn stage(
+        &self,
+        name: &str,
+        payload: &upgram_core::body::Payload<'_>,
+        dir: &std::path::Path,
+    ) -> Result<PathBuf, crate::staging::StageError> {
+        let download = Download { module: self.module, name, url: &payload.url, size: payload.size };
+        stage_reporting(self.fetcher, &download, &payload.sha256, dir, self.progress).await
+    }
+}
+
 async fn apply_answer(
-    fetcher: &impl Fetcher,
+    downloads: &Downloads<'_, impl Fetcher>,
     layout: &Layout,
     answer: &ModuleAnswer<'_>,
     hooks: Hooks<'_>,
@@ -212,7 +251,7 @@ async fn apply_answer(
     }
     let files = match &answer.upgrade {
         UpgradeInfo::Files(files) => files,
-        UpgradeInfo::Package(package) => return apply_package(fetcher, layout, id, before, latest, package).await,
+        UpgradeInfo::Package(package) => return apply_package(downloads, layout, id, before, latest, package).await,
         UpgradeInfo::None => return Outcome::Skipped("nothing to apply".into()),
     };
     let mut after = before.clone().unwrap_or(InstalledModule {
@@ -224,7 +263,7 @@ async fn apply_answer(
     after.version = latest.clone();
     let mut ops = Vec::new();
     for file in files {
-        match stage_file(fetcher, layout, before.as_ref(), file).await {
+        match stage_file(downloads, layout, before.as_ref(), file).await {
             Ok(Some((staged, sha256))) => {
                 after.files.insert(
                     file.id.to_string(),
@@ -341,7 +380,7 @@ fn retry_pending(
 
 /// Stages and runs an install package.
 async fn apply_package(
-    fetcher: &impl Fetcher,
+    downloads: &Downloads<'_, impl Fetcher>,
     layout: &Layout,
     id: &str,
     before: Option<InstalledModule>,
@@ -355,7 +394,7 @@ async fn apply_package(
         );
     }
     let payload = &package.payload;
-    let staged = match stage(fetcher, &payload.url, payload.size, &payload.sha256, &layout.staging()).await {
+    let staged = match downloads.stage("package", payload, &layout.staging()).await {
         Ok(staged) => staged,
         Err(e) => return Outcome::Failed(format!("staging the package: {e} (nothing changed)")),
     };
@@ -389,7 +428,7 @@ async fn apply_package(
 /// Stages one file entry: `Some((staged file, its hash))` for a new content, `None` for a
 /// deletion.
 async fn stage_file(
-    fetcher: &impl Fetcher,
+    downloads: &Downloads<'_, impl Fetcher>,
     layout: &Layout,
     installed: Option<&InstalledModule>,
     file: &FileEntry<'_>,
@@ -402,28 +441,28 @@ async fn stage_file(
             let base =
                 installed.and_then(|m| m.files.get(file.id.as_ref())).filter(|f| f.version == delta.from.to_string());
             if base.is_some()
-                && let Some(merged) = merge_delta(fetcher, layout, file, delta, &payload.sha256).await
+                && let Some(merged) = merge_delta(downloads, layout, file, delta, &payload.sha256).await
             {
                 return Ok(Some((merged, payload.sha256)));
             }
             payload
         }
     };
-    let staged = stage(fetcher, &payload.url, payload.size, &payload.sha256, &dir).await.map_err(|e| e.to_string())?;
+    let staged = downloads.stage(&file.id, payload, &dir).await.map_err(|e| e.to_string())?;
     Ok(Some((staged, payload.sha256)))
 }
 
 /// The merged record file, staged, if the delta applies to the installed file and the result
 /// hashes as signed; `None` sends the caller to the whole file (C7).
 async fn merge_delta(
-    fetcher: &impl Fetcher,
+    downloads: &Downloads<'_, impl Fetcher>,
     layout: &Layout,
     file: &FileEntry<'_>,
     delta: &upgram_core::body::Delta<'_>,
     expected: &Sha256Digest,
 ) -> Option<PathBuf> {
     let dir = layout.staging();
-    let patch = stage(fetcher, &delta.payload.url, delta.payload.size, &delta.payload.sha256, &dir).await.ok()?;
+    let patch = downloads.stage(&format!("{} (delta)", file.id), &delta.payload, &dir).await.ok()?;
     let target = crate::paths::resolve(&layout.root, &file.id).ok()?;
     let merged = apply_delta(&std::fs::read(target).ok()?, &std::fs::read(patch).ok()?).ok()?;
     if Sha256Digest::of(&merged) != *expected {

@@ -98,7 +98,7 @@ fn the_plug_in_manager_restarts_a_busy_plug_in_around_its_upgrade() {
     let layout = install_core(dir.path());
     let manager = Manager::running(dir.path(), false);
     let check = plugin_check();
-    let hooks = Hooks { in_use: &check, plugins: Some(&manager), self_exe: None };
+    let hooks = Hooks { in_use: &check, plugins: Some(&manager), ..Hooks::default() };
     let outcome = update(server.udp, &layout, hooks);
     assert_eq!(outcome, Outcome::Upgraded(Some("1.0".into()), "1.1".into()));
     assert_eq!(manager.calls(), ["stop core", "start core"]);
@@ -115,7 +115,7 @@ fn without_a_manager_the_plug_in_waits_then_apply_pending_restarts_it() {
 
     // The manager refuses to stop the plug-in: the upgrade waits, the plug-in is not restarted.
     let refusing = Manager::running(dir.path(), true);
-    let hooks = Hooks { in_use: &check, plugins: Some(&refusing), self_exe: None };
+    let hooks = Hooks { in_use: &check, plugins: Some(&refusing), ..Hooks::default() };
     let outcome = update(server.udp, &layout, hooks);
     assert!(matches!(outcome, Outcome::Deferred { trigger: Trigger::PluginRestart, .. }), "{outcome:?}");
     assert_eq!(refusing.calls(), ["stop core"]);
@@ -124,7 +124,7 @@ fn without_a_manager_the_plug_in_waits_then_apply_pending_restarts_it() {
 
     // No manager at update time: recorded for plugin-restart.
     let manager = Manager::running(dir.path(), false);
-    let outcome = update(server.udp, &layout, Hooks { in_use: &check, plugins: None, self_exe: None });
+    let outcome = update(server.udp, &layout, Hooks { in_use: &check, plugins: None, ..Hooks::default() });
     assert!(matches!(outcome, Outcome::Deferred { trigger: Trigger::PluginRestart, .. }), "{outcome:?}");
     assert!(manager.calls().is_empty());
     let pending = InstalledState::load(&layout.state).unwrap().pending;

@@ -1,0 +1,194 @@
+//! What `upgram update` and `upgram install` print (C12): the plan of a dry run, and after a run
+//! one line per planned module (outcome, versions, bytes downloaded) and a total. Each as a
+//! table for people or as one JSON object for scripts, whose shape is documented in README.md
+//! and kept stable.
+
+use indicatif::HumanBytes;
+use serde_json::{Value, json};
+use upgram_client::update::{ModuleOutcome, Outcome, PlanLine};
+
+use crate::progress_bars::DownloadBars;
+use crate::table;
+
+/// A module that `upgram install` found installed already: id and version.
+pub type AlreadyInstalled = (String, String);
+
+/// The plan, dependencies first: a table, or `{"dry_run": true, "modules": [...]}`.
+pub fn plan(lines: &[PlanLine], already: Option<&[AlreadyInstalled]>, json: bool) -> String {
+    if json {
+        let modules: Vec<Value> =
+            lines.iter().map(|l| json!({ "id": l.id, "from": l.from, "to": l.to, "forced": l.forced })).collect();
+        let mut out = json!({ "dry_run": true, "modules": modules });
+        add_already(&mut out, already);
+        return out.to_string();
+    }
+    if lines.is_empty() {
+        return with_already("nothing to do".into(), already);
+    }
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            let flags = if l.forced { "forced".to_owned() } else { String::new() };
+            vec![l.id.clone(), l.from.clone().unwrap_or_else(|| "-".into()), l.to.clone(), flags]
+        })
+        .collect();
+    with_already(table(&["MODULE", "FROM", "TO", "FLAGS"], &rows), already)
+}
+
+/// One module of a run's summary.
+struct Row {
+    id: String,
+    outcome: &'static str,
+    from: Option<String>,
+    to: Option<String>,
+    downloaded: u64,
+    restart_needed: bool,
+    /// The trigger a deferred module waits for.
+    trigger: Option<String>,
+    detail: String,
+}
+
+impl Row {
+    fn new(outcome: &ModuleOutcome, lines: &[PlanLine], bars: &DownloadBars) -> Row {
+        let planned = lines.iter().find(|l| l.id == outcome.id);
+        let mut row = Row {
+            id: outcome.id.clone(),
+            outcome: "",
+            from: planned.and_then(|l| l.from.clone()),
+            to: planned.map(|l| l.to.clone()),
+            downloaded: bars.downloaded(&outcome.id),
+            restart_needed: false,
+            trigger: None,
+            detail: String::new(),
+        };
+        match &outcome.outcome {
+            Outcome::Upgraded(from, to) => {
+                row.outcome = if from.is_some() { "upgraded" } else { "installed" };
+                (row.from, row.to) = (from.clone(), Some(to.clone()));
+            }
+            Outcome::UpgradedNeedsRestart(from, to) => {
+                row.outcome = if from.is_some() { "upgraded" } else { "installed" };
+                (row.from, row.to) = (from.clone(), Some(to.clone()));
+                row.restart_needed = true;
+                row.detail = "restart needed".into();
+            }
+            Outcome::Deferred { from, to, trigger, reason } => {
+                row.outcome = "deferred";
+                (row.from, row.to) = (from.clone(), Some(to.clone()));
+                row.trigger = Some(trigger.to_string());
+                row.detail = format!("waits for {trigger}: {reason}");
+            }
+            Outcome::Skipped(why) => (row.outcome, row.detail) = ("skipped", why.clone()),
+            Outcome::Failed(why) => (row.outcome, row.detail) = ("failed", why.clone()),
+        }
+        row
+    }
+
+    fn changed(&self) -> bool {
+        matches!(self.outcome, "upgraded" | "installed")
+    }
+}
+
+/// The summary of a run: a table and a total line, or one JSON object.
+#[derive(Default)]
+pub struct RunSummary {
+    rows: Vec<Row>,
+}
+
+impl RunSummary {
+    /// The summary of `outcomes`, with the versions of the plan `lines` for modules not applied
+    /// and the bytes `bars` counted.
+    pub fn new(outcomes: &[ModuleOutcome], lines: &[PlanLine], bars: &DownloadBars) -> Self {
+        Self { rows: outcomes.iter().map(|o| Row::new(o, lines, bars)).collect() }
+    }
+
+    /// Whether some module failed.
+    pub fn failed(&self) -> bool {
+        self.rows.iter().any(|r| r.outcome == "failed")
+    }
+
+    fn count(&self, outcome: &str) -> usize {
+        self.rows.iter().filter(|r| r.outcome == outcome).count()
+    }
+
+    fn total(&self) -> u64 {
+        self.rows.iter().map(|r| r.downloaded).sum()
+    }
+
+    /// The text to print: JSON, or the table and its total line.
+    pub fn render(&self, already: Option<&[AlreadyInstalled]>, json: bool) -> String {
+        if json { self.json(already).to_string() } else { with_already(self.table(), already) }
+    }
+
+    fn table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.id.clone(),
+                    r.outcome.into(),
+                    r.from.clone().unwrap_or_else(|| "-".into()),
+                    r.to.clone().unwrap_or_else(|| "-".into()),
+                    HumanBytes(r.downloaded).to_string(),
+                    r.detail.clone(),
+                ]
+            })
+            .collect();
+        let total = format!(
+            "{} installed, {} upgraded, {} deferred, {} skipped, {} failed; {} downloaded",
+            self.count("installed"),
+            self.count("upgraded"),
+            self.count("deferred"),
+            self.count("skipped"),
+            self.count("failed"),
+            HumanBytes(self.total()),
+        );
+        if rows.is_empty() {
+            return format!("nothing to do\n{total}");
+        }
+        format!("{}\n{total}", table(&["MODULE", "OUTCOME", "FROM", "TO", "DOWNLOADED", "DETAIL"], &rows))
+    }
+
+    fn json(&self, already: Option<&[AlreadyInstalled]>) -> Value {
+        let modules: Vec<Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": r.id, "outcome": r.outcome, "from": r.from, "to": r.to,
+                    "downloaded_bytes": r.downloaded, "restart_needed": r.restart_needed, "trigger": r.trigger,
+                    "detail": r.detail,
+                })
+            })
+            .collect();
+        let changed = self.rows.iter().filter(|r| r.changed()).count();
+        let mut out = json!({
+            "modules": modules,
+            "total": {
+                "installed": self.count("installed"), "upgraded": self.count("upgraded"),
+                "deferred": self.count("deferred"),
+                "skipped": self.count("skipped"), "failed": self.count("failed"),
+                "changed": changed, "downloaded_bytes": self.total(),
+            },
+        });
+        add_already(&mut out, already);
+        out
+    }
+}
+
+fn add_already(out: &mut Value, already: Option<&[AlreadyInstalled]>) {
+    let (Some(already), Some(object)) = (already, out.as_object_mut()) else { return };
+    let list: Vec<Value> = already.iter().map(|(id, version)| json!({ "id": id, "version": version })).collect();
+    object.insert("already_installed".into(), Value::Array(list));
+}
+
+fn with_already(text: String, already: Option<&[AlreadyInstalled]>) -> String {
+    let mut lines: Vec<String> = already
+        .unwrap_or_default()
+        .iter()
+        .map(|(id, version)| format!("{id} is already installed ({version}): left as it is"))
+        .collect();
+    lines.push(text);
+    lines.join("\n")
+}
