@@ -1,20 +1,17 @@
-//! One `upgram update` from a whole 1.0 installation to 2.0, with the real publisher, server
-//! and client (C5–C8; issue 5): a module whose files change, go and come; a record file merged
-//! from its record delta; an install package; and a dependency chain (plug-in → main module →
-//! main program → a runtime that is not installed yet). Afterwards the installation is 2.0
-//! byte for byte, the state says so file by file, and the modules went in dependency order.
-//!
-//! The client only asks about installed modules (an empty installation has nothing to ask
-//! about), so 1.0 is installed by hand; the runtime shows the other way in: a module that is
-//! not installed arrives as a dependency, with its whole file list.
+//! A whole installation's life with the real publisher, server and client (C5–C8; issue 5):
+//! 1.0 of every module is published and installed with `upgram install` on an empty folder;
+//! 2.0 is published, and one `upgram update` takes the installation there: a module whose files
+//! change, go and come; a record file merged from its record delta; an install package; and a
+//! dependency chain (plug-in → main module → main program → a runtime that is not installed
+//! yet and arrives as a dependency). Afterwards the installation is 2.0 byte for byte, the
+//! state says so file by file, and the modules went in dependency order.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 mod common;
 use common::binaries::{
-    ServerProcess, assert_installation, install_release, publish, serve_with_new_key, server_args, state_modules,
-    upgram,
+    ServerProcess, assert_installation, publish, serve_with_new_key, server_args, state_modules, upgram,
 };
 use upgram_client::state::{InstalledFile, InstalledModule};
 use upgram_core::Sha256Digest;
@@ -36,8 +33,11 @@ fn signatures(version: &str) -> &'static [u8] {
     }
 }
 
-/// The installer of `driver` 2.0: it writes the new driver in the installation (its folder).
-const DRIVER_INSTALLER: &str = "#!/bin/sh\nprintf 'driver 2.0' > drv.dll\n";
+/// The installer of `driver` at a version: it writes that driver in the installation (its
+/// folder).
+fn driver_installer(version: &str) -> String {
+    format!("#!/bin/sh\nprintf 'driver {version}' > drv.dll\n")
+}
 
 /// The file-list modules: id, then the files of 1.0 and of 2.0.
 fn file_modules() -> Vec<(&'static str, Files, Files)> {
@@ -72,29 +72,53 @@ fn requirement(module: &str) -> Option<&'static str> {
     }
 }
 
-/// Publishes every release (dependencies before the modules that need them) and serves them.
-fn serve(work: &Path) -> ServerProcess {
+/// Publishes the driver's release `version` as an install package.
+fn publish_driver(work: &Path, version: &str) {
+    let package = work.join(format!("driver-{version}.sh"));
+    std::fs::write(&package, driver_installer(version)).unwrap();
+    let dll = format!("driver {version}").into_bytes().leak();
+    publish(work, "driver", version, &[("drv.dll", dll)], &["--package", package.to_str().unwrap()]);
+}
+
+/// Publishes 1.0 of every module but the runtime, and serves it.
+fn serve_1_0(work: &Path) -> ServerProcess {
+    for (module, old, _) in file_modules() {
+        publish(work, module, "1.0", &old, &[]);
+    }
+    publish_driver(work, "1.0");
+    serve_with_new_key(work, &work.join("catalog"))
+}
+
+/// Publishes 2.0 of every module (dependencies before the modules that need them), and the
+/// runtime, and serves them.
+fn serve_2_0(work: &Path) -> ServerProcess {
     publish(work, "d-runtime", "1.0", RUNTIME, &[]);
     let mut modules = file_modules();
     // Requirements must name published releases: c-program, then b-main, then a-plugin.
     modules.reverse();
-    for (module, old, new) in &modules {
-        publish(work, module, "1.0", old, &[]);
+    for (module, _, new) in &modules {
         let depends = requirement(module).map(|r| vec!["--depends", r]).unwrap_or_default();
         publish(work, module, "2.0", new, &depends);
     }
-    for (version, installer) in [("1.0", "#!/bin/sh\nexit 0\n"), ("2.0", DRIVER_INSTALLER)] {
-        let package = work.join(format!("driver-{version}.sh"));
-        std::fs::write(&package, installer).unwrap();
-        let dll = format!("driver {version}").into_bytes().leak();
-        publish(work, "driver", version, &[("drv.dll", dll)], &["--package", package.to_str().unwrap()]);
-    }
+    publish_driver(work, "2.0");
     let server = serve_with_new_key(work, &work.join("catalog"));
     // Without the whole new record file (the server checks its store as it loads, so only
     // now), only its record delta can produce it.
     let whole = work.join("catalog/store").join(Sha256Digest::of(signatures("2.0")).to_hex());
     std::fs::remove_file(whole).unwrap();
     server
+}
+
+/// The (id, outcome) rows of an update or install summary table.
+fn summary_rows(out: &str) -> Vec<(&str, &str)> {
+    out.lines()
+        .skip(1)
+        .take_while(|line| !line.contains(" downloaded"))
+        .filter_map(|line| {
+            let mut cells = line.split_whitespace();
+            Some((cells.next()?, cells.next()?))
+        })
+        .collect()
 }
 
 /// The state entry of a module installed from file lists up to 2.0: each file at the version
@@ -113,37 +137,38 @@ fn expected_entry(version: &str, old: &[(&str, &[u8])], new: &[(&str, &[u8])]) -
 }
 
 #[test]
-fn one_update_takes_a_whole_installation_from_1_0_to_2_0() {
+fn install_1_0_then_one_update_takes_the_whole_installation_to_2_0() {
     let work = tempfile::tempdir().unwrap();
-    let server = serve(&work.path().join("server"));
+    let server_dir = work.path().join("server");
     let root = work.path().join("install");
     let root_str = root.to_str().unwrap();
+    std::fs::create_dir_all(&root).unwrap();
+
+    // 1.0, installed on an empty folder.
+    let server = serve_1_0(&server_dir);
+    let mut install = vec!["install", "files", "records", "a-plugin", "b-main", "c-program", "driver"];
+    install.extend(server_args(&server, root_str));
+    let (code, out, err) = upgram(&install);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(summary_rows(&out).iter().all(|(_, outcome)| *outcome == "installed"), "{out}");
+    let mut files: Vec<(&str, &[u8])> = vec![("drv.dll", b"driver 1.0")];
+    let mut modules = BTreeMap::new();
+    for (module, old, _) in file_modules() {
+        modules.insert(module.to_owned(), expected_entry("1.0", &[], &old));
+        files.extend(old);
+    }
+    // A package installs the module as a whole: its files are the installer's business.
+    modules.insert("driver".to_owned(), InstalledModule { version: "1.0".into(), ..Default::default() });
+    assert_installation(&root, &files, &modules, "after the install");
+    drop(server);
+
+    // 2.0 published: one update.
+    let server = serve_2_0(&server_dir);
     let mut update = vec!["update", "--yes"];
     update.extend(server_args(&server, root_str));
-
-    std::fs::create_dir_all(&root).unwrap();
     let (code, out, err) = upgram(&update);
-    assert_eq!(code, 1, "an empty installation has nothing to ask about: {out}{err}");
-    assert!(err.contains("nothing to check: the installation has no module"), "{err}");
-
-    for (module, old, _) in file_modules() {
-        install_release(&root, module, "1.0", &old);
-    }
-    install_release(&root, "driver", "1.0", &[("drv.dll", b"driver 1.0")]);
-
-    let (code, out, err) = upgram(&update);
-    eprintln!("{out}{err}");
     assert_eq!(code, 0, "{out}{err}");
-
-    let rows: Vec<(&str, &str)> = out
-        .lines()
-        .skip(1)
-        .take_while(|line| !line.contains(" downloaded"))
-        .filter_map(|line| {
-            let mut cells = line.split_whitespace();
-            Some((cells.next()?, cells.next()?))
-        })
-        .collect();
+    let rows = summary_rows(&out);
     // d-runtime was not installed: it comes as a dependency.
     let expected = |module: &str| if module == "d-runtime" { "installed" } else { "upgraded" };
     assert!(rows.iter().all(|(module, outcome)| *outcome == expected(module)), "{out}");
@@ -162,7 +187,6 @@ fn one_update_takes_a_whole_installation_from_1_0_to_2_0() {
         files.extend(new);
     }
     modules.insert("d-runtime".to_owned(), expected_entry("1.0", RUNTIME, RUNTIME));
-    // A package replaces the module as a whole: its files are the installer's business.
     modules.insert("driver".to_owned(), InstalledModule { version: "2.0".into(), ..Default::default() });
     files.push(("drv.dll", b"driver 2.0"));
     assert_installation(&root, &files, &modules, "after the update");
