@@ -246,3 +246,26 @@ fn crashes_while_deferring_or_completing_are_repaired() {
         }
     }
 }
+
+#[test]
+fn the_launcher_in_contrib_completes_the_upgrade_when_the_program_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, server) = app_installed(dir.path());
+    let mut running = running_app(&root.join("bin/app.bin"));
+    let (code, out, _) = run(&["update", "--yes"], &server, &root);
+    assert_eq!(code, 0);
+    assert!(out.contains("deferred"), "{out}");
+    running.kill().unwrap();
+    running.wait().unwrap();
+
+    // The launcher starts the program (here `sh -c 'exit 7'`), waits for it, then completes
+    // what waited for its exit, and passes the program's exit status on.
+    let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/systemd/upgram-apply-pending-start.sh");
+    let bin_dir = Path::new(common::binaries::UPGRAM).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let status =
+        Command::new("sh").arg(&launcher).arg(&root).args(["sh", "-c", "exit 7"]).env("PATH", path).status().unwrap();
+    assert_eq!(status.code(), Some(7), "the program's status");
+    assert_at(&root, &app("1.1"));
+    assert!(state_json(&root).get("pending").is_none());
+}
