@@ -1,7 +1,8 @@
 //! Self-update of the `upgram` binary (C10, [0120]; issue 5 item 7) with the real binary: a copy
 //! of `upgram` installed as a module upgrades itself. A new binary that fails its self-test is
 //! never installed; a good one is started before the old process exits, waits for it, swaps
-//! itself in through the journaled apply and cleans up.
+//! itself in through the journaled apply and cleans up; killed in the middle of the swap, it is
+//! rolled back by `upgram recover` and the next update hands over again.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -9,23 +10,35 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::binaries::{ReleaseFiles, ServerProcess, UPGRAM, install, publish_release, serve, state_json};
+use common::binaries::{ReleaseFiles, ServerProcess, UPGRAM, install, publish_release, serve, state_json, upgram};
 
 fn release<'a>(version: &'a str, content: &'a [u8]) -> ReleaseFiles<'a> {
     ("upgram", version, vec![("bin/upgram", content)])
 }
 
-fn run_installed(root: &Path, server: &ServerProcess) -> (i32, String, String) {
+/// Runs the installed copy's `update --yes`, with `env`.
+fn run_installed(root: &Path, server: &ServerProcess, env: &[(&str, &str)]) -> (i32, String, String) {
     let output = Command::new(root.join("bin/upgram"))
         .args(["update", "--yes", "--server", &server.udp, "--public-key", &server.public_key, "--root"])
         .arg(root)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
 }
 
-/// Waits (bounded) until the state says `upgram` is at `version` and the successor is gone.
+/// The process id of the new upgram the old one handed over to, from its message.
+fn successor(err: &str) -> u32 {
+    err.split("(process ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no hand-over in: {err}"))
+}
+
+/// Waits (bounded) until the successor is gone, then checks that the state says `upgram` is at
+/// `version`.
 fn wait_for_swap(root: &Path, version: &str, successor: u32) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Path::new(&format!("/proc/{successor}")).exists() && Instant::now() < deadline {
@@ -52,7 +65,7 @@ fn upgram_replaces_itself_only_with_a_binary_that_passes_its_self_test() {
 
     // 1.1 fails its self-test: refused, the running binary kept, nothing pending.
     let server = serve(dir.path());
-    let (code, out, err) = run_installed(&root, &server);
+    let (code, out, err) = run_installed(&root, &server, &[]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("failed its self-test") && out.contains("the running upgram is kept"), "{out}");
     assert_eq!(std::fs::read(&binary).unwrap(), original);
@@ -64,16 +77,26 @@ fn upgram_replaces_itself_only_with_a_binary_that_passes_its_self_test() {
     drop(server);
     publish_release(dir.path(), &release("1.2", &newer), &[]);
     let server = serve(dir.path());
-    let (code, out, err) = run_installed(&root, &server);
+
+    // The new process dies right after renaming itself into place, before the commit: recovery
+    // puts the old binary back, and the upgrade stays pending.
+    let crash = [("UPGRAM_FAILPOINT", "apply:install:0")];
+    let (code, out, err) = run_installed(&root, &server, &crash);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("deferred") && out.contains("self-update"), "{out}");
-    let successor: u32 = err
-        .split("(process ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no hand-over in: {err}"));
-    wait_for_swap(&root, "1.2", successor);
+    wait_for_swap(&root, "1.0", successor(&err));
+    assert!(std::fs::read(&binary).unwrap() == newer, "killed after the swap, before the commit");
+    let (code, out, err) = upgram(&["recover", "--root", root.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(std::fs::read(&binary).unwrap() == original, "rolled back to the old binary");
+    assert_eq!(std::fs::metadata(&binary).unwrap().permissions().mode() & 0o777, 0o755);
+    assert_eq!(state_json(&root)["pending"]["upgram"]["trigger"], "self-update");
+
+    // The next update hands over again; this time the swap completes.
+    let (code, out, err) = run_installed(&root, &server, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("deferred") && out.contains("self-update"), "{out}");
+    wait_for_swap(&root, "1.2", successor(&err));
     assert!(std::fs::read(&binary).unwrap() == newer, "the new binary is in place");
     assert_eq!(std::fs::metadata(&binary).unwrap().permissions().mode() & 0o777, 0o755, "still executable");
     let log = std::fs::read_to_string(root.join(".upgram/self-update.log")).unwrap();
