@@ -6,7 +6,7 @@
 //!
 //! It shows the three things an embedder does: build a [`Client`] with servers and pinned
 //! keys, [`Client::check`] an installation, and act on the typed per-module results — here by
-//! printing them, then planning the upgrades with the core planner. An embedder with its own
+//! printing them, then planning the upgrades (`update::plan_lines`, over the core planner). An embedder with its own
 //! HTTP stack passes it with `.fetcher(..)` (any type implementing `upgram_client::fetch::Fetcher`).
 
 use std::collections::BTreeMap;
@@ -15,8 +15,8 @@ use std::path::PathBuf;
 
 use upgram_client::Client;
 use upgram_client::state::{InstalledModule, InstalledState};
-use upgram_core::plan::{Choice, Offer, plan};
-use upgram_core::version::Version;
+use upgram_client::update::plan_lines;
+use upgram_core::plan::Choice;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -57,13 +57,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let answers = report.modules();
-    let offers: Vec<Offer<'_>> = answers.iter().filter_map(Offer::from_answer).collect();
-    let versions: BTreeMap<String, Version<'static>> = installed
-        .modules
-        .iter()
-        .filter_map(|(id, m)| Some((id.clone(), Version::parse(&m.version).ok()?.into_owned())))
-        .collect();
-    for (i, step) in plan(&offers, &versions, &Choice::All)?.steps.iter().enumerate() {
+    // Dependencies first, as `upgram update` would apply them.
+    for (i, step) in plan_lines(&answers, &installed, &Choice::All)?.iter().enumerate() {
         println!("step {}: {} -> {}", i + 1, step.id, step.to);
     }
     Ok(())

@@ -229,7 +229,8 @@ impl Layout {
     }
 }
 
-fn io_error(module: &str, path: &Path) -> impl Fn(io::Error) -> ApplyError {
+/// Maps an I/O error on `path` of `module` to [`ApplyError::Io`].
+pub(crate) fn io_error(module: &str, path: &Path) -> impl Fn(io::Error) -> ApplyError {
     let (module, path) = (module.to_owned(), path.to_owned());
     move |source| ApplyError::Io { module: module.clone(), path: path.clone(), source: explain(source) }
 }

@@ -26,7 +26,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{ApplyError, FileOp, Layout, apply_module, failpoint};
+use crate::apply::{ApplyError, FileOp, Layout, apply_module, failpoint, io_error};
 use crate::journal::sync_parent;
 use crate::paths;
 use crate::state::{InstalledModule, InstalledState};
@@ -217,11 +217,6 @@ pub fn busy_files(
         }
     }
     Ok(trigger.map(|t| (t, busy)))
-}
-
-fn io_error(module: &str, path: &Path) -> impl Fn(io::Error) -> ApplyError {
-    let (module, path) = (module.to_owned(), path.to_owned());
-    move |source| ApplyError::Io { module: module.clone(), path: path.clone(), source }
 }
 
 /// Records `module`'s upgrade as pending: its staged payloads are copied under

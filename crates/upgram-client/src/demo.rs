@@ -18,12 +18,11 @@ use upgram_client::Client;
 use upgram_client::apply::{Layout, verify_module};
 use upgram_client::defer::{AdvisoryLock, PendingOutcome, PluginManager, Trigger, apply_pending};
 use upgram_client::state::{InstalledFile, InstalledModule, InstalledState};
-use upgram_client::update::{Hooks, Outcome, update_with};
+use upgram_client::update::{Hooks, Outcome, plan_lines, update_with};
 use upgram_core::body::{FileAction, UpgradeInfo};
 use upgram_core::cookie::CookieSecret;
-use upgram_core::plan::{Choice, Offer, plan};
+use upgram_core::plan::Choice;
 use upgram_core::sign::ReplySigner;
-use upgram_core::version::Version;
 use upgram_server::catalog::{self, Catalog};
 use upgram_server::server::{Config, CookieSecrets, Shared};
 
@@ -207,17 +206,10 @@ fn run_in(scratch: &Path) -> Result<(), String> {
 
     step("7. The upgrade plan: dependencies first (main program, main module, plug-in) [0100]");
     let answers = report.modules();
-    let offers: Vec<Offer<'_>> = answers.iter().filter_map(Offer::from_answer).collect();
-    let installed: BTreeMap<String, Version<'static>> = state
-        .modules
-        .iter()
-        .filter_map(|(id, m)| Some((id.clone(), Version::parse(&m.version).ok()?.into_owned())))
-        .collect();
-    let upgrade = plan(&offers, &installed, &Choice::All).map_err(|e| e.to_string())?;
-    for (i, s) in upgrade.steps.iter().enumerate() {
-        let from = s.from.as_ref().map_or("-".into(), |v| v.to_string());
-        let forced = if s.forced { "  (forced)" } else { "" };
-        println!("  {}. {:<14} {} -> {}{forced}", i + 1, s.id, from, s.to);
+    let lines = plan_lines(&answers, &state, &Choice::All).map_err(|e| e.to_string())?;
+    for (i, line) in lines.iter().enumerate() {
+        let forced = if line.forced { "  (forced)" } else { "" };
+        println!("  {}. {:<14} {} -> {}{forced}", i + 1, line.id, line.from.as_deref().unwrap_or("-"), line.to);
     }
     state.save(&layout.state).map_err(|e| e.to_string())?;
 

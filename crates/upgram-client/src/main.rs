@@ -727,6 +727,14 @@ fn inspect(input: &Path) -> ExitCode {
     }
 }
 
+/// Runs `command` with the settings of `common`, or reports why they are unusable.
+fn with_settings(common: Common, command: impl FnOnce(Settings) -> ExitCode) -> ExitCode {
+    match common.settings() {
+        Ok(settings) => command(settings),
+        Err(e) => usage_error(e),
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         #[cfg(feature = "demo")]
@@ -734,30 +742,18 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(format!("demo: {e}")),
         },
-        Command::Check(common) => match common.settings() {
-            Ok(settings) => check(settings),
-            Err(e) => usage_error(e),
-        },
-        Command::Status(common) => match common.settings() {
-            Ok(settings) => status(settings),
-            Err(e) => usage_error(e),
-        },
-        Command::Update { common, yes, only_forced, dry_run } => match common.settings() {
-            Ok(settings) => update(settings, yes, only_forced, dry_run),
-            Err(e) => usage_error(e),
-        },
-        Command::Install { common, modules, dry_run } => match common.settings() {
-            Ok(settings) => install(settings, &modules, dry_run),
-            Err(e) => usage_error(e),
-        },
-        Command::Recover(common) => match common.settings() {
-            Ok(settings) => recover_command(settings),
-            Err(e) => usage_error(e),
-        },
-        Command::ApplyPending { common, trigger, wait_pid, kill_after } => match common.settings() {
-            Ok(settings) => apply_pending_command(settings, trigger, wait_pid, kill_after),
-            Err(e) => usage_error(e),
-        },
+        Command::Check(common) => with_settings(common, check),
+        Command::Status(common) => with_settings(common, status),
+        Command::Update { common, yes, only_forced, dry_run } => {
+            with_settings(common, |settings| update(settings, yes, only_forced, dry_run))
+        }
+        Command::Install { common, modules, dry_run } => {
+            with_settings(common, |settings| install(settings, &modules, dry_run))
+        }
+        Command::Recover(common) => with_settings(common, recover_command),
+        Command::ApplyPending { common, trigger, wait_pid, kill_after } => {
+            with_settings(common, |settings| apply_pending_command(settings, trigger, wait_pid, kill_after))
+        }
         Command::SelfTest => self_test(),
         Command::Inspect { input } => inspect(&input),
     }

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::apply::{FileOp, Layout};
-use crate::defer::Trigger;
+use crate::defer::{PendingUpgrade, Trigger};
 use crate::paths;
 use crate::state::InstalledState;
 
@@ -38,8 +38,10 @@ pub fn running_exe() -> Option<PathBuf> {
 
 /// The index of the op of `ops` that replaces `exe`, if any.
 pub fn replaces(layout: &Layout, ops: &[FileOp], exe: &Path) -> Option<usize> {
+    // Only a file of the same name can be the running binary: no other target is resolved.
     ops.iter().position(|op| {
         matches!(op, FileOp::Replace { .. })
+            && Path::new(op.file()).file_name() == exe.file_name()
             && paths::resolve(&layout.root, op.file())
                 .ok()
                 .and_then(|target| target.canonicalize().ok())
@@ -87,13 +89,15 @@ fn make_executable(path: &Path) -> std::io::Result<()> {
 /// The pending new binary that replaces `exe`, if a self-update is pending.
 pub fn pending_successor(layout: &Layout, exe: &Path) -> Option<PathBuf> {
     let state = InstalledState::load(&layout.state).ok()?;
-    state.pending.values().filter(|p| p.trigger == Trigger::SelfUpdate).find_map(|p| {
-        let index = replaces(layout, &p.ops, exe)?;
-        match &p.ops[index] {
-            FileOp::Replace { staged, .. } => Some(staged.clone()),
-            FileOp::Delete { .. } => None,
-        }
-    })
+    state.pending.values().filter(|p| p.trigger == Trigger::SelfUpdate).find_map(|p| successor(layout, p, exe))
+}
+
+/// The new binary of `pending` that replaces `exe`, if it has one.
+pub fn successor(layout: &Layout, pending: &PendingUpgrade, exe: &Path) -> Option<PathBuf> {
+    match pending.ops.get(replaces(layout, &pending.ops, exe)?)? {
+        FileOp::Replace { staged, .. } => Some(staged.clone()),
+        FileOp::Delete { .. } => None,
+    }
 }
 
 /// Starts the new binary to finish the self-update once this process exits; returns its

@@ -278,81 +278,58 @@ async fn apply_answer(
             Err(reason) => return Outcome::Failed(format!("staging {}: {reason} (nothing changed)", file.id)),
         }
     }
+    let record = |trigger, busy, waits_for| {
+        defer::defer(layout, id, &ops, after.clone(), trigger, busy, waits_for)
+            .map_err(|e| Outcome::Failed(format!("recording the deferred upgrade: {e}")))
+    };
+    let deferred = |pending: PendingUpgrade, reason| Outcome::Deferred {
+        from: from.clone(),
+        to: latest.clone(),
+        trigger: pending.trigger,
+        reason,
+    };
     if let Some(trigger) = waits.iter().map(|(_, t)| *t).max() {
         let deps: Vec<String> = waits.iter().map(|(d, _)| d.clone()).collect();
         let reason = format!("waits for its dependencies {}", deps.join(", "));
-        return record_pending(layout, id, &ops, after, trigger, (vec![], deps), from, reason);
+        return record(trigger, vec![], deps).map_or_else(|failed| failed, |p| deferred(p, reason));
     }
     if let Some(exe) = hooks.self_exe
         && crate::selfupdate::replaces(layout, &ops, exe).is_some()
     {
-        return self_update(layout, id, &ops, after, from, exe);
+        // The new binary must pass its self-test, else the pending upgrade is dropped and the
+        // running binary kept \[0120\].
+        let pending = match record(Trigger::SelfUpdate, vec![], vec![]) {
+            Ok(pending) => pending,
+            Err(failed) => return failed,
+        };
+        let tested = crate::selfupdate::successor(layout, &pending, exe)
+            .ok_or_else(|| "the new binary is missing from the pending upgrade".to_owned())
+            .and_then(|binary| crate::selfupdate::self_test(&binary));
+        return match tested {
+            Ok(()) => deferred(pending, "replaces the running upgram: completed when it exits".into()),
+            Err(why) => {
+                let _ = defer::purge(layout, id);
+                Outcome::Failed(format!("{why}; the running upgram is kept"))
+            }
+        };
     }
     match defer::busy_files(layout, id, &ops, hooks.in_use) {
-        Err(e) => return Outcome::Failed(e.to_string()),
+        Err(e) => Outcome::Failed(e.to_string()),
         Ok(Some((trigger, busy))) => {
             let reason = format!("in use: {}", busy.join(", "));
-            let outcome = record_pending(layout, id, &ops, after, trigger, (busy, vec![]), from.clone(), reason);
-            // A plug-in manager restarts the plug-in around its upgrade now \[0096\].
-            if trigger == Trigger::PluginRestart
-                && hooks.plugins.is_some()
-                && let Some(pending) = InstalledState::load(&layout.state).ok().and_then(|s| s.pending.get(id).cloned())
-            {
-                return retry_pending(layout, id, pending, hooks, from);
+            match record(trigger, busy, vec![]) {
+                // A plug-in manager restarts the plug-in around its upgrade now \[0096\].
+                Ok(pending) if trigger == Trigger::PluginRestart && hooks.plugins.is_some() => {
+                    retry_pending(layout, id, pending, hooks, from)
+                }
+                Ok(pending) => deferred(pending, reason),
+                Err(failed) => failed,
             }
-            return outcome;
         }
-        Ok(None) => {}
-    }
-    match apply_module(layout, id, &ops, after) {
-        Ok(()) => Outcome::Upgraded(from, latest),
-        Err(error) => Outcome::Failed(error.to_string()),
-    }
-}
-
-/// Records the module's upgrade as pending until `trigger`.
-#[allow(clippy::too_many_arguments)]
-fn record_pending(
-    layout: &Layout,
-    id: &str,
-    ops: &[FileOp],
-    after: InstalledModule,
-    trigger: Trigger,
-    (busy, waits_for): (Vec<String>, Vec<String>),
-    from: Option<String>,
-    reason: String,
-) -> Outcome {
-    let to = after.version.clone();
-    match defer::defer(layout, id, ops, after, trigger, busy, waits_for) {
-        Ok(_) => Outcome::Deferred { from, to, trigger, reason },
-        Err(e) => Outcome::Failed(format!("recording the deferred upgrade: {e}")),
-    }
-}
-
-/// An upgrade of the running `upgram`: recorded as pending, then the new binary must pass its
-/// self-test, else the pending upgrade is dropped and the running binary kept \[0120\].
-fn self_update(
-    layout: &Layout,
-    id: &str,
-    ops: &[FileOp],
-    after: InstalledModule,
-    from: Option<String>,
-    exe: &std::path::Path,
-) -> Outcome {
-    let reason = "replaces the running upgram: completed when it exits".to_owned();
-    let outcome = record_pending(layout, id, ops, after, Trigger::SelfUpdate, (vec![], vec![]), from, reason);
-    if !matches!(outcome, Outcome::Deferred { .. }) {
-        return outcome;
-    }
-    let tested = crate::selfupdate::pending_successor(layout, exe)
-        .ok_or_else(|| "the new binary is missing from the pending upgrade".to_owned())
-        .and_then(|binary| crate::selfupdate::self_test(&binary));
-    match tested {
-        Ok(()) => outcome,
-        Err(why) => {
-            let _ = defer::purge(layout, id);
-            Outcome::Failed(format!("{why}; the running upgram is kept"))
-        }
+        Ok(None) => match apply_module(layout, id, &ops, after) {
+            Ok(()) => Outcome::Upgraded(from, latest),
+            Err(error) => Outcome::Failed(error.to_string()),
+        },
     }
 }
 

@@ -76,15 +76,21 @@ fn apply_pending(root: &Path, extra: &[&str]) -> (i32, String, String) {
     upgram(&all)
 }
 
-#[test]
-fn a_busy_file_defers_its_module_until_the_program_exits() {
-    let dir = tempfile::tempdir().unwrap();
-    let (root, server) = app_installed(dir.path());
-    let mut running = running_app(&root.join("bin/app.bin"));
-
+/// App 1.0 installed and running (holding `bin/app.bin`), and `update --yes` run: it reports
+/// the module deferred until the program exits.
+fn deferred_while_running(dir: &Path) -> (std::path::PathBuf, ServerProcess, Child) {
+    let (root, server) = app_installed(dir);
+    let running = running_app(&root.join("bin/app.bin"));
     let (code, out, err) = run(&["update", "--yes"], &server, &root);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("deferred") && out.contains("program-exit") && out.contains("bin/app.bin"), "{out}");
+    (root, server, running)
+}
+
+#[test]
+fn a_busy_file_defers_its_module_until_the_program_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _server, mut running) = deferred_while_running(dir.path());
     // The whole module waits: not even the free file changed.
     assert_at(&root, &app("1.0"));
     let state = state_json(&root);
@@ -250,11 +256,7 @@ fn crashes_while_deferring_or_completing_are_repaired() {
 #[test]
 fn the_launcher_in_contrib_completes_the_upgrade_when_the_program_exits() {
     let dir = tempfile::tempdir().unwrap();
-    let (root, server) = app_installed(dir.path());
-    let mut running = running_app(&root.join("bin/app.bin"));
-    let (code, out, _) = run(&["update", "--yes"], &server, &root);
-    assert_eq!(code, 0);
-    assert!(out.contains("deferred"), "{out}");
+    let (root, _server, mut running) = deferred_while_running(dir.path());
     running.kill().unwrap();
     running.wait().unwrap();
 
