@@ -1,4 +1,4 @@
-//! `upgram demo`, the README's first command: publishes the demo catalog shipped in `demo/`
+//! The demo behind `upgram demo`, the README's first command: publishes the demo catalog shipped in `demo/`
 //! into a scratch folder, starts the reference server on loopback (UDP and HTTP, random port),
 //! and checks a scratch installation against it, showing each step: a module-level check whose
 //! answer is too large for a datagram and arrives as a signed fallback, the signature and the
@@ -14,17 +14,32 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rand::RngCore;
-use upgram_client::Client;
-use upgram_client::apply::{Layout, verify_module};
-use upgram_client::defer::{AdvisoryLock, PendingOutcome, PluginManager, Trigger, apply_pending};
-use upgram_client::state::{InstalledFile, InstalledModule, InstalledState};
-use upgram_client::update::{Hooks, Outcome, plan_lines, update_with};
+use thiserror::Error;
 use upgram_core::body::{FileAction, UpgradeInfo};
 use upgram_core::cookie::CookieSecret;
 use upgram_core::plan::Choice;
 use upgram_core::sign::ReplySigner;
 use upgram_server::catalog::{self, Catalog};
 use upgram_server::server::{Config, CookieSecrets, Shared};
+
+use crate::Client;
+use crate::apply::defer::PendingOutcome;
+use crate::flows::{self, Optional, Outcome, plan_lines};
+use crate::hooks::{AdvisoryLock, Hooks, PluginError, PluginManager};
+use crate::installation::Installation;
+use crate::layout::Layout;
+use crate::state::{InstalledFile, InstalledModule, InstalledState, Trigger};
+
+/// Why the demo stopped.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct DemoError(String);
+
+impl From<String> for DemoError {
+    fn from(text: String) -> Self {
+        Self(text)
+    }
+}
 
 /// The demo material, shipped in the repository.
 fn demo_dir() -> PathBuf {
@@ -115,25 +130,42 @@ impl RunningPlugin {
 }
 
 impl PluginManager for RunningPlugin {
-    fn stop(&self, module: &str) -> Result<(), String> {
+    fn stop(&self, module: &str) -> Result<(), PluginError> {
         println!("  plug-in manager: stopping {module}");
-        self.file.lock().map_err(|_| "plug-in state poisoned")?.take();
+        self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         Ok(())
     }
 
-    fn start(&self, module: &str) -> Result<(), String> {
+    fn start(&self, module: &str) -> Result<(), PluginError> {
         println!("  plug-in manager: starting {module} again");
         Ok(())
     }
 }
 
-/// Runs the demo.
-pub fn run() -> Result<(), String> {
+/// Runs the demo, printing each step on standard output, in a scratch folder it removes
+/// afterwards.
+pub fn run() -> Result<(), DemoError> {
     let scratch = std::env::temp_dir().join(format!("upgram-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     let outcome = run_in(&scratch);
     let _ = std::fs::remove_dir_all(&scratch);
-    outcome
+    Ok(outcome?)
+}
+
+/// A check's results, a line per module.
+fn results_lines(results: &[crate::ModuleResult]) -> String {
+    let mut out = format!("  {:<14} {:<10} {:<8} {:<8} HOW", "MODULE", "INSTALLED", "LATEST", "STATUS");
+    for r in results {
+        out.push_str(&format!(
+            "\n  {:<14} {:<10} {:<8} {:<8} {}",
+            r.id,
+            r.installed.as_deref().unwrap_or("-"),
+            r.latest.as_deref().unwrap_or("-"),
+            r.status.name(),
+            r.how
+        ));
+    }
+    out
 }
 
 fn run_in(scratch: &Path) -> Result<(), String> {
@@ -146,12 +178,9 @@ fn run_in(scratch: &Path) -> Result<(), String> {
     let catalog_dir = scratch.join("catalog");
     let catalog = publish_demo(&catalog_dir)?;
     let root = scratch.join("installation");
-    let layout = Layout::new(&root);
-    let mut state = scratch_installation(&catalog, &catalog_dir, &root)?;
-    state.save(&layout.state).or_else(|_| {
-        std::fs::create_dir_all(root.join(".upgram")).map_err(|e| e.to_string())?;
-        state.save(&layout.state).map_err(|e| e.to_string())
-    })?;
+    let state = scratch_installation(&catalog, &catalog_dir, &root)?;
+    state.save(&Layout::new(&root).state_file()).map_err(|e| e.to_string())?;
+    let installation = Installation::open_locked(&root).map_err(|e| e.to_string())?;
 
     step("2. The reference server starts on loopback, with a fresh signing key");
     let mut seed = [0u8; 32];
@@ -168,22 +197,22 @@ fn run_in(scratch: &Path) -> Result<(), String> {
     }
 
     step("4. Module-level check: one query datagram for all five modules");
-    let report = runtime.block_on(client.check(&state)).map_err(|e| e.to_string())?;
+    let report = runtime.block_on(flows::check(&installation, &client)).map_err(|e| e.to_string())?;
     println!(
         "{} exchange(s); {} answer(s) too large for 1024 bytes came as a signed fallback, fetched over HTTP and checked against the signed size and SHA-256",
         report.exchanges, report.fallbacks
     );
     println!("every reply verified: Ed25519 signature by the pinned key, bound to our query, fresh\n");
-    println!("{}", crate::results_table(&report.results(&state)));
+    println!("{}", results_lines(&report.results(&state)));
 
-    step("5. The server's frequent-file hint [0078] updates the installation's list");
-    report.apply_hints(&mut state);
+    step("5. The server's frequent-file hint updates the installation's list");
+    let state = installation.state();
     for (id, module) in state.modules.iter().filter(|(_, m)| !m.frequent.is_empty()) {
         println!("  {id}: frequent files {:?}", module.frequent);
     }
 
     step("6. File-level check: the query now carries the frequent file and its version");
-    let report = runtime.block_on(client.check(&state)).map_err(|e| e.to_string())?;
+    let report = runtime.block_on(flows::check(&installation, &client)).map_err(|e| e.to_string())?;
     for module in report.modules() {
         let UpgradeInfo::Files(files) = &module.upgrade else { continue };
         for file in files
@@ -204,14 +233,13 @@ fn run_in(scratch: &Path) -> Result<(), String> {
         }
     }
 
-    step("7. The upgrade plan: dependencies first (main program, main module, plug-in) [0100]");
+    step("7. The upgrade plan: dependencies first (main program, main module, plug-in)");
     let answers = report.modules();
     let lines = plan_lines(&answers, &state, &Choice::All).map_err(|e| e.to_string())?;
     for (i, line) in lines.iter().enumerate() {
         let forced = if line.forced { "  (forced)" } else { "" };
         println!("  {}. {:<14} {} -> {}{forced}", i + 1, line.id, line.from.as_deref().unwrap_or("-"), line.to);
     }
-    state.save(&layout.state).map_err(|e| e.to_string())?;
 
     step("8. The update: each payload staged and hash-checked, then each module applied all or nothing");
     let plugin = RunningPlugin::start(&root.join(PLUGIN_FILE))?;
@@ -220,10 +248,12 @@ fn run_in(scratch: &Path) -> Result<(), String> {
         trigger: Trigger::ProgramExit,
         modules: BTreeMap::from([(PLUGIN.to_owned(), Trigger::PluginRestart)]),
     };
-    let hooks = Hooks { in_use: &check, ..Hooks::default() };
+    let plugin = Arc::new(plugin);
+    let hooks = Hooks { in_use: Arc::new(check), ..Hooks::default() };
     let mut outcomes = runtime
-        .block_on(update_with(client.fetcher(), &layout, &answers, &Choice::All, hooks))
-        .map_err(|e| e.to_string())?;
+        .block_on(flows::update(&installation, &client, Optional::Take, false, &hooks))
+        .map_err(|e| e.to_string())?
+        .outcomes;
     for outcome in &outcomes {
         let what = match &outcome.outcome {
             Outcome::Upgraded(from, to) => format!("upgraded {} -> {to}", from.as_deref().unwrap_or("-")),
@@ -239,15 +269,17 @@ fn run_in(scratch: &Path) -> Result<(), String> {
         println!("  {:<14} {what}", outcome.id);
     }
 
-    step("9. The deferred upgrade, as `upgram status` lists it: staged, verified, waiting for its trigger [0092]");
-    let pending = InstalledState::load(&layout.state).map_err(|e| e.to_string())?.pending;
+    step("9. The deferred upgrade, as `upgram status` lists it: staged, verified, waiting for its trigger");
+    let pending = installation.state().pending;
     for (id, p) in &pending {
         println!("  {id:<14} -> {} at {}: in use: {}", p.after.version, p.trigger, p.busy.join(", "));
     }
 
-    step("10. The plug-in manager stops the plug-in, the upgrade is completed, the plug-in starts again [0096]");
-    let done =
-        apply_pending(&layout, Some(Trigger::PluginRestart), &check, Some(&plugin)).map_err(|e| e.to_string())?;
+    step("10. The plug-in manager stops the plug-in, the upgrade is completed, the plug-in starts again");
+    let hooks = Hooks { plugins: Some(plugin), ..hooks };
+    let done = runtime
+        .block_on(flows::apply_pending(&installation, Some(Trigger::PluginRestart), &hooks))
+        .map_err(|e| e.to_string())?;
     for item in done {
         match item {
             PendingOutcome::Applied { module, version } => {
@@ -257,14 +289,13 @@ fn run_in(scratch: &Path) -> Result<(), String> {
                     o.outcome = Outcome::Upgraded(from, version);
                 }
             }
-            PendingOutcome::Waiting { module, reason } | PendingOutcome::Failed { module, reason } => {
-                return Err(format!("{module}: {reason}"));
-            }
+            PendingOutcome::Waiting { module, reason } => return Err(format!("{module}: {reason}")),
+            PendingOutcome::Failed { module, error } => return Err(format!("{module}: {error}")),
         }
     }
 
     step("11. Every upgraded module checked on disk against the signed hashes");
-    let after = InstalledState::load(&layout.state).map_err(|e| e.to_string())?;
+    let after = installation.state();
     for outcome in
         outcomes.iter().filter(|o| matches!(o.outcome, Outcome::Upgraded(..) | Outcome::UpgradedNeedsRestart(..)))
     {
@@ -273,7 +304,7 @@ fn run_in(scratch: &Path) -> Result<(), String> {
             println!("  {:<14} installed at {} by its package (verified before it ran)", outcome.id, module.version);
             continue;
         }
-        verify_module(&layout, module).map_err(|e| format!("{}: {e}", outcome.id))?;
+        installation.verify(&outcome.id).map_err(|e| format!("{}: {e}", outcome.id))?;
         println!("  {:<14} {} files at {}, every one as signed", outcome.id, module.files.len(), module.version);
     }
     let _ = server.stop.send(true);

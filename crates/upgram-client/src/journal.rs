@@ -1,4 +1,4 @@
-//! The apply journal (C6; issue 5): an append-only file of checksummed records, each synced to
+//! The apply journal : an append-only file of checksummed records, each synced to
 //! disk before the step it announces is taken, so that after a crash the journal tells exactly
 //! which steps may have happened.
 //!
@@ -12,6 +12,8 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+pub use crate::fsutil::sync_parent;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -121,14 +123,6 @@ pub fn decode<T: DeserializeOwned>(mut bytes: &[u8]) -> (Vec<T>, bool) {
         bytes = tail;
     }
     (records, true)
-}
-
-/// Syncs the folder holding `path`, so that a file created or renamed in it survives a crash.
-pub fn sync_parent(path: &Path) -> io::Result<()> {
-    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) => File::open(parent)?.sync_all(),
-        None => Ok(()),
-    }
 }
 
 /// Removes a finished journal and syncs its folder.

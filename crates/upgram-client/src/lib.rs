@@ -1,29 +1,42 @@
 //! # upgram-client
 //!
-//! The client half of upgram: the library an updater embeds and the `upgram` command. It puts
-//! sockets, HTTP and files around [`upgram_core`]:
+//! The client half of upgram: the library an updater embeds, and the `upgram` command (feature
+//! `cli`). It puts sockets, HTTP and files around [`upgram_core`].
 //!
-//! - [`client`]: the embedding API, `Client::builder().server(..).public_key(..).build()?` and
-//!   `client.check(&installed).await?`;
-//! - [`transport`]: exchanges over UDP with retransmission, failover and cookies;
-//! - [`fetch`]: fallback documents over HTTP(S), capped and verified, through a [`fetch::Fetcher`]
-//!   an embedder may replace;
-//! - [`state`]: the installation's state file;
-//! - [`inspect`]: decoding any datagram or document for a person to read.
+//! Start with [`Installation`] and [`flows`]:
 //!
-//! - [`apply`]: one module's file list applied all or nothing, with rollback and `recover`;
-//! - [`journal`]: the append-only, checksummed journal the apply engine writes before each step;
-//! - [`package`]: install packages run without a shell, under a timeout, exit codes mapped;
-//! - [`paths`]: where a file id lands under the installation root, symbolic links refused;
-//! - [`staging`]: payloads downloaded, resumed, capped, hash-checked and synced before use, and
-//!   watched by a [`staging::Progress`] of the embedder's;
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use upgram_client::flows::{self, Optional};
+//! use upgram_client::{Client, Installation, hooks::Hooks};
 //!
-//! - [`update`]: plan, stage and apply the answers: file lists, record deltas, install
-//!   packages; busy modules deferred, the running `upgram` replaced by self-update;
-//! - [`defer`]: deferred replacement of busy files with its triggers, the pluggable in-use check
-//!   and plug-in manager, and `apply-pending`;
-//! - [`selfupdate`]: the new `upgram` tested, handed over to, and swapped in once the old one
-//!   has exited \[0120\].
+//! let client = Client::builder().server("127.0.0.1:7953".parse()?).public_key([0; 32]).build()?;
+//! let installation = Installation::open_locked("/opt/app".as_ref())?; // lock, then recovery
+//! let report = flows::update(&installation, &client, Optional::Take, false, &Hooks::default()).await?;
+//! for line in &report.outcomes {
+//!     println!("{}: {:?}", line.id, line.outcome);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! - [`installation`]: [`Installation`], the one handle on an installation: its lock, its
+//!   state in memory, recovery when opened with the lock, and every change;
+//! - [`flows`]: `check`, `update`, `install`, `apply_pending` and `recover`, as the `upgram`
+//!   command offers them;
+//! - [`hooks`]: what an embedder plugs in: the in-use check, the plug-in manager, the
+//!   confirmation of optional upgrades, download progress;
+//! - [`client`]: asking servers, `Client::builder().server(..).public_key(..).build()?`;
+//!   [`transport`] runs the exchanges over UDP; [`fetch`] fetches over HTTP(S) through a
+//!   [`fetch::Fetcher`] an embedder may replace (the reqwest one is feature `http`);
+//! - [`staging`]: payloads downloaded, resumed, capped, hash-checked and synced before use;
+//! - [`apply`]: the building blocks the installation uses: the all-or-nothing engine, install
+//!   packages, deferred upgrades, self-update, recovery;
+//! - [`state`], [`layout`], [`journal`], [`paths`], [`fsutil`]: the bookkeeping underneath;
+//! - [`inspect`]: decoding any datagram or document for a person to read;
+//! - `demo` (feature `demo`): the demonstration the README's first command runs.
+//!
+//! Features: `http` (default: the reqwest fetcher), `cli` (the `upgram` binary and its
+//! dependencies), `demo` (the demo, with the reference server in-process).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -31,16 +44,20 @@
 pub mod apply;
 pub mod client;
 pub mod config;
-pub mod defer;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod fetch;
+pub mod flows;
+pub mod fsutil;
+pub mod hooks;
 pub mod inspect;
+pub mod installation;
 pub mod journal;
-pub mod package;
+pub mod layout;
 pub mod paths;
-pub mod selfupdate;
 pub mod staging;
 pub mod state;
 pub mod transport;
-pub mod update;
 
 pub use client::{CheckReport, Client, ClientBuilder, ClientError, ModuleResult};
+pub use installation::{Installation, InstallationError};

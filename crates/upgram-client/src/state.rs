@@ -1,13 +1,17 @@
-//! The local state of one installation (C4): modules and versions, file versions and hashes,
-//! the frequent-file lists the server gave, and the cached cookies. One JSON file per
-//! installation, written atomically (temporary file, fsync, rename, fsync of the folder), so a
-//! crash leaves either the old state or the new one.
+//! The local state of one installation: modules and versions, file versions and hashes, the
+//! frequent-file lists the server gave, the upgrades waiting for a trigger, and the cached
+//! cookies. One JSON file per installation, written atomically (temporary file, fsync, rename,
+//! fsync of the folder), so a crash leaves either the old state or the new one.
+//!
+//! [`crate::installation::Installation`] owns it: it loads it once, changes it in memory and
+//! saves it once per change.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fmt;
+use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -91,7 +95,7 @@ pub struct InstalledState {
     pub cookies: Vec<SavedCookie>,
     /// Module upgrades waiting for a trigger (busy files, C9), by module id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub pending: BTreeMap<String, crate::defer::PendingUpgrade>,
+    pub pending: BTreeMap<String, PendingUpgrade>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {
@@ -126,15 +130,7 @@ impl InstalledState {
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| StateError::Malformed { path: path.to_owned(), reason: e.to_string() })?;
-        let temp = path.with_extension("tmp");
-        let mut file = File::create(&temp).map_err(io(&temp))?;
-        file.write_all(text.as_bytes()).map_err(io(&temp))?;
-        file.sync_all().map_err(io(&temp))?;
-        fs::rename(&temp, path).map_err(io(path))?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            File::open(parent).and_then(|dir| dir.sync_all()).map_err(io(parent))?;
-        }
-        Ok(())
+        crate::fsutil::write_durable(path, text.as_bytes()).map_err(io(path))
     }
 
     /// The query entries for this installation: every module at its version, with a file entry
@@ -189,4 +185,103 @@ fn hex_array<const N: usize>(text: &str) -> Option<[u8; N]> {
     let mut out = [0u8; N];
     hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
+}
+
+/// When a deferred upgrade can be completed .
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// A plug-in the plug-in manager can restart: stop it, replace, start it.
+    PluginRestart,
+    /// The program's next start, before it runs (its launcher runs `upgram apply-pending`).
+    ProgramStart,
+    /// The program's exit (it launches `upgram apply-pending --wait-pid` before exiting).
+    ProgramExit,
+    /// The running `upgram` replaces itself when it exits.
+    SelfUpdate,
+    /// A reboot: kernel-mode files, replaced at the next start of the system (a boot service
+    /// runs `upgram apply-pending --trigger reboot`).
+    Reboot,
+}
+
+impl Trigger {
+    /// Every trigger, for help texts and parsing.
+    pub const ALL: [Trigger; 5] =
+        [Self::PluginRestart, Self::ProgramStart, Self::ProgramExit, Self::SelfUpdate, Self::Reboot];
+
+    /// Its name, as written in configuration, state and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PluginRestart => "plugin-restart",
+            Self::ProgramStart => "program-start",
+            Self::ProgramExit => "program-exit",
+            Self::SelfUpdate => "self-update",
+            Self::Reboot => "reboot",
+        }
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A trigger name that is not one of [`Trigger::ALL`].
+#[derive(Debug, thiserror::Error)]
+#[error("unknown trigger `{0}`: expected one of reboot, program-exit, program-start, plugin-restart, self-update")]
+pub struct UnknownTrigger(pub String);
+
+impl FromStr for Trigger {
+    type Err = UnknownTrigger;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|t| t.name() == text).ok_or_else(|| UnknownTrigger(text.to_owned()))
+    }
+}
+
+/// One file change of a module upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileOp {
+    /// Put the staged file at `file`.
+    Replace {
+        /// File id.
+        file: String,
+        /// The staged payload (already hash-checked).
+        staged: PathBuf,
+        /// Its SHA-256, hex.
+        sha256: String,
+    },
+    /// Remove `file`.
+    Delete {
+        /// File id.
+        file: String,
+    },
+}
+
+impl FileOp {
+    /// The file id it changes.
+    pub fn file(&self) -> &str {
+        match self {
+            Self::Replace { file, .. } | Self::Delete { file } => file,
+        }
+    }
+}
+
+/// A module upgrade waiting for its trigger, as recorded in the state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingUpgrade {
+    /// When it can be completed.
+    pub trigger: Trigger,
+    /// Order of recording: pending upgrades are completed in this order (dependencies first).
+    pub seq: u64,
+    /// The files that were busy.
+    pub busy: Vec<String>,
+    /// Pending modules this one depends on: it is completed only after them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waits_for: Vec<String>,
+    /// The file changes, their payloads kept under `ROOT/.upgram/pending/<module>/`.
+    pub ops: Vec<FileOp>,
+    /// The module's state entry once it is done.
+    pub after: InstalledModule,
 }

@@ -1,14 +1,14 @@
-//! Self-update of the `upgram` binary (C10, \[0120\]; SPEC.md §5.9).
+//! Self-update of the `upgram` binary (SPEC.md §5.9).
 //!
 //! When an upgrade replaces the running `upgram` itself, the update does not overwrite it:
 //!
 //! 1. the module's upgrade is staged and recorded as pending with [`Trigger::SelfUpdate`]
-//!    ([`crate::defer`]), the new binary kept under `ROOT/.upgram/pending/<module>/`;
+//!    ([`super::defer`]), the new binary kept in the module's pending folder;
 //! 2. the new binary must pass its self-test (`upgram self-test`, run with a timeout) — if it
 //!    fails, the pending upgrade is purged and the running `upgram` stays as it is;
 //! 3. before exiting, the old process starts the new one ([`hand_over`]):
 //!    `NEW apply-pending --trigger self-update --wait-pid OLD --root ROOT`, detached, its output
-//!    in `ROOT/.upgram/self-update.log`;
+//!    in the installation's self-update log ([`Layout::self_update_log`]);
 //! 4. the new process waits for the old one to exit, kills it if it has not exited within the
 //!    timeout ([`wait_for_exit`]), then completes the pending upgrade through the journaled
 //!    apply (the old binary backed up, the new one renamed into place, all or nothing) and
@@ -20,10 +20,35 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::apply::{FileOp, Layout};
-use crate::defer::{PendingUpgrade, Trigger};
+use thiserror::Error;
+
+use crate::layout::Layout;
 use crate::paths;
-use crate::state::InstalledState;
+use crate::state::{FileOp, InstalledState, PendingUpgrade, Trigger};
+
+/// Why a new `upgram` binary is refused.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SelfTestError {
+    /// It could not be made executable or started.
+    #[error("the new binary {} could not start: {source}", path.display())]
+    Start {
+        /// The new binary.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It did not finish in time.
+    #[error("the new binary's self-test did not finish within {0:?}")]
+    Timeout(Duration),
+    /// It ran and failed.
+    #[error("the new binary failed its self-test ({0})")]
+    Failed(std::process::ExitStatus),
+    /// The pending upgrade holds no new binary.
+    #[error("the new binary is missing from the pending upgrade")]
+    Missing,
+}
 
 /// What a passing self-test prints first.
 pub const SELF_TEST_OK: &str = "upgram self-test ok";
@@ -42,7 +67,7 @@ pub fn replaces(layout: &Layout, ops: &[FileOp], exe: &Path) -> Option<usize> {
     ops.iter().position(|op| {
         matches!(op, FileOp::Replace { .. })
             && Path::new(op.file()).file_name() == exe.file_name()
-            && paths::resolve(&layout.root, op.file())
+            && paths::resolve(layout.root(), op.file())
                 .ok()
                 .and_then(|target| target.canonicalize().ok())
                 .is_some_and(|target| target == exe)
@@ -51,28 +76,25 @@ pub fn replaces(layout: &Layout, ops: &[FileOp], exe: &Path) -> Option<usize> {
 
 /// Makes `binary` executable and runs `binary self-test`: it must exit 0 and print
 /// [`SELF_TEST_OK`] within [`SELF_TEST_TIMEOUT`].
-pub fn self_test(binary: &Path) -> Result<(), String> {
-    make_executable(binary).map_err(|e| format!("{}: {e}", binary.display()))?;
+pub fn self_test(binary: &Path) -> Result<(), SelfTestError> {
+    let start = |source| SelfTestError::Start { path: binary.to_owned(), source };
+    make_executable(binary).map_err(start)?;
     let mut child = Command::new(binary)
         .arg("self-test")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("the new binary could not start: {e}"))?;
-    let status = crate::package::wait_timeout(&mut child, SELF_TEST_TIMEOUT)
-        .map_err(|e| format!("waiting for the new binary: {e}"))?
-        .ok_or_else(|| format!("the new binary's self-test did not finish within {SELF_TEST_TIMEOUT:?}"))?;
+        .map_err(start)?;
+    let status = super::package::wait_timeout(&mut child, SELF_TEST_TIMEOUT)
+        .map_err(start)?
+        .ok_or(SelfTestError::Timeout(SELF_TEST_TIMEOUT))?;
     let mut out = String::new();
     if let Some(mut stdout) = child.stdout.take() {
         use std::io::Read;
         let _ = stdout.read_to_string(&mut out);
     }
-    if status.success() && out.starts_with(SELF_TEST_OK) {
-        Ok(())
-    } else {
-        Err(format!("the new binary failed its self-test ({status})"))
-    }
+    if status.success() && out.starts_with(SELF_TEST_OK) { Ok(()) } else { Err(SelfTestError::Failed(status)) }
 }
 
 fn make_executable(path: &Path) -> std::io::Result<()> {
@@ -87,8 +109,7 @@ fn make_executable(path: &Path) -> std::io::Result<()> {
 }
 
 /// The pending new binary that replaces `exe`, if a self-update is pending.
-pub fn pending_successor(layout: &Layout, exe: &Path) -> Option<PathBuf> {
-    let state = InstalledState::load(&layout.state).ok()?;
+pub fn pending_successor(layout: &Layout, state: &InstalledState, exe: &Path) -> Option<PathBuf> {
     state.pending.values().filter(|p| p.trigger == Trigger::SelfUpdate).find_map(|p| successor(layout, p, exe))
 }
 
@@ -103,8 +124,7 @@ pub fn successor(layout: &Layout, pending: &PendingUpgrade, exe: &Path) -> Optio
 /// Starts the new binary to finish the self-update once this process exits; returns its
 /// process id. The caller exits soon after (and must have released the installation lock).
 pub fn hand_over(layout: &Layout, successor: &Path, kill_after: Duration) -> std::io::Result<u32> {
-    let log_path = layout.root.join(".upgram").join("self-update.log");
-    let log = std::fs::File::create(&log_path)?;
+    let log = std::fs::File::create(layout.self_update_log())?;
     let mut command = Command::new(successor);
     command
         .args(["apply-pending", "--trigger", Trigger::SelfUpdate.name()])
@@ -113,7 +133,7 @@ pub fn hand_over(layout: &Layout, successor: &Path, kill_after: Duration) -> std
         .arg("--kill-after")
         .arg(kill_after.as_secs().max(1).to_string())
         .arg("--root")
-        .arg(&layout.root)
+        .arg(layout.root())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -178,3 +198,36 @@ fn alive(_pid: u32) -> bool {
 
 #[cfg(not(unix))]
 fn kill(_pid: u32) {}
+
+/// The checks `upgram self-test` runs in a new binary before it may replace the running one:
+/// its cryptography signs and verifies (and refuses a changed body), its decoder parses.
+pub fn self_check() -> Result<(), SelfCheckError> {
+    use upgram_core::sign::{KeyRing, ReplySigner};
+    use upgram_core::wire::MessageKind;
+    let signer = ReplySigner::from_seed(&[7; 32]);
+    let body = b"<response/>";
+    let block = signer.sign(MessageKind::Response, None, body);
+    let mut ring = KeyRing::new();
+    ring.add(signer.verifying_key());
+    if ring.verify(MessageKind::Response, None, body, &block).is_err()
+        || ring.verify(MessageKind::Response, None, b"<response></response>", &block).is_ok()
+    {
+        return Err(SelfCheckError::Signatures);
+    }
+    if "1.2.3".parse::<upgram_core::version::Version<'_>>().is_err() {
+        return Err(SelfCheckError::Decoder);
+    }
+    Ok(())
+}
+
+/// What a failed self-check found broken.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SelfCheckError {
+    /// Signing and verifying do not agree.
+    #[error("self-test failed: signatures do not verify as they should")]
+    Signatures,
+    /// The decoder does not parse what it should.
+    #[error("self-test failed: the decoder does not parse a version")]
+    Decoder,
+}

@@ -1,14 +1,14 @@
-//! What `upgram update` and `upgram install` print (C12): the plan of a dry run, and after a run
+//! What `upgram update` and `upgram install` print: the plan of a dry run, and after a run
 //! one line per planned module (outcome, versions, bytes downloaded) and a total. Each as a
 //! table for people or as one JSON object for scripts, whose shape is documented in README.md
 //! and kept stable.
 
 use indicatif::HumanBytes;
 use serde_json::{Value, json};
-use upgram_client::update::{ModuleOutcome, Outcome, PlanLine};
+use upgram_client::flows::{ModuleOutcome, Outcome, PlanLine};
 
+use crate::output::table;
 use crate::progress_bars::DownloadBars;
-use crate::table;
 
 /// A module that `upgram install` found installed already: id and version.
 pub type AlreadyInstalled = (String, String);
@@ -79,7 +79,8 @@ impl Row {
                 row.detail = format!("waits for {trigger}: {reason}");
             }
             Outcome::Skipped(why) => (row.outcome, row.detail) = ("skipped", why.clone()),
-            Outcome::Failed(why) => (row.outcome, row.detail) = ("failed", why.clone()),
+            Outcome::Failed(why) => (row.outcome, row.detail) = ("failed", why.to_string()),
+            _ => row.outcome = "unknown",
         }
         row
     }
@@ -100,11 +101,6 @@ impl RunSummary {
     /// and the bytes `bars` counted.
     pub fn new(outcomes: &[ModuleOutcome], lines: &[PlanLine], bars: &DownloadBars) -> Self {
         Self { rows: outcomes.iter().map(|o| Row::new(o, lines, bars)).collect() }
-    }
-
-    /// Whether some module failed.
-    pub fn failed(&self) -> bool {
-        self.rows.iter().any(|r| r.outcome == "failed")
     }
 
     fn count(&self, outcome: &str) -> usize {

@@ -1,4 +1,4 @@
-//! The download progress of `upgram update` and `upgram install` (C12): a bar per download on
+//! The download progress of `upgram update` and `upgram install` a bar per download on
 //! standard error, drawn only when standard error is a terminal and the output is not JSON (a
 //! script reading `--json`, or a log, gets no escape sequences); and, bars or not, the bytes
 //! each module downloaded, for the summary.

@@ -1,4 +1,4 @@
-//! Install packages (C8; SPEC.md §5.8, \[0089\]): the verified package is run directly, never
+//! Install packages (SPEC.md §5.8): the verified package is run directly, never
 //! through a shell, with its arguments split at spaces, in the installation root, under a
 //! timeout; its exit status maps to success, success-needs-restart (3010, 1641) or failure.
 //!
@@ -8,20 +8,49 @@
 //! installer changed nothing that is known and the journal is dropped (the next update may run
 //! it); otherwise the module is marked interrupted and updates refuse to run its package until
 //! it is repaired.
+//!
+//! The installer runs in a process group of its own: when it overruns its timeout the whole
+//! group is killed, so a child it forked cannot outlive it and go on changing the
+//! installation.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// How an installer run ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum InstallResult {
     /// Exit status 0.
     Success,
     /// Exit status 3010 or 1641: done, the application or system must restart.
     SuccessRestart,
     /// Anything else: another status, a signal, a timeout, or it could not start.
-    Failure(String),
+    Failure(InstallFailure),
+}
+
+impl InstallResult {
+    /// Whether the installer succeeded (with or without a restart).
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Self::Success | Self::SuccessRestart)
+    }
+}
+
+/// Why an installer run failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstallFailure {
+    /// It exited with another status.
+    #[error("the installer exited with status {0}")]
+    Status(i32),
+    /// A signal ended it.
+    #[error("the installer was ended by a signal")]
+    Signal,
+    /// It overran its time and was killed with its process group.
+    #[error("the installer did not finish within {0:?} and was stopped, with every process it started")]
+    Timeout(Duration),
+    /// It could not be started or waited for.
+    #[error("the installer could not be run: {0}")]
+    Io(#[source] std::io::Error),
 }
 
 /// The installer's arguments: `args` split at runs of spaces, no quoting (SPEC.md §5.8).
@@ -34,8 +63,8 @@ pub fn map_exit(code: Option<i32>) -> InstallResult {
     match code {
         Some(0) => InstallResult::Success,
         Some(3010 | 1641) => InstallResult::SuccessRestart,
-        Some(code) => InstallResult::Failure(format!("the installer exited with status {code}")),
-        None => InstallResult::Failure("the installer was ended by a signal".into()),
+        Some(code) => InstallResult::Failure(InstallFailure::Status(code)),
+        None => InstallResult::Failure(InstallFailure::Signal),
     }
 }
 
@@ -63,32 +92,40 @@ pub fn run(
     version: &str,
     timeout: Duration,
 ) -> InstallResult {
-    let child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .current_dir(root)
         .env("UPGRAM_ROOT", root)
         .env("UPGRAM_MODULE", module)
         .env("UPGRAM_VERSION", version)
-        .stdin(Stdio::null())
-        .spawn();
-    let mut child = match child {
+        .stdin(Stdio::null());
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // A group of its own, so a timeout ends whatever it started too.
+        command.process_group(0);
+    }
+    let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(e) => return InstallResult::Failure(format!("the installer could not start: {e}")),
+        Err(e) => return InstallResult::Failure(InstallFailure::Io(e)),
     };
     match wait_timeout(&mut child, timeout) {
         Ok(Some(status)) => map_exit(status.code()),
-        Ok(None) => InstallResult::Failure(format!("the installer did not finish within {timeout:?} and was stopped")),
-        Err(e) => InstallResult::Failure(format!("waiting for the installer: {e}")),
+        Ok(None) => InstallResult::Failure(InstallFailure::Timeout(timeout)),
+        Err(e) => InstallResult::Failure(InstallFailure::Io(e)),
     }
 }
 
-/// Waits for `child` to exit; kills it after `timeout` (then `Ok(None)`).
+/// Waits for `child` to exit; kills it after `timeout` (then `Ok(None)`), with its process
+/// group when it leads one.
 pub(crate) fn wait_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait()? {
             Some(status) => return Ok(Some(status)),
             None if Instant::now() >= deadline => {
+                kill_group(child);
                 let _ = child.kill();
                 let _ = child.wait();
                 return Ok(None);
@@ -98,6 +135,18 @@ pub(crate) fn wait_timeout(child: &mut Child, timeout: Duration) -> std::io::Res
     }
 }
 
+/// Kills the process group `child` leads, if it leads one (installers do; see [`run`]).
+#[cfg(unix)]
+fn kill_group(child: &Child) {
+    let Some(pid) = i32::try_from(child.id()).ok().and_then(rustix::process::Pid::from_raw) else { return };
+    if rustix::process::getpgid(Some(pid)).is_ok_and(|group| group == pid) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+#[cfg(not(unix))]
+fn kill_group(_child: &Child) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,9 +155,9 @@ mod tests {
     fn arguments_and_exit_codes() {
         assert_eq!(split_args(Some("  /S  --quiet ")), ["/S", "--quiet"]);
         assert!(split_args(None).is_empty());
-        assert_eq!(map_exit(Some(0)), InstallResult::Success);
-        assert_eq!(map_exit(Some(3010)), InstallResult::SuccessRestart);
-        assert_eq!(map_exit(Some(1641)), InstallResult::SuccessRestart);
+        assert!(matches!(map_exit(Some(0)), InstallResult::Success));
+        assert!(matches!(map_exit(Some(3010)), InstallResult::SuccessRestart));
+        assert!(matches!(map_exit(Some(1641)), InstallResult::SuccessRestart));
         assert!(matches!(map_exit(Some(1)), InstallResult::Failure(_)));
         assert!(matches!(map_exit(None), InstallResult::Failure(_)));
     }

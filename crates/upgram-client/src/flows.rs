@@ -1,0 +1,714 @@
+//! What the `upgram` command offers, as library calls: [`check`], [`update`], [`install`],
+//! [`apply_pending`] and [`recover`]. Each takes an [`Installation`] (opened with its lock to
+//! change anything), a [`Client`] where servers are asked, and the embedder's [`Hooks`].
+//!
+//! An update plans the verified answers (dependencies first, forced upgrades always, optional
+//! ones as the caller chooses), stages every payload of a module, then applies it all or
+//! nothing; a module whose dependency failed is not applied. Record files are merged with
+//! their record delta when the installed file is the delta's base and the result hashes as
+//! signed; otherwise the whole file is fetched. Install packages are staged, verified and run
+//! with a journal around the run.
+//!
+//! A module with a file in use waits whole for its trigger, and so do the modules that depend on
+//! it; a module that replaces the running `upgram` waits for the self-update hand-over.
+//!
+//! Network and downloads are async; file work with fsync, installer runs and plug-in commands
+//! run on tokio's blocking threads, so the caller's runtime threads never block on them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+use upgram_core::Sha256Digest;
+use upgram_core::body::value::is_valid_module_id;
+use upgram_core::body::{FileAction, FileEntry, ModuleAnswer, Payload, Status, UpgradeInfo};
+use upgram_core::plan::{Choice, Offer, PlanError, plan};
+use upgram_core::records::apply_delta;
+use upgram_core::version::Version;
+
+use crate::apply::ApplyError;
+use crate::apply::defer::{PendingOutcome, StillWaiting, Waiting};
+use crate::apply::package::{InstallFailure, InstallResult, prepare, split_args};
+use crate::apply::recovery::Recovered;
+use crate::apply::selfupdate::{self, SelfTestError};
+use crate::client::{CheckReport, Client, ClientError};
+use crate::fetch::Fetcher;
+use crate::hooks::Hooks;
+use crate::installation::{Installation, InstallationError};
+use crate::layout::Layout;
+use crate::staging::{Download, StageError, stage_reporting, staged_path};
+use crate::state::{FileOp, InstalledFile, InstalledModule, InstalledState, PendingUpgrade, Trigger};
+
+/// How long an install package may run (SPEC.md §5.8 recommends 15 minutes).
+pub const INSTALLER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Why a flow could not run at all (what happens to each module is its [`Outcome`]).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum FlowError {
+    /// The installation could not be opened.
+    #[error(transparent)]
+    Installation(#[from] InstallationError),
+    /// The installation could not be changed.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// No verified answer came from the servers.
+    #[error(transparent)]
+    Check(#[from] ClientError),
+    /// The answers cannot be planned (a cycle, a missing or unsatisfiable dependency).
+    #[error("planning the upgrades: {0}")]
+    Plan(#[from] PlanError),
+    /// A module to install cannot be installed.
+    #[error("cannot install `{module}`: {why}")]
+    NotInstallable {
+        /// The module.
+        module: String,
+        /// Why.
+        why: NotInstallable,
+    },
+    /// A blocking task of the flow stopped abnormally.
+    #[error("a blocking task stopped: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Why the servers offer no install of a module.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum NotInstallable {
+    /// The servers do not know it.
+    #[error("the servers do not know this module")]
+    Unknown,
+    /// The server answered with another status.
+    #[error("the server answered `{status}`{}", code.map_or_else(String::new, |c| format!(" (error code {c})")))]
+    Status {
+        /// The status's name.
+        status: &'static str,
+        /// The error code, if any.
+        code: Option<u16>,
+    },
+    /// No server answered for it.
+    #[error("no server answered for it")]
+    NoAnswer,
+}
+
+/// Why a module's upgrade failed (it was rolled back, or never began).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum UpgradeFailure {
+    /// The signed answer names no latest version.
+    #[error("the answer has no latest version")]
+    NoLatest,
+    /// A payload could not be staged; nothing changed.
+    #[error("staging {what}: {source} (nothing changed)")]
+    Stage {
+        /// The file id, or `package`.
+        what: String,
+        /// Why.
+        #[source]
+        source: StageError,
+    },
+    /// The staged package could not be prepared to run; nothing changed.
+    #[error("preparing the package: {0} (nothing changed)")]
+    Prepare(#[source] std::io::Error),
+    /// The install package failed.
+    #[error(transparent)]
+    Installer(#[from] InstallFailure),
+    /// Applying, deferring or the bookkeeping failed.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The new `upgram` failed its self-test; the running one is kept.
+    #[error("{0}; the running upgram is kept")]
+    SelfTest(#[from] SelfTestError),
+    /// A blocking task stopped abnormally.
+    #[error("a blocking task stopped: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// What happened to one module.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Upgraded from the first version to the second.
+    Upgraded(Option<String>, String),
+    /// Upgraded by its install package, which asks for a restart of the application or system.
+    UpgradedNeedsRestart(Option<String>, String),
+    /// Staged and recorded as pending: it is completed at `trigger` (`apply_pending`).
+    Deferred {
+        /// The installed version, which stays until then.
+        from: Option<String>,
+        /// The version it goes to.
+        to: String,
+        /// When it is completed.
+        trigger: Trigger,
+        /// Why it waits (the busy files, or a pending dependency).
+        reason: String,
+    },
+    /// Not applied, and why.
+    Skipped(String),
+    /// Failed and rolled back, and why.
+    Failed(UpgradeFailure),
+}
+
+/// One line of the update summary.
+#[derive(Debug)]
+pub struct ModuleOutcome {
+    /// Module id.
+    pub id: String,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanLine {
+    /// Module id.
+    pub id: String,
+    /// Installed version, if any.
+    pub from: Option<String>,
+    /// The version it would go to.
+    pub to: String,
+    /// Whether the upgrade is forced.
+    pub forced: bool,
+}
+
+/// Which optional upgrades an update takes (forced ones are always taken).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Optional {
+    /// Every optional upgrade.
+    Take,
+    /// None.
+    Decline,
+    /// As the [`Hooks::confirm`] hook answers, asked once with the optional upgrades of the plan.
+    Ask,
+}
+
+/// What an update or install did.
+#[derive(Debug)]
+pub struct UpdateReport {
+    /// The verified answers it was planned from (`None` when nothing had to be asked).
+    pub check: Option<CheckReport>,
+    /// The plan, dependencies first.
+    pub plan: Vec<PlanLine>,
+    /// What happened to each module, in plan order (empty for a dry run).
+    pub outcomes: Vec<ModuleOutcome>,
+    /// For `install`: the modules asked for that were installed already, with their versions.
+    pub already_installed: Vec<(String, String)>,
+    /// The new `upgram` binary that replaces the running one once it exits, when a
+    /// self-update was staged: hand over to it ([`selfupdate::hand_over`]) after releasing the
+    /// installation.
+    pub self_update: Option<PathBuf>,
+}
+
+impl UpdateReport {
+    /// Whether any module failed.
+    pub fn failed(&self) -> bool {
+        self.outcomes.iter().any(|o| matches!(o.outcome, Outcome::Failed(_)))
+    }
+}
+
+/// The plan, dependencies first.
+pub fn plan_lines(
+    answers: &[ModuleAnswer<'_>],
+    state: &InstalledState,
+    choice: &Choice<'_>,
+) -> Result<Vec<PlanLine>, PlanError> {
+    let offers: Vec<Offer<'_>> = answers.iter().filter_map(Offer::from_answer).collect();
+    let installed = installed_versions(state);
+    Ok(plan(&offers, &installed, choice)?
+        .steps
+        .iter()
+        .map(|s| PlanLine {
+            id: s.id.to_owned(),
+            from: s.from.as_ref().map(Version::to_string),
+            to: s.to.to_string(),
+            forced: s.forced,
+        })
+        .collect())
+}
+
+fn installed_versions(state: &InstalledState) -> BTreeMap<String, Version<'static>> {
+    state
+        .modules
+        .iter()
+        .filter_map(|(id, m)| Some((id.clone(), Version::parse(&m.version).ok()?.into_owned())))
+        .collect()
+}
+
+/// Runs `work` on a blocking thread.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(work).await
+}
+
+/// Asks the servers about every installed module (and its frequent files). With the lock held,
+/// the servers' hints and the cookies are saved in the state; the installed modules do not
+/// change.
+pub async fn check<F: Fetcher + 'static>(
+    installation: &Installation,
+    client: &Client<F>,
+) -> Result<CheckReport, FlowError> {
+    check_installing(installation, client, &[]).await
+}
+
+/// [`check`], also asking how to install the modules `install`, which are not installed.
+pub async fn check_installing<F: Fetcher + 'static>(
+    installation: &Installation,
+    client: &Client<F>,
+    install: &[&str],
+) -> Result<CheckReport, FlowError> {
+    let state = installation.state();
+    client.set_cookie_jar(state.cookie_jar());
+    let report = client.check_installing(&state, install).await?;
+    if installation.is_locked() {
+        let hints: Vec<(String, Vec<String>)> = report
+            .modules()
+            .iter()
+            .filter(|m| !m.frequent.is_empty())
+            .map(|m| (m.id.to_string(), m.frequent.iter().map(|f| f.to_string()).collect()))
+            .collect();
+        let jar = client.cookie_jar();
+        let handle = installation.clone();
+        blocking(move || {
+            handle.update_state(|state| {
+                for (id, frequent) in hints {
+                    if let Some(installed) = state.modules.get_mut(&id) {
+                        installed.frequent = frequent;
+                    }
+                }
+                state.set_cookie_jar(&jar);
+            })
+        })
+        .await??;
+    }
+    Ok(report)
+}
+
+/// Checks, plans and (unless `dry_run`) applies upgrades: forced ones always, optional ones as
+/// `optional` says; dependencies first; each module all or nothing.
+pub async fn update<F: Fetcher + 'static>(
+    installation: &Installation,
+    client: &Client<F>,
+    optional: Optional,
+    dry_run: bool,
+    hooks: &Hooks,
+) -> Result<UpdateReport, FlowError> {
+    let report = check(installation, client).await?;
+    let answers = report.modules();
+    let state = installation.state();
+    let take = match optional {
+        Optional::Take => true,
+        Optional::Decline => false,
+        Optional::Ask => {
+            let offered: Vec<(String, Option<String>, String)> = plan_lines(&answers, &state, &Choice::All)?
+                .into_iter()
+                .filter(|line| !line.forced)
+                .map(|line| (line.id, line.from, line.to))
+                .collect();
+            !offered.is_empty() && hooks.confirm.take_optional(&offered)
+        }
+    };
+    let choice = if take { Choice::All } else { Choice::OnlyForced };
+    let lines = plan_lines(&answers, &state, &choice)?;
+    let (outcomes, self_update) =
+        if dry_run { (vec![], None) } else { apply_answers(installation, client, &answers, &choice, hooks).await? };
+    drop(answers);
+    Ok(UpdateReport { check: Some(report), plan: lines, outcomes, already_installed: vec![], self_update })
+}
+
+/// Installs the modules of `ids` that are not installed yet, with the modules they require
+/// (and the forced upgrades the servers announce, which may not be declined); a module already
+/// installed is reported as such and left as it is. A module the servers cannot install fails
+/// the call before anything changes.
+pub async fn install<F: Fetcher + 'static>(
+    installation: &Installation,
+    client: &Client<F>,
+    ids: &[String],
+    dry_run: bool,
+    hooks: &Hooks,
+) -> Result<UpdateReport, FlowError> {
+    if let Some(bad) = ids.iter().find(|id| !is_valid_module_id(id)) {
+        return Err(ClientError::ModuleId(bad.clone()).into());
+    }
+    let state = installation.state();
+    let (already_installed, missing) = split_installed(&state, ids);
+    if missing.is_empty() {
+        return Ok(UpdateReport { check: None, plan: vec![], outcomes: vec![], already_installed, self_update: None });
+    }
+    let report = check_installing(installation, client, &missing).await?;
+    let answers = report.modules();
+    installable(&answers, &missing)?;
+    let choice = Choice::Selected(&missing);
+    let lines = plan_lines(&answers, &installation.state(), &choice)?;
+    let (outcomes, self_update) =
+        if dry_run { (vec![], None) } else { apply_answers(installation, client, &answers, &choice, hooks).await? };
+    drop(answers);
+    Ok(UpdateReport { check: Some(report), plan: lines, outcomes, already_installed, self_update })
+}
+
+/// Completes the pending upgrades waiting for `trigger` (every trigger when `None`), in the
+/// order they were recorded; a file still in use keeps its module waiting.
+pub async fn apply_pending(
+    installation: &Installation,
+    trigger: Option<Trigger>,
+    hooks: &Hooks,
+) -> Result<Vec<PendingOutcome>, FlowError> {
+    let (handle, hooks) = (installation.clone(), hooks.clone());
+    let outcomes = blocking(move || handle.apply_pending(trigger, &*hooks.in_use, hooks.plugins.as_deref())).await??;
+    Ok(outcomes)
+}
+
+/// Opens the installation at `root` with its lock, which repairs whatever a crash interrupted,
+/// and says what was repaired.
+pub fn recover(root: &Path) -> Result<Vec<Recovered>, InstallationError> {
+    Ok(Installation::open_locked(root)?.recovered())
+}
+
+/// The modules of `ids` installed already (with their versions), and the others, each once.
+fn split_installed<'i>(state: &InstalledState, ids: &'i [String]) -> (Vec<(String, String)>, Vec<&'i str>) {
+    let mut already: Vec<(String, String)> = Vec::new();
+    let mut missing: Vec<&str> = Vec::new();
+    for id in ids {
+        match state.modules.get(id) {
+            Some(_) if already.iter().any(|(a, _)| a == id) => {}
+            Some(module) => already.push((id.clone(), module.version.clone())),
+            None if missing.contains(&id.as_str()) => {}
+            None => missing.push(id),
+        }
+    }
+    (already, missing)
+}
+
+/// Whether the servers offer an install of every module of `ids`, or what stops one.
+fn installable(answers: &[ModuleAnswer<'_>], ids: &[&str]) -> Result<(), FlowError> {
+    for id in ids {
+        let why = match answers.iter().find(|a| a.id == *id) {
+            Some(answer) if answer.status == Status::Update => continue,
+            Some(answer) if answer.status == Status::Unknown => NotInstallable::Unknown,
+            Some(answer) => NotInstallable::Status { status: answer.status.name(), code: answer.code },
+            None => NotInstallable::NoAnswer,
+        };
+        return Err(FlowError::NotInstallable { module: (*id).to_owned(), why });
+    }
+    Ok(())
+}
+
+/// Plans `answers` and applies them to the installation, in dependency order; also the new
+/// `upgram` binary when a self-update was staged.
+async fn apply_answers<F: Fetcher + 'static>(
+    installation: &Installation,
+    client: &Client<F>,
+    answers: &[ModuleAnswer<'_>],
+    choice: &Choice<'_>,
+    hooks: &Hooks,
+) -> Result<(Vec<ModuleOutcome>, Option<PathBuf>), FlowError> {
+    let upgrade = {
+        let state = installation.state();
+        let offers: Vec<Offer<'_>> = answers.iter().filter_map(Offer::from_answer).collect();
+        let steps = plan(&offers, &installed_versions(&state), choice)?.steps;
+        steps.iter().map(|s| s.id.to_owned()).collect::<Vec<String>>()
+    };
+    let mut failed: BTreeSet<String> = BTreeSet::new();
+    let mut deferred: BTreeMap<String, Trigger> = BTreeMap::new();
+    let mut outcomes = Vec::new();
+    let mut self_update = false;
+    for id in &upgrade {
+        let Some(answer) = answers.iter().find(|a| a.id == *id) else { continue };
+        let blocked = answer.requires.iter().find(|r| failed.contains(r.id.as_ref()));
+        // A module whose dependency waits, waits with it, so versions never mix.
+        let waits: Vec<(String, Trigger)> =
+            answer.requires.iter().filter_map(|r| Some((r.id.to_string(), *deferred.get(r.id.as_ref())?))).collect();
+        let outcome = match blocked {
+            Some(r) => Outcome::Skipped(format!("its dependency {} was not upgraded", r.id)),
+            None => {
+                let module = Module { installation, fetcher: client.fetcher(), hooks, id };
+                module.apply(answer, &waits).await
+            }
+        };
+        match &outcome {
+            Outcome::Upgraded(..) | Outcome::UpgradedNeedsRestart(..) => {}
+            Outcome::Deferred { trigger, .. } => {
+                self_update |= *trigger == Trigger::SelfUpdate;
+                deferred.insert(id.clone(), *trigger);
+            }
+            Outcome::Skipped(_) | Outcome::Failed(_) => {
+                failed.insert(id.clone());
+            }
+        }
+        outcomes.push(ModuleOutcome { id: id.clone(), outcome });
+    }
+    // Every payload is in place or kept with its pending upgrade: the downloads can go. After a
+    // failure they stay, so the next attempt resumes them instead of starting over.
+    if failed.is_empty() {
+        let handle = installation.clone();
+        if let Err(e) = blocking(move || handle.remove_downloads()).await? {
+            tracing::warn!("could not remove the downloads: {e}");
+        }
+    }
+    let successor = match (&hooks.self_exe, self_update) {
+        (Some(exe), true) => installation.pending_successor(exe),
+        _ => None,
+    };
+    Ok((outcomes, successor))
+}
+
+/// One module of an update: where its payloads come from and where they go.
+struct Module<'a, F> {
+    installation: &'a Installation,
+    fetcher: &'a F,
+    hooks: &'a Hooks,
+    id: &'a str,
+}
+
+/// A module's upgrade, staged and ready to apply on a blocking thread.
+struct Staged {
+    id: String,
+    from: Option<String>,
+    to: String,
+    ops: Vec<FileOp>,
+    after: InstalledModule,
+}
+
+impl<F: Fetcher> Module<'_, F> {
+    /// Stages `payload`, which a person knows as `name`, into `dir`.
+    async fn stage(&self, name: &str, payload: &Payload<'_>, dir: &Path) -> Result<PathBuf, StageError> {
+        let download = Download { module: self.id, name, url: &payload.url, size: payload.size };
+        stage_reporting(self.fetcher, &download, &payload.sha256, dir, &*self.hooks.progress).await
+    }
+
+    async fn apply(&self, answer: &ModuleAnswer<'_>, waits: &[(String, Trigger)]) -> Outcome {
+        match self.try_apply(answer, waits).await {
+            Ok(outcome) => outcome,
+            Err(failure) => Outcome::Failed(failure),
+        }
+    }
+
+    async fn try_apply(
+        &self,
+        answer: &ModuleAnswer<'_>,
+        waits: &[(String, Trigger)],
+    ) -> Result<Outcome, UpgradeFailure> {
+        let id = self.id;
+        let latest = answer.latest.as_ref().map(Version::to_string).ok_or(UpgradeFailure::NoLatest)?;
+        let state = self.installation.state();
+        let before = state.modules.get(id).cloned();
+        let from = before.as_ref().map(|b| b.version.clone());
+        if let Some(pending) = state.pending.get(id) {
+            if pending.after.version == latest {
+                // Already staged and waiting: complete it if its files are free now.
+                return self.retry_pending(pending.clone(), from).await;
+            }
+            // A newer upgrade supersedes the stale pending one.
+            let (handle, module) = (self.installation.clone(), id.to_owned());
+            blocking(move || handle.purge_pending(&module)).await??;
+        }
+        drop(state);
+        let files = match &answer.upgrade {
+            UpgradeInfo::Files(files) => files,
+            UpgradeInfo::Package(package) => return self.apply_package(before, latest, package).await,
+            UpgradeInfo::None => return Ok(Outcome::Skipped("nothing to apply".into())),
+        };
+        let layout = self.installation.layout();
+        let mut after = before.clone().unwrap_or_default();
+        after.version = latest.clone();
+        let mut ops = Vec::new();
+        for file in files {
+            let staged = self
+                .stage_file(&layout, before.as_ref(), file)
+                .await
+                .map_err(|source| UpgradeFailure::Stage { what: file.id.to_string(), source })?;
+            match staged {
+                Some((staged, sha256)) => {
+                    let installed = InstalledFile { version: file.version.to_string(), sha256: sha256.to_hex() };
+                    after.files.insert(file.id.to_string(), installed);
+                    ops.push(FileOp::Replace { file: file.id.to_string(), staged, sha256: sha256.to_hex() });
+                }
+                None => {
+                    after.files.remove(file.id.as_ref());
+                    ops.push(FileOp::Delete { file: file.id.to_string() });
+                }
+            }
+        }
+        let staged = Staged { id: id.to_owned(), from, to: latest, ops, after };
+        let (handle, hooks, waits) = (self.installation.clone(), self.hooks.clone(), waits.to_vec());
+        let outcome = blocking(move || commit(&handle, staged, &hooks, &waits)).await??;
+        Ok(outcome)
+    }
+
+    /// A module already pending at the offered version: completed now if it can be.
+    async fn retry_pending(&self, pending: PendingUpgrade, from: Option<String>) -> Result<Outcome, UpgradeFailure> {
+        let (handle, hooks, id) = (self.installation.clone(), self.hooks.clone(), self.id.to_owned());
+        Ok(blocking(move || retry_pending(&handle, &id, pending, &hooks, from)).await??)
+    }
+
+    /// Stages and runs an install package.
+    async fn apply_package(
+        &self,
+        before: Option<InstalledModule>,
+        latest: String,
+        package: &upgram_core::body::Package<'_>,
+    ) -> Result<Outcome, UpgradeFailure> {
+        if before.as_ref().is_some_and(|m| m.interrupted) {
+            return Ok(Outcome::Skipped(
+                "an earlier install of this module was interrupted: repair (reinstall) it first".into(),
+            ));
+        }
+        let layout = self.installation.layout();
+        let staged = self
+            .stage("package", &package.payload, &layout.staging())
+            .await
+            .map_err(|source| UpgradeFailure::Stage { what: "package".into(), source })?;
+        // A package replaces the module as a whole: its files are the installer's business now.
+        let after = InstalledModule {
+            version: latest.clone(),
+            frequent: before.as_ref().map(|b| b.frequent.clone()).unwrap_or_default(),
+            ..Default::default()
+        };
+        let from = before.map(|b| b.version);
+        let args = split_args(package.args.as_deref());
+        let (handle, id, to) = (self.installation.clone(), self.id.to_owned(), latest.clone());
+        let result = blocking(move || {
+            let program =
+                prepare(&staged, &layout.package_runs(), &format!("{id}-{latest}")).map_err(UpgradeFailure::Prepare)?;
+            Ok::<_, UpgradeFailure>(handle.install_package(&id, &program, &args, after, INSTALLER_TIMEOUT)?)
+        })
+        .await??;
+        match result {
+            InstallResult::Success => Ok(Outcome::Upgraded(from, to)),
+            InstallResult::SuccessRestart => Ok(Outcome::UpgradedNeedsRestart(from, to)),
+            InstallResult::Failure(why) => Err(why.into()),
+        }
+    }
+
+    /// Stages one file entry: `Some((staged file, its hash))` for a new content, `None` for a
+    /// deletion.
+    async fn stage_file(
+        &self,
+        layout: &Layout,
+        installed: Option<&InstalledModule>,
+        file: &FileEntry<'_>,
+    ) -> Result<Option<(PathBuf, Sha256Digest)>, StageError> {
+        let dir = layout.staging();
+        let payload = match &file.action {
+            FileAction::Delete => return Ok(None),
+            FileAction::Replace(payload) => payload,
+            FileAction::Incremental { payload, delta } => {
+                let base = installed
+                    .and_then(|m| m.files.get(file.id.as_ref()))
+                    .filter(|f| f.version == delta.from.to_string());
+                if base.is_some()
+                    && let Some(merged) = self.merge_delta(layout, file, delta, &payload.sha256).await
+                {
+                    return Ok(Some((merged, payload.sha256)));
+                }
+                payload
+            }
+        };
+        let staged = self.stage(&file.id, payload, &dir).await?;
+        Ok(Some((staged, payload.sha256)))
+    }
+
+    /// The merged record file, staged, if the delta applies to the installed file and the result
+    /// hashes as signed; `None` sends the caller to the whole file.
+    async fn merge_delta(
+        &self,
+        layout: &Layout,
+        file: &FileEntry<'_>,
+        delta: &upgram_core::body::Delta<'_>,
+        expected: &Sha256Digest,
+    ) -> Option<PathBuf> {
+        let dir = layout.staging();
+        let patch = self.stage(&format!("{} (delta)", file.id), &delta.payload, &dir).await.ok()?;
+        let target = crate::paths::resolve(layout.root(), &file.id).ok()?;
+        let expected = *expected;
+        blocking(move || {
+            let merged = apply_delta(&std::fs::read(target).ok()?, &std::fs::read(patch).ok()?).ok()?;
+            if Sha256Digest::of(&merged) != expected {
+                return None;
+            }
+            let path = staged_path(&dir, &expected);
+            crate::fsutil::write_durable(&path, &merged).ok()?;
+            Some(path)
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+/// Applies a staged module now, or records it as pending when it must wait: for a pending
+/// dependency, for the self-update hand-over, or for its busy files.
+fn commit(
+    installation: &Installation,
+    staged: Staged,
+    hooks: &Hooks,
+    waits: &[(String, Trigger)],
+) -> Result<Outcome, UpgradeFailure> {
+    let Staged { id, from, to, ops, after } = staged;
+    let deferred = |pending: &PendingUpgrade, reason: String| Outcome::Deferred {
+        from: from.clone(),
+        to: to.clone(),
+        trigger: pending.trigger,
+        reason,
+    };
+    if let Some(trigger) = waits.iter().map(|(_, t)| *t).max() {
+        let deps: Vec<String> = waits.iter().map(|(d, _)| d.clone()).collect();
+        let reason = format!("waits for its dependencies {}", deps.join(", "));
+        let pending = installation.defer(&id, &ops, after, Waiting { trigger, busy: vec![], waits_for: deps })?;
+        return Ok(deferred(&pending, reason));
+    }
+    if let Some(exe) = &hooks.self_exe
+        && selfupdate::replaces(&installation.layout(), &ops, exe).is_some()
+    {
+        // The new binary must pass its self-test, else the pending upgrade is dropped and the
+        // running binary kept.
+        let waiting = Waiting { trigger: Trigger::SelfUpdate, busy: vec![], waits_for: vec![] };
+        let pending = installation.defer(&id, &ops, after, waiting)?;
+        let tested = selfupdate::successor(&installation.layout(), &pending, exe)
+            .ok_or(SelfTestError::Missing)
+            .and_then(|binary| selfupdate::self_test(&binary));
+        return match tested {
+            Ok(()) => Ok(deferred(&pending, StillWaiting::SelfUpdate.to_string())),
+            Err(why) => {
+                let _ = installation.purge_pending(&id);
+                Err(why.into())
+            }
+        };
+    }
+    match installation.busy_files(&id, &ops, &*hooks.in_use)? {
+        Some((trigger, busy)) => {
+            let reason = StillWaiting::Busy(busy.clone()).to_string();
+            let pending = installation.defer(&id, &ops, after, Waiting { trigger, busy, waits_for: vec![] })?;
+            if trigger == Trigger::PluginRestart && hooks.plugins.is_some() {
+                // A plug-in manager restarts the plug-in around its upgrade now.
+                return retry_pending(installation, &id, pending, hooks, from);
+            }
+            Ok(deferred(&pending, reason))
+        }
+        None => {
+            installation.apply(&id, &ops, after)?;
+            Ok(Outcome::Upgraded(from, to))
+        }
+    }
+}
+
+/// A module already pending: completed now if it can be.
+fn retry_pending(
+    installation: &Installation,
+    id: &str,
+    pending: PendingUpgrade,
+    hooks: &Hooks,
+    from: Option<String>,
+) -> Result<Outcome, UpgradeFailure> {
+    let trigger = pending.trigger;
+    let to = pending.after.version.clone();
+    if trigger == Trigger::SelfUpdate || !pending.waits_for.is_empty() {
+        return Ok(Outcome::Deferred { from, to, trigger, reason: "already pending".into() });
+    }
+    match installation.complete_pending(id, &*hooks.in_use, hooks.plugins.as_deref())? {
+        Some(PendingOutcome::Applied { version, .. }) => Ok(Outcome::Upgraded(from, version)),
+        Some(PendingOutcome::Waiting { reason, .. }) => {
+            Ok(Outcome::Deferred { from, to, trigger, reason: reason.to_string() })
+        }
+        Some(PendingOutcome::Failed { error, .. }) => Err(error.into()),
+        None => Ok(Outcome::Skipped("its pending upgrade is gone".into())),
+    }
+}
