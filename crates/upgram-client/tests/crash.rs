@@ -215,7 +215,7 @@ fn a_second_concurrent_update_is_refused_by_the_lock() {
     let root = work.path().join("install");
     install_old(&root);
     // Another process's lock, held here.
-    let held = upgram_client::apply::lock(&upgram_client::apply::Layout::new(&root)).unwrap();
+    let held = upgram_client::Installation::open_locked(&root).unwrap();
     let root_str = root.to_str().unwrap();
     let mut argv = vec!["update", "--yes"];
     argv.extend(server_args(&server, root_str));

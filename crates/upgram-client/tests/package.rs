@@ -1,4 +1,4 @@
-//! Install packages through `upgram update` (C8; SPEC.md §5.8) with real installer scripts and
+//! Install packages through `upgram update` (SPEC.md §5.8) with real installer scripts and
 //! real child processes: arguments without a shell, the installation root and environment,
 //! exit statuses, a timeout, and crashes while an installer runs, judged by looking at the
 //! installation rather than by running the installer again.
@@ -9,8 +9,10 @@ use std::time::Duration;
 
 mod common;
 use common::binaries::{ServerProcess, run_server, upgram, upgram_env};
-use upgram_client::apply::{Layout, Recovered, install_package, recover};
-use upgram_client::package::InstallResult;
+use upgram_client::Installation;
+use upgram_client::apply::package::{InstallFailure, InstallResult};
+use upgram_client::apply::recovery::Recovered;
+use upgram_client::flows::recover;
 use upgram_client::state::{InstalledModule, InstalledState};
 use upgram_core::Sha256Digest;
 
@@ -110,10 +112,44 @@ fn an_installer_that_hangs_is_stopped() {
     std::fs::write(&script, "#!/bin/sh\nsleep 30\n").unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let after = InstalledModule { version: "1.1".into(), ..Default::default() };
-    let layout = Layout::new(&root);
-    let result = install_package(&layout, "drv", &script, &[], after, Duration::from_millis(300)).unwrap();
-    assert!(matches!(result, InstallResult::Failure(ref why) if why.contains("did not finish")), "{result:?}");
+    let installation = Installation::open_locked(&root).unwrap();
+    let result = installation.install_package("drv", &script, &[], after, Duration::from_millis(300)).unwrap();
+    assert!(matches!(result, InstallResult::Failure(InstallFailure::Timeout(_))), "{result:?}");
     assert_eq!(version(&root).version, "1.0");
+}
+
+/// Whether process `pid` still runs (a zombie no longer does).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn an_installer_that_hangs_is_stopped_with_the_processes_it_started() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("install");
+    install(&root);
+    // The installer forks a child that would change the installation later, then hangs.
+    let script = work.path().join("fork.sh");
+    let body = "#!/bin/sh
+(sleep 3; echo late > late.txt) &
+echo $! > child.pid
+sleep 30
+";
+    std::fs::write(&script, body).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let after = InstalledModule { version: "1.1".into(), ..Default::default() };
+    let installation = Installation::open_locked(&root).unwrap();
+    let result = installation.install_package("drv", &script, &[], after, Duration::from_millis(500)).unwrap();
+    assert!(matches!(result, InstallResult::Failure(InstallFailure::Timeout(_))), "{result:?}");
+    let child = std::fs::read_to_string(root.join("child.pid")).unwrap().trim().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while running(&child) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!running(&child), "the installer's child {child} outlived the timeout");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!root.join("late.txt").exists(), "the installer's child changed the installation after the timeout");
 }
 
 #[test]
@@ -125,7 +161,7 @@ fn a_crash_while_the_installer_runs_is_judged_by_the_installation() {
     install(&root);
     let output = upgram_env(&update_args(&server, root.to_str().unwrap()), &[("UPGRAM_FAILPOINT", "package:begin")]);
     assert_eq!(output.status.signal(), Some(6));
-    assert_eq!(recover(&Layout::new(&root)).unwrap(), [Recovered::InstallNotStarted("drv".into())]);
+    assert_eq!(recover(&root).unwrap(), [Recovered::InstallNotStarted("drv".into())]);
     assert_eq!(version(&root).version, "1.0");
     let (code, out, err) = upgram(&update_args(&server, root.to_str().unwrap()));
     assert_eq!((code, version(&root).version), (0, "1.1".into()), "{out}{err}");
@@ -136,7 +172,7 @@ fn a_crash_while_the_installer_runs_is_judged_by_the_installation() {
     install(&root);
     let output = upgram_env(&update_args(&server, root.to_str().unwrap()), &[("UPGRAM_FAILPOINT", "package:ran")]);
     assert_eq!(output.status.signal(), Some(6));
-    assert_eq!(recover(&Layout::new(&root)).unwrap(), [Recovered::InstallInterrupted("drv".into())]);
+    assert_eq!(recover(&root).unwrap(), [Recovered::InstallInterrupted("drv".into())]);
     assert!(version(&root).interrupted);
     std::fs::remove_file(root.join("installer.log")).unwrap();
     let (code, out, _) = upgram(&update_args(&server, root.to_str().unwrap()));
@@ -149,6 +185,6 @@ fn a_crash_while_the_installer_runs_is_judged_by_the_installation() {
     install(&root);
     let output = upgram_env(&update_args(&server, root.to_str().unwrap()), &[("UPGRAM_FAILPOINT", "package:done")]);
     assert_eq!(output.status.signal(), Some(6));
-    assert_eq!(recover(&Layout::new(&root)).unwrap(), [Recovered::Finished("drv".into())]);
+    assert_eq!(recover(&root).unwrap(), [Recovered::Finished("drv".into())]);
     assert_eq!(version(&root).version, "1.1");
 }
