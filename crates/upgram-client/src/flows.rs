@@ -105,7 +105,7 @@ pub enum UpgradeFailure {
         what: String,
         /// Why.
         #[source]
-        source: StageError,
+        source: Box<StageError>,
     },
     /// The staged package could not be prepared to run; nothing changed.
     #[error("preparing the package: {0} (nothing changed)")]
@@ -514,7 +514,7 @@ impl<F: Fetcher> Module<'_, F> {
             let staged = self
                 .stage_file(&layout, before.as_ref(), file)
                 .await
-                .map_err(|source| UpgradeFailure::Stage { what: file.id.to_string(), source })?;
+                .map_err(|source| UpgradeFailure::Stage { what: file.id.to_string(), source: Box::new(source) })?;
             match staged {
                 Some((staged, sha256)) => {
                     let installed = InstalledFile { version: file.version.to_string(), sha256: sha256.to_hex() };
@@ -536,7 +536,7 @@ impl<F: Fetcher> Module<'_, F> {
     /// A module already pending at the offered version: completed now if it can be.
     async fn retry_pending(&self, pending: PendingUpgrade, from: Option<String>) -> Result<Outcome, UpgradeFailure> {
         let (handle, hooks, id) = (self.installation.clone(), self.hooks.clone(), self.id.to_owned());
-        Ok(blocking(move || retry_pending(&handle, &id, pending, &hooks, from)).await??)
+        blocking(move || retry_pending(&handle, &id, pending, &hooks, from)).await?
     }
 
     /// Stages and runs an install package.
@@ -555,7 +555,7 @@ impl<F: Fetcher> Module<'_, F> {
         let staged = self
             .stage("package", &package.payload, &layout.staging())
             .await
-            .map_err(|source| UpgradeFailure::Stage { what: "package".into(), source })?;
+            .map_err(|source| UpgradeFailure::Stage { what: "package".into(), source: Box::new(source) })?;
         // A package replaces the module as a whole: its files are the installer's business now.
         let after = InstalledModule {
             version: latest.clone(),

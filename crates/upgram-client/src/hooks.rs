@@ -198,3 +198,39 @@ impl fmt::Debug for Hooks {
         f.debug_struct("Hooks").field("plugins", &self.plugins.is_some()).field("self_exe", &self.self_exe).finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_advisory_lock_check_sees_another_holder_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.bin");
+        std::fs::write(&path, b"x").unwrap();
+        let check = AdvisoryLock {
+            modules: BTreeMap::from([("driver".to_owned(), Trigger::Reboot)]),
+            ..AdvisoryLock::default()
+        };
+        assert_eq!(check.check("app", "app.bin", &path), Usage::Free);
+        assert_eq!(check.check("app", "gone", &dir.path().join("gone")), Usage::Free);
+        let holder = fs::File::open(&path).unwrap();
+        holder.lock_shared().unwrap();
+        assert_eq!(check.check("app", "app.bin", &path), Usage::Busy(Trigger::ProgramExit));
+        assert_eq!(check.check("driver", "app.bin", &path), Usage::Busy(Trigger::Reboot));
+        drop(holder);
+        assert_eq!(check.check("app", "app.bin", &path), Usage::Free);
+    }
+
+    #[test]
+    fn a_failing_plug_in_command_keeps_its_cause() {
+        let manager =
+            CommandPluginManager { stop: vec!["false".into()], start: vec!["/nonexistent/upgram-test".into()] };
+        assert!(matches!(manager.stop("pdf"), Err(PluginError::Failed { ref module, .. }) if module == "pdf"));
+        let spawn = manager.start("pdf").unwrap_err();
+        assert!(matches!(&spawn, PluginError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound));
+        assert!(std::error::Error::source(&spawn).is_some(), "the I/O error is kept as the source");
+        let none = CommandPluginManager { stop: vec![], start: vec![] };
+        assert!(matches!(none.stop("pdf"), Err(PluginError::NotConfigured("stop"))));
+    }
+}

@@ -46,6 +46,7 @@ pub mod client;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod failpoint;
 pub mod fetch;
 pub mod flows;
 pub mod fsutil;

@@ -197,7 +197,7 @@ async fn fetch_into(
     }
     let written = file
         .write_all(&bytes)
-        .and_then(|()| crate::apply::injected_enospc("enospc:stage"))
+        .and_then(|()| crate::failpoint::injected_enospc("enospc:stage"))
         .and_then(|()| file.sync_all());
     if let Err(e) = written {
         // Kept, a partial download that filled the disk would keep it full after we give up.

@@ -285,3 +285,20 @@ pub struct PendingUpgrade {
     /// The module's state entry once it is done.
     pub after: InstalledModule,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_names_round_trip() {
+        for trigger in Trigger::ALL {
+            assert_eq!(trigger.name().parse::<Trigger>().unwrap(), trigger);
+            let json = serde_json::to_string(&trigger).unwrap();
+            assert_eq!(json, format!("\"{}\"", trigger.name()));
+        }
+        assert!("at-lunch".parse::<Trigger>().unwrap_err().to_string().contains("program-exit"));
+        // A module with a kernel-mode file waits for the reboot, whatever its other files say.
+        assert!(Trigger::Reboot > Trigger::ProgramExit && Trigger::ProgramExit > Trigger::PluginRestart);
+    }
+}

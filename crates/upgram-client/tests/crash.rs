@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::binaries::{
     ReleaseFiles, ServerProcess, expected_tree, install_release, serve_releases, server_args, tree, upgram, upgram_env,
+    wait_for_lock_free,
 };
 use upgram_client::apply::Record;
 use upgram_client::journal::{self, Journal};
@@ -224,6 +225,7 @@ fn a_second_concurrent_update_is_refused_by_the_lock() {
     assert!(err.contains("another upgram is working on this installation"), "{err}");
     assert_eq!(assert_consistent(&root, "refused"), "1.0", "nothing changed");
     drop(held);
+    wait_for_lock_free(&root);
     let (code, out, err) = upgram(&argv);
     assert_eq!(code, 0, "once the lock is free: {out}{err}");
     assert_eq!(assert_consistent(&root, "after"), "1.1");

@@ -34,23 +34,8 @@ pub mod package;
 pub mod recovery;
 pub mod selfupdate;
 
-/// The environment variable that names a step to crash at.
-pub const FAILPOINT_VAR: &str = "UPGRAM_FAILPOINT";
-
-/// Aborts the process if `UPGRAM_FAILPOINT` names this step.
-pub(crate) fn failpoint(name: &str) {
-    if std::env::var_os(FAILPOINT_VAR).is_some_and(|v| v == name) {
-        std::process::abort();
-    }
-}
-
-/// Fails with "no space left on device" if `UPGRAM_FAILPOINT` names this step.
-pub(crate) fn injected_enospc(name: &str) -> io::Result<()> {
-    if std::env::var_os(FAILPOINT_VAR).is_some_and(|v| v == name) {
-        return Err(io::Error::from_raw_os_error(28));
-    }
-    Ok(())
-}
+pub use crate::failpoint::FAILPOINT_VAR;
+pub(crate) use crate::failpoint::{failpoint, injected_enospc};
 
 /// A journal record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

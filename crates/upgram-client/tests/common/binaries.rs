@@ -217,3 +217,20 @@ pub fn install(root: &Path, (module, version, files): &ReleaseFiles<'_>) {
 pub fn serve(root: &Path) -> ServerProcess {
     serve_with_new_key(root, &root.join("catalog"))
 }
+
+/// Waits (at most 10 s) until nobody holds the installation's lock. A lock released by this
+/// test process can stay held for a moment by a child another test forks at that instant (it
+/// shares the descriptor until it executes its program), so a test that releases a lock waits
+/// for it before the next step relies on it being free.
+pub fn wait_for_lock_free(root: &Path) {
+    let path = upgram_client::layout::Layout::new(root).lock_file();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        if file.try_lock().is_ok() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the lock {} stays held", path.display());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
