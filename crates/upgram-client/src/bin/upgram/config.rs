@@ -21,10 +21,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
-use upgram_client::config::ConfigError;
-use upgram_client::hooks::{AdvisoryLock, CommandPluginManager};
+use upgram_client::apply::selfupdate;
+use upgram_client::config::{ConfigError, parse_public_key, resolve_servers};
+use upgram_client::hooks::{AdvisoryLock, CommandPluginManager, Confirm, Hooks};
+use upgram_client::{Client, Installation};
+
+use crate::args::Common;
+use crate::progress_bars::DownloadBars;
+use crate::{installation_error, usage_error};
 use upgram_client::state::Trigger;
 
 /// The configuration as written in the file (every field optional).
@@ -77,5 +86,96 @@ impl ConfigFile {
     pub fn plugin_manager(&self) -> Option<CommandPluginManager> {
         (!self.plugin_stop.is_empty() && !self.plugin_start.is_empty())
             .then(|| CommandPluginManager { stop: self.plugin_stop.clone(), start: self.plugin_start.clone() })
+    }
+}
+
+/// The settings of one command: the configuration file, with the flags over it.
+pub struct Settings {
+    /// The configuration file, with the flags over it.
+    pub file: ConfigFile,
+    /// Whether to print JSON.
+    pub json: bool,
+}
+
+impl Common {
+    /// The settings these flags give, over the configuration file they name.
+    pub fn settings(self) -> Result<Settings, ExitCode> {
+        let mut file = match &self.config {
+            Some(path) => ConfigFile::load(path).map_err(usage_error)?,
+            None => ConfigFile::default(),
+        };
+        if !self.servers.is_empty() {
+            file.servers = self.servers;
+        }
+        if !self.public_keys.is_empty() {
+            file.public_keys = self.public_keys;
+        }
+        file.root = self.root.or(file.root);
+        file.deadline_secs = self.deadline.or(file.deadline_secs);
+        Ok(Settings { file, json: self.json })
+    }
+}
+
+impl Settings {
+    /// The installation root, or a usage error.
+    pub fn root(&self) -> Result<&Path, ExitCode> {
+        self.file
+            .root
+            .as_deref()
+            .ok_or_else(|| usage_error("no installation root: pass --root DIR or set `root` in the configuration"))
+    }
+
+    /// Opens the installation with its lock (repairing what a crash interrupted).
+    pub fn open(&self) -> Result<Installation, ExitCode> {
+        let installation = Installation::open_locked(self.root()?).map_err(installation_error)?;
+        for item in installation.recovered() {
+            eprintln!("upgram: recovered an interrupted upgrade of {}: {}", item.module(), item.action());
+        }
+        Ok(installation)
+    }
+
+    /// The client the settings describe, or what is missing.
+    pub fn client(&self) -> Result<Client, ExitCode> {
+        let servers = resolve_servers(&self.file.servers).map_err(usage_error)?;
+        if servers.is_empty() {
+            return Err(usage_error("no server: pass --server HOST:PORT or set `servers` in the configuration"));
+        }
+        let mut builder = Client::builder();
+        for server in servers {
+            builder = builder.server(server);
+        }
+        for key in &self.file.public_keys {
+            builder = builder.public_key(parse_public_key(key).map_err(usage_error)?);
+        }
+        builder = builder.nonce_bound(self.file.nonce_bound.unwrap_or(false));
+        if let Some(secs) = self.file.deadline_secs {
+            builder = builder.deadline(Duration::from_secs(secs));
+        }
+        builder.build().map_err(usage_error)
+    }
+
+    /// The hooks the configuration describes, with progress bars unless the output is JSON.
+    pub fn hooks(&self, bars: Arc<DownloadBars>) -> Hooks {
+        Hooks {
+            in_use: Arc::new(self.file.in_use_check()),
+            plugins: self.file.plugin_manager().map(|m| Arc::new(m) as _),
+            confirm: Arc::new(AskOnTerminal),
+            progress: bars,
+            self_exe: selfupdate::running_exe(),
+        }
+    }
+}
+
+/// Asks on the terminal whether to take the optional upgrades.
+struct AskOnTerminal;
+
+impl Confirm for AskOnTerminal {
+    fn take_optional(&self, optional: &[(String, Option<String>, String)]) -> bool {
+        for (id, from, to) in optional {
+            eprintln!("  {id}: {} -> {to}", from.as_deref().unwrap_or("-"));
+        }
+        eprint!("Apply these optional upgrades too? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes")
     }
 }

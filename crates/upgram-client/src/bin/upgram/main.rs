@@ -35,15 +35,14 @@ use std::time::Duration;
 
 use clap::Parser;
 use upgram_client::apply::selfupdate;
-use upgram_client::config::{parse_public_key, resolve_servers};
 use upgram_client::flows::{self, FlowError, Optional, UpdateReport};
-use upgram_client::hooks::{Confirm, Hooks};
+use upgram_client::hooks::Hooks;
 use upgram_client::state::Trigger;
 use upgram_client::{Client, ClientError, Installation, InstallationError};
 use upgram_core::body::Status;
 
 use crate::args::{Cli, Command, Common};
-use crate::config::ConfigFile;
+use crate::config::Settings;
 use crate::output::print_line;
 
 /// Exit code: upgrades are available.
@@ -55,104 +54,17 @@ const EXIT_USAGE: u8 = 2;
 /// Exit code: the state file is unreadable.
 const EXIT_STATE: u8 = 3;
 
-/// The settings of one command: the configuration file, with the flags over it.
-struct Settings {
-    file: ConfigFile,
-    json: bool,
-}
-
-impl Common {
-    fn settings(self) -> Result<Settings, ExitCode> {
-        let mut file = match &self.config {
-            Some(path) => ConfigFile::load(path).map_err(usage_error)?,
-            None => ConfigFile::default(),
-        };
-        if !self.servers.is_empty() {
-            file.servers = self.servers;
-        }
-        if !self.public_keys.is_empty() {
-            file.public_keys = self.public_keys;
-        }
-        file.root = self.root.or(file.root);
-        file.deadline_secs = self.deadline.or(file.deadline_secs);
-        Ok(Settings { file, json: self.json })
-    }
-}
-
-impl Settings {
-    fn root(&self) -> Result<&Path, ExitCode> {
-        self.file
-            .root
-            .as_deref()
-            .ok_or_else(|| usage_error("no installation root: pass --root DIR or set `root` in the configuration"))
-    }
-
-    /// Opens the installation with its lock (repairing what a crash interrupted).
-    fn open(&self) -> Result<Installation, ExitCode> {
-        let installation = Installation::open_locked(self.root()?).map_err(installation_error)?;
-        for item in installation.recovered() {
-            eprintln!("upgram: recovered an interrupted upgrade of {}: {}", item.module(), item.action());
-        }
-        Ok(installation)
-    }
-
-    /// The client the settings describe, or what is missing.
-    fn client(&self) -> Result<Client, ExitCode> {
-        let servers = resolve_servers(&self.file.servers).map_err(usage_error)?;
-        if servers.is_empty() {
-            return Err(usage_error("no server: pass --server HOST:PORT or set `servers` in the configuration"));
-        }
-        let mut builder = Client::builder();
-        for server in servers {
-            builder = builder.server(server);
-        }
-        for key in &self.file.public_keys {
-            builder = builder.public_key(parse_public_key(key).map_err(usage_error)?);
-        }
-        builder = builder.nonce_bound(self.file.nonce_bound.unwrap_or(false));
-        if let Some(secs) = self.file.deadline_secs {
-            builder = builder.deadline(Duration::from_secs(secs));
-        }
-        builder.build().map_err(usage_error)
-    }
-
-    /// The hooks the configuration describes, with progress bars unless the output is JSON.
-    fn hooks(&self, bars: Arc<progress_bars::DownloadBars>) -> Hooks {
-        Hooks {
-            in_use: Arc::new(self.file.in_use_check()),
-            plugins: self.file.plugin_manager().map(|m| Arc::new(m) as _),
-            confirm: Arc::new(AskOnTerminal),
-            progress: bars,
-            self_exe: selfupdate::running_exe(),
-        }
-    }
-}
-
-/// Asks on the terminal whether to take the optional upgrades.
-struct AskOnTerminal;
-
-impl Confirm for AskOnTerminal {
-    fn take_optional(&self, optional: &[(String, Option<String>, String)]) -> bool {
-        for (id, from, to) in optional {
-            eprintln!("  {id}: {} -> {to}", from.as_deref().unwrap_or("-"));
-        }
-        eprint!("Apply these optional upgrades too? [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes")
-    }
-}
-
-fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn usage_error(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("upgram: {message}");
     ExitCode::from(EXIT_USAGE)
 }
 
-fn fail(error: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(error: impl std::fmt::Display) -> ExitCode {
     eprintln!("upgram: {error}");
     ExitCode::from(EXIT_FAILED)
 }
 
-fn installation_error(error: InstallationError) -> ExitCode {
+pub(crate) fn installation_error(error: InstallationError) -> ExitCode {
     match error {
         InstallationError::State(_) => {
             eprintln!("upgram: {error}");
