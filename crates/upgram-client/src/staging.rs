@@ -9,14 +9,14 @@
 //! own progress display; the `upgram` command draws bars on a terminal).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use upgram_core::Sha256Digest;
 
-use crate::fetch::{FetchError, Fetcher};
+use crate::fetch::{FetchError, FetchedRange, Fetcher, Sink};
 use crate::journal::sync_parent;
 
 /// Why a payload could not be staged.
@@ -45,6 +45,17 @@ pub enum StageError {
         expected: Sha256Digest,
         /// What arrived.
         found: Sha256Digest,
+    },
+    /// The server announces a resource of another length than the signed size (the partial
+    /// download is kept: it may come from a mirror that had it right).
+    #[error("{url}: the server has {announced} bytes, the signed size is {size}")]
+    Size {
+        /// The URL.
+        url: String,
+        /// The length in the server's `Content-Range`.
+        announced: u64,
+        /// The signed size.
+        size: u64,
     },
     /// Writing to the staging folder failed (a full disk ends here).
     #[error("staging {}: {source}", path.display())]
@@ -176,8 +187,9 @@ pub async fn stage_reporting(
     Ok(done)
 }
 
-/// Fetches the bytes of `download` from `have` on into `partial` (from 0 if the server sends the
-/// whole body), and syncs it.
+/// Streams the bytes of `download` from `have` on into `partial` (from 0 if the server sends the
+/// whole body), and syncs what arrived, also when the transfer broke off, so that the next run
+/// resumes from there.
 async fn fetch_into(
     fetcher: &impl Fetcher,
     download: &Download<'_>,
@@ -185,26 +197,93 @@ async fn fetch_into(
     partial: &Path,
     progress: &dyn Progress,
 ) -> Result<(), StageError> {
-    let received = |bytes| progress.advanced(download, bytes);
-    let (bytes, ranged) = fetcher.fetch_from_reporting(download.url, have, download.size - have, &received).await?;
-    let mut file =
-        OpenOptions::new().create(true).write(true).truncate(false).open(partial).map_err(io_error(partial))?;
-    if ranged {
-        file.set_len(have).map_err(io_error(partial))?;
-        io::Seek::seek(&mut file, io::SeekFrom::Start(have)).map_err(io_error(partial))?;
-    } else {
-        file.set_len(0).map_err(io_error(partial))?;
+    let mut sink = PartFile { path: partial, have, download, progress, file: None, failure: None };
+    let fetched = fetcher.fetch_into(download.url, have, download.size, &mut sink).await;
+    let closed = sink.close();
+    let result = match (sink.failure.take(), fetched, closed) {
+        (Some(failure), _, _) => Err(failure),
+        (None, Err(error), _) => Err(StageError::Fetch(error)),
+        (None, Ok(_), closed) => closed.map_err(io_error(partial)),
+    };
+    // Kept, a partial download that filled the disk would keep it full after we give up.
+    if let Err(StageError::Io { source, .. }) = &result
+        && source.kind() == io::ErrorKind::StorageFull
+    {
+        let _ = fs::remove_file(partial);
     }
-    let written = file
-        .write_all(&bytes)
-        .and_then(|()| crate::apply::injected_enospc("enospc:stage"))
-        .and_then(|()| file.sync_all());
-    if let Err(e) = written {
-        // Kept, a partial download that filled the disk would keep it full after we give up.
-        if e.kind() == io::ErrorKind::StorageFull {
-            let _ = fs::remove_file(partial);
+    result
+}
+
+/// Size of the buffer in front of a partial file: chunks from the network are small.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// The partial file of a download, as the [`Sink`] its fetcher streams into. A failure is kept
+/// typed in `failure` (the fetcher hears only that the sink stopped).
+struct PartFile<'a> {
+    path: &'a Path,
+    /// Bytes already staged by an earlier run.
+    have: u64,
+    download: &'a Download<'a>,
+    progress: &'a dyn Progress,
+    file: Option<BufWriter<File>>,
+    failure: Option<StageError>,
+}
+
+impl PartFile<'_> {
+    /// Keeps `failure` and tells the fetcher to stop.
+    fn fail(&mut self, failure: StageError) -> io::Error {
+        let stop = match &failure {
+            StageError::Io { source, .. } => io::Error::new(source.kind(), source.to_string()),
+            other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+        };
+        self.failure = Some(failure);
+        stop
+    }
+
+    fn open(&self, start: u64) -> io::Result<BufWriter<File>> {
+        let mut file = OpenOptions::new().create(true).write(true).truncate(false).open(self.path)?;
+        file.set_len(start)?;
+        file.seek(SeekFrom::Start(start))?;
+        Ok(BufWriter::with_capacity(WRITE_BUFFER, file))
+    }
+
+    /// Writes out what is buffered and syncs the file, whatever became of the transfer.
+    fn close(&mut self) -> io::Result<()> {
+        match self.file.take() {
+            Some(file) => file.into_inner().map_err(io::IntoInnerError::into_error)?.sync_all(),
+            None => Ok(()),
         }
-        return Err(io_error(partial)(e));
     }
-    Ok(())
+}
+
+impl Sink for PartFile<'_> {
+    fn begin(&mut self, range: &FetchedRange) -> io::Result<()> {
+        let (url, size) = (self.download.url, self.download.size);
+        if range.start != 0 && range.start != self.have {
+            let sent = format!("bytes from {}", range.start);
+            return Err(self.fail(FetchError::Range { url: url.to_owned(), asked: self.have, sent }.into()));
+        }
+        if let Some(announced) = range.total.filter(|&total| range.start != 0 && total != size) {
+            return Err(self.fail(StageError::Size { url: url.to_owned(), announced, size }));
+        }
+        match self.open(range.start) {
+            Ok(file) => {
+                self.file = Some(file);
+                Ok(())
+            }
+            Err(source) => Err(self.fail(StageError::Io { path: self.path.to_owned(), source })),
+        }
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("a body chunk before its start"));
+        };
+        let written = file.write_all(chunk).and_then(|()| crate::apply::injected_enospc("enospc:stage"));
+        if let Err(source) = written {
+            return Err(self.fail(StageError::Io { path: self.path.to_owned(), source }));
+        }
+        self.progress.advanced(self.download, chunk.len() as u64);
+        Ok(())
+    }
 }
