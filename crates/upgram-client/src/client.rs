@@ -20,9 +20,9 @@ use upgram_core::sign::{KeyRing, Nonce};
 use upgram_core::version::Version;
 use upgram_core::wire::MessageKind;
 
-use crate::fetch::{DefaultHttp, FetchError, Fetcher, fetch_document};
 #[cfg(feature = "http")]
 use crate::fetch::HttpFetcher;
+use crate::fetch::{DefaultHttp, FetchError, Fetcher, fetch_document};
 use crate::state::InstalledState;
 use crate::transport::{CookieJar, Dropped, TransportConfig, TransportError, exchange};
 
