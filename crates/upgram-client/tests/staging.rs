@@ -177,7 +177,8 @@ async fn first_attempt_breaks(fetcher: &HttpFetcher, url: &str, content: &[u8], 
     let (sha, size) = (Sha256Digest::of(content), content.len() as u64);
     let error = stage(fetcher, url, size, &sha, dir).await.unwrap_err();
     eprintln!("first attempt: {error}");
-    assert!(matches!(&error, StageError::Fetch(FetchError::Transport { .. })), "{error:?}");
+    let StageError::Fetch(fetch @ FetchError::Transport { .. }) = &error else { panic!("{error:?}") };
+    assert!(std::error::Error::source(fetch).is_some(), "the transport error keeps its cause: {fetch:?}");
     let partial = partial_path(dir, &sha);
     let arrived = std::fs::read(&partial).unwrap();
     assert_eq!(arrived.len(), cut, "the partial file holds what arrived before the drop");
