@@ -1,5 +1,5 @@
 //! Fetching over HTTP(S): fallback documents (SPEC.md §8.3) and payloads. An embedder may bring
-//! its own HTTP stack through [`Fetcher`]; [`HttpFetcher`] (feature `http`) is reqwest with
+//! its own HTTP stack through [`Fetcher`]; `HttpFetcher` (feature `http`) is reqwest with
 //! rustls. A fetcher streams the body into a [`Sink`] of the caller's as it arrives, capped at
 //! the size allowed, so that nothing large is ever held in memory: staging writes each chunk to
 //! its partial file, and [`fetch_document`] collects a small document into a `Vec` and checks
