@@ -233,7 +233,7 @@ pub fn decode_document(bytes: &[u8]) -> Result<Response<'_>, FetchError> {
 }
 
 #[cfg(feature = "http")]
-pub use http::HttpFetcher;
+pub use http::{HttpFetcher, MIN_RATE};
 
 /// The fetcher a [`crate::Client`] has unless given another: `HttpFetcher` with the `http`
 /// feature, else [`NoHttp`].
@@ -265,8 +265,10 @@ mod http {
 
     use super::{FetchError, FetchedRange, Fetcher, MAX_REDIRECTS, Sink};
 
-    /// The default fetcher: reqwest with rustls, a connect timeout and an overall timeout per
-    /// request, so a trickling server cannot hold a client forever.
+    /// The default fetcher: reqwest with rustls, a connect timeout, a timeout for a silent
+    /// server, and an overall timeout per request, so a trickling server cannot hold a client
+    /// forever: the fetcher's timeout plus the time of the bytes asked for at
+    /// [`MIN_RATE`] bytes per second (a large payload is not cut for being large).
     #[derive(Debug, Clone)]
     pub struct HttpFetcher {
         client: reqwest::Client,
@@ -276,19 +278,24 @@ mod http {
     /// A request that ran out of time: reqwest names only the layer it was in ("error decoding
     /// response body" when the timeout struck mid-body), so the timeout is said as such.
     #[derive(Debug, Error)]
-    #[error("timed out: no complete answer within {after:?}")]
+    #[error("timed out: no complete answer within {after:?}, or silent for {silent:?}")]
     struct TimedOut {
         after: Duration,
+        silent: Duration,
         #[source]
         source: reqwest::Error,
     }
 
+    /// The slowest transfer an [`HttpFetcher`] waits for, in bytes per second.
+    pub const MIN_RATE: u64 = 64 * 1024;
+
     impl HttpFetcher {
-        /// A fetcher whose requests each take at most `timeout`.
+        /// A fetcher whose requests each take at most `timeout` (plus the time of their bytes
+        /// at [`MIN_RATE`]), and that gives up on a server silent for `timeout`.
         pub fn new(timeout: Duration) -> Result<Self, FetchError> {
             let client = reqwest::Client::builder()
                 .connect_timeout(timeout.min(Duration::from_secs(10)))
-                .timeout(timeout)
+                .read_timeout(timeout)
                 // SPEC.md §8.3: redirects MAY be followed, at most 5 (reqwest would follow 10).
                 .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
                 .build()
@@ -296,10 +303,10 @@ mod http {
             Ok(Self { client, timeout })
         }
 
-        fn transport(&self, url: &str, error: reqwest::Error) -> FetchError {
+        fn transport(&self, url: &str, allowed: Duration, error: reqwest::Error) -> FetchError {
             let error = error.without_url();
             if error.is_timeout() {
-                FetchError::transport(url, TimedOut { after: self.timeout, source: error })
+                FetchError::transport(url, TimedOut { after: allowed, silent: self.timeout, source: error })
             } else {
                 FetchError::transport(url, error)
             }
@@ -314,11 +321,12 @@ mod http {
             max_len: u64,
             sink: &mut (dyn Sink + Send),
         ) -> Result<FetchedRange, FetchError> {
-            let mut request = self.client.get(url);
+            let allowed = self.timeout.saturating_add(Duration::from_secs(max_len.saturating_sub(offset) / MIN_RATE));
+            let mut request = self.client.get(url).timeout(allowed);
             if offset > 0 {
                 request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
             }
-            let mut response = request.send().await.map_err(|e| self.transport(url, e))?;
+            let mut response = request.send().await.map_err(|e| self.transport(url, allowed, e))?;
             let content_range = response
                 .headers()
                 .typed_get::<ContentRange>()
@@ -335,7 +343,7 @@ mod http {
             let stored = |source| FetchError::Sink { url: url.to_owned(), source };
             sink.begin(&range).map_err(stored)?;
             let mut received = 0u64;
-            while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(url, e))? {
+            while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(url, allowed, e))? {
                 received += chunk.len() as u64;
                 if received > room {
                     return Err(too_long());

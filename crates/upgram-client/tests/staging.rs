@@ -394,7 +394,7 @@ fn stage_large_payload_in_a_child() {
     let url = url.into_string().unwrap();
     let sha = Sha256Digest::from_hex(&sha).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let fetcher = HttpFetcher::new(Duration::from_secs(600)).unwrap();
+    let fetcher = HttpFetcher::new(Duration::from_secs(20)).unwrap();
     let before = peak_rss_kib();
     let staged = runtime.block_on(stage(&fetcher, &url, LARGE, &sha, Path::new(&dir))).unwrap();
     let after = peak_rss_kib();
