@@ -153,6 +153,41 @@ impl Sink for Vec<u8> {
 /// 0), calls [`Sink::begin`] with where the body starts (see [`FetchedRange::from_answer`] for
 /// the checks of a partial answer), passes each chunk to [`Sink::write`] as it arrives, and
 /// stops with [`FetchError::TooLong`] once `start + received` would pass `max_len`.
+///
+/// A fetcher over something other than reqwest, here bytes held in memory:
+///
+/// ```
+/// use upgram_client::fetch::{FetchError, FetchedRange, Fetcher, Sink, fetch_bytes};
+///
+/// struct InMemory(Vec<u8>);
+///
+/// impl Fetcher for InMemory {
+///     async fn fetch_into(
+///         &self,
+///         url: &str,
+///         offset: u64,
+///         max_len: u64,
+///         sink: &mut (dyn Sink + Send),
+///     ) -> Result<FetchedRange, FetchError> {
+///         let total = self.0.len() as u64;
+///         if total > max_len {
+///             return Err(FetchError::TooLong { url: url.to_owned(), max: max_len });
+///         }
+///         let range = FetchedRange { start: offset.min(total), total: Some(total) };
+///         let stored = |source| FetchError::Sink { url: url.to_owned(), source };
+///         sink.begin(&range).map_err(stored)?;
+///         for chunk in self.0[range.start as usize..].chunks(4096) {
+///             sink.write(chunk).map_err(stored)?;
+///         }
+///         Ok(range)
+///     }
+/// }
+///
+/// let fetcher = InMemory(vec![7; 10_000]);
+/// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// assert_eq!(runtime.block_on(fetch_bytes(&fetcher, "mem:doc", 10_000)).unwrap(), vec![7; 10_000]);
+/// assert!(runtime.block_on(fetch_bytes(&fetcher, "mem:doc", 9_999)).is_err());
+/// ```
 pub trait Fetcher: Send + Sync {
     /// Streams the bytes of `url` from `offset` on into `sink`. `max_len` caps the whole
     /// resource: a partial body may hold `max_len - offset` bytes, a whole one `max_len`; more
@@ -352,5 +387,38 @@ mod http {
             }
             Ok(range)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "http://127.0.0.1/x";
+
+    #[test]
+    fn a_partial_answer_must_start_where_asked_and_fit_the_cap() {
+        let answer = |status, range, len| FetchedRange::from_answer(URL, 100, 1000, status, range, len);
+        assert_eq!(answer(206, Some((100, Some(1000))), None).unwrap(), FetchedRange { start: 100, total: Some(1000) });
+        assert_eq!(answer(206, Some((100, None)), None).unwrap(), FetchedRange { start: 100, total: None });
+        assert!(matches!(answer(206, Some((90, Some(1000))), None), Err(FetchError::Range { asked: 100, .. })));
+        assert!(matches!(answer(206, None, None), Err(FetchError::Range { .. })));
+        assert!(matches!(answer(206, Some((100, Some(1001))), None), Err(FetchError::TooLong { max: 1000, .. })));
+        // A whole body instead: from 0, its length the total.
+        assert_eq!(answer(200, None, Some(1000)).unwrap(), FetchedRange { start: 0, total: Some(1000) });
+        assert!(matches!(answer(200, None, Some(1001)), Err(FetchError::TooLong { .. })));
+        assert!(matches!(answer(416, None, None), Err(FetchError::Status { status: 416, .. })));
+    }
+
+    #[test]
+    fn a_vec_sink_drops_what_a_whole_body_replaces() {
+        let mut body = b"abc".to_vec();
+        body.begin(&FetchedRange { start: 3, total: None }).unwrap();
+        body.write(b"de").unwrap();
+        assert_eq!(body, b"abcde");
+        body.begin(&FetchedRange { start: 0, total: None }).unwrap();
+        body.write(b"x").unwrap();
+        assert_eq!(body, b"x");
+        assert!(body.begin(&FetchedRange { start: 5, total: None }).is_err());
     }
 }

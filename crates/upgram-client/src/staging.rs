@@ -23,7 +23,8 @@ use crate::journal::sync_parent;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum StageError {
-    /// Fetching failed (the partial download is kept, to resume).
+    /// Fetching failed (the partial download is kept, to resume, unless more bytes came than
+    /// signed).
     #[error("download: {0}")]
     Fetch(#[from] FetchError),
     /// The download ended shorter than the signed size (kept, to resume).
@@ -205,10 +206,14 @@ async fn fetch_into(
         (None, Err(error), _) => Err(StageError::Fetch(error)),
         (None, Ok(_), closed) => closed.map_err(io_error(partial)),
     };
-    // Kept, a partial download that filled the disk would keep it full after we give up.
-    if let Err(StageError::Io { source, .. }) = &result
-        && source.kind() == io::ErrorKind::StorageFull
-    {
+    // Kept, a partial download that filled the disk would keep it full after we give up; and
+    // bytes of a resource larger than signed are not the payload.
+    let discard = match &result {
+        Err(StageError::Io { source, .. }) => source.kind() == io::ErrorKind::StorageFull,
+        Err(StageError::Fetch(FetchError::TooLong { .. })) => true,
+        _ => false,
+    };
+    if discard {
         let _ = fs::remove_file(partial);
     }
     result
