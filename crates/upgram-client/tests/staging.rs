@@ -171,6 +171,26 @@ fn broken_after(content: &[u8], cut: usize) -> Response {
     Response::builder().header(header::CONTENT_LENGTH, content.len()).body(Body::from_stream(stream)).unwrap()
 }
 
+/// The payload behind a [`Dropping`] server that breaks after `cut` bytes, an empty staging
+/// folder and a fetcher.
+struct Broken {
+    content: Vec<u8>,
+    sha: Sha256Digest,
+    size: u64,
+    base: String,
+    server: Dropping,
+    staging: tempfile::TempDir,
+    fetcher: HttpFetcher,
+}
+
+async fn broken(cut: usize) -> Broken {
+    let content = payload();
+    let (sha, size) = (Sha256Digest::of(&content), content.len() as u64);
+    let (base, server) = serve_dropping(content.clone(), cut).await;
+    let fetcher = HttpFetcher::new(Duration::from_secs(10)).unwrap();
+    Broken { content, sha, size, base, server, staging: tempfile::tempdir().unwrap(), fetcher }
+}
+
 /// Stages `BASE/path` from the dropping server for the first time: the transfer breaks, and the
 /// partial file holds exactly the bytes that arrived. Returns the partial file.
 async fn first_attempt_breaks(fetcher: &HttpFetcher, url: &str, content: &[u8], cut: usize, dir: &Path) -> PathBuf {
@@ -189,13 +209,9 @@ async fn first_attempt_breaks(fetcher: &HttpFetcher, url: &str, content: &[u8], 
 
 #[tokio::test]
 async fn a_dropped_connection_is_resumed_with_a_range_from_what_arrived() {
-    let content = payload();
     let cut = 150_001;
-    let (base, server) = serve_dropping(content.clone(), cut).await;
-    let staging = tempfile::tempdir().unwrap();
-    let fetcher = HttpFetcher::new(Duration::from_secs(10)).unwrap();
+    let Broken { content, sha, size, base, server, staging, fetcher } = broken(cut).await;
     let url = format!("{base}drop");
-    let (sha, size) = (Sha256Digest::of(&content), content.len() as u64);
 
     let partial = first_attempt_breaks(&fetcher, &url, &content, cut, staging.path()).await;
     let staged = stage(&fetcher, &url, size, &sha, staging.path()).await.unwrap();
@@ -207,12 +223,8 @@ async fn a_dropped_connection_is_resumed_with_a_range_from_what_arrived() {
 
 #[tokio::test]
 async fn a_range_answered_from_the_wrong_place_is_refused_and_the_partial_file_kept() {
-    let content = payload();
     let cut = 65_536;
-    let (base, server) = serve_dropping(content.clone(), cut).await;
-    let staging = tempfile::tempdir().unwrap();
-    let fetcher = HttpFetcher::new(Duration::from_secs(10)).unwrap();
-    let (sha, size) = (Sha256Digest::of(&content), content.len() as u64);
+    let Broken { content, sha, size, base, server, staging, fetcher } = broken(cut).await;
 
     // A 206 that starts elsewhere than asked: refused before anything is written.
     let url = format!("{base}wrong-start");
@@ -238,13 +250,9 @@ async fn a_range_answered_from_the_wrong_place_is_refused_and_the_partial_file_k
 
 #[tokio::test]
 async fn a_whole_body_answering_a_range_restarts_from_zero() {
-    let content = payload();
     let cut = 200_000;
-    let (base, server) = serve_dropping(content.clone(), cut).await;
-    let staging = tempfile::tempdir().unwrap();
-    let fetcher = HttpFetcher::new(Duration::from_secs(10)).unwrap();
+    let Broken { content, sha, size, base, server, staging, fetcher } = broken(cut).await;
     let url = format!("{base}ignore-range");
-    let (sha, size) = (Sha256Digest::of(&content), content.len() as u64);
 
     first_attempt_breaks(&fetcher, &url, &content, cut, staging.path()).await;
     let recorder = Recorder::default();
@@ -281,13 +289,9 @@ impl Progress for Recorder {
 
 #[tokio::test]
 async fn progress_hears_every_byte_that_arrives() {
-    let content = payload();
     let cut = 131_072;
-    let (base, _server) = serve_dropping(content.clone(), cut).await;
-    let staging = tempfile::tempdir().unwrap();
-    let fetcher = HttpFetcher::new(Duration::from_secs(10)).unwrap();
+    let Broken { sha, size, base, staging, fetcher, .. } = broken(cut).await;
     let url = format!("{base}drop");
-    let (sha, size) = (Sha256Digest::of(&content), content.len() as u64);
     let download = Download { module: "app", name: "data.bin", url: &url, size };
 
     // Broken off: what arrived is reported, and the transfer as incomplete.
