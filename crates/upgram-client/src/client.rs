@@ -20,7 +20,9 @@ use upgram_core::sign::{KeyRing, Nonce};
 use upgram_core::version::Version;
 use upgram_core::wire::MessageKind;
 
-use crate::fetch::{FetchError, Fetcher, HttpFetcher, fetch_document};
+#[cfg(feature = "http")]
+use crate::fetch::HttpFetcher;
+use crate::fetch::{DefaultHttp, FetchError, Fetcher, fetch_document};
 use crate::state::InstalledState;
 use crate::transport::{CookieJar, Dropped, TransportConfig, TransportError, exchange};
 
@@ -50,7 +52,7 @@ pub enum ClientError {
 
 /// Builds a [`Client`].
 #[derive(Debug)]
-pub struct ClientBuilder<F = HttpFetcher> {
+pub struct ClientBuilder<F = DefaultHttp> {
     transport: TransportConfig,
     keys: KeyRing,
     fetcher: Option<F>,
@@ -103,7 +105,7 @@ impl<F: Fetcher> ClientBuilder<F> {
         self
     }
 
-    /// The HTTP fetcher for fallback documents (default: [`HttpFetcher`]).
+    /// The HTTP fetcher for fallback documents (default with the `http` feature: `HttpFetcher`).
     pub fn fetcher<G: Fetcher>(self, fetcher: G) -> ClientBuilder<G> {
         ClientBuilder { transport: self.transport, keys: self.keys, fetcher: Some(fetcher), in_flight: self.in_flight }
     }
@@ -150,6 +152,7 @@ pub trait DefaultFetcher: Fetcher + Sized {
     fn default_fetcher(timeout: Duration) -> Result<Self, ClientError>;
 }
 
+#[cfg(feature = "http")]
 impl DefaultFetcher for HttpFetcher {
     fn default_fetcher(timeout: Duration) -> Result<Self, ClientError> {
         Ok(HttpFetcher::new(timeout)?)
@@ -167,15 +170,24 @@ struct Shared<F> {
 }
 
 /// An upgram client.
-pub struct Client<F = HttpFetcher> {
+pub struct Client<F = DefaultHttp> {
     shared: Arc<Shared<F>>,
     in_flight: usize,
 }
 
+#[cfg(feature = "http")]
 impl Client<HttpFetcher> {
     /// A builder with the default fetcher.
     pub fn builder() -> ClientBuilder<HttpFetcher> {
         ClientBuilder { transport: TransportConfig::default(), keys: KeyRing::new(), fetcher: None, in_flight: None }
+    }
+}
+
+impl<F: Fetcher> Client<F> {
+    /// A builder that fetches fallback documents with `fetcher` (an embedder's own HTTP stack).
+    pub fn builder_with_fetcher(fetcher: F) -> ClientBuilder<F> {
+        let transport = TransportConfig::default();
+        ClientBuilder { transport, keys: KeyRing::new(), fetcher: Some(fetcher), in_flight: None }
     }
 }
 

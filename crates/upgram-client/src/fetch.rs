@@ -1,26 +1,33 @@
-//! Fetching fallback documents (C2, SPEC.md §8.3): an embedder may bring its own HTTP stack
-//! through [`Fetcher`]; [`HttpFetcher`] is reqwest with rustls. Whatever fetches, the bytes are
-//! capped at the signed size while they arrive and checked against the signed hash before
-//! anything parses them ([`fetch_document`]).
+//! Fetching over HTTP(S): fallback documents (SPEC.md §8.3) and payloads. An embedder may bring
+//! its own HTTP stack through [`Fetcher`]; `HttpFetcher` (feature `http`) is reqwest with
+//! rustls. A fetcher streams the body into a [`Sink`] of the caller's as it arrives, capped at
+//! the size allowed, so that nothing large is ever held in memory: staging writes each chunk to
+//! its partial file, and [`fetch_document`] collects a small document into a `Vec` and checks
+//! it against the signed size and hash before anything parses it.
 
+use std::error::Error as StdError;
 use std::future::Future;
-use std::time::Duration;
+use std::io;
 
 use thiserror::Error;
 use upgram_core::body::{Fallback, Response};
 use upgram_core::message::DocumentError;
 
+/// The error a fetcher reports for a failed connection or transfer, kept whole.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
 /// Why a fetch failed.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum FetchError {
-    /// Connecting, sending or receiving failed.
-    #[error("{url}: {reason}")]
+    /// Connecting, sending or receiving failed (the connection may have dropped mid-body).
+    #[error("{url}: {}", chain(source.as_ref()))]
     Transport {
         /// The URL.
         url: String,
-        /// What went wrong.
-        reason: String,
+        /// What the HTTP stack reported.
+        #[source]
+        source: BoxError,
     },
     /// The server answered with an error status.
     #[error("{url}: HTTP status {status}")]
@@ -30,13 +37,32 @@ pub enum FetchError {
         /// The status code.
         status: u16,
     },
-    /// More bytes than allowed arrived; the transfer was cut.
+    /// The server answered a range request with a partial body that is not the range asked for.
+    #[error("{url}: asked for the bytes from {asked} on, the server sent {sent}")]
+    Range {
+        /// The URL.
+        url: String,
+        /// The offset asked for.
+        asked: u64,
+        /// What the server's `Content-Range` said (or that it was missing).
+        sent: String,
+    },
+    /// More bytes than allowed arrived, or were announced; the transfer was cut.
     #[error("{url}: more than the {max} bytes expected")]
     TooLong {
         /// The URL.
         url: String,
         /// The cap.
         max: u64,
+    },
+    /// The caller's [`Sink`] refused the body or could not store it (a full disk ends here).
+    #[error("{url}: storing the body: {source}")]
+    Sink {
+        /// The URL.
+        url: String,
+        /// What the sink reported.
+        #[source]
+        source: io::Error,
     },
     /// The document arrived but does not match what was signed.
     #[error("{url}: {source}")]
@@ -52,144 +78,171 @@ pub enum FetchError {
     AllMirrors(Vec<FetchError>),
 }
 
-/// Most redirects followed for one document (SPEC.md §8.3).
-pub const MAX_REDIRECTS: usize = 5;
-
-/// An HTTP(S) client that fetches a URL, giving up past `max_len` bytes.
-pub trait Fetcher: Send + Sync {
-    /// The body at `url`, at most `max_len` bytes; more is [`FetchError::TooLong`].
-    fn fetch(&self, url: &str, max_len: u64) -> impl Future<Output = Result<Vec<u8>, FetchError>> + Send;
-
-    /// The bytes of `url` from `offset` on (an HTTP Range request), at most `max_len` of them,
-    /// and whether they do start at `offset` (`false`: the whole body, from 0, because the
-    /// server or this fetcher does not do ranges). The default fetches the whole body.
-    fn fetch_from(
-        &self,
-        url: &str,
-        offset: u64,
-        max_len: u64,
-    ) -> impl Future<Output = Result<(Vec<u8>, bool), FetchError>> + Send {
-        async move { self.fetch(url, offset.saturating_add(max_len)).await.map(|body| (body, false)) }
-    }
-
-    /// [`Fetcher::fetch_from`], telling `received` the length of each part of the body as it
-    /// arrives, so that a progress display can follow a long download (C11). The default
-    /// fetches with `fetch_from` and reports the whole body at once, when it is there.
-    fn fetch_from_reporting(
-        &self,
-        url: &str,
-        offset: u64,
-        max_len: u64,
-        received: &(dyn Fn(u64) + Sync),
-    ) -> impl Future<Output = Result<(Vec<u8>, bool), FetchError>> + Send {
-        async move {
-            let (body, ranged) = self.fetch_from(url, offset, max_len).await?;
-            received(body.len() as u64);
-            Ok((body, ranged))
-        }
+impl FetchError {
+    /// A [`FetchError::Transport`] for `url`, keeping `source` (an embedder's fetcher reports
+    /// its own HTTP stack's errors this way).
+    pub fn transport(url: &str, source: impl Into<BoxError>) -> Self {
+        Self::Transport { url: url.to_owned(), source: source.into() }
     }
 }
 
-/// A `received` callback for fetches nobody watches.
-fn unwatched(_: u64) {}
-
-/// The default fetcher: reqwest with rustls, a connect timeout and an overall timeout per
-/// request, so a trickling server cannot hold a client forever.
-#[derive(Debug, Clone)]
-pub struct HttpFetcher {
-    client: reqwest::Client,
-    timeout: Duration,
-}
-
-impl HttpFetcher {
-    /// A fetcher whose requests each take at most `timeout`.
-    pub fn new(timeout: Duration) -> Result<Self, FetchError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .timeout(timeout)
-            // SPEC.md §8.3: redirects MAY be followed, at most 5 (reqwest would follow 10).
-            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
-            .build()
-            .map_err(|e| FetchError::Transport { url: String::new(), reason: e.to_string() })?;
-        Ok(Self { client, timeout })
-    }
-}
-
-/// What went wrong, in words a person can act on. reqwest's own message names only the outer
-/// layer ("error decoding response body" when the timeout struck mid-body, "error sending
-/// request" for a refused connection), so the timeout is said as such and the causes follow.
-fn reason(error: reqwest::Error, timeout: Duration) -> String {
-    if error.is_timeout() {
-        return format!("timed out: no complete answer within {timeout:?}");
-    }
-    let error = error.without_url();
+/// `error` and its causes, for a person: HTTP stacks often name only the outer layer ("error
+/// sending request"), while the cause says what to act on ("connection refused").
+fn chain(error: &(dyn StdError + 'static)) -> String {
     let mut text = error.to_string();
-    let mut cause = std::error::Error::source(&error);
+    let mut cause = error.source();
     while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
+        let said = inner.to_string();
+        if !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         cause = inner.source();
     }
     text
 }
 
-impl HttpFetcher {
-    /// Sends `request` and reads at most `max_len` bytes of the answer, telling `received` the
-    /// length of each chunk; returns them and the status.
-    async fn read_capped(
-        &self,
-        url: &str,
-        request: reqwest::RequestBuilder,
-        max_len: u64,
-        received: &(dyn Fn(u64) + Sync),
-    ) -> Result<(Vec<u8>, u16), FetchError> {
-        let transport = |e| FetchError::Transport { url: url.to_owned(), reason: reason(e, self.timeout) };
-        let mut response = request.send().await.map_err(transport)?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(FetchError::Status { url: url.to_owned(), status: status.as_u16() });
+/// Most redirects followed for one document (SPEC.md §8.3).
+pub const MAX_REDIRECTS: usize = 5;
+
+/// Where a fetched body sits in the whole resource, as the server said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchedRange {
+    /// The offset of the body's first byte: the offset asked for when the server sent that
+    /// range, 0 when it sent the whole resource.
+    pub start: u64,
+    /// The resource's whole length, when the server said it (`Content-Range` of a partial
+    /// answer, `Content-Length` of a whole one).
+    pub total: Option<u64>,
+}
+
+/// Receives a body as it arrives. A fetcher calls [`Sink::begin`] once, before any chunk, then
+/// [`Sink::write`] for each chunk in order; an error from either stops the transfer and is
+/// reported as [`FetchError::Sink`]. A sink may report progress from `write`.
+pub trait Sink {
+    /// The body about to arrive starts at `range.start` of the resource: the offset asked for,
+    /// or 0 when the server sends the whole resource instead (what the sink held from an
+    /// earlier attempt must then be dropped).
+    fn begin(&mut self, range: &FetchedRange) -> io::Result<()>;
+
+    /// The next `chunk` of the body.
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
+}
+
+/// A body collected in memory: for small things such as fallback documents, whose size the
+/// fetch caps.
+impl Sink for Vec<u8> {
+    fn begin(&mut self, range: &FetchedRange) -> io::Result<()> {
+        let keep = usize::try_from(range.start).map_err(io::Error::other)?;
+        if keep > self.len() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "the body starts past the bytes held"));
         }
-        let too_long = || FetchError::TooLong { url: url.to_owned(), max: max_len };
-        if response.content_length().is_some_and(|len| len > max_len) {
-            return Err(too_long());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            if body.len() as u64 + chunk.len() as u64 > max_len {
-                return Err(too_long());
-            }
-            body.extend_from_slice(&chunk);
-            received(chunk.len() as u64);
-        }
-        Ok((body, status.as_u16()))
+        self.truncate(keep);
+        Ok(())
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.extend_from_slice(chunk);
+        Ok(())
     }
 }
 
-impl Fetcher for HttpFetcher {
-    async fn fetch(&self, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
-        self.read_capped(url, self.client.get(url), max_len, &unwatched).await.map(|(body, _)| body)
-    }
-
-    async fn fetch_from(&self, url: &str, offset: u64, max_len: u64) -> Result<(Vec<u8>, bool), FetchError> {
-        self.fetch_from_reporting(url, offset, max_len, &unwatched).await
-    }
-
-    async fn fetch_from_reporting(
+/// An HTTP(S) client that streams a URL's body into a [`Sink`], giving up past a size.
+///
+/// An embedder's own fetcher sends `GET url` (with `Range: bytes=OFFSET-` when `offset` is not
+/// 0), calls [`Sink::begin`] with where the body starts (see [`FetchedRange::from_answer`] for
+/// the checks of a partial answer), passes each chunk to [`Sink::write`] as it arrives, and
+/// stops with [`FetchError::TooLong`] once `start + received` would pass `max_len`.
+///
+/// A fetcher over something other than reqwest, here bytes held in memory:
+///
+/// ```
+/// use upgram_client::fetch::{FetchError, FetchedRange, Fetcher, Sink, fetch_bytes};
+///
+/// struct InMemory(Vec<u8>);
+///
+/// impl Fetcher for InMemory {
+///     async fn fetch_into(
+///         &self,
+///         url: &str,
+///         offset: u64,
+///         max_len: u64,
+///         sink: &mut (dyn Sink + Send),
+///     ) -> Result<FetchedRange, FetchError> {
+///         let total = self.0.len() as u64;
+///         if total > max_len {
+///             return Err(FetchError::TooLong { url: url.to_owned(), max: max_len });
+///         }
+///         let range = FetchedRange { start: offset.min(total), total: Some(total) };
+///         let stored = |source| FetchError::Sink { url: url.to_owned(), source };
+///         sink.begin(&range).map_err(stored)?;
+///         for chunk in self.0[range.start as usize..].chunks(4096) {
+///             sink.write(chunk).map_err(stored)?;
+///         }
+///         Ok(range)
+///     }
+/// }
+///
+/// let fetcher = InMemory(vec![7; 10_000]);
+/// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// assert_eq!(runtime.block_on(fetch_bytes(&fetcher, "mem:doc", 10_000)).unwrap(), vec![7; 10_000]);
+/// assert!(runtime.block_on(fetch_bytes(&fetcher, "mem:doc", 9_999)).is_err());
+/// ```
+pub trait Fetcher: Send + Sync {
+    /// Streams the bytes of `url` from `offset` on into `sink`. `max_len` caps the whole
+    /// resource: a partial body may hold `max_len - offset` bytes, a whole one `max_len`; more
+    /// is [`FetchError::TooLong`]. Returns where the body started.
+    fn fetch_into(
         &self,
         url: &str,
         offset: u64,
         max_len: u64,
-        received: &(dyn Fn(u64) + Sync),
-    ) -> Result<(Vec<u8>, bool), FetchError> {
-        if offset == 0 {
-            let (body, _) = self.read_capped(url, self.client.get(url), max_len, received).await?;
-            return Ok((body, true));
+        sink: &mut (dyn Sink + Send),
+    ) -> impl Future<Output = Result<FetchedRange, FetchError>> + Send;
+}
+
+impl FetchedRange {
+    /// Where the answer to a request for `url` from `offset` on starts, from its HTTP `status`
+    /// and its `Content-Range` (`Some(start, total)` parsed by the HTTP stack; `None` when
+    /// absent or not a byte range): a 206 must start exactly at `offset` and not announce a
+    /// resource longer than `max_len`; any other success is the whole resource, from 0, with
+    /// `content_length` as its total.
+    pub fn from_answer(
+        url: &str,
+        offset: u64,
+        max_len: u64,
+        status: u16,
+        content_range: Option<(u64, Option<u64>)>,
+        content_length: Option<u64>,
+    ) -> Result<Self, FetchError> {
+        if !(200..300).contains(&status) {
+            return Err(FetchError::Status { url: url.to_owned(), status });
         }
-        let request = self.client.get(url).header("Range", format!("bytes={offset}-"));
-        let (body, status) = self.read_capped(url, request, offset.saturating_add(max_len), received).await?;
-        // 206: the range; 200: the server ignored it and sent everything.
-        if status == 206 && body.len() as u64 <= max_len { Ok((body, true)) } else { Ok((body, false)) }
+        let range = match (status, content_range) {
+            (206, Some((start, total))) if start == offset => Self { start, total },
+            (206, content_range) => {
+                let sent = match content_range {
+                    Some((start, Some(total))) => format!("bytes {start}-/{total}"),
+                    Some((start, None)) => format!("bytes {start}-/*"),
+                    None => "no byte range".to_owned(),
+                };
+                return Err(FetchError::Range { url: url.to_owned(), asked: offset, sent });
+            }
+            _ => Self { start: 0, total: content_length },
+        };
+        if range.total.is_some_and(|total| total > max_len) {
+            return Err(FetchError::TooLong { url: url.to_owned(), max: max_len });
+        }
+        Ok(range)
     }
+}
+
+/// Fetches the whole body of `url` into memory, at most `max_len` bytes (for small things:
+/// documents capped at their signed size).
+pub async fn fetch_bytes(fetcher: &impl Fetcher, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
+    let mut body = Vec::new();
+    fetcher.fetch_into(url, 0, max_len, &mut body).await?;
+    Ok(body)
 }
 
 /// Fetches the document a verified fallback points at, trying its mirrors in order; returns the
@@ -198,7 +251,7 @@ pub async fn fetch_document(fetcher: &impl Fetcher, pointer: &Fallback<'_>, now:
     let mut failures = Vec::new();
     for mirror in &pointer.mirrors {
         let url = mirror.as_ref();
-        match fetcher.fetch(url, pointer.size).await {
+        match fetch_bytes(fetcher, url, pointer.size).await {
             Ok(bytes) => match pointer.open_document(&bytes, now) {
                 Ok(_) => return Ok(bytes),
                 Err(source) => failures.push(FetchError::Document { url: url.to_owned(), source }),
@@ -212,4 +265,160 @@ pub async fn fetch_document(fetcher: &impl Fetcher, pointer: &Fallback<'_>, now:
 /// Decodes a document returned by [`fetch_document`] (already checked).
 pub fn decode_document(bytes: &[u8]) -> Result<Response<'_>, FetchError> {
     Response::decode(bytes).map_err(|e| FetchError::Document { url: String::new(), source: DocumentError::Body(e) })
+}
+
+#[cfg(feature = "http")]
+pub use http::{HttpFetcher, MIN_RATE};
+
+/// The fetcher a [`crate::Client`] has unless given another: `HttpFetcher` with the `http`
+/// feature, else [`NoHttp`].
+#[cfg(feature = "http")]
+pub type DefaultHttp = HttpFetcher;
+
+/// The fetcher a [`crate::Client`] has unless given another: `HttpFetcher` with the `http`
+/// feature, else [`NoHttp`].
+#[cfg(not(feature = "http"))]
+pub type DefaultHttp = NoHttp;
+
+/// No fetcher (built without the `http` feature): a type with no value, naming the default of
+/// a [`crate::ClientBuilder`] that must be given a fetcher of the embedder's.
+#[derive(Debug, Clone, Copy)]
+pub enum NoHttp {}
+
+impl Fetcher for NoHttp {
+    async fn fetch_into(&self, _: &str, _: u64, _: u64, _: &mut (dyn Sink + Send)) -> Result<FetchedRange, FetchError> {
+        match *self {}
+    }
+}
+
+#[cfg(feature = "http")]
+mod http {
+    use std::time::Duration;
+
+    use headers::{ContentRange, HeaderMapExt};
+    use thiserror::Error;
+
+    use super::{FetchError, FetchedRange, Fetcher, MAX_REDIRECTS, Sink};
+
+    /// The default fetcher: reqwest with rustls, a connect timeout, a timeout for a silent
+    /// server, and an overall timeout per request, so a trickling server cannot hold a client
+    /// forever: the fetcher's timeout plus the time of the bytes asked for at
+    /// [`MIN_RATE`] bytes per second (a large payload is not cut for being large).
+    #[derive(Debug, Clone)]
+    pub struct HttpFetcher {
+        client: reqwest::Client,
+        timeout: Duration,
+    }
+
+    /// A request that ran out of time: reqwest names only the layer it was in ("error decoding
+    /// response body" when the timeout struck mid-body), so the timeout is said as such.
+    #[derive(Debug, Error)]
+    #[error("timed out: no complete answer within {after:?}, or silent for {silent:?}")]
+    struct TimedOut {
+        after: Duration,
+        silent: Duration,
+        #[source]
+        source: reqwest::Error,
+    }
+
+    /// The slowest transfer an [`HttpFetcher`] waits for, in bytes per second.
+    pub const MIN_RATE: u64 = 64 * 1024;
+
+    impl HttpFetcher {
+        /// A fetcher whose requests each take at most `timeout` (plus the time of their bytes
+        /// at [`MIN_RATE`]), and that gives up on a server silent for `timeout`.
+        pub fn new(timeout: Duration) -> Result<Self, FetchError> {
+            let client = reqwest::Client::builder()
+                .connect_timeout(timeout.min(Duration::from_secs(10)))
+                .read_timeout(timeout)
+                // SPEC.md §8.3: redirects MAY be followed, at most 5 (reqwest would follow 10).
+                .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+                .build()
+                .map_err(|e| FetchError::transport("(building the HTTP client)", e))?;
+            Ok(Self { client, timeout })
+        }
+
+        fn transport(&self, url: &str, allowed: Duration, error: reqwest::Error) -> FetchError {
+            let error = error.without_url();
+            if error.is_timeout() {
+                FetchError::transport(url, TimedOut { after: allowed, silent: self.timeout, source: error })
+            } else {
+                FetchError::transport(url, error)
+            }
+        }
+    }
+
+    impl Fetcher for HttpFetcher {
+        async fn fetch_into(
+            &self,
+            url: &str,
+            offset: u64,
+            max_len: u64,
+            sink: &mut (dyn Sink + Send),
+        ) -> Result<FetchedRange, FetchError> {
+            let allowed = self.timeout.saturating_add(Duration::from_secs(max_len.saturating_sub(offset) / MIN_RATE));
+            let mut request = self.client.get(url).timeout(allowed);
+            if offset > 0 {
+                request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+            }
+            let mut response = request.send().await.map_err(|e| self.transport(url, allowed, e))?;
+            let content_range = response
+                .headers()
+                .typed_get::<ContentRange>()
+                .and_then(|range| range.bytes_range().map(|(start, _)| (start, range.bytes_len())));
+            let status = response.status().as_u16();
+            // The length of a 206 is the range's, not the resource's.
+            let whole = if status == 206 { None } else { response.content_length() };
+            let range = FetchedRange::from_answer(url, offset, max_len, status, content_range, whole)?;
+            let room = max_len - range.start;
+            let too_long = || FetchError::TooLong { url: url.to_owned(), max: max_len };
+            if response.content_length().is_some_and(|len| len > room) {
+                return Err(too_long());
+            }
+            let stored = |source| FetchError::Sink { url: url.to_owned(), source };
+            sink.begin(&range).map_err(stored)?;
+            let mut received = 0u64;
+            while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(url, allowed, e))? {
+                received += chunk.len() as u64;
+                if received > room {
+                    return Err(too_long());
+                }
+                sink.write(&chunk).map_err(stored)?;
+            }
+            Ok(range)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "http://127.0.0.1/x";
+
+    #[test]
+    fn a_partial_answer_must_start_where_asked_and_fit_the_cap() {
+        let answer = |status, range, len| FetchedRange::from_answer(URL, 100, 1000, status, range, len);
+        assert_eq!(answer(206, Some((100, Some(1000))), None).unwrap(), FetchedRange { start: 100, total: Some(1000) });
+        assert_eq!(answer(206, Some((100, None)), None).unwrap(), FetchedRange { start: 100, total: None });
+        assert!(matches!(answer(206, Some((90, Some(1000))), None), Err(FetchError::Range { asked: 100, .. })));
+        assert!(matches!(answer(206, None, None), Err(FetchError::Range { .. })));
+        assert!(matches!(answer(206, Some((100, Some(1001))), None), Err(FetchError::TooLong { max: 1000, .. })));
+        // A whole body instead: from 0, its length the total.
+        assert_eq!(answer(200, None, Some(1000)).unwrap(), FetchedRange { start: 0, total: Some(1000) });
+        assert!(matches!(answer(200, None, Some(1001)), Err(FetchError::TooLong { .. })));
+        assert!(matches!(answer(416, None, None), Err(FetchError::Status { status: 416, .. })));
+    }
+
+    #[test]
+    fn a_vec_sink_drops_what_a_whole_body_replaces() {
+        let mut body = b"abc".to_vec();
+        body.begin(&FetchedRange { start: 3, total: None }).unwrap();
+        body.write(b"de").unwrap();
+        assert_eq!(body, b"abcde");
+        body.begin(&FetchedRange { start: 0, total: None }).unwrap();
+        body.write(b"x").unwrap();
+        assert_eq!(body, b"x");
+        assert!(body.begin(&FetchedRange { start: 5, total: None }).is_err());
+    }
 }

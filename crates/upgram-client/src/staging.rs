@@ -9,21 +9,22 @@
 //! own progress display; the `upgram` command draws bars on a terminal).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use upgram_core::Sha256Digest;
 
-use crate::fetch::{FetchError, Fetcher};
-use crate::journal::sync_parent;
+use crate::fetch::{FetchError, FetchedRange, Fetcher, Sink};
+use crate::fsutil::sync_parent;
 
 /// Why a payload could not be staged.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum StageError {
-    /// Fetching failed (the partial download is kept, to resume).
+    /// Fetching failed (the partial download is kept, to resume, unless more bytes came than
+    /// signed).
     #[error("download: {0}")]
     Fetch(#[from] FetchError),
     /// The download ended shorter than the signed size (kept, to resume).
@@ -45,6 +46,17 @@ pub enum StageError {
         expected: Sha256Digest,
         /// What arrived.
         found: Sha256Digest,
+    },
+    /// The server announces a resource of another length than the signed size (the partial
+    /// download is kept: it may come from a mirror that had it right).
+    #[error("{url}: the server has {announced} bytes, the signed size is {size}")]
+    Size {
+        /// The URL.
+        url: String,
+        /// The length in the server's `Content-Range`.
+        announced: u64,
+        /// The signed size.
+        size: u64,
     },
     /// Writing to the staging folder failed (a full disk ends here).
     #[error("staging {}: {source}", path.display())]
@@ -150,34 +162,54 @@ pub async fn stage_reporting(
     progress: &dyn Progress,
 ) -> Result<PathBuf, StageError> {
     let (url, size) = (download.url, download.size);
-    fs::create_dir_all(dir).map_err(io_error(dir))?;
     let done = staged_path(dir, sha256);
-    if hash_file(&done).is_ok_and(|(found, len)| found == *sha256 && len == size) {
-        return Ok(done);
-    }
     let partial = dir.join(format!("{}.part", sha256.to_hex()));
-    let have = fs::metadata(&partial).map(|m| m.len()).unwrap_or(0).min(size);
+    // Hashing and syncing are blocking file work: off the runtime's threads.
+    let (dir_owned, done_owned, partial_owned, expected) = (dir.to_owned(), done.clone(), partial.clone(), *sha256);
+    let have = blocking(move || {
+        fs::create_dir_all(&dir_owned).map_err(io_error(&dir_owned))?;
+        if hash_file(&done_owned).is_ok_and(|(found, len)| found == expected && len == size) {
+            return Ok(None);
+        }
+        Ok(Some(fs::metadata(&partial_owned).map(|m| m.len()).unwrap_or(0).min(size)))
+    })
+    .await?;
+    let Some(have) = have else { return Ok(done) };
     if have < size {
         progress.started(download, have);
         let fetched = fetch_into(fetcher, download, have, &partial, progress).await;
         progress.finished(download, fetched.is_ok());
         fetched?;
     }
-    let (found, len) = hash_file(&partial).map_err(io_error(&partial))?;
-    if len < size {
-        return Err(StageError::Short { url: url.to_owned(), len, size });
-    }
-    if found != *sha256 || len != size {
-        let _ = fs::remove_file(&partial);
-        return Err(StageError::Hash { url: url.to_owned(), expected: *sha256, found });
-    }
-    fs::rename(&partial, &done).map_err(io_error(&done))?;
-    sync_parent(&done).map_err(io_error(&done))?;
-    Ok(done)
+    let url = url.to_owned();
+    blocking(move || {
+        let (found, len) = hash_file(&partial).map_err(io_error(&partial))?;
+        if len < size {
+            return Err(StageError::Short { url, len, size });
+        }
+        if found != expected || len != size {
+            let _ = fs::remove_file(&partial);
+            return Err(StageError::Hash { url, expected, found });
+        }
+        fs::rename(&partial, &done).map_err(io_error(&done))?;
+        sync_parent(&done).map_err(io_error(&done))?;
+        Ok(done)
+    })
+    .await
 }
 
-/// Fetches the bytes of `download` from `have` on into `partial` (from 0 if the server sends the
-/// whole body), and syncs it.
+/// Runs blocking file work on tokio's blocking threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StageError> + Send + 'static,
+) -> Result<T, StageError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(StageError::Io { path: PathBuf::new(), source: io::Error::other(e) }))
+}
+
+/// Streams the bytes of `download` from `have` on into `partial` (from 0 if the server sends the
+/// whole body), and syncs what arrived, also when the transfer broke off, so that the next run
+/// resumes from there.
 async fn fetch_into(
     fetcher: &impl Fetcher,
     download: &Download<'_>,
@@ -185,26 +217,99 @@ async fn fetch_into(
     partial: &Path,
     progress: &dyn Progress,
 ) -> Result<(), StageError> {
-    let received = |bytes| progress.advanced(download, bytes);
-    let (bytes, ranged) = fetcher.fetch_from_reporting(download.url, have, download.size - have, &received).await?;
-    let mut file =
-        OpenOptions::new().create(true).write(true).truncate(false).open(partial).map_err(io_error(partial))?;
-    if ranged {
-        file.set_len(have).map_err(io_error(partial))?;
-        io::Seek::seek(&mut file, io::SeekFrom::Start(have)).map_err(io_error(partial))?;
-    } else {
-        file.set_len(0).map_err(io_error(partial))?;
+    let mut sink = PartFile { path: partial, have, download, progress, file: None, failure: None };
+    let fetched = fetcher.fetch_into(download.url, have, download.size, &mut sink).await;
+    // Writing out the buffer and syncing: blocking file work, off the runtime's threads.
+    let file = sink.file.take();
+    let closed = tokio::task::spawn_blocking(move || close(file)).await.unwrap_or_else(|e| Err(io::Error::other(e)));
+    let result = match (sink.failure.take(), fetched, closed) {
+        (Some(failure), _, _) => Err(failure),
+        (None, Err(error), _) => Err(StageError::Fetch(error)),
+        (None, Ok(_), closed) => closed.map_err(io_error(partial)),
+    };
+    // Kept, a partial download that filled the disk would keep it full after we give up; and
+    // bytes of a resource larger than signed are not the payload.
+    let discard = match &result {
+        Err(StageError::Io { source, .. }) => source.kind() == io::ErrorKind::StorageFull,
+        Err(StageError::Fetch(FetchError::TooLong { .. })) => true,
+        _ => false,
+    };
+    if discard {
+        let _ = fs::remove_file(partial);
     }
-    let written = file
-        .write_all(&bytes)
-        .and_then(|()| crate::failpoint::injected_enospc("enospc:stage"))
-        .and_then(|()| file.sync_all());
-    if let Err(e) = written {
-        // Kept, a partial download that filled the disk would keep it full after we give up.
-        if e.kind() == io::ErrorKind::StorageFull {
-            let _ = fs::remove_file(partial);
+    result
+}
+
+/// Writes out what is buffered and syncs the file, whatever became of the transfer.
+fn close(file: Option<BufWriter<File>>) -> io::Result<()> {
+    match file {
+        Some(file) => file.into_inner().map_err(io::IntoInnerError::into_error)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// Size of the buffer in front of a partial file: chunks from the network are small.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// The partial file of a download, as the [`Sink`] its fetcher streams into. A failure is kept
+/// typed in `failure` (the fetcher hears only that the sink stopped).
+struct PartFile<'a> {
+    path: &'a Path,
+    /// Bytes already staged by an earlier run.
+    have: u64,
+    download: &'a Download<'a>,
+    progress: &'a dyn Progress,
+    file: Option<BufWriter<File>>,
+    failure: Option<StageError>,
+}
+
+impl PartFile<'_> {
+    /// Keeps `failure` and tells the fetcher to stop.
+    fn fail(&mut self, failure: StageError) -> io::Error {
+        let stop = match &failure {
+            StageError::Io { source, .. } => io::Error::new(source.kind(), source.to_string()),
+            other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+        };
+        self.failure = Some(failure);
+        stop
+    }
+
+    fn open(&self, start: u64) -> io::Result<BufWriter<File>> {
+        let mut file = OpenOptions::new().create(true).write(true).truncate(false).open(self.path)?;
+        file.set_len(start)?;
+        file.seek(SeekFrom::Start(start))?;
+        Ok(BufWriter::with_capacity(WRITE_BUFFER, file))
+    }
+}
+
+impl Sink for PartFile<'_> {
+    fn begin(&mut self, range: &FetchedRange) -> io::Result<()> {
+        let (url, size) = (self.download.url, self.download.size);
+        if range.start != 0 && range.start != self.have {
+            let sent = format!("bytes from {}", range.start);
+            return Err(self.fail(FetchError::Range { url: url.to_owned(), asked: self.have, sent }.into()));
         }
-        return Err(io_error(partial)(e));
+        if let Some(announced) = range.total.filter(|&total| range.start != 0 && total != size) {
+            return Err(self.fail(StageError::Size { url: url.to_owned(), announced, size }));
+        }
+        match self.open(range.start) {
+            Ok(file) => {
+                self.file = Some(file);
+                Ok(())
+            }
+            Err(source) => Err(self.fail(StageError::Io { path: self.path.to_owned(), source })),
+        }
     }
-    Ok(())
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("a body chunk before its start"));
+        };
+        let written = file.write_all(chunk).and_then(|()| crate::failpoint::injected_enospc("enospc:stage"));
+        if let Err(source) = written {
+            return Err(self.fail(StageError::Io { path: self.path.to_owned(), source }));
+        }
+        self.progress.advanced(self.download, chunk.len() as u64);
+        Ok(())
+    }
 }
