@@ -225,7 +225,13 @@ fn main() {
             executable: false,
             action: FileAction::Replace(payload("f/93e0.cfg", "scan config")),
         },
-        FileEntry { id: "db/legacy.rec".into(), version: v("2024.11.3"), frequent: false, executable: false, action: FileAction::Delete },
+        FileEntry {
+            id: "db/legacy.rec".into(),
+            version: v("2024.11.3"),
+            frequent: false,
+            executable: false,
+            action: FileAction::Delete,
+        },
     ]);
     let files =
         Response { binding: binding(&multi_text), base: Some("https://cdn.example.com/".into()), modules: vec![db] };

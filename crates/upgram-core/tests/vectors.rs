@@ -223,9 +223,7 @@ fn the_executable_flag_decodes_and_defaults_to_not_executable() {
     let vectors = load();
     let (_, vector) = vectors.iter().find(|(_, v)| v.name == "executable-file-response").expect("present");
     let bytes = vector.bytes();
-    let Message::Response(reply) = Datagram::decode(&bytes).expect("decodes").message else {
-        panic!("not a response")
-    };
+    let Message::Response(reply) = Datagram::decode(&bytes).expect("decodes").message else { panic!("not a response") };
     let response = Response::decode(reply.raw_body()).expect("body decodes");
     let UpgradeInfo::Files(files) = &response.modules[0].upgrade else { panic!("a file list") };
     let flags: Vec<(&str, bool)> = files.iter().map(|f| (f.id.as_ref(), f.executable)).collect();
