@@ -63,6 +63,10 @@ pub enum FileOp {
         staged: PathBuf,
         /// Its SHA-256, hex.
         sha256: String,
+        /// Make it executable, or not (SPEC.md §5.4). Absent in journals and pending upgrades
+        /// written before the flag existed: not executable.
+        #[serde(default)]
+        executable: bool,
     },
     /// Remove `file`.
     Delete {
@@ -308,7 +312,7 @@ fn apply_ops(
     journal: &mut Journal,
 ) -> Result<(), ApplyError> {
     for (index, (op, target)) in ops.iter().zip(targets).enumerate() {
-        // A replaced file keeps its permissions (an executable stays executable).
+        // A replaced file keeps its permissions, but for the execute bits its entry sets.
         let permissions = fs::metadata(target).ok().filter(|_| existed[index]).map(|m| m.permissions());
         if existed[index] {
             journal.append(&Record::Backup { index })?;
@@ -316,7 +320,7 @@ fn apply_ops(
             rename_synced(target, &backup).map_err(io_error(module, target))?;
             failpoint(&format!("apply:backup:{index}"));
         }
-        if let FileOp::Replace { staged, .. } = op {
+        if let FileOp::Replace { staged, executable, .. } = op {
             let temp = incoming(target);
             if let Some(parent) = target.parent() {
                 fs::create_dir_all(parent).map_err(io_error(module, parent))?;
@@ -327,6 +331,7 @@ fn apply_ops(
             if let Some(permissions) = permissions {
                 fs::set_permissions(&temp, permissions).map_err(io_error(module, &temp))?;
             }
+            crate::mode::set_executable(&temp, *executable).map_err(io_error(module, &temp))?;
             fs::File::open(&temp).and_then(|f| f.sync_all()).map_err(io_error(module, &temp))?;
             journal.append(&Record::Install { index })?;
             rename_synced(&temp, target).map_err(io_error(module, target))?;

@@ -239,12 +239,12 @@ pub fn defer(
     let mut kept = Vec::with_capacity(ops.len());
     for op in ops {
         kept.push(match op {
-            FileOp::Replace { file, staged, sha256 } => {
+            FileOp::Replace { file, staged, sha256, executable } => {
                 let copy = folder.join(sha256);
                 fs::copy(staged, &copy).map_err(io_error(module, &copy))?;
                 copy_permissions(staged, &copy).map_err(io_error(module, &copy))?;
                 fs::File::open(&copy).and_then(|f| f.sync_all()).map_err(io_error(module, &copy))?;
-                FileOp::Replace { file: file.clone(), staged: copy, sha256: sha256.clone() }
+                FileOp::Replace { file: file.clone(), staged: copy, sha256: sha256.clone(), executable: *executable }
             }
             FileOp::Delete { .. } => op.clone(),
         });

@@ -35,6 +35,7 @@ pub mod defer;
 pub mod fetch;
 pub mod inspect;
 pub mod journal;
+mod mode;
 pub mod package;
 pub mod paths;
 pub mod selfupdate;

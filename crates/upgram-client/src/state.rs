@@ -47,6 +47,10 @@ pub struct InstalledFile {
     pub version: String,
     /// Its SHA-256, hex.
     pub sha256: String,
+    /// It was made executable (SPEC.md §5.4). Absent in state files written before the flag
+    /// existed, and for files that are not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable: bool,
 }
 
 /// A module as installed.

@@ -267,9 +267,18 @@ async fn apply_answer(
             Ok(Some((staged, sha256))) => {
                 after.files.insert(
                     file.id.to_string(),
-                    InstalledFile { version: file.version.to_string(), sha256: sha256.to_hex() },
+                    InstalledFile {
+                        version: file.version.to_string(),
+                        sha256: sha256.to_hex(),
+                        executable: file.executable,
+                    },
                 );
-                ops.push(FileOp::Replace { file: file.id.to_string(), staged, sha256: sha256.to_hex() });
+                ops.push(FileOp::Replace {
+                    file: file.id.to_string(),
+                    staged,
+                    sha256: sha256.to_hex(),
+                    executable: file.executable,
+                });
             }
             Ok(None) => {
                 after.files.remove(file.id.as_ref());
