@@ -11,15 +11,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::binaries::{ServerProcess, run_server, serve, server_args, state_json, upgram};
+use common::binaries::{ServerProcess, serve, server_args, state_json, upgram};
 use upgram_core::Sha256Digest;
 use upgram_core::records::{Record, RecordFile};
 
 /// A file of a release folder: its id, content and mode there.
 type ModedFile = (&'static str, &'static [u8], u32);
 
-/// Writes the release folder `dir/<module>-<version>` with these files and modes, and publishes
-/// it into `dir/catalog` with the real publisher.
+/// Publishes these files with these modes as `module` `version` into `dir/catalog` with the
+/// real publisher ([`common::binaries::publish`], which writes the release folder
+/// `dir/<module>-<version>`: the files are made there first with their modes, which its write
+/// of the same contents keeps).
 fn publish(dir: &Path, module: &str, version: &str, files: &[ModedFile]) {
     let folder = dir.join(format!("{module}-{version}"));
     for (id, content, mode) in files {
@@ -28,18 +30,27 @@ fn publish(dir: &Path, module: &str, version: &str, files: &[ModedFile]) {
         std::fs::write(&path, content).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode)).unwrap();
     }
-    let catalog = dir.join("catalog");
-    run_server(&[
-        "publish",
-        "--catalog",
-        catalog.to_str().unwrap(),
-        "--module",
-        module,
-        "--version",
-        version,
-        "--from",
-        folder.to_str().unwrap(),
-    ]);
+    let contents: Vec<(&str, &[u8])> = files.iter().map(|(id, content, _)| (*id, *content)).collect();
+    common::binaries::publish(dir, module, version, &contents, &[]);
+}
+
+/// `module` 1.0 with `files` published and installed with `upgram install` on an empty
+/// folder; returns the server's folder and the installation root (the server is stopped).
+fn installed(work: &Path, module: &str, files: &[ModedFile]) -> (PathBuf, PathBuf) {
+    let root = work.join("installation");
+    std::fs::create_dir_all(&root).unwrap();
+    let server_dir = work.join("server");
+    publish(&server_dir, module, "1.0", files);
+    let server = serve(&server_dir);
+    run(&["install", module], &server, &root);
+    (server_dir, root)
+}
+
+/// Publishes `module` `version` with `files` and runs `upgram update --yes` against it.
+fn update_to(server_dir: &Path, root: &Path, module: &str, version: &str, files: &[ModedFile]) -> String {
+    publish(server_dir, module, version, files);
+    let server = serve(server_dir);
+    run(&["update", "--yes"], &server, root)
 }
 
 fn run(command: &[&str], server: &ServerProcess, root: &Path) -> String {
@@ -87,30 +98,16 @@ fn recorded_executable(root: &Path, module: &str, id: &str) -> bool {
     file.get("executable").and_then(serde_json::Value::as_bool).unwrap_or(false)
 }
 
-/// A folder for the server's side and an empty installation folder.
-fn dirs(work: &Path) -> (PathBuf, PathBuf) {
-    let root = work.join("installation");
-    std::fs::create_dir_all(&root).unwrap();
-    (work.join("server"), root)
-}
-
 #[test]
 fn programs_published_executable_are_installed_executable() {
     let work = tempfile::tempdir().unwrap();
-    let (server_dir, root) = dirs(work.path());
-    publish(
-        &server_dir,
-        "app",
-        "1.0",
-        &[
-            ("bin/app", b"#!/bin/sh\necho app 1.0\n", 0o755),
-            ("bin/group-tool", b"#!/bin/sh\necho group\n", 0o654),
-            ("share/readme.txt", b"read me", 0o644),
-            ("share/private.txt", b"private", 0o600),
-        ],
-    );
-    let server = serve(&server_dir);
-    run(&["install", "app"], &server, &root);
+    let files: [ModedFile; 4] = [
+        ("bin/app", b"#!/bin/sh\necho app 1.0\n", 0o755),
+        ("bin/group-tool", b"#!/bin/sh\necho group\n", 0o654),
+        ("share/readme.txt", b"read me", 0o644),
+        ("share/private.txt", b"private", 0o600),
+    ];
+    let (_, root) = installed(work.path(), "app", &files);
 
     assert_eq!(mode(&root, "bin/app"), new_file_mode(true), "bin/app");
     assert_eq!(mode(&root, "bin/group-tool"), new_file_mode(true), "any execute bit makes a program");
@@ -125,11 +122,9 @@ fn programs_published_executable_are_installed_executable() {
 #[test]
 fn upgrades_add_programs_and_set_or_clear_the_flag_of_replaced_files() {
     let work = tempfile::tempdir().unwrap();
-    let (server_dir, root) = dirs(work.path());
-    publish(
-        &server_dir,
+    let (server_dir, root) = installed(
+        work.path(),
         "app",
-        "1.0",
         &[
             ("bin/app", b"app one", 0o755),
             ("bin/script", b"script", 0o644),
@@ -137,31 +132,15 @@ fn upgrades_add_programs_and_set_or_clear_the_flag_of_replaced_files() {
             ("share/readme.txt", b"read me", 0o644),
         ],
     );
-    let server = serve(&server_dir);
-    run(&["install", "app"], &server, &root);
     assert_eq!(mode(&root, "bin/script"), new_file_mode(false));
     assert_eq!(mode(&root, "bin/retired"), new_file_mode(true));
-    drop(server);
     // The installation's own choice of the other bits, which a replace keeps.
     chmod(&root, "bin/script", 0o640);
     chmod(&root, "bin/retired", 0o751);
 
     // 2.0: a new program; bin/app changes content and stays a program; bin/script becomes one
     // and bin/retired stops being one, both with unchanged content.
-    publish(
-        &server_dir,
-        "app",
-        "2.0",
-        &[
-            ("bin/app", b"app two", 0o755),
-            ("bin/new-tool", b"new tool", 0o755),
-            ("bin/script", b"script", 0o755),
-            ("bin/retired", b"no longer a program", 0o644),
-            ("share/readme.txt", b"read me", 0o644),
-        ],
-    );
-    let server = serve(&server_dir);
-    run(&["update", "--yes"], &server, &root);
+    update_to(&server_dir, &root, "app", "2.0", &later_release(0o755, 0o644));
     assert_eq!(std::fs::read(root.join("bin/app")).unwrap(), b"app two");
     assert_eq!(mode(&root, "bin/app"), new_file_mode(true), "a changed program stays one");
     assert_eq!(mode(&root, "bin/new-tool"), new_file_mode(true), "a program added by an upgrade");
@@ -170,28 +149,26 @@ fn upgrades_add_programs_and_set_or_clear_the_flag_of_replaced_files() {
     assert_eq!(mode(&root, "share/readme.txt"), new_file_mode(false), "untouched");
     assert!(recorded_executable(&root, "app", "bin/script"));
     assert!(!recorded_executable(&root, "app", "bin/retired"));
-    drop(server);
 
     // 3.0: and back.
-    publish(
-        &server_dir,
-        "app",
-        "3.0",
-        &[
-            ("bin/app", b"app two", 0o755),
-            ("bin/new-tool", b"new tool", 0o755),
-            ("bin/script", b"script", 0o644),
-            ("bin/retired", b"no longer a program", 0o755),
-            ("share/readme.txt", b"read me", 0o644),
-        ],
-    );
-    let server = serve(&server_dir);
-    run(&["update", "--yes"], &server, &root);
+    update_to(&server_dir, &root, "app", "3.0", &later_release(0o644, 0o755));
     assert_eq!(mode(&root, "bin/script"), 0o640, "bin/script is no longer a program");
     assert_eq!(mode(&root, "bin/retired"), 0o750, "bin/retired is a program again");
     assert_eq!(mode(&root, "bin/app"), new_file_mode(true), "unchanged, not touched");
     assert!(!recorded_executable(&root, "app", "bin/script"));
     assert!(recorded_executable(&root, "app", "bin/retired"));
+}
+
+/// The files of app 2.0 and 3.0, with the modes of `bin/script` and `bin/retired` in the
+/// release folder.
+fn later_release(script: u32, retired: u32) -> [ModedFile; 5] {
+    [
+        ("bin/app", b"app two", 0o755),
+        ("bin/new-tool", b"new tool", 0o755),
+        ("bin/script", b"script", script),
+        ("bin/retired", b"no longer a program", retired),
+        ("share/readme.txt", b"read me", 0o644),
+    ]
 }
 
 /// A record file of 40 padded records, generation `g` changing records 3 and 7.
@@ -209,13 +186,10 @@ fn records(generation: u32) -> &'static [u8] {
 #[test]
 fn record_files_merged_from_their_delta_keep_or_get_their_flag() {
     let work = tempfile::tempdir().unwrap();
-    let (server_dir, root) = dirs(work.path());
-    publish(&server_dir, "db", "1.0", &[("db/kept.rec", records(1), 0o755), ("db/gets.rec", records(1), 0o644)]);
-    let server = serve(&server_dir);
-    run(&["install", "db"], &server, &root);
+    let (server_dir, root) =
+        installed(work.path(), "db", &[("db/kept.rec", records(1), 0o755), ("db/gets.rec", records(1), 0o644)]);
     assert_eq!(mode(&root, "db/kept.rec"), new_file_mode(true));
     assert_eq!(mode(&root, "db/gets.rec"), new_file_mode(false));
-    drop(server);
 
     publish(&server_dir, "db", "2.0", &[("db/kept.rec", records(2), 0o755), ("db/gets.rec", records(2), 0o755)]);
     let server = serve(&server_dir);
@@ -233,11 +207,7 @@ fn record_files_merged_from_their_delta_keep_or_get_their_flag() {
 #[test]
 fn a_busy_program_gets_its_flag_when_its_deferred_upgrade_completes() {
     let work = tempfile::tempdir().unwrap();
-    let (server_dir, root) = dirs(work.path());
-    publish(&server_dir, "app", "1.0", &[("bin/app.bin", b"app one", 0o644)]);
-    let server = serve(&server_dir);
-    run(&["install", "app"], &server, &root);
-    drop(server);
+    let (server_dir, root) = installed(work.path(), "app", &[("bin/app.bin", b"app one", 0o644)]);
     publish(&server_dir, "app", "1.1", &[("bin/app.bin", b"app two", 0o755), ("bin/helper", b"helper", 0o755)]);
     let server = serve(&server_dir);
 

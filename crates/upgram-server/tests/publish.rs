@@ -311,11 +311,16 @@ fn release_folders_must_hold_plain_files_with_valid_ids() {
 }
 
 /// Copies a folder tree.
-/// Sets the permission bits of `folder/id`.
+/// A release folder with these files, each with its permission bits.
 #[cfg(unix)]
-fn chmod(folder: &Path, id: &str, mode: u32) {
+fn tree_with_modes(root: &Path, files: &[(&str, &[u8], u32)]) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(folder.join(id), fs::Permissions::from_mode(mode)).unwrap();
+    let contents: Vec<(&str, &[u8])> = files.iter().map(|(id, content, _)| (*id, *content)).collect();
+    tree(root, &contents);
+    for (id, _, mode) in files {
+        fs::set_permissions(root.join(id), fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    root.to_owned()
 }
 
 /// Any execute bit in the release folder makes a file executable; a flag change alone is a
@@ -326,20 +331,16 @@ fn chmod(folder: &Path, id: &str, mode: u32) {
 fn execute_bits_in_the_release_folder_make_files_executable() {
     let work = tempfile::tempdir().unwrap();
     let cat = work.path().join("catalog");
-    let files: [(&str, &[u8]); 5] = [
-        ("bin/app", b"app"),
-        ("bin/group-only", b"group"),
-        ("bin/other-only", b"other"),
-        ("share/readme.txt", b"readme"),
-        ("share/notes.txt", b"notes"),
-    ];
-    let v1 = tree(&work.path().join("v1"), &files);
-    for (id, mode) in
-        [("bin/app", 0o755), ("bin/group-only", 0o654), ("bin/other-only", 0o645), ("share/readme.txt", 0o644)]
-    {
-        chmod(&v1, id, mode);
-    }
-    chmod(&v1, "share/notes.txt", 0o600);
+    let v1 = tree_with_modes(
+        &work.path().join("v1"),
+        &[
+            ("bin/app", b"app", 0o755),
+            ("bin/group-only", b"group", 0o654),
+            ("bin/other-only", b"other", 0o645),
+            ("share/readme.txt", b"readme", 0o644),
+            ("share/notes.txt", b"notes", 0o600),
+        ],
+    );
     publish(&request(&cat, "core", "1.0", &v1)).unwrap();
     let flags = |release: &Release| -> Vec<(String, bool, String)> {
         release.files.iter().map(|f| (f.id.clone(), f.executable, f.version.to_string())).collect()
@@ -359,16 +360,16 @@ fn execute_bits_in_the_release_folder_make_files_executable() {
     assert_eq!(text.matches("executable = true").count(), 3, "{text}");
 
     // Same contents; the flag of two files flips, and a read bit alone changes nothing.
-    let v2 = tree(&work.path().join("v2"), &files);
-    for (id, mode) in [
-        ("bin/app", 0o644),
-        ("bin/group-only", 0o654),
-        ("bin/other-only", 0o645),
-        ("share/readme.txt", 0o700),
-        ("share/notes.txt", 0o644),
-    ] {
-        chmod(&v2, id, mode);
-    }
+    let v2 = tree_with_modes(
+        &work.path().join("v2"),
+        &[
+            ("bin/app", b"app", 0o644),
+            ("bin/group-only", b"group", 0o654),
+            ("bin/other-only", b"other", 0o645),
+            ("share/readme.txt", b"readme", 0o700),
+            ("share/notes.txt", b"notes", 0o644),
+        ],
+    );
     let summary = publish(&request(&cat, "core", "2.0", &v2)).unwrap();
     assert_eq!(summary.changed, ["bin/app", "share/readme.txt"]);
     assert_eq!(summary.unchanged, 3);
