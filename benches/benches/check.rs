@@ -26,6 +26,7 @@ fn release(version: &str, files: &[(&str, &str)]) -> Release {
             id: (*id).into(),
             version: v.parse().expect("version"),
             blob: Blob { sha256: Sha256Digest::of(format!("{id}{v}").as_bytes()), size: 100 },
+            executable: false,
         })
         .collect();
     Release::new(version.parse().expect("version"), files)

@@ -77,7 +77,14 @@ fn scratch_installation(catalog: &Catalog, catalog_dir: &Path, root: &Path) -> R
         let files: BTreeMap<String, InstalledFile> = first
             .files
             .iter()
-            .map(|f| (f.id.clone(), InstalledFile { version: f.version.to_string(), sha256: f.blob.sha256.to_hex() }))
+            .map(|f| {
+                let file = InstalledFile {
+                    version: f.version.to_string(),
+                    sha256: f.blob.sha256.to_hex(),
+                    executable: f.executable,
+                };
+                (f.id.clone(), file)
+            })
             .collect();
         state.modules.insert(
             id.clone(),

@@ -517,9 +517,11 @@ impl<F: Fetcher> Module<'_, F> {
                 .map_err(|source| UpgradeFailure::Stage { what: file.id.to_string(), source: Box::new(source) })?;
             match staged {
                 Some((staged, sha256)) => {
-                    let installed = InstalledFile { version: file.version.to_string(), sha256: sha256.to_hex() };
+                    let (sha256, executable) = (sha256.to_hex(), file.executable);
+                    let installed =
+                        InstalledFile { version: file.version.to_string(), sha256: sha256.clone(), executable };
                     after.files.insert(file.id.to_string(), installed);
-                    ops.push(FileOp::Replace { file: file.id.to_string(), staged, sha256: sha256.to_hex() });
+                    ops.push(FileOp::Replace { file: file.id.to_string(), staged, sha256, executable });
                 }
                 None => {
                     after.files.remove(file.id.as_ref());
@@ -656,8 +658,13 @@ fn commit(
         return Ok(deferred(&pending, reason));
     }
     if let Some(exe) = &hooks.self_exe
-        && selfupdate::replaces(&installation.layout(), &ops, exe).is_some()
+        && let Some(index) = selfupdate::replaces(&installation.layout(), &ops, exe)
     {
+        // The running program stays a program, whatever the release folder's mode said.
+        let mut ops = ops;
+        if let Some(FileOp::Replace { executable, .. }) = ops.get_mut(index) {
+            *executable = true;
+        }
         // The new binary must pass its self-test, else the pending upgrade is dropped and the
         // running binary kept.
         let waiting = Waiting { trigger: Trigger::SelfUpdate, busy: vec![], waits_for: vec![] };

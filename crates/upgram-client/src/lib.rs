@@ -55,6 +55,7 @@ pub mod inspect;
 pub mod installation;
 pub mod journal;
 pub mod layout;
+mod mode;
 pub mod paths;
 pub mod staging;
 pub mod state;

@@ -51,6 +51,10 @@ pub struct InstalledFile {
     pub version: String,
     /// Its SHA-256, hex.
     pub sha256: String,
+    /// It was made executable (SPEC.md §5.4). Absent in state files written before the flag
+    /// existed, and for files that are not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable: bool,
 }
 
 /// A module as installed.
@@ -251,6 +255,10 @@ pub enum FileOp {
         staged: PathBuf,
         /// Its SHA-256, hex.
         sha256: String,
+        /// Make it executable, or not (SPEC.md §5.4). Absent in journals and pending upgrades
+        /// written before the flag existed: not executable.
+        #[serde(default)]
+        executable: bool,
     },
     /// Remove `file`.
     Delete {

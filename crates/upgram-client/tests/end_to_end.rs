@@ -130,6 +130,7 @@ fn expected_entry(version: &str, old: &[(&str, &[u8])], new: &[(&str, &[u8])]) -
         let file = InstalledFile {
             version: if unchanged { "1.0" } else { version }.to_owned(),
             sha256: Sha256Digest::of(content).to_hex(),
+            executable: false,
         };
         entry.files.insert((*path).to_owned(), file);
     }

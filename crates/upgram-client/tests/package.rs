@@ -53,8 +53,11 @@ fn install(root: &Path) {
     std::fs::write(root.join("drv.dll"), "driver 1.0").unwrap();
     let mut state = InstalledState::default();
     let mut module = InstalledModule { version: "1.0".into(), ..Default::default() };
-    let file =
-        upgram_client::state::InstalledFile { version: "1.0".into(), sha256: Sha256Digest::of(b"driver 1.0").to_hex() };
+    let file = upgram_client::state::InstalledFile {
+        version: "1.0".into(),
+        sha256: Sha256Digest::of(b"driver 1.0").to_hex(),
+        executable: false,
+    };
     module.files.insert("drv.dll".into(), file);
     state.modules.insert("drv".into(), module);
     state.save(&root.join(".upgram/state.json")).unwrap();

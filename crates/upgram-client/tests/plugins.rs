@@ -62,7 +62,7 @@ fn install_core(root: &Path) -> Installation {
         std::fs::create_dir_all(root.join(id).parent().unwrap()).unwrap();
         std::fs::write(root.join(id), &content).unwrap();
         let sha256 = Sha256Digest::of(content.as_bytes()).to_hex();
-        files.insert(id.to_owned(), InstalledFile { version: "1.0".into(), sha256 });
+        files.insert(id.to_owned(), InstalledFile { version: "1.0".into(), sha256, executable: false });
     }
     let mut state = InstalledState::default();
     state.modules.insert("core".into(), InstalledModule { version: "1.0".into(), files, ..Default::default() });

@@ -16,6 +16,17 @@ fn release<'a>(version: &'a str, content: &'a [u8]) -> ReleaseFiles<'a> {
     ("upgram", version, vec![("bin/upgram", content)])
 }
 
+/// Publishes `upgram` `version`. The binary is executable in the release folder, as a built
+/// program is, so clients make it executable (SPEC.md §5.4); `publish_release` writes the same
+/// content over it, which keeps its mode.
+fn publish_upgram(dir: &Path, version: &str, content: &[u8]) {
+    let binary = dir.join(format!("upgram-{version}/bin/upgram"));
+    std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
+    std::fs::write(&binary, content).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    publish_release(dir, &release(version, content), &[]);
+}
+
 /// Runs the installed copy's `update --yes`, with `env`.
 fn run_installed(root: &Path, server: &ServerProcess, env: &[(&str, &str)]) -> (i32, String, String) {
     let output = Command::new(root.join("bin/upgram"))
@@ -57,8 +68,8 @@ fn upgram_replaces_itself_only_with_a_binary_that_passes_its_self_test() {
     let mut newer = original.clone();
     newer.extend_from_slice(b"\n# upgram 1.2\n");
     let broken = b"#!/bin/sh\nexit 3\n".to_vec();
-    publish_release(dir.path(), &release("1.0", &original), &[]);
-    publish_release(dir.path(), &release("1.1", &broken), &[]);
+    publish_upgram(dir.path(), "1.0", &original);
+    publish_upgram(dir.path(), "1.1", &broken);
     install(&root, &release("1.0", &original));
     let binary = root.join("bin/upgram");
     std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -75,7 +86,7 @@ fn upgram_replaces_itself_only_with_a_binary_that_passes_its_self_test() {
 
     // 1.2 passes: deferred to the hand-over, then swapped in by the new process.
     drop(server);
-    publish_release(dir.path(), &release("1.2", &newer), &[]);
+    publish_upgram(dir.path(), "1.2", &newer);
     let server = serve(dir.path());
 
     // The new process dies right after renaming itself into place, before the commit: recovery

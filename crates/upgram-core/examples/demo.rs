@@ -59,6 +59,7 @@ fn answer_for(module: &QueryModule<'_>) -> Vec<ModuleAnswer<'static>> {
                     id: format!("db/part-{i:02}.dat").into(),
                     version: v("2024.11.3"),
                     frequent: false,
+                    executable: false,
                     action: FileAction::Replace(payload(
                         format!("f/part-{i:02}-2024.11.3.dat"),
                         format!("part {i}").as_bytes(),
@@ -69,6 +70,7 @@ fn answer_for(module: &QueryModule<'_>) -> Vec<ModuleAnswer<'static>> {
                 id: "db/signatures.rec".into(),
                 version: v("2024.11.3"),
                 frequent: true,
+                executable: false,
                 action: FileAction::Incremental {
                     payload: payload("f/signatures-2024.11.3.rec".into(), b"all signatures"),
                     delta: Delta {
@@ -81,6 +83,7 @@ fn answer_for(module: &QueryModule<'_>) -> Vec<ModuleAnswer<'static>> {
                 id: "db/legacy.rec".into(),
                 version: v("2024.11.3"),
                 frequent: false,
+                executable: false,
                 action: FileAction::Delete,
             });
             m.upgrade = UpgradeInfo::Files(files);
@@ -92,6 +95,7 @@ fn answer_for(module: &QueryModule<'_>) -> Vec<ModuleAnswer<'static>> {
                 id: "plugins/pdf/render.bin".into(),
                 version: v("2.0"),
                 frequent: false,
+                executable: false,
                 action: FileAction::Replace(payload("f/render-2.0.bin".into(), b"renderer 2.0")),
             }]);
             m.requires = vec![Requires { id: "main-module".into(), min: v("5.1") }];

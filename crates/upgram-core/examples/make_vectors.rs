@@ -212,6 +212,7 @@ fn main() {
             id: "db/signatures.rec".into(),
             version: v("2024.11.3"),
             frequent: true,
+            executable: false,
             action: FileAction::Incremental {
                 payload: payload("f/6b1c.rec", "full signatures"),
                 delta: Delta { from: v("2024.11.2"), payload: payload("d/77aa.delta", "signatures delta") },
@@ -221,9 +222,16 @@ fn main() {
             id: "bin/scan.cfg".into(),
             version: v("2024.11.3"),
             frequent: false,
+            executable: false,
             action: FileAction::Replace(payload("f/93e0.cfg", "scan config")),
         },
-        FileEntry { id: "db/legacy.rec".into(), version: v("2024.11.3"), frequent: false, action: FileAction::Delete },
+        FileEntry {
+            id: "db/legacy.rec".into(),
+            version: v("2024.11.3"),
+            frequent: false,
+            executable: false,
+            action: FileAction::Delete,
+        },
     ]);
     let files =
         Response { binding: binding(&multi_text), base: Some("https://cdn.example.com/".into()), modules: vec![db] };
@@ -235,6 +243,7 @@ fn main() {
         id: "plugins/pdf/render.js".into(),
         version: v("2.0"),
         frequent: false,
+        executable: false,
         action: FileAction::Replace(payload("f/11.js", "render")),
     }]);
     plugin.requires = vec![Requires { id: "main-module".into(), min: v("5.1") }];
@@ -405,6 +414,35 @@ fn main() {
         "A file id that climbs out of the installation root.",
         &query_frame_bytes(1, traversal.as_bytes(), &QueryOptions::default()),
     );
+
+    // 28. Executable files.
+    let mut app = ModuleAnswer::new("core", Status::Update, Some(v("1.3")));
+    app.upgrade = UpgradeInfo::Files(vec![
+        FileEntry {
+            id: "bin/core".into(),
+            version: v("1.3"),
+            frequent: false,
+            executable: true,
+            action: FileAction::Replace(payload("f/c0de", "core 1.3 program")),
+        },
+        FileEntry {
+            id: "share/core.txt".into(),
+            version: v("1.3"),
+            frequent: false,
+            executable: false,
+            action: FileAction::Replace(payload("f/7e17", "core 1.3 notes")),
+        },
+    ]);
+    let executable = Response {
+        binding: binding(&minimal_text),
+        base: Some("https://updates.example.com/p/".into()),
+        modules: vec![app],
+    };
+    w.datagram(
+        "executable-file-response",
+        "Answer to vector 01 by file list: bin/core is executable (exec=\"1\": the client sets its execute bits), share/core.txt is not (no exec: the client clears them), SPEC.md section 4.4.",
+        &reply_bytes(&executable, 0x0102030405060708, ReplyShape::default()).0,
+    );
     println!("wrote {} vectors to {}", w.count, dir.display());
 }
 
@@ -418,6 +456,7 @@ fn exactly_1024(query_text: &str) -> Vec<u8> {
                 id: format!("lib/part-{i}.dat").into(),
                 version: v("1.3"),
                 frequent: false,
+                executable: false,
                 action: FileAction::Replace(Payload {
                     url: format!("https://updates.example.com/f/{i}/part.dat").into(),
                     size: 4096,
@@ -429,6 +468,7 @@ fn exactly_1024(query_text: &str) -> Vec<u8> {
             id: "lib/tail.dat".into(),
             version: v("1.3"),
             frequent: false,
+            executable: false,
             action: FileAction::Replace(Payload {
                 url: format!("https://updates.example.com/f/{}", "x".repeat(stretch)).into(),
                 size: 1,

@@ -66,12 +66,8 @@ fn file_entry() -> impl Strategy<Value = FileEntry<'static>> {
         (payload(true), version(), payload(true))
             .prop_map(|(payload, from, d)| { FileAction::Incremental { payload, delta: Delta { from, payload: d } } }),
     ];
-    (file_id(), version(), action, any::<bool>()).prop_map(|(id, version, action, frequent)| FileEntry {
-        id,
-        version,
-        action,
-        frequent,
-    })
+    (file_id(), version(), action, any::<bool>(), any::<bool>())
+        .prop_map(|(id, version, action, frequent, executable)| FileEntry { id, version, action, frequent, executable })
 }
 
 fn module_answer() -> impl Strategy<Value = ModuleAnswer<'static>> {

@@ -213,3 +213,38 @@ fn the_record_delta_vector_applies_to_the_record_file_vector() {
     let ids: Vec<u64> = merged.records().iter().map(|r| r.id).collect();
     assert_eq!(ids, [1, 3, 100], "Figure 9: 1 replaced, 2 deleted, 100 added");
 }
+
+/// The executable flag (SPEC.md §4.4): vector 28 carries it on one file only; an answer
+/// without it (every vector before it) decodes as "not executable"; the BOOL spellings decode;
+/// anything else is `invalid-attribute`.
+#[test]
+fn the_executable_flag_decodes_and_defaults_to_not_executable() {
+    use upgram_core::body::UpgradeInfo;
+    let vectors = load();
+    let (_, vector) = vectors.iter().find(|(_, v)| v.name == "executable-file-response").expect("present");
+    let bytes = vector.bytes();
+    let Message::Response(reply) = Datagram::decode(&bytes).expect("decodes").message else { panic!("not a response") };
+    let response = Response::decode(reply.raw_body()).expect("body decodes");
+    let UpgradeInfo::Files(files) = &response.modules[0].upgrade else { panic!("a file list") };
+    let flags: Vec<(&str, bool)> = files.iter().map(|f| (f.id.as_ref(), f.executable)).collect();
+    assert_eq!(flags, [("bin/core", true), ("share/core.txt", false)]);
+
+    let entry = |exec: &str| {
+        format!(
+            r#"<response for="{zero}" issued="1" expires="2"><module id="m" status="update" latest="1"><file id="bin/x" version="1" mode="replace" url="https://h/x" size="1" sha256="{zero}"{exec}/></module></response>"#,
+            zero = "0".repeat(64)
+        )
+    };
+    let executable = |text: String| -> Result<bool, String> {
+        let response = Response::decode(text.as_bytes()).map_err(|e| e.name().to_owned())?;
+        match &response.modules[0].upgrade {
+            UpgradeInfo::Files(files) => Ok(files[0].executable),
+            other => panic!("not a file list: {other:?}"),
+        }
+    };
+    assert_eq!(executable(entry("")), Ok(false), "absent means not executable");
+    for (value, expected) in [("1", true), ("true", true), ("0", false), ("false", false)] {
+        assert_eq!(executable(entry(&format!(r#" exec="{value}""#))), Ok(expected), "exec=\"{value}\"");
+    }
+    assert_eq!(executable(entry(r#" exec="yes""#)), Err("invalid-attribute".to_owned()));
+}

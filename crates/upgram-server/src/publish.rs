@@ -3,10 +3,14 @@
 //! frequent files (§5.7, \[0078\]) and the package-vs-file-list rule (§5.3, \[0082\]).
 //!
 //! # What a release records
-//! - **File versions**: each file gets the version in which its content last changed, along
-//!   the module's releases in version order: if the release just below the new one has the
-//!   same content, the file keeps its version from there (walking down while the content stays
-//!   the same), else it gets the new version.
+//! - **Executable files**: a file with any of its owner, group or other execute permission bits
+//!   set in the release folder is executable (SPEC.md §5.4); clients make it executable too.
+//!   On a system without permission bits no file is.
+//! - **File versions**: each file gets the version in which its content or its executable flag
+//!   last changed, along the module's releases in version order: if the release just below the
+//!   new one has the same content and flag, the file keeps its version from there (walking down
+//!   while both stay the same), else it gets the new version. A file made executable without a
+//!   content change thus reaches clients again.
 //! - **Deleted files** are cumulative: the new release lists every file deleted so far (from
 //!   the release below it) that did not come back, plus the files of the release below that
 //!   are gone, with the new version.
@@ -241,9 +245,9 @@ pub struct PublishSummary {
     pub version: Version<'static>,
     /// Files new in this release.
     pub added: Vec<String>,
-    /// Files whose content changed.
+    /// Files whose content or executable flag changed.
     pub changed: Vec<String>,
-    /// How many files kept their content.
+    /// How many files kept their content and flag.
     pub unchanged: usize,
     /// Files of the release below that are gone.
     pub deleted: Vec<String>,
@@ -300,6 +304,7 @@ struct SourceFile {
     id: String,
     path: PathBuf,
     blob: Blob,
+    executable: bool,
 }
 
 /// Publishes one release into the catalog; see the module documentation.
@@ -522,9 +527,26 @@ fn hash_folder(root: &Path) -> Result<Vec<SourceFile>, PublishError> {
     let mut files = Vec::new();
     for (id, path) in walk(root)? {
         let blob = hash(&path)?;
-        files.push(SourceFile { id, path, blob });
+        let executable = is_executable(&path)?;
+        files.push(SourceFile { id, path, blob, executable });
     }
     Ok(files)
+}
+
+/// Whether any execute permission bit (owner, group, other) of `path` is set; never on a system
+/// without permission bits.
+fn is_executable(path: &Path) -> Result<bool, PublishError> {
+    let metadata = fs::metadata(path).map_err(|source| PublishError::Io { path: path.to_owned(), source })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Ok(metadata.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = metadata;
+        Ok(false)
+    }
 }
 
 /// The regular files under `root` with their file ids, sorted by id; symbolic links, other
@@ -568,26 +590,38 @@ fn walk(root: &Path) -> Result<Vec<(String, PathBuf)>, PublishError> {
     Ok(files)
 }
 
-/// The new release's files, each with the version in which its content last changed.
+/// The new release's files, each with the version in which its content or executable flag
+/// last changed.
 fn file_versions(sources: &[SourceFile], history: &[Release], version: &Version<'static>) -> Vec<ReleaseFile> {
     sources
         .iter()
-        .map(|source| ReleaseFile {
-            id: source.id.clone(),
-            version: last_change(&source.id, &source.blob, history, version),
-            blob: source.blob,
+        .map(|source| {
+            let mut file = ReleaseFile {
+                id: source.id.clone(),
+                version: version.clone(),
+                blob: source.blob,
+                executable: source.executable,
+            };
+            file.version = last_change(&file, history);
+            file
         })
         .collect()
 }
 
-/// Walks down the releases below the new one while they hold the same content: the content
-/// last changed at the lowest of them (or, at the oldest release kept, at that release's file
-/// version, which remembers releases pruned from the catalog).
-fn last_change(id: &str, blob: &Blob, history: &[Release], version: &Version<'static>) -> Version<'static> {
-    let mut last = version.clone();
+/// Whether `old` and `new` are the same file as clients get it: same content, same flag.
+fn same_file(old: &ReleaseFile, new: &ReleaseFile) -> bool {
+    old.blob.sha256 == new.blob.sha256 && old.executable == new.executable
+}
+
+/// Walks down the releases below the new one while they hold the same file (content and
+/// flag): it last changed at the lowest of them (or, at the oldest release kept, at that
+/// release's file version, which remembers releases pruned from the catalog). `new.version` is
+/// the new release's.
+fn last_change(new: &ReleaseFile, history: &[Release]) -> Version<'static> {
+    let mut last = new.version.clone();
     for (index, release) in history.iter().enumerate().rev() {
-        match release.file(id) {
-            Some(file) if file.blob.sha256 == blob.sha256 => {
+        match release.file(&new.id) {
+            Some(file) if same_file(file, new) => {
                 last = if index == 0 { file.version.clone() } else { release.version.clone() };
             }
             _ => break,
@@ -651,7 +685,7 @@ fn summarize(
     for file in files {
         match below.and_then(|r| r.file(&file.id)) {
             None => summary.added.push(file.id.clone()),
-            Some(old) if old.blob.sha256 != file.blob.sha256 => {
+            Some(old) if !same_file(old, file) => {
                 summary.changed.push(file.id.clone());
             }
             Some(_) => summary.unchanged += 1,

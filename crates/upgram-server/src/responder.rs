@@ -205,6 +205,7 @@ fn replace_entry<'c>(module: &'c Module, file: &'c ReleaseFile) -> FileEntry<'c>
         version: file.version.as_borrowed(),
         action: FileAction::Replace(payload(&file.blob)),
         frequent: module.frequent.contains(&file.id),
+        executable: file.executable,
     }
 }
 
@@ -232,7 +233,13 @@ fn changed_entry<'c>(
 }
 
 fn delete_entry<'c>(id: &'c str, version: &'c Version<'static>) -> FileEntry<'c> {
-    FileEntry { id: Cow::Borrowed(id), version: version.as_borrowed(), action: FileAction::Delete, frequent: false }
+    FileEntry {
+        id: Cow::Borrowed(id),
+        version: version.as_borrowed(),
+        action: FileAction::Delete,
+        frequent: false,
+        executable: false,
+    }
 }
 
 /// Package or file list (§5.3): the package when a listed file is critical (error 22 if the

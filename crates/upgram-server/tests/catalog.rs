@@ -112,6 +112,10 @@ fn a_good_catalog_loads_sorted() {
     assert!(core.releases[0].forced && !latest.forced);
     assert_eq!(latest.deleted[0].id, "old.txt");
     assert_eq!(latest.deltas[0].from.as_str(), "1.0");
+    assert!(
+        core.releases.iter().flat_map(|r| &r.files).all(|f| !f.executable),
+        "a catalog written before the executable flag loads with every file not executable"
+    );
 }
 
 #[test]
@@ -130,7 +134,12 @@ fn saved_modules_load_back_unchanged() {
                 rollback: false,
                 requires: vec![],
                 package: None,
-                files: vec![ReleaseFile { id: "data/q\"uote.rec".into(), version: v("1.0-rc.1"), blob: other }],
+                files: vec![ReleaseFile {
+                    id: "data/q\"uote.rec".into(),
+                    version: v("1.0-rc.1"),
+                    blob: other,
+                    executable: false,
+                }],
                 deleted: vec![],
                 deltas: vec![],
             },
@@ -141,7 +150,12 @@ fn saved_modules_load_back_unchanged() {
                 rollback: true,
                 requires: vec![("main".into(), v("2.0"))],
                 package: Some(Package { blob: payload, args: Some("--dir \"C:\\Program Files\" \u{1}é".into()) }),
-                files: vec![ReleaseFile { id: "data/q\"uote.rec".into(), version: v("1.0.0"), blob: payload }],
+                files: vec![ReleaseFile {
+                    id: "data/q\"uote.rec".into(),
+                    version: v("1.0.0"),
+                    blob: payload,
+                    executable: true,
+                }],
                 deleted: vec![DeletedFile { id: "gone/ü.txt".into(), version: v("1.0") }],
                 deltas: vec![DeltaRef { file: "data/q\"uote.rec".into(), from: v("1.0-rc.1"), blob: other }],
             },
@@ -336,6 +350,12 @@ const CASES: &[Case] = &[
         text: "id = \"core\"\n[[release]]\nversion = \"1.0\"\npackage = { sha256 = \"{SHA}\", size = {SIZE}, args = \"a\\u0007b\" } # <-\n",
         field: "args",
         says: "without control characters",
+    },
+    Case {
+        name: "executable flag that is not a boolean",
+        text: "id = \"core\"\n[[release]]\nversion = \"1.0\"\n[[release.file]]\nid = \"a\"\nversion = \"1.0\"\nsha256 = \"{SHA}\"\nsize = {SIZE}\nexecutable = \"yes\" # <-\n",
+        field: "executable",
+        says: "expected a boolean",
     },
     Case { name: "TOML syntax error", text: "id = \"core\"\n[[release]]\nversion = \"1.0 # <-\n", field: "", says: "" },
 ];

@@ -311,6 +311,81 @@ fn release_folders_must_hold_plain_files_with_valid_ids() {
 }
 
 /// Copies a folder tree.
+/// A release folder with these files, each with its permission bits.
+#[cfg(unix)]
+fn tree_with_modes(root: &Path, files: &[(&str, &[u8], u32)]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let contents: Vec<(&str, &[u8])> = files.iter().map(|(id, content, _)| (*id, *content)).collect();
+    tree(root, &contents);
+    for (id, _, mode) in files {
+        fs::set_permissions(root.join(id), fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    root.to_owned()
+}
+
+/// Any execute bit in the release folder makes a file executable; a flag change alone is a
+/// change of the file (a new file version), so that clients get the file again; the module
+/// file records the flag and loads it back.
+#[cfg(unix)]
+#[test]
+fn execute_bits_in_the_release_folder_make_files_executable() {
+    let work = tempfile::tempdir().unwrap();
+    let cat = work.path().join("catalog");
+    let v1 = tree_with_modes(
+        &work.path().join("v1"),
+        &[
+            ("bin/app", b"app", 0o755),
+            ("bin/group-only", b"group", 0o654),
+            ("bin/other-only", b"other", 0o645),
+            ("share/readme.txt", b"readme", 0o644),
+            ("share/notes.txt", b"notes", 0o600),
+        ],
+    );
+    publish(&request(&cat, "core", "1.0", &v1)).unwrap();
+    let flags = |release: &Release| -> Vec<(String, bool, String)> {
+        release.files.iter().map(|f| (f.id.clone(), f.executable, f.version.to_string())).collect()
+    };
+    let module = load_module(&cat, "core");
+    assert_eq!(
+        flags(&module.releases[0]),
+        [
+            ("bin/app".into(), true, "1.0".into()),
+            ("bin/group-only".into(), true, "1.0".into()),
+            ("bin/other-only".into(), true, "1.0".into()),
+            ("share/notes.txt".into(), false, "1.0".into()),
+            ("share/readme.txt".into(), false, "1.0".into()),
+        ]
+    );
+    let text = fs::read_to_string(cat.join("modules/core.toml")).unwrap();
+    assert_eq!(text.matches("executable = true").count(), 3, "{text}");
+
+    // Same contents; the flag of two files flips, and a read bit alone changes nothing.
+    let v2 = tree_with_modes(
+        &work.path().join("v2"),
+        &[
+            ("bin/app", b"app", 0o644),
+            ("bin/group-only", b"group", 0o654),
+            ("bin/other-only", b"other", 0o645),
+            ("share/readme.txt", b"readme", 0o700),
+            ("share/notes.txt", b"notes", 0o644),
+        ],
+    );
+    let summary = publish(&request(&cat, "core", "2.0", &v2)).unwrap();
+    assert_eq!(summary.changed, ["bin/app", "share/readme.txt"]);
+    assert_eq!(summary.unchanged, 3);
+    let module = load_module(&cat, "core");
+    assert_eq!(
+        flags(&module.releases[1]),
+        [
+            ("bin/app".into(), false, "2.0".into()),
+            ("bin/group-only".into(), true, "1.0".into()),
+            ("bin/other-only".into(), true, "1.0".into()),
+            ("share/notes.txt".into(), false, "1.0".into()),
+            ("share/readme.txt".into(), true, "2.0".into()),
+        ]
+    );
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {

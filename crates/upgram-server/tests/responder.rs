@@ -203,3 +203,45 @@ fn clients_newer_than_the_catalog_get_current_or_a_rollback() {
     assert!(rollback.rollback && rollback.full);
     assert!(files(rollback).contains(&("c.dat".into(), "1.2".into(), FileMode::Delete)));
 }
+
+/// The executable flag of each file version goes on its entry (SPEC.md §4.4): on an install, on
+/// an upgrade's replace and incremental entries, never on a delete.
+#[test]
+fn executable_files_are_flagged_on_their_entries() {
+    let mut catalog = catalog();
+    let executable = |module: &mut upgram_server::catalog::Module, release: usize, id: &str| {
+        let file = module.releases[release].files.iter_mut().find(|f| f.id == id).expect("file of the release");
+        file.executable = true;
+    };
+    let core = catalog.modules.get_mut("core").expect("core");
+    executable(core, 2, "a.txt");
+    let db = catalog.modules.get_mut("db").expect("db");
+    executable(db, 2, "sig.rec");
+    let flags = |answer: &ModuleAnswer<'_>| -> Vec<(String, FileMode, bool)> {
+        match &answer.upgrade {
+            UpgradeInfo::Files(files) => {
+                files.iter().map(|f| (f.id.to_string(), f.action.mode(), f.executable)).collect()
+            }
+            other => panic!("not a file list: {other:?}"),
+        }
+    };
+
+    let install = answer_for(&catalog, &ask(vec![qm("core", None, &[])]));
+    assert_eq!(
+        flags(&install.modules[0]),
+        [
+            ("a.txt".into(), FileMode::Replace, true),
+            ("b.txt".into(), FileMode::Replace, false),
+            ("d.txt".into(), FileMode::Replace, false)
+        ]
+    );
+    let upgrade = answer_for(&catalog, &ask(vec![qm("core", Some("1.0"), &[])]));
+    let upgrade = flags(&upgrade.modules[0]);
+    assert!(upgrade.contains(&("a.txt".into(), FileMode::Replace, true)), "{upgrade:?}");
+    assert!(upgrade.contains(&("c.dat".into(), FileMode::Delete, false)), "{upgrade:?}");
+    let merge = answer_for(&catalog, &ask(vec![qm("db", Some("2"), &[("sig.rec", "2")])]));
+    assert_eq!(
+        flags(&merge.modules[0]),
+        [("readme.txt".into(), FileMode::Replace, false), ("sig.rec".into(), FileMode::Incremental, true)]
+    );
+}

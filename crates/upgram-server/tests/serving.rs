@@ -51,6 +51,7 @@ fn catalog(dir: &Path, core_latest: &str) -> Catalog {
         id: id.into(),
         version: v(version),
         blob: store(dir, format!("{id} at {version}").as_bytes()),
+        executable: false,
     };
     let core = module(
         "core",

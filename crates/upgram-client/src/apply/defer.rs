@@ -76,12 +76,12 @@ pub fn defer(
     let mut kept = Vec::with_capacity(ops.len());
     for op in ops {
         kept.push(match op {
-            FileOp::Replace { file, staged, sha256 } => {
+            FileOp::Replace { file, staged, sha256, executable } => {
                 let copy = folder.join(sha256);
                 copy_synced(staged, &copy)
                     .and_then(|()| copy_permissions(staged, &copy))
                     .map_err(io_error(module, &copy))?;
-                FileOp::Replace { file: file.clone(), staged: copy, sha256: sha256.clone() }
+                FileOp::Replace { file: file.clone(), staged: copy, sha256: sha256.clone(), executable: *executable }
             }
             FileOp::Delete { .. } => op.clone(),
         });

@@ -81,7 +81,7 @@ fn apply_ops(
     journal: &mut Journal,
 ) -> Result<(), ApplyError> {
     for (index, (op, target)) in ops.iter().zip(targets).enumerate() {
-        // A replaced file keeps its permissions (an executable stays executable).
+        // A replaced file keeps its permissions, but for the execute bits its entry sets.
         let permissions = fs::metadata(target).ok().filter(|_| existed[index]).map(|m| m.permissions());
         if existed[index] {
             journal.append(&Record::Backup { index })?;
@@ -89,7 +89,7 @@ fn apply_ops(
             rename_synced(target, &backup).map_err(io_error(module, target))?;
             failpoint(&format!("apply:backup:{index}"));
         }
-        if let FileOp::Replace { staged, .. } = op {
+        if let FileOp::Replace { staged, executable, .. } = op {
             let temp = incoming(target);
             if let Some(parent) = target.parent() {
                 fs::create_dir_all(parent).map_err(io_error(module, parent))?;
@@ -100,6 +100,7 @@ fn apply_ops(
             if let Some(permissions) = permissions {
                 fs::set_permissions(&temp, permissions).map_err(io_error(module, &temp))?;
             }
+            crate::mode::set_executable(&temp, *executable).map_err(io_error(module, &temp))?;
             fs::File::open(&temp).and_then(|f| f.sync_all()).map_err(io_error(module, &temp))?;
             journal.append(&Record::Install { index })?;
             rename_synced(&temp, target).map_err(io_error(module, target))?;

@@ -130,7 +130,11 @@ pub fn install_release(root: &Path, module: &str, version: &str, files: &[(&str,
     for (path, content) in files {
         std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
         std::fs::write(root.join(path), content).unwrap();
-        let file = InstalledFile { version: version.to_owned(), sha256: Sha256Digest::of(content).to_hex() };
+        let file = InstalledFile {
+            version: version.to_owned(),
+            sha256: Sha256Digest::of(content).to_hex(),
+            executable: false,
+        };
         entry.files.insert((*path).to_owned(), file);
     }
     let state_path = root.join(".upgram/state.json");

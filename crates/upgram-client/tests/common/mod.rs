@@ -65,6 +65,7 @@ pub fn catalog(dir: &Path) -> Catalog {
         id: id.into(),
         version: v(version),
         blob: store(dir, format!("{id} at {version}").as_bytes()),
+        executable: false,
     };
     let core = module(
         "core",

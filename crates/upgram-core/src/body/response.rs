@@ -173,6 +173,13 @@ pub struct FileEntry<'a> {
     pub action: FileAction<'a>,
     /// The server counts it as frequently updated (\[0078\]).
     pub frequent: bool,
+    /// The file is executable (attribute `exec`, SPEC.md §4.4): a client sets its execute
+    /// permission bits when it writes the file, and clears them when this is `false`.
+    /// Meaningless for [`FileAction::Delete`]. Left out of the JSON form when `false`, as the
+    /// attribute is left out of the XML, so that the decoded form of answers without it is
+    /// what it was before the attribute existed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub executable: bool,
 }
 
 /// The per-file update type (attribute `mode`).
@@ -561,8 +568,8 @@ fn parse_frequent<'a>(reader: &mut XmlReader<'a>, element: &Element<'a>) -> Resu
 
 impl<'a> FileEntry<'a> {
     fn parse(reader: &mut XmlReader<'a>, element: &Element<'a>, relative_ok: bool) -> Result<Self, BodyError> {
-        let [id, version, mode, url, size, sha256, frequent] =
-            collect(element, ["id", "version", "mode", "url", "size", "sha256", "frequent"])?;
+        let [id, version, mode, url, size, sha256, frequent, exec] =
+            collect(element, ["id", "version", "mode", "url", "size", "sha256", "frequent", "exec"])?;
         let fields = Fields::new("file", id.as_deref());
         let version = fields.version("version", fields.required("version", version)?)?;
         let mode_text = fields.required("mode", mode)?;
@@ -570,6 +577,7 @@ impl<'a> FileEntry<'a> {
             fields.invalid("mode", format!("`{}` is not replace, delete or incremental", mode_text.escape_debug()))
         })?;
         let frequent = frequent.map_or(Ok(false), |v| fields.flag("frequent", &v))?;
+        let executable = exec.map_or(Ok(false), |v| fields.flag("exec", &v))?;
         let mut delta = None;
         for_each_child(reader, element, "file", &["delta"], |reader, child| {
             if mode != FileMode::Incremental || delta.is_some() {
@@ -600,7 +608,7 @@ impl<'a> FileEntry<'a> {
             },
         };
         let id = fields.file_id("id", fields.required("id", id.clone())?)?;
-        Ok(FileEntry { id, version, action, frequent })
+        Ok(FileEntry { id, version, action, frequent, executable })
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -613,6 +621,7 @@ impl<'a> FileEntry<'a> {
             FileAction::Delete => {}
         }
         write_flag(out, "frequent", self.frequent);
+        write_flag(out, "exec", self.executable);
         match &self.action {
             FileAction::Incremental { delta, .. } => {
                 out.extend_from_slice(b"><delta");

@@ -21,9 +21,10 @@
 //!
 //! [[release.file]]                            # every file of the module at this release
 //! id = "bin/app"
-//! version = "1.2"                             # the release that last changed its content
+//! version = "1.2"                             # the release that last changed its content or flag
 //! sha256 = "…"
 //! size = 1234
+//! executable = true                           # optional, default false: clients make it executable
 //!
 //! [[release.deleted]]                         # every file deleted so far, and by which release
 //! id = "old.txt"
@@ -197,6 +198,9 @@ struct RawFile {
     version: Spanned<String>,
     sha256: Spanned<String>,
     size: Spanned<u64>,
+    /// Absent in catalogs written before the flag existed: not executable.
+    #[serde(default)]
+    executable: bool,
 }
 
 #[derive(Deserialize)]
@@ -409,7 +413,7 @@ fn parse_files(
                 format!("file {id:?} is listed twice in release {release}"),
             ));
         }
-        files.insert(id.clone(), ReleaseFile { id, version, blob });
+        files.insert(id.clone(), ReleaseFile { id, version, blob, executable: file.executable });
     }
     Ok(files.into_values().collect())
 }

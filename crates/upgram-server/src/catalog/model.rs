@@ -102,10 +102,12 @@ pub struct Package {
 pub struct ReleaseFile {
     /// File id (a relative path).
     pub id: String,
-    /// The version in which its content last changed.
+    /// The version in which its content or its executable flag last changed.
     pub version: Version<'static>,
     /// Its content.
     pub blob: Blob,
+    /// It is a program: clients make it executable (SPEC.md §5.4).
+    pub executable: bool,
 }
 
 /// A file deleted by a release.

@@ -108,6 +108,9 @@ fn render_release(out: &mut String, release: &Release) {
         line(out, "id", &string(&file.id));
         line(out, "version", &string(file.version.as_str()));
         blob_lines(out, &file.blob);
+        if file.executable {
+            line(out, "executable", "true");
+        }
     }
     for deleted in &release.deleted {
         out.push_str("\n[[release.deleted]]\n");

@@ -15,7 +15,7 @@ pub fn blob(name: &str) -> Blob {
 }
 
 pub fn file(id: &str, version: &str) -> ReleaseFile {
-    ReleaseFile { id: id.into(), version: v(version), blob: blob(&format!("{id}@{version}")) }
+    ReleaseFile { id: id.into(), version: v(version), blob: blob(&format!("{id}@{version}")), executable: false }
 }
 
 pub fn release(version: &str, files: Vec<ReleaseFile>) -> Release {
