@@ -488,19 +488,17 @@ impl<F: Fetcher> Module<'_, F> {
     ) -> Result<Outcome, UpgradeFailure> {
         let id = self.id;
         let latest = answer.latest.as_ref().map(Version::to_string).ok_or(UpgradeFailure::NoLatest)?;
-        let state = self.installation.state();
-        let before = state.modules.get(id).cloned();
+        let before = self.installation.module(id);
         let from = before.as_ref().map(|b| b.version.clone());
-        if let Some(pending) = state.pending.get(id) {
+        if let Some(pending) = self.installation.pending(id) {
             if pending.after.version == latest {
                 // Already staged and waiting: complete it if its files are free now.
-                return self.retry_pending(pending.clone(), from).await;
+                return self.retry_pending(pending, from).await;
             }
             // A newer upgrade supersedes the stale pending one.
             let (handle, module) = (self.installation.clone(), id.to_owned());
             blocking(move || handle.purge_pending(&module)).await??;
         }
-        drop(state);
         let files = match &answer.upgrade {
             UpgradeInfo::Files(files) => files,
             UpgradeInfo::Package(package) => return self.apply_package(before, latest, package).await,

@@ -149,6 +149,16 @@ impl Installation {
         self.inner().state.clone()
     }
 
+    /// Installed module `id`, if it is installed.
+    pub fn module(&self, id: &str) -> Option<InstalledModule> {
+        self.inner().state.modules.get(id).cloned()
+    }
+
+    /// The pending upgrade of module `id`, if one waits.
+    pub fn pending(&self, id: &str) -> Option<PendingUpgrade> {
+        self.inner().state.pending.get(id).cloned()
+    }
+
     /// What opening the installation repaired.
     pub fn recovered(&self) -> Vec<Recovered> {
         self.inner().recovered.clone()
