@@ -108,10 +108,10 @@ pub struct Download<'a> {
     pub size: u64,
 }
 
-/// Watches payload downloads (C11). Every method has a default that does nothing, so an
+/// Watches payload downloads. Every method has a default that does nothing, so an
 /// embedder implements only what it shows. For each download that fetches anything the calls
 /// are `started`, any number of `advanced`, then `finished`; a payload already staged whole is
-/// not downloaded and not reported. Downloads of one [`crate::update::update_reporting`] run one
+/// not downloaded and not reported. Downloads of one [`crate::flows::update`] run one
 /// after the other, but an embedder staging concurrently gets interleaved calls: each names its
 /// download.
 pub trait Progress: Send + Sync {

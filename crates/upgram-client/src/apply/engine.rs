@@ -7,7 +7,7 @@
 //! then the state takes the module's new version (installed state changes only after the files
 //! do) and is saved, then the journal goes.
 //!
-//! [`super::recovery`] repairs whatever a crash interrupted, with [`undo`] and [`finish`]: both
+//! [`super::recovery`] repairs whatever a crash interrupted, with `undo` and `finish`: both
 //! directions are idempotent, so a crash during recovery is repaired by the next recovery.
 
 use std::collections::BTreeMap;

@@ -5,7 +5,7 @@
 //!
 //! These are the blocking building blocks of [`crate::installation::Installation`], which owns
 //! the lock and the state and is what embedders call; everything here takes the installation's
-//! [`Layout`] and its in-memory [`InstalledState`], and saves the state once per change.
+//! [`crate::layout::Layout`] and its in-memory [`crate::state::InstalledState`], and saves the state once per change.
 //!
 //! Crash tests: when the environment variable `UPGRAM_FAILPOINT` names a step (`apply:begin`,
 //! `apply:backup:N`, `apply:install:N`, `apply:commit`, `apply:state`, `recover:undo:N`,
