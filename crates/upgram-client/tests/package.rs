@@ -106,17 +106,24 @@ fn a_failing_package_changes_no_state() {
     assert!(!root.join(".upgram/journal/drv.journal").exists());
 }
 
-#[test]
-fn an_installer_that_hangs_is_stopped() {
-    let work = tempfile::tempdir().unwrap();
-    let root = work.path().join("install");
+/// Runs an installer script `body` for drv 1.1 through the library, with a `timeout`, in a
+/// fresh installation of drv 1.0 under `work`; returns the installation root and the result.
+fn run_installer(work: &Path, body: &str, timeout: Duration) -> (std::path::PathBuf, InstallResult) {
+    let root = work.join("install");
     install(&root);
-    let script = work.path().join("hang.sh");
-    std::fs::write(&script, "#!/bin/sh\nsleep 30\n").unwrap();
+    let script = work.join("installer.sh");
+    std::fs::write(&script, body).unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let after = InstalledModule { version: "1.1".into(), ..Default::default() };
     let installation = Installation::open_locked(&root).unwrap();
-    let result = installation.install_package("drv", &script, &[], after, Duration::from_millis(300)).unwrap();
+    let result = installation.install_package("drv", &script, &[], after, timeout).unwrap();
+    (root, result)
+}
+
+#[test]
+fn an_installer_that_hangs_is_stopped() {
+    let work = tempfile::tempdir().unwrap();
+    let (root, result) = run_installer(work.path(), "#!/bin/sh\nsleep 30\n", Duration::from_millis(300));
     assert!(matches!(result, InstallResult::Failure(InstallFailure::Timeout(_))), "{result:?}");
     assert_eq!(version(&root).version, "1.0");
 }
@@ -130,20 +137,9 @@ fn running(pid: &str) -> bool {
 #[test]
 fn an_installer_that_hangs_is_stopped_with_the_processes_it_started() {
     let work = tempfile::tempdir().unwrap();
-    let root = work.path().join("install");
-    install(&root);
     // The installer forks a child that would change the installation later, then hangs.
-    let script = work.path().join("fork.sh");
-    let body = "#!/bin/sh
-(sleep 3; echo late > late.txt) &
-echo $! > child.pid
-sleep 30
-";
-    std::fs::write(&script, body).unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let after = InstalledModule { version: "1.1".into(), ..Default::default() };
-    let installation = Installation::open_locked(&root).unwrap();
-    let result = installation.install_package("drv", &script, &[], after, Duration::from_millis(500)).unwrap();
+    let body = "#!/bin/sh\n(sleep 3; echo late > late.txt) &\necho $! > child.pid\nsleep 30\n";
+    let (root, result) = run_installer(work.path(), body, Duration::from_millis(500));
     assert!(matches!(result, InstallResult::Failure(InstallFailure::Timeout(_))), "{result:?}");
     let child = std::fs::read_to_string(root.join("child.pid")).unwrap().trim().to_owned();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
