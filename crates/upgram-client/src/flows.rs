@@ -680,7 +680,7 @@ fn commit(
     }
     match installation.busy_files(&id, &ops, &*hooks.in_use)? {
         Some((trigger, busy)) => {
-            let reason = StillWaiting::Busy(busy.clone()).to_string();
+            let reason = format!("in use: {}", busy.join(", "));
             let pending = installation.defer(&id, &ops, after, Waiting { trigger, busy, waits_for: vec![] })?;
             if trigger == Trigger::PluginRestart && hooks.plugins.is_some() {
                 // A plug-in manager restarts the plug-in around its upgrade now.
