@@ -295,8 +295,8 @@ impl<F: Fetcher + 'static> Client<F> {
         if modules.is_empty() {
             return Err(ClientError::Empty);
         }
-        let bodies = split_query(modules, self.shared.transport.nonce_bound)
-            .map_err(|e| ClientError::Answer(e.to_string()))?;
+        let bodies =
+            split_query(modules, self.shared.transport.nonce_bound).map_err(|e| ClientError::Answer(e.to_string()))?;
         self.check_bodies(bodies).await
     }
 

@@ -170,6 +170,8 @@ struct Net {
     now: Duration,
     stats: Stats,
     scratch: Vec<u8>,
+    /// The keys clients pin.
+    keys: KeyRing,
     /// Answers already read, by the verified body that carried them.
     answers: HashMap<Vec<u8>, String>,
 }
@@ -196,6 +198,7 @@ impl Net {
             now: Duration::ZERO,
             stats: Stats::default(),
             scratch: Vec::new(),
+            keys: keys(),
             answers: HashMap::new(),
         }
     }
@@ -219,7 +222,6 @@ impl Net {
         &mut self,
         body: &[u8],
         config: &ExchangeConfig,
-        keys: &KeyRing,
         start: usize,
         deadline: Duration,
         jar: &mut CookieJar,
@@ -227,14 +229,15 @@ impl Net {
     ) -> Run {
         let began = self.now;
         let rng = StdRng::seed_from_u64(seed);
-        let mut exchange = Exchange::new(body.to_vec(), config.clone(), keys, start, began + deadline, rng)
+        let keys = self.keys.clone();
+        let mut exchange = Exchange::new(body.to_vec(), config.clone(), &keys, start, began + deadline, rng)
             .expect("the query fits a datagram");
         let mut transmissions = 0;
         for _ in 0..MAX_STEPS {
             exchange.handle_timeout(self.now);
             while let Some(transmit) = exchange.poll_transmit(self.now, jar) {
                 transmissions += 1;
-                self.from_client(transmit.dest, transmit.bytes);
+                self.send_query(transmit.dest, transmit.bytes);
             }
             let Some(wake) = exchange.poll_timeout() else { break };
             match self.queue.peek() {
@@ -255,7 +258,7 @@ impl Net {
 
     /// A query leaves the client: the attacker sees it, the middlebox may strip it, the path
     /// applies its faults.
-    fn from_client(&mut self, dest: SocketAddr, mut bytes: Vec<u8>) {
+    fn send_query(&mut self, dest: SocketAddr, mut bytes: Vec<u8>) {
         let Some(index) = self.servers.servers.iter().position(|s| s.addr == dest) else { return };
         if let Ok(frame) = Frame::decode(&bytes) {
             self.stats.queries.push(SeenQuery {
@@ -374,12 +377,12 @@ fn bodies(nonce_bound: bool) -> Vec<Vec<u8>> {
 /// The answer to each body on a clean path, the reference every hostile run must match.
 fn clean_answers(bodies: &[Vec<u8>]) -> HashMap<Vec<u8>, String> {
     let mut net = Net::new(Path::clean(), servers(1, COOKIE_SECRET), 1);
-    let (keys, config) = (keys(), config(net.addrs(), false));
+    let config = config(net.addrs(), false);
     let mut jar = CookieJar::default();
     bodies
         .iter()
         .map(|body| {
-            let run = net.exchange(body, &config, &keys, 0, Duration::from_secs(20), &mut jar, 2);
+            let run = net.exchange(body, &config, 0, Duration::from_secs(20), &mut jar, 2);
             let Outcome::Reply(reply) = &run.outcome else { panic!("a clean path answers: {run:?}") };
             (body.clone(), net.answer(reply, body))
         })
@@ -413,7 +416,6 @@ fn ten_thousand_exchanges_on_a_hostile_network_end_right_or_time_out_cleanly() {
     const PER_CLIENT: usize = 50;
     let bodies = [bodies(false), bodies(true)];
     let expected = clean_answers(&bodies.concat());
-    let keys = keys();
     let deadline = Duration::from_secs(20);
     let mut rng = StdRng::seed_from_u64(0x5EED);
     let (mut answered, mut timed_out, mut transmissions, mut simulated) = (0usize, 0usize, 0usize, Duration::ZERO);
@@ -433,7 +435,7 @@ fn ten_thousand_exchanges_on_a_hostile_network_end_right_or_time_out_cleanly() {
         let mut preferred = 0;
         for i in 0..PER_CLIENT {
             let body = &bodies[usize::from(nonce_bound)][i % bodies[0].len()];
-            let run = net.exchange(body, &config, &keys, preferred, deadline, &mut jar, rng.r#gen());
+            let run = net.exchange(body, &config, preferred, deadline, &mut jar, rng.r#gen());
             transmissions += run.transmissions;
             simulated += run.elapsed;
             dropped.add(run.dropped);
@@ -468,7 +470,11 @@ fn ten_thousand_exchanges_on_a_hostile_network_end_right_or_time_out_cleanly() {
          {} advisory errors, took {} challenges.\n{:.0} exchanges per second ({wall:.2?} of wall time), {per_cpu}",
         faults.0.dropped + faults.1.dropped,
         faults.0.corrupted + faults.0.truncated + faults.1.corrupted + faults.1.truncated,
-        faults.0.duplicated + faults.0.reordered + faults.0.delayed + faults.1.duplicated + faults.1.reordered
+        faults.0.duplicated
+            + faults.0.reordered
+            + faults.0.delayed
+            + faults.1.duplicated
+            + faults.1.reordered
             + faults.1.delayed,
         dropped.bad,
         dropped.errors,
@@ -500,7 +506,7 @@ fn small_exchange(net: &mut Net, jar: &mut CookieJar, seed: u64) -> Run {
     let body = &bodies(false)[2];
     let expected = clean_answers(std::slice::from_ref(body));
     let config = config(net.addrs(), false);
-    let run = net.exchange(body, &config, &keys(), 0, Duration::from_secs(20), jar, seed);
+    let run = net.exchange(body, &config, 0, Duration::from_secs(20), jar, seed);
     let Outcome::Reply(reply) = &run.outcome else { panic!("no answer: {run:?}") };
     assert_eq!(net.answer(reply, body), expected[body], "the server's answer");
     run
@@ -615,7 +621,7 @@ fn the_deadline_ends_an_exchange_that_nothing_answers_whatever_is_forged() {
     let config = config(net.addrs(), true);
     let mut jar = CookieJar::default();
     let deadline = Duration::from_secs(5);
-    let run = net.exchange(&bodies(true)[0], &config, &keys(), 0, deadline, &mut jar, 6);
+    let run = net.exchange(&bodies(true)[0], &config, 0, deadline, &mut jar, 6);
     let Outcome::TimedOut { dropped, .. } = run.outcome else { panic!("nothing can answer: {run:?}") };
     assert_eq!(run.elapsed, deadline, "it ends at the deadline, not before, not after");
     assert!(dropped.bad > 0 && dropped.errors > 0, "forgeries reached it and were dropped: {dropped:?}");

@@ -23,13 +23,13 @@ use std::time::Duration;
 
 use rand_core::RngCore;
 
+use crate::Sha256Digest;
 use crate::body::ErrorCode;
 use crate::cookie::{ClientCookie, ServerCookie};
 use crate::limits::MIN_UNRESTRICTED_QUERY_LEN;
 use crate::message::{Datagram, Expectation, Message};
 use crate::sign::{KeyRing, Nonce};
 use crate::wire::{Frame, MessageKind, QueryOptions};
-use crate::Sha256Digest;
 
 /// Timing and behaviour of an exchange (SPEC.md §2.3 defaults).
 #[derive(Debug, Clone, PartialEq, Eq)]

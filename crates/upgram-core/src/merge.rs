@@ -174,6 +174,23 @@ mod tests {
     }
 
     #[test]
+    fn downgrades_without_a_signed_rollback_are_refused() {
+        use crate::plan::refuses_downgrade;
+        let installed = v("2.0");
+        let mut answer = ModuleAnswer::new("m", Status::Update, Some(v("1.0")));
+        assert!(refuses_downgrade(&answer, Some(&installed)));
+        assert!(!refuses_downgrade(&answer, None), "nothing installed: an install, not a downgrade");
+        answer.rollback = true;
+        assert!(!refuses_downgrade(&answer, Some(&installed)));
+        answer.rollback = false;
+        answer.latest = Some(v("3.0"));
+        assert!(!refuses_downgrade(&answer, Some(&installed)));
+        answer.latest = Some(v("1.0"));
+        answer.status = Status::Current;
+        assert!(!refuses_downgrade(&answer, Some(&installed)), "only an update offers anything");
+    }
+
+    #[test]
     fn installs_are_added_once_without_a_version() {
         let installed = vec![QueryModule { id: "core".into(), version: Some(v("1.0")), files: vec![] }];
         let modules = with_installs(installed, &["core", "new", "new"]);

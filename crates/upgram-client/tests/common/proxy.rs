@@ -103,7 +103,12 @@ impl DirectionStats {
 impl Faults {
     /// What the path does to one datagram: the copies that come out of it, each with its delay
     /// (zero: at once), counted into `stats`.
-    pub fn apply(&self, rng: &mut impl Rng, mut bytes: Vec<u8>, stats: &mut DirectionStats) -> Vec<(Duration, Vec<u8>)> {
+    pub fn apply(
+        &self,
+        rng: &mut impl Rng,
+        mut bytes: Vec<u8>,
+        stats: &mut DirectionStats,
+    ) -> Vec<(Duration, Vec<u8>)> {
         stats.received += 1;
         if rng.gen_bool(self.drop) {
             stats.dropped += 1;
@@ -257,7 +262,6 @@ pub fn forged_answer(body: &[u8], issued: u64, expires: u64) -> Vec<u8> {
     Response { binding, base: None, modules }.to_vec()
 }
 
-
 /// The on-path attacker's workshop: forged replies for a query it saw.
 pub struct Forger {
     rng: StdRng,
@@ -353,9 +357,7 @@ impl Forger {
     fn replay_any(&mut self, id: u64, nonce: Option<Nonce>, now: u64, recorded: &[Vec<u8>]) -> Option<Vec<u8>> {
         match recorded.get(self.rng.gen_range(0..recorded.len().max(1))) {
             Some(reply) => restamp(reply, id, nonce),
-            None => {
-                self.signed(MessageKind::Response, id, &forged_answer(b"", now, now + 300), nonce, true)
-            }
+            None => self.signed(MessageKind::Response, id, &forged_answer(b"", now, now + 300), nonce, true),
         }
     }
 
