@@ -17,7 +17,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::proxy::{DirectionStats, Faults, Forger, Forgery, MAX_RECORDED, forged_answer, is_signed_reply};
+use common::proxy::{DirectionStats, Faults, Forger, Forgery, MAX_RECORDED, Timed, forged_answer, is_signed_reply};
 use common::{COOKIE_SECRET, SEED, installed, large_installation};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -98,30 +98,12 @@ enum Dest {
     Server(usize),
 }
 
+/// A datagram on its way.
 #[derive(Debug)]
-struct Event {
-    at: Duration,
-    seq: u64,
+struct Delivery {
     to: Dest,
     from: SocketAddr,
     bytes: Vec<u8>,
-}
-
-impl PartialEq for Event {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Event {}
-impl PartialOrd for Event {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Event {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
 }
 
 /// A reference server on the simulated network; a dead one takes in nothing.
@@ -165,7 +147,7 @@ struct Net {
     rng: StdRng,
     forger: Forger,
     recorded: Vec<Vec<u8>>,
-    queue: BinaryHeap<Reverse<Event>>,
+    queue: BinaryHeap<Reverse<Timed<Duration, Delivery>>>,
     seq: u64,
     now: Duration,
     stats: Stats,
@@ -213,7 +195,7 @@ impl Net {
 
     fn schedule(&mut self, at: Duration, to: Dest, from: SocketAddr, bytes: Vec<u8>) {
         self.seq += 1;
-        self.queue.push(Reverse(Event { at, seq: self.seq, to, from, bytes }));
+        self.queue.push(Reverse(Timed { due: at, seq: self.seq, item: Delivery { to, from, bytes } }));
     }
 
     /// One exchange of `body` from `start`, with `jar`, until its outcome; the exchange's own
@@ -241,10 +223,10 @@ impl Net {
             }
             let Some(wake) = exchange.poll_timeout() else { break };
             match self.queue.peek() {
-                Some(Reverse(event)) if event.at <= wake => {
+                Some(Reverse(event)) if event.due <= wake => {
                     let Some(Reverse(event)) = self.queue.pop() else { break };
-                    self.now = self.now.max(event.at);
-                    self.deliver(event, &mut exchange, jar);
+                    self.now = self.now.max(event.due);
+                    self.deliver(event.item, &mut exchange, jar);
                 }
                 _ => self.now = self.now.max(wake),
             }
@@ -301,7 +283,7 @@ impl Net {
         }
     }
 
-    fn deliver(&mut self, event: Event, exchange: &mut Exchange<'_, StdRng>, jar: &mut CookieJar) {
+    fn deliver(&mut self, event: Delivery, exchange: &mut Exchange<'_, StdRng>, jar: &mut CookieJar) {
         match event.to {
             Dest::Client => {
                 exchange.handle_datagram(self.now, self.unix(), event.from, &event.bytes, jar);

@@ -637,28 +637,32 @@ struct Packet {
     peer: SocketAddr,
 }
 
-/// A datagram waiting in the timer queue.
+/// Something due at a time: in a `BinaryHeap<Reverse<_>>`, the earliest first, ties in the
+/// order they were queued.
 #[derive(Debug)]
-struct Timed {
-    due: Instant,
-    seq: u64,
-    packet: Packet,
+pub struct Timed<T, P> {
+    /// When.
+    pub due: T,
+    /// Order of queueing.
+    pub seq: u64,
+    /// What.
+    pub item: P,
 }
 
-impl PartialEq for Timed {
+impl<T: Ord, P> PartialEq for Timed<T, P> {
     fn eq(&self, other: &Self) -> bool {
-        (self.due, self.seq) == (other.due, other.seq)
+        (&self.due, self.seq) == (&other.due, other.seq)
     }
 }
-impl Eq for Timed {}
-impl PartialOrd for Timed {
+impl<T: Ord, P> Eq for Timed<T, P> {}
+impl<T: Ord, P> PartialOrd for Timed<T, P> {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Timed {
+impl<T: Ord, P> Ord for Timed<T, P> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.due, self.seq).cmp(&(other.due, other.seq))
+        (&self.due, self.seq).cmp(&(&other.due, other.seq))
     }
 }
 
@@ -666,7 +670,7 @@ impl Ord for Timed {
 struct Lane {
     faults: Faults,
     rng: StdRng,
-    timers: BinaryHeap<Reverse<Timed>>,
+    timers: BinaryHeap<Reverse<Timed<Instant, Packet>>>,
     seq: u64,
     stats: Arc<Mutex<ProxyStats>>,
     to_server: bool,
@@ -695,7 +699,7 @@ impl Lane {
                 out.push(copy);
             } else {
                 self.seq += 1;
-                self.timers.push(Reverse(Timed { due: Instant::now() + delay, seq: self.seq, packet: copy }));
+                self.timers.push(Reverse(Timed { due: Instant::now() + delay, seq: self.seq, item: copy }));
             }
         }
         out
@@ -710,7 +714,7 @@ impl Lane {
     fn due(&mut self, now: Instant) -> Vec<Packet> {
         let mut out = Vec::new();
         while self.timers.peek().is_some_and(|Reverse(t)| t.due <= now) {
-            out.extend(self.timers.pop().map(|Reverse(t)| t.packet));
+            out.extend(self.timers.pop().map(|Reverse(t)| t.item));
         }
         out
     }
