@@ -225,7 +225,8 @@ impl<'k, R: RngCore> Exchange<'k, R> {
         deadline: Duration,
         mut rng: R,
     ) -> Result<Self, ExchangeError> {
-        let Some(&server) = config.servers.get(start % config.servers.len().max(1)) else {
+        let start = start % config.servers.len().max(1);
+        let Some(&server) = config.servers.get(start) else {
             return Err(ExchangeError::NoServer);
         };
         // The largest query this exchange can send: both cookies and, if asked, a nonce.

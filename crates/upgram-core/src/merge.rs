@@ -20,11 +20,34 @@ pub fn with_installs<'a>(mut installed: Vec<QueryModule<'a>>, install: &[&'a str
 }
 
 /// The encoded bodies of the parts of a query about `modules`, each with room left for the
-/// largest trailer the query may carry (see [`max_query_body_len`]). Fails if one module alone
-/// does not fit.
+/// largest trailer the query may carry (see [`max_query_body_len`]). A module that does not fit
+/// alone with all its file entries goes with as many as fit, possibly none (SPEC.md §2.6): the
+/// server answers it at module level, which still covers every change.
 pub fn split_query(modules: Vec<QueryModule<'_>>, nonce_bound: bool) -> Result<Vec<Vec<u8>>, EncodeError> {
-    let parts = Query::split(modules, max_query_body_len(nonce_bound))?;
+    let room = max_query_body_len(nonce_bound);
+    let modules = modules.into_iter().map(|module| fit_alone(module, room)).collect();
+    let parts = Query::split(modules, room)?;
     Ok(parts.iter().map(Query::to_vec).collect())
+}
+
+/// `module` with as many of its file entries (in order) as let it fit `room` alone.
+fn fit_alone(mut module: QueryModule<'_>, room: usize) -> QueryModule<'_> {
+    let alone_len = |module: &QueryModule<'_>, files: usize| {
+        let mut trimmed = module.clone();
+        trimmed.files.truncate(files);
+        Query { modules: vec![trimmed] }.to_vec().len()
+    };
+    if alone_len(&module, module.files.len()) <= room {
+        return module;
+    }
+    // The most entries that fit: the length grows with every entry kept.
+    let (mut fits, mut too_many) = (0, module.files.len());
+    while too_many - fits > 1 {
+        let middle = fits + (too_many - fits) / 2;
+        if alone_len(&module, middle) <= room { fits = middle } else { too_many = middle }
+    }
+    module.files.truncate(fits);
+    module
 }
 
 /// Makes every payload URL of `module` absolute against `response` (SPEC.md §4.2), with
@@ -60,7 +83,7 @@ pub fn resolve_urls(module: &mut ModuleAnswer<'_>, response: &Response<'_>) {
 /// The merged module answers of the responses to every part of one query (SPEC.md §2.6),
 /// ordered by module id, every payload URL absolute: a module's own answer beats a dependency
 /// entry; among dependency entries the newest `issued` wins; a module listed twice in one
-/// response is dropped (a server error).
+/// response, or listing a file twice, is dropped (a server error the client must not act on).
 pub fn merge_answers<'a>(responses: impl IntoIterator<Item = Response<'a>>) -> Vec<ModuleAnswer<'a>> {
     let mut own: BTreeMap<String, ModuleAnswer<'a>> = BTreeMap::new();
     let mut dependencies: BTreeMap<String, (u64, ModuleAnswer<'a>)> = BTreeMap::new();
@@ -72,7 +95,7 @@ pub fn merge_answers<'a>(responses: impl IntoIterator<Item = Response<'a>>) -> V
             modules.iter().filter(|m| !seen.insert(m.id.as_ref())).map(|m| m.id.to_string()).collect();
         for mut module in modules {
             let id = module.id.to_string();
-            if twice.contains(&id) {
+            if twice.contains(&id) || lists_a_file_twice(&module) {
                 continue;
             }
             resolve_urls(&mut module, &response);
@@ -89,6 +112,13 @@ pub fn merge_answers<'a>(responses: impl IntoIterator<Item = Response<'a>>) -> V
         own.entry(id).or_insert(module);
     }
     own.into_values().collect()
+}
+
+/// Whether the file list of `module` names a file twice.
+fn lists_a_file_twice(module: &ModuleAnswer<'_>) -> bool {
+    let UpgradeInfo::Files(files) = &module.upgrade else { return false };
+    let mut seen = HashSet::new();
+    files.iter().any(|file| !seen.insert(file.id.as_ref()))
 }
 
 #[cfg(test)]
@@ -143,6 +173,44 @@ mod tests {
         let merged = merge_answers([response(1, None, vec![a, b, other])]);
         assert_eq!(merged.len(), 1);
         assert_eq!(merged[0].id, "other");
+    }
+
+    #[test]
+    fn a_module_listing_a_file_twice_is_dropped() {
+        let mut bad = ModuleAnswer::new("bad", Status::Update, Some(v("2")));
+        bad.upgrade = UpgradeInfo::Files(vec![file("a", FileAction::Delete), file("a", FileAction::Delete)]);
+        let mut good = ModuleAnswer::new("good", Status::Update, Some(v("2")));
+        good.upgrade = UpgradeInfo::Files(vec![file("a", FileAction::Delete), file("b", FileAction::Delete)]);
+        let merged = merge_answers([response(1, None, vec![bad, good])]);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].id, "good");
+    }
+
+    #[test]
+    fn a_module_too_large_alone_goes_with_the_file_entries_that_fit() {
+        use crate::body::QueryFile;
+        let names: Vec<String> = (0..200).map(|i| format!("share/a-rather-long-file-name-{i:04}.dat")).collect();
+        let files: Vec<QueryFile<'_>> =
+            names.iter().map(|n| QueryFile { id: n.as_str().into(), version: v("1.0") }).collect();
+        let big = QueryModule { id: "big".into(), version: Some(v("1.0")), files };
+        let small = QueryModule { id: "small".into(), version: Some(v("1.0")), files: vec![] };
+        for nonce_bound in [false, true] {
+            let parts = split_query(vec![big.clone(), small.clone()], nonce_bound).unwrap();
+            let asked: Vec<String> = parts
+                .iter()
+                .flat_map(|p| Query::decode(p).unwrap().modules.into_iter().map(|m| m.id.into_owned()))
+                .collect();
+            assert_eq!(asked, ["big", "small"], "every module is asked about, once");
+            let first = Query::decode(&parts[0]).unwrap();
+            let kept = first.modules[0].files.len();
+            assert!(kept > 0 && kept < names.len(), "{kept} file entries kept");
+            assert!(parts[0].len() <= max_query_body_len(nonce_bound));
+            // One more entry would not have fitted.
+            let mut more = big.clone();
+            more.files.truncate(kept + 1);
+            assert!(Query { modules: vec![more] }.to_vec().len() > max_query_body_len(nonce_bound));
+            assert_eq!(first.modules[0].files[..], big.files[..kept]);
+        }
     }
 
     #[test]
