@@ -16,6 +16,42 @@
 //! cookie are cached and answered at once, once per interval, padded. Everything else is
 //! dropped and counted: nothing unsigned ever ends an exchange, and nothing is sent after a
 //! verified reply.
+//!
+//! A driver's loop, here with a network that delivers nothing (so the exchange ends at its
+//! deadline) and a toy generator (a real driver passes a cryptographically secure one):
+//!
+//! ```
+//! use std::time::Duration;
+//! use upgram_core::exchange::{CookieJar, Exchange, ExchangeConfig, Outcome};
+//! use upgram_core::sign::KeyRing;
+//!
+//! # struct Toy(u64);
+//! # impl rand_core::RngCore for Toy {
+//! #     fn next_u32(&mut self) -> u32 { self.next_u64() as u32 }
+//! #     fn next_u64(&mut self) -> u64 { self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1); self.0 }
+//! #     fn fill_bytes(&mut self, dest: &mut [u8]) { rand_core::impls::fill_bytes_via_next(self, dest) }
+//! #     fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> { self.fill_bytes(dest); Ok(()) }
+//! # }
+//! let config = ExchangeConfig { servers: vec!["192.0.2.1:4433".parse().unwrap()], ..Default::default() };
+//! let keys = KeyRing::new();
+//! let body = b"<query><module id=\"core\" version=\"1.0\"/></query>".to_vec();
+//! let deadline = Duration::from_secs(20);
+//! let mut exchange = Exchange::new(body, config, &keys, 0, deadline, Toy(1)).unwrap();
+//! let (mut jar, mut now, mut sent) = (CookieJar::default(), Duration::ZERO, 0);
+//! while exchange.outcome().is_none() {
+//!     while let Some(transmit) = exchange.poll_transmit(now, &mut jar) {
+//!         sent += 1; // socket.send_to(&transmit.bytes, transmit.dest)
+//!         assert_eq!(transmit.dest, "192.0.2.1:4433".parse().unwrap());
+//!     }
+//!     // Wait for a datagram until the timeout; feed one with `handle_datagram`.
+//!     let Some(wake) = exchange.poll_timeout() else { break };
+//!     now = now.max(wake);
+//!     exchange.handle_timeout(now);
+//! }
+//! assert!(matches!(exchange.outcome(), Some(Outcome::TimedOut { .. })));
+//! assert_eq!(now, deadline);
+//! assert!(sent >= 3);
+//! ```
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
