@@ -3,7 +3,6 @@
 //! needs (P3), runs their exchanges concurrently, follows fallbacks over HTTP, verifies
 //! everything, and merges the answers (SPEC.md §2.6) into one [`CheckReport`].
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,10 +12,10 @@ use thiserror::Error;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use upgram_core::body::value::is_valid_module_id;
-use upgram_core::body::{Fallback, ModuleAnswer, Query, QueryModule, Response, Status, UpgradeInfo};
-use upgram_core::cookie::ClientCookie;
-use upgram_core::limits::{HEADER_LEN, MAX_DATAGRAM_LEN};
-use upgram_core::sign::{KeyRing, Nonce};
+use upgram_core::body::{Fallback, ModuleAnswer, Response, Status, UpgradeInfo};
+use upgram_core::merge::{merge_answers, split_query, with_installs};
+use upgram_core::plan::refuses_downgrade;
+use upgram_core::sign::KeyRing;
 use upgram_core::version::Version;
 use upgram_core::wire::MessageKind;
 
@@ -236,34 +235,7 @@ impl CheckReport {
     /// entry; among dependency entries the newest `issued` wins; a module listed twice in one
     /// response is dropped (a server error).
     pub fn modules(&self) -> Vec<ModuleAnswer<'_>> {
-        let mut own: BTreeMap<String, ModuleAnswer<'_>> = BTreeMap::new();
-        let mut dependencies: BTreeMap<String, (u64, ModuleAnswer<'_>)> = BTreeMap::new();
-        for response in self.responses() {
-            let issued = response.binding.issued;
-            let mut seen = std::collections::HashSet::new();
-            let twice: std::collections::HashSet<String> =
-                response.modules.iter().filter(|m| !seen.insert(m.id.to_string())).map(|m| m.id.to_string()).collect();
-            let base = response.base.clone();
-            for mut module in response.modules {
-                absolutize(&mut module, base.as_deref());
-                let id = module.id.to_string();
-                if twice.contains(&id) {
-                    continue;
-                }
-                if module.dependency {
-                    let newer = dependencies.get(&id).is_none_or(|(at, _)| *at < issued);
-                    if newer {
-                        dependencies.insert(id, (issued, module));
-                    }
-                } else {
-                    own.insert(id, module);
-                }
-            }
-        }
-        for (id, (_, module)) in dependencies {
-            own.entry(id).or_insert(module);
-        }
-        own.into_values().collect()
+        merge_answers(self.responses())
     }
 
     /// A line per module, for people and scripts.
@@ -301,49 +273,14 @@ impl CheckReport {
     }
 }
 
-/// Makes every payload URL of `module` absolute: `base ‖ url` for relative ones (SPEC.md §4.2).
-fn absolutize(module: &mut ModuleAnswer<'_>, base: Option<&str>) {
-    let Some(base) = base else { return };
-    let fix = |payload: &mut upgram_core::body::Payload<'_>| {
-        if !payload.url.contains("://") {
-            payload.url = std::borrow::Cow::Owned(format!("{base}{}", payload.url));
-        }
-    };
-    match &mut module.upgrade {
-        UpgradeInfo::Package(package) => fix(&mut package.payload),
-        UpgradeInfo::Files(files) => {
-            for file in files {
-                match &mut file.action {
-                    upgram_core::body::FileAction::Replace(payload) => fix(payload),
-                    upgram_core::body::FileAction::Incremental { payload, delta } => {
-                        fix(payload);
-                        fix(&mut delta.payload);
-                    }
-                    upgram_core::body::FileAction::Delete => {}
-                }
-            }
-        }
-        UpgradeInfo::None => {}
-    }
-}
-
-/// An `update` whose `latest` is below the installed version, without `rollback="1"`.
+/// Whether `answer` is a downgrade the client refuses, against the installed version.
 fn is_refused_downgrade(answer: &ModuleAnswer<'_>, installed: &InstalledState) -> bool {
     let installed = installed.modules.get(answer.id.as_ref()).and_then(|m| Version::parse(&m.version).ok());
-    match (answer.status, &answer.latest, installed) {
-        (Status::Update, Some(latest), Some(installed)) => *latest < installed && !answer.rollback,
-        _ => false,
-    }
+    refuses_downgrade(answer, installed.as_ref())
 }
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// Room for a query body: the datagram less the header and the largest trailer we send.
-fn max_body_len(nonce_bound: bool) -> usize {
-    let nonce = if nonce_bound { std::mem::size_of::<Nonce>() } else { 0 };
-    MAX_DATAGRAM_LEN - HEADER_LEN - std::mem::size_of::<ClientCookie>() - 16 - nonce
 }
 
 impl<F: Fetcher + 'static> Client<F> {
@@ -366,18 +303,12 @@ impl<F: Fetcher + 'static> Client<F> {
         if let Some(bad) = install.iter().find(|id| !is_valid_module_id(id)) {
             return Err(ClientError::ModuleId((*bad).to_owned()));
         }
-        let mut modules = installed.query_modules();
-        for id in install {
-            if !modules.iter().any(|m| m.id == *id) {
-                modules.push(QueryModule { id: (*id).into(), version: None, files: vec![] });
-            }
-        }
+        let modules = with_installs(installed.query_modules(), install);
         if modules.is_empty() {
             return Err(ClientError::Empty);
         }
-        let parts = Query::split(modules, max_body_len(self.shared.transport.nonce_bound))
-            .map_err(|e| ClientError::Answer(e.to_string()))?;
-        let bodies: Vec<Vec<u8>> = parts.iter().map(Query::to_vec).collect();
+        let bodies =
+            split_query(modules, self.shared.transport.nonce_bound).map_err(|e| ClientError::Answer(e.to_string()))?;
         self.check_bodies(bodies).await
     }
 

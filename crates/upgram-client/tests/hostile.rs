@@ -1,8 +1,9 @@
-//! The client on a hostile network (C1, C3, P8, P9; SPEC.md §2.2-§2.4, §10.4, §10.6): real UDP
-//! sockets on 127.0.0.1, the reference server in-process, and between them a proxy that loses,
-//! duplicates, reorders, delays, corrupts and truncates datagrams and forges replies
-//! (`common/proxy.rs`). Every wait is bounded by the client's deadline and a guard above it;
-//! nothing here asserts how fast anything is.
+//! The client on a hostile network over real UDP sockets on 127.0.0.1 (SPEC.md §2.2-§2.4,
+//! §10.4): the reference server in-process, and between them a proxy that loses, duplicates,
+//! reorders, delays, corrupts and truncates datagrams and forges replies (`common/proxy.rs`).
+//! The exchange's rules are covered at scale by the simulated network of `sim.rs`; these few
+//! runs check the tokio driver and the client around it on real sockets. Every wait is bounded
+//! by the client's deadline and a guard above it; nothing here asserts how fast anything is.
 
 mod common;
 
@@ -12,14 +13,13 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::proxy::{Faults, Forgery, Injector, Proxy, ProxyConfig, forged_answer};
+use common::proxy::{Faults, Forgery, Injector, Proxy, ProxyConfig};
 use common::{SEED, TestServer, client, client_runtime, dead_udp_address, installed, large_installation, start_server};
 use upgram_client::client::ClientError;
 use upgram_client::state::InstalledState;
 use upgram_client::transport::{CookieJar, TransportError};
 use upgram_client::{CheckReport, Client};
-use upgram_core::body::Response;
-use upgram_core::cookie::{ClientCookie, CookieCheck, CookieSecret, check_server_cookie, make_server_cookie};
+use upgram_core::cookie::{CookieCheck, CookieSecret, check_server_cookie};
 
 /// What a guard adds to a client deadline before it calls the test hung.
 const GUARD: Duration = Duration::from_secs(10);
@@ -44,16 +44,8 @@ fn answers(report: &CheckReport) -> String {
 }
 
 #[test]
-fn forged_answers_decode_so_only_signature_and_window_reject_them() {
-    let body = b"<query><module id=\"core\" version=\"1.0\"/></query>";
-    let forged = forged_answer(body, 1000, 1300);
-    let response = Response::decode(&forged).expect("the forged answer is well formed");
-    assert_eq!(response.modules[0].id, "core");
-    assert!(response.modules[0].forced);
-}
-
-#[test]
-fn fifty_checks_through_thirty_percent_loss_all_get_the_clean_answer() {
+fn ten_checks_through_thirty_percent_loss_all_get_the_clean_answer() {
+    const CHECKS: u64 = 10;
     let server = start_server(|_| {});
     let runtime = client_runtime();
     runtime.block_on(async {
@@ -63,7 +55,7 @@ fn fifty_checks_through_thirty_percent_loss_all_get_the_clean_answer() {
         let (mut slowest, mut total) = (Duration::ZERO, Duration::ZERO);
         let (mut forged, mut bad, mut challenges, mut exchanges) = (0, 0, 0, 0);
         let (mut seen, mut lost, mut damaged, mut shuffled) = (0, 0, 0, 0);
-        for seed in 0..50u64 {
+        for seed in 0..CHECKS {
             let mut injector = Injector::new(4, 200);
             injector.server_seed = Some(SEED);
             let config = ProxyConfig {
@@ -90,7 +82,8 @@ fn fifty_checks_through_thirty_percent_loss_all_get_the_clean_answer() {
             let report = outcome.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
             assert_eq!(answers(&report), expected, "seed {seed}: the merged answers differ from the clean path");
             let stats = proxy.stats();
-            assert!(report.dropped.bad >= stats.forged_bad(), "seed {seed}: a forgery was not dropped");
+            // A forgery may also be lost in the kernel's socket buffer: none may be taken.
+            assert!(!answers(&report).contains("evil.invalid"), "seed {seed}: a forgery was taken");
             slowest = slowest.max(elapsed);
             total += elapsed;
             forged += stats.forged_total();
@@ -105,17 +98,17 @@ fn fifty_checks_through_thirty_percent_loss_all_get_the_clean_answer() {
             }
         }
         eprintln!(
-            "50 lossy checks: {exchanges} exchanges; of {seen} datagrams the proxy lost {lost}, damaged {damaged}, \
+            "{CHECKS} lossy checks: {exchanges} exchanges; of {seen} datagrams the proxy lost {lost}, damaged {damaged}, \
              duplicated, reordered or delayed {shuffled}; {forged} forged; the clients dropped {bad} as bad and took \
              {challenges} challenges; mean {:?}, slowest {slowest:?} (deadline {deadline:?})",
-            total / 50
+            total / CHECKS as u32
         );
     });
 }
 
 #[test]
-fn ten_thousand_forged_replies_during_one_exchange_are_all_dropped() {
-    const FORGED: usize = 10_000;
+fn two_thousand_forged_replies_during_one_exchange_are_all_dropped() {
+    const FORGED: usize = 2_000;
     let server = start_server(|_| {});
     let runtime = client_runtime();
     runtime.block_on(async {
@@ -136,7 +129,7 @@ fn ten_thousand_forged_replies_during_one_exchange_are_all_dropped() {
         let warm_up = client(&[proxy.addr()], Duration::from_secs(20), Duration::from_millis(500));
         warm_up.check(&installed(&[("core", "1.1")])).await.expect("warm-up check");
         proxy.set_injecting(true);
-        let queries_before = proxy.stats().queries.len();
+        let queries_before = proxy.stats().queries;
 
         // One transmission: the first timeout is longer than the whole attack takes.
         let deadline = Duration::from_secs(240);
@@ -146,7 +139,7 @@ fn ten_thousand_forged_replies_during_one_exchange_are_all_dropped() {
         assert_eq!(answers(&report), expected, "the answer is the server's");
 
         let stats = proxy.stats();
-        let transmissions = stats.queries.len() - queries_before;
+        let transmissions = stats.queries - queries_before;
         assert_eq!(stats.forged_total(), FORGED as u64);
         for kind in Forgery::ALL {
             assert!(stats.forged.get(&kind).copied().unwrap_or(0) > 0, "no {kind:?} was sent: {:?}", stats.forged);
@@ -234,30 +227,6 @@ fn server_down_nothing_listening_is_unavailable_within_the_deadline() {
 }
 
 #[test]
-fn server_black_holed_with_forgeries_is_unavailable_and_changes_nothing() {
-    let server = start_server(|_| {});
-    let runtime = client_runtime();
-    runtime.block_on(async {
-        let mut injector = Injector::new(50, 5_000);
-        injector.server_seed = Some(SEED);
-        let config = ProxyConfig {
-            to_server: Faults::BLACK_HOLE,
-            to_client: Faults::BLACK_HOLE,
-            injector: Some(injector),
-            ..ProxyConfig::clean(server.udp, 3)
-        };
-        let proxy = Proxy::start(config).await.expect("proxy");
-        let mut state = large_installation();
-        state.modules.get_mut("core").expect("core").frequent = vec!["share/readme.txt".into()];
-        let elapsed = assert_unavailable(&[proxy.addr()], &state).await;
-        let stats = proxy.stats();
-        assert!(stats.forged_total() > 0);
-        assert_eq!(stats.to_server.forwarded, 0);
-        eprintln!("black hole: unavailable after {elapsed:?}, {} forged replies ignored", stats.forged_total());
-    });
-}
-
-#[test]
 fn a_slow_server_and_more_parts_than_exchanges_in_flight_keep_one_deadline() {
     // Two hundred modules: seven query datagrams, one exchange at a time, and every reply a
     // second late. Each part alone would make it; the whole check cannot, and the deadline is
@@ -291,183 +260,6 @@ fn a_slow_server_and_more_parts_than_exchanges_in_flight_keep_one_deadline() {
         assert!(matches!(error, ClientError::Transport(TransportError::Unavailable { .. })), "{error:?}");
         assert_eq!(std::fs::read(&path).expect("state file"), before, "the state file is byte-identical");
         eprintln!("seven slow parts, one in flight: unavailable after {:?}", started.elapsed());
-    });
-}
-
-#[test]
-fn cookie_challenge_when_a_middlebox_strips_the_padding() {
-    let server = start_server(|_| {});
-    let runtime = client_runtime();
-    runtime.block_on(async {
-        let state = installed(&[("core", "1.0")]);
-        let expected = clean_answer(&server, &state).await;
-        let config = ProxyConfig { strip_padding: true, ..ProxyConfig::clean(server.udp, 11) };
-        let proxy = Proxy::start(config).await.expect("proxy");
-        let client = client(&[proxy.addr()], Duration::from_secs(20), Duration::from_millis(500));
-
-        let report = client.check(&state).await.expect("answer after the cookie round trip");
-        assert_eq!(answers(&report), expected);
-        assert_eq!(report.dropped.challenges, 1, "one challenge, taken");
-        assert_eq!(proxy.stats().challenges, 1, "the server challenged the small query");
-        let queries = proxy.stats().queries;
-        assert_eq!(queries.len(), 2, "the query, then its retransmission with the cookie: {queries:?}");
-        assert!(queries[0].padding > 0 && !queries[0].server_cookie, "first contact is padded: {queries:?}");
-        assert!(queries[1].server_cookie, "the retry carries the cookie: {queries:?}");
-        assert!(queries[1].padding > 0, "and, after a challenge, padding too: {queries:?}");
-        assert!(jar_cookie_is_valid(&client.cookie_jar(), proxy.addr()), "the jar keeps the server's cookie");
-
-        // The next check goes straight through with the cached cookie.
-        let again = client.check(&state).await.expect("answer");
-        assert_eq!(answers(&again), expected);
-        assert_eq!(again.dropped.challenges, 1, "no new challenge");
-        assert_eq!(proxy.stats().challenges, 1);
-        let next = proxy.stats().queries[2];
-        assert!(next.server_cookie && next.padding == 0, "a cached cookie needs no padding: {next:?}");
-    });
-}
-
-#[test]
-fn challenges_forged_by_an_on_path_attacker_cost_round_trips_not_the_answer() {
-    // The attacker reads each query's client cookie and answers it at once with a challenge of
-    // its own; the middlebox strips padding, so the server needs a real cookie. Challenges are
-    // unsigned: the client cannot tell them apart, but the real one must still get through.
-    let server = start_server(|_| {});
-    let runtime = client_runtime();
-    runtime.block_on(async {
-        let state = installed(&[("core", "1.0")]);
-        let expected = clean_answer(&server, &state).await;
-        let mut injector = Injector::new(1, 1000);
-        injector.kinds = vec![Forgery::EchoedChallenge];
-        let config =
-            ProxyConfig { strip_padding: true, injector: Some(injector), ..ProxyConfig::clean(server.udp, 17) };
-        let proxy = Proxy::start(config).await.expect("proxy");
-        let deadline = Duration::from_secs(10);
-        let client = client(&[proxy.addr()], deadline, Duration::from_millis(200));
-        let (outcome, elapsed) = guarded(deadline, client.check(&state)).await;
-        let stats = proxy.stats();
-        let report = outcome.unwrap_or_else(|e| {
-            panic!(
-                "{e}; {} forged and {} real challenges, queries {:?}",
-                stats.forged_total(),
-                stats.challenges,
-                stats.queries
-            )
-        });
-        assert_eq!(answers(&report), expected);
-        assert!(report.dropped.challenges >= 2, "forged and real challenges were both taken");
-        // The jar may hold the attacker's last cookie: once the attack stops, that costs one
-        // round trip, and the server's cookie replaces it.
-        proxy.set_injecting(false);
-        let again = client.check(&state).await.expect("answer without the attacker");
-        assert_eq!(answers(&again), expected);
-        assert!(jar_cookie_is_valid(&client.cookie_jar(), proxy.addr()), "the jar ends with the server's cookie");
-        eprintln!(
-            "forged echoed challenges: answer after {elapsed:?}, {} transmissions, {} forged and {} real challenges",
-            stats.queries.len(),
-            stats.forged_total(),
-            stats.challenges
-        );
-    });
-}
-
-#[test]
-fn challenges_forged_before_and_after_the_servers_do_not_lock_out_a_stale_cookie() {
-    // A client whose saved cookie went stale (the usual case for a daily check: cookies live an
-    // hour) sends it without padding, so the server challenges. The attacker answers every
-    // query with a forged challenge at once and again 20 ms later, after the server's own: the
-    // latest cookie in the jar is always the attacker's. Padding the transmissions that follow
-    // a challenge makes the answer independent of which cookie won.
-    let server = start_server(|_| {});
-    let runtime = client_runtime();
-    runtime.block_on(async {
-        let state = installed(&[("core", "1.0")]);
-        let expected = clean_answer(&server, &state).await;
-        let mut injector = Injector::new(1, 1000);
-        injector.kinds = vec![Forgery::EchoedChallenge];
-        injector.again_after = Some(Duration::from_millis(20));
-        let proxy = Proxy::start(ProxyConfig { injector: Some(injector), ..ProxyConfig::clean(server.udp, 19) })
-            .await
-            .expect("proxy");
-        let deadline = Duration::from_secs(10);
-        let client = client(&[proxy.addr()], deadline, Duration::from_millis(200));
-        let mine = ClientCookie([6; 8]);
-        let stale = make_server_cookie(
-            &CookieSecret(common::COOKIE_SECRET),
-            &mine,
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            upgram_server::udp::unix_now() - 2 * 3600,
-        );
-        let mut jar = CookieJar::default();
-        jar.restore(proxy.addr(), mine, Some(stale));
-        client.set_cookie_jar(jar);
-
-        let (outcome, elapsed) = guarded(deadline, client.check(&state)).await;
-        let stats = proxy.stats();
-        let report = outcome.unwrap_or_else(|e| {
-            panic!(
-                "{e}; {} forged and {} real challenges, {} transmissions",
-                stats.forged_total(),
-                stats.challenges,
-                stats.queries.len()
-            )
-        });
-        assert_eq!(answers(&report), expected);
-        assert!(stats.challenges >= 1, "the stale cookie was challenged");
-        eprintln!(
-            "forged challenges before and after the server's: answer after {elapsed:?}, {} transmissions, {} forged \
-             and {} real challenges",
-            stats.queries.len(),
-            stats.forged_total(),
-            stats.challenges
-        );
-    });
-}
-
-#[test]
-fn cookie_challenge_after_the_servers_rotated_their_secret() {
-    let server = start_server(|_| {});
-    let runtime = client_runtime();
-    runtime.block_on(async {
-        let state = installed(&[("core", "1.0")]);
-        let expected = clean_answer(&server, &state).await;
-        let client = client(&[server.udp], Duration::from_secs(20), Duration::from_millis(500));
-        // A cookie saved with the state, made under a secret the servers no longer hold: the
-        // client sends it without padding, and the server must challenge.
-        let mine = ClientCookie([5; 8]);
-        let old_secret = CookieSecret([0x17; 32]);
-        let stale =
-            make_server_cookie(&old_secret, &mine, IpAddr::V4(Ipv4Addr::LOCALHOST), upgram_server::udp::unix_now());
-        let mut jar = CookieJar::default();
-        jar.restore(server.udp, mine, Some(stale));
-        client.set_cookie_jar(jar);
-        let challenges_before = server.shared.metrics().cookie_challenges;
-
-        let report = client.check(&state).await.expect("answer after the cookie round trip");
-        assert_eq!(answers(&report), expected);
-        assert_eq!(report.dropped.challenges, 1);
-        assert_eq!(server.shared.metrics().cookie_challenges, challenges_before + 1);
-        let jar = client.cookie_jar();
-        assert!(jar_cookie_is_valid(&jar, server.udp), "the jar has the new cookie");
-        let (_, (client_cookie, _)) = jar.entries().next().expect("one entry");
-        assert_eq!(*client_cookie, mine, "the client cookie is kept");
-    });
-}
-
-#[test]
-fn failover_from_a_dead_server_to_a_live_one() {
-    let server = start_server(|_| {});
-    let runtime = client_runtime();
-    runtime.block_on(async {
-        let state = large_installation();
-        let expected = clean_answer(&server, &state).await;
-        let answered_before = server.shared.metrics().queries;
-        let deadline = Duration::from_secs(20);
-        let client = client(&[dead_udp_address(), server.udp], deadline, Duration::from_millis(100));
-        let (outcome, elapsed) = guarded(deadline, client.check(&state)).await;
-        let report = outcome.expect("the second server answers");
-        assert_eq!(answers(&report), expected);
-        assert!(server.shared.metrics().queries > answered_before);
-        eprintln!("failover past a closed port: {elapsed:?}");
     });
 }
 

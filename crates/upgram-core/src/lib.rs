@@ -13,6 +13,10 @@
 //!   (§10);
 //! - [`version`]: version syntax and total order (§6);
 //! - [`records`]: record files and record deltas (§7);
+//! - [`exchange`]: one query part's exchange with the servers as a state machine, for a driver
+//!   that owns the socket and the clock (§2.2-§2.4);
+//! - [`merge`]: splitting a query into parts that fit a datagram, and merging their answers
+//!   (§2.6);
 //! - [`plan`]: the upgrade planner, dependencies first (§5.6);
 //! - [`limits`]: every size limit (§10.8).
 //!
@@ -26,8 +30,10 @@ pub mod body;
 pub mod cookie;
 pub mod digest;
 pub mod error;
+pub mod exchange;
 pub mod fallback;
 pub mod limits;
+pub mod merge;
 pub mod message;
 pub mod plan;
 pub mod records;

@@ -40,3 +40,12 @@ pub const MAX_CLOCK_SKEW_SECS: u64 = 60;
 pub const AMPLIFICATION_FACTOR: usize = 3;
 /// A query at least this long may receive any reply without a cookie round trip.
 pub const MIN_UNRESTRICTED_QUERY_LEN: usize = MAX_DATAGRAM_LEN.div_ceil(AMPLIFICATION_FACTOR);
+/// The trailer bytes of a query that carries both cookies, client and server (SPEC.md §3.4).
+pub const QUERY_COOKIES_LEN: usize = crate::cookie::ClientCookie::LEN + crate::cookie::ServerCookie::LEN;
+
+/// Room for a query body: a datagram less the header and the largest trailer the query may
+/// carry (both cookies, and a nonce if it asks for a nonce-bound signature).
+pub const fn max_query_body_len(nonce_bound: bool) -> usize {
+    let nonce = if nonce_bound { crate::sign::Nonce::LEN } else { 0 };
+    MAX_DATAGRAM_LEN - HEADER_LEN - QUERY_COOKIES_LEN - nonce
+}

@@ -106,6 +106,23 @@ impl<'a> Offer<'a> {
     }
 }
 
+/// The downgrade rule: an offer of `latest` below the `installed` version is refused unless the
+/// server signs it as a `rollback`.
+pub fn is_refused_downgrade(latest: &Version<'_>, installed: &Version<'_>, rollback: bool) -> bool {
+    latest < installed && !rollback
+}
+
+/// Whether `answer` offers a downgrade the client refuses: an `update` whose `latest` is below
+/// the `installed` version, without a signed `rollback`.
+pub fn refuses_downgrade(answer: &ModuleAnswer<'_>, installed: Option<&Version<'_>>) -> bool {
+    match (answer.status, &answer.latest, installed) {
+        (body::Status::Update, Some(latest), Some(installed)) => {
+            is_refused_downgrade(latest, installed, answer.rollback)
+        }
+        _ => false,
+    }
+}
+
 /// A dependency: module `id` at version `min` or newer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirement<'a> {
@@ -490,7 +507,7 @@ fn classify(
         if offer.latest == *installed {
             return Status::UpToDate;
         }
-        if offer.latest < *installed && !offer.rollback {
+        if is_refused_downgrade(&offer.latest, installed, offer.rollback) {
             return Status::DowngradeRefused;
         }
     }

@@ -1,12 +1,11 @@
-//! A fault-injecting UDP proxy for the client's hostile-network tests (SPEC.md §2.3, §2.4,
-//! §10.1): it sits on 127.0.0.1 between a client and one server, and per direction drops,
-//! duplicates, reorders, delays, corrupts and truncates datagrams with probabilities the test
-//! sets, every decision drawn from an RNG seeded by the test (one per direction, so a seed
-//! always gives the same sequence of decisions). An [`Injector`] plays the on-path attacker: for
-//! every query it sees it sends forged replies to the client's address before the query goes on.
+//! Fault injection for the client's hostile-network tests (SPEC.md §2.3, §2.4, §10.1).
 //!
-//! The proxy runs as tasks on the caller's tokio runtime and stops when dropped, or by itself
-//! after [`ProxyConfig::lifetime`]. Every loop in it is bounded by that lifetime.
+//! [`Faults`] and [`Forger`] are plain functions of a seeded RNG: what a path does to one
+//! datagram, and the forged replies an on-path attacker makes for one query. The simulated
+//! network of `sim.rs` uses them with a simulated clock; the [`Proxy`] uses them on 127.0.0.1,
+//! between a client and one server, for the few tests that stay on real sockets. The proxy runs
+//! as tasks on the caller's tokio runtime and stops when dropped, or by itself after
+//! [`ProxyConfig::lifetime`]. Every loop in it is bounded by that lifetime.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -31,10 +30,8 @@ use upgram_core::wire::{Frame, MessageKind};
 /// Most client addresses (ephemeral ports) the proxy keeps an upstream socket for.
 const MAX_CLIENTS: usize = 4096;
 /// Most genuine replies kept for replay.
-const MAX_RECORDED: usize = 256;
-/// Most queries kept in [`ProxyStats::queries`].
-const MAX_QUERIES_KEPT: usize = 10_000;
-/// Longest a reordered datagram is held when no other datagram follows it.
+pub const MAX_RECORDED: usize = 256;
+/// Longest a reordered datagram is held back.
 const MAX_HOLD: Duration = Duration::from_millis(50);
 /// Longest the injector waits for the client to catch up before it stops pacing.
 const MAX_PACE_STALL: Duration = Duration::from_secs(10);
@@ -48,7 +45,7 @@ pub struct Faults {
     pub drop: f64,
     /// A datagram arrives twice.
     pub duplicate: f64,
-    /// A datagram is held back and released after the next one.
+    /// A datagram is held back up to 50 ms, so that later ones overtake it.
     pub reorder: f64,
     /// A datagram is delayed by `min_delay` to `max_delay`.
     pub delay: f64,
@@ -89,6 +86,68 @@ impl Faults {
     }
 }
 
+impl DirectionStats {
+    /// Adds the counts of `other`.
+    pub fn add(&mut self, other: &DirectionStats) {
+        self.received += other.received;
+        self.forwarded += other.forwarded;
+        self.dropped += other.dropped;
+        self.duplicated += other.duplicated;
+        self.reordered += other.reordered;
+        self.delayed += other.delayed;
+        self.corrupted += other.corrupted;
+        self.truncated += other.truncated;
+    }
+}
+
+impl Faults {
+    /// What the path does to one datagram: the copies that come out of it, each with its delay
+    /// (zero: at once), counted into `stats`.
+    pub fn apply(
+        &self,
+        rng: &mut impl Rng,
+        mut bytes: Vec<u8>,
+        stats: &mut DirectionStats,
+    ) -> Vec<(Duration, Vec<u8>)> {
+        stats.received += 1;
+        if rng.gen_bool(self.drop) {
+            stats.dropped += 1;
+            return Vec::new();
+        }
+        if !bytes.is_empty() && rng.gen_bool(self.corrupt) {
+            for _ in 0..rng.gen_range(1..=3) {
+                let at = rng.gen_range(0..bytes.len());
+                bytes[at] ^= 1 << rng.gen_range(0..8);
+            }
+            stats.corrupted += 1;
+        }
+        if !bytes.is_empty() && rng.gen_bool(self.truncate) {
+            bytes.truncate(rng.gen_range(0..bytes.len()));
+            stats.truncated += 1;
+        }
+        let copies = if rng.gen_bool(self.duplicate) {
+            stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        (0..copies)
+            .map(|_| {
+                let delay = if rng.gen_bool(self.delay) {
+                    stats.delayed += 1;
+                    rng.gen_range(self.min_delay..=self.max_delay.max(self.min_delay))
+                } else if rng.gen_bool(self.reorder) {
+                    stats.reordered += 1;
+                    rng.gen_range(Duration::from_millis(1)..=MAX_HOLD)
+                } else {
+                    Duration::ZERO
+                };
+                (delay, bytes.clone())
+            })
+            .collect()
+    }
+}
+
 /// Counts of one direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DirectionStats {
@@ -100,7 +159,7 @@ pub struct DirectionStats {
     pub dropped: u64,
     /// Sent twice.
     pub duplicated: u64,
-    /// Held back behind the next datagram.
+    /// Held back for later ones to overtake.
     pub reordered: u64,
     /// Delayed.
     pub delayed: u64,
@@ -174,527 +233,6 @@ impl Forgery {
     }
 }
 
-/// How many of the client's drops the injector may be ahead of: a probe the test gives it, so
-/// that forgeries are paced to what the client has processed and none is lost in the kernel's
-/// socket buffer.
-pub type Progress = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-/// The on-path attacker: forged replies for every query seen.
-#[derive(Clone)]
-pub struct Injector {
-    /// Forgeries per query seen.
-    pub per_query: usize,
-    /// Forgeries in all.
-    pub total: usize,
-    /// The forgeries to draw from (uniformly).
-    pub kinds: Vec<Forgery>,
-    /// The server's signing key seed, for [`Forgery::Stale`]; without it that forgery is replaced
-    /// by [`Forgery::Garbage`].
-    pub server_seed: Option<[u8; 32]>,
-    /// What the client has processed so far (datagrams it dropped); with it, forgeries are sent
-    /// at most `window` ahead.
-    pub progress: Option<Progress>,
-    /// Forgeries in flight at most when paced.
-    pub window: u64,
-    /// Whether to forge from the start; see [`Proxy::set_injecting`].
-    pub armed: bool,
-    /// Send every forgery a second time this long after the first (bounded: one extra send
-    /// each): an attacker that also follows the server's own reply with its forgery.
-    pub again_after: Option<Duration>,
-}
-
-impl Injector {
-    /// `per_query` forgeries of every kind per query, `total` in all, unpaced, armed.
-    pub fn new(per_query: usize, total: usize) -> Injector {
-        Injector {
-            per_query,
-            total,
-            kinds: Forgery::ALL.to_vec(),
-            server_seed: None,
-            progress: None,
-            window: 32,
-            armed: true,
-            again_after: None,
-        }
-    }
-}
-
-/// How to set up a [`Proxy`].
-#[derive(Clone)]
-pub struct ProxyConfig {
-    /// The server.
-    pub upstream: SocketAddr,
-    /// Seed of every random decision.
-    pub seed: u64,
-    /// Faults from client to server.
-    pub to_server: Faults,
-    /// Faults from server to client.
-    pub to_client: Faults,
-    /// The attacker, if any.
-    pub injector: Option<Injector>,
-    /// Remove the padding of queries (a middlebox that "optimizes"), so the server sees small
-    /// unvalidated queries.
-    pub strip_padding: bool,
-    /// The proxy stops by itself after this long.
-    pub lifetime: Duration,
-}
-
-impl ProxyConfig {
-    /// A clean path to `upstream`.
-    pub fn clean(upstream: SocketAddr, seed: u64) -> ProxyConfig {
-        ProxyConfig {
-            upstream,
-            seed,
-            to_server: Faults::CLEAN,
-            to_client: Faults::CLEAN,
-            injector: None,
-            strip_padding: false,
-            lifetime: Duration::from_secs(120),
-        }
-    }
-}
-
-/// A query as the proxy saw it from the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeenQuery {
-    /// Datagram length.
-    pub len: usize,
-    /// Padding bytes.
-    pub padding: usize,
-    /// Whether it carried a server cookie.
-    pub server_cookie: bool,
-}
-
-/// What the proxy did.
-#[derive(Debug, Clone, Default)]
-pub struct ProxyStats {
-    /// Client to server.
-    pub to_server: DirectionStats,
-    /// Server to client.
-    pub to_client: DirectionStats,
-    /// Queries seen, in order (at most 10 000 kept).
-    pub queries: Vec<SeenQuery>,
-    /// Forged datagrams sent, by kind.
-    pub forged: BTreeMap<Forgery, u64>,
-    /// Cookie challenges the server sent.
-    pub challenges: u64,
-}
-
-impl ProxyStats {
-    /// Forged datagrams sent in all.
-    pub fn forged_total(&self) -> u64 {
-        self.forged.values().sum()
-    }
-
-    /// Forged datagrams the client must have counted as bad.
-    pub fn forged_bad(&self) -> u64 {
-        self.forged.iter().filter(|(kind, _)| kind.counted_as_bad()).map(|(_, n)| n).sum()
-    }
-
-    /// Forged unsigned errors.
-    pub fn forged_errors(&self) -> u64 {
-        self.forged.get(&Forgery::AdvisoryError).copied().unwrap_or(0)
-    }
-}
-
-/// A running proxy; stops when dropped.
-pub struct Proxy {
-    addr: SocketAddr,
-    stats: Arc<Mutex<ProxyStats>>,
-    injecting: Arc<AtomicBool>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-impl Proxy {
-    /// Starts a proxy on 127.0.0.1 for `config`, on the current tokio runtime.
-    pub async fn start(config: ProxyConfig) -> std::io::Result<Proxy> {
-        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-        let stranger = UdpSocket::bind("127.0.0.1:0").await?;
-        let addr = front.local_addr()?;
-        let stats = Arc::new(Mutex::new(ProxyStats::default()));
-        let recorded = Arc::new(Mutex::new(Vec::new()));
-        let injecting = Arc::new(AtomicBool::new(config.injector.as_ref().is_some_and(|i| i.armed)));
-        let (up_tx, up_rx) = mpsc::channel(1024);
-        let (down_tx, down_rx) = mpsc::channel(1024);
-        let lifetime = config.lifetime;
-        let reader = read_into(front.clone(), None, up_tx);
-        let down = Downstream {
-            lane: Lane::new(config.to_client, config.seed ^ 0xD0D0, stats.clone(), false),
-            front: front.clone(),
-            recorded: recorded.clone(),
-            stats: stats.clone(),
-        };
-        let up = Upstream {
-            server: config.upstream,
-            lane: Lane::new(config.to_server, config.seed ^ 0x0505, stats.clone(), true),
-            injector: config.injector.map(|injector| Attacker {
-                rng: StdRng::seed_from_u64(config.seed ^ 0xBAD),
-                signer: ReplySigner::from_seed(&ATTACKER_SEED),
-                server: injector.server_seed.map(|seed| ReplySigner::from_seed(&seed)),
-                front: front.clone(),
-                stranger,
-                recorded,
-                injecting: injecting.clone(),
-                stats: stats.clone(),
-                sent: 0,
-                settings: injector,
-            }),
-            strip_padding: config.strip_padding,
-            sockets: HashMap::new(),
-            readers: JoinSet::new(),
-            down_tx,
-            stats: stats.clone(),
-        };
-        let tasks = vec![
-            tokio::spawn(bounded(lifetime, reader)),
-            tokio::spawn(bounded(lifetime, up.run(up_rx))),
-            tokio::spawn(bounded(lifetime, down.run(down_rx))),
-        ];
-        Ok(Proxy { addr, stats, injecting, tasks })
-    }
-
-    /// The address clients send to.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// What the proxy did so far.
-    pub fn stats(&self) -> ProxyStats {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Turns the injector on or off.
-    pub fn set_injecting(&self, on: bool) {
-        self.injecting.store(on, Ordering::SeqCst);
-    }
-}
-
-async fn bounded(lifetime: Duration, task: impl Future<Output = ()>) {
-    let _ = tokio::time::timeout(lifetime, task).await;
-}
-
-/// Reads datagrams from `socket` into `tx` as (bytes, source); with `only_from`, drops the rest.
-/// `route` is handed along (the client a reply is for).
-async fn read_into(socket: Arc<UdpSocket>, only_from: Option<(SocketAddr, SocketAddr)>, tx: mpsc::Sender<Packet>) {
-    let mut buffer = vec![0u8; 65_536];
-    loop {
-        let Ok((len, from)) = socket.recv_from(&mut buffer).await else { continue };
-        let to = match only_from {
-            Some((server, client)) if from == server => client,
-            Some(_) => continue,
-            None => from,
-        };
-        if tx.send(Packet { bytes: buffer[..len].to_vec(), peer: to }).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// A datagram and the client it is from or for.
-#[derive(Debug, Clone)]
-struct Packet {
-    bytes: Vec<u8>,
-    peer: SocketAddr,
-}
-
-/// A datagram waiting in the timer queue.
-#[derive(Debug)]
-struct Timed {
-    due: Instant,
-    seq: u64,
-    packet: Packet,
-}
-
-impl PartialEq for Timed {
-    fn eq(&self, other: &Self) -> bool {
-        (self.due, self.seq) == (other.due, other.seq)
-    }
-}
-impl Eq for Timed {}
-impl PartialOrd for Timed {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Timed {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.due, self.seq).cmp(&(other.due, other.seq))
-    }
-}
-
-/// The faults of one direction: its RNG, the held datagram and the timer queue.
-struct Lane {
-    faults: Faults,
-    rng: StdRng,
-    held: Option<(Packet, Instant)>,
-    timers: BinaryHeap<Reverse<Timed>>,
-    seq: u64,
-    stats: Arc<Mutex<ProxyStats>>,
-    to_server: bool,
-}
-
-impl Lane {
-    fn new(faults: Faults, seed: u64, stats: Arc<Mutex<ProxyStats>>, to_server: bool) -> Lane {
-        Lane {
-            faults,
-            rng: StdRng::seed_from_u64(seed),
-            held: None,
-            timers: BinaryHeap::new(),
-            seq: 0,
-            stats,
-            to_server,
-        }
-    }
-
-    fn count(&self, update: impl FnOnce(&mut DirectionStats)) {
-        if let Ok(mut stats) = self.stats.lock() {
-            update(if self.to_server { &mut stats.to_server } else { &mut stats.to_client });
-        }
-    }
-
-    /// Applies the faults to one datagram; returns what goes out now (the rest waits).
-    fn admit(&mut self, mut packet: Packet) -> Vec<Packet> {
-        self.count(|s| s.received += 1);
-        if self.rng.gen_bool(self.faults.drop) {
-            self.count(|s| s.dropped += 1);
-            return Vec::new();
-        }
-        self.damage(&mut packet.bytes);
-        let copies = if self.rng.gen_bool(self.faults.duplicate) {
-            self.count(|s| s.duplicated += 1);
-            2
-        } else {
-            1
-        };
-        let mut out = Vec::new();
-        for _ in 0..copies {
-            let copy = packet.clone();
-            if self.rng.gen_bool(self.faults.delay) {
-                let (min, max) = (self.faults.min_delay.as_millis() as u64, self.faults.max_delay.as_millis() as u64);
-                let millis = self.rng.gen_range(min..=max.max(min));
-                self.seq += 1;
-                let timed = Timed { due: Instant::now() + Duration::from_millis(millis), seq: self.seq, packet: copy };
-                self.timers.push(Reverse(timed));
-                self.count(|s| s.delayed += 1);
-            } else if self.held.is_none() && self.rng.gen_bool(self.faults.reorder) {
-                self.held = Some((copy, Instant::now() + MAX_HOLD));
-                self.count(|s| s.reordered += 1);
-            } else {
-                out.push(copy);
-                out.extend(self.held.take().map(|(held, _)| held));
-            }
-        }
-        out
-    }
-
-    fn damage(&mut self, bytes: &mut Vec<u8>) {
-        if bytes.is_empty() {
-            return;
-        }
-        if self.rng.gen_bool(self.faults.corrupt) {
-            for _ in 0..self.rng.gen_range(1..=3) {
-                let at = self.rng.gen_range(0..bytes.len());
-                bytes[at] ^= 1 << self.rng.gen_range(0..8);
-            }
-            self.count(|s| s.corrupted += 1);
-        }
-        if self.rng.gen_bool(self.faults.truncate) {
-            let len = self.rng.gen_range(0..bytes.len());
-            bytes.truncate(len);
-            self.count(|s| s.truncated += 1);
-        }
-    }
-
-    /// When the next delayed or held datagram is due.
-    fn next_due(&self) -> Option<Instant> {
-        let timer = self.timers.peek().map(|Reverse(t)| t.due);
-        let held = self.held.as_ref().map(|(_, until)| *until);
-        timer.into_iter().chain(held).min()
-    }
-
-    /// Delayed and held datagrams that are due at `now`.
-    fn due(&mut self, now: Instant) -> Vec<Packet> {
-        let mut out = Vec::new();
-        while self.timers.peek().is_some_and(|Reverse(t)| t.due <= now) {
-            out.extend(self.timers.pop().map(|Reverse(t)| t.packet));
-        }
-        if self.held.as_ref().is_some_and(|(_, until)| *until <= now) {
-            out.extend(self.held.take().map(|(held, _)| held));
-        }
-        out
-    }
-}
-
-/// Sleeps until `due`, or forever when nothing is due.
-async fn until(due: Option<Instant>) {
-    match due {
-        Some(due) => tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Client to server: injector, padding stripper, faults, one upstream socket per client.
-struct Upstream {
-    server: SocketAddr,
-    lane: Lane,
-    injector: Option<Attacker>,
-    strip_padding: bool,
-    sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
-    readers: JoinSet<()>,
-    down_tx: mpsc::Sender<Packet>,
-    stats: Arc<Mutex<ProxyStats>>,
-}
-
-impl Upstream {
-    async fn run(mut self, mut rx: mpsc::Receiver<Packet>) {
-        loop {
-            tokio::select! {
-                packet = rx.recv() => match packet {
-                    Some(packet) => self.on_query_path(packet).await,
-                    None => return,
-                },
-                () = until(self.lane.next_due()) => {
-                    for packet in self.lane.due(Instant::now()) {
-                        self.forward(packet).await;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn on_query_path(&mut self, mut packet: Packet) {
-        if let Some(frame) = decode_query(&packet.bytes) {
-            let seen = SeenQuery {
-                len: packet.bytes.len(),
-                padding: frame.padding,
-                server_cookie: frame.server_cookie.is_some(),
-            };
-            if let Ok(mut stats) = self.stats.lock()
-                && stats.queries.len() < MAX_QUERIES_KEPT
-            {
-                stats.queries.push(seen);
-            }
-            if let Some(attacker) = &mut self.injector {
-                attacker.forge(&frame, packet.peer).await;
-            }
-            if self.strip_padding && frame.padding > 0 {
-                let stripped = Frame { padding: 0, ..frame };
-                if let Ok(bytes) = stripped.to_vec() {
-                    packet.bytes = bytes;
-                }
-            }
-        }
-        for packet in self.lane.admit(packet) {
-            self.forward(packet).await;
-        }
-    }
-
-    async fn forward(&mut self, packet: Packet) {
-        let Some(socket) = self.socket_for(packet.peer).await else { return };
-        if socket.send_to(&packet.bytes, self.server).await.is_ok() {
-            self.lane.count(|s| s.forwarded += 1);
-        }
-    }
-
-    /// The upstream socket that stands for `client`, made (with its reader) on first use.
-    async fn socket_for(&mut self, client: SocketAddr) -> Option<Arc<UdpSocket>> {
-        if let Some(socket) = self.sockets.get(&client) {
-            return Some(socket.clone());
-        }
-        if self.sockets.len() >= MAX_CLIENTS {
-            return None;
-        }
-        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.ok()?);
-        self.readers.spawn(read_into(socket.clone(), Some((self.server, client)), self.down_tx.clone()));
-        self.sockets.insert(client, socket.clone());
-        Some(socket)
-    }
-}
-
-/// The frame of a query datagram; `None` for anything else.
-fn decode_query(bytes: &[u8]) -> Option<Frame<'_>> {
-    Frame::decode(bytes).ok().filter(|frame| frame.kind == MessageKind::Query)
-}
-
-/// Server to client: records genuine replies, applies faults, sends from the proxy's address.
-struct Downstream {
-    lane: Lane,
-    front: Arc<UdpSocket>,
-    recorded: Arc<Mutex<Vec<Vec<u8>>>>,
-    stats: Arc<Mutex<ProxyStats>>,
-}
-
-impl Downstream {
-    async fn run(mut self, mut rx: mpsc::Receiver<Packet>) {
-        loop {
-            tokio::select! {
-                packet = rx.recv() => match packet {
-                    Some(packet) => self.on_reply_path(packet).await,
-                    None => return,
-                },
-                () = until(self.lane.next_due()) => {
-                    for packet in self.lane.due(Instant::now()) {
-                        self.forward(packet).await;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn on_reply_path(&mut self, packet: Packet) {
-        match Frame::decode(&packet.bytes).map(|f| f.kind) {
-            Ok(MessageKind::Response | MessageKind::Fallback) => {
-                if let Ok(mut recorded) = self.recorded.lock()
-                    && recorded.len() < MAX_RECORDED
-                {
-                    recorded.push(packet.bytes.clone());
-                }
-            }
-            Ok(MessageKind::CookieChallenge) => {
-                if let Ok(mut stats) = self.stats.lock() {
-                    stats.challenges += 1;
-                }
-            }
-            _ => {}
-        }
-        for packet in self.lane.admit(packet) {
-            self.forward(packet).await;
-        }
-    }
-
-    async fn forward(&mut self, packet: Packet) {
-        if self.front.send_to(&packet.bytes, packet.peer).await.is_ok() {
-            self.lane.count(|s| s.forwarded += 1);
-        }
-    }
-}
-
-/// The injector at work.
-struct Attacker {
-    settings: Injector,
-    rng: StdRng,
-    signer: ReplySigner,
-    server: Option<ReplySigner>,
-    front: Arc<UdpSocket>,
-    stranger: UdpSocket,
-    recorded: Arc<Mutex<Vec<Vec<u8>>>>,
-    injecting: Arc<AtomicBool>,
-    stats: Arc<Mutex<ProxyStats>>,
-    sent: usize,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// A harmful answer to the query `body`: a forced upgrade of its first modules to 99.0 by an
 /// install package from nowhere, plus frequent-file hints. Valid XML, binding and all: only the
 /// signature (or its window) can tell it from a real one.
@@ -724,82 +262,34 @@ pub fn forged_answer(body: &[u8], issued: u64, expires: u64) -> Vec<u8> {
     Response { binding, base: None, modules }.to_vec()
 }
 
-impl Attacker {
-    async fn forge(&mut self, query: &Frame<'_>, client: SocketAddr) {
-        if !self.injecting.load(Ordering::SeqCst) {
-            return;
-        }
-        let count = self.settings.per_query.min(self.settings.total.saturating_sub(self.sent));
-        let progress = self.settings.progress.clone();
-        let start = progress.as_ref().map(|p| p()).unwrap_or(0);
-        let mut reaching = 0u64;
-        let mut pacing = progress.is_some();
-        for _ in 0..count {
-            if pacing {
-                pacing = self.pace(progress.as_deref(), start, reaching).await;
-            }
-            let kind = self.settings.kinds[self.rng.gen_range(0..self.settings.kinds.len())];
-            let (kind, datagram) = self.make(kind, query);
-            let socket = if kind == Forgery::WrongSource { &self.stranger } else { &*self.front };
-            if socket.send_to(&datagram, client).await.is_err() {
-                continue;
-            }
-            if let Some(lag) = self.settings.again_after {
-                self.send_later(lag, datagram, client, kind);
-            }
-            self.sent += 1;
-            reaching += u64::from(kind.reaches_client());
-            if let Ok(mut stats) = self.stats.lock() {
-                *stats.forged.entry(kind).or_default() += 1;
-            }
-        }
-        if pacing {
-            // Let the client take in the last window before the query goes on.
-            self.pace_all(progress.as_deref(), start, reaching).await;
+/// The on-path attacker's workshop: forged replies for a query it saw.
+pub struct Forger {
+    rng: StdRng,
+    signer: ReplySigner,
+    server: Option<ReplySigner>,
+}
+
+impl Forger {
+    /// A forger drawing from `seed`; with the server's signing key seed it can also replay
+    /// stale answers ([`Forgery::Stale`]), else those come out as [`Forgery::Garbage`].
+    pub fn new(seed: u64, server_seed: Option<[u8; 32]>) -> Forger {
+        Forger {
+            rng: StdRng::seed_from_u64(seed),
+            signer: ReplySigner::from_seed(&ATTACKER_SEED),
+            server: server_seed.map(|seed| ReplySigner::from_seed(&seed)),
         }
     }
 
-    /// Sends `datagram` to `client` once more after `lag`, from the proxy's address.
-    fn send_later(&self, lag: Duration, datagram: Vec<u8>, client: SocketAddr, kind: Forgery) {
-        let (front, stats) = (self.front.clone(), self.stats.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(lag).await;
-            if front.send_to(&datagram, client).await.is_ok()
-                && let Ok(mut stats) = stats.lock()
-            {
-                *stats.forged.entry(kind).or_default() += 1;
-            }
-        });
-    }
-
-    /// Waits (bounded) until the client is at most `window` forgeries behind; false if it
-    /// stalled, which ends pacing.
-    async fn pace(&self, progress: Option<&(dyn Fn() -> u64 + Send + Sync)>, start: u64, sent: u64) -> bool {
-        let Some(progress) = progress else { return false };
-        let stalled_at = Instant::now() + MAX_PACE_STALL;
-        while sent.saturating_sub(progress().saturating_sub(start)) > self.settings.window {
-            if Instant::now() > stalled_at {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        true
-    }
-
-    /// Waits (bounded) until the client has processed all `sent` forgeries.
-    async fn pace_all(&self, progress: Option<&(dyn Fn() -> u64 + Send + Sync)>, start: u64, sent: u64) {
-        let Some(progress) = progress else { return };
-        let stalled_at = Instant::now() + MAX_PACE_STALL;
-        while progress().saturating_sub(start) < sent && Instant::now() < stalled_at {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+    /// One of `kinds`, uniformly.
+    pub fn pick(&mut self, kinds: &[Forgery]) -> Forgery {
+        kinds[self.rng.gen_range(0..kinds.len())]
     }
 
     /// One forged datagram of `kind` for `query`; the kind actually made (a replay needs a
     /// recorded reply, a stale answer the server's key: without them, garbage).
-    fn make(&mut self, kind: Forgery, query: &Frame<'_>) -> (Forgery, Vec<u8>) {
+    /// `now` is the attacker's clock (unix seconds); `recorded` are genuine replies it saw.
+    pub fn make(&mut self, kind: Forgery, query: &Frame<'_>, now: u64, recorded: &[Vec<u8>]) -> (Forgery, Vec<u8>) {
         let id = query.request_id;
-        let now = unix_now();
         let made = match kind {
             Forgery::RandomId => {
                 let other = self.rng.r#gen::<u64>() | 1;
@@ -811,12 +301,12 @@ impl Attacker {
             Forgery::UnknownKey => {
                 self.signed(MessageKind::Response, id, &forged_answer(query.body, now, now + 300), None, false)
             }
-            Forgery::ReplayOtherQuery => self.replay_other(query),
+            Forgery::ReplayOtherQuery => self.replay_other(query, recorded),
             Forgery::Stale => self.stale(query, now),
             Forgery::NonceAdded => {
                 let nonce = Nonce(self.rng.r#gen());
                 let nonce = if query.nonce == Some(nonce) { Nonce([0; 16]) } else { nonce };
-                self.replay_any(id, Some(nonce))
+                self.replay_any(id, Some(nonce), now, recorded)
             }
             Forgery::Garbage => Some(self.garbage(id)),
             Forgery::WrongKind => Some(self.wrong_kind(query)),
@@ -836,7 +326,7 @@ impl Attacker {
                 error.retry_after = Some(1);
                 Frame::error(id, &error.to_vec()).to_vec().ok()
             }
-            Forgery::WrongSource => self.replay_any(id, None),
+            Forgery::WrongSource => self.replay_any(id, None, now, recorded),
         };
         match made {
             Some(datagram) => (kind, datagram),
@@ -856,23 +346,18 @@ impl Attacker {
     }
 
     /// A genuine recorded reply to another query than `query`, with `query`'s request id.
-    fn replay_other(&mut self, query: &Frame<'_>) -> Option<Vec<u8>> {
+    fn replay_other(&mut self, query: &Frame<'_>, recorded: &[Vec<u8>]) -> Option<Vec<u8>> {
         let digest = Sha256Digest::of(query.body);
-        let recorded = self.recorded.lock().ok()?.clone();
         let others: Vec<&Vec<u8>> = recorded.iter().filter(|r| answers_other(r, &digest)).collect();
         let chosen = others.get(self.rng.gen_range(0..others.len().max(1)))?;
         restamp(chosen, query.request_id, None)
     }
 
     /// Any genuine recorded reply (or a forged answer if none), with request `id` and `nonce`.
-    fn replay_any(&mut self, id: u64, nonce: Option<Nonce>) -> Option<Vec<u8>> {
-        let recorded = self.recorded.lock().ok()?.clone();
+    fn replay_any(&mut self, id: u64, nonce: Option<Nonce>, now: u64, recorded: &[Vec<u8>]) -> Option<Vec<u8>> {
         match recorded.get(self.rng.gen_range(0..recorded.len().max(1))) {
             Some(reply) => restamp(reply, id, nonce),
-            None => {
-                let now = unix_now();
-                self.signed(MessageKind::Response, id, &forged_answer(b"", now, now + 300), nonce, true)
-            }
+            None => self.signed(MessageKind::Response, id, &forged_answer(b"", now, now + 300), nonce, true),
         }
     }
 
@@ -945,4 +430,487 @@ fn reply_frame(
         padding: 0,
     };
     frame.to_vec().ok()
+}
+
+/// How many of the client's drops the injector may be ahead of: a probe the test gives it, so
+/// that forgeries are paced to what the client has processed and none is lost in the kernel's
+/// socket buffer.
+pub type Progress = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The on-path attacker of a [`Proxy`]: forged replies for every query seen.
+#[derive(Clone)]
+pub struct Injector {
+    /// Forgeries per query seen.
+    pub per_query: usize,
+    /// Forgeries in all.
+    pub total: usize,
+    /// The forgeries to draw from (uniformly).
+    pub kinds: Vec<Forgery>,
+    /// The server's signing key seed, for [`Forgery::Stale`].
+    pub server_seed: Option<[u8; 32]>,
+    /// What the client has processed so far (datagrams it dropped); with it, forgeries are sent
+    /// at most `window` ahead.
+    pub progress: Option<Progress>,
+    /// Forgeries in flight at most when paced.
+    pub window: u64,
+    /// Whether to forge from the start; see [`Proxy::set_injecting`].
+    pub armed: bool,
+}
+
+impl Injector {
+    /// `per_query` forgeries of every kind per query, `total` in all, unpaced, armed.
+    pub fn new(per_query: usize, total: usize) -> Injector {
+        Injector {
+            per_query,
+            total,
+            kinds: Forgery::ALL.to_vec(),
+            server_seed: None,
+            progress: None,
+            window: 32,
+            armed: true,
+        }
+    }
+}
+
+/// How to set up a [`Proxy`].
+#[derive(Clone)]
+pub struct ProxyConfig {
+    /// The server.
+    pub upstream: SocketAddr,
+    /// Seed of every random decision.
+    pub seed: u64,
+    /// Faults from client to server.
+    pub to_server: Faults,
+    /// Faults from server to client.
+    pub to_client: Faults,
+    /// The attacker, if any.
+    pub injector: Option<Injector>,
+    /// The proxy stops by itself after this long.
+    pub lifetime: Duration,
+}
+
+impl ProxyConfig {
+    /// A clean path to `upstream`.
+    pub fn clean(upstream: SocketAddr, seed: u64) -> ProxyConfig {
+        ProxyConfig {
+            upstream,
+            seed,
+            to_server: Faults::CLEAN,
+            to_client: Faults::CLEAN,
+            injector: None,
+            lifetime: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What the proxy did.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyStats {
+    /// Client to server.
+    pub to_server: DirectionStats,
+    /// Server to client.
+    pub to_client: DirectionStats,
+    /// Queries seen.
+    pub queries: u64,
+    /// Forged datagrams sent, by kind.
+    pub forged: BTreeMap<Forgery, u64>,
+}
+
+impl ProxyStats {
+    /// Forged datagrams sent in all.
+    pub fn forged_total(&self) -> u64 {
+        self.forged.values().sum()
+    }
+
+    /// Forged datagrams the client must have counted as bad.
+    pub fn forged_bad(&self) -> u64 {
+        self.forged.iter().filter(|(kind, _)| kind.counted_as_bad()).map(|(_, n)| n).sum()
+    }
+
+    /// Forged unsigned errors.
+    pub fn forged_errors(&self) -> u64 {
+        self.forged.get(&Forgery::AdvisoryError).copied().unwrap_or(0)
+    }
+}
+
+/// A running proxy; stops when dropped.
+pub struct Proxy {
+    addr: SocketAddr,
+    stats: Arc<Mutex<ProxyStats>>,
+    injecting: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Proxy {
+    /// Starts a proxy on 127.0.0.1 for `config`, on the current tokio runtime.
+    pub async fn start(config: ProxyConfig) -> std::io::Result<Proxy> {
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        let stranger = UdpSocket::bind("127.0.0.1:0").await?;
+        let addr = front.local_addr()?;
+        let stats = Arc::new(Mutex::new(ProxyStats::default()));
+        let recorded = Arc::new(Mutex::new(Vec::new()));
+        let injecting = Arc::new(AtomicBool::new(config.injector.as_ref().is_some_and(|i| i.armed)));
+        let (up_tx, up_rx) = mpsc::channel(1024);
+        let (down_tx, down_rx) = mpsc::channel(1024);
+        let lifetime = config.lifetime;
+        let reader = read_into(front.clone(), None, up_tx);
+        let down = Downstream {
+            lane: Lane::new(config.to_client, config.seed ^ 0xD0D0, stats.clone(), false),
+            front: front.clone(),
+            recorded: recorded.clone(),
+        };
+        let up = Upstream {
+            server: config.upstream,
+            lane: Lane::new(config.to_server, config.seed ^ 0x0505, stats.clone(), true),
+            injector: config.injector.map(|injector| Attacker {
+                forger: Forger::new(config.seed ^ 0xBAD, injector.server_seed),
+                front: front.clone(),
+                stranger,
+                recorded,
+                injecting: injecting.clone(),
+                stats: stats.clone(),
+                sent: 0,
+                settings: injector,
+            }),
+            sockets: HashMap::new(),
+            readers: JoinSet::new(),
+            down_tx,
+            stats: stats.clone(),
+        };
+        let tasks = vec![
+            tokio::spawn(bounded(lifetime, reader)),
+            tokio::spawn(bounded(lifetime, up.run(up_rx))),
+            tokio::spawn(bounded(lifetime, down.run(down_rx))),
+        ];
+        Ok(Proxy { addr, stats, injecting, tasks })
+    }
+
+    /// The address clients send to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What the proxy did so far.
+    pub fn stats(&self) -> ProxyStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Turns the injector on or off.
+    pub fn set_injecting(&self, on: bool) {
+        self.injecting.store(on, Ordering::SeqCst);
+    }
+}
+
+async fn bounded(lifetime: Duration, task: impl Future<Output = ()>) {
+    let _ = tokio::time::timeout(lifetime, task).await;
+}
+
+/// Reads datagrams from `socket` into `tx` as (bytes, source); with `only_from`, drops the rest.
+/// `route` is handed along (the client a reply is for).
+async fn read_into(socket: Arc<UdpSocket>, only_from: Option<(SocketAddr, SocketAddr)>, tx: mpsc::Sender<Packet>) {
+    let mut buffer = vec![0u8; 65_536];
+    loop {
+        let Ok((len, from)) = socket.recv_from(&mut buffer).await else { continue };
+        let to = match only_from {
+            Some((server, client)) if from == server => client,
+            Some(_) => continue,
+            None => from,
+        };
+        if tx.send(Packet { bytes: buffer[..len].to_vec(), peer: to }).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A datagram and the client it is from or for.
+#[derive(Debug, Clone)]
+struct Packet {
+    bytes: Vec<u8>,
+    peer: SocketAddr,
+}
+
+/// Something due at a time: in a `BinaryHeap<Reverse<_>>`, the earliest first, ties in the
+/// order they were queued.
+#[derive(Debug)]
+pub struct Timed<T, P> {
+    /// When.
+    pub due: T,
+    /// Order of queueing.
+    pub seq: u64,
+    /// What.
+    pub item: P,
+}
+
+impl<T: Ord, P> PartialEq for Timed<T, P> {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.due, self.seq) == (&other.due, other.seq)
+    }
+}
+impl<T: Ord, P> Eq for Timed<T, P> {}
+impl<T: Ord, P> PartialOrd for Timed<T, P> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T: Ord, P> Ord for Timed<T, P> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.due, self.seq).cmp(&(&other.due, other.seq))
+    }
+}
+
+/// The faults of one direction: its RNG and the timer queue of delayed datagrams.
+struct Lane {
+    faults: Faults,
+    rng: StdRng,
+    timers: BinaryHeap<Reverse<Timed<Instant, Packet>>>,
+    seq: u64,
+    stats: Arc<Mutex<ProxyStats>>,
+    to_server: bool,
+}
+
+impl Lane {
+    fn new(faults: Faults, seed: u64, stats: Arc<Mutex<ProxyStats>>, to_server: bool) -> Lane {
+        Lane { faults, rng: StdRng::seed_from_u64(seed), timers: BinaryHeap::new(), seq: 0, stats, to_server }
+    }
+
+    fn count(&self, update: impl FnOnce(&mut DirectionStats)) {
+        if let Ok(mut stats) = self.stats.lock() {
+            update(if self.to_server { &mut stats.to_server } else { &mut stats.to_client });
+        }
+    }
+
+    /// Applies the faults to one datagram; returns what goes out now (the rest waits).
+    fn admit(&mut self, packet: Packet) -> Vec<Packet> {
+        let mut counts = DirectionStats::default();
+        let copies = self.faults.apply(&mut self.rng, packet.bytes, &mut counts);
+        self.count(|s| s.add(&counts));
+        let mut out = Vec::new();
+        for (delay, bytes) in copies {
+            let copy = Packet { bytes, peer: packet.peer };
+            if delay.is_zero() {
+                out.push(copy);
+            } else {
+                self.seq += 1;
+                self.timers.push(Reverse(Timed { due: Instant::now() + delay, seq: self.seq, item: copy }));
+            }
+        }
+        out
+    }
+
+    /// When the next delayed datagram is due.
+    fn next_due(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse(t)| t.due)
+    }
+
+    /// Delayed datagrams that are due at `now`.
+    fn due(&mut self, now: Instant) -> Vec<Packet> {
+        let mut out = Vec::new();
+        while self.timers.peek().is_some_and(|Reverse(t)| t.due <= now) {
+            out.extend(self.timers.pop().map(|Reverse(t)| t.item));
+        }
+        out
+    }
+}
+
+/// Sleeps until `due`, or forever when nothing is due.
+async fn until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Client to server: injector, faults, one upstream socket per client.
+struct Upstream {
+    server: SocketAddr,
+    lane: Lane,
+    injector: Option<Attacker>,
+    sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+    readers: JoinSet<()>,
+    down_tx: mpsc::Sender<Packet>,
+    stats: Arc<Mutex<ProxyStats>>,
+}
+
+impl Upstream {
+    async fn run(mut self, mut rx: mpsc::Receiver<Packet>) {
+        loop {
+            tokio::select! {
+                packet = rx.recv() => match packet {
+                    Some(packet) => self.on_query_path(packet).await,
+                    None => return,
+                },
+                () = until(self.lane.next_due()) => {
+                    for packet in self.lane.due(Instant::now()) {
+                        self.forward(packet).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_query_path(&mut self, packet: Packet) {
+        if let Ok(frame) = Frame::decode(&packet.bytes)
+            && frame.kind == MessageKind::Query
+        {
+            if let Ok(mut stats) = self.stats.lock() {
+                stats.queries += 1;
+            }
+            if let Some(attacker) = &mut self.injector {
+                attacker.forge(&frame, packet.peer).await;
+            }
+        }
+        for packet in self.lane.admit(packet) {
+            self.forward(packet).await;
+        }
+    }
+
+    async fn forward(&mut self, packet: Packet) {
+        let Some(socket) = self.socket_for(packet.peer).await else { return };
+        if socket.send_to(&packet.bytes, self.server).await.is_ok() {
+            self.lane.count(|s| s.forwarded += 1);
+        }
+    }
+
+    /// The upstream socket that stands for `client`, made (with its reader) on first use.
+    async fn socket_for(&mut self, client: SocketAddr) -> Option<Arc<UdpSocket>> {
+        if let Some(socket) = self.sockets.get(&client) {
+            return Some(socket.clone());
+        }
+        if self.sockets.len() >= MAX_CLIENTS {
+            return None;
+        }
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.ok()?);
+        self.readers.spawn(read_into(socket.clone(), Some((self.server, client)), self.down_tx.clone()));
+        self.sockets.insert(client, socket.clone());
+        Some(socket)
+    }
+}
+
+/// Server to client: records genuine replies, applies faults, sends from the proxy's address.
+struct Downstream {
+    lane: Lane,
+    front: Arc<UdpSocket>,
+    recorded: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Downstream {
+    async fn run(mut self, mut rx: mpsc::Receiver<Packet>) {
+        loop {
+            tokio::select! {
+                packet = rx.recv() => match packet {
+                    Some(packet) => self.on_reply_path(packet).await,
+                    None => return,
+                },
+                () = until(self.lane.next_due()) => {
+                    for packet in self.lane.due(Instant::now()) {
+                        self.forward(packet).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_reply_path(&mut self, packet: Packet) {
+        if is_signed_reply(&packet.bytes)
+            && let Ok(mut recorded) = self.recorded.lock()
+            && recorded.len() < MAX_RECORDED
+        {
+            recorded.push(packet.bytes.clone());
+        }
+        for packet in self.lane.admit(packet) {
+            self.forward(packet).await;
+        }
+    }
+
+    async fn forward(&mut self, packet: Packet) {
+        if self.front.send_to(&packet.bytes, packet.peer).await.is_ok() {
+            self.lane.count(|s| s.forwarded += 1);
+        }
+    }
+}
+
+/// Whether `bytes` frame a response or a fallback (worth recording for replays).
+pub fn is_signed_reply(bytes: &[u8]) -> bool {
+    matches!(Frame::decode(bytes).map(|f| f.kind), Ok(MessageKind::Response | MessageKind::Fallback))
+}
+
+/// The injector at work.
+struct Attacker {
+    settings: Injector,
+    forger: Forger,
+    front: Arc<UdpSocket>,
+    stranger: UdpSocket,
+    recorded: Arc<Mutex<Vec<Vec<u8>>>>,
+    injecting: Arc<AtomicBool>,
+    stats: Arc<Mutex<ProxyStats>>,
+    sent: usize,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Attacker {
+    async fn forge(&mut self, query: &Frame<'_>, client: SocketAddr) {
+        if !self.injecting.load(Ordering::SeqCst) {
+            return;
+        }
+        let count = self.settings.per_query.min(self.settings.total.saturating_sub(self.sent));
+        let progress = self.settings.progress.clone();
+        let start = progress.as_ref().map(|p| p()).unwrap_or(0);
+        let recorded = self.recorded.lock().map(|r| r.clone()).unwrap_or_default();
+        let mut reaching = 0u64;
+        let mut pacing = progress.is_some();
+        for _ in 0..count {
+            if pacing {
+                pacing = self.pace(progress.as_deref(), start, reaching).await;
+            }
+            let kind = self.forger.pick(&self.settings.kinds);
+            let (kind, datagram) = self.forger.make(kind, query, unix_now(), &recorded);
+            let socket = if kind == Forgery::WrongSource { &self.stranger } else { &*self.front };
+            if socket.send_to(&datagram, client).await.is_err() {
+                continue;
+            }
+            self.sent += 1;
+            reaching += u64::from(kind.reaches_client());
+            if let Ok(mut stats) = self.stats.lock() {
+                *stats.forged.entry(kind).or_default() += 1;
+            }
+        }
+        if pacing {
+            // Let the client take in the last window before the query goes on.
+            self.pace_all(progress.as_deref(), start, reaching).await;
+        }
+    }
+
+    /// Waits (bounded) until the client is at most `window` forgeries behind; false if it
+    /// stalled, which ends pacing.
+    async fn pace(&self, progress: Option<&(dyn Fn() -> u64 + Send + Sync)>, start: u64, sent: u64) -> bool {
+        let Some(progress) = progress else { return false };
+        let stalled_at = Instant::now() + MAX_PACE_STALL;
+        while sent.saturating_sub(progress().saturating_sub(start)) > self.settings.window {
+            if Instant::now() > stalled_at {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        true
+    }
+
+    /// Waits (bounded) until the client has processed all `sent` forgeries.
+    async fn pace_all(&self, progress: Option<&(dyn Fn() -> u64 + Send + Sync)>, start: u64, sent: u64) {
+        let Some(progress) = progress else { return };
+        let stalled_at = Instant::now() + MAX_PACE_STALL;
+        while progress().saturating_sub(start) < sent && Instant::now() < stalled_at {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
 }
