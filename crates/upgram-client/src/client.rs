@@ -54,8 +54,24 @@ pub enum ClientError {
 pub struct ClientBuilder<F = DefaultHttp> {
     transport: TransportConfig,
     keys: KeyRing,
-    fetcher: Option<F>,
+    fetcher: FetcherSource<F>,
     in_flight: Option<usize>,
+}
+
+/// Where a client's fetcher comes from: given, or made at build time with the client's deadline.
+enum FetcherSource<F> {
+    Given(F),
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    Made(fn(Duration) -> Result<F, ClientError>),
+}
+
+impl<F> std::fmt::Debug for FetcherSource<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Given(_) => "Given",
+            Self::Made(_) => "Made",
+        })
+    }
 }
 
 impl<F: Fetcher> ClientBuilder<F> {
@@ -106,14 +122,12 @@ impl<F: Fetcher> ClientBuilder<F> {
 
     /// The HTTP fetcher for fallback documents (default with the `http` feature: `HttpFetcher`).
     pub fn fetcher<G: Fetcher>(self, fetcher: G) -> ClientBuilder<G> {
-        ClientBuilder { transport: self.transport, keys: self.keys, fetcher: Some(fetcher), in_flight: self.in_flight }
+        let fetcher = FetcherSource::Given(fetcher);
+        ClientBuilder { transport: self.transport, keys: self.keys, fetcher, in_flight: self.in_flight }
     }
 
     /// The client.
-    pub fn build(self) -> Result<Client<F>, ClientError>
-    where
-        F: DefaultFetcher,
-    {
+    pub fn build(self) -> Result<Client<F>, ClientError> {
         if self.transport.servers.is_empty() {
             return Err(ClientError::Config("no server: add one with .server(addr)".into()));
         }
@@ -128,8 +142,8 @@ impl<F: Fetcher> ClientBuilder<F> {
             None => 32,
         };
         let fetcher = match self.fetcher {
-            Some(fetcher) => fetcher,
-            None => F::default_fetcher(self.transport.deadline)?,
+            FetcherSource::Given(fetcher) => fetcher,
+            FetcherSource::Made(make) => make(self.transport.deadline)?,
         };
         Ok(Client {
             shared: Arc::new(Shared {
@@ -142,19 +156,6 @@ impl<F: Fetcher> ClientBuilder<F> {
             }),
             in_flight,
         })
-    }
-}
-
-/// Fetchers that can be made without arguments (for [`ClientBuilder::build`]).
-pub trait DefaultFetcher: Fetcher + Sized {
-    /// A fetcher whose requests take at most `timeout`.
-    fn default_fetcher(timeout: Duration) -> Result<Self, ClientError>;
-}
-
-#[cfg(feature = "http")]
-impl DefaultFetcher for HttpFetcher {
-    fn default_fetcher(timeout: Duration) -> Result<Self, ClientError> {
-        Ok(HttpFetcher::new(timeout)?)
     }
 }
 
@@ -178,7 +179,8 @@ pub struct Client<F = DefaultHttp> {
 impl Client<HttpFetcher> {
     /// A builder with the default fetcher.
     pub fn builder() -> ClientBuilder<HttpFetcher> {
-        ClientBuilder { transport: TransportConfig::default(), keys: KeyRing::new(), fetcher: None, in_flight: None }
+        let fetcher = FetcherSource::Made(|timeout| Ok(HttpFetcher::new(timeout)?));
+        ClientBuilder { transport: TransportConfig::default(), keys: KeyRing::new(), fetcher, in_flight: None }
     }
 }
 
@@ -186,7 +188,7 @@ impl<F: Fetcher> Client<F> {
     /// A builder that fetches fallback documents with `fetcher` (an embedder's own HTTP stack).
     pub fn builder_with_fetcher(fetcher: F) -> ClientBuilder<F> {
         let transport = TransportConfig::default();
-        ClientBuilder { transport, keys: KeyRing::new(), fetcher: Some(fetcher), in_flight: None }
+        ClientBuilder { transport, keys: KeyRing::new(), fetcher: FetcherSource::Given(fetcher), in_flight: None }
     }
 }
 

@@ -187,6 +187,14 @@ impl Sink for Vec<u8> {
 /// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
 /// assert_eq!(runtime.block_on(fetch_bytes(&fetcher, "mem:doc", 10_000)).unwrap(), vec![7; 10_000]);
 /// assert!(runtime.block_on(fetch_bytes(&fetcher, "mem:doc", 9_999)).is_err());
+///
+/// // A client that fetches through it (no `http` feature needed):
+/// let client = upgram_client::Client::builder_with_fetcher(fetcher)
+///     .server("127.0.0.1:7953".parse().unwrap())
+///     .public_key(upgram_core::sign::ReplySigner::from_seed(&[1; 32]).verifying_key().to_bytes())
+///     .build()
+///     .unwrap();
+/// assert_eq!(client.fetcher().0.len(), 10_000);
 /// ```
 pub trait Fetcher: Send + Sync {
     /// Streams the bytes of `url` from `offset` on into `sink`. `max_len` caps the whole

@@ -144,7 +144,7 @@ mod tests {
     }
 
     fn file(id: &str, action: FileAction<'static>) -> FileEntry<'static> {
-        FileEntry { id: Cow::Owned(id.to_owned()), version: v("2"), action, frequent: false }
+        FileEntry { id: Cow::Owned(id.to_owned()), version: v("2"), action, frequent: false, executable: false }
     }
 
     #[test]
