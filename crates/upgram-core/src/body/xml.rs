@@ -255,10 +255,22 @@ fn is_name_char(c: char) -> bool {
     is_name_start(c) || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
 }
 
-/// Whether `name` matches XML 1.0's `Name` production.
+/// Whether `name` matches XML 1.0's `Name` production and is a qualified name in the sense of
+/// Namespaces in XML (at most one `:`, neither first nor last), as namespace-aware parsers
+/// require.
 fn is_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(is_name_start) && chars.all(is_name_char)
+    let xml_name = chars.next().is_some_and(is_name_start) && chars.all(is_name_char);
+    xml_name
+        && match name.split_once(':') {
+            None => true,
+            Some((prefix, local)) => {
+                !prefix.is_empty()
+                    && !local.is_empty()
+                    && !local.contains(':')
+                    && local.chars().next().is_some_and(|c| is_name_start(c))
+            }
+        }
 }
 
 /// The byte length of the longest prefix of `text` made of `NameChar`s.
@@ -422,7 +434,7 @@ fn too_long(element: &Element<'_>, attribute: &str, len: usize) -> BodyError {
 
 fn value_error(element: &Element<'_>, attribute: &str, error: &quick_xml::Error) -> BodyError {
     match error {
-        quick_xml::Error::Escape(EscapeError::UnrecognizedEntity(_, name)) => {
+        quick_xml::Error::Escape(EscapeError::UnrecognizedEntity(_, name)) if is_name(name) => {
             BodyError::Entity { offset: element.offset, name: name.clone() }
         }
         other => BodyError::XmlSyntax {
