@@ -365,10 +365,10 @@ fn differential(body: &[u8]) -> Result<(), TestCaseError> {
         prop_assert!(!accepted_by_any(body));
         return Ok(());
     };
-    if let Err(error) = roxmltree::Document::parse(text) {
-        if !namespace_error(&error) {
-            prop_assert!(!accepted_by_any(body), "reference says `{}`, upgram accepts {}", error, text.escape_debug());
-        }
+    if let Err(error) = roxmltree::Document::parse(text)
+        && !namespace_error(&error)
+    {
+        prop_assert!(!accepted_by_any(body), "reference says `{}`, upgram accepts {}", error, text.escape_debug());
     }
     Ok(())
 }
@@ -478,60 +478,96 @@ fn mutate(body: &str, mutations: &[Mutation]) -> Vec<u8> {
     bytes
 }
 
-/// A generated body: elements (known and unknown names), attributes, comments and text drawn
-/// from small alphabets that mix valid and invalid pieces.
-fn generated_body() -> impl Strategy<Value = String> {
-    let name = prop::sample::select(vec!["query", "module", "x", "ext", "a.b", "_y", "1", "-z", "é", "n\u{a0}"]);
+/// Attributes (with their separators) drawn from an alphabet that mixes valid and invalid
+/// pieces, written as one string.
+fn generated_attributes() -> impl Strategy<Value = String> {
     let attribute = (
-        prop::sample::select(vec!["id", "version", "a", "b", "é", "0x", "x-y", ":", "a\u{1}"]),
-        prop::sample::select(vec!["=", " = ", "", "=="]),
+        prop::sample::select(vec!["id", "version", "a", "b", "é", "0x", "x-y", ":", "a:", "a\u{1}", "p:q"]),
+        prop::sample::select(vec!["=", "=", "=", " = ", "", "=="]),
         prop::sample::select(vec![
             "\"m\"",
             "'1'",
             "\"a&amp;b\"",
             "\"&#0;\"",
+            "\"&#x41;\"",
             "\"\u{0}\"",
             "\"<\"",
             "v",
             "\"&x;\"",
             "\"'\"",
             "\"1.0\"",
+            "\">\"",
+            "\"\u{fffe}\"",
+            "\"\u{85}\"",
         ]),
-        prop::sample::select(vec![" ", "", "\t", "\u{c}", "\n"]),
+        prop::sample::select(vec![" ", " ", " ", "", "\t", "\u{c}", "\n"]),
     );
-    let leaf =
-        (name.clone(), prop::collection::vec(attribute, 0..4), any::<bool>()).prop_map(|(name, attrs, empty)| {
-            let attrs: String = attrs.into_iter().map(|(n, eq, v, sep)| format!("{sep}{n}{eq}{v}")).collect();
-            if empty { format!("<{name}{attrs}/>") } else { format!("<{name}{attrs}></{name}>") }
-        });
+    prop::collection::vec(attribute, 0..4).prop_map(|list| {
+        let mut seen = std::collections::HashSet::new();
+        // Mostly distinct names, so that duplicates are not the only defect generated.
+        list.into_iter()
+            .filter(|(n, ..)| seen.insert(*n) || n.len() == 1)
+            .map(|(n, eq, v, sep)| format!("{sep}{n}{eq}{v}"))
+            .collect()
+    })
+}
+
+/// A tree of elements named from `names`, with attributes, comments and text between them.
+fn generated_tree(names: Vec<&'static str>) -> impl Strategy<Value = String> {
+    let name = prop::sample::select(names);
+    let leaf = (name.clone(), generated_attributes(), any::<bool>()).prop_map(|(name, attrs, empty)| {
+        if empty { format!("<{name}{attrs}/>") } else { format!("<{name}{attrs}></{name}>") }
+    });
     let filler = prop::sample::select(vec![
         "",
+        "",
+        "",
         " ",
+        "\r\n\t",
         "\u{c}",
         "<!-- c -->",
         "<!--\u{0}-->",
         "<!-- - -->",
         "<!---->",
+        "<!-- --->",
         "t",
         "&amp;",
-        "\r\n",
+        "<?pi?>",
     ]);
-    let tree = leaf.prop_recursive(3, 24, 4, move |inner| {
-        (name.clone(), prop::collection::vec((inner, filler.clone()), 0..4)).prop_map(|(name, children)| {
-            let body: String = children.into_iter().map(|(c, f)| format!("{c}{f}")).collect();
-            format!("<{name}>{body}</{name}>")
-        })
-    });
+    leaf.prop_recursive(3, 24, 4, move |inner| {
+        (name.clone(), generated_attributes(), prop::collection::vec((inner, filler.clone()), 0..4)).prop_map(
+            |(name, attrs, children)| {
+                let body: String = children.into_iter().map(|(c, f)| format!("{c}{f}")).collect();
+                format!("<{name}{attrs}>{body}</{name}>")
+            },
+        )
+    })
+}
+
+/// A generated body: either a whole tree (known and unknown names), or a valid query that
+/// carries generated attributes on its root and generated unknown elements, which upgram
+/// accepts unless they are ill-formed or over a limit.
+fn generated_body() -> impl Strategy<Value = String> {
     let declaration = prop::sample::select(vec![
+        "",
         "",
         "<?xml version=\"1.0\"?>",
         "<?xml version=\"1.1\"?>",
         "<?xml?>",
         "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>",
         "<?xml version=\"1.0\"encoding=\"UTF-8\"?>",
+        "<?xml version='1.0' encoding='latin1'?>",
         " <?xml version=\"1.0\"?>",
     ]);
-    (declaration, tree).prop_map(|(d, t)| format!("{d}{t}"))
+    let any_names = vec!["query", "module", "x", "ext", "a.b", "_y", "1", "-z", "é", "n\u{a0}", "a:b", "a:"];
+    let unknown_names = vec!["x", "ext", "a.b", "_y", "é", "x\u{b7}", "1", "-z", "n\u{a0}", "a:", ":a", "a:b:c"];
+    prop_oneof![
+        (declaration.clone(), generated_tree(any_names)).prop_map(|(d, t)| format!("{d}{t}")),
+        (declaration, generated_attributes(), generated_tree(unknown_names.clone()), generated_tree(unknown_names))
+            .prop_map(|(d, attrs, inner, outer)| {
+                format!(r#"{d}<query{attrs}><module id="m" version="1">{inner}</module>{outer}</query>"#)
+            }),
+    ]
 }
 
 proptest! {

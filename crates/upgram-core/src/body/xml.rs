@@ -268,7 +268,7 @@ fn is_name(name: &str) -> bool {
                 !prefix.is_empty()
                     && !local.is_empty()
                     && !local.contains(':')
-                    && local.chars().next().is_some_and(|c| is_name_start(c))
+                    && local.chars().next().is_some_and(is_name_start)
             }
         }
 }
