@@ -259,27 +259,44 @@ fn is_name_char(c: char) -> bool {
 /// Namespaces in XML (at most one `:`, neither first nor last), as namespace-aware parsers
 /// require.
 fn is_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    let xml_name = chars.next().is_some_and(is_name_start) && chars.all(is_name_char);
-    xml_name
-        && match name.split_once(':') {
-            None => true,
-            Some((prefix, local)) => {
-                !prefix.is_empty()
-                    && !local.is_empty()
-                    && !local.contains(':')
-                    && local.chars().next().is_some_and(is_name_start)
-            }
-        }
+    name_len(name) == name.len() && is_qualified(name)
 }
+
+/// Whether `name`, a run of `NameChar`s, starts with a `NameStartChar` and has at most one
+/// `:`, neither first nor last, with a `NameStartChar` after it.
+fn is_qualified(name: &str) -> bool {
+    let starts_well = |part: &str| part.chars().next().is_some_and(|c| c != ':' && is_name_start(c));
+    match name.split_once(':') {
+        None => starts_well(name),
+        Some((prefix, local)) => starts_well(prefix) && starts_well(local) && !local.contains(':'),
+    }
+}
+
+/// Byte classes for the scanning loops: which ASCII bytes are `NameChar`s, and which bytes in
+/// an attribute value need a closer look (quotes, `<`, `&`, C0 controls, and 0xEF, the first
+/// byte of U+FFFE and U+FFFF).
+const NAME: u8 = 1;
+const SPECIAL: u8 = 2;
+const CLASSES: [u8; 256] = {
+    let mut classes = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || matches!(c, b'_' | b':' | b'-' | b'.') {
+            classes[b] = NAME;
+        }
+        if c < 0x20 || matches!(c, b'"' | b'\'' | b'<' | b'&' | 0xEF) {
+            classes[b] = SPECIAL;
+        }
+        b += 1;
+    }
+    classes
+};
 
 /// The byte length of the longest prefix of `text` made of `NameChar`s.
 fn name_len(text: &str) -> usize {
     let bytes = text.as_bytes();
-    let ascii = bytes
-        .iter()
-        .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-' | b'.')))
-        .unwrap_or(bytes.len());
+    let ascii = bytes.iter().position(|&b| CLASSES[usize::from(b)] & NAME == 0).unwrap_or(bytes.len());
     if bytes.get(ascii).is_none_or(|b| b.is_ascii()) {
         return ascii;
     }
@@ -367,7 +384,7 @@ fn scan_attributes<'a>(element: &Element<'a>, out: &mut Vec<AttributeValue<'a>>)
         }
         let len = name_len(rest);
         let name = &rest[..len];
-        if !is_name(name) {
+        if !is_qualified(name) {
             let found = rest.chars().next().unwrap_or(' ');
             return Err(syntax(format!("`{}` cannot start an attribute name", found.escape_debug())));
         }
@@ -379,9 +396,20 @@ fn scan_attributes<'a>(element: &Element<'a>, out: &mut Vec<AttributeValue<'a>>)
             _ => return Err(syntax(format!("the value of `{name}` must be quoted"))),
         };
         let body = &rest[1..];
+        // One pass finds the closing quote and whether the value needs more than borrowing.
+        let mut special = false;
         let end = body
             .bytes()
-            .position(|b| b == quote)
+            .position(|b| {
+                if CLASSES[usize::from(b)] & SPECIAL == 0 {
+                    return false;
+                }
+                if b == quote {
+                    return true;
+                }
+                special = true;
+                false
+            })
             .ok_or_else(|| syntax(format!("the value of `{name}` is not closed")))?;
         let raw = &body[..end];
         rest = &body[end + 1..];
@@ -403,24 +431,31 @@ fn scan_attributes<'a>(element: &Element<'a>, out: &mut Vec<AttributeValue<'a>>)
         if raw.len() > MAX_RAW_ATTRIBUTE_LEN {
             return Err(too_long(element, name, raw.len()));
         }
-        if raw.contains('<') {
-            return Err(syntax(format!("`<` in the value of `{name}`")));
-        }
-        let attribute = Attribute { key: QName(name), value: Cow::Borrowed(raw) };
-        let value = attribute.normalized_value(XmlVersion::Implicit1_0).map_err(|e| value_error(element, name, &e))?;
+        let value = if special { unescape(element, name, raw)? } else { Cow::Borrowed(raw) };
         if value.len() > MAX_ATTRIBUTE_LEN {
             return Err(too_long(element, name, value.len()));
         }
-        // Checked after unescaping, so that character references to forbidden characters
-        // (`&#1;`, `&#xFFFE;`) are caught as well as the characters themselves.
-        if let Some(c) = forbidden_char(&value) {
-            return Err(syntax(format!(
-                "character {} in the value of `{name}` is not allowed in XML",
-                c.escape_unicode()
-            )));
-        }
         out.push((name, value));
     }
+}
+
+/// Unescapes and normalizes a value that holds a `<`, a reference, a control character or a
+/// 0xEF byte, and checks what comes out: characters XML forbids are caught after unescaping,
+/// so that references to them (`&#1;`, `&#xFFFE;`) are refused like the characters themselves.
+fn unescape<'a>(element: &Element<'a>, name: &'a str, raw: &'a str) -> Result<Cow<'a, str>, BodyError> {
+    let syntax = |reason: String| BodyError::XmlSyntax {
+        offset: element.offset,
+        reason: format!("in the attributes of <{}>: {reason}", element.name.escape_debug()),
+    };
+    if raw.contains('<') {
+        return Err(syntax(format!("`<` in the value of `{name}`")));
+    }
+    let attribute = Attribute { key: QName(name), value: Cow::Borrowed(raw) };
+    let value = attribute.normalized_value(XmlVersion::Implicit1_0).map_err(|e| value_error(element, name, &e))?;
+    if let Some(c) = forbidden_char(&value) {
+        return Err(syntax(format!("character {} in the value of `{name}` is not allowed in XML", c.escape_unicode())));
+    }
+    Ok(value)
 }
 
 fn too_long(element: &Element<'_>, attribute: &str, len: usize) -> BodyError {
