@@ -38,12 +38,16 @@ fn digest_of(text: &str) -> Sha256Digest {
 
 struct Writer<'p> {
     dir: &'p Path,
+    /// The number of the last vector written (numbering may skip ahead).
     count: usize,
+    /// How many were written.
+    written: usize,
 }
 
 impl Writer<'_> {
     fn write(&mut self, name: &str, description: &str, kind: &str, payload: Payload_, outcome: Outcome) {
         self.count += 1;
+        self.written += 1;
         let mut out = String::new();
         let _ = writeln!(out, "name = {name:?}");
         let _ = writeln!(out, "description = {description:?}");
@@ -133,7 +137,7 @@ fn main() {
             std::fs::remove_file(path).expect("remove old vector");
         }
     }
-    let mut w = Writer { dir, count: 0 };
+    let mut w = Writer { dir, count: 0, written: 0 };
 
     // 1. Minimal query.
     let minimal =
@@ -516,7 +520,7 @@ fn main() {
     for (name, description, body) in strict_errors {
         w.invalid(name, description, &Frame::error(0x0102030405060708, body.as_bytes()).to_vec().expect("fits"));
     }
-    println!("wrote {} vectors to {}", w.count, dir.display());
+    println!("wrote {} vectors to {}", w.written, dir.display());
 }
 
 /// A response whose datagram is exactly 1024 bytes: a file list whose last URL is stretched.

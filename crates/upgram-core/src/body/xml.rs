@@ -368,10 +368,7 @@ fn check_declaration(markup: &str) -> Result<(), BodyError> {
 /// XML names, no `<`, only characters XML allows, only the predefined entities.
 fn scan_attributes<'a>(element: &Element<'a>, out: &mut Vec<AttributeValue<'a>>) -> Result<(), BodyError> {
     out.clear();
-    let syntax = |reason: String| BodyError::XmlSyntax {
-        offset: element.offset,
-        reason: format!("in the attributes of <{}>: {reason}", element.name.escape_debug()),
-    };
+    let syntax = |reason: String| attribute_syntax(element, reason);
     let mut rest = element.tag.get(element.name.len()..).unwrap_or("");
     loop {
         let spaces = rest.bytes().take_while(|&b| is_space(b)).count();
@@ -443,10 +440,7 @@ fn scan_attributes<'a>(element: &Element<'a>, out: &mut Vec<AttributeValue<'a>>)
 /// 0xEF byte, and checks what comes out: characters XML forbids are caught after unescaping,
 /// so that references to them (`&#1;`, `&#xFFFE;`) are refused like the characters themselves.
 fn unescape<'a>(element: &Element<'a>, name: &'a str, raw: &'a str) -> Result<Cow<'a, str>, BodyError> {
-    let syntax = |reason: String| BodyError::XmlSyntax {
-        offset: element.offset,
-        reason: format!("in the attributes of <{}>: {reason}", element.name.escape_debug()),
-    };
+    let syntax = |reason: String| attribute_syntax(element, reason);
     if raw.contains('<') {
         return Err(syntax(format!("`<` in the value of `{name}`")));
     }
@@ -456,6 +450,14 @@ fn unescape<'a>(element: &Element<'a>, name: &'a str, raw: &'a str) -> Result<Co
         return Err(syntax(format!("character {} in the value of `{name}` is not allowed in XML", c.escape_unicode())));
     }
     Ok(value)
+}
+
+/// An `xml-syntax` error in the attributes of `element`.
+fn attribute_syntax(element: &Element<'_>, reason: String) -> BodyError {
+    BodyError::XmlSyntax {
+        offset: element.offset,
+        reason: format!("in the attributes of <{}>: {reason}", element.name.escape_debug()),
+    }
 }
 
 fn too_long(element: &Element<'_>, attribute: &str, len: usize) -> BodyError {
