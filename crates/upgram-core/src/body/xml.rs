@@ -300,7 +300,8 @@ fn name_len(text: &str) -> usize {
     if bytes.get(ascii).is_none_or(|b| b.is_ascii()) {
         return ascii;
     }
-    text[ascii..].char_indices().find(|&(_, c)| !is_name_char(c)).map_or(text.len(), |(i, _)| ascii + i)
+    let rest = text.get(ascii..).unwrap_or("");
+    rest.char_indices().find(|&(_, c)| !is_name_char(c)).map_or(text.len(), |(i, _)| ascii + i)
 }
 
 /// The first character of `text` that XML 1.0's `Char` production excludes: C0 controls
@@ -311,7 +312,7 @@ fn forbidden_char(text: &str) -> Option<char> {
         (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
             || (b == 0xEF && bytes.get(i + 1) == Some(&0xBF) && matches!(bytes.get(i + 2), Some(0xBE | 0xBF)))
     })?;
-    text[at..].chars().next()
+    text.get(at..).and_then(|rest| rest.chars().next())
 }
 
 /// Checks a comment (`<!--…-->` as written) for what quick-xml lets through: characters XML
