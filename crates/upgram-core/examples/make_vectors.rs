@@ -38,12 +38,16 @@ fn digest_of(text: &str) -> Sha256Digest {
 
 struct Writer<'p> {
     dir: &'p Path,
+    /// The number of the last vector written (numbering may skip ahead).
     count: usize,
+    /// How many were written.
+    written: usize,
 }
 
 impl Writer<'_> {
     fn write(&mut self, name: &str, description: &str, kind: &str, payload: Payload_, outcome: Outcome) {
         self.count += 1;
+        self.written += 1;
         let mut out = String::new();
         let _ = writeln!(out, "name = {name:?}");
         let _ = writeln!(out, "description = {description:?}");
@@ -133,7 +137,7 @@ fn main() {
             std::fs::remove_file(path).expect("remove old vector");
         }
     }
-    let mut w = Writer { dir, count: 0 };
+    let mut w = Writer { dir, count: 0, written: 0 };
 
     // 1. Minimal query.
     let minimal =
@@ -443,7 +447,80 @@ fn main() {
         "Answer to vector 01 by file list: bin/core is executable (exec=\"1\": the client sets its execute bits), share/core.txt is not (no exec: the client clears them), SPEC.md section 4.4.",
         &reply_bytes(&executable, 0x0102030405060708, ReplyShape::default()).0,
     );
-    println!("wrote {} vectors to {}", w.count, dir.display());
+    // 40 and up: strict decoding, one body per class of ill-formed XML (SPEC.md §4.1.2, §4.1.3,
+    // §4.6, §6.1); numbered from 40 whatever comes before.
+    w.count = w.count.max(39);
+    let strict_queries: [(&str, &str, &str); 7] = [
+        (
+            "invalid-unknown-element-attributes",
+            "An unknown element's attributes are checked like any others: here one appears twice (SPEC.md section 4.1.3: the limits of section 4.1.2 apply inside unknown elements).",
+            r#"<query><module id="core" version="1.2"/><ext a="1" a="2"/></query>"#,
+        ),
+        (
+            "invalid-element-name",
+            "An element name that is not an XML name (it starts with a digit), on an element that would otherwise be skipped as unknown (SPEC.md section 4.1.2: well-formed XML 1.0).",
+            r#"<query><1/><module id="core" version="1.2"/></query>"#,
+        ),
+        (
+            "invalid-attribute-name",
+            "An attribute name that is not an XML name (it starts with a digit), on a known element (SPEC.md section 4.1.2).",
+            r#"<query><module id="core" version="1.2" 6=""/></query>"#,
+        ),
+        (
+            "invalid-form-feed-between-elements",
+            "A form feed between elements: only SP, TAB, CR and LF are white space (SPEC.md section 4.1.2).",
+            "<query>\u{c}<module id=\"core\" version=\"1.2\"/></query>",
+        ),
+        (
+            "invalid-xml-declaration",
+            "An XML declaration with version 2.0: only version=\"1.0\", then optionally encoding=\"UTF-8\" and standalone, are allowed (SPEC.md section 4.1.2).",
+            r#"<?xml version="2.0"?><query><module id="core" version="1.2"/></query>"#,
+        ),
+        (
+            "invalid-pre-release-too-large",
+            "A numeric pre-release identifier of 2^64: like numeric segments, it must be below 2^64 (SPEC.md section 6.1).",
+            r#"<query><module id="core" version="1.0-18446744073709551616"/></query>"#,
+        ),
+        (
+            "invalid-root-attribute-no-space",
+            "Two attributes of the query root with no white space between them (XML 1.0 STag; SPEC.md section 4.1.2).",
+            r#"<query a="1"b="2"><module id="core" version="1.2"/></query>"#,
+        ),
+    ];
+    for (name, description, body) in strict_queries {
+        w.invalid(name, description, &query_frame_bytes(1, body.as_bytes(), &QueryOptions::default()));
+    }
+    let strict_errors: [(&str, &str, &str); 5] = [
+        (
+            "invalid-entity-in-unknown-element",
+            "An undeclared entity in an attribute of an unknown element inside an error body (SPEC.md sections 4.1.2, 4.1.3).",
+            r#"<error code="1"><x a="&foo;"/></error>"#,
+        ),
+        (
+            "invalid-no-space-between-attributes",
+            "Two attributes with no white space between them (XML 1.0 STag; SPEC.md section 4.1.2).",
+            r#"<error code="1"x="2"/>"#,
+        ),
+        (
+            "invalid-nul-in-value",
+            "A NUL character in an attribute value: XML 1.0 forbids it, and string values can reach installer arguments (SPEC.md section 4.1.2).",
+            "<error code=\"1\" message=\"a\u{0}b\"/>",
+        ),
+        (
+            "invalid-character-reference",
+            "A character reference to U+0001, a character XML 1.0 forbids (SPEC.md section 4.1.2).",
+            r#"<error code="1" message="&#1;"/>"#,
+        ),
+        (
+            "invalid-supported-order",
+            "supported lists protocol versions strictly ascending, each once (SPEC.md section 4.6).",
+            r#"<error code="2" supported="2 1"/>"#,
+        ),
+    ];
+    for (name, description, body) in strict_errors {
+        w.invalid(name, description, &Frame::error(0x0102030405060708, body.as_bytes()).to_vec().expect("fits"));
+    }
+    println!("wrote {} vectors to {}", w.written, dir.display());
 }
 
 /// A response whose datagram is exactly 1024 bytes: a file list whose last URL is stretched.

@@ -1,7 +1,8 @@
 //! Module and file versions, as specified in §6 Versions of `protocol-spec/SPEC.md`.
 //!
 //! A version is `NUM ("." NUM){0,7} ["-" PRE]`: up to eight numeric segments without leading
-//! zeros, each fitting a `u64`, optionally followed by a SemVer 2.0 pre-release, at most 64
+//! zeros, each fitting a `u64`, optionally followed by a SemVer 2.0 pre-release (numeric
+//! identifiers fitting a `u64` too), at most 64
 //! bytes, no build metadata and no whitespace. Versions are totally ordered: numeric segments
 //! compare numerically with missing segments counting as 0 (`1.2 == 1.2.0`), a release is
 //! greater than any of its pre-releases, and pre-releases compare as in SemVer 2.0 §11.
@@ -55,7 +56,7 @@ pub enum VersionError {
         /// Where the number starts.
         position: usize,
     },
-    /// A numeric segment does not fit in a `u64`.
+    /// A numeric segment or numeric pre-release identifier does not fit in a `u64`.
     #[error("version `{text}`: number at byte {position} does not fit in 64 bits")]
     NumberTooLarge {
         /// The offending text.
@@ -388,6 +389,9 @@ fn validate_pre_release<'t>(text: &'t str, pre: &'t str) -> Result<(), VersionEr
         };
         if is_numeric(ident) && has_leading_zero(ident) {
             return Err(VersionError::LeadingZero { text: text.to_owned(), position });
+        }
+        if is_numeric(ident) && ident.parse::<u64>().is_err() {
+            return Err(VersionError::NumberTooLarge { text: text.to_owned(), position });
         }
         match after.chars().next() {
             None => return Ok(()),

@@ -197,6 +197,38 @@ fn the_required_vectors_are_present() {
     assert!(names.iter().filter(|n| n.starts_with("invalid-")).count() >= 5, "fewer than 5 invalid vectors");
 }
 
+/// One invalid vector per class of ill-formed XML that strict decoding rejects (SPEC.md
+/// §4.1.2, §4.1.3, §4.6, §6.1), each with the error the spec names for it.
+#[test]
+fn the_strict_decoding_vectors_are_present() {
+    let vectors = load();
+    for (name, error) in [
+        ("invalid-unknown-element-attributes", "duplicate-attribute"),
+        ("invalid-entity-in-unknown-element", "entity"),
+        ("invalid-element-name", "xml-syntax"),
+        ("invalid-root-attribute-no-space", "xml-syntax"),
+        ("invalid-no-space-between-attributes", "xml-syntax"),
+        ("invalid-attribute-name", "xml-syntax"),
+        ("invalid-nul-in-value", "xml-syntax"),
+        ("invalid-character-reference", "xml-syntax"),
+        ("invalid-form-feed-between-elements", "unexpected-text"),
+        ("invalid-xml-declaration", "xml-syntax"),
+        ("invalid-pre-release-too-large", "invalid-attribute"),
+        ("invalid-supported-order", "invalid-attribute"),
+    ] {
+        let (path, vector) =
+            vectors.iter().find(|(_, v)| v.name == name).unwrap_or_else(|| panic!("vector {name} is missing"));
+        assert_eq!(vector.error.as_deref(), Some(error), "{}", path.display());
+        let number: u32 = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .and_then(|f| f.split('-').next())
+            .and_then(|n| n.parse().ok())
+            .expect("numbered");
+        assert!(number >= 40, "{}: strict decoding vectors are numbered from 40", path.display());
+    }
+}
+
 #[test]
 fn the_1024_byte_vector_is_exactly_at_the_limit() {
     let (_, vector) = load().into_iter().find(|(_, v)| v.name == "response-1024-bytes").expect("present");

@@ -93,7 +93,7 @@ pub struct ErrorBody<'a> {
     pub code: ErrorCode,
     /// Seconds to wait before asking again (rate limiting).
     pub retry_after: Option<u32>,
-    /// Protocol versions the server speaks (unsupported version).
+    /// Protocol versions the server speaks (unsupported version), strictly ascending.
     pub supported: Vec<u8>,
     /// Human-readable detail.
     pub message: Option<Cow<'a, str>>,
@@ -109,7 +109,7 @@ impl<'a> ErrorBody<'a> {
     pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
         parse_document(bytes, "error", |reader, root| {
             let (mut code, mut retry_after, mut supported, mut message) = (None, None, None, None);
-            root.for_each_attribute(|name, value| {
+            reader.for_each_attribute(&root, |name, value| {
                 match name {
                     "code" => code = Some(value),
                     "retry-after" => retry_after = Some(value),
@@ -126,7 +126,15 @@ impl<'a> ErrorBody<'a> {
             let supported = match supported {
                 None => Vec::new(),
                 Some(list) => {
-                    list.split(' ').map(|v| fields.small_number("supported", v)).collect::<Result<Vec<u8>, _>>()?
+                    let versions =
+                        list.split(' ').map(|v| fields.small_number("supported", v)).collect::<Result<Vec<u8>, _>>()?;
+                    // Strictly ascending: each version once, lowest first (SPEC.md §4.6).
+                    if versions.windows(2).any(|pair| pair[0] >= pair[1]) {
+                        return Err(
+                            fields.invalid("supported", format!("`{}` is not strictly ascending", list.escape_debug()))
+                        );
+                    }
+                    versions
                 }
             };
             if code == ErrorCode::UnsupportedVersion && supported.is_empty() {

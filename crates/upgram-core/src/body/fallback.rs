@@ -32,7 +32,7 @@ impl<'a> Fallback<'a> {
     pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
         parse_document(bytes, "fallback", |reader, root| {
             let (mut query, mut issued, mut expires, mut size, mut sha256) = (None, None, None, None, None);
-            root.for_each_attribute(|name, value| {
+            reader.for_each_attribute(&root, |name, value| {
                 match name {
                     "for" => query = Some(value),
                     "issued" => issued = Some(value),
@@ -53,7 +53,7 @@ impl<'a> Fallback<'a> {
             let mut mirrors = Vec::new();
             for_each_child(reader, &root, "fallback", &["mirror"], |reader, element| {
                 let mut url = None;
-                element.for_each_attribute(|name, value| {
+                reader.for_each_attribute(&element, |name, value| {
                     if name == "url" {
                         url = Some(value);
                     }

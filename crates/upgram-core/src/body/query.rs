@@ -118,7 +118,7 @@ impl<'a> Query<'a> {
 impl<'a> QueryModule<'a> {
     fn parse(reader: &mut XmlReader<'a>, element: Element<'a>) -> Result<Self, BodyError> {
         let (mut id, mut version) = (None, None);
-        element.for_each_attribute(|name, value| {
+        reader.for_each_attribute(&element, |name, value| {
             match name {
                 "id" => id = Some(value),
                 "version" => version = Some(value),
@@ -177,7 +177,7 @@ impl<'a> QueryModule<'a> {
 impl<'a> QueryFile<'a> {
     fn parse(reader: &mut XmlReader<'a>, element: Element<'a>) -> Result<Self, BodyError> {
         let (mut id, mut version) = (None, None);
-        element.for_each_attribute(|name, value| {
+        reader.for_each_attribute(&element, |name, value| {
             match name {
                 "id" => id = Some(value),
                 "version" => version = Some(value),

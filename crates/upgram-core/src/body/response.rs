@@ -264,11 +264,12 @@ pub struct Requires<'a> {
 
 /// Collects the attributes named in `names` into `slots`, by position; ignores the others.
 fn collect<'a, const N: usize>(
+    reader: &mut XmlReader<'a>,
     element: &Element<'a>,
     names: [&str; N],
 ) -> Result<[Option<Cow<'a, str>>; N], BodyError> {
     let mut slots: [Option<Cow<'a, str>>; N] = std::array::from_fn(|_| None);
-    element.for_each_attribute(|name, value| {
+    reader.for_each_attribute(element, |name, value| {
         if let Some(i) = names.iter().position(|known| *known == name) {
             slots[i] = Some(value);
         }
@@ -309,7 +310,7 @@ impl<'a> Response<'a> {
     /// ```
     pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
         parse_document(bytes, "response", |reader, root| {
-            let [query, issued, expires, base] = collect(&root, ["for", "issued", "expires", "base"])?;
+            let [query, issued, expires, base] = collect(reader, &root, ["for", "issued", "expires", "base"])?;
             let fields = Fields::new("response", None);
             let binding = Binding::parse_fields(&fields, query, issued, expires)?;
             let base = base.map(|b| fields.url("base", b, false)).transpose()?;
@@ -385,8 +386,11 @@ impl<'a> ModuleAnswer<'a> {
     }
 
     fn parse(reader: &mut XmlReader<'a>, element: Element<'a>, relative_ok: bool) -> Result<Self, BodyError> {
-        let [id, status, latest, code, full, forced, floor, rollback, dependency] =
-            collect(&element, ["id", "status", "latest", "code", "full", "forced", "floor", "rollback", "dependency"])?;
+        let [id, status, latest, code, full, forced, floor, rollback, dependency] = collect(
+            reader,
+            &element,
+            ["id", "status", "latest", "code", "full", "forced", "floor", "rollback", "dependency"],
+        )?;
         let fields = Fields::new("module", id.as_deref());
         let id = fields.module_id("id", fields.required("id", id.clone())?)?;
         let status_text = fields.required("status", status)?;
@@ -544,14 +548,14 @@ fn parse_package<'a>(
     element: &Element<'a>,
     relative_ok: bool,
 ) -> Result<Package<'a>, BodyError> {
-    let [url, size, sha256, args] = collect(element, ["url", "size", "sha256", "args"])?;
+    let [url, size, sha256, args] = collect(reader, element, ["url", "size", "sha256", "args"])?;
     finish_leaf(reader, element, "package")?;
     let fields = Fields::new("package", None);
     Ok(Package { payload: parse_payload(&fields, url, size, sha256, relative_ok)?, args })
 }
 
 fn parse_requires<'a>(reader: &mut XmlReader<'a>, element: &Element<'a>) -> Result<Requires<'a>, BodyError> {
-    let [id, min] = collect(element, ["id", "min"])?;
+    let [id, min] = collect(reader, element, ["id", "min"])?;
     finish_leaf(reader, element, "requires")?;
     let fields = Fields::new("requires", id.as_deref());
     let min = fields.version("min", fields.required("min", min)?)?;
@@ -560,7 +564,7 @@ fn parse_requires<'a>(reader: &mut XmlReader<'a>, element: &Element<'a>) -> Resu
 }
 
 fn parse_frequent<'a>(reader: &mut XmlReader<'a>, element: &Element<'a>) -> Result<Cow<'a, str>, BodyError> {
-    let [id] = collect(element, ["id"])?;
+    let [id] = collect(reader, element, ["id"])?;
     finish_leaf(reader, element, "frequent")?;
     let fields = Fields::new("frequent", None);
     fields.file_id("id", fields.required("id", id)?)
@@ -569,7 +573,7 @@ fn parse_frequent<'a>(reader: &mut XmlReader<'a>, element: &Element<'a>) -> Resu
 impl<'a> FileEntry<'a> {
     fn parse(reader: &mut XmlReader<'a>, element: &Element<'a>, relative_ok: bool) -> Result<Self, BodyError> {
         let [id, version, mode, url, size, sha256, frequent, exec] =
-            collect(element, ["id", "version", "mode", "url", "size", "sha256", "frequent", "exec"])?;
+            collect(reader, element, ["id", "version", "mode", "url", "size", "sha256", "frequent", "exec"])?;
         let fields = Fields::new("file", id.as_deref());
         let version = fields.version("version", fields.required("version", version)?)?;
         let mode_text = fields.required("mode", mode)?;
@@ -639,7 +643,7 @@ fn parse_delta<'a>(
     element: &Element<'a>,
     relative_ok: bool,
 ) -> Result<Delta<'a>, BodyError> {
-    let [from, url, size, sha256] = collect(element, ["from", "url", "size", "sha256"])?;
+    let [from, url, size, sha256] = collect(reader, element, ["from", "url", "size", "sha256"])?;
     finish_leaf(reader, element, "delta")?;
     let fields = Fields::new("delta", None);
     let from = fields.version("from", fields.required("from", from)?)?;

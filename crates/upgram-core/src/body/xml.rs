@@ -5,13 +5,20 @@
 //! protocol's limits are enforced while reading, before any work proportional to them: depth,
 //! element count, attribute count and length; and here DOCTYPE, processing instructions, CDATA,
 //! unknown entities and stray text are refused.
+//!
+//! quick-xml tokenizes the document but leaves some of XML 1.0's well-formedness rules to its
+//! caller: names are not checked against the `Name` production, attributes need no whitespace
+//! between them, characters XML forbids pass, and the XML declaration's content is not looked
+//! at. Those checks are made here, on every element as it opens (known or not), so that a body
+//! is either well-formed and within the limits or rejected, whatever the element.
 
 use std::borrow::Cow;
 
 use quick_xml::XmlVersion;
 use quick_xml::escape::EscapeError;
-use quick_xml::events::attributes::{AttrError, Attributes};
+use quick_xml::events::attributes::Attribute;
 use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::QName;
 use quick_xml::reader::Reader;
 
 use crate::error::BodyError;
@@ -38,6 +45,9 @@ pub(crate) enum Node<'a> {
     Close,
 }
 
+/// An attribute's name and its value, unescaped and normalized.
+type AttributeValue<'a> = (&'a str, Cow<'a, str>);
+
 /// A pull reader over a body that enforces the protocol's XML rules.
 pub(crate) struct XmlReader<'a> {
     input: &'a str,
@@ -45,6 +55,10 @@ pub(crate) struct XmlReader<'a> {
     depth: usize,
     elements: usize,
     root_seen: bool,
+    /// The attributes of the element opened last, checked and unescaped when it opened.
+    attributes: Vec<AttributeValue<'a>>,
+    /// The offset of the element `attributes` belongs to (`usize::MAX`: none).
+    attributes_of: usize,
 }
 
 impl<'a> XmlReader<'a> {
@@ -57,7 +71,15 @@ impl<'a> XmlReader<'a> {
         config.check_comments = true;
         config.expand_empty_elements = false;
         config.trim_text(false);
-        Ok(Self { input, reader, depth: 0, elements: 0, root_seen: false })
+        Ok(Self {
+            input,
+            reader,
+            depth: 0,
+            elements: 0,
+            root_seen: false,
+            attributes: Vec::new(),
+            attributes_of: usize::MAX,
+        })
     }
 
     fn position(&self) -> usize {
@@ -67,6 +89,11 @@ impl<'a> XmlReader<'a> {
     fn syntax(&self, error: &quick_xml::Error) -> BodyError {
         let offset = usize::try_from(self.reader.error_position()).unwrap_or(usize::MAX);
         BodyError::XmlSyntax { offset, reason: error.to_string() }
+    }
+
+    /// The input from `from` to the reader's position: the markup just read.
+    fn markup(&self, from: usize) -> &'a str {
+        self.input.get(from..self.position()).unwrap_or("")
     }
 
     /// The next element opening or closing at the current level, skipping comments and
@@ -92,12 +119,12 @@ impl<'a> XmlReader<'a> {
                     return Ok(Node::Close);
                 }
                 Event::Text(text) => {
-                    if !text.bytes().all(|b| b.is_ascii_whitespace()) {
+                    if !text.bytes().all(is_space) {
                         return Err(BodyError::UnexpectedText { offset: before });
                     }
                 }
-                Event::Comment(_) => {}
-                Event::Decl(_) if !self.root_seen && before == 0 => {}
+                Event::Comment(_) => check_comment(self.markup(before), before)?,
+                Event::Decl(_) if !self.root_seen && before == 0 => check_declaration(self.markup(before))?,
                 Event::Decl(_) | Event::PI(_) => {
                     return Err(BodyError::ProcessingInstruction { offset: before });
                 }
@@ -134,7 +161,18 @@ impl<'a> XmlReader<'a> {
         let tag = self.borrow_tag(start, offset)?;
         let name_len = start.name().as_ref().len();
         let name = tag.get(..name_len).unwrap_or(tag);
-        Ok(Node::Open(Element { name, tag, empty, offset }))
+        if !is_name(name) {
+            return Err(BodyError::XmlSyntax {
+                offset,
+                reason: format!("`{}` is not an XML element name", name.escape_debug()),
+            });
+        }
+        let element = Element { name, tag, empty, offset };
+        // Every element's attributes are checked now, also those of elements nobody reads.
+        self.attributes_of = usize::MAX;
+        scan_attributes(&element, &mut self.attributes)?;
+        self.attributes_of = offset;
+        Ok(Node::Open(element))
     }
 
     /// The tag content with the input's lifetime, so attribute values can borrow from it.
@@ -161,6 +199,26 @@ impl<'a> XmlReader<'a> {
             }
         }
     }
+
+    /// Calls `visit(name, value)` for every attribute of `element`, values unescaped and
+    /// normalized (borrowed unless they contain references or line breaks). The attributes
+    /// were checked when the element opened (limits, duplicates, syntax); they are handed out
+    /// without a second pass when `element` is the one opened last, as it is for every body
+    /// parser that reads its attributes before its children.
+    pub fn for_each_attribute(
+        &mut self,
+        element: &Element<'a>,
+        mut visit: impl FnMut(&'a str, Cow<'a, str>) -> Result<(), BodyError>,
+    ) -> Result<(), BodyError> {
+        if self.attributes_of != element.offset {
+            scan_attributes(element, &mut self.attributes)?;
+        }
+        self.attributes_of = usize::MAX;
+        for (name, value) in self.attributes.drain(..) {
+            visit(name, value)?;
+        }
+        Ok(())
+    }
 }
 
 fn is_predefined_entity(name: &str) -> bool {
@@ -177,90 +235,250 @@ pub(crate) fn unexpected(element: &Element<'_>, parent: &'static str, reason: &s
     }
 }
 
-impl<'a> Element<'a> {
-    /// Calls `visit(name, value)` for every attribute, values unescaped (borrowed unless they
-    /// contain references). Enforces the attribute limits and rejects duplicates.
-    pub fn for_each_attribute(
-        &self,
-        mut visit: impl FnMut(&'a str, Cow<'a, str>) -> Result<(), BodyError>,
-    ) -> Result<(), BodyError> {
-        let mut attributes = Attributes::new(self.tag, self.name.len());
-        attributes.with_checks(true);
-        let mut count = 0;
-        for attribute in attributes {
-            let attribute = attribute.map_err(|e| self.attribute_error(e))?;
-            count += 1;
-            if count > MAX_ATTRIBUTES {
-                return Err(BodyError::TooManyAttributes {
-                    element: self.name.to_owned(),
-                    offset: self.offset,
-                    max: MAX_ATTRIBUTES,
-                });
-            }
-            let key = attribute.key.as_ref();
-            let name = self.tag_slice(key);
-            // Bound the work before unescaping, then the value itself (SPEC.md §4.1.2).
-            if attribute.value.len() > MAX_RAW_ATTRIBUTE_LEN {
-                return Err(self.too_long(name, attribute.value.len()));
-            }
-            if attribute.value.contains('<') {
-                return Err(BodyError::XmlSyntax {
-                    offset: self.offset,
-                    reason: format!("`<` in attribute `{name}` of <{}>", self.name),
-                });
-            }
-            let value = attribute.normalized_value(XmlVersion::Implicit1_0).map_err(|e| self.value_error(name, &e))?;
-            if value.len() > MAX_ATTRIBUTE_LEN {
-                return Err(self.too_long(name, value.len()));
-            }
-            visit(name, value)?;
+/// XML's white space (production `S`): SP, TAB, CR, LF and nothing else.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// XML 1.0 `NameStartChar`.
+fn is_name_start(c: char) -> bool {
+    matches!(c,
+        ':' | 'A'..='Z' | '_' | 'a'..='z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}'
+        | '\u{F8}'..='\u{2FF}' | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}'
+        | '\u{200C}'..='\u{200D}' | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}'
+        | '\u{3001}'..='\u{D7FF}' | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}'
+        | '\u{10000}'..='\u{EFFFF}')
+}
+
+/// XML 1.0 `NameChar`.
+fn is_name_char(c: char) -> bool {
+    is_name_start(c) || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+}
+
+/// Whether `name` matches XML 1.0's `Name` production and is a qualified name in the sense of
+/// Namespaces in XML (at most one `:`, neither first nor last), as namespace-aware parsers
+/// require.
+fn is_name(name: &str) -> bool {
+    name_len(name) == name.len() && is_qualified(name)
+}
+
+/// Whether `name`, a run of `NameChar`s, starts with a `NameStartChar` and has at most one
+/// `:`, neither first nor last, with a `NameStartChar` after it.
+fn is_qualified(name: &str) -> bool {
+    let starts_well = |part: &str| part.chars().next().is_some_and(|c| c != ':' && is_name_start(c));
+    match name.split_once(':') {
+        None => starts_well(name),
+        Some((prefix, local)) => starts_well(prefix) && starts_well(local) && !local.contains(':'),
+    }
+}
+
+/// Byte classes for the scanning loops: which ASCII bytes are `NameChar`s, and which bytes in
+/// an attribute value need a closer look (quotes, `<`, `&`, C0 controls, and 0xEF, the first
+/// byte of U+FFFE and U+FFFF).
+const NAME: u8 = 1;
+const SPECIAL: u8 = 2;
+const CLASSES: [u8; 256] = {
+    let mut classes = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || matches!(c, b'_' | b':' | b'-' | b'.') {
+            classes[b] = NAME;
         }
-        Ok(())
+        if c < 0x20 || matches!(c, b'"' | b'\'' | b'<' | b'&' | 0xEF) {
+            classes[b] = SPECIAL;
+        }
+        b += 1;
     }
+    classes
+};
 
-    /// `key` borrowed from the tag with the tag's lifetime.
-    fn tag_slice(&self, key: &str) -> &'a str {
-        let at = (key.as_ptr() as usize).wrapping_sub(self.tag.as_ptr() as usize);
-        self.tag.get(at..at.wrapping_add(key.len())).unwrap_or("")
+/// The byte length of the longest prefix of `text` made of `NameChar`s.
+fn name_len(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let ascii = bytes.iter().position(|&b| CLASSES[usize::from(b)] & NAME == 0).unwrap_or(bytes.len());
+    if bytes.get(ascii).is_none_or(|b| b.is_ascii()) {
+        return ascii;
     }
+    let rest = text.get(ascii..).unwrap_or("");
+    rest.char_indices().find(|&(_, c)| !is_name_char(c)).map_or(text.len(), |(i, _)| ascii + i)
+}
 
-    fn too_long(&self, attribute: &str, len: usize) -> BodyError {
-        BodyError::AttributeTooLong {
-            element: self.name.to_owned(),
-            attribute: attribute.to_owned(),
-            len,
-            max: MAX_ATTRIBUTE_LEN,
+/// The first character of `text` that XML 1.0's `Char` production excludes: C0 controls
+/// other than TAB, LF and CR, and U+FFFE and U+FFFF (surrogates cannot occur in a `str`).
+fn forbidden_char(text: &str) -> Option<char> {
+    let bytes = text.as_bytes();
+    let at = bytes.iter().enumerate().position(|(i, &b)| {
+        (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+            || (b == 0xEF && bytes.get(i + 1) == Some(&0xBF) && matches!(bytes.get(i + 2), Some(0xBE | 0xBF)))
+    })?;
+    text.get(at..).and_then(|rest| rest.chars().next())
+}
+
+/// Checks a comment (`<!--…-->` as written) for what quick-xml lets through: characters XML
+/// forbids, and a `-` right before the closing `-->`.
+fn check_comment(markup: &str, offset: usize) -> Result<(), BodyError> {
+    let content = markup.strip_prefix("<!--").and_then(|m| m.strip_suffix("-->")).unwrap_or("");
+    if let Some(c) = forbidden_char(content) {
+        return Err(BodyError::XmlSyntax {
+            offset,
+            reason: format!("character {} is not allowed in XML (in a comment)", c.escape_unicode()),
+        });
+    }
+    if content.ends_with('-') {
+        return Err(BodyError::XmlSyntax { offset, reason: "a comment ends with `--->`".into() });
+    }
+    Ok(())
+}
+
+/// Checks the XML declaration (`<?xml…?>` as written, at offset 0): `version="1.0"`, then
+/// optionally `encoding` naming UTF-8 and `standalone` `yes` or `no`, in that order, nothing
+/// else (XML 1.0 `XMLDecl`; the body is always UTF-8).
+fn check_declaration(markup: &str) -> Result<(), BodyError> {
+    let bad = |reason: String| BodyError::XmlSyntax { offset: 0, reason: format!("XML declaration: {reason}") };
+    let tag = markup.strip_prefix("<?").and_then(|m| m.strip_suffix("?>")).unwrap_or("");
+    let element = Element { name: "xml", tag, empty: true, offset: 0 };
+    if !tag.starts_with("xml") {
+        return Err(bad("not `<?xml`".into()));
+    }
+    let mut attributes = Vec::new();
+    scan_attributes(&element, &mut attributes)?;
+    let mut expected = ["version", "encoding", "standalone"].into_iter();
+    for (name, value) in &attributes {
+        if !expected.any(|e| e == *name) {
+            return Err(bad(format!("`{}` is not allowed here", name.escape_debug())));
+        }
+        let ok = match *name {
+            "version" => value == "1.0",
+            "encoding" => value.eq_ignore_ascii_case("UTF-8"),
+            _ => matches!(value.as_ref(), "yes" | "no"),
+        };
+        if !ok {
+            return Err(bad(format!("{name}=\"{}\" is not allowed", value.escape_debug())));
         }
     }
+    match attributes.first() {
+        Some(("version", _)) => Ok(()),
+        _ => Err(bad("`version` must come first".into())),
+    }
+}
 
-    fn attribute_error(&self, error: AttrError) -> BodyError {
-        match error {
-            AttrError::Duplicated(at, _) => {
-                let rest = self.tag.get(at..).unwrap_or("");
-                let attribute = rest.split(|c: char| c == '=' || c.is_ascii_whitespace()).next().unwrap_or("");
-                BodyError::DuplicateAttribute {
-                    element: self.name.to_owned(),
-                    attribute: attribute.to_owned(),
-                    offset: self.offset,
+/// Scans the attribute list of `element` (XML 1.0: `(S Attribute)* S?` after the name) into
+/// `out`, values unescaped and normalized, enforcing the limits of SPEC.md §4.1.2 and the
+/// rules quick-xml leaves to its caller: white space before each attribute, names that are
+/// XML names, no `<`, only characters XML allows, only the predefined entities.
+fn scan_attributes<'a>(element: &Element<'a>, out: &mut Vec<AttributeValue<'a>>) -> Result<(), BodyError> {
+    out.clear();
+    let syntax = |reason: String| attribute_syntax(element, reason);
+    let mut rest = element.tag.get(element.name.len()..).unwrap_or("");
+    loop {
+        let spaces = rest.bytes().take_while(|&b| is_space(b)).count();
+        rest = &rest[spaces..];
+        if rest.is_empty() {
+            return Ok(());
+        }
+        if spaces == 0 {
+            return Err(syntax("white space must separate attributes".into()));
+        }
+        let len = name_len(rest);
+        let name = &rest[..len];
+        if !is_qualified(name) {
+            let found = rest.chars().next().unwrap_or(' ');
+            return Err(syntax(format!("`{}` cannot start an attribute name", found.escape_debug())));
+        }
+        rest = rest[len..].trim_start_matches(|c: char| c.is_ascii() && is_space(c as u8));
+        rest = rest.strip_prefix('=').ok_or_else(|| syntax(format!("`=` expected after `{name}`")))?;
+        rest = rest.trim_start_matches(|c: char| c.is_ascii() && is_space(c as u8));
+        let quote = match rest.as_bytes().first() {
+            Some(&q @ (b'"' | b'\'')) => q,
+            _ => return Err(syntax(format!("the value of `{name}` must be quoted"))),
+        };
+        let body = &rest[1..];
+        // One pass finds the closing quote and whether the value needs more than borrowing.
+        let mut special = false;
+        let end = body
+            .bytes()
+            .position(|b| {
+                if CLASSES[usize::from(b)] & SPECIAL == 0 {
+                    return false;
                 }
-            }
-            other => BodyError::XmlSyntax {
-                offset: self.offset,
-                reason: format!("in the attributes of <{}>: {other}", self.name),
-            },
+                if b == quote {
+                    return true;
+                }
+                special = true;
+                false
+            })
+            .ok_or_else(|| syntax(format!("the value of `{name}` is not closed")))?;
+        let raw = &body[..end];
+        rest = &body[end + 1..];
+        if out.len() == MAX_ATTRIBUTES {
+            return Err(BodyError::TooManyAttributes {
+                element: element.name.to_owned(),
+                offset: element.offset,
+                max: MAX_ATTRIBUTES,
+            });
         }
+        if out.iter().any(|(seen, _)| *seen == name) {
+            return Err(BodyError::DuplicateAttribute {
+                element: element.name.to_owned(),
+                attribute: name.to_owned(),
+                offset: element.offset,
+            });
+        }
+        // Bound the work before unescaping, then the value itself (SPEC.md §4.1.2).
+        if raw.len() > MAX_RAW_ATTRIBUTE_LEN {
+            return Err(too_long(element, name, raw.len()));
+        }
+        let value = if special { unescape(element, name, raw)? } else { Cow::Borrowed(raw) };
+        if value.len() > MAX_ATTRIBUTE_LEN {
+            return Err(too_long(element, name, value.len()));
+        }
+        out.push((name, value));
     }
+}
 
-    fn value_error(&self, attribute: &str, error: &quick_xml::Error) -> BodyError {
-        match error {
-            quick_xml::Error::Escape(EscapeError::UnrecognizedEntity(_, name)) => {
-                BodyError::Entity { offset: self.offset, name: name.clone() }
-            }
-            other => BodyError::XmlSyntax {
-                offset: self.offset,
-                reason: format!("in attribute `{attribute}` of <{}>: {other}", self.name),
-            },
+/// Unescapes and normalizes a value that holds a `<`, a reference, a control character or a
+/// 0xEF byte, and checks what comes out: characters XML forbids are caught after unescaping,
+/// so that references to them (`&#1;`, `&#xFFFE;`) are refused like the characters themselves.
+fn unescape<'a>(element: &Element<'a>, name: &'a str, raw: &'a str) -> Result<Cow<'a, str>, BodyError> {
+    let syntax = |reason: String| attribute_syntax(element, reason);
+    if raw.contains('<') {
+        return Err(syntax(format!("`<` in the value of `{name}`")));
+    }
+    let attribute = Attribute { key: QName(name), value: Cow::Borrowed(raw) };
+    let value = attribute.normalized_value(XmlVersion::Implicit1_0).map_err(|e| value_error(element, name, &e))?;
+    if let Some(c) = forbidden_char(&value) {
+        return Err(syntax(format!("character {} in the value of `{name}` is not allowed in XML", c.escape_unicode())));
+    }
+    Ok(value)
+}
+
+/// An `xml-syntax` error in the attributes of `element`.
+fn attribute_syntax(element: &Element<'_>, reason: String) -> BodyError {
+    BodyError::XmlSyntax {
+        offset: element.offset,
+        reason: format!("in the attributes of <{}>: {reason}", element.name.escape_debug()),
+    }
+}
+
+fn too_long(element: &Element<'_>, attribute: &str, len: usize) -> BodyError {
+    BodyError::AttributeTooLong {
+        element: element.name.to_owned(),
+        attribute: attribute.to_owned(),
+        len,
+        max: MAX_ATTRIBUTE_LEN,
+    }
+}
+
+fn value_error(element: &Element<'_>, attribute: &str, error: &quick_xml::Error) -> BodyError {
+    match error {
+        quick_xml::Error::Escape(EscapeError::UnrecognizedEntity(_, name)) if is_name(name) => {
+            BodyError::Entity { offset: element.offset, name: name.clone() }
         }
+        other => BodyError::XmlSyntax {
+            offset: element.offset,
+            reason: format!("in attribute `{attribute}` of <{}>: {other}", element.name),
+        },
     }
 }
 
