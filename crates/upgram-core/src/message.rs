@@ -338,7 +338,7 @@ impl<'a, T> SignedReply<'a, T> {
             // Present: the frame decoder reads a signature block for every signed kind.
             signature: frame
                 .signature
-                .unwrap_or(SignatureBlock { key_id: crate::sign::KeyId([0; 8]), signature: [0; 64] }),
+                .unwrap_or(SignatureBlock::single(crate::sign::KeyId([0; 8]), [0; 64])),
         }
     }
 
