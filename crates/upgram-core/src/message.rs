@@ -336,9 +336,7 @@ impl<'a, T> SignedReply<'a, T> {
             server_cookie: frame.server_cookie,
             nonce: frame.nonce,
             // Present: the frame decoder reads a signature block for every signed kind.
-            signature: frame
-                .signature
-                .unwrap_or(SignatureBlock::single(crate::sign::KeyId([0; 8]), [0; 64])),
+            signature: frame.signature.unwrap_or(SignatureBlock::single(crate::sign::KeyId([0; 8]), [0; 64])),
         }
     }
 

@@ -381,9 +381,8 @@ impl ReplySigner {
         let signature = self.key.sign(&root_message(&tree.root())).to_bytes();
         for (index, &i) in members.iter().enumerate() {
             // Cannot fail: at most MAX_BATCH_LEN members, so the depth and index are in range.
-            out[i] = tree
-                .proof(index)
-                .map(|batch| SignatureBlock { key_id: self.key_id, signature, batch: Some(batch) });
+            out[i] =
+                tree.proof(index).map(|batch| SignatureBlock { key_id: self.key_id, signature, batch: Some(batch) });
         }
     }
 }
