@@ -62,7 +62,7 @@ impl Batch {
     fn new(n: usize) -> Self {
         let queries: Vec<Vec<u8>> = (0..n).map(query_body).collect();
         let bodies = queries.iter().map(|q| answer_body(q)).collect();
-        let nonces = (0..n).map(|i| (i % 3 == 2).then(|| Nonce([i as u8; 16]))).collect();
+        let nonces = (0..n).map(|i| (i % 3 == 2).then_some(Nonce([i as u8; 16]))).collect();
         Self { queries, bodies, nonces }
     }
 
@@ -356,7 +356,7 @@ proptest! {
         bit in 0u8..8,
     ) {
         let nonces: Vec<Option<Nonce>> =
-            (0..bodies.len()).map(|i| (i % nonce_every == 0).then(|| Nonce([i as u8 ^ 0x5a; 16]))).collect();
+            (0..bodies.len()).map(|i| (i % nonce_every == 0).then_some(Nonce([i as u8 ^ 0x5a; 16]))).collect();
         let kinds: Vec<MessageKind> =
             (0..bodies.len()).map(|i| if i % 5 == 4 { MessageKind::Fallback } else { MessageKind::Response }).collect();
         let items: Vec<BatchItem<'_>> = bodies
