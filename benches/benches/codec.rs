@@ -16,10 +16,10 @@ use criterion::{Criterion, Throughput};
 use quick_xml::events::Event;
 use quick_xml::reader::Reader;
 use upgram_benches::vector_bytes;
+use upgram_core::Sha256Digest;
 use upgram_core::body::{Query, Response};
 use upgram_core::message::{Datagram, Message};
 use upgram_core::sign::{BatchItem, KeyRing, ReplySigner, SignatureBlock};
-use upgram_core::Sha256Digest;
 use upgram_core::wire::{Frame, MessageKind, QueryOptions};
 
 struct Inputs {
@@ -171,7 +171,9 @@ fn batching(c: &mut Criterion) {
         let bodies = distinct_answers(n);
         let items = batch_items(&bodies);
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_function(format!("sign a batch of {n} answers"), |b| b.iter(|| sign_batch(&signer, black_box(&items))));
+        group.bench_function(format!("sign a batch of {n} answers"), |b| {
+            b.iter(|| sign_batch(&signer, black_box(&items)))
+        });
     }
     let bodies = distinct_answers(64);
     let blocks = signer.sign_batch(&batch_items(&bodies));

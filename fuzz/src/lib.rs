@@ -165,17 +165,7 @@ pub fn batch(data: &[u8]) {
         }
     }
     let member = usize::from(*rest.last().unwrap_or(&0)) % count;
-    let Ok(bytes) = (Frame {
-        kind: kind(member),
-        request_id: 1,
-        body: bodies[member],
-        client_cookie: None,
-        server_cookie: None,
-        nonce: nonces[member],
-        signature: Some(blocks[member]),
-        padding: 0,
-    })
-    .to_vec() else {
+    let Ok(bytes) = Frame::reply(kind(member), 1, bodies[member], nonces[member], blocks[member]).to_vec() else {
         return;
     };
     let trailer_start = 20 + bodies[member].len();

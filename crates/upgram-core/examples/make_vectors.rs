@@ -485,18 +485,7 @@ fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
     let item = |nonce, body| BatchItem { kind: MessageKind::Response, nonce, body, room: usize::MAX };
     let blocks = signer().sign_batch(&[item(None, &first), item(Some(&nonce), &first), item(None, &third)]);
     let reply = |body: &[u8], nonce: Option<Nonce>, request_id: u64, block: SignatureBlock| {
-        Frame {
-            kind: MessageKind::Response,
-            request_id,
-            body,
-            client_cookie: None,
-            server_cookie: None,
-            nonce,
-            signature: Some(block),
-            padding: 0,
-        }
-        .to_vec()
-        .expect("reply fits")
+        Frame::reply(MessageKind::Response, request_id, body, nonce, block).to_vec().expect("reply fits")
     };
     let batched = reply(&first, None, 0x0102030405060708, blocks[0]);
     w.answer(

@@ -95,18 +95,7 @@ impl Batch {
 }
 
 fn frame(body: &[u8], nonce: Option<Nonce>, block: SignatureBlock) -> Vec<u8> {
-    Frame {
-        kind: MessageKind::Response,
-        request_id: 42,
-        body,
-        client_cookie: None,
-        server_cookie: None,
-        nonce,
-        signature: Some(block),
-        padding: 0,
-    }
-    .to_vec()
-    .expect("reply fits")
+    Frame::reply(MessageKind::Response, 42, body, nonce, block).to_vec().expect("reply fits")
 }
 
 /// Offset of the batch trailer (depth byte) in a reply without server cookie.
@@ -371,18 +360,7 @@ proptest! {
             prop_assert_eq!(keys.verify(kinds[i], nonces[i].as_ref(), &bodies[i], block), Ok(()));
         }
         let i = member.index(bodies.len());
-        let original = Frame {
-            kind: kinds[i],
-            request_id: 1,
-            body: &bodies[i],
-            client_cookie: None,
-            server_cookie: None,
-            nonce: nonces[i],
-            signature: Some(blocks[i]),
-            padding: 0,
-        }
-        .to_vec()
-        .expect("fits");
+        let original = Frame::reply(kinds[i], 1, &bodies[i], nonces[i], blocks[i]).to_vec().expect("fits");
         let body_start = 20;
         let position = body_start + flip.index(original.len() - body_start);
         let mut flipped = original.clone();

@@ -328,6 +328,27 @@ impl<'b> Frame<'b> {
         frame
     }
 
+    /// A signed reply frame (response or fallback) around `body`, without server cookie; the
+    /// nonce is the query's, echoed (nonce-bound mode).
+    pub fn reply(
+        kind: MessageKind,
+        request_id: u64,
+        body: &'b [u8],
+        nonce: Option<Nonce>,
+        signature: SignatureBlock,
+    ) -> Frame<'b> {
+        Frame {
+            kind,
+            request_id,
+            body,
+            client_cookie: None,
+            server_cookie: None,
+            nonce,
+            signature: Some(signature),
+            padding: 0,
+        }
+    }
+
     /// An error frame around an encoded error body.
     pub fn error(request_id: u64, body: &'b [u8]) -> Frame<'b> {
         Frame {
