@@ -332,7 +332,7 @@ fn batch_signed_replies_decode_reencode_and_serialize_their_trailer() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     /// Any batch of random answers: every member verifies; any flipped bit of its trailer
     /// (nonce, key id, signature, depth, index, root, path) or of its body makes it fail.
@@ -373,5 +373,33 @@ proptest! {
             keys.verify(frame.kind, frame.nonce.as_ref(), frame.body, &block).map_err(|e| e.name().to_owned())
         });
         prop_assert!(outcome.is_err(), "flipped bit {} of byte {} still verifies", bit, position);
+    }
+}
+
+proptest! {
+    /// Any batch trailer behind a valid header and a real answer, whatever its depth, index,
+    /// root and path bytes and length: a typed decode error or a verification error, never a
+    /// panic, and never a reply that verifies.
+    #[test]
+    fn arbitrary_batch_trailers_are_refused_without_panic(
+        depth in any::<u8>(),
+        index in any::<u8>(),
+        tail in prop::collection::vec(any::<u8>(), 0..260),
+        flags in 0u16..16,
+    ) {
+        let batch = Batch::new(1);
+        let single = batch.sign()[0];
+        let mut bytes = batch.datagram(0, single);
+        bytes[7] = (flags | Flags::BATCH) as u8 & 0x0f;
+        bytes.push(depth);
+        bytes.push(index);
+        bytes.extend_from_slice(&tail);
+        if let Ok(datagram) = Datagram::decode(&bytes)
+            && let Message::Response(reply) = &datagram.message
+        {
+            let keys = ring();
+            let expect = Expectation { keys: &keys, query: Sha256Digest::of(&batch.queries[0]), nonce: reply.nonce, now: NOW };
+            prop_assert!(reply.verify(&expect).is_err());
+        }
     }
 }
