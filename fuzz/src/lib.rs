@@ -146,7 +146,9 @@ pub fn batch(data: &[u8]) {
         (0..count).map(|i| rest.get(i * chunk..((i + 1) * chunk).min(rest.len())).unwrap_or(&[])).collect();
     let nonces: Vec<Option<Nonce>> =
         (0..count).map(|i| (i % 3 == usize::from(head % 3)).then_some(Nonce([i as u8; 16]))).collect();
-    let kind = |i: usize| if (usize::from(head) + i) % 4 == 0 { MessageKind::Fallback } else { MessageKind::Response };
+    let kind = |i: usize| {
+        if (usize::from(head) + i).is_multiple_of(4) { MessageKind::Fallback } else { MessageKind::Response }
+    };
     let items: Vec<BatchItem<'_>> = (0..count)
         .map(|i| BatchItem {
             kind: kind(i),
