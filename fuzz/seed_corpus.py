@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Seeds fuzz/corpus/<target>/ from protocol-spec/vectors/ (run from the repository root).
 
-Datagram vectors seed `datagram`; their XML bodies and the document vectors seed `document`
+Datagram vectors seed `datagram`, signed replies among them also `batch` (with a few
+synthetic batches: a count byte, then the bodies); their XML bodies and the document vectors seed `document`
 and `roundtrip`; record vectors seed `records` (as <u16 LE split> base delta); the versions
 that appear in the vectors seed `version`. Re-running it only adds files.
 """
@@ -29,6 +30,8 @@ for path in vectors:
     name = path.stem
     if v["kind"] == "datagram":
         put("datagram", name, data)
+        if len(data) > 5 and data[5] in (2, 3):
+            put("batch", name, data)
         body = body_of(data)
         if body:
             put("document", name, body)
@@ -48,3 +51,6 @@ for i, version in enumerate(ordered):
     put("version", f"v{i}", version + b"\n" + ordered[(i + 1) % len(ordered)])
 for extra in [b"1.0.0-alpha.1\n1.0.0-alpha.beta", b"1.2\n1.2.0", b"0\n0.0.0.0.0.0.0.0", b"1.0-rc.1\n1.0"]:
     put("version", "extra", extra)
+for count in [0, 1, 2, 7, 63, 64, 79]:
+    bodies = b"".join(b"<response n=\"%d\"/>" % i for i in range(count + 1))
+    put("batch", f"synthetic-{count + 1}", bytes([count]) + bodies)

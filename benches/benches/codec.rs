@@ -1,21 +1,25 @@
 //! Codec benchmarks (issue 2, item 6): encode and decode of a typical query and of the
-//! 1024-byte response vector, signing and verification.
+//! 1024-byte response vector, signing and verification; batch signing (SPEC.md §10.3.1): the
+//! cost per answer of signing batches of 1, 8, 32 and 64 distinct answers against one Ed25519
+//! signature, and the cost of verifying a batch-signed reply against one signed alone.
 //!
 //! Run: `cargo bench -p upgram-benches --bench codec`. Besides criterion's figures it prints,
 //! at the end, the decode time of the 1024-byte response as a ratio against a bare quick-xml
 //! scan of the same bytes (goal: at most 2), and the encode times (goal: under 1 µs), measured
-//! interleaved in the same run so that a noisy machine moves both sides alike.
+//! interleaved in the same run so that a noisy machine moves both sides alike, then the batch
+//! signing figures (`--summary-only` skips criterion and prints just these summaries).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::Criterion;
+use criterion::{Criterion, Throughput};
 use quick_xml::events::Event;
 use quick_xml::reader::Reader;
 use upgram_benches::vector_bytes;
+use upgram_core::Sha256Digest;
 use upgram_core::body::{Query, Response};
 use upgram_core::message::{Datagram, Message};
-use upgram_core::sign::{KeyRing, ReplySigner};
+use upgram_core::sign::{BatchItem, KeyRing, ReplySigner, SignatureBlock};
 use upgram_core::wire::{Frame, MessageKind, QueryOptions};
 
 struct Inputs {
@@ -129,6 +133,61 @@ fn codec(c: &mut Criterion) {
     group.finish();
 }
 
+/// The batch sizes measured.
+const BATCH_SIZES: [usize; 4] = [1, 8, 32, 64];
+
+/// `n` distinct answers like vector 04's (a single-module answer), each for another query.
+fn distinct_answers(n: usize) -> Vec<Vec<u8>> {
+    let datagram = vector_bytes("04-");
+    let body = match Datagram::decode(&datagram).expect("vector 04 decodes").message {
+        Message::Response(reply) => reply.raw_body().to_vec(),
+        _ => panic!("vector 04 is a response"),
+    };
+    let template = Response::decode(&body).expect("decodes");
+    (0..n)
+        .map(|i| {
+            let mut answer = template.clone();
+            answer.binding.query = Sha256Digest::of(&i.to_be_bytes());
+            answer.to_vec()
+        })
+        .collect()
+}
+
+fn batch_items(bodies: &[Vec<u8>]) -> Vec<BatchItem<'_>> {
+    bodies.iter().map(|body| BatchItem { kind: MessageKind::Response, nonce: None, body, room: 1024 }).collect()
+}
+
+/// Signs the `n` answers as the server does when they are ready at the same time.
+fn sign_batch(signer: &ReplySigner, items: &[BatchItem<'_>]) -> usize {
+    signer.sign_batch(items).len()
+}
+
+fn batching(c: &mut Criterion) {
+    let signer = ReplySigner::from_seed(&[7; 32]);
+    let mut keys = KeyRing::new();
+    keys.add(signer.verifying_key());
+    let mut group = c.benchmark_group("batch");
+    for n in BATCH_SIZES {
+        let bodies = distinct_answers(n);
+        let items = batch_items(&bodies);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("sign a batch of {n} answers"), |b| {
+            b.iter(|| sign_batch(&signer, black_box(&items)))
+        });
+    }
+    let bodies = distinct_answers(64);
+    let blocks = signer.sign_batch(&batch_items(&bodies));
+    let single = signer.sign(MessageKind::Response, None, &bodies[0]);
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("verify a reply signed alone", |b| {
+        b.iter(|| keys.verify(MessageKind::Response, None, black_box(&bodies[0]), &single))
+    });
+    group.bench_function("verify a batch-signed reply (64 answers, depth 6)", |b| {
+        b.iter(|| keys.verify(MessageKind::Response, None, black_box(&bodies[0]), &blocks[0]))
+    });
+    group.finish();
+}
+
 /// Median time per call of `f`, over `rounds` batches of `batch` calls.
 fn per_call(rounds: usize, batch: u32, mut f: impl FnMut() -> usize) -> Vec<Duration> {
     (0..rounds)
@@ -170,6 +229,52 @@ fn summary() {
     println!("encode 1024-byte response body:      {enc_response:?} (goal < 1 µs) {}", verdict(enc_response));
 }
 
+/// Batch signing, measured interleaved: the cost per answer of each batch size against one
+/// Ed25519 signature, and verification of a batch-signed reply against one signed alone.
+fn batch_summary() {
+    let signer = ReplySigner::from_seed(&[7; 32]);
+    let mut keys = KeyRing::new();
+    keys.add(signer.verifying_key());
+    let sets: Vec<Vec<Vec<u8>>> = BATCH_SIZES.iter().map(|&n| distinct_answers(n)).collect();
+    let items: Vec<Vec<BatchItem<'_>>> = sets.iter().map(|bodies| batch_items(bodies)).collect();
+    let deepest = &sets[BATCH_SIZES.len() - 1];
+    let blocks = signer.sign_batch(&items[BATCH_SIZES.len() - 1]);
+    let single: SignatureBlock = signer.sign(MessageKind::Response, None, &deepest[0]);
+    let mut alone = Vec::new();
+    let mut per_size: Vec<Vec<Duration>> = vec![Vec::new(); BATCH_SIZES.len()];
+    let (mut verify_single, mut verify_batch) = (Vec::new(), Vec::new());
+    for _ in 0..15 {
+        alone.extend(per_call(1, 400, || signer.sign(MessageKind::Response, None, &deepest[0]).signature.len()));
+        for (k, set) in items.iter().enumerate() {
+            let calls = (6400 / set.len()) as u32;
+            let per_batch = per_call(1, calls, || sign_batch(&signer, set));
+            per_size[k].extend(per_batch.into_iter().map(|d| d / set.len() as u32));
+        }
+        verify_single.extend(per_call(1, 400, || {
+            usize::from(keys.verify(MessageKind::Response, None, &deepest[0], &single).is_ok())
+        }));
+        verify_batch.extend(per_call(1, 400, || {
+            usize::from(keys.verify(MessageKind::Response, None, &deepest[0], &blocks[0]).is_ok())
+        }));
+    }
+    let alone = median(alone);
+    println!();
+    println!("== batch signing (medians of 15 interleaved rounds; answers like vector 04, all distinct) ==");
+    println!("one Ed25519 signature (answer signed alone): {alone:?}");
+    for (k, n) in BATCH_SIZES.iter().enumerate() {
+        let cost = median(std::mem::take(&mut per_size[k]));
+        println!(
+            "batch of {n:>2}: {cost:?} per answer = {:.3} of one signature",
+            cost.as_secs_f64() / alone.as_secs_f64()
+        );
+    }
+    let (single, batch) = (median(verify_single), median(verify_batch));
+    println!(
+        "verify: signed alone {single:?}, batch-signed at depth 6 {batch:?} (ratio {:.3})",
+        batch.as_secs_f64() / single.as_secs_f64()
+    );
+}
+
 fn verdict(d: Duration) -> &'static str {
     if d < Duration::from_micros(1) { "MET" } else { "NOT MET" }
 }
@@ -178,7 +283,9 @@ fn main() {
     if !std::env::args().any(|a| a == "--summary-only") {
         let mut criterion = Criterion::default().configure_from_args();
         codec(&mut criterion);
+        batching(&mut criterion);
         criterion.final_summary();
     }
     summary();
+    batch_summary();
 }

@@ -8,8 +8,12 @@
 use std::cmp::Ordering;
 
 use upgram_core::body::{ErrorBody, Fallback, Query, Response};
+use upgram_core::limits::{MAX_BATCH_DEPTH, MAX_DATAGRAM_LEN};
+use upgram_core::message::Expectation;
 use upgram_core::records::{RecordDelta, RecordFile, apply_delta, diff, merge};
+use upgram_core::sign::{BatchItem, KeyRing, Nonce, ReplySigner};
 use upgram_core::version::Version;
+use upgram_core::wire::{Frame, MessageKind};
 use upgram_core::{Datagram, Message};
 
 /// Whole datagrams: decode, and if that succeeds, the re-encoding gives the same bytes and the
@@ -113,5 +117,93 @@ pub fn roundtrip(data: &[u8]) {
     if let Ok(error) = ErrorBody::decode(data) {
         let bytes = error.to_vec();
         assert_eq!(ErrorBody::decode(&bytes).expect("canonical error decodes"), error);
+    }
+}
+
+/// The signer of the test vectors (SPEC.md §11): seed 00 01 … 1f.
+fn test_signer() -> ReplySigner {
+    ReplySigner::from_seed(&std::array::from_fn(|i| i as u8))
+}
+
+/// Batch signatures (SPEC.md §10.3.1), from two sides.
+///
+/// 1. The input as a datagram: a signed reply that decodes is verified against the test key,
+///    for the query the reply says it answers; a verified batch-signed reply must carry a
+///    well-formed batch trailer. Nothing may panic.
+/// 2. The input as a batch: its first byte gives the number of answers (1-80) and the rest is
+///    cut into that many bodies; every answer is signed with `sign_batch` and must verify, and
+///    the datagram of one member with one flipped trailer bit must not.
+pub fn batch(data: &[u8]) {
+    let mut keys = KeyRing::new();
+    keys.add(test_signer().verifying_key());
+    verify_datagram(data, &keys);
+    let Some((&head, rest)) = data.split_first() else {
+        return;
+    };
+    let count = usize::from(head % 80) + 1;
+    let chunk = rest.len().div_ceil(count).max(1);
+    let bodies: Vec<&[u8]> =
+        (0..count).map(|i| rest.get(i * chunk..((i + 1) * chunk).min(rest.len())).unwrap_or(&[])).collect();
+    let nonces: Vec<Option<Nonce>> =
+        (0..count).map(|i| (i % 3 == usize::from(head % 3)).then_some(Nonce([i as u8; 16]))).collect();
+    let kind = |i: usize| {
+        if (usize::from(head) + i).is_multiple_of(4) { MessageKind::Fallback } else { MessageKind::Response }
+    };
+    let items: Vec<BatchItem<'_>> = (0..count)
+        .map(|i| BatchItem {
+            kind: kind(i),
+            nonce: nonces[i].as_ref(),
+            body: bodies[i],
+            // Some answers lack room for a trailer and are signed alone.
+            room: if bodies[i].first().is_some_and(|b| b % 7 == 0) { 40 } else { MAX_DATAGRAM_LEN },
+        })
+        .collect();
+    let blocks = test_signer().sign_batch(&items);
+    assert_eq!(blocks.len(), count, "one signature block per answer");
+    for (i, block) in blocks.iter().enumerate() {
+        assert_eq!(keys.verify(kind(i), nonces[i].as_ref(), bodies[i], block), Ok(()), "member {i} verifies");
+        if let Some(proof) = &block.batch {
+            assert!((1..=MAX_BATCH_DEPTH).contains(&proof.depth()) && proof.index() < 1 << proof.depth());
+        }
+    }
+    let member = usize::from(*rest.last().unwrap_or(&0)) % count;
+    let Ok(bytes) = Frame::reply(kind(member), 1, bodies[member], nonces[member], blocks[member]).to_vec() else {
+        return;
+    };
+    let trailer_start = 20 + bodies[member].len();
+    let position = trailer_start + usize::from(*rest.first().unwrap_or(&0)) * 7 % (bytes.len() - trailer_start);
+    let mut flipped = bytes;
+    flipped[position] ^= 1 << (head % 8);
+    if let Ok(frame) = Frame::decode(&flipped)
+        && frame.nonce == nonces[member]
+        && let Some(block) = &frame.signature
+    {
+        assert!(
+            keys.verify(frame.kind, frame.nonce.as_ref(), frame.body, block).is_err(),
+            "a flipped trailer bit verifies"
+        );
+    }
+}
+
+/// Verifies a decodable signed reply against `keys`, for the query it claims to answer.
+fn verify_datagram(data: &[u8], keys: &KeyRing) {
+    let Ok(datagram) = Datagram::decode(data) else {
+        return;
+    };
+    let (verified, signature) = match &datagram.message {
+        Message::Response(reply) => {
+            let binding = &reply.body_unverified().binding;
+            let expect = Expectation { keys, query: binding.query, nonce: reply.nonce, now: binding.issued };
+            (reply.verify(&expect).is_ok(), reply.signature)
+        }
+        Message::Fallback(reply) => {
+            let binding = &reply.body_unverified().binding;
+            let expect = Expectation { keys, query: binding.query, nonce: reply.nonce, now: binding.issued };
+            (reply.verify(&expect).is_ok(), reply.signature)
+        }
+        _ => return,
+    };
+    if verified && let Some(proof) = &signature.batch {
+        assert!((1..=MAX_BATCH_DEPTH).contains(&proof.depth()) && proof.index() < 1 << proof.depth());
     }
 }

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
     ("datagram", upgram_fuzz::datagram),
     ("document", upgram_fuzz::document),
     ("version", upgram_fuzz::version),
     ("records", upgram_fuzz::records),
     ("roundtrip", upgram_fuzz::roundtrip),
+    ("batch", upgram_fuzz::batch),
 ];
 
 fn files(dir: &Path) -> Vec<PathBuf> {

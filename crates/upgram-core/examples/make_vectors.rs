@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use upgram_core::body::{
     Binding, Delta, ErrorBody, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package, Payload, Query, QueryFile,
@@ -15,9 +15,9 @@ use upgram_core::body::{
 use upgram_core::cookie::{ClientCookie, CookieSecret, make_server_cookie};
 use upgram_core::fallback::{ReplyShape, prepare_reply};
 use upgram_core::records::{Change, DeltaEntry, Record, RecordDelta, RecordFile};
-use upgram_core::sign::{Nonce, ReplySigner};
+use upgram_core::sign::{BatchItem, Nonce, ReplySigner, SignatureBlock};
 use upgram_core::version::Version;
-use upgram_core::wire::{Frame, QueryOptions};
+use upgram_core::wire::{Frame, MessageKind, QueryOptions};
 use upgram_core::{Datagram, Sha256Digest};
 
 /// The test clock of every vector.
@@ -45,7 +45,7 @@ struct Writer<'p> {
 }
 
 impl Writer<'_> {
-    fn write(&mut self, name: &str, description: &str, kind: &str, payload: Payload_, outcome: Outcome) {
+    fn write(&mut self, name: &str, description: &str, kind: &str, payload: Payload_, outcome: Outcome) -> PathBuf {
         self.count += 1;
         self.written += 1;
         let mut out = String::new();
@@ -77,6 +77,24 @@ impl Writer<'_> {
         }
         let path = self.dir.join(format!("{:02}-{name}.toml", self.count));
         std::fs::write(&path, out).expect("write vector");
+        path
+    }
+
+    /// A signed reply that answers the query of vector `answers`: verified at the test clock
+    /// with the test key, it passes, or fails with `error` (None: it decodes and verifies).
+    fn answer(&mut self, name: &str, description: &str, bytes: &[u8], answers: &str, error: Option<&str>) {
+        let path = match error {
+            None => {
+                self.datagram(name, description, bytes);
+                self.dir.join(format!("{:02}-{name}.toml", self.count))
+            }
+            Some(error) => {
+                self.write(name, description, "datagram", Payload_::Hex(bytes.to_vec()), Outcome::Invalid(error.into()))
+            }
+        };
+        let mut text = std::fs::read_to_string(&path).expect("just written");
+        let _ = writeln!(text, "answers = {answers:?}");
+        std::fs::write(&path, text).expect("write vector");
     }
 
     fn datagram(&mut self, name: &str, description: &str, bytes: &[u8]) {
@@ -447,6 +465,7 @@ fn main() {
         "Answer to vector 01 by file list: bin/core is executable (exec=\"1\": the client sets its execute bits), share/core.txt is not (no exec: the client clears them), SPEC.md section 4.4.",
         &reply_bytes(&executable, 0x0102030405060708, ReplyShape::default()).0,
     );
+    batch_vectors(&mut w, &current, nonce);
     // 40 and up: strict decoding, one body per class of ill-formed XML (SPEC.md §4.1.2, §4.1.3,
     // §4.6, §6.1); numbered from 40 whatever comes before.
     w.count = w.count.max(39);
@@ -521,6 +540,85 @@ fn main() {
         w.invalid(name, description, &Frame::error(0x0102030405060708, body.as_bytes()).to_vec().expect("fits"));
     }
     println!("wrote {} vectors to {}", w.written, dir.display());
+}
+
+/// Vectors 30-39: batch-signed replies (SPEC.md §3.4, §10.3.1) and the ways they fail.
+///
+/// One batch of three answers ready at the same time: vector 04's answer to vector 01 (leaf 0),
+/// the same answer nonce-bound for vector 03 (leaf 1), and an answer to another client's query
+/// (leaf 2). Three leaves make a tree of depth 2 whose fourth leaf is empty.
+fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
+    w.count = 29;
+    let other_query =
+        Query { modules: vec![QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] }] };
+    let other_text = String::from_utf8(other_query.to_vec()).expect("utf8");
+    let other = Response {
+        binding: binding(&other_text),
+        base: None,
+        modules: vec![ModuleAnswer::new("tools", Status::Current, Some(v("2.0")))],
+    };
+    let first = current.to_vec();
+    let third = other.to_vec();
+    let item = |nonce, body| BatchItem { kind: MessageKind::Response, nonce, body, room: usize::MAX };
+    let blocks = signer().sign_batch(&[item(None, &first), item(Some(&nonce), &first), item(None, &third)]);
+    let reply = |body: &[u8], nonce: Option<Nonce>, request_id: u64, block: SignatureBlock| {
+        Frame::reply(MessageKind::Response, request_id, body, nonce, block).to_vec().expect("reply fits")
+    };
+    let batched = reply(&first, None, 0x0102030405060708, blocks[0]);
+    w.answer(
+        "batch-signed-response",
+        "Vector 04's answer to vector 01, signed as leaf 0 of a batch of three (depth 2): BATCH flag; the trailer carries depth 2, index 0, the Merkle root the Ed25519 signature covers, and the audit path (leaf 1, then the node over leaf 2 and the empty leaf), SPEC.md sections 3.4 and 10.3.1.",
+        &batched,
+        "minimal-query",
+        None,
+    );
+    w.answer(
+        "batch-signed-nonce-response",
+        "Leaf 1 of the same batch: the same answer nonce-bound for vector 03; the nonce is echoed and hashed into the leaf. Same signature and root as vector 30.",
+        &reply(&first, Some(nonce), 0x0a0b_0c0d_0e0f_1011, blocks[1]),
+        "padded-nonce-query",
+        None,
+    );
+    // The depth byte follows the key id and signature.
+    let at = 20 + first.len() + SignatureBlock::LEN;
+    let mut tampered = batched.clone();
+    tampered[at + 2 + 32 + 32 + 7] ^= 0x01;
+    w.answer(
+        "invalid-batch-tampered-path",
+        "Vector 30 with one bit of the second audit-path hash flipped: the signature over the root verifies, the path from the answer's leaf does not lead to that root (SPEC.md section 10.4 step 3).",
+        &tampered,
+        "minimal-query",
+        Some("bad-path"),
+    );
+    let mut moved = batched.clone();
+    moved[at + 1] = 4;
+    w.invalid(
+        "invalid-batch-wrong-position",
+        "Vector 30 claiming leaf index 4 in a tree of depth 2 (4 leaves): not a position of the tree (SPEC.md section 3.6 step 8).",
+        &moved,
+    );
+    let mut longer = batched.clone();
+    longer[at] = 7;
+    longer.extend_from_slice(&[0x5a; 5 * 32]);
+    w.invalid(
+        "invalid-batch-path-too-long",
+        "Vector 30 with an audit path of 7 hashes, more than the 6 a batch of at most 64 answers needs (SPEC.md sections 3.4 and 10.8).",
+        &longer,
+    );
+    let mut empty = batched[..at + 2 + 32].to_vec();
+    empty[at] = 0;
+    w.invalid(
+        "invalid-batch-empty-path",
+        "Vector 30 with depth 0 and no path: a batch of one is signed alone, without BATCH (SPEC.md section 3.4).",
+        &empty,
+    );
+    w.answer(
+        "invalid-batch-swapped-answer",
+        "Leaf 2's answer (to another client's query) under leaf 0's batch trailer: the signed root does not contain this answer at index 0 (SPEC.md section 10.4 step 3).",
+        &reply(&third, None, 0x0102030405060708, blocks[0]),
+        "minimal-query",
+        Some("bad-path"),
+    );
 }
 
 /// A response whose datagram is exactly 1024 bytes: a file list whose last URL is stretched.

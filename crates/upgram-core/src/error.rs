@@ -271,6 +271,27 @@ pub enum DecodeError {
         /// The body length.
         len: usize,
     },
+    /// A batch trailer with an audit path longer than the limit.
+    #[error("batch audit path of {depth} hashes is longer than the {max} allowed")]
+    PathTooLong {
+        /// The path length the trailer gives.
+        depth: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A batch trailer with no audit path (a batch of one is signed alone, without BATCH).
+    #[error("batch trailer with an empty audit path")]
+    EmptyPath,
+    /// A batch trailer whose leaf index is not a position in a tree of its depth.
+    #[error("batch leaf index {index} is outside a tree of depth {depth} ({leaves} leaves)")]
+    WrongPosition {
+        /// The leaf index the trailer gives.
+        index: usize,
+        /// The path length the trailer gives.
+        depth: usize,
+        /// Leaves of a tree of that depth.
+        leaves: usize,
+    },
     /// The XML body was rejected.
     #[error("{kind} body: {source}")]
     Body {
@@ -297,6 +318,9 @@ impl DecodeError {
             Self::NonZeroPadding { .. } => "nonzero-padding",
             Self::PaddingNotAllowed { .. } => "padding-not-allowed",
             Self::BodyNotAllowed { .. } => "body-not-allowed",
+            Self::PathTooLong { .. } => "path-too-long",
+            Self::EmptyPath => "empty-path",
+            Self::WrongPosition { .. } => "wrong-position",
             Self::Body { source, .. } => source.name(),
         }
     }

@@ -9,8 +9,8 @@
 //!   borrowing strings from the input;
 //! - [`message`]: whole datagrams decoded, and the verification of signed replies (§10.4);
 //! - [`fallback`]: the inline-or-URL decision and reply signing for servers (§8);
-//! - [`sign`], [`cookie`]: Ed25519 reply signatures and stateless anti-amplification cookies
-//!   (§10);
+//! - [`sign`], [`cookie`]: Ed25519 reply signatures, one per answer or one per batch of answers
+//!   with Merkle audit paths, and stateless anti-amplification cookies (§10);
 //! - [`version`]: version syntax and total order (§6);
 //! - [`records`]: record files and record deltas (§7);
 //! - [`exchange`]: one query part's exchange with the servers as a state machine, for a driver

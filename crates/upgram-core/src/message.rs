@@ -199,7 +199,8 @@ impl Fallback<'_> {
 
 impl<'a, T: Bound> SignedReply<'a, T> {
     /// Verifies signature, query binding, nonce and validity window; only then hands out the
-    /// body.
+    /// body. A batch-signed reply (SPEC.md §10.3.1) is checked the same way, its signature over
+    /// the batch's root and its audit path from this answer to that root.
     pub fn verify(&self, expect: &Expectation<'_>) -> Result<&T, VerifyError> {
         // A nonce is echoed if and only if the query carried one (SPEC.md §3.3).
         if self.nonce != expect.nonce {
@@ -336,9 +337,7 @@ impl<'a, T> SignedReply<'a, T> {
             server_cookie: frame.server_cookie,
             nonce: frame.nonce,
             // Present: the frame decoder reads a signature block for every signed kind.
-            signature: frame
-                .signature
-                .unwrap_or(SignatureBlock { key_id: crate::sign::KeyId([0; 8]), signature: [0; 64] }),
+            signature: frame.signature.unwrap_or(SignatureBlock::single(crate::sign::KeyId([0; 8]), [0; 64])),
         }
     }
 

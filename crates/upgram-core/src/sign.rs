@@ -5,6 +5,11 @@
 //! echo-bound mode the body itself names the query it answers (`for`, the SHA-256 of the query
 //! body) and carries a validity window, so one signature serves every identical query until it
 //! expires. A client that asks for a nonce gets a signature that covers it (nonce-bound mode).
+//!
+//! Under load a server signs the answers that are ready at the same time as one batch
+//! (SPEC.md §10.3.1): each answer is a leaf of a Merkle tree, one Ed25519 signature covers the
+//! root, and each reply carries its position, the root and its audit path ([`BatchProof`]).
+//! [`ReplySigner::sign_batch`] makes them; [`KeyRing::verify`] checks both forms.
 
 use std::fmt;
 
@@ -13,10 +18,20 @@ use serde::{Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
+use crate::error::DecodeError;
+use crate::limits::{MAX_BATCH_DEPTH, MAX_BATCH_LEN};
 use crate::wire::MessageKind;
 
 /// Domain separation prefix of every signed message.
 pub const SIGNATURE_CONTEXT: &[u8] = b"upgram-v1-sig\0";
+/// Domain separation prefix of the message a batch signature covers: the Merkle root.
+pub const ROOT_CONTEXT: &[u8] = b"upgram-v1-root\0";
+/// Domain separation prefix of a leaf hash: one answer of a batch.
+pub const LEAF_CONTEXT: &[u8] = b"upgram-v1-leaf\0";
+/// Domain separation prefix of an inner node hash.
+pub const NODE_CONTEXT: &[u8] = b"upgram-v1-node\0";
+/// Domain separation prefix of the hash that fills the empty leaves of a batch.
+pub const EMPTY_CONTEXT: &[u8] = b"upgram-v1-empty\0";
 
 /// Eight bytes naming a signing key: the first 8 bytes of SHA-256 of its public key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -71,34 +86,211 @@ impl Serialize for Nonce {
     }
 }
 
-/// The key id and signature at the end of a signed datagram.
+/// The key id and signature at the end of a signed datagram, with, for a batch-signed reply,
+/// the answer's place in the signed batch.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct SignatureBlock {
     /// Which key signed.
     pub key_id: KeyId,
-    /// The 64-byte Ed25519 signature.
+    /// The 64-byte Ed25519 signature: over the answer itself, or over the batch's root.
     pub signature: [u8; 64],
+    /// For a batch-signed reply (flag BATCH): position, root and audit path.
+    pub batch: Option<BatchProof>,
 }
 
 impl SignatureBlock {
-    /// Its length on the wire.
+    /// Length on the wire of the key id and signature (the batch trailer comes on top).
     pub const LEN: usize = 8 + 64;
+
+    /// A block that signs one answer alone.
+    pub fn single(key_id: KeyId, signature: [u8; 64]) -> Self {
+        Self { key_id, signature, batch: None }
+    }
+
+    /// Its length on the wire, batch trailer included.
+    pub fn encoded_len(&self) -> usize {
+        Self::LEN + self.batch.as_ref().map_or(0, BatchProof::encoded_len)
+    }
 }
 
 impl fmt::Debug for SignatureBlock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SignatureBlock({}, {})", self.key_id, hex::encode(self.signature))
+        write!(f, "SignatureBlock({}, {}", self.key_id, hex::encode(self.signature))?;
+        if let Some(batch) = &self.batch {
+            write!(f, ", {batch:?}")?;
+        }
+        f.write_str(")")
     }
 }
 
 impl Serialize for SignatureBlock {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut s = serializer.serialize_struct("SignatureBlock", 2)?;
+        let mut s = serializer.serialize_struct("SignatureBlock", 2 + usize::from(self.batch.is_some()))?;
         s.serialize_field("key_id", &self.key_id)?;
         s.serialize_field("signature", &hex::encode(self.signature))?;
+        if let Some(batch) = &self.batch {
+            s.serialize_field("batch", batch)?;
+        }
         s.end()
     }
+}
+
+/// A 32-byte node of a batch's Merkle tree.
+pub type TreeHash = [u8; 32];
+
+/// Where a batch-signed answer sits in its batch (SPEC.md §3.4, §10.3.1): the leaf index, the
+/// Merkle root the signature covers, and the audit path from the leaf to the root.
+///
+/// Always well formed: 1 to [`MAX_BATCH_DEPTH`] path hashes and an index below 2^depth.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BatchProof {
+    depth: u8,
+    index: u8,
+    root: TreeHash,
+    /// The first `depth` entries are the path, leaf level first; the rest stay zero.
+    path: [TreeHash; MAX_BATCH_DEPTH],
+}
+
+impl BatchProof {
+    /// Length on the wire of the depth, index and root (the path comes on top).
+    pub const FIXED_LEN: usize = 1 + 1 + 32;
+
+    /// Checks a depth and leaf index as the trailer gives them, in the order the decoder does
+    /// (SPEC.md §3.6 step 8): `path-too-long`, `empty-path`, then `wrong-position`.
+    pub fn check_position(depth: u8, index: u8) -> Result<(), DecodeError> {
+        let depth = usize::from(depth);
+        if depth > MAX_BATCH_DEPTH {
+            return Err(DecodeError::PathTooLong { depth, max: MAX_BATCH_DEPTH });
+        }
+        if depth == 0 {
+            return Err(DecodeError::EmptyPath);
+        }
+        let leaves = 1usize << depth;
+        if usize::from(index) >= leaves {
+            return Err(DecodeError::WrongPosition { index: usize::from(index), depth, leaves });
+        }
+        Ok(())
+    }
+
+    /// A proof from its parts; the depth is the path's length.
+    pub fn new(index: u8, root: TreeHash, path: &[TreeHash]) -> Result<Self, DecodeError> {
+        let depth = u8::try_from(path.len())
+            .map_err(|_| DecodeError::PathTooLong { depth: path.len(), max: MAX_BATCH_DEPTH })?;
+        Self::check_position(depth, index)?;
+        let mut stored = [[0u8; 32]; MAX_BATCH_DEPTH];
+        stored[..path.len()].copy_from_slice(path);
+        Ok(Self { depth, index, root, path: stored })
+    }
+
+    /// Number of hashes in the audit path: the tree has 2^depth leaves.
+    pub fn depth(&self) -> usize {
+        usize::from(self.depth)
+    }
+
+    /// The answer's leaf index, counted from the left.
+    pub fn index(&self) -> usize {
+        usize::from(self.index)
+    }
+
+    /// The Merkle root the signature covers.
+    pub fn root(&self) -> &TreeHash {
+        &self.root
+    }
+
+    /// The audit path: the sibling of each node from the leaf up to the root.
+    pub fn path(&self) -> &[TreeHash] {
+        &self.path[..self.depth()]
+    }
+
+    /// Its length on the wire.
+    pub fn encoded_len(&self) -> usize {
+        Self::FIXED_LEN + 32 * self.depth()
+    }
+
+    /// Extra trailer bytes a batch of `depth` adds to a reply.
+    pub const fn overhead(depth: usize) -> usize {
+        Self::FIXED_LEN + 32 * depth
+    }
+
+    /// The root that this proof's path leads to from `leaf`.
+    pub fn root_from(&self, leaf: &TreeHash) -> TreeHash {
+        let mut node = *leaf;
+        for (level, sibling) in self.path().iter().enumerate() {
+            node = if (self.index() >> level) & 1 == 0 { node_hash(&node, sibling) } else { node_hash(sibling, &node) };
+        }
+        node
+    }
+}
+
+impl fmt::Debug for BatchProof {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BatchProof(index {} of 2^{}, root {})", self.index, self.depth, hex::encode(self.root))
+    }
+}
+
+impl Serialize for BatchProof {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("BatchProof", 4)?;
+        s.serialize_field("depth", &self.depth)?;
+        s.serialize_field("index", &self.index)?;
+        s.serialize_field("root", &hex::encode(self.root))?;
+        let path: Vec<String> = self.path().iter().map(hex::encode).collect();
+        s.serialize_field("path", &path)?;
+        s.end()
+    }
+}
+
+/// The leaf hash of an answer: `SHA-256("upgram-v1-leaf" ‖ 00 ‖ kind ‖ n ‖ [nonce] ‖ body)`,
+/// with `n` = 01 and the nonce when there is one, else `n` = 00 (SPEC.md §10.3.1).
+pub fn leaf_hash(kind: MessageKind, nonce: Option<&Nonce>, body: &[u8]) -> TreeHash {
+    let mut hasher = Sha256::new();
+    hasher.update(LEAF_CONTEXT);
+    hasher.update([kind as u8, u8::from(nonce.is_some())]);
+    if let Some(nonce) = nonce {
+        hasher.update(nonce.0);
+    }
+    hasher.update(body);
+    hasher.finalize().into()
+}
+
+/// An inner node: `SHA-256("upgram-v1-node" ‖ 00 ‖ left ‖ right)`.
+pub fn node_hash(left: &TreeHash, right: &TreeHash) -> TreeHash {
+    let mut hasher = Sha256::new();
+    hasher.update(NODE_CONTEXT);
+    hasher.update(left);
+    hasher.update(right);
+    hasher.finalize().into()
+}
+
+/// The hash of an empty leaf, which fills a batch up to a power of two:
+/// `SHA-256("upgram-v1-empty" ‖ 00)`.
+pub fn empty_leaf_hash() -> TreeHash {
+    Sha256::digest(EMPTY_CONTEXT).into()
+}
+
+/// The exact bytes a batch signature covers: `"upgram-v1-root" ‖ 00 ‖ root`.
+fn root_message(root: &TreeHash) -> [u8; 15 + 32] {
+    let mut message = [0u8; 15 + 32];
+    message[..ROOT_CONTEXT.len()].copy_from_slice(ROOT_CONTEXT);
+    message[ROOT_CONTEXT.len()..].copy_from_slice(root);
+    message
+}
+
+/// One answer to sign as part of a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchItem<'a> {
+    /// [`MessageKind::Response`] or [`MessageKind::Fallback`].
+    pub kind: MessageKind,
+    /// The query's nonce, for a nonce-bound answer.
+    pub nonce: Option<&'a Nonce>,
+    /// The body to sign.
+    pub body: &'a [u8],
+    /// How many bytes the reply may grow by beyond its single-signed form: the datagram limit
+    /// (or the amplification limit, for an unvalidated source) minus the single-signed
+    /// datagram's length. An answer with less room than the batch's trailer is signed alone.
+    pub room: usize,
 }
 
 /// The exact bytes a reply signature covers.
@@ -144,13 +336,107 @@ impl ReplySigner {
     /// Signs the body of a reply of `kind`, binding `nonce` when the query asked for one.
     pub fn sign(&self, kind: MessageKind, nonce: Option<&Nonce>, body: &[u8]) -> SignatureBlock {
         let signature = self.key.sign(&signed_message(kind, nonce, body));
-        SignatureBlock { key_id: self.key_id, signature: signature.to_bytes() }
+        SignatureBlock::single(self.key_id, signature.to_bytes())
+    }
+
+    /// Signs answers that are ready at the same time, returning one signature block per item,
+    /// in order (SPEC.md §10.3.1).
+    ///
+    /// The items that have room for a batch trailer are signed in batches of at most
+    /// [`MAX_BATCH_LEN`], one Ed25519 signature per batch; the others, and a batch that would
+    /// hold a single answer, are signed alone, in exactly the form [`ReplySigner::sign`] gives.
+    pub fn sign_batch(&self, items: &[BatchItem<'_>]) -> Vec<SignatureBlock> {
+        let mut out: Vec<Option<SignatureBlock>> = vec![None; items.len()];
+        // Positions of the items that may join a batch, in order.
+        let mut pending: Vec<usize> = (0..items.len()).collect();
+        while !pending.is_empty() {
+            let take = pending.len().min(MAX_BATCH_LEN);
+            let depth = depth_for(take);
+            // An item that cannot carry this depth's trailer is signed alone; the depth can
+            // only shrink as items leave, so those that stay still fit.
+            let (members, alone): (Vec<usize>, Vec<usize>) =
+                pending[..take].iter().partition(|&&i| items[i].room >= BatchProof::overhead(depth));
+            for i in alone {
+                out[i] = Some(self.sign(items[i].kind, items[i].nonce, items[i].body));
+            }
+            self.sign_members(items, &members, &mut out);
+            pending.drain(..take);
+        }
+        out.into_iter()
+            .enumerate()
+            .map(|(i, block)| block.unwrap_or_else(|| self.sign(items[i].kind, items[i].nonce, items[i].body)))
+            .collect()
+    }
+
+    /// Signs `members` (at most [`MAX_BATCH_LEN`] positions into `items`) as one batch.
+    fn sign_members(&self, items: &[BatchItem<'_>], members: &[usize], out: &mut [Option<SignatureBlock>]) {
+        if let [only] = members {
+            out[*only] = Some(self.sign(items[*only].kind, items[*only].nonce, items[*only].body));
+            return;
+        }
+        if members.is_empty() {
+            return;
+        }
+        let tree = MerkleTree::build(members.iter().map(|&i| leaf_hash(items[i].kind, items[i].nonce, items[i].body)));
+        let signature = self.key.sign(&root_message(&tree.root())).to_bytes();
+        for (index, &i) in members.iter().enumerate() {
+            // Cannot fail: at most MAX_BATCH_LEN members, so the depth and index are in range.
+            out[i] =
+                tree.proof(index).map(|batch| SignatureBlock { key_id: self.key_id, signature, batch: Some(batch) });
+        }
     }
 }
 
 impl fmt::Debug for ReplySigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ReplySigner({})", self.key_id)
+    }
+}
+
+/// Depth of the tree for `leaves` leaves: the smallest `d` with 2^d ≥ `leaves`.
+fn depth_for(leaves: usize) -> usize {
+    leaves.next_power_of_two().trailing_zeros() as usize
+}
+
+/// A batch's Merkle tree, every level kept, each padded to an even length with the empty
+/// subtree hash of its level.
+struct MerkleTree {
+    /// Level 0 holds the leaves; the last level holds the root alone.
+    levels: Vec<Vec<TreeHash>>,
+}
+
+impl MerkleTree {
+    fn build(leaves: impl Iterator<Item = TreeHash>) -> Self {
+        let mut level: Vec<TreeHash> = leaves.collect();
+        let mut empty = empty_leaf_hash();
+        let mut levels = Vec::with_capacity(MAX_BATCH_DEPTH + 1);
+        while level.len() > 1 {
+            if level.len() % 2 == 1 {
+                level.push(empty);
+            }
+            let next = level.chunks_exact(2).map(|pair| node_hash(&pair[0], &pair[1])).collect();
+            levels.push(std::mem::replace(&mut level, next));
+            empty = node_hash(&empty, &empty);
+        }
+        levels.push(level);
+        Self { levels }
+    }
+
+    fn root(&self) -> TreeHash {
+        self.levels.last().and_then(|top| top.first()).copied().unwrap_or_else(empty_leaf_hash)
+    }
+
+    /// The proof of leaf `index`; `None` past the limits.
+    fn proof(&self, index: usize) -> Option<BatchProof> {
+        let depth = self.levels.len().checked_sub(1)?;
+        if depth > MAX_BATCH_DEPTH {
+            return None;
+        }
+        let mut path = [[0u8; 32]; MAX_BATCH_DEPTH];
+        for (level, (nodes, slot)) in self.levels[..depth].iter().zip(path.iter_mut()).enumerate() {
+            *slot = *nodes.get((index >> level) ^ 1)?;
+        }
+        BatchProof::new(u8::try_from(index).ok()?, self.root(), &path[..depth]).ok()
     }
 }
 
@@ -169,6 +455,13 @@ pub enum VerifyError {
     BadSignature {
         /// The key id in the datagram.
         key_id: KeyId,
+    },
+    /// Batch-signed reply: the signature covers the root, but the audit path does not lead
+    /// from this answer at its leaf index to that root (path, index or answer altered).
+    #[error("batch-signed reply: the audit path from leaf {index} does not lead to the signed root")]
+    BadPath {
+        /// The leaf index in the datagram.
+        index: usize,
     },
     /// The reply answers another query (`for` is not the hash of our query body).
     #[error("reply answers another query (for={found}, our query hashes to {expected})")]
@@ -213,6 +506,7 @@ impl VerifyError {
         match self {
             Self::UnknownKey { .. } => "unknown-key",
             Self::BadSignature { .. } => "bad-signature",
+            Self::BadPath { .. } => "bad-path",
             Self::WrongQuery { .. } => "wrong-query",
             Self::NonceMismatch => "nonce-mismatch",
             Self::Expired { .. } => "expired",
@@ -254,7 +548,9 @@ impl KeyRing {
         self.keys.is_empty()
     }
 
-    /// Verifies (strictly) the signature of a reply of `kind` over `body`.
+    /// Verifies (strictly) the signature of a reply of `kind` over `body`: over the answer
+    /// itself, or for a batch-signed reply over the root its audit path must lead to
+    /// (SPEC.md §10.4 steps 2-3).
     pub fn verify(
         &self,
         kind: MessageKind,
@@ -265,7 +561,14 @@ impl KeyRing {
         let key_id = block.key_id;
         let (_, key) = self.keys.iter().find(|(id, _)| *id == key_id).ok_or(VerifyError::UnknownKey { key_id })?;
         let signature = Signature::from_bytes(&block.signature);
-        key.verify_strict(&signed_message(kind, nonce, body), &signature)
-            .map_err(|_| VerifyError::BadSignature { key_id })
+        let bad_signature = |_| VerifyError::BadSignature { key_id };
+        let Some(batch) = &block.batch else {
+            return key.verify_strict(&signed_message(kind, nonce, body), &signature).map_err(bad_signature);
+        };
+        key.verify_strict(&root_message(batch.root()), &signature).map_err(bad_signature)?;
+        if batch.root_from(&leaf_hash(kind, nonce, body)) != *batch.root() {
+            return Err(VerifyError::BadPath { index: batch.index() });
+        }
+        Ok(())
     }
 }

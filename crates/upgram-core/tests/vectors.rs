@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use upgram_core::body::Response;
+use upgram_core::message::Expectation;
 use upgram_core::records::{Change, RecordDelta, RecordFile};
 use upgram_core::sign::{KeyRing, ReplySigner};
 use upgram_core::wire::MessageKind;
@@ -22,6 +23,9 @@ struct Vector {
     decoded: Option<String>,
     #[serde(default = "yes")]
     reencode: bool,
+    /// Signed replies: the name of the query vector they answer; they are then verified as
+    /// that query's client does, at the test clock.
+    answers: Option<String>,
 }
 
 fn yes() -> bool {
@@ -76,12 +80,42 @@ fn test_keys() -> KeyRing {
     ring
 }
 
-fn check_datagram(vector: &Vector, bytes: &[u8]) {
+/// The test clock of every vector (SPEC.md §11).
+const NOW: u64 = 1_764_000_000;
+
+/// Verifies the signed reply `bytes` as the client of the query vector `answers` does.
+fn verify_answer(vectors: &[(PathBuf, Vector)], answers: &str, bytes: &[u8]) -> Result<(), String> {
+    let (_, query_vector) = vectors.iter().find(|(_, v)| v.name == answers).expect("the answered query vector exists");
+    let query_bytes = query_vector.bytes();
+    let Message::Query(query) = Datagram::decode(&query_bytes).expect("query vector decodes").message else {
+        panic!("{answers} is not a query")
+    };
+    let keys = test_keys();
+    let expect = Expectation { keys: &keys, query: query.digest(), nonce: query.nonce, now: NOW };
+    let datagram = Datagram::decode(bytes).map_err(|e| e.name().to_owned())?;
+    let verified = match &datagram.message {
+        Message::Response(reply) => reply.verify(&expect).map(|_| ()),
+        Message::Fallback(reply) => reply.verify(&expect).map(|_| ()),
+        _ => panic!("a vector with `answers` is a signed reply"),
+    };
+    verified.map_err(|e| e.name().to_owned())
+}
+
+fn check_datagram(vectors: &[(PathBuf, Vector)], vector: &Vector, bytes: &[u8]) {
     let decoded = Datagram::decode(bytes);
     if let Some(error) = &vector.error {
-        let err = decoded.expect_err(&format!("{}: must be rejected", vector.name));
-        assert_eq!(err.name(), error, "{}: wrong error ({err})", vector.name);
+        let name = match (decoded, &vector.answers) {
+            (Err(err), _) => err.name().to_owned(),
+            (Ok(_), Some(answers)) => {
+                verify_answer(vectors, answers, bytes).expect_err(&format!("{}: must fail verification", vector.name))
+            }
+            (Ok(_), None) => panic!("{}: must be rejected", vector.name),
+        };
+        assert_eq!(&name, error, "{}: wrong error", vector.name);
         return;
+    }
+    if let Some(answers) = &vector.answers {
+        assert_eq!(verify_answer(vectors, answers, bytes), Ok(()), "{}: verifies for {answers}", vector.name);
     }
     let datagram = decoded.unwrap_or_else(|e| panic!("{}: {e}", vector.name));
     assert_eq!(
@@ -168,7 +202,7 @@ fn every_vector_holds() {
         assert!(!vector.description.is_empty(), "{}: no description", path.display());
         let bytes = vector.bytes();
         match vector.kind.as_str() {
-            "datagram" => check_datagram(vector, &bytes),
+            "datagram" => check_datagram(&vectors, vector, &bytes),
             "document" => check_document(vector, &bytes),
             "record-file" => check_record_file(vector, &bytes),
             "record-delta" => check_record_delta(vector, &bytes),
@@ -227,6 +261,33 @@ fn the_strict_decoding_vectors_are_present() {
             .expect("numbered");
         assert!(number >= 40, "{}: strict decoding vectors are numbered from 40", path.display());
     }
+}
+
+/// Batch signing (SPEC.md §10.3.1): a verified batch-signed reply, its nonce-bound sibling
+/// under the same signature, and one vector for each way a batch trailer fails.
+#[test]
+fn the_batch_vectors_are_present_and_share_one_signature() {
+    let vectors = load();
+    let find = |name: &str| vectors.iter().find(|(_, v)| v.name == name).unwrap_or_else(|| panic!("{name} missing"));
+    for (name, error) in [
+        ("invalid-batch-tampered-path", "bad-path"),
+        ("invalid-batch-wrong-position", "wrong-position"),
+        ("invalid-batch-path-too-long", "path-too-long"),
+        ("invalid-batch-empty-path", "empty-path"),
+        ("invalid-batch-swapped-answer", "bad-path"),
+    ] {
+        assert_eq!(find(name).1.error.as_deref(), Some(error), "{name}");
+    }
+    let signature = |name: &str| {
+        let bytes = find(name).1.bytes();
+        let Message::Response(reply) = Datagram::decode(&bytes).expect("decodes").message else { panic!("{name}") };
+        let batch = reply.signature.batch.expect("batch-signed");
+        (reply.signature.signature, *batch.root(), batch.index(), batch.depth())
+    };
+    let (first, second) = (signature("batch-signed-response"), signature("batch-signed-nonce-response"));
+    assert_eq!((first.0, first.1), (second.0, second.1), "one signature, one root");
+    assert_eq!((first.2, first.3, second.2), (0, 2, 1));
+    assert!(find("batch-signed-response").0.file_name().is_some_and(|f| f.to_string_lossy().starts_with("30-")));
 }
 
 #[test]

@@ -9,7 +9,7 @@ use bytes::BufMut;
 use crate::cookie::{ClientCookie, ServerCookie};
 use crate::error::{DecodeError, EncodeError};
 use crate::limits::{HEADER_LEN, MAX_DATAGRAM_LEN};
-use crate::sign::{KeyId, Nonce, SignatureBlock};
+use crate::sign::{BatchProof, KeyId, Nonce, SignatureBlock, TreeHash};
 use crate::wire::header::{Flags, Header, MessageKind, PROTOCOL_VERSION};
 
 /// A datagram with its body still raw.
@@ -27,7 +27,8 @@ pub struct Frame<'b> {
     pub server_cookie: Option<ServerCookie>,
     /// 16-byte nonce (flag `NONCE`).
     pub nonce: Option<Nonce>,
-    /// Key id and signature: present exactly in response and fallback datagrams.
+    /// Key id and signature, and for a batch-signed reply its batch trailer: present exactly in
+    /// response and fallback datagrams.
     pub signature: Option<SignatureBlock>,
     /// Number of zero padding bytes (queries only).
     pub padding: usize,
@@ -43,7 +44,7 @@ fn flag_rule(kind: MessageKind) -> FlagRule {
     match kind {
         MessageKind::Query => FlagRule { allowed: Flags::DEFINED, required: 0 },
         MessageKind::Response | MessageKind::Fallback => {
-            FlagRule { allowed: Flags::SERVER_COOKIE | Flags::NONCE, required: 0 }
+            FlagRule { allowed: Flags::SERVER_COOKIE | Flags::NONCE | Flags::BATCH, required: 0 }
         }
         MessageKind::Error => FlagRule { allowed: 0, required: 0 },
         MessageKind::CookieChallenge => {
@@ -56,13 +57,14 @@ fn flag_name(bit: u16) -> &'static str {
     match bit {
         Flags::CLIENT_COOKIE => "CLIENT_COOKIE",
         Flags::SERVER_COOKIE => "SERVER_COOKIE",
+        Flags::BATCH => "BATCH",
         _ => "NONCE",
     }
 }
 
 fn check_flags(kind: MessageKind, flags: Flags) -> Result<(), DecodeError> {
     let rule = flag_rule(kind);
-    for bit in [Flags::CLIENT_COOKIE, Flags::SERVER_COOKIE, Flags::NONCE] {
+    for bit in [Flags::CLIENT_COOKIE, Flags::SERVER_COOKIE, Flags::NONCE, Flags::BATCH] {
         let problem = if flags.has(bit) && rule.allowed & bit == 0 {
             "not allowed"
         } else if !flags.has(bit) && rule.required & bit != 0 {
@@ -83,7 +85,8 @@ fn check_flags(kind: MessageKind, flags: Flags) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// Length of the trailer that `kind` and `flags` call for.
+/// Length of the trailer that `kind` and `flags` call for; with BATCH, up to the batch root:
+/// the audit path (32 bytes a level, as the depth byte says) comes on top.
 pub fn trailer_len(kind: MessageKind, flags: Flags) -> usize {
     let mut len = 0;
     if flags.has(Flags::CLIENT_COOKIE) {
@@ -97,6 +100,9 @@ pub fn trailer_len(kind: MessageKind, flags: Flags) -> usize {
     }
     if kind.is_signed() {
         len += SignatureBlock::LEN;
+        if flags.has(Flags::BATCH) {
+            len += BatchProof::FIXED_LEN;
+        }
     }
     len
 }
@@ -108,6 +114,27 @@ fn take_array<const N: usize>(bytes: &mut &[u8]) -> [u8; N] {
     out[..head.len()].copy_from_slice(head);
     *bytes = tail;
     out
+}
+
+/// Reads the key id, signature and (with BATCH) batch trailer; the caller has checked the
+/// length.
+fn take_signature(rest: &mut &[u8], flags: Flags) -> Result<SignatureBlock, DecodeError> {
+    let key_id = KeyId(take_array(rest));
+    let signature = take_array(rest);
+    let batch = if flags.has(Flags::BATCH) {
+        let [depth, index] = take_array(rest);
+        let root = take_array(rest);
+        let mut path = [[0u8; 32]; crate::limits::MAX_BATCH_DEPTH];
+        let depth = usize::from(depth).min(path.len());
+        for slot in &mut path[..depth] {
+            *slot = take_array::<32>(rest);
+        }
+        let path: &[TreeHash] = &path[..depth];
+        Some(BatchProof::new(index, root, path)?)
+    } else {
+        None
+    };
+    Ok(SignatureBlock { key_id, signature, batch })
 }
 
 impl<'b> Frame<'b> {
@@ -123,7 +150,18 @@ impl<'b> Frame<'b> {
         check_flags(header.kind, header.flags)?;
         let body_len = usize::from(header.body_len);
         let pad_len = usize::from(header.pad_len);
-        let trailer = trailer_len(header.kind, header.flags);
+        let mut trailer = trailer_len(header.kind, header.flags);
+        let fixed = HEADER_LEN + body_len + trailer + pad_len;
+        if bytes.len() < fixed {
+            return Err(DecodeError::Truncated { needed: fixed, len: bytes.len() });
+        }
+        if header.kind.is_signed() && header.flags.has(Flags::BATCH) {
+            // Depth and index open the batch trailer, right after the signature.
+            let at = HEADER_LEN + body_len + trailer - BatchProof::FIXED_LEN;
+            let (depth, index) = (bytes[at], bytes[at + 1]);
+            BatchProof::check_position(depth, index)?;
+            trailer += 32 * usize::from(depth);
+        }
         let needed = HEADER_LEN + body_len + trailer + pad_len;
         if bytes.len() < needed {
             return Err(DecodeError::Truncated { needed, len: bytes.len() });
@@ -142,10 +180,7 @@ impl<'b> Frame<'b> {
         let client_cookie = flags.has(Flags::CLIENT_COOKIE).then(|| ClientCookie(take_array(&mut rest)));
         let server_cookie = flags.has(Flags::SERVER_COOKIE).then(|| ServerCookie(take_array(&mut rest)));
         let nonce = flags.has(Flags::NONCE).then(|| Nonce(take_array(&mut rest)));
-        let signature = header
-            .kind
-            .is_signed()
-            .then(|| SignatureBlock { key_id: KeyId(take_array(&mut rest)), signature: take_array(&mut rest) });
+        let signature = if header.kind.is_signed() { Some(take_signature(&mut rest, flags)?) } else { None };
         if let Some(pos) = rest.iter().position(|&b| b != 0) {
             return Err(DecodeError::NonZeroPadding { offset: needed - pad_len + pos });
         }
@@ -173,12 +208,16 @@ impl<'b> Frame<'b> {
         if self.nonce.is_some() {
             bits |= Flags::NONCE;
         }
+        if self.signature.is_some_and(|block| block.batch.is_some()) {
+            bits |= Flags::BATCH;
+        }
         Flags(bits)
     }
 
     /// Length of the encoded datagram.
     pub fn encoded_len(&self) -> usize {
-        HEADER_LEN + self.body.len() + trailer_len(self.kind, self.flags()) + self.padding
+        let path = self.signature.and_then(|block| block.batch).map_or(0, |batch| 32 * batch.depth());
+        HEADER_LEN + self.body.len() + trailer_len(self.kind, self.flags()) + path + self.padding
     }
 
     /// Checks that this frame is one the decoder would accept, except for its length.
@@ -234,6 +273,15 @@ impl<'b> Frame<'b> {
         if let Some(block) = &self.signature {
             buf.put_slice(&block.key_id.0);
             buf.put_slice(&block.signature);
+            if let Some(batch) = &block.batch {
+                // Both fit a byte: BatchProof keeps depth ≤ 6 and index < 2^depth.
+                buf.put_u8(batch.depth() as u8);
+                buf.put_u8(batch.index() as u8);
+                buf.put_slice(batch.root());
+                for hash in batch.path() {
+                    buf.put_slice(hash);
+                }
+            }
         }
         buf.put_bytes(0, self.padding);
         Ok(len)
@@ -278,6 +326,27 @@ impl<'b> Frame<'b> {
         let unpadded = frame.encoded_len();
         frame.padding = options.pad_to.min(MAX_DATAGRAM_LEN).saturating_sub(unpadded);
         frame
+    }
+
+    /// A signed reply frame (response or fallback) around `body`, without server cookie; the
+    /// nonce is the query's, echoed (nonce-bound mode).
+    pub fn reply(
+        kind: MessageKind,
+        request_id: u64,
+        body: &'b [u8],
+        nonce: Option<Nonce>,
+        signature: SignatureBlock,
+    ) -> Frame<'b> {
+        Frame {
+            kind,
+            request_id,
+            body,
+            client_cookie: None,
+            server_cookie: None,
+            nonce,
+            signature: Some(signature),
+            padding: 0,
+        }
     }
 
     /// An error frame around an encoded error body.

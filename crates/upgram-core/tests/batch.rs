@@ -1,0 +1,405 @@
+//! Batch-signed replies (SPEC.md §3.4, §10.3.1, §10.4): answers ready at the same time share one
+//! Ed25519 signature over a Merkle root; each reply carries its leaf index, the root and its
+//! audit path, and verifies through the same entry point as a reply signed alone.
+
+use std::borrow::Cow;
+
+use proptest::prelude::*;
+use upgram_core::body::{Binding, ModuleAnswer, Query, QueryModule, Response, Status};
+use upgram_core::limits::{MAX_BATCH_DEPTH, MAX_BATCH_LEN, MAX_BATCH_TRAILER_LEN, MAX_DATAGRAM_LEN};
+use upgram_core::message::Expectation;
+use upgram_core::sign::{BatchItem, BatchProof, KeyRing, Nonce, ReplySigner, SignatureBlock, VerifyError};
+use upgram_core::version::Version;
+use upgram_core::wire::{Flags, Frame, MessageKind};
+use upgram_core::{Datagram, DecodeError, Message, Sha256Digest};
+
+const NOW: u64 = 1_764_000_000;
+
+fn signer() -> ReplySigner {
+    ReplySigner::from_seed(&[7; 32])
+}
+
+fn ring() -> KeyRing {
+    let mut ring = KeyRing::new();
+    ring.add(signer().verifying_key());
+    ring
+}
+
+/// The query body of client `n`: each asks about its own version, so every answer differs.
+fn query_body(n: usize) -> Vec<u8> {
+    let version = format!("1.{n}");
+    Query {
+        modules: vec![QueryModule {
+            id: "core".into(),
+            version: Some(Version::parse(&version).expect("version")),
+            files: vec![],
+        }],
+    }
+    .to_vec()
+}
+
+fn answer_body(query: &[u8]) -> Vec<u8> {
+    Response {
+        binding: Binding { query: Sha256Digest::of(query), issued: NOW, expires: NOW + 300 },
+        base: None,
+        modules: vec![ModuleAnswer::new(
+            Cow::Borrowed("core"),
+            Status::Current,
+            Some(Version::parse("9.9").expect("v")),
+        )],
+    }
+    .to_vec()
+}
+
+/// `n` distinct queries, their answers, and the nonce of each (every third is nonce-bound).
+struct Batch {
+    queries: Vec<Vec<u8>>,
+    bodies: Vec<Vec<u8>>,
+    nonces: Vec<Option<Nonce>>,
+}
+
+impl Batch {
+    fn new(n: usize) -> Self {
+        let queries: Vec<Vec<u8>> = (0..n).map(query_body).collect();
+        let bodies = queries.iter().map(|q| answer_body(q)).collect();
+        let nonces = (0..n).map(|i| (i % 3 == 2).then_some(Nonce([i as u8; 16]))).collect();
+        Self { queries, bodies, nonces }
+    }
+
+    fn items(&self, room: usize) -> Vec<BatchItem<'_>> {
+        self.bodies
+            .iter()
+            .zip(&self.nonces)
+            .map(|(body, nonce)| BatchItem { kind: MessageKind::Response, nonce: nonce.as_ref(), body, room })
+            .collect()
+    }
+
+    fn sign(&self) -> Vec<SignatureBlock> {
+        signer().sign_batch(&self.items(MAX_DATAGRAM_LEN))
+    }
+
+    /// The reply datagram of member `i` with `block`.
+    fn datagram(&self, i: usize, block: SignatureBlock) -> Vec<u8> {
+        frame(&self.bodies[i], self.nonces[i], block)
+    }
+
+    /// Decodes and verifies a reply as the client of query `i` does.
+    fn verify(&self, i: usize, bytes: &[u8]) -> Result<(), String> {
+        let datagram = Datagram::decode(bytes).map_err(|e| e.name().to_owned())?;
+        let Message::Response(reply) = &datagram.message else { return Err("not a response".into()) };
+        let keys = ring();
+        let expect =
+            Expectation { keys: &keys, query: Sha256Digest::of(&self.queries[i]), nonce: self.nonces[i], now: NOW };
+        reply.verify(&expect).map(|_| ()).map_err(|e| e.name().to_owned())
+    }
+}
+
+fn frame(body: &[u8], nonce: Option<Nonce>, block: SignatureBlock) -> Vec<u8> {
+    Frame::reply(MessageKind::Response, 42, body, nonce, block).to_vec().expect("reply fits")
+}
+
+/// Offset of the batch trailer (depth byte) in a reply without server cookie.
+fn batch_offset(bytes: &[u8], nonce: bool) -> usize {
+    let body_len = usize::from(u16::from_be_bytes([bytes[16], bytes[17]]));
+    20 + body_len + if nonce { 16 } else { 0 } + SignatureBlock::LEN
+}
+
+fn assert_every_member_verifies(batch: &Batch, blocks: &[SignatureBlock]) {
+    for (i, block) in blocks.iter().enumerate() {
+        let bytes = batch.datagram(i, *block);
+        assert!(bytes.len() <= MAX_DATAGRAM_LEN);
+        assert_eq!(batch.verify(i, &bytes), Ok(()), "member {i} of {}", blocks.len());
+    }
+}
+
+#[test]
+fn a_batch_of_one_is_signed_alone_byte_for_byte() {
+    let batch = Batch::new(1);
+    let blocks = batch.sign();
+    let alone = signer().sign(MessageKind::Response, None, &batch.bodies[0]);
+    assert_eq!(blocks, [alone]);
+    assert!(blocks[0].batch.is_none());
+    let bytes = batch.datagram(0, blocks[0]);
+    assert_eq!(u16::from_be_bytes([bytes[6], bytes[7]]) & Flags::BATCH, 0, "no BATCH flag");
+    assert_eq!(bytes.len(), 20 + batch.bodies[0].len() + SignatureBlock::LEN);
+    assert_eq!(batch.verify(0, &bytes), Ok(()));
+}
+
+#[test]
+fn a_batch_of_two_shares_one_signature_and_each_reply_verifies() {
+    let batch = Batch::new(2);
+    let blocks = batch.sign();
+    assert_eq!(blocks[0].signature, blocks[1].signature, "one signature for the batch");
+    let proofs: Vec<BatchProof> = blocks.iter().map(|b| b.batch.expect("batch-signed")).collect();
+    assert_eq!(proofs.iter().map(|p| (p.depth(), p.index())).collect::<Vec<_>>(), [(1, 0), (1, 1)]);
+    assert_eq!(proofs[0].root(), proofs[1].root());
+    assert_every_member_verifies(&batch, &blocks);
+    let bytes = batch.datagram(0, blocks[0]);
+    assert_ne!(u16::from_be_bytes([bytes[6], bytes[7]]) & Flags::BATCH, 0, "BATCH flag set");
+    assert_eq!(bytes.len(), 20 + batch.bodies[0].len() + SignatureBlock::LEN + BatchProof::overhead(1));
+}
+
+#[test]
+fn a_batch_of_the_maximum_verifies_and_fits_a_datagram() {
+    let batch = Batch::new(MAX_BATCH_LEN);
+    let blocks = batch.sign();
+    assert!(blocks.iter().all(|b| b.signature == blocks[0].signature));
+    for (i, block) in blocks.iter().enumerate() {
+        let proof = block.batch.expect("batch-signed");
+        assert_eq!((proof.depth(), proof.index()), (MAX_BATCH_DEPTH, i));
+        assert_eq!(proof.encoded_len(), MAX_BATCH_TRAILER_LEN);
+    }
+    assert_every_member_verifies(&batch, &blocks);
+}
+
+#[test]
+fn batches_that_are_not_powers_of_two_and_longer_than_the_maximum_verify() {
+    for n in [3, 5, 33, MAX_BATCH_LEN + 1, 2 * MAX_BATCH_LEN + 2] {
+        let batch = Batch::new(n);
+        let blocks = batch.sign();
+        assert_eq!(blocks.len(), n);
+        assert_every_member_verifies(&batch, &blocks);
+        let signatures: std::collections::BTreeSet<[u8; 64]> = blocks.iter().map(|b| b.signature).collect();
+        assert_eq!(signatures.len(), n.div_ceil(MAX_BATCH_LEN), "{n} answers: one signature per batch of 64");
+    }
+    // 65 answers: a full batch, then one answer signed alone.
+    let blocks = Batch::new(MAX_BATCH_LEN + 1).sign();
+    assert!(blocks[MAX_BATCH_LEN].batch.is_none());
+}
+
+#[test]
+fn answers_without_room_for_the_batch_trailer_are_signed_alone() {
+    let batch = Batch::new(4);
+    let mut items = batch.items(BatchProof::overhead(2));
+    items[1].room = BatchProof::overhead(2) - 1;
+    let blocks = signer().sign_batch(&items);
+    assert!(blocks[1].batch.is_none(), "no room: signed alone");
+    assert_eq!(blocks[1], signer().sign(MessageKind::Response, None, &batch.bodies[1]));
+    for i in [0, 2, 3] {
+        assert_eq!(blocks[i].batch.expect("batched").depth(), 2);
+    }
+    assert_every_member_verifies(&batch, &blocks);
+    // With room for nothing, every answer is signed alone.
+    let blocks = signer().sign_batch(&batch.items(0));
+    assert!(blocks.iter().all(|b| b.batch.is_none()));
+    assert_every_member_verifies(&batch, &blocks);
+}
+
+#[test]
+fn a_tampered_leaf_fails_as_bad_path() {
+    let batch = Batch::new(4);
+    let blocks = batch.sign();
+    // Member 1's answer with member 0's trailer: signed root, but not this leaf.
+    let swapped = frame(&batch.bodies[1], None, blocks[0]);
+    assert_eq!(batch.verify(1, &swapped), Err("bad-path".into()));
+    // A nonce-bound member's answer presented without its nonce: another leaf.
+    let keys = ring();
+    assert_eq!(
+        keys.verify(MessageKind::Response, None, &batch.bodies[2], &blocks[2]),
+        Err(VerifyError::BadPath { index: 2 })
+    );
+    // The same body as a fallback: the kind is in the leaf.
+    assert_eq!(
+        keys.verify(MessageKind::Fallback, batch.nonces[0].as_ref(), &batch.bodies[0], &blocks[0]),
+        Err(VerifyError::BadPath { index: 0 })
+    );
+}
+
+#[test]
+fn a_tampered_path_fails_as_bad_path() {
+    let batch = Batch::new(8);
+    let blocks = batch.sign();
+    let bytes = batch.datagram(0, blocks[0]);
+    let path_start = batch_offset(&bytes, false) + BatchProof::FIXED_LEN;
+    for level in 0..3 {
+        let mut tampered = bytes.clone();
+        tampered[path_start + 32 * level + 5] ^= 0x01;
+        assert_eq!(batch.verify(0, &tampered), Err("bad-path".into()), "level {level}");
+    }
+}
+
+#[test]
+fn a_tampered_root_fails_as_bad_signature() {
+    let batch = Batch::new(8);
+    let blocks = batch.sign();
+    let bytes = batch.datagram(3, blocks[3]);
+    let mut tampered = bytes.clone();
+    tampered[batch_offset(&bytes, false) + 2 + 31] ^= 0x80;
+    assert_eq!(batch.verify(3, &tampered), Err("bad-signature".into()));
+}
+
+#[test]
+fn a_wrong_index_fails() {
+    let batch = Batch::new(8);
+    let blocks = batch.sign();
+    let bytes = batch.datagram(0, blocks[0]);
+    let at = batch_offset(&bytes, false) + 1;
+    // Another position inside the tree: the path leads elsewhere.
+    for index in 1..8 {
+        let mut moved = bytes.clone();
+        moved[at] = index;
+        assert_eq!(batch.verify(0, &moved), Err("bad-path".into()), "index {index}");
+    }
+    // A position outside a tree of depth 3: refused by the decoder.
+    let mut outside = bytes.clone();
+    outside[at] = 8;
+    assert_eq!(Frame::decode(&outside), Err(DecodeError::WrongPosition { index: 8, depth: 3, leaves: 8 }));
+    assert_eq!(batch.verify(0, &outside), Err("wrong-position".into()));
+}
+
+#[test]
+fn a_path_too_long_or_empty_is_refused() {
+    let batch = Batch::new(MAX_BATCH_LEN);
+    let blocks = batch.sign();
+    let bytes = batch.datagram(0, blocks[0]);
+    let at = batch_offset(&bytes, false);
+    // One more level, with its 32 bytes: refused before the length is even compared.
+    let mut longer = bytes.clone();
+    longer[at] = (MAX_BATCH_DEPTH + 1) as u8;
+    longer.extend_from_slice(&[0xab; 32]);
+    assert_eq!(Frame::decode(&longer), Err(DecodeError::PathTooLong { depth: 7, max: MAX_BATCH_DEPTH }));
+    for depth in [7u8, 8, 200, 255] {
+        let mut claimed = bytes.clone();
+        claimed[at] = depth;
+        assert_eq!(Datagram::decode(&claimed).map(|_| ()).map_err(|e| e.name()), Err("path-too-long"), "{depth}");
+    }
+    let mut empty = bytes[..at + BatchProof::FIXED_LEN].to_vec();
+    empty[at] = 0;
+    empty[at + 1] = 0;
+    assert_eq!(Frame::decode(&empty), Err(DecodeError::EmptyPath));
+    // The API refuses to build such proofs.
+    assert_eq!(
+        BatchProof::new(0, [0; 32], &[[0; 32]; MAX_BATCH_DEPTH + 1]),
+        Err(DecodeError::PathTooLong { depth: 7, max: MAX_BATCH_DEPTH })
+    );
+    assert_eq!(BatchProof::new(0, [0; 32], &[]), Err(DecodeError::EmptyPath));
+    assert_eq!(
+        BatchProof::new(2, [0; 32], &[[0; 32]]),
+        Err(DecodeError::WrongPosition { index: 2, depth: 1, leaves: 2 })
+    );
+}
+
+#[test]
+fn a_batch_trailer_cut_short_is_truncated() {
+    let batch = Batch::new(4);
+    let blocks = batch.sign();
+    let bytes = batch.datagram(0, blocks[0]);
+    let at = batch_offset(&bytes, false);
+    for cut in [at + 1, at + BatchProof::FIXED_LEN, bytes.len() - 1] {
+        assert_eq!(Datagram::decode(&bytes[..cut]).map(|_| ()).map_err(|e| e.name()), Err("truncated"), "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_root_signature_is_never_a_single_answer_signature() {
+    let batch = Batch::new(2);
+    let blocks = batch.sign();
+    let keys = ring();
+    // The batch's signature without the batch trailer: a single-answer signature it is not.
+    let stripped = SignatureBlock { batch: None, ..blocks[0] };
+    assert_eq!(
+        keys.verify(MessageKind::Response, None, &batch.bodies[0], &stripped),
+        Err(VerifyError::BadSignature { key_id: stripped.key_id })
+    );
+    // A single-answer signature under a forged batch trailer whose root is that answer's leaf
+    // path: the signature does not cover a root.
+    let alone = signer().sign(MessageKind::Response, None, &batch.bodies[0]);
+    let forged = SignatureBlock { batch: blocks[0].batch, ..alone };
+    assert_eq!(
+        keys.verify(MessageKind::Response, None, &batch.bodies[0], &forged),
+        Err(VerifyError::BadSignature { key_id: alone.key_id })
+    );
+}
+
+#[test]
+fn batch_signed_replies_decode_reencode_and_serialize_their_trailer() {
+    let batch = Batch::new(3);
+    let blocks = batch.sign();
+    let bytes = batch.datagram(2, blocks[2]);
+    let datagram = Datagram::decode(&bytes).expect("decodes");
+    let mut again = Vec::new();
+    datagram.encode(&mut again).expect("re-encodes");
+    assert_eq!(again, bytes);
+    let json = serde_json::to_value(&datagram).expect("json");
+    let proof = &json["message"]["signature"]["batch"];
+    assert_eq!(proof["depth"], 2);
+    assert_eq!(proof["index"], 2);
+    assert_eq!(proof["path"].as_array().expect("path").len(), 2);
+    // A reply signed alone has no "batch" key at all (older vectors stay byte-identical).
+    let alone = frame(&batch.bodies[0], None, signer().sign(MessageKind::Response, None, &batch.bodies[0]));
+    let json = serde_json::to_value(Datagram::decode(&alone).expect("decodes")).expect("json");
+    assert!(json["message"]["signature"].get("batch").is_none());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Any batch of random answers: every member verifies; any flipped bit of its trailer
+    /// (nonce, key id, signature, depth, index, root, path) or of its body makes it fail.
+    #[test]
+    fn any_batch_verifies_for_each_member_and_fails_for_any_flipped_trailer_byte(
+        bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..200), 1..=72),
+        nonce_every in 1usize..4,
+        member in any::<prop::sample::Index>(),
+        flip in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+    ) {
+        let nonces: Vec<Option<Nonce>> =
+            (0..bodies.len()).map(|i| (i % nonce_every == 0).then_some(Nonce([i as u8 ^ 0x5a; 16]))).collect();
+        let kinds: Vec<MessageKind> =
+            (0..bodies.len()).map(|i| if i % 5 == 4 { MessageKind::Fallback } else { MessageKind::Response }).collect();
+        let items: Vec<BatchItem<'_>> = bodies
+            .iter()
+            .zip(&nonces)
+            .zip(&kinds)
+            .map(|((body, nonce), &kind)| BatchItem { kind, nonce: nonce.as_ref(), body, room: MAX_DATAGRAM_LEN })
+            .collect();
+        let blocks = signer().sign_batch(&items);
+        let keys = ring();
+        for (i, block) in blocks.iter().enumerate() {
+            prop_assert_eq!(keys.verify(kinds[i], nonces[i].as_ref(), &bodies[i], block), Ok(()));
+        }
+        let i = member.index(bodies.len());
+        let original = Frame::reply(kinds[i], 1, &bodies[i], nonces[i], blocks[i]).to_vec().expect("fits");
+        let body_start = 20;
+        let position = body_start + flip.index(original.len() - body_start);
+        let mut flipped = original.clone();
+        flipped[position] ^= 1 << bit;
+        let outcome = Frame::decode(&flipped).map_err(|e| e.name().to_owned()).and_then(|frame| {
+            if frame.nonce != nonces[i] {
+                return Err("nonce-mismatch".to_owned());
+            }
+            let block = frame.signature.expect("signed kind");
+            keys.verify(frame.kind, frame.nonce.as_ref(), frame.body, &block).map_err(|e| e.name().to_owned())
+        });
+        prop_assert!(outcome.is_err(), "flipped bit {} of byte {} still verifies", bit, position);
+    }
+}
+
+proptest! {
+    /// Any batch trailer behind a valid header and a real answer, whatever its depth, index,
+    /// root and path bytes and length: a typed decode error or a verification error, never a
+    /// panic, and never a reply that verifies.
+    #[test]
+    fn arbitrary_batch_trailers_are_refused_without_panic(
+        depth in any::<u8>(),
+        index in any::<u8>(),
+        tail in prop::collection::vec(any::<u8>(), 0..260),
+        flags in 0u16..16,
+    ) {
+        let batch = Batch::new(1);
+        let single = batch.sign()[0];
+        let mut bytes = batch.datagram(0, single);
+        bytes[7] = (flags | Flags::BATCH) as u8 & 0x0f;
+        bytes.push(depth);
+        bytes.push(index);
+        bytes.extend_from_slice(&tail);
+        if let Ok(datagram) = Datagram::decode(&bytes)
+            && let Message::Response(reply) = &datagram.message
+        {
+            let keys = ring();
+            let expect = Expectation { keys: &keys, query: Sha256Digest::of(&batch.queries[0]), nonce: reply.nonce, now: NOW };
+            prop_assert!(reply.verify(&expect).is_err());
+        }
+    }
+}
