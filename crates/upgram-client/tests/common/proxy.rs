@@ -419,17 +419,7 @@ fn reply_frame(
     nonce: Option<Nonce>,
     signature: SignatureBlock,
 ) -> Option<Vec<u8>> {
-    let frame = Frame {
-        kind,
-        request_id: id,
-        body,
-        client_cookie: None,
-        server_cookie: None,
-        nonce,
-        signature: Some(signature),
-        padding: 0,
-    };
-    frame.to_vec().ok()
+    Frame::reply(kind, id, body, nonce, signature).to_vec().ok()
 }
 
 /// How many of the client's drops the injector may be ahead of: a probe the test gives it, so
