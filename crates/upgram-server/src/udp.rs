@@ -71,7 +71,7 @@ async fn run_worker(mut worker: Worker, socket: UdpSocket, mut shutdown: watch::
             }
         };
         let started = Instant::now();
-        if worker.handle(&buffer[..len], from.ip(), unix_now(), &mut reply) {
+        if worker.handle(&buffer[..len], from.ip(), SystemTime::now(), &mut reply) {
             if let Err(e) = socket.send_to(&reply, from).await {
                 tracing::debug!("udp send to {from}: {e}");
             }
