@@ -18,7 +18,7 @@
 //! Run: `cargo build --release -p upgram-server && cargo bench -p upgram-benches --bench load`,
 //! or one mix alone: `UPGRAM_LOAD_MIX=distinct cargo bench -p upgram-benches --bench load`
 //! (or `… --bench load -- distinct`). Options (environment): UPGRAM_LOAD_MIX (comma-separated,
-//! default all four), UPGRAM_LOAD_ROUNDS (default 3 per side), UPGRAM_LOAD_SECONDS (default 2
+//! default all four), UPGRAM_SERVER_BIN (another server binary), UPGRAM_LOAD_ROUNDS (default 3 per side), UPGRAM_LOAD_SECONDS (default 2
 //! per round), UPGRAM_LOAD_QUERIES (default 200 000 replies per round), UPGRAM_LOAD_IN_FLIGHT
 //! (default 256).
 
@@ -42,8 +42,12 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// `target/release/upgram-server`, next to this benchmark's own binary.
+/// `target/release/upgram-server`, next to this benchmark's own binary, or UPGRAM_SERVER_BIN
+/// (to compare two builds of the server).
 fn server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("UPGRAM_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
     let exe = std::env::current_exe().expect("own path");
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
     let path = dir.join("upgram-server");

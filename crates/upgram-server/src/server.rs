@@ -252,8 +252,7 @@ impl Worker {
     /// (cleared first) and returns whether there is one. Reads no clock and touches no file.
     pub fn handle(&mut self, datagram: &[u8], ip: IpAddr, now: SystemTime, out: &mut Vec<u8>) -> bool {
         out.clear();
-        let metrics = self.metrics.clone();
-        bump(&metrics.datagrams);
+        bump(&self.metrics.datagrams);
         let frame = match Frame::decode(datagram) {
             Ok(frame) if frame.kind == MessageKind::Query => frame,
             Ok(_) => return self.drop_it(),
@@ -262,21 +261,21 @@ impl Worker {
         let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
         let now = since_epoch.as_secs();
         if !self.limiter.allow(ip, since_epoch.as_secs_f64()) {
-            bump(&metrics.rate_limited);
+            bump(&self.metrics.rate_limited);
             let mut body = ErrorBody::new(ErrorCode::RateLimited);
             body.retry_after = Some(1);
             return self.error(frame.request_id, &body, datagram.len(), out);
         }
-        bump(&metrics.queries);
+        bump(&self.metrics.queries);
         let source = self.source(&frame, ip, now);
         let reply = match self.answer(&frame, &source, now, datagram.len()) {
             Answer::Reply(reply) => reply,
             Answer::Refused => {
-                bump(&metrics.unvalidated_refused);
+                bump(&self.metrics.unvalidated_refused);
                 return self.challenge(&frame, &source, now, datagram.len(), out);
             }
             Answer::Malformed => {
-                bump(&metrics.malformed);
+                bump(&self.metrics.malformed);
                 let body = ErrorBody::new(ErrorCode::MalformedQuery);
                 return self.error(frame.request_id, &body, datagram.len(), out);
             }
@@ -288,7 +287,7 @@ impl Worker {
         if reply.frame(frame.request_id, cookie).encode(out).is_err() {
             return self.drop_it();
         }
-        bump(if reply.kind == MessageKind::Fallback { &metrics.fallbacks } else { &metrics.responses });
+        bump(if reply.kind == MessageKind::Fallback { &self.metrics.fallbacks } else { &self.metrics.responses });
         true
     }
 
