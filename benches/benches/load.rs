@@ -319,7 +319,7 @@ fn fresh_queries(mix: Mix, generator: &mut Generator, options: &QueryOptions, co
                 let client = ClientCookie(rng.next().to_be_bytes());
                 // Half carry a made-up server cookie; half are padded so any reply would pass
                 // the 3x rule.
-                let forged = rng.percent(50).then(|| ServerCookie([1, 0, 0, 0, 0, 0, 0, 0, 7, 7, 7, 7, 7, 7, 7, 7]));
+                let forged = rng.percent(50).then_some(ServerCookie([1, 0, 0, 0, 0, 0, 0, 0, 7, 7, 7, 7, 7, 7, 7, 7]));
                 let pad_to = if rng.percent(50) { 342 } else { 0 };
                 let options = QueryOptions { client_cookie: Some(client), server_cookie: forged, nonce: None, pad_to };
                 Frame::query(0, &body, &options).to_vec().expect("fits")
@@ -332,7 +332,7 @@ fn fresh_queries(mix: Mix, generator: &mut Generator, options: &QueryOptions, co
                     bytes[8..].copy_from_slice(&generator.rng.next().to_be_bytes());
                     Nonce(bytes)
                 });
-                Frame::query(0, &body, &QueryOptions { nonce, ..options.clone() }).to_vec().expect("fits")
+                Frame::query(0, &body, &QueryOptions { nonce, ..*options }).to_vec().expect("fits")
             }
         })
         .collect()
