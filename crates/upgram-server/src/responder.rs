@@ -15,7 +15,13 @@ use crate::catalog::model::{Blob, Catalog, Module, Release, ReleaseFile, matches
 
 /// Where payloads are, relative to the response's `base`: `store/<sha256>`.
 pub fn store_url(blob: &Blob) -> String {
-    format!("store/{}", blob.sha256)
+    // Every file entry of every answer has one: the digest's hex written at once, not char by
+    // char through `Display`.
+    const PREFIX: &[u8] = b"store/";
+    let mut url = Vec::with_capacity(PREFIX.len() + PAYLOAD_HEX_LEN);
+    url.extend_from_slice(PREFIX);
+    blob.sha256.write_hex(&mut url);
+    String::from_utf8(url).unwrap_or_default()
 }
 
 fn payload(blob: &Blob) -> Payload<'static> {
