@@ -1,12 +1,29 @@
-//! Load benchmark of the reference server (issue 3, item 10): the real `upgram-server serve`
-//! and a plain UDP echo server (`udp-echo`, same sockets and runtime, replying with as many
-//! bytes as upgram's mean reply) each get the same bounded load on loopback in the same run;
-//! it prints replies/s, p50/p99 latency and the server's CPU time per reply, and both ratios.
+//! Load benchmark of the reference server: the real `upgram-server serve` and a plain UDP echo
+//! server (`udp-echo`, same sockets and runtime, replying with as many bytes as upgram's mean
+//! reply) under the same bounded load on loopback, in interleaved rounds (server, echo, server,
+//! echo …), for four mixes of queries:
 //!
-//! Run: `cargo build --release -p upgram-server && cargo bench -p upgram-benches --bench load`.
-//! Options (environment): UPGRAM_LOAD_SECONDS (default 5 per server), UPGRAM_LOAD_QUERIES
-//! (default 1 000 000 per server), UPGRAM_LOAD_IN_FLIGHT (default 256).
+//! - `hot`: 100 distinct queries over and over (most replies come from the signature cache);
+//! - `distinct`: every query body new within the run, 3–8 modules each at random published
+//!   versions, 10% with file-level entries;
+//! - `nonce`: the distinct mix with 10% nonce-bound queries;
+//! - `spoofed`: unvalidated sources (no valid server cookie) whose answers would need fallback
+//!   documents, each body new; the server runs with `--docs-dir`.
+//!
+//! For each mix it prints every round, then the medians of the per-round ratios (server CPU per
+//! reply / echo's, replies/s server / echo's) with the goal beside each, and the load average,
+//! since the machine may be shared. For `spoofed` it also prints the server's RSS growth over
+//! the mix and the files written under the docs folder.
+//!
+//! Run: `cargo build --release -p upgram-server && cargo bench -p upgram-benches --bench load`,
+//! or one mix alone: `UPGRAM_LOAD_MIX=distinct cargo bench -p upgram-benches --bench load`
+//! (or `… --bench load -- distinct`). Options (environment): UPGRAM_LOAD_MIX (comma-separated,
+//! default all four), UPGRAM_SERVER_BIN (another server binary), UPGRAM_LOAD_ROUNDS (default 3 per side), UPGRAM_LOAD_SECONDS (default 2
+//! per round), UPGRAM_LOAD_QUERIES (default 200 000 replies per round), UPGRAM_LOAD_IN_FLIGHT
+//! (default 256).
 
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -14,8 +31,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use upgram_benches::load::{Load, Report, run};
-use upgram_core::body::{Query, QueryModule};
-use upgram_core::cookie::ClientCookie;
+use upgram_core::body::{Query, QueryFile, QueryModule};
+use upgram_core::cookie::{ClientCookie, ServerCookie};
+use upgram_core::sign::Nonce;
 use upgram_core::version::Version;
 use upgram_core::wire::{Frame, QueryOptions};
 use upgram_core::{Datagram, Message};
@@ -24,8 +42,12 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// `target/release/upgram-server`, next to this benchmark's own binary.
+/// `target/release/upgram-server`, next to this benchmark's own binary, or UPGRAM_SERVER_BIN
+/// (to compare two builds of the server).
 fn server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("UPGRAM_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
     let exe = std::env::current_exe().expect("own path");
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
     let path = dir.join("upgram-server");
@@ -36,6 +58,12 @@ fn server_binary() -> PathBuf {
 struct Server {
     child: Child,
     addr: SocketAddr,
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Server {
@@ -74,39 +102,180 @@ fn publish(server: &Path, catalog: &Path, scratch: &Path, module: &str, version:
     assert!(status.success(), "publish {module} {version}");
 }
 
-/// A catalog of 50 modules with 3 releases each; `big` has 60 files.
+/// Modules `module-00` … `module-49`, 4 files each.
+const SMALL_MODULES: usize = 50;
+const SMALL_VERSIONS: [&str; 3] = ["1.0", "1.1", "1.2"];
+const SMALL_FILES: usize = 4;
+/// `big`: 60 files, every one changed in each release; its answers need a fallback document.
+const BIG_VERSIONS: [&str; 2] = ["1", "2"];
+const BIG_FILES: usize = 60;
+
 fn make_catalog(server: &Path, dir: &Path) -> PathBuf {
     let catalog = dir.join("catalog");
     let scratch = dir.join("releases");
-    for m in 0..50 {
+    for m in 0..SMALL_MODULES {
         let module = format!("module-{m:02}");
-        for (version, changed) in [("1.0", 4), ("1.1", 2), ("1.2", 1)] {
-            publish(server, &catalog, &scratch, &module, version, 4, changed);
+        for (version, changed) in SMALL_VERSIONS.into_iter().zip([4, 2, 1]) {
+            publish(server, &catalog, &scratch, &module, version, SMALL_FILES, changed);
         }
     }
-    for (version, changed) in [("1", 60), ("2", 60)] {
-        publish(server, &catalog, &scratch, "big", version, 60, changed);
+    for version in BIG_VERSIONS {
+        publish(server, &catalog, &scratch, "big", version, BIG_FILES, BIG_FILES);
     }
     catalog
 }
 
-fn query(modules: &[(String, &str)]) -> Vec<u8> {
-    Query {
-        modules: modules
-            .iter()
-            .map(|(id, version)| QueryModule {
-                id: id.clone().into(),
-                version: Some(Version::parse(version).expect("v").into_owned()),
-                files: vec![],
-            })
-            .collect(),
-    }
-    .to_vec()
+fn module(id: String, version: Option<&str>, files: Vec<QueryFile<'static>>) -> QueryModule<'static> {
+    QueryModule { id: id.into(), version: version.map(|v| Version::parse(v).expect("v").into_owned()), files }
 }
 
-/// The mix: 80% up to date, 15% an update with a file list, 5% a fallback; over 50 distinct
-/// installations, with the cookie the server gave us (validated source).
-fn mix(server: SocketAddr) -> Vec<Vec<u8>> {
+fn query(modules: &[(String, &str)]) -> Vec<u8> {
+    Query { modules: modules.iter().map(|(id, version)| module(id.clone(), Some(version), vec![])).collect() }.to_vec()
+}
+
+/// splitmix64: a small, seeded, reproducible source of choices.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn percent(&mut self, p: usize) -> bool {
+        self.below(100) < p
+    }
+}
+
+/// Makes query datagrams no earlier one in the run had the body of.
+struct Generator {
+    rng: Rng,
+    seen: HashSet<u64>,
+    hasher: RandomState,
+}
+
+impl Generator {
+    fn new(seed: u64) -> Self {
+        Self { rng: Rng(seed), seen: HashSet::new(), hasher: RandomState::new() }
+    }
+
+    /// A body not made before, from `make`.
+    fn fresh(&mut self, make: impl Fn(&mut Rng) -> Vec<u8>) -> Vec<u8> {
+        loop {
+            let body = make(&mut self.rng);
+            if self.seen.insert(self.hasher.hash_one(&body)) {
+                return body;
+            }
+        }
+    }
+}
+
+/// 3–8 distinct modules (the 50 small ones and `big`) at random published versions; in 10%
+/// of the queries, one small module also lists a file-level entry.
+fn distinct_body(rng: &mut Rng) -> Vec<u8> {
+    let count = 3 + rng.below(6);
+    let mut picked: Vec<usize> = Vec::with_capacity(count);
+    while picked.len() < count {
+        let m = rng.below(SMALL_MODULES + 1);
+        if !picked.contains(&m) {
+            picked.push(m);
+        }
+    }
+    let with_files = rng.percent(10);
+    let mut modules = Vec::with_capacity(count);
+    for (i, &m) in picked.iter().enumerate() {
+        if m == SMALL_MODULES {
+            modules.push(module("big".into(), Some(BIG_VERSIONS[rng.below(BIG_VERSIONS.len())]), vec![]));
+            continue;
+        }
+        let files = if with_files && i == 0 {
+            let id = format!("lib/part-{:03}.dat", rng.below(SMALL_FILES));
+            let version = Version::parse(SMALL_VERSIONS[rng.below(SMALL_VERSIONS.len())]).expect("v").into_owned();
+            vec![QueryFile { id: id.into(), version }]
+        } else {
+            vec![]
+        };
+        let version = SMALL_VERSIONS[rng.below(SMALL_VERSIONS.len())];
+        modules.push(module(format!("module-{m:02}"), Some(version), files));
+    }
+    Query { modules }.to_vec()
+}
+
+/// `big` to install or to upgrade (its answer needs a fallback document), with 0–4 small
+/// modules so every body differs.
+fn spoofed_body(rng: &mut Rng) -> Vec<u8> {
+    let big_version = [None, Some(BIG_VERSIONS[0])][rng.below(2)];
+    let mut modules = vec![module("big".into(), big_version, vec![])];
+    for _ in 0..rng.below(5) {
+        let id = format!("module-{:02}", rng.below(SMALL_MODULES));
+        if modules.iter().all(|m| m.id != id.as_str()) {
+            modules.push(module(id, Some(SMALL_VERSIONS[rng.below(SMALL_VERSIONS.len())]), vec![]));
+        }
+    }
+    Query { modules }.to_vec()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mix {
+    Hot,
+    Distinct,
+    Nonce,
+    Spoofed,
+}
+
+impl Mix {
+    const ALL: [Mix; 4] = [Mix::Hot, Mix::Distinct, Mix::Nonce, Mix::Spoofed];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mix::Hot => "hot",
+            Mix::Distinct => "distinct",
+            Mix::Nonce => "nonce",
+            Mix::Spoofed => "spoofed",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Mix::Hot => "100 distinct queries over and over: 80% up to date, 15% update with a file list, 5% fallback",
+            Mix::Distinct => "every body new: 3-8 modules at random published versions, 10% with file-level entries",
+            Mix::Nonce => "the distinct mix, 10% of it nonce-bound",
+            Mix::Spoofed => "unvalidated sources, every body new, answers that need a fallback document",
+        }
+    }
+
+    /// (CPU per reply at most, replies/s at least), both relative to the echo.
+    fn goals(self) -> (f64, f64) {
+        match self {
+            Mix::Hot => (1.3, 0.85),
+            Mix::Distinct | Mix::Nonce => (2.0, 0.7),
+            Mix::Spoofed => (3.0, 0.0),
+        }
+    }
+}
+
+/// The mixes asked for on the command line (words that are not options) or in UPGRAM_LOAD_MIX.
+fn chosen_mixes() -> Vec<Mix> {
+    let words: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let words = if words.is_empty() {
+        std::env::var("UPGRAM_LOAD_MIX").unwrap_or_default().split(',').map(|w| w.trim().to_owned()).collect()
+    } else {
+        words
+    };
+    let chosen: Vec<Mix> = Mix::ALL.into_iter().filter(|m| words.iter().any(|w| w == m.name())).collect();
+    if chosen.is_empty() { Mix::ALL.to_vec() } else { chosen }
+}
+
+/// What every query of a validated mix carries: the client cookie and the server cookie the
+/// server gave it.
+fn validated_options(server: SocketAddr) -> QueryOptions {
     let cookie = ClientCookie([5; 8]);
     let probe = query(&[("module-00".into(), "1.2")]);
     let socket = UdpSocket::bind("127.0.0.1:0").expect("socket");
@@ -121,23 +290,79 @@ fn mix(server: SocketAddr) -> Vec<Vec<u8>> {
         Message::CookieChallenge(c) => Some(c.server_cookie),
         _ => None,
     };
-    let options = QueryOptions { client_cookie: Some(cookie), server_cookie, ..Default::default() };
-    let mut queries = Vec::new();
-    for i in 0..100usize {
-        let m = |k: usize| format!("module-{:02}", (i + k) % 50);
-        let body = match i % 20 {
-            0 => query(&[("big".into(), "1")]),
-            1..=3 => query(&[(m(0), "1.0"), (m(1), "1.2")]),
-            _ => query(&[(m(0), "1.2"), (m(1), "1.2"), (m(2), "1.2")]),
-        };
-        queries.push(Frame::query(0, &body, &options).to_vec().expect("fits"));
-    }
-    queries
+    QueryOptions { client_cookie: Some(cookie), server_cookie, ..Default::default() }
+}
+
+/// The hot mix: 80% up to date, 15% an update with a file list, 5% a fallback; over 50
+/// distinct installations.
+fn hot_queries(options: &QueryOptions) -> Vec<Vec<u8>> {
+    (0..100usize)
+        .map(|i| {
+            let m = |k: usize| format!("module-{:02}", (i + k) % SMALL_MODULES);
+            let body = match i % 20 {
+                0 => query(&[("big".into(), "1")]),
+                1..=3 => query(&[(m(0), "1.0"), (m(1), "1.2")]),
+                _ => query(&[(m(0), "1.2"), (m(1), "1.2"), (m(2), "1.2")]),
+            };
+            Frame::query(0, &body, options).to_vec().expect("fits")
+        })
+        .collect()
+}
+
+/// `count` datagrams of `mix`, no body seen before in the run.
+fn fresh_queries(mix: Mix, generator: &mut Generator, options: &QueryOptions, count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|_| match mix {
+            Mix::Spoofed => {
+                let body = generator.fresh(spoofed_body);
+                let rng = &mut generator.rng;
+                let client = ClientCookie(rng.next().to_be_bytes());
+                // Half carry a made-up server cookie; half are padded so any reply would pass
+                // the 3x rule.
+                let forged = rng.percent(50).then_some(ServerCookie([1, 0, 0, 0, 0, 0, 0, 0, 7, 7, 7, 7, 7, 7, 7, 7]));
+                let pad_to = if rng.percent(50) { 342 } else { 0 };
+                let options = QueryOptions { client_cookie: Some(client), server_cookie: forged, nonce: None, pad_to };
+                Frame::query(0, &body, &options).to_vec().expect("fits")
+            }
+            _ => {
+                let body = generator.fresh(distinct_body);
+                let nonce = (mix == Mix::Nonce && generator.rng.percent(10)).then(|| {
+                    let mut bytes = [0u8; 16];
+                    bytes[..8].copy_from_slice(&generator.rng.next().to_be_bytes());
+                    bytes[8..].copy_from_slice(&generator.rng.next().to_be_bytes());
+                    Nonce(bytes)
+                });
+                Frame::query(0, &body, &QueryOptions { nonce, ..*options }).to_vec().expect("fits")
+            }
+        })
+        .collect()
+}
+
+/// Resident set size of `pid`, in bytes, from `/proc/<pid>/status`.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    kib * 1024
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|entries| entries.count()).unwrap_or(0)
 }
 
 fn print(name: &str, report: &Report) {
     println!(
-        "{name:<13} {:>9.0} replies/s  p50 {:>7.1} µs  p99 {:>7.1} µs  CPU {:>5.2} µs/reply  ({} replies, {} unanswered, mean reply {:.0} B)",
+        "  {name:<8} {:>9.0} replies/s  p50 {:>7.1} µs  p99 {:>8.1} µs  CPU {:>6.2} µs/reply  ({} replies, {} unanswered, mean reply {:.0} B)",
         report.rate(),
         report.p50.as_secs_f64() * 1e6,
         report.p99.as_secs_f64() * 1e6,
@@ -148,85 +373,157 @@ fn print(name: &str, report: &Report) {
     );
 }
 
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "MET" } else { "NOT MET" }
+}
+
+/// How every run is bounded.
+struct Bounds {
+    rounds: usize,
+    seconds: u64,
+    count: u64,
+    in_flight: usize,
+    workers: String,
+}
+
+struct Setup {
+    server: PathBuf,
+    catalog: PathBuf,
+    key: PathBuf,
+    dir: PathBuf,
+}
+
+fn start_server(setup: &Setup, bounds: &Bounds, docs: Option<&Path>) -> Server {
+    let mut command = Command::new(&setup.server);
+    command.args(["serve", "--catalog"]).arg(&setup.catalog).arg("--key").arg(&setup.key);
+    command.args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--public-url", "http://127.0.0.1:1/"]);
+    command.args(["--workers", &bounds.workers, "--rate-per-source", "1e12", "--burst-per-source", "1e12"]);
+    if let Some(docs) = docs {
+        command.arg("--docs-dir").arg(docs);
+    }
+    spawn(command)
+}
+
+fn measure(target: &Server, queries: &[Vec<u8>], bounds: &Bounds, warm_up: bool) -> Report {
+    let (max_duration, max_queries) = if warm_up {
+        // Fresh queries: as many as were made; the hot mix cycles its 100.
+        let fresh = queries.len().saturating_sub(bounds.in_flight);
+        (Duration::from_millis(500), if fresh > 0 { fresh as u64 } else { bounds.count })
+    } else {
+        (Duration::from_secs(bounds.seconds), bounds.count)
+    };
+    let load = Load {
+        target: target.addr,
+        queries,
+        in_flight: bounds.in_flight,
+        max_queries,
+        max_duration,
+        server_pid: target.pid(),
+    };
+    run(&load).expect("load run")
+}
+
+fn run_mix(mix: Mix, setup: &Setup, bounds: &Bounds) {
+    println!();
+    println!("== {}: {} ==", mix.name(), mix.describe());
+    println!("load average before: {}", load_average());
+    let docs = setup.dir.join(format!("docs-{}", mix.name()));
+    let upgram = start_server(setup, bounds, (mix == Mix::Spoofed).then_some(docs.as_path()));
+    let options = validated_options(upgram.addr);
+    let mut generator = Generator::new(0x5eed ^ mix as u64);
+    let hot = hot_queries(&options);
+    let per_round = bounds.count as usize + bounds.in_flight;
+    let mut round_queries = |count: usize| -> Vec<Vec<u8>> {
+        if mix == Mix::Hot { hot.clone() } else { fresh_queries(mix, &mut generator, &options, count) }
+    };
+    // Warm up (caches, page faults), then start the echo with the server's mean reply size.
+    let warm = round_queries(20_000 + bounds.in_flight);
+    let first = measure(&upgram, &warm, bounds, true);
+    let echo_binary = env!("CARGO_BIN_EXE_udp-echo");
+    let mut command = Command::new(echo_binary);
+    command.args(["127.0.0.1:0", &(first.mean_reply_len.round() as usize).to_string(), &bounds.workers]);
+    let echo = spawn(command);
+    let _ = measure(&echo, &warm, bounds, true);
+    drop(warm);
+
+    let rss_before = rss(upgram.pid());
+    let (mut cpu_ratios, mut rate_ratios, mut server_replies) = (Vec::new(), Vec::new(), 0);
+    for round in 1..=bounds.rounds {
+        let queries = round_queries(per_round);
+        let server = measure(&upgram, &queries, bounds, false);
+        let ceiling = measure(&echo, &queries, bounds, false);
+        println!("round {round}:");
+        print("upgram", &server);
+        print("echo", &ceiling);
+        server_replies += server.replies;
+        cpu_ratios.push(server.cpu_per_reply().as_secs_f64() / ceiling.cpu_per_reply().as_secs_f64());
+        rate_ratios.push(server.rate() / ceiling.rate());
+    }
+    let rss_growth = rss(upgram.pid()).saturating_sub(rss_before);
+    drop(echo);
+    drop(upgram);
+    let (cpu_goal, rate_goal) = mix.goals();
+    let (cpu, rate) = (median(cpu_ratios), median(rate_ratios));
+    let n = bounds.rounds;
+    println!("load average after:  {}", load_average());
+    let what = if mix == Mix::Spoofed { "CPU per challenged query" } else { "CPU per reply" };
+    println!(
+        "{:<9} {what}, upgram / echo (median of {n}): {cpu:5.2}  (goal <= {cpu_goal:.2}) {}",
+        mix.name(),
+        verdict(cpu <= cpu_goal)
+    );
+    if mix == Mix::Spoofed {
+        println!("{:<9} replies/s, upgram / echo (median of {n}):    {rate:5.2}  (no goal)", mix.name());
+        let mib = rss_growth as f64 / (1024.0 * 1024.0);
+        let enough = server_replies >= 100_000;
+        println!(
+            "{:<9} RSS growth over {server_replies} spoofed queries: {mib:.1} MiB  (goal <= 64 MiB over >= 100 000) {}",
+            mix.name(),
+            verdict(mib <= 64.0 && enough)
+        );
+        let files = files_under(&docs.join("doc"));
+        println!("{:<9} files written under --docs-dir: {files}  (goal 0) {}", mix.name(), verdict(files == 0));
+    } else {
+        println!(
+            "{:<9} replies/s, upgram / echo (median of {n}):    {rate:5.2}  (goal >= {rate_goal:.2}) {}",
+            mix.name(),
+            verdict(rate >= rate_goal)
+        );
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let mixes = chosen_mixes();
     let server = server_binary();
     let dir = std::env::temp_dir().join(format!("upgram-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch");
     let catalog = make_catalog(&server, &dir);
     let key = dir.join("server.key");
-    assert!(
-        Command::new(&server)
-            .args(["keygen", "--out"])
-            .arg(&key)
-            .stdout(Stdio::null())
-            .status()
-            .expect("keygen")
-            .success()
-    );
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
-    let seconds = env_or("UPGRAM_LOAD_SECONDS", 5u64);
-    let count = env_or("UPGRAM_LOAD_QUERIES", 1_000_000u64);
-    let in_flight = env_or("UPGRAM_LOAD_IN_FLIGHT", 256usize);
-
-    let mut command = Command::new(&server);
-    command.args(["serve", "--catalog"]).arg(&catalog).arg("--key").arg(&key);
-    command.args([
-        "--udp",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--public-url",
-        "http://127.0.0.1:1/",
-        "--workers",
-        &workers,
-    ]);
-    command.args(["--rate-per-source", "1e12", "--burst-per-source", "1e12"]);
-    let upgram = spawn(command);
-    let queries = mix(upgram.addr);
-    let load = |addr, pid| Load {
-        target: addr,
-        queries: &queries,
-        in_flight,
-        max_queries: count,
-        max_duration: Duration::from_secs(seconds),
-        server_pid: pid,
+    let keygen = Command::new(&server).args(["keygen", "--out"]).arg(&key).stdout(Stdio::null()).status();
+    assert!(keygen.expect("keygen").success());
+    let bounds = Bounds {
+        rounds: env_or("UPGRAM_LOAD_ROUNDS", 3usize).max(1),
+        seconds: env_or("UPGRAM_LOAD_SECONDS", 2u64),
+        count: env_or("UPGRAM_LOAD_QUERIES", 200_000u64),
+        in_flight: env_or("UPGRAM_LOAD_IN_FLIGHT", 256usize),
+        workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string(),
     };
-    // Warm up (caches, page faults), then measure.
-    let _ = run(&Load { max_duration: Duration::from_millis(500), ..load(upgram.addr, upgram.child.id()) });
-    let measured = run(&load(upgram.addr, upgram.child.id())).expect("upgram run");
-    drop(upgram);
-
-    let echo_binary = env!("CARGO_BIN_EXE_udp-echo");
-    let reply_len = (measured.mean_reply_len.round() as usize).to_string();
-    let mut command = Command::new(echo_binary);
-    command.args(["127.0.0.1:0", &reply_len, &workers]);
-    let echo = spawn(command);
-    let _ = run(&Load { max_duration: Duration::from_millis(500), ..load(echo.addr, echo.child.id()) });
-    let ceiling = run(&load(echo.addr, echo.child.id())).expect("echo run");
-    drop(echo);
+    println!(
+        "upgram server under load: {} queries in flight, each round {} s or {} replies, {} rounds per side, {} workers, {} cores",
+        bounds.in_flight, bounds.seconds, bounds.count, bounds.rounds, bounds.workers, bounds.workers
+    );
+    let setup = Setup { server, catalog, key, dir: dir.clone() };
+    for mix in mixes {
+        run_mix(mix, &setup, &bounds);
+    }
     let _ = std::fs::remove_dir_all(&dir);
-
-    println!();
-    println!(
-        "== upgram server under load: {in_flight} queries in flight, {seconds} s or {count} replies each, {workers} workers =="
-    );
-    println!(
-        "mix: 80% up to date (3 modules), 15% update with a file list (2 modules), 5% fallback (60 files); 100 distinct queries"
-    );
-    print("upgram-server", &measured);
-    print("udp echo", &ceiling);
-    let cpu_ratio = measured.cpu_per_reply().as_secs_f64() / ceiling.cpu_per_reply().as_secs_f64();
-    let rate_ratio = measured.rate() / ceiling.rate();
-    println!(
-        "CPU per reply, upgram / echo: {cpu_ratio:.2} (goal <= 1.50) {}",
-        if cpu_ratio <= 1.5 { "MET" } else { "NOT MET" }
-    );
-    println!(
-        "replies/s, upgram / echo:     {rate_ratio:.2} (goal >= 0.80) {}",
-        if rate_ratio >= 0.8 { "MET" } else { "NOT MET" }
-    );
 }

@@ -1,15 +1,18 @@
 //! # upgram-server
 //!
 //! The reference server of upgram: it puts sockets, HTTP, files and a catalog around
-//! [`upgram_core`]. So far it has [`keys`]: making and loading the Ed25519 key that signs every
-//! reply (SPEC.md §10.3); [`catalog`]: the catalog of releases in memory and on disk (S1); and
-//! [`publish`]: turning release folders into catalog releases (S2). The responder, UDP and HTTP
-//! serving follow (issue 3).
+//! [`upgram_core`]. [`keys`]: making and loading the Ed25519 key that signs every reply
+//! (SPEC.md §10.3); [`catalog`]: the catalog of releases in memory and on disk; [`publish`]:
+//! turning release folders into catalog releases; [`responder`]: the answer to a query;
+//! [`server`]: what a worker does with one datagram, without sockets; [`documents`]: the bounded
+//! store of fallback documents and their files; [`udp`], [`http`] and [`serve`]: the sockets and
+//! the `serve` command around them; [`metrics`] and [`ratelimit`].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod catalog;
+pub mod documents;
 pub mod http;
 pub mod keys;
 pub mod metrics;

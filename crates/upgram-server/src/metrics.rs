@@ -34,6 +34,11 @@ pub struct Metrics {
     pub cache_hits: AtomicU64,
     /// Signatures made.
     pub signatures: AtomicU64,
+    /// Queries from unvalidated sources answered with a cookie challenge before any answer was
+    /// built, because the answer could not be sent to them (SPEC.md §10.6).
+    pub unvalidated_refused: AtomicU64,
+    /// Fallback documents dropped before their time to respect the store's bounds.
+    pub documents_evicted: AtomicU64,
     /// Successful catalog reloads.
     pub reloads: AtomicU64,
     /// Failed catalog reloads (the old catalog stays).
@@ -85,6 +90,10 @@ pub struct Snapshot {
     pub cache_hits: u64,
     /// See [`Metrics::signatures`].
     pub signatures: u64,
+    /// See [`Metrics::unvalidated_refused`].
+    pub unvalidated_refused: u64,
+    /// See [`Metrics::documents_evicted`].
+    pub documents_evicted: u64,
     /// See [`Metrics::reloads`].
     pub reloads: u64,
     /// See [`Metrics::reload_failures`].
@@ -113,6 +122,8 @@ pub fn snapshot<'m>(parts: impl IntoIterator<Item = &'m Metrics>) -> Snapshot {
         total.dropped += get(&m.dropped);
         total.cache_hits += get(&m.cache_hits);
         total.signatures += get(&m.signatures);
+        total.unvalidated_refused += get(&m.unvalidated_refused);
+        total.documents_evicted += get(&m.documents_evicted);
         total.reloads += get(&m.reloads);
         total.reload_failures += get(&m.reload_failures);
         for (sum, bucket) in total.latency_buckets.iter_mut().zip(&m.latency_buckets) {
@@ -127,7 +138,7 @@ pub fn snapshot<'m>(parts: impl IntoIterator<Item = &'m Metrics>) -> Snapshot {
 /// The Prometheus text exposition of `total`.
 pub fn render(total: &Snapshot) -> String {
     let mut out = String::new();
-    let counters: [(&str, &str, u64); 9] = [
+    let counters: [(&str, &str, u64); 11] = [
         ("upgram_datagrams_received_total", "Datagrams received on the UDP sockets.", total.datagrams),
         ("upgram_queries_total", "Query datagrams decoded.", total.queries),
         ("upgram_fallbacks_total", "Answers too large for a datagram, sent as a signed fallback.", total.fallbacks),
@@ -137,6 +148,16 @@ pub fn render(total: &Snapshot) -> String {
         ("upgram_dropped_total", "Datagrams dropped without a reply.", total.dropped),
         ("upgram_signature_cache_hits_total", "Replies served with a cached signature.", total.cache_hits),
         ("upgram_signatures_total", "Ed25519 signatures made.", total.signatures),
+        (
+            "upgram_unvalidated_refused_total",
+            "Queries from unvalidated sources challenged before any answer was built.",
+            total.unvalidated_refused,
+        ),
+        (
+            "upgram_documents_evicted_total",
+            "Fallback documents dropped before expiry to keep the store within its bounds.",
+            total.documents_evicted,
+        ),
     ];
     for (name, help, value) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");

@@ -15,7 +15,13 @@ use crate::catalog::model::{Blob, Catalog, Module, Release, ReleaseFile, matches
 
 /// Where payloads are, relative to the response's `base`: `store/<sha256>`.
 pub fn store_url(blob: &Blob) -> String {
-    format!("store/{}", blob.sha256)
+    // Every file entry of every answer has one: the digest's hex written at once, not char by
+    // char through `Display`.
+    const PREFIX: &[u8] = b"store/";
+    let mut url = Vec::with_capacity(PREFIX.len() + PAYLOAD_HEX_LEN);
+    url.extend_from_slice(PREFIX);
+    blob.sha256.write_hex(&mut url);
+    String::from_utf8(url).unwrap_or_default()
 }
 
 fn payload(blob: &Blob) -> Payload<'static> {
@@ -341,4 +347,46 @@ fn check_requirements(catalog: &Catalog, answer: &ModuleAnswer<'_>) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Bytes every file entry with a payload takes at least: its SHA-256 in hex.
+const PAYLOAD_HEX_LEN: usize = 64;
+
+/// A lower bound on the length of the response body [`respond`] would encode for `query`,
+/// computed without building it: for each module asked without file entries that the answer
+/// would list file by file, its id plus a payload hash per listed file. Modules whose answer
+/// may be a package (a critical file among the entries) or depends on file entries count 0.
+///
+/// Cheap on purpose: it decides whether an unvalidated source can be sent the answer at all
+/// (SPEC.md §10.6) before anything is built or signed. It stops counting at `enough`.
+pub fn least_answer_len(catalog: &Catalog, query: &Query<'_>, enough: usize) -> usize {
+    let mut total = 0;
+    for asked in query.modules.iter().filter(|m| m.files.is_empty()) {
+        let Some(module) = catalog.modules.get(asked.id.as_ref()) else { continue };
+        let Some(latest) = module.latest() else { continue };
+        total += least_listed_len(catalog, module, latest, asked.version.as_ref());
+        if total >= enough {
+            break;
+        }
+    }
+    total
+}
+
+/// The files an install or an upgrade from `installed` lists for certain, if its answer is a
+/// file list (no critical entry), as bytes of ids and payload hashes; 0 otherwise.
+fn least_listed_len(catalog: &Catalog, module: &Module, latest: &Release, installed: Option<&Version<'_>>) -> usize {
+    let critical = |id: &str| matches_any(&catalog.settings.critical, id);
+    if let Some(installed) = installed
+        && (*installed >= latest.version || deleted_since(module, latest, installed).into_iter().any(critical))
+    {
+        return 0;
+    }
+    let mut len = 0;
+    for file in latest.files.iter().filter(|f| installed.is_none_or(|v| f.version > *v)) {
+        if critical(&file.id) {
+            return 0;
+        }
+        len += file.id.len() + PAYLOAD_HEX_LEN;
+    }
+    len
 }

@@ -1,6 +1,7 @@
 //! `upgram-server serve` (S1, S3, S4, S6): loads the catalog, the signing key and the cookie
 //! secret, serves UDP on every core and HTTP beside it, reloads the catalog on SIGHUP and when
-//! its files change, and stops gracefully on SIGTERM or Ctrl-C.
+//! its files change, drops expired fallback documents, and stops gracefully on SIGTERM or
+//! Ctrl-C.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -119,6 +120,7 @@ async fn watch_catalog(shared: Arc<Shared>, dir: PathBuf, mut stop: watch::Recei
         let hup = std::future::pending::<Option<()>>();
         tokio::select! {
             _ = ticker.tick() => {
+                shared.expire_documents(udp::unix_now());
                 let now = fingerprint(&dir);
                 if now != last {
                     last = now;

@@ -6,11 +6,18 @@
 //! Signatures are reused (SPEC.md §10.2): answers are valid for a window aligned to the minute,
 //! so every identical query in that minute, on any instance, gets the identical signed bytes;
 //! each worker keeps its own cache, so the hot path takes no lock.
+//!
+//! A source that has not proven its address (SPEC.md §10.6) gets only what the 3× rule lets
+//! the server send it: a cached answer, or an inline answer small enough. Whether the answer
+//! can be that small is decided from the catalog before anything is built, so such a source
+//! never makes the server build, sign, keep or write a fallback document: it gets the cookie
+//! challenge first.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -20,21 +27,21 @@ use upgram_core::cookie::{
     within_amplification_limit,
 };
 use upgram_core::fallback::{PreparedReply, ReplyShape, prepare_reply};
+use upgram_core::limits::HEADER_LEN;
 use upgram_core::sign::ReplySigner;
-use upgram_core::wire::{Frame, MessageKind, PROTOCOL_VERSION, peek_version_and_id};
+use upgram_core::wire::{Flags, Frame, MessageKind, PROTOCOL_VERSION, peek_version_and_id, trailer_len};
 use upgram_core::{DecodeError, MAX_DATAGRAM_LEN, Sha256Digest};
 
 use crate::catalog::Catalog;
+use crate::documents::{DocumentLimits, DocumentStore};
 use crate::metrics::{Metrics, Snapshot, bump, snapshot};
 use crate::ratelimit::RateLimiter;
-use crate::responder::respond;
+use crate::responder::{least_answer_len, respond};
 
 /// Answers are issued at the start of the current minute, so instances agree on the bytes.
 pub const ISSUE_GRANULARITY_SECS: u64 = 60;
 /// Most signed answers one worker keeps.
 const MAX_CACHED_REPLIES: usize = 16_384;
-/// Most fallback documents kept for the HTTP side.
-const MAX_DOCUMENTS: usize = 16_384;
 /// How long a fallback document stays retrievable after its answer expires (SPEC.md §8.4).
 pub const DOCUMENT_GRACE_SECS: u64 = 3600;
 
@@ -98,12 +105,24 @@ pub struct Shared {
     /// Counters of the shared parts (reloads).
     pub metrics: Metrics,
     workers: Mutex<Vec<Arc<Metrics>>>,
-    documents: Mutex<HashMap<Sha256Digest, (Bytes, u64)>>,
+    documents: Mutex<DocumentStore>,
 }
 
 impl Shared {
     /// Server state around `catalog`.
     pub fn new(catalog: Catalog, signer: ReplySigner, secrets: CookieSecrets, config: Config) -> Self {
+        Self::with_document_limits(catalog, signer, secrets, config, DocumentLimits::default())
+    }
+
+    /// Server state around `catalog`, keeping at most `limits` of fallback documents.
+    pub fn with_document_limits(
+        catalog: Catalog,
+        signer: ReplySigner,
+        secrets: CookieSecrets,
+        config: Config,
+        limits: DocumentLimits,
+    ) -> Self {
+        let documents = DocumentStore::new(limits, config.docs_dir.clone());
         Self {
             catalog: ArcSwap::from_pointee(LoadedCatalog { catalog, generation: 0 }),
             signer,
@@ -111,7 +130,7 @@ impl Shared {
             config,
             metrics: Metrics::default(),
             workers: Mutex::new(Vec::new()),
-            documents: Mutex::new(HashMap::new()),
+            documents: Mutex::new(documents),
         }
     }
 
@@ -141,39 +160,29 @@ impl Shared {
 
     /// The fallback document with this hash, if it is still kept.
     pub fn document(&self, sha256: &Sha256Digest) -> Option<Bytes> {
-        let documents = self.documents.lock().ok()?;
-        documents.get(sha256).map(|(bytes, _)| bytes.clone())
+        self.documents.lock().ok()?.get(sha256)
     }
 
-    fn keep_document(&self, sha256: Sha256Digest, bytes: &[u8], expires: u64) {
-        if let Some(dir) = &self.config.docs_dir
-            && let Err(e) = write_document(dir, &sha256, bytes)
-        {
-            tracing::warn!("cannot write fallback document {sha256} to {}: {e}", dir.display());
+    /// Fallback documents kept, and their bytes.
+    pub fn documents_kept(&self) -> (usize, usize) {
+        self.documents.lock().map(|d| (d.len(), d.bytes())).unwrap_or_default()
+    }
+
+    /// Drops the fallback documents (and their files) whose time ran out at unix time `now`.
+    pub fn expire_documents(&self, now: u64) {
+        if let Ok(mut documents) = self.documents.lock() {
+            documents.expire(now);
         }
+    }
+
+    /// Keeps a document until its answer expires plus the grace period; returns how many were
+    /// evicted early to make room.
+    fn keep_document(&self, sha256: Sha256Digest, bytes: Bytes, expires: u64, now: u64) -> usize {
         let Ok(mut documents) = self.documents.lock() else {
-            return;
+            return 0;
         };
-        if documents.len() >= MAX_DOCUMENTS {
-            // Drop the entry that expires first; documents are small and capped in number.
-            if let Some(oldest) = documents.iter().min_by_key(|(_, (_, until))| *until).map(|(k, _)| *k) {
-                documents.remove(&oldest);
-            }
-        }
-        documents.insert(sha256, (Bytes::copy_from_slice(bytes), expires + DOCUMENT_GRACE_SECS));
+        documents.insert(sha256, bytes, expires + DOCUMENT_GRACE_SECS, now)
     }
-}
-
-fn write_document(dir: &std::path::Path, sha256: &Sha256Digest, bytes: &[u8]) -> std::io::Result<()> {
-    let folder = dir.join("doc");
-    let path = folder.join(format!("{sha256}.xml"));
-    if path.exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(&folder)?;
-    let temp = folder.join(format!(".{sha256}.tmp"));
-    std::fs::write(&temp, bytes)?;
-    std::fs::rename(temp, path)
 }
 
 #[derive(Debug)]
@@ -188,10 +197,7 @@ pub struct Worker {
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     limiter: RateLimiter,
-    /// Signed answers of the current minute, by exact query body; index 1 holds those made
-    /// with a fresh server cookie attached (a different shape).
-    cache: [HashMap<Box<[u8]>, CachedReply>; 2],
-    cache_issued: u64,
+    cache: ReplyCache,
     /// Server cookies already checked for authenticity (the MAC never changes; the age is
     /// checked every time), so a validated client costs no HMAC per query.
     authentic: HashMap<(IpAddr, ClientCookie, ServerCookie), bool>,
@@ -199,6 +205,16 @@ pub struct Worker {
 
 /// Most remembered cookie checks per worker.
 const MAX_REMEMBERED_COOKIES: usize = 65_536;
+
+/// What [`Worker::answer`] found for a query.
+enum Answer {
+    /// The signed reply.
+    Reply(Arc<PreparedReply>),
+    /// The source is not validated and the answer could not be sent to it: nothing was built.
+    Refused,
+    /// The body does not decode.
+    Malformed,
+}
 
 /// Where a query stands with respect to the 3× rule.
 struct Source {
@@ -222,8 +238,7 @@ impl Worker {
             shared,
             metrics,
             limiter: RateLimiter::new(rate, burst),
-            cache: [HashMap::new(), HashMap::new()],
-            cache_issued: 0,
+            cache: ReplyCache::default(),
             authentic: HashMap::new(),
         }
     }
@@ -233,28 +248,37 @@ impl Worker {
         &self.metrics
     }
 
-    /// Handles one datagram from `ip` at unix time `now`; writes the reply, if any, into `out`
-    /// (cleared first) and returns whether there is one.
-    pub fn handle(&mut self, datagram: &[u8], ip: IpAddr, now: u64, out: &mut Vec<u8>) -> bool {
+    /// Handles one datagram from `ip` received at `now`; writes the reply, if any, into `out`
+    /// (cleared first) and returns whether there is one. Reads no clock and touches no file.
+    pub fn handle(&mut self, datagram: &[u8], ip: IpAddr, now: SystemTime, out: &mut Vec<u8>) -> bool {
         out.clear();
-        let metrics = self.metrics.clone();
-        bump(&metrics.datagrams);
+        bump(&self.metrics.datagrams);
         let frame = match Frame::decode(datagram) {
             Ok(frame) if frame.kind == MessageKind::Query => frame,
             Ok(_) => return self.drop_it(),
             Err(error) => return self.undecodable(datagram, &error, out),
         };
-        if !self.limiter.allow(ip, now as f64 + subsecond()) {
-            bump(&metrics.rate_limited);
+        let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let now = since_epoch.as_secs();
+        if !self.limiter.allow(ip, since_epoch.as_secs_f64()) {
+            bump(&self.metrics.rate_limited);
             let mut body = ErrorBody::new(ErrorCode::RateLimited);
             body.retry_after = Some(1);
             return self.error(frame.request_id, &body, datagram.len(), out);
         }
-        bump(&metrics.queries);
+        bump(&self.metrics.queries);
         let source = self.source(&frame, ip, now);
-        let Some(reply) = self.answer(&frame, &source, now) else {
-            bump(&metrics.malformed);
-            return self.error(frame.request_id, &ErrorBody::new(ErrorCode::MalformedQuery), datagram.len(), out);
+        let reply = match self.answer(&frame, &source, now, datagram.len()) {
+            Answer::Reply(reply) => reply,
+            Answer::Refused => {
+                bump(&self.metrics.unvalidated_refused);
+                return self.challenge(&frame, &source, now, datagram.len(), out);
+            }
+            Answer::Malformed => {
+                bump(&self.metrics.malformed);
+                let body = ErrorBody::new(ErrorCode::MalformedQuery);
+                return self.error(frame.request_id, &body, datagram.len(), out);
+            }
         };
         if !source.validated && !within_amplification_limit(reply.datagram_len(), datagram.len()) {
             return self.challenge(&frame, &source, now, datagram.len(), out);
@@ -263,7 +287,7 @@ impl Worker {
         if reply.frame(frame.request_id, cookie).encode(out).is_err() {
             return self.drop_it();
         }
-        bump(if reply.kind == MessageKind::Fallback { &metrics.fallbacks } else { &metrics.responses });
+        bump(if reply.kind == MessageKind::Fallback { &self.metrics.fallbacks } else { &self.metrics.responses });
         true
     }
 
@@ -353,59 +377,96 @@ impl Worker {
     }
 
     /// The signed answer to `frame`'s query: from the cache when an identical query was
-    /// answered in this window, else decoded, answered and signed. `None` if the body does not
-    /// decode.
-    fn answer(&mut self, frame: &Frame<'_>, source: &Source, now: u64) -> Option<Arc<PreparedReply>> {
+    /// answered in this window, else decoded, answered and signed; refused, before anything is
+    /// built, when the source is not validated and the answer cannot fit what it may be sent.
+    fn answer(&mut self, frame: &Frame<'_>, source: &Source, now: u64, received: usize) -> Answer {
         let issued = now - now % ISSUE_GRANULARITY_SECS;
         let loaded = self.shared.catalog.load();
         let shape = usize::from(source.attach_cookie);
         let cacheable = frame.nonce.is_none();
-        if cacheable {
-            if issued != self.cache_issued || self.cache[shape].len() >= MAX_CACHED_REPLIES {
-                self.cache[shape].clear();
-                if issued != self.cache_issued {
-                    self.cache[1 - shape].clear();
-                }
-                self.cache_issued = issued;
-            }
-            if let Some(cached) = self.cache[shape].get(frame.body).filter(|c| c.generation == loaded.generation) {
-                bump(&self.metrics.cache_hits);
-                return Some(cached.reply.clone());
-            }
+        if cacheable && let Some(reply) = self.cache.get(frame.body, shape, issued, loaded.generation) {
+            bump(&self.metrics.cache_hits);
+            return Answer::Reply(reply);
         }
-        let query = Query::decode(frame.body).ok()?;
+        let Ok(query) = Query::decode(frame.body) else {
+            return Answer::Malformed;
+        };
+        let reply_shape = ReplyShape { nonce: frame.nonce, server_cookie: source.attach_cookie };
+        // What an unvalidated source may be sent: an inline answer within the 3x rule.
+        let limit = (!source.validated).then(|| (received.saturating_mul(3)).min(MAX_DATAGRAM_LEN));
+        let overhead = HEADER_LEN + trailer_len(MessageKind::Response, flags_of(reply_shape));
+        if let Some(limit) = limit
+            && overhead + least_answer_len(&loaded.catalog, &query, limit) > limit
+        {
+            return Answer::Refused;
+        }
         let config = &self.shared.config;
         let binding = Binding { query: Sha256Digest::of(frame.body), issued, expires: issued + config.validity_secs };
         let response = respond(&loaded.catalog, &query, binding, &config.public_url);
-        let reply_shape = ReplyShape { nonce: frame.nonce, server_cookie: source.attach_cookie };
+        if let Some(limit) = limit
+            && overhead + response.to_vec().len() > limit
+        {
+            return Answer::Refused;
+        }
         let public = &config.public_url;
         let prepared =
             prepare_reply(&response, &self.shared.signer, reply_shape, |sha| vec![format!("{public}doc/{sha}.xml")]);
-        let prepared = match prepared {
-            Ok(prepared) => Arc::new(prepared),
+        let mut prepared = match prepared {
+            Ok(prepared) => prepared,
             Err(e) => {
                 tracing::warn!("cannot encode the answer to a query of {} modules: {e}", query.modules.len());
-                return None;
+                return Answer::Malformed;
             }
         };
         bump(&self.metrics.signatures);
-        if let Some(document) = &prepared.document {
-            self.shared.keep_document(document.sha256, &document.bytes, binding.expires);
+        if let Some(document) = prepared.document.take() {
+            let evicted = self.shared.keep_document(document.sha256, document.bytes.into(), binding.expires, now);
+            self.metrics.documents_evicted.fetch_add(evicted as u64, std::sync::atomic::Ordering::Relaxed);
         }
+        let prepared = Arc::new(prepared);
         if cacheable {
             let cached = CachedReply { generation: loaded.generation, reply: prepared.clone() };
-            self.cache[shape].insert(frame.body.into(), cached);
+            self.cache.maps[shape].insert(frame.body.into(), cached);
         }
-        Some(prepared)
+        Answer::Reply(prepared)
     }
 }
 
-/// Sub-second part of the wall clock, so the rate limiter refills smoothly.
-fn subsecond() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| f64::from(d.subsec_nanos()) / 1e9)
-        .unwrap_or(0.0)
+/// Signed answers of the current minute, by exact query body; index 1 holds those made with a
+/// fresh server cookie attached (a different shape).
+#[derive(Debug, Default)]
+struct ReplyCache {
+    maps: [HashMap<Box<[u8]>, CachedReply>; 2],
+    issued: u64,
+}
+
+impl ReplyCache {
+    /// The cached reply to an identical body of this window and catalog generation. Starts a
+    /// new cache when the window changed or the cache is full (dropping it whole keeps every
+    /// step O(1) amortized: no search for what to evict).
+    fn get(&mut self, body: &[u8], shape: usize, issued: u64, generation: u64) -> Option<Arc<PreparedReply>> {
+        if issued != self.issued || self.maps[shape].len() >= MAX_CACHED_REPLIES {
+            self.maps[shape].clear();
+            if issued != self.issued {
+                self.maps[1 - shape].clear();
+            }
+            self.issued = issued;
+        }
+        let cached = self.maps[shape].get(body).filter(|c| c.generation == generation)?;
+        Some(cached.reply.clone())
+    }
+}
+
+/// The trailer flags of a reply of `shape`.
+fn flags_of(shape: ReplyShape) -> Flags {
+    let mut bits = 0;
+    if shape.nonce.is_some() {
+        bits |= Flags::NONCE;
+    }
+    if shape.server_cookie {
+        bits |= Flags::SERVER_COOKIE;
+    }
+    Flags(bits)
 }
 
 /// The largest datagram a worker ever receives; bigger ones are truncated by the socket and

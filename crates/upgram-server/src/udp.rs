@@ -1,15 +1,19 @@
 //! The UDP side (S3): one socket per worker, all bound to the same address with SO_REUSEPORT
 //! so the kernel spreads queries over them, each drained by its own task with its own
-//! [`Worker`]. Memory is bounded: one receive and one send buffer per worker, the kernel's
-//! socket buffers (enlarged, so bursts of queries in flight are not dropped), and the workers'
-//! capped caches.
+//! [`Worker`]. A worker takes in every datagram waiting on its socket with one system call
+//! (`recvmmsg` through `quinn-udp`) and sends each reply as soon as it is made. Memory is
+//! bounded: one batch of receive buffers and one send buffer per worker, the kernel's socket
+//! buffers (enlarged, so bursts of queries in flight are not dropped), and the workers' capped
+//! caches.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use quinn_udp::RecvMeta;
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -54,7 +58,76 @@ pub fn serve(shared: Arc<Shared>, sockets: Vec<UdpSocket>, shutdown: watch::Rece
         .collect()
 }
 
-async fn run_worker(mut worker: Worker, socket: UdpSocket, mut shutdown: watch::Receiver<bool>) {
+async fn run_worker(worker: Worker, socket: UdpSocket, shutdown: watch::Receiver<bool>) {
+    match quinn_udp::UdpSocketState::new((&socket).into()) {
+        Ok(state) => run_batched(worker, socket, &state, shutdown).await,
+        Err(e) => {
+            tracing::warn!("no batched receive on this socket ({e}): one datagram per system call");
+            run_single(worker, socket, shutdown).await;
+        }
+    }
+}
+
+/// Receives up to [`quinn_udp::BATCH_SIZE`] datagrams per system call (`recvmmsg` on Linux,
+/// with UDP GRO where the kernel offers it), answers each, and sends each reply at once.
+async fn run_batched(
+    mut worker: Worker,
+    socket: UdpSocket,
+    state: &quinn_udp::UdpSocketState,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // A coalesced (GRO) buffer holds up to gro_segments datagrams of the same size.
+    let slot = RECEIVE_BUFFER_LEN * state.gro_segments().max(1);
+    let mut storage = vec![0u8; slot * quinn_udp::BATCH_SIZE];
+    let mut buffers: Vec<IoSliceMut<'_>> = storage.chunks_mut(slot).map(IoSliceMut::new).collect();
+    let mut meta = vec![RecvMeta::default(); buffers.len()];
+    let mut reply = Vec::with_capacity(RECEIVE_BUFFER_LEN);
+    loop {
+        tokio::select! {
+            ready = socket.readable() => if let Err(e) = ready {
+                tracing::warn!("udp socket: {e}");
+                break;
+            },
+            _ = shutdown.changed() => break,
+        }
+        let count = match socket.try_io(Interest::READABLE, || state.recv((&socket).into(), &mut buffers, &mut meta)) {
+            Ok(count) => count,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on some systems; keep serving.
+                tracing::debug!("udp receive: {e}");
+                continue;
+            }
+        };
+        for (buffer, meta) in buffers.iter().zip(&meta).take(count) {
+            let stride = if meta.stride == 0 { meta.len } else { meta.stride };
+            for datagram in buffer[..meta.len].chunks(stride.max(1)) {
+                let started = Instant::now();
+                if worker.handle(datagram, meta.addr.ip(), SystemTime::now(), &mut reply) {
+                    send(&socket, &reply, meta.addr).await;
+                    worker.metrics().observe_latency(started.elapsed());
+                }
+            }
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+}
+
+/// Sends without a wakeup when the socket buffer has room, which is nearly always.
+async fn send(socket: &UdpSocket, reply: &[u8], to: SocketAddr) {
+    let sent = match socket.try_send_to(reply, to) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(reply, to).await,
+        other => other,
+    };
+    if let Err(e) = sent {
+        tracing::debug!("udp send to {to}: {e}");
+    }
+}
+
+/// One datagram per system call, for sockets the batched path cannot use.
+async fn run_single(mut worker: Worker, socket: UdpSocket, mut shutdown: watch::Receiver<bool>) {
     let mut buffer = vec![0u8; RECEIVE_BUFFER_LEN];
     let mut reply = Vec::with_capacity(RECEIVE_BUFFER_LEN);
     loop {
@@ -65,16 +138,13 @@ async fn run_worker(mut worker: Worker, socket: UdpSocket, mut shutdown: watch::
         let (len, from) = match received {
             Ok(received) => received,
             Err(e) => {
-                // ICMP errors from earlier sends surface here on some systems; keep serving.
                 tracing::debug!("udp receive: {e}");
                 continue;
             }
         };
         let started = Instant::now();
-        if worker.handle(&buffer[..len], from.ip(), unix_now(), &mut reply) {
-            if let Err(e) = socket.send_to(&reply, from).await {
-                tracing::debug!("udp send to {from}: {e}");
-            }
+        if worker.handle(&buffer[..len], from.ip(), SystemTime::now(), &mut reply) {
+            send(&socket, &reply, from).await;
             worker.metrics().observe_latency(started.elapsed());
         }
         if *shutdown.borrow() {

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use upgram_core::body::{FileAction, Query, QueryModule, Response, Status, UpgradeInfo};
+use upgram_core::cookie::ClientCookie;
 use upgram_core::message::Expectation;
 use upgram_core::sign::KeyRing;
 use upgram_core::version::Version;
@@ -127,15 +128,40 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
-/// Sends `body` padded to 342 bytes and returns the decoded reply's bytes.
+/// Sends `body` padded to 342 bytes with a client cookie and returns the reply's bytes; after a
+/// cookie challenge (answers that need a fallback go only to validated sources), sends it again
+/// with the server cookie.
 fn ask(server: SocketAddr, body: &[u8]) -> Vec<u8> {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let datagram = Frame::query(42, body, &QueryOptions { pad_to: 342, ..Default::default() }).to_vec().unwrap();
-    socket.send_to(&datagram, server).unwrap();
-    let mut buffer = [0u8; 2048];
-    let (len, _) = socket.recv_from(&mut buffer).expect("a reply");
-    buffer[..len].to_vec()
+    let mut options = QueryOptions { client_cookie: Some(ClientCookie([7; 8])), pad_to: 342, ..Default::default() };
+    for _ in 0..2 {
+        let datagram = Frame::query(42, body, &options).to_vec().unwrap();
+        socket.send_to(&datagram, server).unwrap();
+        let mut buffer = [0u8; 2048];
+        let (len, _) = socket.recv_from(&mut buffer).expect("a reply");
+        match Datagram::decode(&buffer[..len]).expect("decodes").message {
+            Message::CookieChallenge(challenge) => options.server_cookie = Some(challenge.server_cookie),
+            _ => return buffer[..len].to_vec(),
+        }
+    }
+    panic!("challenged again with the server's own cookie")
+}
+
+/// A document the server writes off its workers: fetched again, a bounded number of times, until
+/// the file is there.
+fn http_get_document(url: &str) -> Vec<u8> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        for _ in 0..100 {
+            let response = reqwest::get(url).await.expect("HTTP request");
+            if response.status().is_success() {
+                return response.bytes().await.unwrap().to_vec();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{url} never appeared")
+    })
 }
 
 fn http_get(url: &str) -> Vec<u8> {
@@ -156,7 +182,7 @@ fn answer(server: SocketAddr, keys: &KeyRing, body: &[u8]) -> Response<'static> 
         Message::Response(r) => r.verify(&expect).expect("verifies").to_vec(),
         Message::Fallback(f) => {
             let pointer = f.verify(&expect).expect("verifies");
-            let document = http_get(&pointer.mirrors[0]);
+            let document = http_get_document(&pointer.mirrors[0]);
             pointer.open_document(&document, now()).expect("checks out");
             document
         }

@@ -8,7 +8,7 @@ use upgram_core::body::{
     Binding, FileAction, FileMode, ModuleAnswer, Query, QueryFile, QueryModule, Response, Status, UpgradeInfo,
 };
 use upgram_server::catalog::{Catalog, DeletedFile, DeltaRef, Package};
-use upgram_server::responder::respond;
+use upgram_server::responder::{least_answer_len, respond};
 
 mod common;
 use common::{blob, file, module, release, v};
@@ -244,4 +244,36 @@ fn executable_files_are_flagged_on_their_entries() {
         flags(&merge.modules[0]),
         [("readme.txt".into(), FileMode::Replace, false), ("sig.rec".into(), FileMode::Incremental, true)]
     );
+}
+
+#[test]
+fn the_least_answer_length_never_exceeds_the_answer() {
+    // What decides, before anything is built, that an unvalidated source cannot be sent the
+    // answer must be a true lower bound, or small answers would cost a round trip.
+    let mut catalog = catalog();
+    let many = |version: &str| (0..30).map(|i| file(&format!("data/part-{i:02}.bin"), version)).collect::<Vec<_>>();
+    let mut with_dll = many("2");
+    with_dll.push(file("bin/engine.dll", "2"));
+    for m in [
+        module("big", vec![release("1", many("1")), release("2", many("2"))]),
+        module("native", vec![release("1", many("1")), release("2", with_dll)]),
+    ] {
+        catalog.modules.insert(m.id.clone(), m);
+    }
+    let versions: [Option<&str>; 8] =
+        [None, Some("0.1"), Some("1"), Some("1.0"), Some("1.1"), Some("2"), Some("3"), Some("9")];
+    for id in ["core", "db", "big", "native", "nowhere"] {
+        for version in versions {
+            let query = ask(vec![qm(id, version, &[])]);
+            let least = least_answer_len(&catalog, &query, usize::MAX);
+            let actual = respond(&catalog, &query, binding(), "https://u.example/").to_vec().len();
+            assert!(least <= actual, "{id} {version:?}: least {least} > actual {actual}");
+        }
+    }
+    let install_big = ask(vec![qm("big", None, &[])]);
+    assert!(least_answer_len(&catalog, &install_big, usize::MAX) >= 30 * 64, "30 payload hashes at least");
+    let install_native = ask(vec![qm("native", None, &[])]);
+    assert_eq!(least_answer_len(&catalog, &install_native, usize::MAX), 0, "a critical file: maybe a package");
+    let stops = least_answer_len(&catalog, &ask(vec![qm("big", None, &[]), qm("big", Some("1"), &[])]), 100);
+    assert!(stops < 2 * 30 * 64, "stops counting once enough: {stops}");
 }

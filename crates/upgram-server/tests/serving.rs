@@ -107,6 +107,15 @@ fn exchange(socket: &UdpSocket, server: SocketAddr, datagram: &[u8]) -> Vec<u8> 
     buffer[..len].to_vec()
 }
 
+/// Sends `body` padded with a client cookie; after a challenge, again with the server cookie.
+fn validated_exchange(socket: &UdpSocket, server: SocketAddr, body: &[u8]) -> Vec<u8> {
+    let mut options = QueryOptions { client_cookie: Some(ClientCookie([8; 8])), pad_to: 342, ..Default::default() };
+    let first = exchange(socket, server, &Frame::query(3, body, &options).to_vec().unwrap());
+    let Message::CookieChallenge(challenge) = Datagram::decode(&first).unwrap().message else { return first };
+    options.server_cookie = Some(challenge.server_cookie);
+    exchange(socket, server, &Frame::query(4, body, &options).to_vec().unwrap())
+}
+
 fn query_body(modules: &[(&str, &str)]) -> Vec<u8> {
     Query {
         modules: modules
@@ -198,8 +207,7 @@ fn fallback_document_and_payloads_over_http() {
     let server = start(|_| {});
     let socket = client();
     let body = query_body(&[("big", "1")]);
-    let datagram = Frame::query(3, &body, &QueryOptions { pad_to: 342, ..Default::default() }).to_vec().unwrap();
-    let reply = exchange(&socket, server.udp, &datagram);
+    let reply = validated_exchange(&socket, server.udp, &body);
     let decoded = Datagram::decode(&reply).unwrap();
     let Message::Fallback(pointer) = &decoded.message else { panic!("expected a fallback, got {:?}", decoded.message) };
     let keys = keys();
@@ -360,7 +368,7 @@ fn two_instances_answer_identically_and_accept_each_others_cookies() {
     let datagram = Frame::query(9, &body, &QueryOptions { pad_to: 342, ..Default::default() }).to_vec().unwrap();
     // The same query at the same moment: byte-identical signed answers (the public URL differs
     // per instance here, so compare two workers of one configuration each at one instant).
-    let now = now();
+    let now = std::time::SystemTime::now();
     let (mut from_a, mut from_b) = (Vec::new(), Vec::new());
     let ip = "127.0.0.1".parse().unwrap();
     let shared_b = Arc::new(Shared::new(
@@ -436,4 +444,128 @@ fn strip_binding(body: &[u8]) -> Vec<u8> {
     let start = text.find(" for=").unwrap();
     let end = text.find(" base=").unwrap();
     format!("{}{}", &text[..start], &text[end..]).into_bytes()
+}
+
+/// Files under `dir/doc/`.
+fn files_in(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir.join("doc")) {
+        Ok(entries) => entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn an_unvalidated_source_asking_for_a_huge_answer_gets_a_challenge_and_nothing_is_built() {
+    let docs = tempfile::tempdir().unwrap();
+    let server = start(|c| c.docs_dir = Some(docs.path().to_owned()));
+    let socket = client();
+    let body = query_body(&[("big", "1")]);
+    let forged = ServerCookie([0x01, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    // Padded to 342 bytes, any reply would pass the 3x rule: the answer needs a fallback
+    // document, which is built for validated sources only.
+    let attempts = [
+        QueryOptions { pad_to: 342, ..Default::default() },
+        QueryOptions { client_cookie: Some(ClientCookie([1; 8])), pad_to: 342, ..Default::default() },
+        QueryOptions {
+            client_cookie: Some(ClientCookie([2; 8])),
+            server_cookie: Some(forged),
+            pad_to: 1024,
+            nonce: None,
+        },
+        QueryOptions { client_cookie: Some(ClientCookie([3; 8])), ..Default::default() },
+    ];
+    for (i, options) in attempts.iter().enumerate() {
+        let reply = exchange(&socket, server.udp, &Frame::query(i as u64, &body, options).to_vec().unwrap());
+        let message = Datagram::decode(&reply).unwrap().message;
+        assert!(matches!(message, Message::CookieChallenge(_)), "attempt {i}: {message:?}");
+    }
+    let metrics = server.shared.metrics();
+    assert_eq!(metrics.unvalidated_refused, attempts.len() as u64);
+    assert_eq!(metrics.signatures, 0, "nothing signed");
+    assert_eq!(metrics.fallbacks, 0);
+    assert_eq!(server.shared.documents_kept(), (0, 0), "no document kept");
+    // A small inline answer still goes to an unvalidated padded query, without a round trip.
+    let small = query_body(&[("core", "1.0")]);
+    let padded = Frame::query(7, &small, &QueryOptions { pad_to: 342, ..Default::default() }).to_vec().unwrap();
+    verified_response(&exchange(&socket, server.udp, &padded), &small);
+    // Once validated, the fallback document is built, kept and written.
+    let reply = validated_exchange(&socket, server.udp, &body);
+    assert!(matches!(Datagram::decode(&reply).unwrap().message, Message::Fallback(_)));
+    assert_eq!(server.shared.documents_kept().0, 1);
+    let mut written = Vec::new();
+    for _ in 0..200 {
+        written = files_in(docs.path());
+        if !written.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(written.len(), 1, "the validated answer's document is written: {written:?}");
+    // The exchange's first, cookie-less transmission was refused as well.
+    assert_eq!(server.shared.metrics().unvalidated_refused, attempts.len() as u64 + 1);
+}
+
+/// Waits, a bounded number of times, until `dir/doc/` holds exactly `expected`.
+fn wait_for_files(dir: &Path, expected: &[String]) {
+    let mut expected = expected.to_vec();
+    expected.sort();
+    let mut found = Vec::new();
+    for _ in 0..300 {
+        found = files_in(dir);
+        found.sort();
+        if found == expected {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("doc/ holds {found:?}, expected {expected:?}");
+}
+
+#[test]
+fn documents_leave_the_docs_dir_when_evicted_and_when_expired() {
+    use upgram_core::cookie::make_server_cookie;
+    use upgram_server::documents::DocumentLimits;
+    use upgram_server::server::DOCUMENT_GRACE_SECS;
+
+    let dir = tempfile::tempdir().unwrap();
+    let docs = tempfile::tempdir().unwrap();
+    let secret = CookieSecret([0x42; 32]);
+    let config = Config { docs_dir: Some(docs.path().to_owned()), ..Config::default() };
+    let validity = config.validity_secs;
+    let limits = DocumentLimits { max_count: 1, max_bytes: 1 << 20 };
+    let shared = Arc::new(Shared::with_document_limits(
+        catalog(dir.path(), "1.1"),
+        ReplySigner::from_seed(&SEED),
+        CookieSecrets { current: secret.clone(), previous: None },
+        config,
+        limits,
+    ));
+    let mut worker = Worker::new(shared.clone());
+    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let at = 1_800_000_000u64;
+    let now = std::time::UNIX_EPOCH + Duration::from_secs(at);
+    let cookie = ClientCookie([4; 8]);
+    let options = QueryOptions {
+        client_cookie: Some(cookie),
+        server_cookie: Some(make_server_cookie(&secret, &cookie, ip, at)),
+        ..Default::default()
+    };
+    let mut names = Vec::new();
+    for (i, version) in ["1", "0.5"].into_iter().enumerate() {
+        let body = query_body(&[("big", version)]);
+        let mut out = Vec::new();
+        assert!(worker.handle(&Frame::query(i as u64, &body, &options).to_vec().unwrap(), ip, now, &mut out));
+        let Message::Fallback(pointer) = Datagram::decode(&out).unwrap().message else { panic!("a fallback") };
+        let verified =
+            pointer.verify(&Expectation { keys: &keys(), query: Sha256Digest::of(&body), nonce: None, now: at });
+        names.push(format!("{}.xml", verified.expect("verifies").sha256));
+        // At most one document is kept: the second evicts the first, file included.
+        wait_for_files(docs.path(), &names[i..]);
+    }
+    assert_eq!(shared.metrics().documents_evicted, 1);
+    shared.expire_documents(at + validity + DOCUMENT_GRACE_SECS - 1);
+    wait_for_files(docs.path(), &names[1..]);
+    shared.expire_documents(at + validity + DOCUMENT_GRACE_SECS);
+    wait_for_files(docs.path(), &[]);
+    assert_eq!(shared.documents_kept(), (0, 0));
 }

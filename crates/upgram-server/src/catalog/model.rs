@@ -174,6 +174,12 @@ impl Release {
 /// `/`), `?` any one character, ASCII letters case-insensitively (SPEC.md §5.3).
 pub fn glob_match(pattern: &str, path: &str) -> bool {
     let (p, s) = (pattern.as_bytes(), path.as_bytes());
+    // The usual pattern, `*.ext`: a suffix comparison, with no backtracking over the path.
+    if let Some(suffix) = p.strip_prefix(b"*")
+        && !suffix.iter().any(|&c| c == b'*' || c == b'?')
+    {
+        return s.len() >= suffix.len() && s[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
+    }
     let (mut pi, mut si) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while si < s.len() {
@@ -214,6 +220,9 @@ mod tests {
             ("*", "", true),
             ("", "a", false),
             ("*a*b", "xxaxxb", true),
+            ("*.DLL", "x.dll", true),
+            ("*.dll", "dll", false),
+            ("*.dll", "lib/part-000.dat", false),
         ] {
             assert_eq!(glob_match(pattern, path), expected, "{pattern} vs {path}");
         }
