@@ -289,9 +289,9 @@ impl Net {
                 exchange.handle_datagram(self.now, self.unix(), event.from, &event.bytes, jar);
             }
             Dest::Server(index) => {
-                let unix = self.unix();
+                let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.unix());
                 let server = &mut self.servers.servers[index];
-                if !server.alive || !server.worker.handle(&event.bytes, CLIENT.ip(), unix, &mut self.scratch) {
+                if !server.alive || !server.worker.handle(&event.bytes, CLIENT.ip(), now, &mut self.scratch) {
                     return;
                 }
                 let (reply, from) = (std::mem::take(&mut self.scratch), server.addr);
