@@ -41,3 +41,14 @@ fn attribute_limit_applies_to_the_unescaped_value() {
     let over = format!(r#"<error code="3" message="{}"/>"#, "&gt;".repeat(2049));
     assert_eq!(ErrorBody::decode(over.as_bytes()).expect_err("over").name(), "attribute-too-long");
 }
+
+/// fuzz/regressions/datagram/query-with-batch-flag: a query datagram with the BATCH flag set
+/// decoded, and re-encoded without it. BATCH belongs to signed replies only (SPEC.md §3.3).
+#[test]
+fn a_query_with_the_batch_flag_is_refused() {
+    let raw =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/regressions/datagram/query-with-batch-flag"))
+            .expect("the regression input is committed");
+    let error = Datagram::decode(&raw).expect_err("BATCH on a query");
+    assert_eq!(error.name(), "flag-not-allowed", "{error}");
+}

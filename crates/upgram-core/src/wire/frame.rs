@@ -42,7 +42,9 @@ struct FlagRule {
 
 fn flag_rule(kind: MessageKind) -> FlagRule {
     match kind {
-        MessageKind::Query => FlagRule { allowed: Flags::DEFINED, required: 0 },
+        MessageKind::Query => {
+            FlagRule { allowed: Flags::CLIENT_COOKIE | Flags::SERVER_COOKIE | Flags::NONCE, required: 0 }
+        }
         MessageKind::Response | MessageKind::Fallback => {
             FlagRule { allowed: Flags::SERVER_COOKIE | Flags::NONCE | Flags::BATCH, required: 0 }
         }
