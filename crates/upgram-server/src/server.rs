@@ -372,6 +372,9 @@ impl Worker {
     fn finish(&mut self, pending: Pending<'_>, signature: SignatureBlock, out: &mut Vec<u8>) -> bool {
         let Pending { frame, source, now, received, answer } = pending;
         bump(&self.metrics.signatures);
+        if signature.batch.is_some() {
+            bump(&self.metrics.batch_signed);
+        }
         let mut prepared = answer.reply.signed(signature);
         if let Some(document) = prepared.document.take() {
             let evicted = self.shared.keep_document(document.sha256, document.bytes.into(), answer.expires, now);

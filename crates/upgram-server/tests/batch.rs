@@ -113,6 +113,7 @@ fn distinct_queries_received_together_share_one_batch_signature() {
     roots.dedup();
     assert!(roots.len() < blocks.len() / 2, "{} roots for {} answers", roots.len(), blocks.len());
     assert_eq!(worker.metrics().signatures.load(std::sync::atomic::Ordering::Relaxed), 40);
+    assert_eq!(worker.metrics().batch_signed.load(std::sync::atomic::Ordering::Relaxed), 40);
 }
 
 #[test]
@@ -250,5 +251,6 @@ fn a_burst_over_udp_is_answered_in_batch_signed_replies_that_verify() {
         batched += usize::from(block.batch.is_some());
     }
     assert!(batched >= 2, "{batched} of {} replies batch-signed", bodies.len());
+    assert_eq!(shared.metrics().batch_signed, batched as u64);
     let _ = stop.send(true);
 }
