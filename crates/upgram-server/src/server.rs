@@ -4,8 +4,9 @@
 //! feeds datagrams in and sends what comes out.
 //!
 //! Signatures are reused (SPEC.md §10.2): answers are valid for a window aligned to the minute,
-//! so every identical query in that minute, on any instance, gets the identical signed bytes;
-//! each worker keeps its own cache, so the hot path takes no lock. The answers that need a new
+//! so every identical query in that minute, on any instance, gets the identical answer body,
+//! and from one worker the identical signed bytes; each worker keeps its own cache, so the hot
+//! path takes no lock. The answers that need a new
 //! signature and are ready at the same time — those of one batch of received datagrams — are
 //! signed as one batch (SPEC.md §10.3.1), one Ed25519 signature for all of them; a lone answer
 //! is signed alone, in the single form.
@@ -224,6 +225,7 @@ enum Answer {
 /// A new answer waiting for its signature, and what keeping it needs.
 struct Unsigned {
     reply: UnsignedReply,
+    issued: u64,
     generation: u64,
     expires: u64,
     /// Whether it goes into the cache (no nonce).
@@ -304,9 +306,9 @@ impl Worker {
         }
     }
 
-    /// Handles datagrams received together at `now`, each with the address it came from:
-    /// `out` gets one buffer per datagram, in order, holding its reply or left empty when there
-    /// is none. The new answers among them are signed as one batch (a lone one alone). Reads
+    /// Handles datagrams received together at `now`, each with the address it came from: the
+    /// first buffers of `out`, one per datagram and in order (`out` grows as needed and keeps
+    /// its buffers for the next call), hold the replies, a buffer left empty meaning none. The new answers among them are signed as one batch (a lone one alone). Reads
     /// no clock and touches no file.
     pub fn handle_batch(&mut self, datagrams: &[(&[u8], SocketAddr)], now: SystemTime, out: &mut Vec<Vec<u8>>) {
         out.resize_with(datagrams.len().max(out.len()), Vec::new);
@@ -371,6 +373,14 @@ impl Worker {
     /// the reply.
     fn finish(&mut self, pending: Pending<'_>, signature: SignatureBlock, out: &mut Vec<u8>) -> bool {
         let Pending { frame, source, now, received, answer } = pending;
+        let shape = usize::from(source.attach_cookie);
+        if answer.cacheable
+            && let Some(reply) = self.cache.get(frame.body, shape, answer.issued, answer.generation)
+        {
+            // An identical query earlier in the same batch: both get the same signed bytes.
+            bump(&self.metrics.cache_hits);
+            return self.send_reply(&reply, &frame, &source, now, received, out);
+        }
         bump(&self.metrics.signatures);
         if signature.batch.is_some() {
             bump(&self.metrics.batch_signed);
@@ -383,7 +393,7 @@ impl Worker {
         let prepared = Arc::new(prepared);
         if answer.cacheable {
             let cached = CachedReply { generation: answer.generation, reply: prepared.clone() };
-            self.cache.maps[usize::from(source.attach_cookie)].insert(frame.body.into(), cached);
+            self.cache.maps[shape].insert(frame.body.into(), cached);
         }
         self.send_reply(&prepared, &frame, &source, now, received, out)
     }
@@ -529,9 +539,13 @@ impl Worker {
         }
         let public = &config.public_url;
         match encode_reply(&response, reply_shape, |sha| vec![format!("{public}doc/{sha}.xml")]) {
-            Ok(reply) => {
-                Answer::Unsigned(Unsigned { reply, generation: loaded.generation, expires: binding.expires, cacheable })
-            }
+            Ok(reply) => Answer::Unsigned(Unsigned {
+                reply,
+                issued,
+                generation: loaded.generation,
+                expires: binding.expires,
+                cacheable,
+            }),
             Err(e) => {
                 tracing::warn!("cannot encode the answer to a query of {} modules: {e}", query.modules.len());
                 Answer::Malformed

@@ -150,6 +150,23 @@ fn a_batch_with_one_new_answer_and_cached_ones_signs_it_alone() {
 }
 
 #[test]
+fn identical_queries_in_one_batch_get_the_same_signed_bytes() {
+    let mut worker = Worker::new(shared());
+    let bodies: Vec<Vec<u8>> = [1, 2, 1, 3, 1].into_iter().map(query_body).collect();
+    let datagrams: Vec<Vec<u8>> = bodies.iter().map(|b| datagram(9, b, None, MIN_UNRESTRICTED_QUERY_LEN)).collect();
+    let batch: Vec<(&[u8], SocketAddr)> = datagrams.iter().map(|d| (d.as_slice(), from())).collect();
+    let mut out = Vec::new();
+    worker.handle_batch(&batch, at(), &mut out);
+    for (reply, body) in out.iter().zip(&bodies) {
+        verify(reply, body, None, AT);
+    }
+    assert_eq!(out[0], out[2]);
+    assert_eq!(out[0], out[4]);
+    assert_eq!(worker.metrics().signatures.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert_eq!(worker.metrics().cache_hits.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
+
+#[test]
 fn nonce_bound_queries_in_a_batch_verify_with_their_nonces() {
     let mut worker = Worker::new(shared());
     let bodies: Vec<Vec<u8>> = (0..12).map(query_body).collect();
