@@ -6,10 +6,9 @@
 //! Signatures are reused (SPEC.md §10.2): answers are valid for a window aligned to the minute,
 //! so every identical query in that minute, on any instance, gets the identical answer body,
 //! and from one worker the identical signed bytes; each worker keeps its own cache, so the hot
-//! path takes no lock. The answers that need a new
-//! signature and are ready at the same time — those of one batch of received datagrams — are
-//! signed as one batch (SPEC.md §10.3.1), one Ed25519 signature for all of them; a lone answer
-//! is signed alone, in the single form.
+//! path takes no lock. The answers that need a new signature and are ready at the same time —
+//! those of one batch of received datagrams — are signed as one batch (SPEC.md §10.3.1), one
+//! Ed25519 signature for all of them; a lone answer is signed alone, in the single form.
 //!
 //! A source that has not proven its address (SPEC.md §10.6) gets only what the 3× rule lets
 //! the server send it: a cached answer, or an inline answer small enough. Whether the answer
@@ -308,8 +307,9 @@ impl Worker {
 
     /// Handles datagrams received together at `now`, each with the address it came from: the
     /// first buffers of `out`, one per datagram and in order (`out` grows as needed and keeps
-    /// its buffers for the next call), hold the replies, a buffer left empty meaning none. The new answers among them are signed as one batch (a lone one alone). Reads
-    /// no clock and touches no file.
+    /// its buffers for the next call), hold the replies, a buffer left empty meaning none. The
+    /// new answers among them are signed as one batch (a lone one alone). Reads no clock and
+    /// touches no file.
     pub fn handle_batch(&mut self, datagrams: &[(&[u8], SocketAddr)], now: SystemTime, out: &mut Vec<Vec<u8>>) {
         out.resize_with(datagrams.len().max(out.len()), Vec::new);
         let mut pending: Vec<(usize, Pending<'_>)> = Vec::new();
