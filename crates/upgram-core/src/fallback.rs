@@ -4,13 +4,18 @@
 //!
 //! A [`PreparedReply`] holds everything but the request id and the optional fresh server
 //! cookie, so a server signs once and answers every identical query from it until it expires.
+//!
+//! A server that signs the answers ready at the same time as one batch (SPEC.md §10.3.1) takes
+//! the two steps apart: [`encode_reply`] decides inline or fallback and gives an
+//! [`UnsignedReply`], whose [`UnsignedReply::batch_item`] goes to
+//! [`ReplySigner::sign_batch`] and whose [`UnsignedReply::signed`] takes the signature back.
 
 use crate::body::{Fallback, Response};
 use crate::cookie::ServerCookie;
 use crate::digest::Sha256Digest;
 use crate::error::EncodeError;
 use crate::limits::{HEADER_LEN, MAX_DATAGRAM_LEN, MAX_DOCUMENT_LEN};
-use crate::sign::{Nonce, ReplySigner, SignatureBlock};
+use crate::sign::{BatchItem, Nonce, ReplySigner, SignatureBlock};
 use crate::wire::{Flags, Frame, MessageKind, trailer_len};
 
 /// The full answer document of a fallback, to be served at the mirrors.
@@ -75,9 +80,47 @@ impl PreparedReply {
         }
     }
 
-    /// Length of the datagram this reply encodes to.
+    /// Length of the datagram this reply encodes to, batch trailer included.
     pub fn datagram_len(&self) -> usize {
+        datagram_len(self.kind, self.shape, self.body.len()) + self.signature.encoded_len() - SignatureBlock::LEN
+    }
+}
+
+/// An answer encoded and placed (inline or fallback) but not yet signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsignedReply {
+    /// [`MessageKind::Response`] or [`MessageKind::Fallback`].
+    pub kind: MessageKind,
+    /// The body to sign: the response, or the fallback pointer.
+    pub body: Vec<u8>,
+    /// The shape it is made for.
+    pub shape: ReplyShape,
+    /// For a fallback, the document to serve.
+    pub document: Option<FallbackDocument>,
+}
+
+impl UnsignedReply {
+    /// Length of the datagram once signed alone.
+    pub fn single_len(&self) -> usize {
         datagram_len(self.kind, self.shape, self.body.len())
+    }
+
+    /// This answer as an item of a batch, for a reply that must stay within `limit` bytes (the
+    /// datagram limit, or less for a source held to the amplification limit): its room is
+    /// what the limit leaves beyond the single-signed datagram, so an answer with no room for
+    /// the batch trailer is signed alone.
+    pub fn batch_item(&self, limit: usize) -> BatchItem<'_> {
+        BatchItem {
+            kind: self.kind,
+            nonce: self.shape.nonce.as_ref(),
+            body: &self.body,
+            room: limit.min(MAX_DATAGRAM_LEN).saturating_sub(self.single_len()),
+        }
+    }
+
+    /// The reply with its signature.
+    pub fn signed(self, signature: SignatureBlock) -> PreparedReply {
+        PreparedReply { kind: self.kind, body: self.body, signature, shape: self.shape, document: self.document }
     }
 }
 
@@ -95,10 +138,25 @@ pub fn prepare_reply(
     shape: ReplyShape,
     mirrors: impl FnOnce(&Sha256Digest) -> Vec<String>,
 ) -> Result<PreparedReply, EncodeError> {
+    let unsigned = encode_reply(response, shape, mirrors)?;
+    let signature = signer.sign(unsigned.kind, shape.nonce.as_ref(), &unsigned.body);
+    Ok(unsigned.signed(signature))
+}
+
+/// Encodes and decides inline or fallback (SPEC.md §8.1), leaving the signature to the caller.
+/// The decision is made on the single-signed length: an answer that fits only that way is
+/// signed alone (see [`UnsignedReply::batch_item`]).
+///
+/// `mirrors` gives the document's URLs from its SHA-256; it is called only when the answer
+/// does not fit.
+pub fn encode_reply(
+    response: &Response<'_>,
+    shape: ReplyShape,
+    mirrors: impl FnOnce(&Sha256Digest) -> Vec<String>,
+) -> Result<UnsignedReply, EncodeError> {
     let body = response.to_vec();
     if datagram_len(MessageKind::Response, shape, body.len()) <= MAX_DATAGRAM_LEN {
-        let signature = signer.sign(MessageKind::Response, shape.nonce.as_ref(), &body);
-        return Ok(PreparedReply { kind: MessageKind::Response, body, signature, shape, document: None });
+        return Ok(UnsignedReply { kind: MessageKind::Response, body, shape, document: None });
     }
     if body.len() > MAX_DOCUMENT_LEN {
         return Err(EncodeError::TooLarge { len: body.len(), max: MAX_DOCUMENT_LEN });
@@ -115,11 +173,9 @@ pub fn prepare_reply(
     if len > MAX_DATAGRAM_LEN {
         return Err(EncodeError::TooLarge { len, max: MAX_DATAGRAM_LEN });
     }
-    let signature = signer.sign(MessageKind::Fallback, shape.nonce.as_ref(), &pointer_body);
-    Ok(PreparedReply {
+    Ok(UnsignedReply {
         kind: MessageKind::Fallback,
         body: pointer_body,
-        signature,
         shape,
         document: Some(FallbackDocument { bytes: body, sha256 }),
     })

@@ -32,8 +32,10 @@ pub struct Metrics {
     pub dropped: AtomicU64,
     /// Replies served from a cached signature.
     pub cache_hits: AtomicU64,
-    /// Signatures made.
+    /// Answers signed, alone or in a batch.
     pub signatures: AtomicU64,
+    /// Answers signed in a batch, sharing one Ed25519 signature with others.
+    pub batch_signed: AtomicU64,
     /// Queries from unvalidated sources answered with a cookie challenge before any answer was
     /// built, because the answer could not be sent to them (SPEC.md §10.6).
     pub unvalidated_refused: AtomicU64,
@@ -90,6 +92,8 @@ pub struct Snapshot {
     pub cache_hits: u64,
     /// See [`Metrics::signatures`].
     pub signatures: u64,
+    /// See [`Metrics::batch_signed`].
+    pub batch_signed: u64,
     /// See [`Metrics::unvalidated_refused`].
     pub unvalidated_refused: u64,
     /// See [`Metrics::documents_evicted`].
@@ -122,6 +126,7 @@ pub fn snapshot<'m>(parts: impl IntoIterator<Item = &'m Metrics>) -> Snapshot {
         total.dropped += get(&m.dropped);
         total.cache_hits += get(&m.cache_hits);
         total.signatures += get(&m.signatures);
+        total.batch_signed += get(&m.batch_signed);
         total.unvalidated_refused += get(&m.unvalidated_refused);
         total.documents_evicted += get(&m.documents_evicted);
         total.reloads += get(&m.reloads);
@@ -138,7 +143,7 @@ pub fn snapshot<'m>(parts: impl IntoIterator<Item = &'m Metrics>) -> Snapshot {
 /// The Prometheus text exposition of `total`.
 pub fn render(total: &Snapshot) -> String {
     let mut out = String::new();
-    let counters: [(&str, &str, u64); 11] = [
+    let counters: [(&str, &str, u64); 12] = [
         ("upgram_datagrams_received_total", "Datagrams received on the UDP sockets.", total.datagrams),
         ("upgram_queries_total", "Query datagrams decoded.", total.queries),
         ("upgram_fallbacks_total", "Answers too large for a datagram, sent as a signed fallback.", total.fallbacks),
@@ -147,7 +152,12 @@ pub fn render(total: &Snapshot) -> String {
         ("upgram_malformed_total", "Datagrams that did not decode.", total.malformed),
         ("upgram_dropped_total", "Datagrams dropped without a reply.", total.dropped),
         ("upgram_signature_cache_hits_total", "Replies served with a cached signature.", total.cache_hits),
-        ("upgram_signatures_total", "Ed25519 signatures made.", total.signatures),
+        ("upgram_signatures_total", "Answers signed, alone or in a batch.", total.signatures),
+        (
+            "upgram_batch_signed_total",
+            "Answers signed in a batch, sharing one Ed25519 signature with others.",
+            total.batch_signed,
+        ),
         (
             "upgram_unvalidated_refused_total",
             "Queries from unvalidated sources challenged before any answer was built.",

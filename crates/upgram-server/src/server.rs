@@ -4,8 +4,11 @@
 //! feeds datagrams in and sends what comes out.
 //!
 //! Signatures are reused (SPEC.md §10.2): answers are valid for a window aligned to the minute,
-//! so every identical query in that minute, on any instance, gets the identical signed bytes;
-//! each worker keeps its own cache, so the hot path takes no lock.
+//! so every identical query in that minute, on any instance, gets the identical answer body,
+//! and from one worker the identical signed bytes; each worker keeps its own cache, so the hot
+//! path takes no lock. The answers that need a new signature and are ready at the same time —
+//! those of one batch of received datagrams — are signed as one batch (SPEC.md §10.3.1), one
+//! Ed25519 signature for all of them; a lone answer is signed alone, in the single form.
 //!
 //! A source that has not proven its address (SPEC.md §10.6) gets only what the 3× rule lets
 //! the server send it: a cached answer, or an inline answer small enough. Whether the answer
@@ -14,7 +17,7 @@
 //! challenge first.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,9 +29,9 @@ use upgram_core::cookie::{
     ClientCookie, CookieCheck, CookieSecret, ServerCookie, cookie_freshness, is_authentic_cookie, make_server_cookie,
     within_amplification_limit,
 };
-use upgram_core::fallback::{PreparedReply, ReplyShape, prepare_reply};
-use upgram_core::limits::HEADER_LEN;
-use upgram_core::sign::ReplySigner;
+use upgram_core::fallback::{PreparedReply, ReplyShape, UnsignedReply, encode_reply};
+use upgram_core::limits::{AMPLIFICATION_FACTOR, HEADER_LEN};
+use upgram_core::sign::{BatchItem, ReplySigner, SignatureBlock};
 use upgram_core::wire::{Flags, Frame, MessageKind, PROTOCOL_VERSION, peek_version_and_id, trailer_len};
 use upgram_core::{DecodeError, MAX_DATAGRAM_LEN, Sha256Digest};
 
@@ -210,10 +213,49 @@ const MAX_REMEMBERED_COOKIES: usize = 65_536;
 enum Answer {
     /// The signed reply.
     Reply(Arc<PreparedReply>),
+    /// A new answer, to be signed.
+    Unsigned(Unsigned),
     /// The source is not validated and the answer could not be sent to it: nothing was built.
     Refused,
     /// The body does not decode.
     Malformed,
+}
+
+/// A new answer waiting for its signature, and what keeping it needs.
+struct Unsigned {
+    reply: UnsignedReply,
+    issued: u64,
+    generation: u64,
+    expires: u64,
+    /// Whether it goes into the cache (no nonce).
+    cacheable: bool,
+}
+
+/// A query whose answer waits for its signature, between the two steps of a batch.
+struct Pending<'d> {
+    frame: Frame<'d>,
+    source: Source,
+    now: u64,
+    received: usize,
+    answer: Unsigned,
+}
+
+impl Pending<'_> {
+    /// The answer as a batch item: its reply must stay within the datagram limit and, for a
+    /// source that has not proven its address, within the 3× rule.
+    fn batch_item(&self) -> BatchItem<'_> {
+        let limit =
+            if self.source.validated { MAX_DATAGRAM_LEN } else { self.received.saturating_mul(AMPLIFICATION_FACTOR) };
+        self.answer.reply.batch_item(limit)
+    }
+}
+
+/// What the first step made of a datagram.
+enum Step<'d> {
+    /// Done: the reply, if any, is written (the value says whether there is one).
+    Done(bool),
+    /// The answer needs a signature.
+    Sign(Box<Pending<'d>>),
 }
 
 /// Where a query stands with respect to the 3× rule.
@@ -250,13 +292,53 @@ impl Worker {
 
     /// Handles one datagram from `ip` received at `now`; writes the reply, if any, into `out`
     /// (cleared first) and returns whether there is one. Reads no clock and touches no file.
+    /// A new answer is signed alone.
     pub fn handle(&mut self, datagram: &[u8], ip: IpAddr, now: SystemTime, out: &mut Vec<u8>) -> bool {
         out.clear();
+        match self.prepare(datagram, ip, now, out) {
+            Step::Done(replied) => replied,
+            Step::Sign(pending) => {
+                let reply = &pending.answer.reply;
+                let signature = self.shared.signer.sign(reply.kind, reply.shape.nonce.as_ref(), &reply.body);
+                self.finish(*pending, signature, out)
+            }
+        }
+    }
+
+    /// Handles datagrams received together at `now`, each with the address it came from: the
+    /// first buffers of `out`, one per datagram and in order (`out` grows as needed and keeps
+    /// its buffers for the next call), hold the replies, a buffer left empty meaning none. The
+    /// new answers among them are signed as one batch (a lone one alone). Reads no clock and
+    /// touches no file.
+    pub fn handle_batch(&mut self, datagrams: &[(&[u8], SocketAddr)], now: SystemTime, out: &mut Vec<Vec<u8>>) {
+        out.resize_with(datagrams.len().max(out.len()), Vec::new);
+        let mut pending: Vec<(usize, Pending<'_>)> = Vec::new();
+        for (i, (datagram, from)) in datagrams.iter().enumerate() {
+            out[i].clear();
+            if let Step::Sign(waiting) = self.prepare(datagram, from.ip(), now, &mut out[i]) {
+                pending.push((i, *waiting));
+            }
+        }
+        if pending.is_empty() {
+            return;
+        }
+        let signatures = {
+            let items: Vec<BatchItem<'_>> = pending.iter().map(|(_, p)| p.batch_item()).collect();
+            self.shared.signer.sign_batch(&items)
+        };
+        for ((i, waiting), signature) in pending.into_iter().zip(signatures) {
+            self.finish(waiting, signature, &mut out[i]);
+        }
+    }
+
+    /// The first step: everything up to the signature. A reply that needs none (an error, a
+    /// challenge, a cached answer) is written into `out` at once.
+    fn prepare<'d>(&mut self, datagram: &'d [u8], ip: IpAddr, now: SystemTime, out: &mut Vec<u8>) -> Step<'d> {
         bump(&self.metrics.datagrams);
         let frame = match Frame::decode(datagram) {
             Ok(frame) if frame.kind == MessageKind::Query => frame,
-            Ok(_) => return self.drop_it(),
-            Err(error) => return self.undecodable(datagram, &error, out),
+            Ok(_) => return Step::Done(self.drop_it()),
+            Err(error) => return Step::Done(self.undecodable(datagram, &error, out)),
         };
         let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
         let now = since_epoch.as_secs();
@@ -264,27 +346,74 @@ impl Worker {
             bump(&self.metrics.rate_limited);
             let mut body = ErrorBody::new(ErrorCode::RateLimited);
             body.retry_after = Some(1);
-            return self.error(frame.request_id, &body, datagram.len(), out);
+            return Step::Done(self.error(frame.request_id, &body, datagram.len(), out));
         }
         bump(&self.metrics.queries);
         let source = self.source(&frame, ip, now);
-        let reply = match self.answer(&frame, &source, now, datagram.len()) {
+        let received = datagram.len();
+        let reply = match self.answer(&frame, &source, now, received) {
             Answer::Reply(reply) => reply,
+            Answer::Unsigned(answer) => {
+                return Step::Sign(Box::new(Pending { frame, source, now, received, answer }));
+            }
             Answer::Refused => {
                 bump(&self.metrics.unvalidated_refused);
-                return self.challenge(&frame, &source, now, datagram.len(), out);
+                return Step::Done(self.challenge(&frame, &source, now, received, out));
             }
             Answer::Malformed => {
                 bump(&self.metrics.malformed);
                 let body = ErrorBody::new(ErrorCode::MalformedQuery);
-                return self.error(frame.request_id, &body, datagram.len(), out);
+                return Step::Done(self.error(frame.request_id, &body, received, out));
             }
         };
-        if !source.validated && !within_amplification_limit(reply.datagram_len(), datagram.len()) {
-            return self.challenge(&frame, &source, now, datagram.len(), out);
+        Step::Done(self.send_reply(&reply, &frame, &source, now, received, out))
+    }
+
+    /// The second step: keeps the signed answer (its document, and in the cache) and writes
+    /// the reply.
+    fn finish(&mut self, pending: Pending<'_>, signature: SignatureBlock, out: &mut Vec<u8>) -> bool {
+        let Pending { frame, source, now, received, answer } = pending;
+        let shape = usize::from(source.attach_cookie);
+        if answer.cacheable
+            && let Some(reply) = self.cache.get(frame.body, shape, answer.issued, answer.generation)
+        {
+            // An identical query earlier in the same batch: both get the same signed bytes.
+            bump(&self.metrics.cache_hits);
+            return self.send_reply(&reply, &frame, &source, now, received, out);
         }
-        let cookie = source.attach_cookie.then(|| self.fresh_cookie(&source, now));
+        bump(&self.metrics.signatures);
+        if signature.batch.is_some() {
+            bump(&self.metrics.batch_signed);
+        }
+        let mut prepared = answer.reply.signed(signature);
+        if let Some(document) = prepared.document.take() {
+            let evicted = self.shared.keep_document(document.sha256, document.bytes.into(), answer.expires, now);
+            self.metrics.documents_evicted.fetch_add(evicted as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        let prepared = Arc::new(prepared);
+        if answer.cacheable {
+            let cached = CachedReply { generation: answer.generation, reply: prepared.clone() };
+            self.cache.maps[shape].insert(frame.body.into(), cached);
+        }
+        self.send_reply(&prepared, &frame, &source, now, received, out)
+    }
+
+    /// Frames `reply` for `frame`'s query, or challenges a source it may not be sent to.
+    fn send_reply(
+        &self,
+        reply: &PreparedReply,
+        frame: &Frame<'_>,
+        source: &Source,
+        now: u64,
+        received: usize,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if !source.validated && !within_amplification_limit(reply.datagram_len(), received) {
+            return self.challenge(frame, source, now, received, out);
+        }
+        let cookie = source.attach_cookie.then(|| self.fresh_cookie(source, now));
         if reply.frame(frame.request_id, cookie).encode(out).is_err() {
+            out.clear();
             return self.drop_it();
         }
         bump(if reply.kind == MessageKind::Fallback { &self.metrics.fallbacks } else { &self.metrics.responses });
@@ -376,8 +505,8 @@ impl Worker {
         true
     }
 
-    /// The signed answer to `frame`'s query: from the cache when an identical query was
-    /// answered in this window, else decoded, answered and signed; refused, before anything is
+    /// The answer to `frame`'s query: signed, from the cache, when an identical query was
+    /// answered in this window, else decoded, answered and left for the caller to sign; refused, before anything is
     /// built, when the source is not validated and the answer cannot fit what it may be sent.
     fn answer(&mut self, frame: &Frame<'_>, source: &Source, now: u64, received: usize) -> Answer {
         let issued = now - now % ISSUE_GRANULARITY_SECS;
@@ -409,26 +538,19 @@ impl Worker {
             return Answer::Refused;
         }
         let public = &config.public_url;
-        let prepared =
-            prepare_reply(&response, &self.shared.signer, reply_shape, |sha| vec![format!("{public}doc/{sha}.xml")]);
-        let mut prepared = match prepared {
-            Ok(prepared) => prepared,
+        match encode_reply(&response, reply_shape, |sha| vec![format!("{public}doc/{sha}.xml")]) {
+            Ok(reply) => Answer::Unsigned(Unsigned {
+                reply,
+                issued,
+                generation: loaded.generation,
+                expires: binding.expires,
+                cacheable,
+            }),
             Err(e) => {
                 tracing::warn!("cannot encode the answer to a query of {} modules: {e}", query.modules.len());
-                return Answer::Malformed;
+                Answer::Malformed
             }
-        };
-        bump(&self.metrics.signatures);
-        if let Some(document) = prepared.document.take() {
-            let evicted = self.shared.keep_document(document.sha256, document.bytes.into(), binding.expires, now);
-            self.metrics.documents_evicted.fetch_add(evicted as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        let prepared = Arc::new(prepared);
-        if cacheable {
-            let cached = CachedReply { generation: loaded.generation, reply: prepared.clone() };
-            self.cache.maps[shape].insert(frame.body.into(), cached);
-        }
-        Answer::Reply(prepared)
     }
 }
 

@@ -1,7 +1,8 @@
 //! The UDP side (S3): one socket per worker, all bound to the same address with SO_REUSEPORT
 //! so the kernel spreads queries over them, each drained by its own task with its own
 //! [`Worker`]. A worker takes in every datagram waiting on its socket with one system call
-//! (`recvmmsg` through `quinn-udp`) and sends each reply as soon as it is made. Memory is
+//! (`recvmmsg` through `quinn-udp`), answers them together — the new answers among them under
+//! one batch signature — and sends the replies. Memory is
 //! bounded: one batch of receive buffers and one send buffer per worker, the kernel's socket
 //! buffers (enlarged, so bursts of queries in flight are not dropped), and the workers' capped
 //! caches.
@@ -69,7 +70,7 @@ async fn run_worker(worker: Worker, socket: UdpSocket, shutdown: watch::Receiver
 }
 
 /// Receives up to [`quinn_udp::BATCH_SIZE`] datagrams per system call (`recvmmsg` on Linux,
-/// with UDP GRO where the kernel offers it), answers each, and sends each reply at once.
+/// with UDP GRO where the kernel offers it), answers them as one batch, and sends the replies.
 async fn run_batched(
     mut worker: Worker,
     socket: UdpSocket,
@@ -81,7 +82,7 @@ async fn run_batched(
     let mut storage = vec![0u8; slot * quinn_udp::BATCH_SIZE];
     let mut buffers: Vec<IoSliceMut<'_>> = storage.chunks_mut(slot).map(IoSliceMut::new).collect();
     let mut meta = vec![RecvMeta::default(); buffers.len()];
-    let mut reply = Vec::with_capacity(RECEIVE_BUFFER_LEN);
+    let mut replies: Vec<Vec<u8>> = Vec::new();
     loop {
         tokio::select! {
             ready = socket.readable() => if let Err(e) = ready {
@@ -99,14 +100,17 @@ async fn run_batched(
                 continue;
             }
         };
+        let started = Instant::now();
+        let mut datagrams: Vec<(&[u8], SocketAddr)> = Vec::with_capacity(count);
         for (buffer, meta) in buffers.iter().zip(&meta).take(count) {
             let stride = if meta.stride == 0 { meta.len } else { meta.stride };
-            for datagram in buffer[..meta.len].chunks(stride.max(1)) {
-                let started = Instant::now();
-                if worker.handle(datagram, meta.addr.ip(), SystemTime::now(), &mut reply) {
-                    send(&socket, &reply, meta.addr).await;
-                    worker.metrics().observe_latency(started.elapsed());
-                }
+            datagrams.extend(buffer[..meta.len].chunks(stride.max(1)).map(|datagram| (datagram, meta.addr)));
+        }
+        worker.handle_batch(&datagrams, SystemTime::now(), &mut replies);
+        for ((_, to), reply) in datagrams.iter().zip(&replies) {
+            if !reply.is_empty() {
+                send(&socket, reply, *to).await;
+                worker.metrics().observe_latency(started.elapsed());
             }
         }
         if *shutdown.borrow() {
