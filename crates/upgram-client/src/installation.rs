@@ -111,6 +111,15 @@ impl Installation {
         Ok(Self::from_inner(Inner { layout, state, lock: None, recovered: vec![] }))
     }
 
+    /// Opens the installation at `root` with its lock when the lock is free, else read-only
+    /// (another process is changing it): what a check that may save hints does.
+    pub fn open_locked_or_read_only(root: &Path) -> Result<Self, InstallationError> {
+        match Self::open_locked(root) {
+            Err(InstallationError::Locked { .. }) => Self::open_read_only(root),
+            opened => opened,
+        }
+    }
+
     fn from_inner(inner: Inner) -> Self {
         Self { inner: Arc::new(Mutex::new(inner)) }
     }
@@ -265,7 +274,7 @@ impl Installation {
     pub fn remove_downloads(&self) -> Result<(), ApplyError> {
         let inner = self.writable()?;
         let staging = inner.layout.staging();
-        remove_tree(&staging).map_err(crate::apply::io_error("", &staging))
+        remove_tree(&staging).map_err(|source| ApplyError::Cleanup { path: staging, source })
     }
 
     /// Whether every file of installed module `module` is on disk with its recorded hash

@@ -101,6 +101,9 @@ fn only_the_lock_holder_recovers() {
     assert_eq!(code, 1);
     assert!(err.contains("another upgram is working on this installation"), "{err}");
     assert!(matches!(Installation::open_locked(&root), Err(InstallationError::Locked { .. })));
+    let fallback = Installation::open_locked_or_read_only(&root).unwrap();
+    assert!(!fallback.is_locked(), "opened read-only while another process holds the lock");
+    assert_eq!(fallback.interrupted(), ["app"]);
     assert_eq!(tree(&root), interrupted, "nobody undid the holder's journal under its feet");
     assert!(journal.exists());
 

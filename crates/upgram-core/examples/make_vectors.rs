@@ -539,6 +539,16 @@ fn main() {
     for (name, description, body) in strict_errors {
         w.invalid(name, description, &Frame::error(0x0102030405060708, body.as_bytes()).to_vec().expect("fits"));
     }
+    // The BATCH flag belongs to signed replies only (SPEC.md section 3.3): a query with it is
+    // refused, not re-encoded without it.
+    let mut batch_query =
+        query_frame_bytes(7, br#"<query><module id="core" version="1.2"/></query>"#, &QueryOptions::default());
+    batch_query[7] |= 0x08;
+    w.invalid(
+        "invalid-batch-flag-on-query",
+        "A query datagram with the BATCH flag: only responses and fallbacks may carry a batch trailer (SPEC.md section 3.3).",
+        &batch_query,
+    );
     println!("wrote {} vectors to {}", w.written, dir.display());
 }
 

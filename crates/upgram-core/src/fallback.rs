@@ -37,7 +37,8 @@ pub struct ReplyShape {
 }
 
 impl ReplyShape {
-    fn flags(&self) -> Flags {
+    /// The header flags of a reply of this shape (before any batch trailer).
+    pub fn flags(&self) -> Flags {
         let mut bits = 0;
         if self.nonce.is_some() {
             bits |= Flags::NONCE;

@@ -32,7 +32,7 @@ use upgram_core::cookie::{
 use upgram_core::fallback::{PreparedReply, ReplyShape, UnsignedReply, encode_reply};
 use upgram_core::limits::{AMPLIFICATION_FACTOR, HEADER_LEN};
 use upgram_core::sign::{BatchItem, ReplySigner, SignatureBlock};
-use upgram_core::wire::{Flags, Frame, MessageKind, PROTOCOL_VERSION, peek_version_and_id, trailer_len};
+use upgram_core::wire::{Frame, MessageKind, PROTOCOL_VERSION, peek_version_and_id, trailer_len};
 use upgram_core::{DecodeError, MAX_DATAGRAM_LEN, Sha256Digest};
 
 use crate::catalog::Catalog;
@@ -523,7 +523,7 @@ impl Worker {
         let reply_shape = ReplyShape { nonce: frame.nonce, server_cookie: source.attach_cookie };
         // What an unvalidated source may be sent: an inline answer within the 3x rule.
         let limit = (!source.validated).then(|| (received.saturating_mul(3)).min(MAX_DATAGRAM_LEN));
-        let overhead = HEADER_LEN + trailer_len(MessageKind::Response, flags_of(reply_shape));
+        let overhead = HEADER_LEN + trailer_len(MessageKind::Response, reply_shape.flags());
         if let Some(limit) = limit
             && overhead + least_answer_len(&loaded.catalog, &query, limit) > limit
         {
@@ -577,18 +577,6 @@ impl ReplyCache {
         let cached = self.maps[shape].get(body).filter(|c| c.generation == generation)?;
         Some(cached.reply.clone())
     }
-}
-
-/// The trailer flags of a reply of `shape`.
-fn flags_of(shape: ReplyShape) -> Flags {
-    let mut bits = 0;
-    if shape.nonce.is_some() {
-        bits |= Flags::NONCE;
-    }
-    if shape.server_cookie {
-        bits |= Flags::SERVER_COOKIE;
-    }
-    Flags(bits)
 }
 
 /// The largest datagram a worker ever receives; bigger ones are truncated by the socket and

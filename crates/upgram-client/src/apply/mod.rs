@@ -117,6 +117,15 @@ pub enum ApplyError {
         /// The installation root.
         root: PathBuf,
     },
+    /// Bookkeeping no longer needed (staged downloads) could not be removed; nothing was undone.
+    #[error("could not remove {}: {source}", path.display())]
+    Cleanup {
+        /// The folder.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// An earlier upgrade of this module was interrupted: run `upgram recover` first.
     #[error("module `{module}` has an unfinished upgrade ({}): run `upgram recover`", journal.display())]
     Unfinished {

@@ -94,12 +94,7 @@ fn run<T>(flow: impl Future<Output = Result<T, FlowError>>) -> Result<T, ExitCod
 fn check(settings: Settings) -> Result<ExitCode, ExitCode> {
     let client = settings.client()?;
     // A check during another process's update still answers; it only saves nothing.
-    let installation = match Installation::open_locked(settings.root()?) {
-        Err(InstallationError::Locked { .. }) => {
-            Installation::open_read_only(settings.root()?).map_err(installation_error)?
-        }
-        opened => opened.map_err(installation_error)?,
-    };
+    let installation = Installation::open_locked_or_read_only(settings.root()?).map_err(installation_error)?;
     let report = run(flows::check(&installation, &client))?;
     let results = report.results(&installation.state());
     print_line(&output::check(&results, &report, settings.json));
