@@ -3,13 +3,17 @@
 //!
 //! Exit codes: 0 success (for `serve`: stopped by SIGTERM or Ctrl-C); 1 the catalog, a key or a
 //! socket could not be loaded or bound, or the release could not be published; 2 usage error.
-//! Logs go to standard error; `RUST_LOG` (e.g. `RUST_LOG=upgram_server=debug`) sets the level.
+//! Logs go to standard error, coloured only when it is a terminal (and `NO_COLOR` is unset),
+//! as text or, with `--log-format json`, one JSON object per line; `RUST_LOG` (e.g.
+//! `RUST_LOG=upgram_server=debug`: an event per query and per HTTP request) sets the level.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use upgram_core::sign::ReplySigner;
 use upgram_server::keys;
 use upgram_server::publish::{self, PublishRequest};
@@ -20,8 +24,33 @@ use upgram_server::server::Config;
 #[derive(Parser)]
 #[command(name = "upgram-server", version, about)]
 struct Cli {
+    /// How log lines on standard error look (the level is set by RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The shape of log lines.
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logs to standard error, at the level `RUST_LOG` sets (default info).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init();
+        }
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -71,9 +100,10 @@ struct ServeArgs {
     /// HTTP address for payloads, documents and /metrics.
     #[arg(long, default_value = "127.0.0.1:7954")]
     http: SocketAddr,
-    /// The URL clients reach the HTTP side (or a static copy of store/ and doc/) at; `{http}`
-    /// stands for the HTTP address bound.
-    #[arg(long)]
+    /// The URL clients reach the HTTP side (or a static copy of store/ and doc/) at, with its
+    /// public host: e.g. https://updates.example.com/; `{http}` stands for the HTTP address
+    /// bound (only when clients can reach it: not with --http 0.0.0.0:PORT).
+    #[arg(long, value_name = "URL")]
     public_url: String,
     /// Cookie secret shared by every instance (from `cookie-secret`).
     #[arg(long)]
@@ -100,10 +130,6 @@ struct ServeArgs {
 
 impl ServeArgs {
     fn into_options(self) -> ServeOptions {
-        let mut public_url = self.public_url;
-        if !public_url.ends_with('/') {
-            public_url.push('/');
-        }
         let workers =
             self.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         ServeOptions {
@@ -115,7 +141,7 @@ impl ServeArgs {
             http: self.http,
             workers,
             config: Config {
-                public_url,
+                public_url: self.public_url,
                 validity_secs: self.validity,
                 rate_per_source: self.rate_per_source,
                 burst_per_source: self.burst_per_source,
@@ -141,11 +167,9 @@ fn fail(what: &str, error: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
         Command::Serve(args) => match serve::run(args.into_options()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail("serve", e),
