@@ -2,7 +2,9 @@
 //! `key-info` and `cookie-secret`.
 //!
 //! Exit codes: 0 success (for `serve`: stopped by SIGTERM or Ctrl-C); 1 the catalog, a key or a
-//! socket could not be loaded or bound, or the release could not be published; 2 usage error.
+//! socket could not be loaded or bound (an address another process holds included), the
+//! `--public-url` is not one clients can use, or the release could not be published; 2 usage
+//! error.
 //! Logs go to standard error, coloured only when it is a terminal (and `NO_COLOR` is unset),
 //! as text or, with `--log-format json`, one JSON object per line; `RUST_LOG` (e.g.
 //! `RUST_LOG=upgram_server=debug`: an event per query and per HTTP request) sets the level.
@@ -55,7 +57,8 @@ fn init_logging(format: LogFormat) {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve a catalog: UDP queries, and HTTP for payloads, fallback documents and /metrics.
+    /// Serve a catalog: UDP queries, and HTTP for payloads, fallback documents, /metrics and
+    /// /healthz. Under systemd (Type=notify) it reports ready once listening.
     Serve(ServeArgs),
     /// Publish a release folder as a new release of a module in a catalog folder.
     Publish(PublishRequest),
@@ -89,16 +92,16 @@ enum Command {
 #[derive(Args)]
 struct ServeArgs {
     /// The catalog folder (catalog.toml, modules/, store/).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     catalog: PathBuf,
     /// The signing key (from `keygen`).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     key: PathBuf,
-    /// UDP address to answer queries on.
-    #[arg(long, default_value = "127.0.0.1:7953")]
+    /// UDP address to answer queries on; no other process may hold it.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7953")]
     udp: SocketAddr,
-    /// HTTP address for payloads, documents and /metrics.
-    #[arg(long, default_value = "127.0.0.1:7954")]
+    /// HTTP address for payloads, documents, /metrics and /healthz.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7954")]
     http: SocketAddr,
     /// The URL clients reach the HTTP side (or a static copy of store/ and doc/) at, with its
     /// public host: e.g. https://updates.example.com/; `{http}` stands for the HTTP address
@@ -106,25 +109,25 @@ struct ServeArgs {
     #[arg(long, value_name = "URL")]
     public_url: String,
     /// Cookie secret shared by every instance (from `cookie-secret`).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     cookie_secret: Option<PathBuf>,
     /// The previous cookie secret, still accepted during a rotation.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     previous_cookie_secret: Option<PathBuf>,
     /// Also write fallback documents under DIR/doc/, for a static web server or CDN.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     docs_dir: Option<PathBuf>,
     /// UDP sockets and threads (default: one per core).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     workers: Option<usize>,
-    /// Queries per second allowed per source address.
-    #[arg(long, default_value_t = 200.0)]
+    /// Queries per second allowed per source address (over every worker together).
+    #[arg(long, value_name = "QPS", default_value_t = 200.0)]
     rate_per_source: f64,
     /// Burst of queries allowed per source address.
-    #[arg(long, default_value_t = 400.0)]
+    #[arg(long, value_name = "N", default_value_t = 400.0)]
     burst_per_source: f64,
     /// Seconds an answer stays valid (at most 600: the freeze window).
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(60..=600))]
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(60..=600))]
     validity: u64,
 }
 

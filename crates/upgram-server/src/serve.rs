@@ -276,7 +276,8 @@ fn status(shared: &Shared) -> String {
     let modules = shared.catalog().catalog.modules.len();
     match shared.reload_failure() {
         None => format!("serving {modules} modules"),
-        Some(error) => format!("serving {modules} modules; the last reload failed: {error}"),
+        // One line: the notification protocol separates fields by newlines.
+        Some(error) => format!("serving {modules} modules; the last reload failed: {}", error.replace('\n', " ")),
     }
 }
 
