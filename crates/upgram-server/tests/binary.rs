@@ -310,19 +310,22 @@ fn a_static_web_server_serves_the_published_tree_and_the_documents() {
     drop(server);
 }
 
-/// Waits, a bounded time, for a process that should stop by itself; kills it if it does not.
+/// Waits, a bounded time, for a process that should stop by itself, and returns its status and
+/// what is left on its standard error; kills it if it does not stop.
 fn exits_within(mut child: Child, seconds: u64) -> (std::process::ExitStatus, String) {
     for _ in 0..seconds * 20 {
         if let Some(status) = child.try_wait().unwrap() {
             let mut stderr = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            if let Some(mut pipe) = child.stderr.take() {
+                pipe.read_to_string(&mut stderr).unwrap();
+            }
             return (status, stderr);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
     let _ = child.wait();
-    panic!("still running after {seconds} s: it should have refused to start");
+    panic!("still running after {seconds} s");
 }
 
 /// `serve` with `args` after the catalog and key, expected to refuse to start: its status and
@@ -437,6 +440,38 @@ fn concurrent_publishes_of_one_module_lose_no_release() {
         }
         assert!(versions.contains(&"1.2".to_owned()), "trial {trial}: {versions:?} {outcomes:?}");
     }
+}
+
+#[test]
+fn a_publish_waits_for_the_one_holding_the_catalog_and_says_so() {
+    let root = tempfile::tempdir().unwrap();
+    let catalog = root.path().join("catalog");
+    publish(&catalog, "app", "1.0", &release(root.path(), "1.0", &[("a", "1.0".into())]));
+    let held = std::fs::OpenOptions::new()
+        .write(true)
+        .open(catalog.join(upgram_server::publish::LOCK_FILE))
+        .expect("publish made its lock file");
+    held.lock().unwrap();
+    let folder = release(root.path(), "1.1", &[("a", "1.1".into())]);
+    let mut child = Command::new(BIN)
+        .args(["publish", "--catalog", catalog.to_str().unwrap(), "--module", "app", "--version", "1.1"])
+        .args(["--from", folder.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("another publish to this catalog is running; waiting for it to finish"), "{line}");
+    assert!(child.try_wait().unwrap().is_none(), "it waits");
+    let before = upgram_server::catalog::load(&catalog).unwrap();
+    assert_eq!(before.modules["app"].releases.len(), 1, "nothing written while waiting");
+    held.unlock().unwrap();
+    child.stderr = Some(stderr.into_inner());
+    let (status, rest) = exits_within(child, 30);
+    assert!(status.success(), "{rest}");
+    assert_eq!(upgram_server::catalog::load(&catalog).unwrap().modules["app"].releases.len(), 2);
 }
 
 #[test]
