@@ -692,3 +692,33 @@ fn systemd_hears_ready_once_the_sockets_answer_then_reloading_and_stopping() {
     assert!(receive().lines().any(|l| l == "STOPPING=1"));
     drop(server);
 }
+
+#[test]
+fn the_systemd_unit_waits_for_readiness_reloads_with_sighup_and_passes_real_options() {
+    let unit_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/systemd/upgram-server.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    let lines: Vec<&str> = unit.lines().collect();
+    for wanted in ["Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "DynamicUser=yes", "ProtectSystem=strict"] {
+        assert!(lines.contains(&wanted), "{wanted} missing");
+    }
+    // ExecStart, its continuation lines joined: every option it passes is one `serve` takes.
+    let exec = unit.split("ExecStart=").nth(1).unwrap().split("\n\n").next().unwrap().replace("\\\n", " ");
+    let exec = exec.lines().next().unwrap();
+    let help = run(&["serve", "--help"]);
+    let options: Vec<&str> = exec.split_whitespace().filter(|w| w.starts_with("--")).collect();
+    assert!(options.len() >= 5, "{exec}");
+    for option in options {
+        assert!(help.contains(&format!("{option} <")), "{option} is not an option of serve");
+    }
+    // systemd itself parses it, with the path of the binary built here.
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: systemd-analyze is not installed, the unit file was not checked by systemd");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("upgram-server.service");
+    std::fs::write(&local, unit.replace("/usr/local/bin/upgram-server", BIN)).unwrap();
+    let output = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&local).output().unwrap();
+    let complaints = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && complaints.trim().is_empty(), "systemd-analyze verify: {complaints}");
+}
