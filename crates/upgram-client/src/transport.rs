@@ -14,7 +14,7 @@ use thiserror::Error;
 use tokio::net::UdpSocket;
 use upgram_core::MAX_DATAGRAM_LEN;
 use upgram_core::exchange::{Exchange, ExchangeConfig, ExchangeError, Outcome};
-use upgram_core::sign::KeyRing;
+use upgram_core::sign::{KeyRing, VerifyError};
 
 pub use upgram_core::exchange::{CookieJar, Dropped, VerifiedReply};
 
@@ -69,8 +69,10 @@ pub enum TransportError {
     /// No server configured.
     #[error("no server is configured: add one to the configuration or pass --server")]
     NoServer,
-    /// The deadline passed without a verified reply.
-    #[error("no verified reply from {servers} within {deadline:?}{}", last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
+    /// No verified reply came: before the deadline, or from any server that did not refuse the
+    /// query with an ICMP "port unreachable" (which ends the exchange at once when every server
+    /// did). The fields say what arrived instead.
+    #[error("no verified reply from {servers} within {deadline:?}: {}", explain(.unreachable, .dropped, .rejected, .last_error))]
     Unavailable {
         /// The servers tried.
         servers: String,
@@ -78,6 +80,12 @@ pub enum TransportError {
         deadline: Duration,
         /// The last unsigned error a server sent, if any.
         last_error: Option<String>,
+        /// What the exchange dropped (replies that failed verification among them).
+        dropped: Dropped,
+        /// Why the last reply that failed verification failed.
+        rejected: Option<VerifyError>,
+        /// The servers that answered with ICMP "port unreachable" (nothing listens there).
+        unreachable: Vec<SocketAddr>,
     },
     /// The query does not fit a datagram.
     #[error("query of {len} bytes does not fit a datagram")]
@@ -85,6 +93,50 @@ pub enum TransportError {
         /// Its encoded length.
         len: usize,
     },
+}
+
+/// What arrived instead of a verified reply, for [`TransportError::Unavailable`].
+fn explain(
+    unreachable: &[SocketAddr],
+    dropped: &Dropped,
+    rejected: &Option<VerifyError>,
+    last_error: &Option<String>,
+) -> String {
+    let mut parts = Vec::new();
+    if !unreachable.is_empty() {
+        let list = unreachable.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        parts.push(format!("ICMP port unreachable from {list} (nothing listens on that UDP port: check the address)"));
+    }
+    if let Some(why) = rejected {
+        let hint = match why {
+            VerifyError::UnknownKey { .. } => {
+                ": the server signs with a key that is not pinned (a wrong --public-key, or another server)"
+            }
+            VerifyError::BadSignature { .. } => ": forged or damaged on the way",
+            VerifyError::WrongQuery { .. } | VerifyError::NonceMismatch => ": bound to another query",
+            VerifyError::Expired { .. } | VerifyError::NotYetValid { .. } => ": check this machine's clock",
+            _ => "",
+        };
+        parts.push(format!(
+            "{} {} failed verification (the last: {why}{hint})",
+            dropped.unverified,
+            if dropped.unverified == 1 { "reply" } else { "replies" }
+        ));
+    }
+    if let Some(error) = last_error {
+        parts.push(format!("{} unsigned error(s), the last: {error}", dropped.errors));
+    }
+    let other = dropped.bad.saturating_sub(dropped.unverified);
+    if other > 0 {
+        parts.push(format!("{other} datagram(s) that were no reply to our query"));
+    }
+    if dropped.challenges > 0 && parts.is_empty() {
+        parts.push(format!("only {} cookie challenge(s)", dropped.challenges));
+    }
+    if parts.is_empty() {
+        return "nothing arrived (the server is down, or a firewall drops the datagrams)".into();
+    }
+    parts.join("; ")
 }
 
 impl From<ExchangeError> for TransportError {
@@ -132,7 +184,18 @@ pub async fn exchange(
     // A fresh socket (and port) for each server, as the exchange moves on.
     let mut socket: Option<(SocketAddr, UdpSocket)> = None;
     let mut buffer = vec![0u8; MAX_DATAGRAM_LEN + 1];
-    loop {
+    // The servers that answered with ICMP "port unreachable": once every one did, nothing can
+    // answer and the exchange ends without waiting for its deadline.
+    let mut unreachable: Vec<SocketAddr> = Vec::new();
+    let refused = |server: SocketAddr, unreachable: &mut Vec<SocketAddr>| {
+        if !unreachable.contains(&server) {
+            tracing::debug!(%server, "ICMP port unreachable");
+            unreachable.push(server);
+        }
+        config.servers.iter().all(|s| unreachable.contains(s))
+    };
+    let mut gave_up = false;
+    'exchange: loop {
         exchange.handle_timeout(epoch.elapsed());
         while let Some(transmit) = with_jar(jar, |jar| exchange.poll_transmit(epoch.elapsed(), jar)) {
             if socket.as_ref().is_none_or(|(to, _)| *to != transmit.dest) {
@@ -141,8 +204,17 @@ pub async fn exchange(
             // A failed send (no route, ICMP unreachable from an earlier one) loses one datagram:
             // the exchange's timers go on as if it were lost on the way.
             match &socket {
-                Some((_, s)) if s.send(&transmit.bytes).await.is_ok() => {}
-                _ => tracing::debug!(server = %transmit.dest, "send failed"),
+                Some((_, s)) => match s.send(&transmit.bytes).await {
+                    Ok(_) => tracing::trace!(server = %transmit.dest, len = transmit.bytes.len(), "query sent"),
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        if refused(transmit.dest, &mut unreachable) {
+                            gave_up = true;
+                            break 'exchange;
+                        }
+                    }
+                    Err(e) => tracing::debug!(server = %transmit.dest, "send failed: {e}"),
+                },
+                None => tracing::debug!(server = %transmit.dest, "no socket for this server"),
             }
         }
         let Some(wake) = exchange.poll_timeout() else { break };
@@ -154,21 +226,53 @@ pub async fn exchange(
                 None
             }
         };
-        // A receive error is an ICMP error from an earlier send: nothing to take in.
-        if let Some(Ok((len, from))) = received {
-            let before = exchange.dropped();
-            with_jar(jar, |jar| exchange.handle_datagram(epoch.elapsed(), unix_now(), from, &buffer[..len], jar));
-            if let Ok(mut total) = dropped.lock() {
-                total.add(exchange.dropped().since(before));
+        match received {
+            Some(Ok((len, from))) => {
+                let before = exchange.dropped();
+                with_jar(jar, |jar| exchange.handle_datagram(epoch.elapsed(), unix_now(), from, &buffer[..len], jar));
+                let since = exchange.dropped().since(before);
+                if since != Dropped::default() {
+                    tracing::debug!(%from, len, ?since, rejected = ?exchange.last_rejected(), "datagram dropped");
+                }
+                if let Ok(mut total) = dropped.lock() {
+                    total.add(since);
+                }
             }
+            // An ICMP error from an earlier send: nothing listens at the current server.
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                let server = exchange.server();
+                if refused(server, &mut unreachable) {
+                    gave_up = true;
+                    break;
+                }
+                // Wait for the exchange's next timer rather than spin on the error.
+                tokio::time::sleep(wake.saturating_sub(epoch.elapsed())).await;
+            }
+            Some(Err(e)) => {
+                tracing::debug!("receive failed: {e}");
+                tokio::time::sleep(wake.saturating_sub(epoch.elapsed())).await;
+            }
+            None => {}
         }
+    }
+    let rejected = exchange.last_rejected().cloned();
+    let unavailable = |last_error: Option<String>, dropped: Dropped| {
+        let servers = config.servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        TransportError::Unavailable {
+            servers,
+            deadline: config.deadline,
+            last_error,
+            dropped,
+            rejected: rejected.clone(),
+            unreachable: unreachable.clone(),
+        }
+    };
+    if gave_up {
+        return Err(unavailable(None, exchange.dropped()));
     }
     match exchange.into_outcome() {
         Some(Outcome::Reply(reply)) => Ok(reply),
-        Some(Outcome::TimedOut { last_error, .. }) => {
-            let servers = config.servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-            Err(TransportError::Unavailable { servers, deadline: config.deadline, last_error })
-        }
+        Some(Outcome::TimedOut { last_error, dropped }) => Err(unavailable(last_error, dropped)),
         None => Err(TransportError::NoServer),
     }
 }
