@@ -72,7 +72,7 @@ pub enum TransportError {
     /// No verified reply came: before the deadline, or from any server that did not refuse the
     /// query with an ICMP "port unreachable" (which ends the exchange at once when every server
     /// did). The fields say what arrived instead.
-    #[error("no verified reply from {servers} within {deadline:?}: {}", explain(.unreachable, .dropped, .rejected, .last_error))]
+    #[error("no verified reply from {servers} within {deadline:?}: {arrived}")]
     Unavailable {
         /// The servers tried.
         servers: String,
@@ -80,12 +80,8 @@ pub enum TransportError {
         deadline: Duration,
         /// The last unsigned error a server sent, if any.
         last_error: Option<String>,
-        /// What the exchange dropped (replies that failed verification among them).
-        dropped: Dropped,
-        /// Why the last reply that failed verification failed.
-        rejected: Option<VerifyError>,
-        /// The servers that answered with ICMP "port unreachable" (nothing listens there).
-        unreachable: Vec<SocketAddr>,
+        /// What arrived instead of a verified reply.
+        arrived: Box<Arrived>,
     },
     /// The query does not fit a datagram.
     #[error("query of {len} bytes does not fit a datagram")]
@@ -96,47 +92,58 @@ pub enum TransportError {
 }
 
 /// What arrived instead of a verified reply, for [`TransportError::Unavailable`].
-fn explain(
-    unreachable: &[SocketAddr],
-    dropped: &Dropped,
-    rejected: &Option<VerifyError>,
-    last_error: &Option<String>,
-) -> String {
-    let mut parts = Vec::new();
-    if !unreachable.is_empty() {
-        let list = unreachable.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-        parts.push(format!("ICMP port unreachable from {list} (nothing listens on that UDP port: check the address)"));
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Arrived {
+    /// What the exchange dropped (replies that failed verification among them).
+    pub dropped: Dropped,
+    /// Why the last reply that failed verification failed.
+    pub rejected: Option<VerifyError>,
+    /// The last unsigned error a server sent, if any.
+    pub last_error: Option<String>,
+    /// The servers that answered with ICMP "port unreachable" (nothing listens there).
+    pub unreachable: Vec<SocketAddr>,
+}
+
+impl std::fmt::Display for Arrived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Arrived { dropped, rejected, last_error, unreachable } = self;
+        let mut parts = Vec::new();
+        if !unreachable.is_empty() {
+            let list = unreachable.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            parts.push(format!(
+                "ICMP port unreachable from {list} (nothing listens on that UDP port: check the address)"
+            ));
+        }
+        if let Some(why) = rejected {
+            let hint = match why {
+                VerifyError::UnknownKey { .. } => {
+                    ": the server signs with a key that is not pinned (a wrong --public-key, or another server)"
+                }
+                VerifyError::BadSignature { .. } => ": forged or damaged on the way",
+                VerifyError::WrongQuery { .. } | VerifyError::NonceMismatch => ": bound to another query",
+                VerifyError::Expired { .. } | VerifyError::NotYetValid { .. } => ": check this machine's clock",
+                _ => "",
+            };
+            let n = dropped.unverified;
+            let replies = if n == 1 { "reply" } else { "replies" };
+            parts.push(format!("{n} {replies} failed verification (the last: {why}{hint})"));
+        }
+        if let Some(error) = last_error {
+            parts.push(format!("{} unsigned error(s), the last: {error}", dropped.errors));
+        }
+        let other = dropped.bad.saturating_sub(dropped.unverified);
+        if other > 0 {
+            parts.push(format!("{other} datagram(s) that were no reply to our query"));
+        }
+        if dropped.challenges > 0 && parts.is_empty() {
+            parts.push(format!("only {} cookie challenge(s)", dropped.challenges));
+        }
+        if parts.is_empty() {
+            return f.write_str("nothing arrived (the server is down, or a firewall drops the datagrams)");
+        }
+        f.write_str(&parts.join("; "))
     }
-    if let Some(why) = rejected {
-        let hint = match why {
-            VerifyError::UnknownKey { .. } => {
-                ": the server signs with a key that is not pinned (a wrong --public-key, or another server)"
-            }
-            VerifyError::BadSignature { .. } => ": forged or damaged on the way",
-            VerifyError::WrongQuery { .. } | VerifyError::NonceMismatch => ": bound to another query",
-            VerifyError::Expired { .. } | VerifyError::NotYetValid { .. } => ": check this machine's clock",
-            _ => "",
-        };
-        parts.push(format!(
-            "{} {} failed verification (the last: {why}{hint})",
-            dropped.unverified,
-            if dropped.unverified == 1 { "reply" } else { "replies" }
-        ));
-    }
-    if let Some(error) = last_error {
-        parts.push(format!("{} unsigned error(s), the last: {error}", dropped.errors));
-    }
-    let other = dropped.bad.saturating_sub(dropped.unverified);
-    if other > 0 {
-        parts.push(format!("{other} datagram(s) that were no reply to our query"));
-    }
-    if dropped.challenges > 0 && parts.is_empty() {
-        parts.push(format!("only {} cookie challenge(s)", dropped.challenges));
-    }
-    if parts.is_empty() {
-        return "nothing arrived (the server is down, or a firewall drops the datagrams)".into();
-    }
-    parts.join("; ")
 }
 
 impl From<ExchangeError> for TransportError {
@@ -211,6 +218,7 @@ pub async fn exchange(
                             gave_up = true;
                             break 'exchange;
                         }
+                        exchange.skip_server(epoch.elapsed());
                     }
                     Err(e) => tracing::debug!(server = %transmit.dest, "send failed: {e}"),
                 },
@@ -240,13 +248,15 @@ pub async fn exchange(
             }
             // An ICMP error from an earlier send: nothing listens at the current server.
             Some(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                let server = exchange.server();
+                let server = socket.as_ref().map_or_else(|| exchange.server(), |(to, _)| *to);
                 if refused(server, &mut unreachable) {
                     gave_up = true;
                     break;
                 }
-                // Wait for the exchange's next timer rather than spin on the error.
-                tokio::time::sleep(wake.saturating_sub(epoch.elapsed())).await;
+                // The next server at once, rather than the rest of this one's retransmissions.
+                if server == exchange.server() {
+                    exchange.skip_server(epoch.elapsed());
+                }
             }
             Some(Err(e)) => {
                 tracing::debug!("receive failed: {e}");
@@ -258,14 +268,13 @@ pub async fn exchange(
     let rejected = exchange.last_rejected().cloned();
     let unavailable = |last_error: Option<String>, dropped: Dropped| {
         let servers = config.servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-        TransportError::Unavailable {
-            servers,
-            deadline: config.deadline,
-            last_error,
+        let arrived = Arrived {
             dropped,
             rejected: rejected.clone(),
+            last_error: last_error.clone(),
             unreachable: unreachable.clone(),
-        }
+        };
+        TransportError::Unavailable { servers, deadline: config.deadline, last_error, arrived: Box::new(arrived) }
     };
     if gave_up {
         return Err(unavailable(None, exchange.dropped()));

@@ -406,6 +406,18 @@ impl<'k, R: RngCore> Exchange<'k, R> {
         self.attempt = new_attempt(server, &self.config, &mut self.rng);
     }
 
+    /// Gives up on the server asked now, at `now`: the driver learnt that nothing listens there
+    /// (an ICMP "port unreachable"). The next server is due at once, as after its last
+    /// transmission's timeout.
+    pub fn skip_server(&mut self, now: Duration) {
+        let attempt = &mut self.attempt;
+        attempt.transmissions = attempt.transmissions.max(self.config.transmissions_per_server.max(1));
+        attempt.due = false;
+        attempt.resend = false;
+        attempt.interval_end = attempt.interval_end.min(now);
+        self.handle_timeout(now);
+    }
+
     /// Takes in one datagram that arrived at `now` (driver time; `unix_secs` for the signature
     /// window) from `from`. Only a verified reply from the server asked, to this request, ends the
     /// exchange; a fresh server cookie it carries goes into `jar`, as do cookie challenges that
