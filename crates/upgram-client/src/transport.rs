@@ -72,7 +72,7 @@ pub enum TransportError {
     /// No verified reply came: before the deadline, or from any server that did not refuse the
     /// query with an ICMP "port unreachable" (which ends the exchange at once when every server
     /// did). The fields say what arrived instead.
-    #[error("no verified reply from {servers} within {deadline:?}: {arrived}")]
+    #[error("no verified reply from {servers}{}: {arrived}", if arrived.gave_up { String::new() } else { format!(" within {deadline:?}") })]
     Unavailable {
         /// The servers tried.
         servers: String,
@@ -103,17 +103,18 @@ pub struct Arrived {
     pub last_error: Option<String>,
     /// The servers that answered with ICMP "port unreachable" (nothing listens there).
     pub unreachable: Vec<SocketAddr>,
+    /// Every server answered so: the exchange ended before its deadline.
+    pub gave_up: bool,
 }
 
 impl std::fmt::Display for Arrived {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Arrived { dropped, rejected, last_error, unreachable } = self;
+        let Arrived { dropped, rejected, last_error, unreachable, .. } = self;
         let mut parts = Vec::new();
         if !unreachable.is_empty() {
             let list = unreachable.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-            parts.push(format!(
-                "ICMP port unreachable from {list} (nothing listens on that UDP port: check the address)"
-            ));
+            let there = if unreachable.len() == 1 { "that UDP port" } else { "those UDP ports" };
+            parts.push(format!("ICMP port unreachable from {list} (nothing listens on {there}: check the address)"));
         }
         if let Some(why) = rejected {
             let hint = match why {
@@ -273,6 +274,7 @@ pub async fn exchange(
             rejected: rejected.clone(),
             last_error: last_error.clone(),
             unreachable: unreachable.clone(),
+            gave_up,
         };
         TransportError::Unavailable { servers, deadline: config.deadline, last_error, arrived: Box::new(arrived) }
     };

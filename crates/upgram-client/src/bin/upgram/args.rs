@@ -6,8 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use upgram_client::state::Trigger;
 
 /// Exit codes and configuration, shown at the end of `upgram --help`.
-const AFTER_HELP: &str = "\
-Exit codes:
+const AFTER_HELP: &str = r#"Exit codes:
   0    success (for `check`: everything is up to date)
   1    the operation failed (no verified reply, a fallback or download failed, a module failed)
   2    usage or configuration error
@@ -17,21 +16,21 @@ Exit codes:
 Configuration file (TOML), the first found of: --config FILE, $UPGRAM_CONFIG,
 $XDG_CONFIG_HOME/upgram/config.toml (default ~/.config/upgram/config.toml),
 /etc/upgram/config.toml. Keys (flags override them):
-  servers = [\"HOST:PORT\", ...]      the servers, in order of preference
-  public_keys = [\"HEX\", ...]        pinned Ed25519 keys, 64 hex digits (upgram-server key-info)
-  root = \"DIR\"                      the installation root (relative: to the file's folder)
-  deadline_secs = 20                the deadline of one check, in seconds
-  nonce_bound = false               ask for signatures bound to a nonce of each query
-  defer_trigger = \"program-exit\"    what a module with a file in use waits for
-  defer_triggers = { ID = \"TRIGGER\" } the same, per module
-  plugin_stop = [\"PROGRAM\", ...]    stops a plug-in (its module id appended)
-  plugin_start = [\"PROGRAM\", ...]   starts it again
+  servers = ["HOST:PORT", ...]         the servers, in order of preference
+  public_keys = ["HEX", ...]           pinned Ed25519 keys, 64 hex digits (upgram-server key-info)
+  root = "DIR"                         the installation root (relative: to the file's folder)
+  deadline_secs = 20                   the deadline of one check, in seconds
+  nonce_bound = false                  ask for signatures bound to a nonce of each query
+  defer_trigger = "program-exit"       what a module with a file in use waits for
+  defer_triggers = { ID = "TRIGGER" }  the same, per module
+  plugin_stop = ["PROGRAM", ...]       stops a plug-in (its module id appended)
+  plugin_start = ["PROGRAM", ...]      starts it again
 
-Logs go to standard error: RUST_LOG=upgram_client=debug, or -v / -vv; -q for errors only.";
+Logs go to standard error: RUST_LOG=upgram_client=debug, or -v / -vv; -q for errors only."#;
 
 /// The upgram client: checks for, downloads and applies signed module upgrades.
 #[derive(Parser)]
-#[command(name = "upgram", version, about, after_help = AFTER_HELP)]
+#[command(name = "upgram", version, after_help = AFTER_HELP)]
 pub struct Cli {
     /// More log output on standard error (-v: debug, -vv: trace); RUST_LOG overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet")]
