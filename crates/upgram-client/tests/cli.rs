@@ -498,3 +498,47 @@ fn the_demo_runs_without_the_source_tree() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("pdf-plugin") && out.contains("every one as signed"), "{out}");
 }
+
+/// A running `upgram-server serve`, killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_unusable_fallback_is_named_with_its_fetch_error() {
+    use std::io::BufRead;
+    let root = tempfile::tempdir().unwrap();
+    // Forty files: the answer is too large for a datagram and comes as a fallback.
+    let files: Vec<(String, Vec<u8>)> =
+        (0..40).map(|i| (format!("data/part-{i:02}.txt"), format!("part {i}").into_bytes())).collect();
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (p.as_str(), c.as_slice())).collect();
+    publish(root.path(), "big", "1.0", &files, &[]);
+    let key = root.path().join("server.key");
+    let info = run_server(&["keygen", "--out", key.to_str().unwrap()]);
+    let public = info.lines().next().unwrap().trim_start_matches("public key: ").to_owned();
+    // The documents are announced at an address where nothing listens.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut server = Child(
+        std::process::Command::new(common::binaries::server_binary())
+            .args(["serve", "--catalog", root.path().join("catalog").to_str().unwrap(), "--key", key.to_str().unwrap()])
+            .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--public-url", &format!("http://{dead}/")])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(server.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let udp = line.split_whitespace().next().unwrap().trim_start_matches("udp=").to_owned();
+    let fresh = root.path().join("fresh");
+    let args = ["install", "big", "--server", &udp, "--public-key", &public, "--root", fresh.to_str().unwrap()];
+    let (code, _, err) = upgram(&args);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("fallback document") && err.contains(&dead.to_string()), "{err}");
+    assert!(!err.contains("no verified reply"), "the reply came and verified; its document did not: {err}");
+}
