@@ -10,6 +10,7 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("demo_files.rs");
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../demo");
     let mut files = Vec::new();
+    println!("cargo:rerun-if-changed=build.rs");
     if std::env::var_os("CARGO_FEATURE_DEMO").is_some() {
         println!("cargo:rerun-if-changed={}", demo.display());
         if demo.is_dir() {
