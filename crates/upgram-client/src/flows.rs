@@ -297,7 +297,9 @@ pub async fn check_installing<F: Fetcher + 'static>(
 }
 
 /// Checks, plans and (unless `dry_run`) applies upgrades: forced ones always, optional ones as
-/// `optional` says; dependencies first; each module all or nothing.
+/// `optional` says; dependencies first; each module all or nothing. The upgrades offered but
+/// not taken are in [`UpdateReport::declined`] and, after a run, each an [`Outcome::Skipped`]
+/// line of its own, so that a run that leaves them out says so.
 pub async fn update<F: Fetcher + 'static>(
     installation: &Installation,
     client: &Client<F>,

@@ -542,3 +542,32 @@ fn an_unusable_fallback_is_named_with_its_fetch_error() {
     assert!(err.contains("fallback document") && err.contains(&dead.to_string()), "{err}");
     assert!(!err.contains("no verified reply"), "the reply came and verified; its document did not: {err}");
 }
+
+#[test]
+fn on_a_terminal_update_lists_the_optional_upgrades_and_asks() {
+    let Setup { install, config, .. } = &setup(server);
+    // `script` gives upgram a terminal and types `n` into it.
+    let command = format!("{} update --config {config}", common::binaries::UPGRAM);
+    let mut child = match std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("SKIPPED: no `script` to run upgram on a terminal ({e})");
+            return;
+        }
+    };
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"n\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    let listed = out.find("1 optional upgrade available:").unwrap_or_else(|| panic!("{out}"));
+    let asked = out.find("Apply these optional upgrades too? [y/N]").unwrap_or_else(|| panic!("{out}"));
+    assert!(listed < asked && out[listed..asked].contains("app: 1.0 -> 1.1"), "{out}");
+    assert!(out.contains("optional upgrade declined") && out.contains("1 optional upgrade not applied"), "{out}");
+    assert_eq!(state_modules(install)["app"].version, "1.0");
+}
