@@ -345,7 +345,9 @@ pub async fn update<F: Fetcher + 'static>(
 /// Installs the modules of `ids` that are not installed yet, with the modules they require
 /// (and the forced upgrades the servers announce, which may not be declined); a module already
 /// installed is reported as such and left as it is. A module the servers cannot install fails
-/// the call before anything changes.
+/// the call before anything changes. An id may name a version, `ID@VERSION`: the servers offer a
+/// module's latest release, and when that is another version the call fails
+/// ([`NotInstallable::OtherVersion`]) before anything changes.
 pub async fn install<F: Fetcher + 'static>(
     installation: &Installation,
     client: &Client<F>,
