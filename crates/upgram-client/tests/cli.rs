@@ -571,3 +571,40 @@ fn on_a_terminal_update_lists_the_optional_upgrades_and_asks() {
     assert!(out.contains("optional upgrade declined") && out.contains("1 optional upgrade not applied"), "{out}");
     assert_eq!(state_modules(install)["app"].version, "1.0");
 }
+
+#[test]
+fn the_system_configuration_is_read_last() {
+    if !common::mounts::can_mount() {
+        eprintln!("SKIPPED: cannot put a file in /etc/upgram for this run only (no private mount namespace)");
+        return;
+    }
+    use common::mounts::quote_path;
+    let dir = tempfile::tempdir().unwrap();
+    let install = installation(dir.path(), "4.2");
+    let config = dir.path().join("system.toml");
+    std::fs::write(&config, format!("root = \"{}\"\n", install.display())).unwrap();
+    // /etc under an overlay whose writable layer lives in this run's namespace only.
+    let layer = dir.path().join("layer");
+    std::fs::create_dir_all(&layer).unwrap();
+    let (up, work) = (layer.join("up"), layer.join("work"));
+    let setup = [
+        format!("mount -t tmpfs tmpfs {}", quote_path(&layer)),
+        format!("mkdir {} {}", quote_path(&up), quote_path(&work)),
+        format!("mount -t overlay overlay -o lowerdir=/etc,upperdir={},workdir={} /etc", up.display(), work.display()),
+        "mkdir -p /etc/upgram".to_owned(),
+        format!("cp {} /etc/upgram/config.toml", quote_path(&config)),
+    ];
+    let empty = dir.path().join("xdg");
+    std::fs::create_dir_all(&empty).unwrap();
+    let env = [("UPGRAM_CONFIG", ""), ("XDG_CONFIG_HOME", empty.to_str().unwrap())];
+    let (code, out, err) = common::mounts::upgram_in_namespace(&setup, &["status", "--json"], &env, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(json(&out)["modules"][0]["version"], "4.2", "{out}");
+    // A user's file comes first.
+    std::fs::create_dir_all(empty.join("upgram")).unwrap();
+    let other = installation(&dir.path().join("user"), "1.0");
+    std::fs::write(empty.join("upgram/config.toml"), format!("root = \"{}\"\n", other.display())).unwrap();
+    let (code, out, err) = common::mounts::upgram_in_namespace(&setup, &["status", "--json"], &env, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(json(&out)["modules"][0]["version"], "1.0", "{out}");
+}
