@@ -119,16 +119,16 @@ impl std::fmt::Display for Arrived {
         if let Some(why) = rejected {
             let hint = match why {
                 VerifyError::UnknownKey { .. } => {
-                    ": the server signs with a key that is not pinned (a wrong --public-key, or another server)"
+                    " (the server signs with a key that is not pinned: a wrong --public-key, or another server)"
                 }
-                VerifyError::BadSignature { .. } => ": forged or damaged on the way",
-                VerifyError::WrongQuery { .. } | VerifyError::NonceMismatch => ": bound to another query",
-                VerifyError::Expired { .. } | VerifyError::NotYetValid { .. } => ": check this machine's clock",
+                VerifyError::BadSignature { .. } => " (forged, or damaged on the way)",
+                VerifyError::WrongQuery { .. } | VerifyError::NonceMismatch => " (bound to another query)",
+                VerifyError::Expired { .. } | VerifyError::NotYetValid { .. } => " (check this machine's clock)",
                 _ => "",
             };
             let n = dropped.unverified;
             let replies = if n == 1 { "reply" } else { "replies" };
-            parts.push(format!("{n} {replies} failed verification (the last: {why}{hint})"));
+            parts.push(format!("{n} {replies} failed verification; the last: {why}{hint}"));
         }
         if let Some(error) = last_error {
             parts.push(format!("{} unsigned error(s), the last: {error}", dropped.errors));
