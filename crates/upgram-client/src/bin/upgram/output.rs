@@ -138,7 +138,7 @@ pub fn recovered(done: &[Recovered], json: bool) -> String {
     table(&["MODULE", "ACTION"], &rows)
 }
 
-/// What `apply-pending` did: a table, or `[{"module", "outcome", "detail"}]`.
+/// What `apply-pending` did: a table, or `{"modules": [{"module", "outcome", "detail"}]}`.
 pub fn pending(outcomes: &[PendingOutcome], json: bool) -> String {
     let rows: Vec<Vec<String>> = outcomes
         .iter()
@@ -155,7 +155,7 @@ pub fn pending(outcomes: &[PendingOutcome], json: bool) -> String {
     if json {
         let list: Vec<Value> =
             rows.iter().map(|r| json!({ "module": r[0], "outcome": r[1], "detail": r[2] })).collect();
-        return Value::Array(list).to_string();
+        return json!({ "modules": list }).to_string();
     }
     if rows.is_empty() {
         return "nothing pending".into();
