@@ -63,6 +63,11 @@ impl<'a> Query<'a> {
             if modules.is_empty() {
                 return Err(BodyError::MissingElement { element: "query", context: String::new(), child: "module" });
             }
+            // Each module once (SPEC.md §4.3): two entries for one module would be answered
+            // twice, and a client must discard a module answered twice (§2.6).
+            if let Some(id) = first_repeated(modules.iter().map(|m| &*m.id)) {
+                return Err(Fields::new("module", Some(id)).invalid("id", "module listed twice in one query"));
+            }
             Ok(Query { modules })
         })
     }
@@ -137,6 +142,9 @@ impl<'a> QueryModule<'a> {
             files.push(QueryFile::parse(reader, child)?);
             Ok(())
         })?;
+        if let Some(file) = first_repeated(files.iter().map(|f| &*f.id)) {
+            return Err(Fields::new("file", Some(file)).invalid("id", format!("file listed twice in module `{id}`")));
+        }
         Ok(QueryModule { id, version, files })
     }
 
@@ -172,6 +180,17 @@ impl<'a> QueryModule<'a> {
                 .collect(),
         }
     }
+}
+
+/// The first id, in byte order, that `ids` holds more than once. Sorts references, so a query
+/// of one module or no files costs no allocation.
+fn first_repeated<'s>(ids: impl ExactSizeIterator<Item = &'s str>) -> Option<&'s str> {
+    if ids.len() < 2 {
+        return None;
+    }
+    let mut sorted: Vec<&str> = ids.collect();
+    sorted.sort_unstable();
+    sorted.windows(2).find(|pair| pair[0] == pair[1]).map(|pair| pair[0])
 }
 
 impl<'a> QueryFile<'a> {
