@@ -211,3 +211,47 @@ impl<'a> QueryFile<'a> {
         Ok(QueryFile { id, version })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_error(body: &str) -> BodyError {
+        Query::decode(body.as_bytes()).expect_err(body)
+    }
+
+    #[test]
+    fn a_module_listed_twice_is_refused_naming_it() {
+        let e = decode_error(
+            r#"<query><module id="a"/><module id="core" version="1.2"/><module id="b"/><module id="core"/></query>"#,
+        );
+        assert_eq!(e.name(), "invalid-attribute");
+        assert!(e.to_string().contains("core"), "{e}");
+    }
+
+    #[test]
+    fn a_file_listed_twice_in_one_module_is_refused_but_one_file_id_in_two_modules_is_fine() {
+        let e = decode_error(
+            r#"<query><module id="core" version="1"><file id="x" version="1"/><file id="db/a.rec" version="1"/><file id="db/a.rec" version="2"/></module></query>"#,
+        );
+        assert_eq!(e.name(), "invalid-attribute");
+        assert!(e.to_string().contains("db/a.rec"), "{e}");
+        let query = Query::decode(
+            br#"<query><module id="a" version="1"><file id="f" version="1"/></module><module id="b" version="1"><file id="f" version="1"/></module></query>"#,
+        )
+        .unwrap();
+        assert_eq!(query.modules.len(), 2);
+    }
+
+    #[test]
+    fn distinct_modules_and_files_decode_in_order() {
+        let query = Query::decode(
+            br#"<query><module id="b" version="1"><file id="y" version="1"/><file id="x" version="1"/></module><module id="a"/></query>"#,
+        )
+        .unwrap();
+        let ids: Vec<&str> = query.modules.iter().map(|m| &*m.id).collect();
+        assert_eq!(ids, ["b", "a"]);
+        let files: Vec<&str> = query.modules[0].files.iter().map(|f| &*f.id).collect();
+        assert_eq!(files, ["y", "x"]);
+    }
+}
