@@ -2,9 +2,10 @@
 //!
 //! A key file holds the 32-byte Ed25519 secret seed as 64 hex digits and a newline; a cookie
 //! secret file, 32 random bytes the same way (every instance of a deployment shares it). It is
-//! created with mode 0600, written to a temporary file of its own, synced and put into place
-//! (see [`crate::durable`]), and never overwritten unless asked: losing a signing key forces
-//! every client through a key rotation.
+//! created with mode 0600, written to a temporary file of its own, synced and put into place,
+//! and never overwritten unless asked (a new file is linked into place, which fails if one is
+//! there: two runs cannot both create it): losing a signing key forces every client through a
+//! key rotation.
 
 use std::fs;
 use std::path::{Path, PathBuf};
