@@ -173,32 +173,6 @@ mod tests {
     }
 
     #[test]
-    fn of_writers_racing_to_create_one_file_exactly_one_wins() {
-        for _round in 0..20 {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("prod.key");
-            let start = std::sync::Barrier::new(8);
-            let outcomes: Vec<(u8, Result<(), io::ErrorKind>)> = std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..8u8)
-                    .map(|i| {
-                        let (path, start) = (&path, &start);
-                        scope.spawn(move || {
-                            start.wait();
-                            (i, write_file(path, &[i], Replace::Refuse, None).map_err(|e| e.source.kind()))
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap()).collect()
-            });
-            let winners: Vec<u8> = outcomes.iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| *i).collect();
-            assert_eq!(winners.len(), 1, "{outcomes:?}");
-            assert!(outcomes.iter().all(|(_, r)| r.is_ok() || *r == Err(io::ErrorKind::AlreadyExists)), "{outcomes:?}");
-            assert_eq!(fs::read(&path).unwrap(), [winners[0]], "the file holds the winner's bytes");
-            assert_eq!(names(dir.path()), ["prod.key"]);
-        }
-    }
-
-    #[test]
     fn a_failed_move_removes_the_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         // The target is a non-empty folder: the rename fails.
