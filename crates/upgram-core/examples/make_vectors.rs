@@ -379,13 +379,13 @@ fn main() {
     let target = RecordFile::from_records(vec![
         Record { id: 1, content: b"ALPHA" },
         Record { id: 3, content: b"gamma" },
-        Record { id: 100, content: b"new record" },
+        Record { id: 100, content: b"hundred" },
     ])
     .expect("sorted");
     let delta = upgram_core::records::diff(&base, &target);
     let mut delta_bytes = Vec::new();
     delta.encode(&mut delta_bytes);
-    w.write("record-delta", "The delta of Figure 9 applied to vector 16: record 1 replaced, record 2 deleted (empty content), record 100 added.", "record-delta", Payload_::Hex(delta_bytes), Outcome::Valid { decoded: delta_json(&delta), reencode: true });
+    w.write("record-delta", "The delta of Figure 9 (SPEC.md section 7.4), byte for byte, applied to vector 16: record 1 replaced by ALPHA, record 2 deleted (empty content), record 100 added with hundred.", "record-delta", Payload_::Hex(delta_bytes), Outcome::Valid { decoded: delta_json(&delta), reencode: true });
 
     // Invalid inputs.
     let mut too_large = query_frame_bytes(1, &minimal, &QueryOptions { pad_to: 1024, ..Default::default() });
@@ -549,7 +549,45 @@ fn main() {
         "A query datagram with the BATCH flag: only responses and fallbacks may carry a batch trailer (SPEC.md section 3.3).",
         &batch_query,
     );
+    spec_agreement_vectors(&mut w);
     println!("wrote {} vectors to {}", w.written, dir.display());
+}
+
+/// Vectors 60-69: where an independent implementation found the spec's words and the decoder
+/// apart (SPEC.md §4.3, §4.6, §6.1); numbered from 60 whatever comes before.
+fn spec_agreement_vectors(w: &mut Writer<'_>) {
+    w.count = w.count.max(59);
+    let error = Frame::error(0x0102030405060708, br#"<error code="2" supported="1 1"/>"#).to_vec().expect("fits");
+    w.invalid(
+        "invalid-supported-repeated",
+        "supported names each protocol version once: \"1 1\" is refused like \"2 1\" (SPEC.md section 4.6).",
+        &error,
+    );
+    let queries: [(&str, &str, &str); 2] = [
+        (
+            "invalid-query-repeated-module",
+            "A query that lists module core twice: the decoder refuses it and the server answers with malformed-query, not with two answers for core (SPEC.md sections 4.3, 2.6).",
+            r#"<query><module id="core" version="1.2"/><module id="core" version="1.3"/></query>"#,
+        ),
+        (
+            "invalid-query-repeated-file",
+            "A query that lists file db/a.rec twice in one module (SPEC.md section 4.3); the same file id in two modules is fine.",
+            r#"<query><module id="core" version="1.2"><file id="db/a.rec" version="1"/><file id="db/a.rec" version="2"/></module></query>"#,
+        ),
+    ];
+    for (name, description, body) in queries {
+        w.invalid(name, description, &query_frame_bytes(1, body.as_bytes(), &QueryOptions::default()));
+    }
+    let largest = query_frame_bytes(
+        1,
+        br#"<query><module id="core" version="1.0-18446744073709551615"/></query>"#,
+        &QueryOptions::default(),
+    );
+    w.datagram(
+        "pre-release-largest",
+        "A numeric pre-release identifier of 2^64 - 1, the largest allowed (SPEC.md section 6.1); vector 45 has 2^64, one more, and is refused.",
+        &largest,
+    );
 }
 
 /// Vectors 30-39: batch-signed replies (SPEC.md §3.4, §10.3.1) and the ways they fail.

@@ -54,9 +54,20 @@ fn payload(relative: bool) -> impl Strategy<Value = Payload<'static>> {
 
 fn query() -> impl Strategy<Value = Query<'static>> {
     let file = (file_id(), version()).prop_map(|(id, version)| QueryFile { id, version });
-    let module = (module_id(), prop::option::of(version()), prop::collection::vec(file, 0..4))
-        .prop_map(|(id, version, files)| QueryModule { id, version, files });
-    prop::collection::vec(module, 1..8).prop_map(|modules| Query { modules })
+    // Each file id once per module and each module id once per query (SPEC.md §4.3): the
+    // decoder refuses repeats.
+    let module = (module_id(), prop::option::of(version()), prop::collection::vec(file, 0..4)).prop_map(
+        |(id, version, mut files)| {
+            let mut seen = std::collections::HashSet::new();
+            files.retain(|f| seen.insert(f.id.clone()));
+            QueryModule { id, version, files }
+        },
+    );
+    prop::collection::vec(module, 1..8).prop_map(|mut modules| {
+        let mut seen = std::collections::HashSet::new();
+        modules.retain(|m| seen.insert(m.id.clone()));
+        Query { modules }
+    })
 }
 
 fn file_entry() -> impl Strategy<Value = FileEntry<'static>> {

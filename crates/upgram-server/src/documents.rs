@@ -298,9 +298,7 @@ fn write_document(folder: &Path, sha256: &Sha256Digest, bytes: &[u8]) -> std::io
         return Ok(());
     }
     std::fs::create_dir_all(folder)?;
-    let temp = folder.join(format!(".{sha256}.tmp"));
-    std::fs::write(&temp, bytes)?;
-    std::fs::rename(temp, path)
+    Ok(crate::durable::write_file(&path, bytes, crate::durable::Replace::Overwrite, None)?)
 }
 
 #[cfg(test)]

@@ -63,6 +63,11 @@ impl<'a> Query<'a> {
             if modules.is_empty() {
                 return Err(BodyError::MissingElement { element: "query", context: String::new(), child: "module" });
             }
+            // Each module once (SPEC.md §4.3): two entries for one module would be answered
+            // twice, and a client must discard a module answered twice (§2.6).
+            if let Some(id) = first_repeated(modules.iter().map(|m| &*m.id)) {
+                return Err(Fields::new("module", Some(id)).invalid("id", "module listed twice in one query"));
+            }
             Ok(Query { modules })
         })
     }
@@ -137,6 +142,9 @@ impl<'a> QueryModule<'a> {
             files.push(QueryFile::parse(reader, child)?);
             Ok(())
         })?;
+        if let Some(file) = first_repeated(files.iter().map(|f| &*f.id)) {
+            return Err(Fields::new("file", Some(file)).invalid("id", format!("file listed twice in module `{id}`")));
+        }
         Ok(QueryModule { id, version, files })
     }
 
@@ -174,6 +182,17 @@ impl<'a> QueryModule<'a> {
     }
 }
 
+/// The first id, in byte order, that `ids` holds more than once. Sorts references, so a query
+/// of one module or no files costs no allocation.
+fn first_repeated<'s>(ids: impl ExactSizeIterator<Item = &'s str>) -> Option<&'s str> {
+    if ids.len() < 2 {
+        return None;
+    }
+    let mut sorted: Vec<&str> = ids.collect();
+    sorted.sort_unstable();
+    sorted.windows(2).find(|pair| pair[0] == pair[1]).map(|pair| pair[0])
+}
+
 impl<'a> QueryFile<'a> {
     fn parse(reader: &mut XmlReader<'a>, element: Element<'a>) -> Result<Self, BodyError> {
         let (mut id, mut version) = (None, None);
@@ -190,5 +209,49 @@ impl<'a> QueryFile<'a> {
         let version = fields.version("version", fields.required("version", version)?)?;
         let id = fields.file_id("id", fields.required("id", id.clone())?)?;
         Ok(QueryFile { id, version })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_error(body: &str) -> BodyError {
+        Query::decode(body.as_bytes()).expect_err(body)
+    }
+
+    #[test]
+    fn a_module_listed_twice_is_refused_naming_it() {
+        let e = decode_error(
+            r#"<query><module id="a"/><module id="core" version="1.2"/><module id="b"/><module id="core"/></query>"#,
+        );
+        assert_eq!(e.name(), "invalid-attribute");
+        assert!(e.to_string().contains("core"), "{e}");
+    }
+
+    #[test]
+    fn a_file_listed_twice_in_one_module_is_refused_but_one_file_id_in_two_modules_is_fine() {
+        let e = decode_error(
+            r#"<query><module id="core" version="1"><file id="x" version="1"/><file id="db/a.rec" version="1"/><file id="db/a.rec" version="2"/></module></query>"#,
+        );
+        assert_eq!(e.name(), "invalid-attribute");
+        assert!(e.to_string().contains("db/a.rec"), "{e}");
+        let query = Query::decode(
+            br#"<query><module id="a" version="1"><file id="f" version="1"/></module><module id="b" version="1"><file id="f" version="1"/></module></query>"#,
+        )
+        .unwrap();
+        assert_eq!(query.modules.len(), 2);
+    }
+
+    #[test]
+    fn distinct_modules_and_files_decode_in_order() {
+        let query = Query::decode(
+            br#"<query><module id="b" version="1"><file id="y" version="1"/><file id="x" version="1"/></module><module id="a"/></query>"#,
+        )
+        .unwrap();
+        let ids: Vec<&str> = query.modules.iter().map(|m| &*m.id).collect();
+        assert_eq!(ids, ["b", "a"]);
+        let files: Vec<&str> = query.modules[0].files.iter().map(|f| &*f.id).collect();
+        assert_eq!(files, ["y", "x"]);
     }
 }
