@@ -158,8 +158,11 @@ fn main() {
     let mut w = Writer { dir, count: 0, written: 0 };
 
     // 1. Minimal query.
-    let minimal =
-        Query { modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }] }.to_vec();
+    let minimal = Query {
+        compact: false,
+        modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
+    }
+    .to_vec();
     w.datagram(
         "minimal-query",
         "One module at one version, no cookies, no padding.",
@@ -168,6 +171,7 @@ fn main() {
 
     // 2. Multi-module query with file entries and cookies.
     let multi = Query {
+        compact: false,
         modules: vec![
             QueryModule { id: "main-program".into(), version: Some(v("3.1.0")), files: vec![] },
             QueryModule {
@@ -208,6 +212,7 @@ fn main() {
     let current = Response {
         binding: binding(&minimal_text),
         base: None,
+        compact: false,
         modules: vec![ModuleAnswer::new("core", Status::Current, Some(v("1.2")))],
     };
     w.datagram("up-to-date-response", "Answer to vector 01: module core is current at 1.2. Signed with the test key, echo-bound (for = SHA-256 of vector 01's body).", &reply_bytes(&current, 0x0102030405060708, ReplyShape::default()).0);
@@ -220,7 +225,7 @@ fn main() {
         payload: payload("https://updates.example.com/p/core-1.3.0-setup.exe", "core 1.3 installer"),
         args: Some("/S /norestart".into()),
     });
-    let package = Response { binding: binding(&minimal_text), base: None, modules: vec![main] };
+    let package = Response { binding: binding(&minimal_text), base: None, compact: false, modules: vec![main] };
     w.datagram(
         "package-response",
         "core 1.2 -> 1.3 by install package (a critical file changed, [0082]); forced, floor 1.3; installer arguments.",
@@ -255,8 +260,12 @@ fn main() {
             action: FileAction::Delete,
         },
     ]);
-    let files =
-        Response { binding: binding(&multi_text), base: Some("https://cdn.example.com/".into()), modules: vec![db] };
+    let files = Response {
+        binding: binding(&multi_text),
+        base: Some("https://cdn.example.com/".into()),
+        compact: false,
+        modules: vec![db],
+    };
     w.datagram("file-list-response", "A file list with one file of each mode: incremental (with its record delta and the whole file as fallback, frequent), replace, delete; relative URLs resolved against base.", &reply_bytes(&files, 0x1111_2222_3333_4444, ReplyShape::default()).0);
 
     // 7. Dependencies.
@@ -280,6 +289,7 @@ fn main() {
     let deps = Response {
         binding: binding(&multi_text),
         base: Some("https://cdn.example.com/".into()),
+        compact: false,
         modules: vec![plugin, main_module, main_program],
     };
     w.datagram("dependencies-response", "pdf-plugin needs main-module >= 5.1, which needs main-program >= 3.1 ([0098]-[0100]): main-module is included as a dependency (full upgrade); main-program is current and carries the server's frequent-file hint.", &reply_bytes(&deps, 0x1111_2222_3333_4444, ReplyShape::default()).0);
@@ -298,7 +308,12 @@ fn main() {
         });
         big.push(m);
     }
-    let big = Response { binding: binding(&multi_text), base: Some("https://cdn.example.com/".into()), modules: big };
+    let big = Response {
+        binding: binding(&multi_text),
+        base: Some("https://cdn.example.com/".into()),
+        compact: false,
+        modules: big,
+    };
     let (bytes, document) = reply_bytes(&big, 0x1111_2222_3333_4444, ReplyShape::default());
     w.datagram("fallback-response", "An answer too large for a datagram: the signed fallback carries the document's size, SHA-256 and two mirrors ([0084]). The document is vector 09.", &bytes);
     let document = String::from_utf8(document.expect("fallback has a document")).expect("utf8");
@@ -458,6 +473,7 @@ fn main() {
     let executable = Response {
         binding: binding(&minimal_text),
         base: Some("https://updates.example.com/p/".into()),
+        compact: false,
         modules: vec![app],
     };
     w.datagram(
@@ -559,12 +575,15 @@ fn main() {
 /// (leaf 2). Three leaves make a tree of depth 2 whose fourth leaf is empty.
 fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
     w.count = 29;
-    let other_query =
-        Query { modules: vec![QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] }] };
+    let other_query = Query {
+        compact: false,
+        modules: vec![QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] }],
+    };
     let other_text = String::from_utf8(other_query.to_vec()).expect("utf8");
     let other = Response {
         binding: binding(&other_text),
         base: None,
+        compact: false,
         modules: vec![ModuleAnswer::new("tools", Status::Current, Some(v("2.0")))],
     };
     let first = current.to_vec();
@@ -661,7 +680,7 @@ fn exactly_1024(query_text: &str) -> Vec<u8> {
             }),
         });
         m.upgrade = UpgradeInfo::Files(entries);
-        let response = Response { binding: binding(query_text), base: None, modules: vec![m] };
+        let response = Response { binding: binding(query_text), base: None, compact: false, modules: vec![m] };
         let (bytes, document) = reply_bytes(&response, 0x0102030405060708, ReplyShape::default());
         if document.is_none() && bytes.len() == 1024 {
             return bytes;

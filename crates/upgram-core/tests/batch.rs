@@ -29,6 +29,7 @@ fn ring() -> KeyRing {
 fn query_body(n: usize) -> Vec<u8> {
     let version = format!("1.{n}");
     Query {
+        compact: false,
         modules: vec![QueryModule {
             id: "core".into(),
             version: Some(Version::parse(&version).expect("version")),

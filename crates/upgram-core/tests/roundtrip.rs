@@ -56,7 +56,7 @@ fn query() -> impl Strategy<Value = Query<'static>> {
     let file = (file_id(), version()).prop_map(|(id, version)| QueryFile { id, version });
     let module = (module_id(), prop::option::of(version()), prop::collection::vec(file, 0..4))
         .prop_map(|(id, version, files)| QueryModule { id, version, files });
-    prop::collection::vec(module, 1..8).prop_map(|modules| Query { modules })
+    prop::collection::vec(module, 1..8).prop_map(|modules| Query { compact: false, modules })
 }
 
 fn file_entry() -> impl Strategy<Value = FileEntry<'static>> {
@@ -276,7 +276,7 @@ proptest! {
                 prop_assert_eq!(joined, q.modules);
             }
             Err(_) => {
-                let too_big = q.modules.iter().any(|m| Query { modules: vec![m.clone()] }.to_vec().len() > max);
+                let too_big = q.modules.iter().any(|m| Query { compact: false, modules: vec![m.clone()] }.to_vec().len() > max);
                 prop_assert!(too_big, "split fails only when one module alone does not fit");
             }
         }

@@ -21,6 +21,7 @@ const NOW: u64 = 1_764_000_000;
 
 fn query_body() -> Vec<u8> {
     Query {
+        compact: false,
         modules: vec![QueryModule {
             id: "core".into(),
             version: Some(Version::parse("1.2").expect("v")),

@@ -9,6 +9,7 @@ use upgram_core::body::{
     Binding, Delta, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package as PackageInfo, Payload, Query, QueryFile,
     QueryModule, Requires, Response, Status, UpgradeInfo,
 };
+use upgram_core::merge::is_implied_current;
 use upgram_core::version::Version;
 
 use crate::catalog::model::{Blob, Catalog, Module, Release, ReleaseFile, matches_any};
@@ -29,11 +30,27 @@ fn payload(blob: &Blob) -> Payload<'static> {
 }
 
 /// Answers `query` from `catalog`. `base` is the public URL payloads are under (ending in
-/// `/`); `binding` says which query this answers and for how long.
+/// `/`); `binding` says which query this answers and for how long. A query that asks for a
+/// compact answer gets one (SPEC.md §4.4): the modules current at the version asked are left
+/// out.
 pub fn respond<'c>(catalog: &'c Catalog, query: &Query<'_>, binding: Binding, base: &str) -> Response<'c> {
     let mut modules: Vec<ModuleAnswer<'c>> = query.modules.iter().map(|m| answer(catalog, m)).collect();
     add_dependencies(catalog, query, &mut modules);
-    Response { binding, base: Some(Cow::Owned(base.to_owned())), modules }
+    if query.compact {
+        leave_out_current(&mut modules, query);
+    }
+    Response { binding, base: Some(Cow::Owned(base.to_owned())), compact: query.compact, modules }
+}
+
+/// Drops the answers a compact answer implies. The first answers are those of the query's
+/// modules, in query order; dependency answers follow and are always listed.
+fn leave_out_current(modules: &mut Vec<ModuleAnswer<'_>>, query: &Query<'_>) {
+    let mut index = 0;
+    modules.retain(|module| {
+        let asked = query.modules.get(index);
+        index += 1;
+        asked.is_none_or(|asked| !is_implied_current(module, asked))
+    });
 }
 
 /// The answer for one query module (§5.2).

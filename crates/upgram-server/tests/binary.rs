@@ -112,6 +112,7 @@ fn serve(catalog: &Path, key: &Path, extra: &[&str]) -> Server {
 
 fn query(modules: &[(&str, &str)]) -> Vec<u8> {
     Query {
+        compact: false,
         modules: modules
             .iter()
             .map(|(id, v)| QueryModule {

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use crate::body::value::Fields;
-use crate::body::xml::{Element, XmlReader, write_attribute};
+use crate::body::xml::{Element, XmlReader, write_attribute, write_flag};
 use crate::body::{finish_leaf, for_each_child, parse_document};
 use crate::error::{BodyError, EncodeError};
 use crate::limits::{MAX_FILES_PER_MODULE, MAX_MODULES};
@@ -15,6 +15,11 @@ use crate::version::Version;
 /// A query: the installed modules a client asks about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Query<'a> {
+    /// The client understands compact answers (attribute `compact`, SPEC.md §4.3): the server
+    /// may leave out the modules that are current at the version asked. Left out of the JSON
+    /// form when `false`, as the attribute is left out of the XML.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub compact: bool,
     /// One entry per module, at least one.
     pub modules: Vec<QueryModule<'a>>,
 }
@@ -41,6 +46,7 @@ pub struct QueryFile<'a> {
 }
 
 const EMPTY_QUERY_LEN: usize = "<query></query>".len();
+const COMPACT_QUERY_LEN: usize = "<query compact=\"1\"></query>".len();
 
 impl<'a> Query<'a> {
     /// Decodes a query body.
@@ -52,6 +58,14 @@ impl<'a> Query<'a> {
     /// ```
     pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
         parse_document(bytes, "query", |reader, root| {
+            let mut compact = None;
+            reader.for_each_attribute(&root, |name, value| {
+                if name == "compact" {
+                    compact = Some(value);
+                }
+                Ok(())
+            })?;
+            let compact = compact.map_or(Ok(false), |v| Fields::new("query", None).flag("compact", &v))?;
             let mut modules = Vec::new();
             for_each_child(reader, &root, "query", &["module"], |reader, element| {
                 if modules.len() == MAX_MODULES {
@@ -63,13 +77,20 @@ impl<'a> Query<'a> {
             if modules.is_empty() {
                 return Err(BodyError::MissingElement { element: "query", context: String::new(), child: "module" });
             }
-            Ok(Query { modules })
+            Ok(Query { compact, modules })
         })
+    }
+
+    /// A query about `modules` in today's form, without the `compact` request.
+    pub fn new(modules: Vec<QueryModule<'a>>) -> Self {
+        Query { compact: false, modules }
     }
 
     /// Writes the canonical encoding.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"<query>");
+        out.extend_from_slice(b"<query");
+        write_flag(out, "compact", self.compact);
+        out.push(b'>');
         for module in &self.modules {
             module.encode(out);
         }
@@ -78,7 +99,7 @@ impl<'a> Query<'a> {
 
     /// The canonical encoding in a new vector.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(EMPTY_QUERY_LEN + 64 * self.modules.len());
+        let mut out = Vec::with_capacity(COMPACT_QUERY_LEN + 64 * self.modules.len());
         self.encode(&mut out);
         out
     }
@@ -97,21 +118,21 @@ impl<'a> Query<'a> {
                 return Err(EncodeError::TooLarge { len: EMPTY_QUERY_LEN + scratch.len(), max: max_body_len });
             }
             if len + scratch.len() > max_body_len {
-                queries.push(Query { modules: std::mem::take(&mut current) });
+                queries.push(Query::new(std::mem::take(&mut current)));
                 len = EMPTY_QUERY_LEN;
             }
             len += scratch.len();
             current.push(module);
         }
         if !current.is_empty() {
-            queries.push(Query { modules: current });
+            queries.push(Query::new(current));
         }
         Ok(queries)
     }
 
     /// Copies every borrowed string, detaching the query from its input.
     pub fn into_owned(self) -> Query<'static> {
-        Query { modules: self.modules.into_iter().map(QueryModule::into_owned).collect() }
+        Query { compact: self.compact, modules: self.modules.into_iter().map(QueryModule::into_owned).collect() }
     }
 }
 
@@ -140,7 +161,8 @@ impl<'a> QueryModule<'a> {
         Ok(QueryModule { id, version, files })
     }
 
-    fn encode(&self, out: &mut Vec<u8>) {
+    /// Writes the canonical encoding of this `<module>` entry.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"<module");
         write_attribute(out, "id", &self.id);
         if let Some(version) = &self.version {

@@ -59,7 +59,14 @@ pub struct Response<'a> {
     pub binding: Binding,
     /// Prefix of relative URLs (attribute `base`).
     pub base: Option<Cow<'a, str>>,
-    /// One answer per module asked, plus modules included as dependencies.
+    /// A compact answer (attribute `compact`, SPEC.md §4.4): every module of the query that is
+    /// asked with a version and not listed is current at that version. Only an answer to a
+    /// query that asked for it may be compact; see [`crate::merge::expand_compact`]. Left out
+    /// of the JSON form when `false`, as the attribute is left out of the XML.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub compact: bool,
+    /// One answer per module asked (in a compact answer: per module not current at the version
+    /// asked), plus modules included as dependencies.
     pub modules: Vec<ModuleAnswer<'a>>,
 }
 
@@ -310,10 +317,12 @@ impl<'a> Response<'a> {
     /// ```
     pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
         parse_document(bytes, "response", |reader, root| {
-            let [query, issued, expires, base] = collect(reader, &root, ["for", "issued", "expires", "base"])?;
+            let [query, issued, expires, base, compact] =
+                collect(reader, &root, ["for", "issued", "expires", "base", "compact"])?;
             let fields = Fields::new("response", None);
             let binding = Binding::parse_fields(&fields, query, issued, expires)?;
             let base = base.map(|b| fields.url("base", b, false)).transpose()?;
+            let compact = compact.map_or(Ok(false), |v| fields.flag("compact", &v))?;
             let relative_ok = base.is_some();
             let mut modules = Vec::new();
             for_each_child(reader, &root, "response", &["module"], |reader, element| {
@@ -323,7 +332,7 @@ impl<'a> Response<'a> {
                 modules.push(ModuleAnswer::parse(reader, element, relative_ok)?);
                 Ok(())
             })?;
-            Ok(Response { binding, base, modules })
+            Ok(Response { binding, base, compact, modules })
         })
     }
 
@@ -334,6 +343,7 @@ impl<'a> Response<'a> {
         if let Some(base) = &self.base {
             write_attribute(out, "base", base);
         }
+        write_flag(out, "compact", self.compact);
         if self.modules.is_empty() {
             out.extend_from_slice(b"/>");
             return;
