@@ -135,6 +135,7 @@ impl Server {
         let response = Response {
             binding: Binding { query: query.digest(), issued: NOW, expires: NOW + 300 },
             base: Some("https://updates.example.com/".into()),
+            compact: false,
             modules: query.query.modules.iter().flat_map(answer_for).collect(),
         };
         let shape = ReplyShape { nonce: query.nonce, server_cookie: false };

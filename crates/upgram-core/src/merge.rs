@@ -79,7 +79,7 @@ pub fn expand_compact<'a>(response: Response<'a>, query: &Query<'_>) -> Result<R
     if !query.compact {
         return Err(CompactError::Unrequested);
     }
-    let Response { binding, base, compact: false, modules: listed, .. } = response;
+    let Response { binding, base, modules: listed, .. } = response;
     let asked: HashSet<&str> = query.modules.iter().map(|m| m.id.as_ref()).collect();
     let mut own: HashMap<String, Vec<ModuleAnswer<'a>>> = HashMap::new();
     let mut dependencies = Vec::new();

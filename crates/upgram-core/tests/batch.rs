@@ -43,6 +43,7 @@ fn answer_body(query: &[u8]) -> Vec<u8> {
     Response {
         binding: Binding { query: Sha256Digest::of(query), issued: NOW, expires: NOW + 300 },
         base: None,
+        compact: false,
         modules: vec![ModuleAnswer::new(
             Cow::Borrowed("core"),
             Status::Current,

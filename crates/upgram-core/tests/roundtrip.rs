@@ -120,6 +120,7 @@ fn response(max_modules: usize) -> impl Strategy<Value = Response<'static>> {
         |(query, issued, window, modules)| Response {
             binding: Binding { query, issued, expires: issued + window },
             base: Some(Cow::Borrowed("https://cdn.example/")),
+            compact: false,
             modules,
         },
     )

@@ -35,6 +35,7 @@ fn answer(query: &[u8], issued: u64, expires: u64) -> Response<'static> {
     Response {
         binding: Binding { query: Sha256Digest::of(query), issued, expires },
         base: None,
+        compact: false,
         modules: vec![ModuleAnswer::new(
             Cow::Borrowed("core"),
             Status::Current,
