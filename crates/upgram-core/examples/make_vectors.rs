@@ -565,7 +565,86 @@ fn main() {
         "A query datagram with the BATCH flag: only responses and fallbacks may carry a batch trailer (SPEC.md section 3.3).",
         &batch_query,
     );
+    compact_vectors(&mut w);
     println!("wrote {} vectors to {}", w.written, dir.display());
+}
+
+/// Vectors 53-59: compact answers (SPEC.md §4.3, §4.4, §10.4 steps 8-9).
+fn compact_vectors(w: &mut Writer<'_>) {
+    w.count = 52;
+    let modules = vec![
+        QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] },
+        QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] },
+        QueryModule { id: "viewer".into(), version: Some(v("1.0")), files: vec![] },
+    ];
+    let query = Query { compact: true, modules }.to_vec();
+    let query_text = String::from_utf8(query.clone()).expect("utf8");
+    w.datagram(
+        "compact-query",
+        "Three modules at their versions; compact=\"1\": the client understands compact answers (SPEC.md section 4.3).",
+        &query_frame_bytes(0x5353_5353_0000_0001, &query, &QueryOptions::default()),
+    );
+    let mut viewer = ModuleAnswer::new("viewer", Status::Update, Some(v("1.1")));
+    viewer.upgrade = UpgradeInfo::Files(vec![FileEntry {
+        id: "bin/viewer".into(),
+        version: v("1.1"),
+        action: FileAction::Replace(payload("store/viewer-1.1", "viewer 1.1")),
+        frequent: false,
+        executable: true,
+    }]);
+    let compact = |query_text: &str, modules: Vec<ModuleAnswer<'static>>| Response {
+        binding: binding(query_text),
+        base: Some("https://updates.example.com/".into()),
+        compact: true,
+        modules,
+    };
+    let answer = compact(&query_text, vec![viewer.clone()]);
+    let (bytes, _) = reply_bytes(&answer, 0x5353_5353_0000_0001, ReplyShape::default());
+    w.answer(
+        "compact-response",
+        "The compact answer to vector 53: only viewer, which has an update, is listed; core and tools are current at 1.2 and 2.0, the versions the query asked (SPEC.md section 4.4).",
+        &bytes,
+        "compact-query",
+        None,
+    );
+    let stranger = ModuleAnswer::new("stranger", Status::Current, Some(v("1.0")));
+    let (bytes, _) = reply_bytes(
+        &compact(&query_text, vec![viewer.clone(), stranger]),
+        0x5353_5353_0000_0001,
+        ReplyShape::default(),
+    );
+    w.answer(
+        "invalid-compact-not-asked",
+        "A compact answer to vector 53 that lists module stranger, which the query did not ask, without dependency=\"1\": validly signed and bound, refused at verification (SPEC.md section 10.4 step 9).",
+        &bytes,
+        "compact-query",
+        Some("not-asked"),
+    );
+    let nonce = Nonce(std::array::from_fn(|i| 0xc0 + i as u8));
+    let options = QueryOptions { nonce: Some(nonce), pad_to: 342, ..Default::default() };
+    w.datagram(
+        "compact-nonce-query",
+        "Vector 53's body asking for a nonce-bound signature, padded to 342 bytes.",
+        &query_frame_bytes(0x5353_5353_0000_0002, &query, &options),
+    );
+    let shape = ReplyShape { nonce: Some(nonce), server_cookie: false };
+    let (bytes, _) = reply_bytes(&answer, 0x5353_5353_0000_0002, shape);
+    w.answer(
+        "compact-nonce-response",
+        "The compact answer of vector 54, nonce-bound for vector 56: the marker is allowed there, as what it covers follows from for, checked in both binding modes (SPEC.md section 4.4).",
+        &bytes,
+        "compact-nonce-query",
+        None,
+    );
+    let minimal_text = r#"<query><module id="core" version="1.2"/></query>"#;
+    let (bytes, _) = reply_bytes(&compact(minimal_text, vec![]), 0x0102030405060708, ReplyShape::default());
+    w.answer(
+        "invalid-compact-unrequested",
+        "A compact answer bound to vector 01, which did not ask for one (no compact=\"1\"): refused at verification (SPEC.md section 10.4 step 8).",
+        &bytes,
+        "minimal-query",
+        Some("unrequested-compact"),
+    );
 }
 
 /// Vectors 30-39: batch-signed replies (SPEC.md §3.4, §10.3.1) and the ways they fail.

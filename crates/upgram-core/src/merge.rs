@@ -410,6 +410,107 @@ mod tests {
         assert!(!refuses_downgrade(&answer, Some(&installed)), "only an update offers anything");
     }
 
+    fn asked(id: &str, version: Option<&str>) -> QueryModule<'static> {
+        QueryModule { id: Cow::Owned(id.to_owned()), version: version.map(v), files: vec![] }
+    }
+
+    fn compact_query(modules: Vec<QueryModule<'static>>) -> Query<'static> {
+        Query { compact: true, modules }
+    }
+
+    #[test]
+    fn a_compact_answer_expands_in_query_order_with_dependencies_last() {
+        let query = compact_query(vec![asked("a", Some("1.0")), asked("b", Some("2.0")), asked("new", None)]);
+        let update = ModuleAnswer::new("b", Status::Update, Some(v("2.1")));
+        let mut dependency = ModuleAnswer::new("lib", Status::Update, Some(v("1")));
+        dependency.dependency = true;
+        let mut answer = response(1, None, vec![dependency.clone(), update.clone()]);
+        answer.compact = true;
+        let expanded = expand_compact(answer, &query).unwrap();
+        let a = ModuleAnswer::new("a", Status::Current, Some(v("1.0")));
+        assert_eq!(expanded.modules, [a, update, dependency], "`new` was asked without a version: not covered");
+        assert!(!expanded.compact);
+    }
+
+    #[test]
+    fn a_compact_answer_naming_a_module_not_asked_is_refused() {
+        let query = compact_query(vec![asked("a", Some("1.0"))]);
+        let mut answer = response(1, None, vec![ModuleAnswer::new("stranger", Status::Current, Some(v("1")))]);
+        answer.compact = true;
+        let error = expand_compact(answer.clone(), &query).unwrap_err();
+        assert_eq!(error, CompactError::NotAsked { id: "stranger".into() });
+        assert_eq!(error.name(), "not-asked");
+        answer.modules[0].dependency = true;
+        assert!(expand_compact(answer, &query).is_ok(), "a dependency entry may name any module");
+    }
+
+    #[test]
+    fn only_a_query_that_asked_gets_a_compact_answer() {
+        let mut query = compact_query(vec![asked("a", Some("1.0"))]);
+        query.compact = false;
+        let mut answer = response(1, None, vec![]);
+        assert_eq!(expand_compact(answer.clone(), &query).unwrap(), answer, "today's form passes unchanged");
+        answer.compact = true;
+        let error = expand_compact(answer, &query).unwrap_err();
+        assert_eq!(error.name(), "unrequested-compact");
+    }
+
+    #[test]
+    fn only_a_bare_current_answer_at_the_version_asked_is_implied() {
+        let at = asked("a", Some("1.0"));
+        let bare = ModuleAnswer::new("a", Status::Current, Some(v("1.0")));
+        assert!(is_implied_current(&bare, &at));
+        assert!(!is_implied_current(&bare, &asked("a", Some("1.0.0"))), "the version text asked, exactly");
+        assert!(!is_implied_current(&bare, &asked("a", None)));
+        assert!(!is_implied_current(&bare, &asked("b", Some("1.0"))));
+        let mut hinted = bare.clone();
+        hinted.frequent = vec![Cow::Borrowed("db/x")];
+        assert!(!is_implied_current(&hinted, &at));
+        let mut files = bare.clone();
+        files.upgrade = UpgradeInfo::Files(vec![file("db/x", FileAction::Delete)]);
+        assert!(!is_implied_current(&files, &at));
+        assert!(!is_implied_current(&ModuleAnswer::new("a", Status::Update, Some(v("1.0"))), &at));
+    }
+
+    #[test]
+    fn packed_parts_ask_for_compact_answers_and_keep_within_both_predictions() {
+        let ids: Vec<String> = (0..1000).map(|i| format!("module-{i:04}")).collect();
+        let modules = || ids.iter().map(|id| asked(id, Some("1.1"))).collect::<Vec<_>>();
+        for nonce_bound in [false, true] {
+            let parts = pack_query(modules(), nonce_bound, predicted_answer_len).unwrap();
+            let room = max_answer_body_len(nonce_bound) - ANSWER_OVERHEAD;
+            let mut asked_ids = Vec::new();
+            for body in &parts {
+                assert!(body.len() <= max_query_body_len(nonce_bound));
+                let query = Query::decode(body).unwrap();
+                assert!(query.compact);
+                assert!(query.modules.len() * EXPECTED_ANSWER_LEN <= room);
+                asked_ids.extend(query.modules.into_iter().map(|m| m.id.into_owned()));
+            }
+            assert_eq!(asked_ids, ids, "every module once, in order");
+            // Full parts: one more module would have broken the prediction.
+            let first = Query::decode(&parts[0]).unwrap();
+            assert!((first.modules.len() + 1) * EXPECTED_ANSWER_LEN > room);
+        }
+    }
+
+    #[test]
+    fn a_module_predicted_larger_makes_its_part_smaller() {
+        let ids: Vec<String> = (0..100).map(|i| format!("m{i:03}")).collect();
+        let modules = || ids.iter().map(|id| asked(id, Some("1"))).collect::<Vec<_>>();
+        let even = pack_query(modules(), false, predicted_answer_len).unwrap();
+        let heavy = pack_query(modules(), false, |m| predicted_answer_len(m) * if m.id == "m000" { 8 } else { 1 });
+        let heavy = heavy.unwrap();
+        let first_len = |parts: &[Vec<u8>]| Query::decode(&parts[0]).unwrap().modules.len();
+        assert!(first_len(&heavy) < first_len(&even));
+        assert!(heavy.len() > even.len());
+        let alone = pack_query(modules(), false, |m| if m.id == "m050" { 10_000 } else { 1 }).unwrap();
+        assert!(
+            alone.iter().any(|p| Query::decode(p).unwrap().modules.len() == 1),
+            "too large alone: a part of its own"
+        );
+    }
+
     #[test]
     fn installs_are_added_once_without_a_version() {
         let installed = vec![QueryModule { id: "core".into(), version: Some(v("1.0")), files: vec![] }];
