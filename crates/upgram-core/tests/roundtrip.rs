@@ -310,7 +310,8 @@ proptest! {
             .map(|(_, m)| m.clone())
             .collect();
         let binding = Binding { query: Sha256Digest::of(&q.to_vec()), issued: 1, expires: 2 };
-        let compact = Response { binding, base: None, compact: true, modules: listed };
+        let base = Some(Cow::Borrowed("https://cdn.example/"));
+        let compact = Response { binding, base, compact: true, modules: listed };
         let bytes = compact.to_vec();
         let decoded = Response::decode(&bytes).expect("a compact answer decodes");
         prop_assert_eq!(&decoded, &compact);
