@@ -214,3 +214,38 @@ impl<'a> QueryFile<'a> {
         Ok(QueryFile { id, version })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::Response;
+
+    #[test]
+    fn the_compact_request_decodes_in_every_spelling_and_encodes_canonically() {
+        for (text, compact) in [("1", true), ("true", true), ("0", false), ("false", false)] {
+            let body = format!(r#"<query compact="{text}"><module id="a" version="1"/></query>"#);
+            let query = Query::decode(body.as_bytes()).unwrap();
+            assert_eq!(query.compact, compact, "{text}");
+            let canonical = if compact { r#"<query compact="1">"# } else { "<query>" };
+            assert!(query.to_vec().starts_with(canonical.as_bytes()));
+        }
+        let error = Query::decode(br#"<query compact="yes"><module id="a"/></query>"#).unwrap_err();
+        assert_eq!(error.name(), "invalid-attribute");
+    }
+
+    #[test]
+    fn the_compact_marker_decodes_and_comes_after_base() {
+        let digest = "0".repeat(64);
+        let body = format!(
+            r#"<response compact="1" base="https://u.example/" for="{digest}" issued="1" expires="2"><module id="a" status="unknown"/></response>"#
+        );
+        let response = Response::decode(body.as_bytes()).unwrap();
+        assert!(response.compact);
+        let canonical = format!(
+            r#"<response for="{digest}" issued="1" expires="2" base="https://u.example/" compact="1"><module id="a" status="unknown"/></response>"#
+        );
+        assert_eq!(String::from_utf8(response.to_vec()).unwrap(), canonical);
+        let bad = format!(r#"<response for="{digest}" issued="1" expires="2" compact="2"/>"#);
+        assert_eq!(Response::decode(bad.as_bytes()).unwrap_err().name(), "invalid-attribute");
+    }
+}
