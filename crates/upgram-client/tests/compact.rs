@@ -23,7 +23,7 @@ fn two_file_catalog(dir: &Path, count: usize) -> Catalog {
     let file = |id: &str, version: &str, blob: &upgram_server::catalog::Blob| ReleaseFile {
         id: id.into(),
         version: v(version),
-        blob: blob.clone(),
+        blob: *blob,
         executable: false,
     };
     let mut catalog = Catalog::default();
@@ -50,7 +50,7 @@ fn installation(count: usize, behind: impl Fn(usize) -> bool) -> InstalledState 
 fn a_check_of_a_thousand_modules_stays_in_datagrams() {
     const MODULES: usize = 1000;
     let server = start_server_on(|dir| two_file_catalog(dir, MODULES), |_| {});
-    let state = installation(MODULES, |i| i % 10 == 0);
+    let state = installation(MODULES, |i| i.is_multiple_of(10));
     let runtime = client_runtime();
     let client = client(&[server.udp], Duration::from_secs(20), Duration::from_millis(500));
     let report = runtime.block_on(client.check(&state)).expect("the check succeeds");
@@ -59,7 +59,7 @@ fn a_check_of_a_thousand_modules_stays_in_datagrams() {
     for answer in &modules {
         let number: usize = answer.id[2..].parse().expect("module number");
         let (status, latest) = (answer.status, answer.latest.as_ref().map(ToString::to_string));
-        if number % 10 == 0 {
+        if number.is_multiple_of(10) {
             assert_eq!((status, latest.as_deref()), (Status::Update, Some("1.1")), "{}", answer.id);
         } else {
             assert_eq!((status, latest.as_deref()), (Status::Current, Some("1.1")), "{}", answer.id);

@@ -284,7 +284,8 @@ fn the_least_answer_length_never_exceeds_the_answer() {
 #[test]
 fn compact_queries_leave_out_bare_current_answers() {
     let catalog = catalog();
-    let cases: [(Vec<QueryModule<'static>>, &[(&str, Status)]); 2] = [
+    type Listed = &'static [(&'static str, Status)];
+    let cases: [(Vec<QueryModule<'static>>, Listed); 2] = [
         // core is current at 1.2, as asked: implied; db at 2 has an update and ghost is unknown.
         (
             vec![qm("core", Some("1.2"), &[]), qm("db", Some("2"), &[]), qm("ghost", Some("1"), &[])],
