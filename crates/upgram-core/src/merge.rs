@@ -12,7 +12,8 @@ use crate::limits::{HEADER_LEN, MAX_DATAGRAM_LEN, max_query_body_len};
 use crate::sign::{Nonce, SignatureBlock};
 
 /// Bytes a client sets aside in a part's predicted answer for the `<response>` element itself
-/// (`for`, `issued`, `expires`, `base` up to 90 bytes, `compact`; SPEC.md §2.6).
+/// (`for`, `issued`, `expires`, a written `base` attribute of up to 90 bytes, `compact`; SPEC.md
+/// §2.6).
 pub const ANSWER_OVERHEAD: usize = 256;
 
 /// The answer bytes a client predicts for a module asked with a version (SPEC.md §2.6): a
