@@ -2,14 +2,20 @@
 //! `key-info` and `cookie-secret`.
 //!
 //! Exit codes: 0 success (for `serve`: stopped by SIGTERM or Ctrl-C); 1 the catalog, a key or a
-//! socket could not be loaded or bound, or the release could not be published; 2 usage error.
-//! Logs go to standard error; `RUST_LOG` (e.g. `RUST_LOG=upgram_server=debug`) sets the level.
+//! socket could not be loaded or bound (an address another process holds included), the
+//! `--public-url` is not one clients can use, or the release could not be published; 2 usage
+//! error.
+//! Logs go to standard error, coloured only when it is a terminal (and `NO_COLOR` is unset),
+//! as text or, with `--log-format json`, one JSON object per line; `RUST_LOG` (e.g.
+//! `RUST_LOG=upgram_server=debug`: an event per query and per HTTP request) sets the level.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use upgram_core::sign::ReplySigner;
 use upgram_server::keys;
 use upgram_server::publish::{self, PublishRequest};
@@ -20,13 +26,39 @@ use upgram_server::server::Config;
 #[derive(Parser)]
 #[command(name = "upgram-server", version, about)]
 struct Cli {
+    /// How log lines on standard error look (the level is set by RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+/// The shape of log lines.
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logs to standard error, at the level `RUST_LOG` sets (default info).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init();
+        }
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Serve a catalog: UDP queries, and HTTP for payloads, fallback documents and /metrics.
+    /// Serve a catalog: UDP queries, and HTTP for payloads, fallback documents, /metrics and
+    /// /healthz. Under systemd (Type=notify) it reports ready once listening.
     Serve(ServeArgs),
     /// Publish a release folder as a new release of a module in a catalog folder.
     Publish(PublishRequest),
@@ -60,50 +92,47 @@ enum Command {
 #[derive(Args)]
 struct ServeArgs {
     /// The catalog folder (catalog.toml, modules/, store/).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     catalog: PathBuf,
     /// The signing key (from `keygen`).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     key: PathBuf,
-    /// UDP address to answer queries on.
-    #[arg(long, default_value = "127.0.0.1:7953")]
+    /// UDP address to answer queries on; no other process may hold it.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7953")]
     udp: SocketAddr,
-    /// HTTP address for payloads, documents and /metrics.
-    #[arg(long, default_value = "127.0.0.1:7954")]
+    /// HTTP address for payloads, documents, /metrics and /healthz.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7954")]
     http: SocketAddr,
-    /// The URL clients reach the HTTP side (or a static copy of store/ and doc/) at; `{http}`
-    /// stands for the HTTP address bound.
-    #[arg(long)]
+    /// The URL clients reach the HTTP side (or a static copy of store/ and doc/) at, with its
+    /// public host: e.g. https://updates.example.com/; `{http}` stands for the HTTP address
+    /// bound (only when clients can reach it: not with --http 0.0.0.0:PORT).
+    #[arg(long, value_name = "URL")]
     public_url: String,
     /// Cookie secret shared by every instance (from `cookie-secret`).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     cookie_secret: Option<PathBuf>,
     /// The previous cookie secret, still accepted during a rotation.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     previous_cookie_secret: Option<PathBuf>,
     /// Also write fallback documents under DIR/doc/, for a static web server or CDN.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     docs_dir: Option<PathBuf>,
     /// UDP sockets and threads (default: one per core).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     workers: Option<usize>,
-    /// Queries per second allowed per source address.
-    #[arg(long, default_value_t = 200.0)]
+    /// Queries per second allowed per source address (over every worker together).
+    #[arg(long, value_name = "QPS", default_value_t = 200.0)]
     rate_per_source: f64,
     /// Burst of queries allowed per source address.
-    #[arg(long, default_value_t = 400.0)]
+    #[arg(long, value_name = "N", default_value_t = 400.0)]
     burst_per_source: f64,
     /// Seconds an answer stays valid (at most 600: the freeze window).
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(60..=600))]
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(60..=600))]
     validity: u64,
 }
 
 impl ServeArgs {
     fn into_options(self) -> ServeOptions {
-        let mut public_url = self.public_url;
-        if !public_url.ends_with('/') {
-            public_url.push('/');
-        }
         let workers =
             self.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         ServeOptions {
@@ -115,7 +144,7 @@ impl ServeArgs {
             http: self.http,
             workers,
             config: Config {
-                public_url,
+                public_url: self.public_url,
                 validity_secs: self.validity,
                 rate_per_source: self.rate_per_source,
                 burst_per_source: self.burst_per_source,
@@ -141,11 +170,9 @@ fn fail(what: &str, error: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
         Command::Serve(args) => match serve::run(args.into_options()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail("serve", e),

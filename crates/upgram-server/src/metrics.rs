@@ -108,6 +108,12 @@ pub struct Snapshot {
     pub latency_count: u64,
     /// Their sum, in microseconds.
     pub latency_sum_us: u64,
+    /// Modules in the catalog in use.
+    pub catalog_modules: u64,
+    /// Releases in the catalog in use, over every module.
+    pub catalog_releases: u64,
+    /// HTTP responses under `store/`, as (status code, count), by status code.
+    pub downloads: Vec<(u16, u64)>,
 }
 
 /// Adds up `parts`.
@@ -140,14 +146,25 @@ pub fn snapshot<'m>(parts: impl IntoIterator<Item = &'m Metrics>) -> Snapshot {
     total
 }
 
-/// The Prometheus text exposition of `total`.
+/// The Prometheus text exposition of `total`. Replies are counted once, by kind, in
+/// `upgram_replies_total`.
 pub fn render(total: &Snapshot) -> String {
     let mut out = String::new();
-    let counters: [(&str, &str, u64); 12] = [
+    let _ = writeln!(
+        out,
+        "# HELP upgram_build_info The server's version.\n# TYPE upgram_build_info gauge\nupgram_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let gauges = [
+        ("upgram_catalog_modules", "Modules in the catalog being served.", total.catalog_modules),
+        ("upgram_catalog_releases", "Releases in the catalog being served, over every module.", total.catalog_releases),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    }
+    let counters: [(&str, &str, u64); 10] = [
         ("upgram_datagrams_received_total", "Datagrams received on the UDP sockets.", total.datagrams),
         ("upgram_queries_total", "Query datagrams decoded.", total.queries),
-        ("upgram_fallbacks_total", "Answers too large for a datagram, sent as a signed fallback.", total.fallbacks),
-        ("upgram_cookie_challenges_total", "Cookie challenges sent (3x rule).", total.cookie_challenges),
         ("upgram_rate_limited_total", "Queries refused by the per-source rate limiter.", total.rate_limited),
         ("upgram_malformed_total", "Datagrams that did not decode.", total.malformed),
         ("upgram_dropped_total", "Datagrams dropped without a reply.", total.dropped),
@@ -180,6 +197,11 @@ pub fn render(total: &Snapshot) -> String {
         ("cookie-challenge", total.cookie_challenges),
     ] {
         let _ = writeln!(out, "upgram_replies_total{{kind=\"{kind}\"}} {value}");
+    }
+    let name = "upgram_http_downloads_total";
+    let _ = writeln!(out, "# HELP {name} HTTP responses for store/ files, by status.\n# TYPE {name} counter");
+    for (status, value) in &total.downloads {
+        let _ = writeln!(out, "{name}{{status=\"{status}\"}} {value}");
     }
     let _ = writeln!(
         out,
@@ -219,5 +241,28 @@ mod tests {
         assert!(text.contains("upgram_reply_latency_seconds_bucket{le=\"0.000005\"} 1"), "{text}");
         assert!(text.contains("upgram_reply_latency_seconds_bucket{le=\"0.00005\"} 2"), "{text}");
         assert!(text.contains("upgram_reply_latency_seconds_bucket{le=\"+Inf\"} 3"), "{text}");
+    }
+
+    #[test]
+    fn each_series_appears_once() {
+        let text = render(&Snapshot { downloads: vec![(200, 3), (404, 1)], ..Snapshot::default() });
+        for gone in ["upgram_fallbacks_total", "upgram_cookie_challenges_total"] {
+            assert!(!text.contains(gone), "{gone} repeats upgram_replies_total: {text}");
+        }
+        for wanted in [
+            "upgram_build_info{version=",
+            "upgram_catalog_modules 0",
+            "upgram_catalog_releases 0",
+            "upgram_http_downloads_total{status=\"200\"} 3",
+            "upgram_http_downloads_total{status=\"404\"} 1",
+            "upgram_replies_total{kind=\"fallback\"} 0",
+        ] {
+            assert!(text.contains(wanted), "{wanted} missing: {text}");
+        }
+        let mut names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "a series declared twice: {text}");
     }
 }

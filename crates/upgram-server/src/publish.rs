@@ -35,8 +35,13 @@
 //! Nothing is written before every check has passed. Then every blob (files, package, deltas)
 //! is written and synced, the store folder synced, and only then the module file replaced
 //! atomically: a crash at any point leaves the old catalog valid, at worst with orphan blobs.
-//! Publishes to one catalog must not run concurrently (the second would overwrite the first's
-//! module file with its own view).
+//!
+//! # Concurrent publishes
+//! Publishes to one catalog folder take turns: each holds an exclusive lock on the folder's
+//! [`LOCK_FILE`] from before it reads the catalog until its module file is in place, so a
+//! second publish waits for the first and then builds on what it published (no release is
+//! lost). The lock is the operating system's (`flock` on Unix), released when the process
+//! ends, however it ends.
 //!
 //! # Failpoints
 //! For crash tests, when the environment variable `UPGRAM_FAILPOINT` equals one of the names
@@ -59,13 +64,17 @@ use upgram_core::records::{MAX_RECORD_FILE_LEN, RecordFile, diff};
 use upgram_core::version::Version;
 
 use crate::catalog::error::CatalogError;
-use crate::catalog::load::{SETTINGS_FILE, check_installer_args};
+use crate::catalog::load::{SETTINGS_FILE, check_installer_args, is_catalog_module_id};
 use crate::catalog::model::{
     Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings, matches_any,
 };
 use crate::catalog::save::{SaveStage, replace_file, save_module_with};
 use crate::catalog::store::{blob_path, hash_file, put_bytes, put_file, store_dir, sync_dir};
 use crate::catalog::{self, Requirement};
+
+/// The file in a catalog folder that publishes lock while they run (see the module
+/// documentation). The catalog loader ignores it, like every file whose name starts with `.`.
+pub const LOCK_FILE: &str = ".publish.lock";
 
 /// The environment variable that selects a failpoint (see the module documentation).
 pub const FAILPOINT_VAR: &str = "UPGRAM_FAILPOINT";
@@ -133,6 +142,14 @@ pub enum PublishError {
     /// The module id is not valid.
     #[error("{id:?} is not a module id (1 to 128 of A-Z a-z 0-9 . _ -)")]
     BadModuleId {
+        /// The id given.
+        id: String,
+    },
+    /// The module id starts with `.`: its module file would be hidden, and never loaded.
+    #[error(
+        "--module {id:?}: a module id may not start with `.` in a catalog (its file modules/{id}.toml would be hidden, and the server never loads hidden files)"
+    )]
+    HiddenModuleId {
         /// The id given.
         id: String,
     },
@@ -311,6 +328,8 @@ struct SourceFile {
 pub fn publish(request: &PublishRequest) -> Result<PublishSummary, PublishError> {
     check_request(request)?;
     let dir = &request.catalog;
+    fs::create_dir_all(dir).map_err(|source| PublishError::Io { path: dir.clone(), source })?;
+    let _lock = lock_catalog(dir)?;
     ensure_layout(dir).map_err(catalog_error(dir))?;
     let catalog = catalog::load(dir).map_err(catalog_error(dir))?;
     check_dependencies(request, &catalog)?;
@@ -322,6 +341,23 @@ pub fn publish(request: &PublishRequest) -> Result<PublishSummary, PublishError>
     });
     let plan = plan_release(request, &catalog.settings, &module)?;
     write_release(request, &catalog.settings, module, plan).map_err(catalog_error(dir))
+}
+
+/// Takes the catalog folder's publish lock, waiting (and saying so) while another publish holds
+/// it; the lock lasts as long as the file returned.
+fn lock_catalog(dir: &Path) -> Result<fs::File, PublishError> {
+    let path = dir.join(LOCK_FILE);
+    let io = |source| PublishError::Io { path: path.clone(), source };
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            tracing::info!("{}: another publish to this catalog is running; waiting for it to finish", path.display());
+            file.lock().map_err(io)?;
+        }
+        Err(fs::TryLockError::Error(source)) => return Err(io(source)),
+    }
+    Ok(file)
 }
 
 fn catalog_error(dir: &Path) -> impl Fn(CatalogError) -> PublishError + '_ {
@@ -427,6 +463,9 @@ fn remove_stale_temp_files(dir: &Path, module: &str) {
 fn check_request(request: &PublishRequest) -> Result<(), PublishError> {
     if !is_valid_module_id(&request.module) {
         return Err(PublishError::BadModuleId { id: request.module.clone() });
+    }
+    if !is_catalog_module_id(&request.module) {
+        return Err(PublishError::HiddenModuleId { id: request.module.clone() });
     }
     if let Some(args) = &request.installer_args {
         if request.package.is_none() {

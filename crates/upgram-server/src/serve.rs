@@ -2,6 +2,10 @@
 //! secret, serves UDP on every core and HTTP beside it, reloads the catalog on SIGHUP and when
 //! its files change, drops expired fallback documents, and stops gracefully on SIGTERM or
 //! Ctrl-C.
+//!
+//! It refuses to start on an address another process holds, and with a `--public-url` that
+//! clients could not use. Under systemd (`Type=notify`) it reports itself ready once its
+//! sockets are bound and the catalog loaded, and reports reloads and the stop.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,7 +45,8 @@ pub struct ServeOptions {
     pub http: SocketAddr,
     /// UDP sockets and worker threads (default: one per core).
     pub workers: usize,
-    /// The rest of the settings.
+    /// The rest of the settings. Its `public_url` is `--public-url` as given, checked and
+    /// completed by [`run`] (see [`public_url`]).
     pub config: Config,
 }
 
@@ -55,6 +60,28 @@ pub enum ServeError {
     /// The key or cookie secret does not load.
     #[error("{0}")]
     Key(#[from] KeyError),
+    /// `--public-url` is not a URL clients can use.
+    #[error(
+        "--public-url {given:?}: {problem}; give the URL at which clients reach this server's HTTP side (or a copy of its store/ and doc/), with its scheme and public host, e.g. --public-url https://updates.example.com/ or --public-url http://<public host>:<port>/"
+    )]
+    PublicUrl {
+        /// The value given.
+        given: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Another process holds the address.
+    #[error(
+        "{what} address {addr} is already in use (another upgram-server?): stop that one, or choose another address with {flag}"
+    )]
+    AddressInUse {
+        /// `UDP` or `HTTP`.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The option that sets it.
+        flag: &'static str,
+    },
     /// A socket could not be bound, or the runtime not started.
     #[error("{what}: {source}")]
     Io {
@@ -69,6 +96,79 @@ pub enum ServeError {
 fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
     let what = what.into();
     move |source| ServeError::Io { what, source }
+}
+
+/// The error for a failed bind of `addr`, saying so plainly when the address is taken.
+fn bind_error(what: &'static str, flag: &'static str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> ServeError {
+    move |source| match source.kind() {
+        std::io::ErrorKind::AddrInUse => ServeError::AddressInUse { what, addr, flag },
+        _ => ServeError::Io { what: format!("binding {what} {addr} ({flag})"), source },
+    }
+}
+
+/// The base URL handed to clients: `given` (`--public-url`) with [`HTTP_PLACEHOLDER`] replaced
+/// by `http`, the HTTP address bound, and ending in `/`. Refused unless it is an absolute
+/// `http` or `https` URL, without query or fragment, whose host clients can connect to (not
+/// `0.0.0.0` or `::`, which `{http}` gives with `--http 0.0.0.0:PORT`).
+pub fn public_url(given: &str, http: SocketAddr) -> Result<String, ServeError> {
+    let bad = |problem: String| ServeError::PublicUrl { given: given.to_owned(), problem };
+    let text = given.replace(HTTP_PLACEHOLDER, &http.to_string());
+    let url = url::Url::parse(&text).map_err(|e| bad(format!("not an absolute URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(format!("clients fetch over http or https, not {}", url.scheme())));
+    }
+    let unspecified = match url.host() {
+        None => return Err(bad("no host".into())),
+        Some(url::Host::Ipv4(ip)) => ip.is_unspecified(),
+        Some(url::Host::Ipv6(ip)) => ip.is_unspecified(),
+        Some(url::Host::Domain(_)) => false,
+    };
+    if unspecified {
+        let via = if given.contains(HTTP_PLACEHOLDER) {
+            format!("{HTTP_PLACEHOLDER} stands for --http {http}, ")
+        } else {
+            String::new()
+        };
+        return Err(bad(format!(
+            "{via}an address that listens on every interface, which clients cannot connect to; name the server's public host instead"
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("file names are appended to it, so it may have no query or fragment".into()));
+    }
+    let mut url = String::from(url);
+    if !url.ends_with('/') {
+        url.push('/');
+    }
+    Ok(url)
+}
+
+/// Tells systemd (`Type=notify`) about a change of state; nothing when not started by it.
+fn notify(state: NotifyState<'_>) {
+    #[cfg(unix)]
+    {
+        use sd_notify::NotifyState as Sd;
+        let states = match state {
+            NotifyState::Ready(status) => vec![Sd::Status(status), Sd::Ready],
+            NotifyState::Reloading => std::iter::once(Sd::Reloading).chain(Sd::monotonic_usec_now().ok()).collect(),
+            NotifyState::Stopping => vec![Sd::Stopping],
+        };
+        if let Err(e) = sd_notify::notify(&states) {
+            tracing::warn!("cannot notify the service manager: {e}");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = state;
+}
+
+/// What the server tells systemd.
+enum NotifyState<'a> {
+    /// Serving, with a status line.
+    Ready(&'a str),
+    /// Reloading the catalog.
+    Reloading,
+    /// Shutting down.
+    Stopping,
 }
 
 /// A summary of the catalog folder's files: names, sizes and modification times. Changes when
@@ -97,8 +197,10 @@ fn reload(shared: &Shared, dir: &Path) {
             tracing::info!(modules, "catalog reloaded");
         }
         Err(error) => {
-            crate::metrics::bump(&shared.metrics.reload_failures);
-            tracing::error!("catalog reload failed, keeping the old one: {error}");
+            shared.reload_failed(&error);
+            tracing::error!(
+                "catalog reload failed, keeping the old one (/healthz answers 503 until a reload works): {error}"
+            );
         }
     }
 }
@@ -129,8 +231,10 @@ async fn watch_catalog(shared: Arc<Shared>, dir: PathBuf, mut stop: watch::Recei
             }
             _ = hup => {
                 tracing::info!("SIGHUP: reloading the catalog");
+                notify(NotifyState::Reloading);
                 last = fingerprint(&dir);
                 reload(&shared, &dir);
+                notify(NotifyState::Ready(&status(&shared)));
             }
             _ = stop.changed() => return,
         }
@@ -167,9 +271,20 @@ fn secrets(options: &ServeOptions) -> Result<CookieSecrets, ServeError> {
     Ok(CookieSecrets { current: CookieSecret(current), previous: previous.map(CookieSecret) })
 }
 
+/// The status line systemd shows.
+fn status(shared: &Shared) -> String {
+    let modules = shared.catalog().catalog.modules.len();
+    match shared.reload_failure() {
+        None => format!("serving {modules} modules"),
+        // One line: the notification protocol separates fields by newlines.
+        Some(error) => format!("serving {modules} modules; the last reload failed: {}", error.replace('\n', " ")),
+    }
+}
+
 /// Runs the server until SIGTERM or Ctrl-C. Prints `udp=ADDR http=ADDR` on standard output
-/// once both are listening.
+/// once both are listening, and then tells systemd it is ready (when started by it).
 pub fn run(options: ServeOptions) -> Result<(), ServeError> {
+    public_url(&options.config.public_url, options.http)?;
     let catalog = load(&options.catalog)?;
     let signer = keys::load(&options.key)?;
     let secrets = secrets(&options)?;
@@ -181,12 +296,12 @@ pub fn run(options: ServeOptions) -> Result<(), ServeError> {
         .map_err(io_error("starting the runtime"))?;
     runtime.block_on(async move {
         tracing::info!(modules = catalog.modules.len(), key_id = %signer.key_id(), "catalog and key loaded");
-        let sockets = udp::bind(options.udp, workers).map_err(io_error(format!("binding UDP {}", options.udp)))?;
+        let sockets = udp::bind(options.udp, workers).map_err(bind_error("UDP", "--udp", options.udp))?;
         let udp_addr = sockets[0].local_addr().map_err(io_error("UDP address"))?;
-        let listener = http::bind(options.http).await.map_err(io_error(format!("binding HTTP {}", options.http)))?;
+        let listener = http::bind(options.http).await.map_err(bind_error("HTTP", "--http", options.http))?;
         let http_addr = listener.local_addr().map_err(io_error("HTTP address"))?;
         let mut config = options.config.clone();
-        config.public_url = config.public_url.replace(HTTP_PLACEHOLDER, &http_addr.to_string());
+        config.public_url = public_url(&config.public_url, http_addr)?;
         let shared = Arc::new(Shared::new(catalog, signer, secrets, config));
         let (stop, stopped) = watch::channel(false);
         let mut tasks = udp::serve(shared.clone(), sockets, stopped.clone());
@@ -198,9 +313,11 @@ pub fn run(options: ServeOptions) -> Result<(), ServeError> {
         }));
         tasks.push(tokio::spawn(watch_catalog(shared.clone(), options.catalog.clone(), stop.subscribe())));
         println!("udp={udp_addr} http={http_addr}");
-        tracing::info!(%udp_addr, %http_addr, workers, "serving");
+        tracing::info!(%udp_addr, %http_addr, workers, public_url = %shared.config().public_url, "serving");
+        notify(NotifyState::Ready(&status(&shared)));
         shutdown_signal().await;
         tracing::info!("shutting down");
+        notify(NotifyState::Stopping);
         let _ = stop.send(true);
         for task in tasks {
             // Bounded: a task that does not stop within the grace period is abandoned.

@@ -16,7 +16,7 @@
 //! never makes the server build, sign, keep or write a fallback document: it gets the cookie
 //! challenge first.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -29,7 +29,7 @@ use upgram_core::cookie::{
     ClientCookie, CookieCheck, CookieSecret, ServerCookie, cookie_freshness, is_authentic_cookie, make_server_cookie,
     within_amplification_limit,
 };
-use upgram_core::fallback::{PreparedReply, ReplyShape, UnsignedReply, encode_reply};
+use upgram_core::fallback::{PreparedReply, ReplyShape, UnsignedReply, encode_reply_body};
 use upgram_core::limits::{AMPLIFICATION_FACTOR, HEADER_LEN};
 use upgram_core::sign::{BatchItem, ReplySigner, SignatureBlock};
 use upgram_core::wire::{Frame, MessageKind, PROTOCOL_VERSION, peek_version_and_id, trailer_len};
@@ -39,7 +39,7 @@ use crate::catalog::Catalog;
 use crate::documents::{DocumentLimits, DocumentStore};
 use crate::metrics::{Metrics, Snapshot, bump, snapshot};
 use crate::ratelimit::RateLimiter;
-use crate::responder::{least_answer_len, respond};
+use crate::responder::{AnswerCache, least_answer_len, respond_encoded};
 
 /// Answers are issued at the start of the current minute, so instances agree on the bytes.
 pub const ISSUE_GRANULARITY_SECS: u64 = 60;
@@ -63,7 +63,8 @@ pub struct Config {
     /// If set, fallback documents are also written here as `doc/<sha256>.xml`, so a static
     /// web server or CDN can serve them (S7).
     pub docs_dir: Option<PathBuf>,
-    /// Workers sharing the per-source budget (each enforces its share).
+    /// UDP workers. They share one per-source budget: a source gets `rate_per_source` whatever
+    /// their number.
     pub workers: usize,
 }
 
@@ -109,6 +110,11 @@ pub struct Shared {
     pub metrics: Metrics,
     workers: Mutex<Vec<Arc<Metrics>>>,
     documents: Mutex<DocumentStore>,
+    limiter: RateLimiter,
+    /// Why the last reload failed, while the old catalog is kept; `None` once a reload works.
+    reload_failure: Mutex<Option<String>>,
+    /// HTTP responses under `store/`, by status code.
+    downloads: Mutex<BTreeMap<u16, u64>>,
 }
 
 impl Shared {
@@ -126,6 +132,7 @@ impl Shared {
         limits: DocumentLimits,
     ) -> Self {
         let documents = DocumentStore::new(limits, config.docs_dir.clone());
+        let limiter = RateLimiter::new(config.rate_per_source, config.burst_per_source);
         Self {
             catalog: ArcSwap::from_pointee(LoadedCatalog { catalog, generation: 0 }),
             signer,
@@ -134,6 +141,9 @@ impl Shared {
             metrics: Metrics::default(),
             workers: Mutex::new(Vec::new()),
             documents: Mutex::new(documents),
+            limiter,
+            reload_failure: Mutex::new(None),
+            downloads: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -143,6 +153,30 @@ impl Shared {
         let generation = self.catalog.load().generation + 1;
         self.catalog.store(Arc::new(LoadedCatalog { catalog, generation }));
         bump(&self.metrics.reloads);
+        if let Ok(mut failure) = self.reload_failure.lock() {
+            *failure = None;
+        }
+    }
+
+    /// Records that a reload failed with `error`, the catalog in use staying as it was; the
+    /// server reports itself unhealthy until a reload succeeds.
+    pub fn reload_failed(&self, error: &dyn std::fmt::Display) {
+        bump(&self.metrics.reload_failures);
+        if let Ok(mut failure) = self.reload_failure.lock() {
+            *failure = Some(error.to_string());
+        }
+    }
+
+    /// Why the last reload failed, if it did (the old catalog is still served).
+    pub fn reload_failure(&self) -> Option<String> {
+        self.reload_failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Counts an HTTP response under `store/` with this status code.
+    pub fn count_download(&self, status: u16) {
+        if let Ok(mut downloads) = self.downloads.lock() {
+            *downloads.entry(status).or_default() += 1;
+        }
     }
 
     /// The catalog now in use.
@@ -153,7 +187,12 @@ impl Shared {
     /// Every counter, added up over the workers.
     pub fn metrics(&self) -> Snapshot {
         let workers = self.workers.lock().map(|w| w.clone()).unwrap_or_default();
-        snapshot(std::iter::once(&self.metrics).chain(workers.iter().map(|m| m.as_ref())))
+        let mut total = snapshot(std::iter::once(&self.metrics).chain(workers.iter().map(|m| m.as_ref())));
+        let loaded = self.catalog.load();
+        total.catalog_modules = loaded.catalog.modules.len() as u64;
+        total.catalog_releases = loaded.catalog.modules.values().map(|m| m.releases.len() as u64).sum();
+        total.downloads = self.downloads.lock().map(|d| d.iter().map(|(s, n)| (*s, *n)).collect()).unwrap_or_default();
+        total
     }
 
     /// The settings.
@@ -199,8 +238,9 @@ struct CachedReply {
 pub struct Worker {
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
-    limiter: RateLimiter,
     cache: ReplyCache,
+    /// Encoded answers of single modules, from which answers to new queries are assembled.
+    answers: AnswerCache,
     /// Server cookies already checked for authenticity (the MAC never changes; the age is
     /// checked every time), so a validated client costs no HMAC per query.
     authentic: HashMap<(IpAddr, ClientCookie, ServerCookie), bool>,
@@ -273,14 +313,11 @@ impl Worker {
         if let Ok(mut workers) = shared.workers.lock() {
             workers.push(metrics.clone());
         }
-        let share = shared.config.workers.max(1) as f64;
-        let rate = shared.config.rate_per_source / share;
-        let burst = (shared.config.burst_per_source / share).max(1.0);
         Self {
             shared,
             metrics,
-            limiter: RateLimiter::new(rate, burst),
             cache: ReplyCache::default(),
+            answers: AnswerCache::default(),
             authentic: HashMap::new(),
         }
     }
@@ -342,7 +379,7 @@ impl Worker {
         };
         let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
         let now = since_epoch.as_secs();
-        if !self.limiter.allow(ip, since_epoch.as_secs_f64()) {
+        if !self.shared.limiter.allow(ip, since_epoch.as_secs_f64()) {
             bump(&self.metrics.rate_limited);
             let mut body = ErrorBody::new(ErrorCode::RateLimited);
             body.retry_after = Some(1);
@@ -531,14 +568,15 @@ impl Worker {
         }
         let config = &self.shared.config;
         let binding = Binding { query: Sha256Digest::of(frame.body), issued, expires: issued + config.validity_secs };
-        let response = respond(&loaded.catalog, &query, binding, &config.public_url);
+        let mut body = Vec::with_capacity(1024);
+        let public = &config.public_url;
+        respond_encoded(&loaded.catalog, loaded.generation, &query, binding, public, &mut self.answers, &mut body);
         if let Some(limit) = limit
-            && overhead + response.to_vec().len() > limit
+            && overhead + body.len() > limit
         {
             return Answer::Refused;
         }
-        let public = &config.public_url;
-        match encode_reply(&response, reply_shape, |sha| vec![format!("{public}doc/{sha}.xml")]) {
+        match encode_reply_body(binding, body, reply_shape, |sha| vec![format!("{public}doc/{sha}.xml")]) {
             Ok(reply) => Answer::Unsigned(Unsigned {
                 reply,
                 issued,

@@ -1,5 +1,5 @@
 //! The UDP side (S3): one socket per worker, all bound to the same address with SO_REUSEPORT
-//! so the kernel spreads queries over them, each drained by its own task with its own
+//! so the kernel spreads queries over them (a second server on the same address is refused), each drained by its own task with its own
 //! [`Worker`]. A worker takes in every datagram waiting on its socket with one system call
 //! (`recvmmsg` through `quinn-udp`), answers them together — the new answers among them under
 //! one batch signature — and sends the replies. Memory is
@@ -26,14 +26,21 @@ use crate::server::{RECEIVE_BUFFER_LEN, Shared, Worker};
 pub const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 /// Binds `workers` sockets to `addr` (the first one picks the port when `addr` has port 0).
+///
+/// The workers share the port through `SO_REUSEPORT`, which would also let another process of
+/// the same user join the group and take part of the queries. So the address is first bound by
+/// a probe socket without any sharing option: if anything holds the address already (another
+/// server), that fails with [`io::ErrorKind::AddrInUse`] and nothing is started. The probe is
+/// closed just before the workers' sockets take its place.
 pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
+    let probe = std::net::UdpSocket::bind(addr)?;
+    let mut bound = probe.local_addr()?;
+    drop(probe);
     let mut sockets = Vec::with_capacity(workers);
-    let mut bound = addr;
     for _ in 0..workers.max(1) {
         let socket = Socket::new(Domain::for_address(bound), Type::DGRAM, Some(Protocol::UDP))?;
         #[cfg(unix)]
         socket.set_reuse_port(true)?;
-        socket.set_reuse_address(true)?;
         // Best effort: the kernel caps these at its configured maximum.
         let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
         let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
@@ -107,7 +114,8 @@ async fn run_batched(
             datagrams.extend(buffer[..meta.len].chunks(stride.max(1)).map(|datagram| (datagram, meta.addr)));
         }
         worker.handle_batch(&datagrams, SystemTime::now(), &mut replies);
-        for ((_, to), reply) in datagrams.iter().zip(&replies) {
+        for ((datagram, to), reply) in datagrams.iter().zip(&replies) {
+            log_query(datagram, *to, reply);
             if !reply.is_empty() {
                 send(&socket, reply, *to).await;
                 worker.metrics().observe_latency(started.elapsed());
@@ -117,6 +125,19 @@ async fn run_batched(
             break;
         }
     }
+}
+
+/// One debug event per datagram: where from, its size, and the reply's kind and size.
+fn log_query(datagram: &[u8], from: SocketAddr, reply: &[u8]) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let reply_kind = match upgram_core::wire::Frame::decode(reply) {
+        _ if reply.is_empty() => "none".to_owned(),
+        Ok(frame) => format!("{:?}", frame.kind),
+        Err(_) => "undecodable".to_owned(),
+    };
+    tracing::debug!(%from, bytes = datagram.len(), reply = %reply_kind, reply_bytes = reply.len(), "query");
 }
 
 /// Sends without a wakeup when the socket buffer has room, which is nearly always.
@@ -147,7 +168,9 @@ async fn run_single(mut worker: Worker, socket: UdpSocket, mut shutdown: watch::
             }
         };
         let started = Instant::now();
-        if worker.handle(&buffer[..len], from.ip(), SystemTime::now(), &mut reply) {
+        let replied = worker.handle(&buffer[..len], from.ip(), SystemTime::now(), &mut reply);
+        log_query(&buffer[..len], from, if replied { &reply } else { &[] });
+        if replied {
             send(&socket, &reply, from).await;
             worker.metrics().observe_latency(started.elapsed());
         }

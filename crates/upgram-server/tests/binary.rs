@@ -1,10 +1,13 @@
 //! The real `upgram-server` binary (S1-S4, S7): releases published with `publish`, then
 //! `serve` as a child process answering over UDP and HTTP, picking up a live publish by itself
 //! and a SIGHUP, stopping cleanly on SIGTERM; and the published tree, fallback documents
-//! included, served by a plain static web server (`python3 -m http.server`).
+//! included, served by a plain static web server (`python3 -m http.server`). And the binary as
+//! an operator meets it: a second server on a taken port, concurrent publishes, bad
+//! `--public-url` values, logs, `/healthz`, `/metrics`, caching headers and the readiness
+//! notification systemd waits for.
 
 use std::borrow::Cow;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -94,14 +97,21 @@ impl Drop for Server {
 }
 
 fn serve(catalog: &Path, key: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(BIN)
+    serve_with(catalog, key, extra, |_| {})
+}
+
+/// `serve` on ports the system picks (unless `extra` says otherwise), with `adjust` applied to
+/// the command (environment, standard error); returns once the server printed its addresses.
+fn serve_with(catalog: &Path, key: &Path, extra: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
+    let mut command = Command::new(BIN);
+    command
         .args(["serve", "--catalog", catalog.to_str().unwrap(), "--key", key.to_str().unwrap()])
         .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
+        .stderr(Stdio::null());
+    adjust(&mut command);
+    let mut child = command.spawn().expect("serve starts");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("the address line");
     let mut parts = line.split_whitespace();
@@ -298,5 +308,471 @@ fn a_static_web_server_serves_the_published_tree_and_the_documents() {
     }
     let _ = web.kill();
     let _ = web.wait();
+    drop(server);
+}
+
+/// Waits, a bounded time, for a process that should stop by itself, and returns its status and
+/// what is left on its standard error; kills it if it does not stop.
+fn exits_within(mut child: Child, seconds: u64) -> (std::process::ExitStatus, String) {
+    for _ in 0..seconds * 20 {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                pipe.read_to_string(&mut stderr).unwrap();
+            }
+            return (status, stderr);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("still running after {seconds} s");
+}
+
+/// `serve` with `args` after the catalog and key, expected to refuse to start: its status and
+/// standard error.
+fn serve_refused(catalog: &Path, key: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let child = Command::new(BIN)
+        .args(["serve", "--catalog", catalog.to_str().unwrap(), "--key", key.to_str().unwrap()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve runs");
+    exits_within(child, 30)
+}
+
+/// Sends a query from a fresh socket and returns whether a reply came back.
+fn replied(server: SocketAddr, body: &[u8]) -> bool {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let options = QueryOptions { pad_to: 342, ..Default::default() };
+    socket.send_to(&Frame::query(1, body, &options).to_vec().unwrap(), server).unwrap();
+    socket.recv_from(&mut [0u8; 2048]).is_ok()
+}
+
+#[test]
+fn a_second_server_on_a_taken_udp_port_refuses_to_start_while_one_servers_workers_share_it() {
+    let root = tempfile::tempdir().unwrap();
+    let (catalog, key, _) = setup(root.path());
+    let first = serve(&catalog, &key, &["--public-url", "http://{http}/", "--workers", "3"]);
+
+    let other_key = root.path().join("other.key");
+    run(&["keygen", "--out", other_key.to_str().unwrap()]);
+    let udp = first.udp.to_string();
+    let (status, stderr) = serve_refused(
+        &catalog,
+        &other_key,
+        &["--udp", &udp, "--http", "127.0.0.1:0", "--public-url", "http://{http}/"],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("UDP address {udp} is already in use")), "{stderr}");
+    assert!(stderr.contains("--udp"), "the message names the option: {stderr}");
+
+    // The first server's three workers got every query, from many sources (the kernel spreads
+    // them over the workers by source port).
+    let body = query(&[("app", "1.0")]);
+    let answered = (0..40).filter(|_| replied(first.udp, &body)).count();
+    assert_eq!(answered, 40);
+    assert_eq!(metric(&first, "upgram_datagrams_received_total"), 40, "every query reached the first server");
+}
+
+#[test]
+fn a_taken_http_port_is_refused_with_a_clear_message() {
+    let root = tempfile::tempdir().unwrap();
+    let (catalog, key, _) = setup(root.path());
+    let first = serve(&catalog, &key, &["--public-url", "http://{http}/"]);
+    let http = first.http.to_string();
+    let (status, stderr) =
+        serve_refused(&catalog, &key, &["--udp", "127.0.0.1:0", "--http", &http, "--public-url", "http://{http}/"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("HTTP address {http} is already in use")), "{stderr}");
+    assert!(stderr.contains("--http"), "{stderr}");
+}
+
+#[test]
+fn concurrent_publishes_of_one_module_lose_no_release() {
+    let root = tempfile::tempdir().unwrap();
+    // Enough files that two publishes overlap in time.
+    let files = |version: &str| -> Vec<(String, String)> {
+        (0..150).map(|i| (format!("data/file-{i:03}"), format!("file {i} of {version}"))).collect()
+    };
+    for trial in 0..6 {
+        let catalog = root.path().join(format!("catalog-{trial}"));
+        let base = files("1.0");
+        let base: Vec<(&str, String)> = base.iter().map(|(p, c)| (p.as_str(), c.clone())).collect();
+        publish(&catalog, "app", "1.0", &release(root.path(), &format!("t{trial}-1.0"), &base));
+        let children: Vec<(String, Child)> = ["1.1", "1.2"]
+            .into_iter()
+            .map(|version| {
+                let content = files(version);
+                let content: Vec<(&str, String)> = content.iter().map(|(p, c)| (p.as_str(), c.clone())).collect();
+                let folder = release(root.path(), &format!("t{trial}-{version}"), &content);
+                let child = Command::new(BIN)
+                    .args(["publish", "--catalog", catalog.to_str().unwrap(), "--module", "app"])
+                    .args(["--version", version, "--from", folder.to_str().unwrap()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                (version.to_owned(), child)
+            })
+            .collect();
+        let outcomes: Vec<(String, bool, String)> = children
+            .into_iter()
+            .map(|(version, child)| {
+                let output = child.wait_with_output().unwrap();
+                (version, output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+            })
+            .collect();
+        let loaded = upgram_server::catalog::load(&catalog).expect("the catalog loads");
+        let versions: Vec<String> = loaded.modules["app"].releases.iter().map(|r| r.version.to_string()).collect();
+        for (version, succeeded, stderr) in &outcomes {
+            if *succeeded {
+                assert!(
+                    versions.contains(version),
+                    "trial {trial}: {version} published (exit 0) but lost: {versions:?}"
+                );
+            } else {
+                // 1.2 went first; 1.1 then waited and was refused as older, saying so.
+                assert_eq!(version, "1.1", "trial {trial}: {stderr}");
+                assert!(stderr.contains("is not newer than the latest release 1.2"), "trial {trial}: {stderr}");
+            }
+        }
+        assert!(versions.contains(&"1.2".to_owned()), "trial {trial}: {versions:?} {outcomes:?}");
+    }
+}
+
+#[test]
+fn a_publish_waits_for_the_one_holding_the_catalog_and_says_so() {
+    let root = tempfile::tempdir().unwrap();
+    let catalog = root.path().join("catalog");
+    publish(&catalog, "app", "1.0", &release(root.path(), "1.0", &[("a", "1.0".into())]));
+    let held = std::fs::OpenOptions::new()
+        .write(true)
+        .open(catalog.join(upgram_server::publish::LOCK_FILE))
+        .expect("publish made its lock file");
+    held.lock().unwrap();
+    let folder = release(root.path(), "1.1", &[("a", "1.1".into())]);
+    let mut child = Command::new(BIN)
+        .args(["publish", "--catalog", catalog.to_str().unwrap(), "--module", "app", "--version", "1.1"])
+        .args(["--from", folder.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("another publish to this catalog is running; waiting for it to finish"), "{line}");
+    assert!(child.try_wait().unwrap().is_none(), "it waits");
+    let before = upgram_server::catalog::load(&catalog).unwrap();
+    assert_eq!(before.modules["app"].releases.len(), 1, "nothing written while waiting");
+    held.unlock().unwrap();
+    child.stderr = Some(stderr.into_inner());
+    let (status, rest) = exits_within(child, 30);
+    assert!(status.success(), "{rest}");
+    assert_eq!(upgram_server::catalog::load(&catalog).unwrap().modules["app"].releases.len(), 2);
+}
+
+#[test]
+fn hidden_module_ids_are_refused_at_publish() {
+    let root = tempfile::tempdir().unwrap();
+    let catalog = root.path().join("catalog");
+    let folder = release(root.path(), "r", &[("a", "a".into())]);
+    for id in [".hidden", "..", "."] {
+        let output = Command::new(BIN)
+            .args(["publish", "--catalog", catalog.to_str().unwrap(), "--module", id, "--version", "1"])
+            .args(["--from", folder.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{id}: {stderr}");
+        assert!(stderr.contains("may not start with `.`"), "{id}: {stderr}");
+    }
+    let modules = catalog.join("modules");
+    let written: Vec<_> =
+        std::fs::read_dir(&modules).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(written.is_empty(), "nothing written: {written:?}");
+}
+
+#[test]
+fn a_public_url_clients_cannot_use_is_refused_at_start() {
+    let root = tempfile::tempdir().unwrap();
+    let (catalog, key, _) = setup(root.path());
+    let cases: [(&str, &str); 5] = [
+        ("updates.example.com", "127.0.0.1:0"),
+        ("not a url", "127.0.0.1:0"),
+        ("ftp://updates.example.com/", "127.0.0.1:0"),
+        ("http://{http}/", "0.0.0.0:0"),
+        ("http://[::]:7954/", "127.0.0.1:0"),
+    ];
+    for (url, http) in cases {
+        let (status, stderr) =
+            serve_refused(&catalog, &key, &["--udp", "127.0.0.1:0", "--http", http, "--public-url", url]);
+        assert_eq!(status.code(), Some(1), "{url}: {stderr}");
+        assert!(stderr.contains(&format!("--public-url {url:?}")), "{url}: {stderr}");
+        assert!(stderr.contains("public host"), "{url}: says how to set a public host: {stderr}");
+    }
+    // A URL with a public host, and `{http}` on a reachable address, start.
+    let server = serve(&catalog, &key, &["--public-url", "https://updates.example.com/base"]);
+    assert!(replied(server.udp, &query(&[("app", "1.0")])));
+}
+
+/// GET `url`: status, `Cache-Control` and body.
+fn http_fetch(url: &str) -> (u16, Option<String>, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let response = reqwest::get(url).await.expect("HTTP request");
+        let status = response.status().as_u16();
+        let cache = response.headers().get("cache-control").map(|v| v.to_str().unwrap().to_owned());
+        (status, cache, response.text().await.unwrap())
+    })
+}
+
+/// Stops the server with SIGTERM and returns what it wrote on standard error.
+fn stop_and_read_stderr(mut server: Server) -> String {
+    let mut stderr = server.child.stderr.take().expect("stderr piped");
+    assert!(Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap().success());
+    let mut text = String::new();
+    stderr.read_to_string(&mut text).unwrap();
+    assert!(server.child.wait().unwrap().success());
+    text
+}
+
+/// A blob of the catalog's store, by name.
+fn some_blob(catalog: &Path) -> String {
+    let store = catalog.join("store");
+    let mut names: Vec<String> = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names.into_iter().next().expect("a blob")
+}
+
+#[test]
+fn logs_have_no_colour_codes_off_a_terminal_and_a_debug_event_per_query_and_request() {
+    let root = tempfile::tempdir().unwrap();
+    let (catalog, key, _) = setup(root.path());
+    for json in [false, true] {
+        let format = if json { "json" } else { "text" };
+        let server = serve_with(&catalog, &key, &["--public-url", "http://{http}/", "--log-format", format], |c| {
+            c.env("RUST_LOG", "upgram_server=debug").env_remove("NO_COLOR").stderr(Stdio::piped());
+        });
+        assert!(replied(server.udp, &query(&[("app", "1.0")])));
+        let (status, _, _) = http_fetch(&format!("http://{}/healthz", server.http));
+        assert_eq!(status, 200);
+        let text = stop_and_read_stderr(server);
+        assert!(!text.contains('\u{1b}'), "{format}: colour codes on a pipe: {text}");
+        if json {
+            let events: Vec<serde_json::Value> = text
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+                .collect();
+            let message = |e: &serde_json::Value| e["fields"]["message"].as_str().unwrap_or_default().to_owned();
+            let query = events.iter().find(|e| message(e) == "query").expect("a query event");
+            assert_eq!(query["level"], "DEBUG");
+            assert!(query["fields"]["from"].as_str().unwrap().starts_with("127.0.0.1:"), "{query}");
+            let request = events.iter().find(|e| message(e) == "http request").expect("an HTTP event");
+            assert_eq!(
+                (request["fields"]["uri"].as_str(), request["fields"]["status"].as_u64()),
+                (Some("/healthz"), Some(200))
+            );
+        } else {
+            assert!(
+                text.lines().any(|l| l.contains("DEBUG") && l.contains("query") && l.contains("from=127.0.0.1:")),
+                "{text}"
+            );
+            assert!(
+                text.lines().any(|l| l.contains("DEBUG") && l.contains("http request") && l.contains("uri=/healthz")),
+                "{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn healthz_turns_503_while_a_failed_reload_keeps_the_old_catalog() {
+    let root = tempfile::tempdir().unwrap();
+    let (catalog, key, keys) = setup(root.path());
+    let server = serve(&catalog, &key, &["--public-url", "http://{http}/"]);
+    let health = format!("http://{}/healthz", server.http);
+    assert_eq!(http_fetch(&health).0, 200);
+
+    let broken = catalog.join("modules").join("broken.toml");
+    std::fs::write(&broken, "this is not a module file").unwrap();
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let mut failed = None;
+    for _ in 0..200 {
+        let (status, _, body) = http_fetch(&health);
+        if status == 503 {
+            failed = Some(body);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = failed.expect("/healthz never reported the failed reload");
+    assert!(body.contains("broken.toml"), "says why: {body}");
+    assert_eq!(latest(&answer(server.udp, &keys, &query(&[("app", "1.0")]))), "1.1", "the old catalog is served");
+
+    std::fs::remove_file(&broken).unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let mut healthy = false;
+    for _ in 0..200 {
+        if http_fetch(&health).0 == 200 {
+            healthy = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(healthy, "a good reload makes it healthy again");
+}
+
+#[test]
+fn metrics_count_once_and_store_files_are_cached_for_good() {
+    let root = tempfile::tempdir().unwrap();
+    let (catalog, key, _) = setup(root.path());
+    let server = serve(&catalog, &key, &["--public-url", "http://{http}/"]);
+    let blob = some_blob(&catalog);
+    let (status, cache, _) = http_fetch(&format!("http://{}/store/{blob}", server.http));
+    assert_eq!((status, cache.as_deref()), (200, Some("public, max-age=31536000, immutable")));
+    let (status, cache, _) = http_fetch(&format!("http://{}/store/{}", server.http, "0".repeat(64)));
+    assert_eq!(status, 404);
+    assert_eq!(cache, None, "a missing file is not cached for a year");
+
+    let text = String::from_utf8(http_get(&format!("http://{}/metrics", server.http))).unwrap();
+    for gone in ["upgram_fallbacks_total", "upgram_cookie_challenges_total"] {
+        assert!(!text.contains(gone), "{gone} repeats upgram_replies_total: {text}");
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    for wanted in [
+        format!("upgram_build_info{{version=\"{version}\"}} 1"),
+        "upgram_catalog_modules 2".into(),
+        "upgram_catalog_releases 4".into(),
+        "upgram_http_downloads_total{status=\"200\"} 1".into(),
+        "upgram_http_downloads_total{status=\"404\"} 1".into(),
+    ] {
+        assert!(text.contains(&wanted), "{wanted} missing: {text}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn systemd_hears_ready_once_the_sockets_answer_then_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let root = tempfile::tempdir().unwrap();
+    let (catalog, key, _) = setup(root.path());
+    let path = root.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let receive = || {
+        let mut buffer = [0u8; 4096];
+        let len = notify.recv(&mut buffer).expect("a notification");
+        String::from_utf8(buffer[..len].to_vec()).unwrap()
+    };
+    let server = serve_with(&catalog, &key, &["--public-url", "http://{http}/"], |c| {
+        c.env("NOTIFY_SOCKET", &path);
+    });
+    let ready = receive();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+    assert!(ready.contains("STATUS=serving 2 modules"), "{ready}");
+    assert!(replied(server.udp, &query(&[("app", "1.0")])), "ready means answering");
+
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let reloading = receive();
+    assert!(reloading.lines().any(|l| l == "RELOADING=1"), "{reloading}");
+    assert!(reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")), "{reloading}");
+    assert!(receive().lines().any(|l| l == "READY=1"), "ready again after the reload");
+
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(receive().lines().any(|l| l == "STOPPING=1"));
+    drop(server);
+}
+
+#[test]
+fn the_systemd_unit_waits_for_readiness_reloads_with_sighup_and_passes_real_options() {
+    let unit_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/systemd/upgram-server.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    let lines: Vec<&str> = unit.lines().collect();
+    for wanted in ["Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "DynamicUser=yes", "ProtectSystem=strict"] {
+        assert!(lines.contains(&wanted), "{wanted} missing");
+    }
+    // ExecStart, its continuation lines joined: every option it passes is one `serve` takes.
+    let exec = unit.split("ExecStart=").nth(1).unwrap().split("\n\n").next().unwrap().replace("\\\n", " ");
+    let exec = exec.lines().next().unwrap();
+    let help = run(&["serve", "--help"]);
+    let options: Vec<&str> = exec.split_whitespace().filter(|w| w.starts_with("--")).collect();
+    assert!(options.len() >= 5, "{exec}");
+    for option in options {
+        assert!(help.contains(&format!("{option} <")), "{option} is not an option of serve");
+    }
+    // systemd itself parses it, with the path of the binary built here.
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: systemd-analyze is not installed, the unit file was not checked by systemd");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("upgram-server.service");
+    std::fs::write(&local, unit.replace("/usr/local/bin/upgram-server", BIN)).unwrap();
+    let output = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&local).output().unwrap();
+    let complaints = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && complaints.trim().is_empty(), "systemd-analyze verify: {complaints}");
+}
+
+/// The `.xml` files under `docs/doc/`, sorted.
+fn documents_in(docs: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(docs.join("doc"))
+        .map(|entries| entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.retain(|n| n.ends_with(".xml"));
+    names.sort();
+    names
+}
+
+#[test]
+fn documents_a_killed_server_left_are_removed_by_the_next_run_once_their_time_is_over() {
+    let root = tempfile::tempdir().unwrap();
+    let (catalog, key, keys) = setup(root.path());
+    let docs = root.path().join("docs");
+    let docs_arg = docs.to_str().unwrap().to_owned();
+    let server = serve(&catalog, &key, &["--docs-dir", &docs_arg, "--public-url", "http://{http}/"]);
+    // Two answers too large for a datagram: two documents written.
+    for version in ["1", "0.5"] {
+        answer(server.udp, &keys, &query(&[("bulk", version)]));
+    }
+    let mut written = Vec::new();
+    for _ in 0..300 {
+        written = documents_in(&docs);
+        if written.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(written.len(), 2, "two documents written: {written:?}");
+    // Killed (SIGKILL): nothing removes its documents.
+    drop(server);
+    assert_eq!(documents_in(&docs), written, "the killed server's documents are still there");
+    // One of them is older than any answer's validity plus the grace period; a file that is
+    // not a document is someone else's.
+    let old = std::time::SystemTime::now() - Duration::from_secs(upgram_server::documents::LEFTOVER_MAX_AGE_SECS + 60);
+    std::fs::File::options().write(true).open(docs.join("doc").join(&written[0])).unwrap().set_modified(old).unwrap();
+    std::fs::write(docs.join("doc").join("notes.txt"), "not a document").unwrap();
+
+    let server = serve(&catalog, &key, &["--docs-dir", &docs_arg, "--public-url", "http://{http}/"]);
+    let mut left = Vec::new();
+    for _ in 0..300 {
+        left = documents_in(&docs);
+        if left.len() < 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(left, written[1..], "the old one is gone, the young one kept until its time");
+    assert!(docs.join("doc").join("notes.txt").exists(), "other files are left alone");
     drop(server);
 }

@@ -74,13 +74,13 @@ fn start(config: impl FnOnce(&mut Config)) -> TestServer {
     let (stop, stopped) = watch::channel(false);
     let http_listener = runtime.block_on(upgram_server::http::bind("127.0.0.1:0".parse().unwrap())).unwrap();
     let http = http_listener.local_addr().unwrap();
-    let mut settings = Config { public_url: format!("http://{http}/"), ..Config::default() };
+    let mut settings = Config { public_url: format!("http://{http}/"), workers: 2, ..Config::default() };
     config(&mut settings);
     let secrets = CookieSecrets { current: CookieSecret([0x42; 32]), previous: None };
     let shared = Arc::new(Shared::new(catalog(dir.path(), "1.1"), ReplySigner::from_seed(&SEED), secrets, settings));
     let sockets = {
         let _guard = runtime.enter();
-        upgram_server::udp::bind("127.0.0.1:0".parse().unwrap(), 2).unwrap()
+        upgram_server::udp::bind("127.0.0.1:0".parse().unwrap(), shared.config().workers).unwrap()
     };
     let udp = sockets[0].local_addr().unwrap();
     let router = upgram_server::http::router(shared.clone(), dir.path());
@@ -232,7 +232,7 @@ fn fallback_document_and_payloads_over_http() {
     assert_eq!(part, whole[2..=5]);
     let metrics = server.runtime.block_on(http.get(&format!("http://{}/metrics", server.http)));
     let metrics = String::from_utf8(metrics).unwrap();
-    assert!(metrics.contains("upgram_fallbacks_total 1"), "{metrics}");
+    assert!(metrics.contains("upgram_replies_total{kind=\"fallback\"} 1"), "{metrics}");
     assert!(metrics.contains("upgram_reply_latency_seconds_count"), "{metrics}");
 }
 
@@ -338,6 +338,40 @@ fn rate_limiting_is_per_source_and_bounded() {
     }
     assert_eq!(limited, 7, "a burst of 3, then nothing refills");
     assert_eq!(server.shared.metrics().rate_limited, 7);
+}
+
+/// Sends `count` queries from `socket` and returns how many were refused by the rate limiter.
+fn rate_limited(socket: &UdpSocket, server: SocketAddr, count: u64) -> usize {
+    let body = query_body(&[("core", "1.1")]);
+    let options = QueryOptions { pad_to: 342, ..Default::default() };
+    (0..count)
+        .filter(|&id| {
+            let reply = exchange(socket, server, &Frame::query(id, &body, &options).to_vec().unwrap());
+            matches!(Datagram::decode(&reply).unwrap().message, Message::Error(e) if e.code.code() == 3)
+        })
+        .count()
+}
+
+#[test]
+fn the_per_source_limit_holds_whatever_the_number_of_workers() {
+    for workers in [1, 4] {
+        // One flow: the kernel hands all of it to one worker, which must still allow the
+        // whole burst.
+        let server = start(|c| {
+            c.rate_per_source = 1e-6;
+            c.burst_per_source = 12.0;
+            c.workers = workers;
+        });
+        assert_eq!(rate_limited(&client(), server.udp, 20), 8, "{workers} workers: a burst of 12 for one flow");
+        // Many flows from the one address, spread over the workers: one budget between them.
+        let server = start(|c| {
+            c.rate_per_source = 1e-6;
+            c.burst_per_source = 12.0;
+            c.workers = workers;
+        });
+        let refused: usize = (0..8).map(|_| rate_limited(&client(), server.udp, 5)).sum();
+        assert_eq!(refused, 40 - 12, "{workers} workers: a burst of 12 for the address, whatever its ports");
+    }
 }
 
 #[test]

@@ -338,21 +338,47 @@ impl<'a> Response<'a> {
 
     /// Writes the canonical encoding.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"<response");
-        self.binding.encode_attributes(out);
-        if let Some(base) = &self.base {
-            write_attribute(out, "base", base);
-        }
-        write_flag(out, "compact", self.compact);
+        Self::encode_head(&self.binding, self.base.as_deref(), self.compact, self.modules.is_empty(), out);
         if self.modules.is_empty() {
-            out.extend_from_slice(b"/>");
             return;
         }
-        out.push(b'>');
         for module in &self.modules {
             module.encode(out);
         }
         out.extend_from_slice(b"</response>");
+    }
+
+    /// Writes the canonical encoding of a response whose module elements were encoded
+    /// beforehand, each by [`ModuleAnswer::encode`], given in order: the same bytes as
+    /// [`Response::encode`] of the same response. A server that keeps the encoded answers of
+    /// modules it answers often assembles responses this way without encoding them again.
+    pub fn encode_from_parts<'p>(
+        binding: &Binding,
+        base: Option<&str>,
+        compact: bool,
+        modules: impl ExactSizeIterator<Item = &'p [u8]>,
+        out: &mut Vec<u8>,
+    ) {
+        let empty = modules.len() == 0;
+        Self::encode_head(binding, base, compact, empty, out);
+        if empty {
+            return;
+        }
+        for module in modules {
+            out.extend_from_slice(module);
+        }
+        out.extend_from_slice(b"</response>");
+    }
+
+    /// `<response …>`, or `<response …/>` when it has no modules.
+    fn encode_head(binding: &Binding, base: Option<&str>, compact: bool, empty: bool, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"<response");
+        binding.encode_attributes(out);
+        if let Some(base) = base {
+            write_attribute(out, "base", base);
+        }
+        write_flag(out, "compact", compact);
+        out.extend_from_slice(if empty { b"/>" } else { b">" });
     }
 
     /// The canonical encoding in a new vector.
@@ -502,7 +528,9 @@ impl<'a> ModuleAnswer<'a> {
         Ok(())
     }
 
-    fn encode(&self, out: &mut Vec<u8>) {
+    /// Writes the canonical encoding of this `<module>` element, as [`Response::encode`] does
+    /// for each of its modules.
+    pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"<module");
         write_attribute(out, "id", &self.id);
         write_attribute(out, "status", self.status.name());

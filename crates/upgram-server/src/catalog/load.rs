@@ -540,6 +540,14 @@ fn check_requirements(modules: &[LoadedModule]) -> Result<(), CatalogError> {
 
 // ---- the folder ----
 
+/// Whether `id` can name a module of a catalog folder: a module id (SPEC.md §4.2) that does not
+/// start with `.`. Such a module's file, `modules/<id>.toml`, would be hidden, and the loader
+/// skips hidden files (temporary files are named so); the rule also keeps out `.` and `..`,
+/// which clients should refuse (SPEC.md §5.9).
+pub fn is_catalog_module_id(id: &str) -> bool {
+    is_valid_module_id(id) && !id.starts_with('.')
+}
+
 /// The module files in `dir/modules`, sorted, with the id each must hold.
 fn module_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, CatalogError> {
     let folder = dir.join(MODULES_DIR);
@@ -556,7 +564,7 @@ fn module_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, CatalogError> {
         if name.starts_with('.') {
             continue;
         }
-        let id = name.strip_suffix(".toml").filter(|id| is_valid_module_id(id)).ok_or_else(|| {
+        let id = name.strip_suffix(".toml").filter(|id| is_catalog_module_id(id)).ok_or_else(|| {
             layout("not a module file: expected <module id>.toml, a module id being 1 to 128 of A-Z a-z 0-9 . _ -")
         })?;
         let path = entry.path();
