@@ -254,8 +254,8 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 }
 
 /// Asks the servers about every installed module (and its frequent files). With the lock held,
-/// the servers' hints and the cookies are saved in the state; the installed modules do not
-/// change.
+/// the servers' hints, the cookies and the parts that fell back (split further next time) are
+/// saved in the state; the installed modules do not change.
 pub async fn check<F: Fetcher + 'static>(
     installation: &Installation,
     client: &Client<F>,
@@ -281,6 +281,7 @@ pub async fn check_installing<F: Fetcher + 'static>(
             .collect();
         let jar = client.cookie_jar();
         let handle = installation.clone();
+        let fell_back = report.fallback_modules();
         blocking(move || {
             handle.update_state(|state| {
                 for (id, frequent) in hints {
@@ -289,6 +290,7 @@ pub async fn check_installing<F: Fetcher + 'static>(
                     }
                 }
                 state.set_cookie_jar(&jar);
+                state.remember_fallback(fell_back.iter().map(String::as_str));
             })
         })
         .await??;

@@ -6,6 +6,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::SeedableRng;
@@ -156,6 +157,30 @@ impl From<ExchangeError> for TransportError {
     }
 }
 
+/// Bytes on the wire: UDP datagrams sent and received, retransmissions and dropped datagrams
+/// included.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl Traffic {
+    /// Bytes of the datagrams sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the datagrams received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    fn add(counter: &AtomicU64, len: usize) {
+        counter.fetch_add(len as u64, Ordering::Relaxed);
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -175,7 +200,9 @@ async fn fresh_socket(server: SocketAddr) -> std::io::Result<UdpSocket> {
 /// passes. `start` is the index of the server to try first (the one that last answered). The
 /// deadline is the whole operation's, shared by every part of a split query (SPEC.md §2.3: one
 /// deadline for all servers and all parts), so a part that waited for a free slot gets only what
-/// is left of it. What the exchange drops is added to `dropped` as it happens.
+/// is left of it. What the exchange drops is added to `dropped`, and the bytes it sends and
+/// receives to `traffic`, as it happens.
+#[allow(clippy::too_many_arguments)]
 pub async fn exchange(
     body: &[u8],
     config: &TransportConfig,
@@ -183,6 +210,7 @@ pub async fn exchange(
     jar: &Mutex<CookieJar>,
     start: usize,
     dropped: &Mutex<Dropped>,
+    traffic: &Traffic,
     deadline: Instant,
 ) -> Result<VerifiedReply, TransportError> {
     let epoch = Instant::now();
@@ -213,7 +241,10 @@ pub async fn exchange(
             // the exchange's timers go on as if it were lost on the way.
             match &socket {
                 Some((_, s)) => match s.send(&transmit.bytes).await {
-                    Ok(_) => tracing::trace!(server = %transmit.dest, len = transmit.bytes.len(), "query sent"),
+                    Ok(_) => {
+                        Traffic::add(&traffic.sent, transmit.bytes.len());
+                        tracing::trace!(server = %transmit.dest, len = transmit.bytes.len(), "query sent");
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                         if refused(transmit.dest, &mut unreachable) {
                             gave_up = true;
@@ -237,6 +268,7 @@ pub async fn exchange(
         };
         match received {
             Some(Ok((len, from))) => {
+                Traffic::add(&traffic.received, len);
                 let before = exchange.dropped();
                 with_jar(jar, |jar| exchange.handle_datagram(epoch.elapsed(), unix_now(), from, &buffer[..len], jar));
                 let since = exchange.dropped().since(before);

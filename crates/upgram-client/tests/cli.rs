@@ -51,6 +51,8 @@ fn check_status_and_exit_codes() {
     assert_eq!(code, 100);
     let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(json["modules"][0]["latest"], "1.1");
+    // Per check: query datagrams, answers inline, answers as fallback documents.
+    assert_eq!((&json["exchanges"], &json["inline"], &json["fallbacks"]), (&1.into(), &1.into(), &0.into()), "{out}");
 
     let current = installation(root.path(), "1.1");
     let (code, out, _) = upgram(&["check", "--config", config, "--root", current.to_str().unwrap()]);

@@ -158,8 +158,11 @@ fn main() {
     let mut w = Writer { dir, count: 0, written: 0 };
 
     // 1. Minimal query.
-    let minimal =
-        Query { modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }] }.to_vec();
+    let minimal = Query {
+        compact: false,
+        modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
+    }
+    .to_vec();
     w.datagram(
         "minimal-query",
         "One module at one version, no cookies, no padding.",
@@ -168,6 +171,7 @@ fn main() {
 
     // 2. Multi-module query with file entries and cookies.
     let multi = Query {
+        compact: false,
         modules: vec![
             QueryModule { id: "main-program".into(), version: Some(v("3.1.0")), files: vec![] },
             QueryModule {
@@ -208,6 +212,7 @@ fn main() {
     let current = Response {
         binding: binding(&minimal_text),
         base: None,
+        compact: false,
         modules: vec![ModuleAnswer::new("core", Status::Current, Some(v("1.2")))],
     };
     w.datagram("up-to-date-response", "Answer to vector 01: module core is current at 1.2. Signed with the test key, echo-bound (for = SHA-256 of vector 01's body).", &reply_bytes(&current, 0x0102030405060708, ReplyShape::default()).0);
@@ -220,7 +225,7 @@ fn main() {
         payload: payload("https://updates.example.com/p/core-1.3.0-setup.exe", "core 1.3 installer"),
         args: Some("/S /norestart".into()),
     });
-    let package = Response { binding: binding(&minimal_text), base: None, modules: vec![main] };
+    let package = Response { binding: binding(&minimal_text), base: None, compact: false, modules: vec![main] };
     w.datagram(
         "package-response",
         "core 1.2 -> 1.3 by install package (a critical file changed, [0082]); forced, floor 1.3; installer arguments.",
@@ -255,8 +260,12 @@ fn main() {
             action: FileAction::Delete,
         },
     ]);
-    let files =
-        Response { binding: binding(&multi_text), base: Some("https://cdn.example.com/".into()), modules: vec![db] };
+    let files = Response {
+        binding: binding(&multi_text),
+        base: Some("https://cdn.example.com/".into()),
+        compact: false,
+        modules: vec![db],
+    };
     w.datagram("file-list-response", "A file list with one file of each mode: incremental (with its record delta and the whole file as fallback, frequent), replace, delete; relative URLs resolved against base.", &reply_bytes(&files, 0x1111_2222_3333_4444, ReplyShape::default()).0);
 
     // 7. Dependencies.
@@ -280,6 +289,7 @@ fn main() {
     let deps = Response {
         binding: binding(&multi_text),
         base: Some("https://cdn.example.com/".into()),
+        compact: false,
         modules: vec![plugin, main_module, main_program],
     };
     w.datagram("dependencies-response", "pdf-plugin needs main-module >= 5.1, which needs main-program >= 3.1 ([0098]-[0100]): main-module is included as a dependency (full upgrade); main-program is current and carries the server's frequent-file hint.", &reply_bytes(&deps, 0x1111_2222_3333_4444, ReplyShape::default()).0);
@@ -298,7 +308,12 @@ fn main() {
         });
         big.push(m);
     }
-    let big = Response { binding: binding(&multi_text), base: Some("https://cdn.example.com/".into()), modules: big };
+    let big = Response {
+        binding: binding(&multi_text),
+        base: Some("https://cdn.example.com/".into()),
+        compact: false,
+        modules: big,
+    };
     let (bytes, document) = reply_bytes(&big, 0x1111_2222_3333_4444, ReplyShape::default());
     w.datagram("fallback-response", "An answer too large for a datagram: the signed fallback carries the document's size, SHA-256 and two mirrors ([0084]). The document is vector 09.", &bytes);
     let document = String::from_utf8(document.expect("fallback has a document")).expect("utf8");
@@ -458,6 +473,7 @@ fn main() {
     let executable = Response {
         binding: binding(&minimal_text),
         base: Some("https://updates.example.com/p/".into()),
+        compact: false,
         modules: vec![app],
     };
     w.datagram(
@@ -549,8 +565,87 @@ fn main() {
         "A query datagram with the BATCH flag: only responses and fallbacks may carry a batch trailer (SPEC.md section 3.3).",
         &batch_query,
     );
+    compact_vectors(&mut w);
     spec_agreement_vectors(&mut w);
     println!("wrote {} vectors to {}", w.written, dir.display());
+}
+
+/// Vectors 53-59: compact answers (SPEC.md §4.3, §4.4, §10.4 steps 8-9).
+fn compact_vectors(w: &mut Writer<'_>) {
+    w.count = 52;
+    let modules = vec![
+        QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] },
+        QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] },
+        QueryModule { id: "viewer".into(), version: Some(v("1.0")), files: vec![] },
+    ];
+    let query = Query { compact: true, modules }.to_vec();
+    let query_text = String::from_utf8(query.clone()).expect("utf8");
+    w.datagram(
+        "compact-query",
+        "Three modules at their versions; compact=\"1\": the client understands compact answers (SPEC.md section 4.3).",
+        &query_frame_bytes(0x5353_5353_0000_0001, &query, &QueryOptions::default()),
+    );
+    let mut viewer = ModuleAnswer::new("viewer", Status::Update, Some(v("1.1")));
+    viewer.upgrade = UpgradeInfo::Files(vec![FileEntry {
+        id: "bin/viewer".into(),
+        version: v("1.1"),
+        action: FileAction::Replace(payload("store/viewer-1.1", "viewer 1.1")),
+        frequent: false,
+        executable: true,
+    }]);
+    let compact = |query_text: &str, modules: Vec<ModuleAnswer<'static>>| Response {
+        binding: binding(query_text),
+        base: Some("https://updates.example.com/".into()),
+        compact: true,
+        modules,
+    };
+    let answer = compact(&query_text, vec![viewer.clone()]);
+    let (bytes, _) = reply_bytes(&answer, 0x5353_5353_0000_0001, ReplyShape::default());
+    w.answer(
+        "compact-response",
+        "The compact answer to vector 53: only viewer, which has an update, is listed; core and tools are current at 1.2 and 2.0, the versions the query asked (SPEC.md section 4.4).",
+        &bytes,
+        "compact-query",
+        None,
+    );
+    let stranger = ModuleAnswer::new("stranger", Status::Current, Some(v("1.0")));
+    let (bytes, _) = reply_bytes(
+        &compact(&query_text, vec![viewer.clone(), stranger]),
+        0x5353_5353_0000_0001,
+        ReplyShape::default(),
+    );
+    w.answer(
+        "invalid-compact-not-asked",
+        "A compact answer to vector 53 that lists module stranger, which the query did not ask, without dependency=\"1\": validly signed and bound, refused at verification (SPEC.md section 10.4 step 9).",
+        &bytes,
+        "compact-query",
+        Some("not-asked"),
+    );
+    let nonce = Nonce(std::array::from_fn(|i| 0xc0 + i as u8));
+    let options = QueryOptions { nonce: Some(nonce), pad_to: 342, ..Default::default() };
+    w.datagram(
+        "compact-nonce-query",
+        "Vector 53's body asking for a nonce-bound signature, padded to 342 bytes.",
+        &query_frame_bytes(0x5353_5353_0000_0002, &query, &options),
+    );
+    let shape = ReplyShape { nonce: Some(nonce), server_cookie: false };
+    let (bytes, _) = reply_bytes(&answer, 0x5353_5353_0000_0002, shape);
+    w.answer(
+        "compact-nonce-response",
+        "The compact answer of vector 54, nonce-bound for vector 56: the marker is allowed there, as what it covers follows from for, checked in both binding modes (SPEC.md section 4.4).",
+        &bytes,
+        "compact-nonce-query",
+        None,
+    );
+    let minimal_text = r#"<query><module id="core" version="1.2"/></query>"#;
+    let (bytes, _) = reply_bytes(&compact(minimal_text, vec![]), 0x0102030405060708, ReplyShape::default());
+    w.answer(
+        "invalid-compact-unrequested",
+        "A compact answer bound to vector 01, which did not ask for one (no compact=\"1\"): refused at verification (SPEC.md section 10.4 step 8).",
+        &bytes,
+        "minimal-query",
+        Some("unrequested-compact"),
+    );
 }
 
 /// Vectors 60-69: where an independent implementation found the spec's words and the decoder
@@ -597,12 +692,15 @@ fn spec_agreement_vectors(w: &mut Writer<'_>) {
 /// (leaf 2). Three leaves make a tree of depth 2 whose fourth leaf is empty.
 fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
     w.count = 29;
-    let other_query =
-        Query { modules: vec![QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] }] };
+    let other_query = Query {
+        compact: false,
+        modules: vec![QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] }],
+    };
     let other_text = String::from_utf8(other_query.to_vec()).expect("utf8");
     let other = Response {
         binding: binding(&other_text),
         base: None,
+        compact: false,
         modules: vec![ModuleAnswer::new("tools", Status::Current, Some(v("2.0")))],
     };
     let first = current.to_vec();
@@ -699,7 +797,7 @@ fn exactly_1024(query_text: &str) -> Vec<u8> {
             }),
         });
         m.upgrade = UpgradeInfo::Files(entries);
-        let response = Response { binding: binding(query_text), base: None, modules: vec![m] };
+        let response = Response { binding: binding(query_text), base: None, compact: false, modules: vec![m] };
         let (bytes, document) = reply_bytes(&response, 0x0102030405060708, ReplyShape::default());
         if document.is_none() && bytes.len() == 1024 {
             return bytes;

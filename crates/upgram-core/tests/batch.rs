@@ -29,6 +29,7 @@ fn ring() -> KeyRing {
 fn query_body(n: usize) -> Vec<u8> {
     let version = format!("1.{n}");
     Query {
+        compact: false,
         modules: vec![QueryModule {
             id: "core".into(),
             version: Some(Version::parse(&version).expect("version")),
@@ -42,6 +43,7 @@ fn answer_body(query: &[u8]) -> Vec<u8> {
     Response {
         binding: Binding { query: Sha256Digest::of(query), issued: NOW, expires: NOW + 300 },
         base: None,
+        compact: false,
         modules: vec![ModuleAnswer::new(
             Cow::Borrowed("core"),
             Status::Current,

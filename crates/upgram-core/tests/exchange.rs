@@ -64,6 +64,7 @@ fn reply(query: &Transmit, seed: [u8; 32], body: &[u8], issued: u64) -> Vec<u8> 
     let answer = Response {
         binding: Binding { query: Sha256Digest::of(body), issued, expires: issued + 300 },
         base: None,
+        compact: false,
         modules: vec![],
     }
     .to_vec();

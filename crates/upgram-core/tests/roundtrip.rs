@@ -11,6 +11,7 @@ use upgram_core::body::{
 };
 use upgram_core::cookie::{ClientCookie, ServerCookie};
 use upgram_core::fallback::{ReplyShape, prepare_reply};
+use upgram_core::merge::{expand_compact, is_implied_current};
 use upgram_core::message::Expectation;
 use upgram_core::sign::{KeyRing, Nonce, ReplySigner};
 use upgram_core::version::Version;
@@ -63,10 +64,10 @@ fn query() -> impl Strategy<Value = Query<'static>> {
             QueryModule { id, version, files }
         },
     );
-    prop::collection::vec(module, 1..8).prop_map(|mut modules| {
+    (prop::collection::vec(module, 1..8), any::<bool>()).prop_map(|(mut modules, compact)| {
         let mut seen = std::collections::HashSet::new();
         modules.retain(|m| seen.insert(m.id.clone()));
-        Query { modules }
+        Query { compact, modules }
     })
 }
 
@@ -127,13 +128,13 @@ fn module_answer() -> impl Strategy<Value = ModuleAnswer<'static>> {
 }
 
 fn response(max_modules: usize) -> impl Strategy<Value = Response<'static>> {
-    (digest(), 0u64..2_000_000_000, 0u64..600, prop::collection::vec(module_answer(), 0..max_modules)).prop_map(
-        |(query, issued, window, modules)| Response {
+    (digest(), 0u64..2_000_000_000, 0u64..600, prop::collection::vec(module_answer(), 0..max_modules), any::<bool>())
+        .prop_map(|(query, issued, window, modules, compact)| Response {
             binding: Binding { query, issued, expires: issued + window },
             base: Some(Cow::Borrowed("https://cdn.example/")),
+            compact,
             modules,
-        },
-    )
+        })
 }
 
 fn signer() -> ReplySigner {
@@ -287,10 +288,47 @@ proptest! {
                 prop_assert_eq!(joined, q.modules);
             }
             Err(_) => {
-                let too_big = q.modules.iter().any(|m| Query { modules: vec![m.clone()] }.to_vec().len() > max);
+                let too_big = q.modules.iter().any(|m| Query { compact: false, modules: vec![m.clone()] }.to_vec().len() > max);
                 prop_assert!(too_big, "split fails only when one module alone does not fit");
             }
         }
+    }
+
+    #[test]
+    fn compact_answers_expand_to_the_full_answer(
+        q in query(),
+        answers in prop::collection::vec((module_answer(), any::<bool>()), 8),
+        dependency in module_answer(),
+    ) {
+        let mut q = q;
+        q.compact = true;
+        let mut seen = std::collections::HashSet::new();
+        q.modules.retain(|m| seen.insert(m.id.clone()));
+        let mut full: Vec<ModuleAnswer<'static>> = q
+            .modules
+            .iter()
+            .zip(&answers)
+            .map(|(asked, (answer, current))| match (&asked.version, current) {
+                (Some(version), true) => ModuleAnswer::new(asked.id.clone(), Status::Current, Some(version.clone())),
+                _ => ModuleAnswer { id: asked.id.clone(), dependency: false, ..answer.clone() },
+            })
+            .collect();
+        full.push(ModuleAnswer { dependency: true, ..dependency });
+        let listed: Vec<ModuleAnswer<'static>> = full
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| q.modules.get(*i).is_none_or(|asked| !is_implied_current(m, asked)))
+            .map(|(_, m)| m.clone())
+            .collect();
+        let binding = Binding { query: Sha256Digest::of(&q.to_vec()), issued: 1, expires: 2 };
+        let base = Some(Cow::Borrowed("https://cdn.example/"));
+        let compact = Response { binding, base, compact: true, modules: listed };
+        let bytes = compact.to_vec();
+        let decoded = Response::decode(&bytes).expect("a compact answer decodes");
+        prop_assert_eq!(&decoded, &compact);
+        let expanded = expand_compact(decoded, &q).expect("every listed module was asked");
+        prop_assert!(!expanded.compact);
+        prop_assert_eq!(expanded.modules, full);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use upgram_core::body::{
     Binding, Delta, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package as PackageInfo, Payload, Query, QueryFile,
     QueryModule, Requires, Response, Status, UpgradeInfo,
 };
+use upgram_core::merge::is_implied_current;
 use upgram_core::version::Version;
 
 use crate::catalog::model::{Blob, Catalog, Module, Release, ReleaseFile, matches_any};
@@ -30,7 +31,9 @@ fn payload(blob: &Blob) -> Payload<'static> {
 }
 
 /// Answers `query` from `catalog`. `base` is the public URL payloads are under (ending in
-/// `/`); `binding` says which query this answers and for how long.
+/// `/`); `binding` says which query this answers and for how long. A query that asks for a
+/// compact answer gets one (SPEC.md §4.4): the modules current at the version asked are left
+/// out.
 pub fn respond<'c>(catalog: &'c Catalog, query: &Query<'_>, binding: Binding, base: &str) -> Response<'c> {
     let mut modules: Vec<ModuleAnswer<'c>> = query.modules.iter().map(|m| module_answer(catalog, m, false)).collect();
     add_dependencies(
@@ -39,7 +42,22 @@ pub fn respond<'c>(catalog: &'c Catalog, query: &Query<'_>, binding: Binding, ba
         |answer| required_modules(catalog, answer.status, answer.requires.iter().map(|r| r.id.as_ref())),
         |module| module_answer(catalog, &dependency_query(module), true),
     );
-    Response { binding, base: Some(Cow::Owned(base.to_owned())), modules }
+    if query.compact {
+        leave_out_current(&mut modules, query, |module, asked| is_implied_current(module, asked));
+    }
+    Response { binding, base: Some(Cow::Owned(base.to_owned())), compact: query.compact, modules }
+}
+
+/// Drops the answers a compact answer implies (`implied` says which). The first answers are
+/// those of the query's modules, in query order; dependency answers follow and are always
+/// listed.
+fn leave_out_current<T>(modules: &mut Vec<T>, query: &Query<'_>, implied: impl Fn(&T, &QueryModule<'_>) -> bool) {
+    let mut index = 0;
+    modules.retain(|module| {
+        let asked = query.modules.get(index);
+        index += 1;
+        asked.is_none_or(|asked| !implied(module, asked))
+    });
 }
 
 /// [`respond`], encoded into `out` (canonically: the same bytes as `respond(…).encode(out)`),
@@ -64,7 +82,10 @@ pub fn respond_encoded(
         |part| required_modules(catalog, part.status, part.requires.iter().map(AsRef::as_ref)),
         |module| cache.get(catalog, &dependency_query(module), true),
     );
-    Response::encode_from_parts(&binding, Some(base), parts.iter().map(|p| &*p.bytes), out);
+    if query.compact {
+        leave_out_current(&mut parts, query, |part, _| part.implied);
+    }
+    Response::encode_from_parts(&binding, Some(base), query.compact, parts.iter().map(|p| &*p.bytes), out);
 }
 
 /// A module's answer encoded once, with what the dependency walk needs of it.
@@ -75,6 +96,8 @@ pub struct EncodedAnswer {
     status: Status,
     /// The ids the answer requires.
     requires: Box<[Box<str>]>,
+    /// A compact answer leaves it out: current at the version asked, nothing else to say.
+    implied: bool,
 }
 
 /// The most module answers an [`AnswerCache`] keeps, and the most bytes of them.
@@ -123,7 +146,9 @@ impl AnswerCache {
         let mut bytes = Vec::with_capacity(256);
         answer.encode(&mut bytes);
         let requires = answer.requires.iter().map(|r| Box::from(r.id.as_ref())).collect();
-        let encoded = Arc::new(EncodedAnswer { bytes: bytes.into_boxed_slice(), status: answer.status, requires });
+        let implied = !dependency && is_implied_current(&answer, asked);
+        let bytes = bytes.into_boxed_slice();
+        let encoded = Arc::new(EncodedAnswer { bytes, status: answer.status, requires, implied });
         let size = self.key.len() + encoded.bytes.len();
         if self.entries.len() >= MAX_CACHED_ANSWERS || self.bytes + size > MAX_CACHED_ANSWER_BYTES {
             self.clear();

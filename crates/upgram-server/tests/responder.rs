@@ -44,7 +44,7 @@ fn catalog() -> Catalog {
 }
 
 fn ask(modules: Vec<QueryModule<'static>>) -> Query<'static> {
-    Query { modules }
+    Query { compact: false, modules }
 }
 
 fn qm(id: &str, version: Option<&str>, files: &[(&str, &str)]) -> QueryModule<'static> {
@@ -276,6 +276,41 @@ fn the_least_answer_length_never_exceeds_the_answer() {
     assert_eq!(least_answer_len(&catalog, &install_native, usize::MAX), 0, "a critical file: maybe a package");
     let stops = least_answer_len(&catalog, &ask(vec![qm("big", None, &[]), qm("big", Some("1"), &[])]), 100);
     assert!(stops < 2 * 30 * 64, "stops counting once enough: {stops}");
+}
+
+/// A query with `compact="1"` gets a compact answer (SPEC.md §4.4): the modules current at the
+/// version asked are left out, everything else is listed, and the client's expansion gives back
+/// exactly the full answer.
+#[test]
+fn compact_queries_leave_out_bare_current_answers() {
+    let catalog = catalog();
+    type Listed = &'static [(&'static str, Status)];
+    let cases: [(Vec<QueryModule<'static>>, Listed); 2] = [
+        // core is current at 1.2, as asked: implied; db at 2 has an update and ghost is unknown.
+        (
+            vec![qm("core", Some("1.2"), &[]), qm("db", Some("2"), &[]), qm("ghost", Some("1"), &[])],
+            &[("db", Status::Update), ("ghost", Status::Unknown)],
+        ),
+        // db at 3 with its frequent file current and the server's frequent list the query's:
+        // nothing to say, implied; core at 1.0 is listed.
+        (vec![qm("db", Some("3"), &[("sig.rec", "3")]), qm("core", Some("1.0"), &[])], &[("core", Status::Update)]),
+    ];
+    for (modules, expected) in cases {
+        let full = answer_for(&catalog, &ask(modules.clone()));
+        let compact_query = Query { compact: true, modules };
+        let compact = answer_for(&catalog, &compact_query);
+        assert!(compact.compact && !full.compact);
+        let listed: Vec<(&str, Status)> = compact.modules.iter().map(|m| (m.id.as_ref(), m.status)).collect();
+        assert_eq!(listed, expected);
+        let expanded = upgram_core::merge::expand_compact(compact, &compact_query).expect("expands");
+        assert_eq!(expanded.modules, full.modules);
+        // The server's hot path, from kept module answers, writes the same compact bytes.
+        let mut cache = AnswerCache::default();
+        for _ in 0..2 {
+            let direct = respond(&catalog, &compact_query, binding(), "https://u.example/").to_vec();
+            assert_eq!(assembled(&catalog, 1, &compact_query, &mut cache), direct);
+        }
+    }
 }
 
 /// What the server sends: the answer assembled from the worker's kept module answers.

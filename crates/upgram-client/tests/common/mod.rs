@@ -135,6 +135,11 @@ impl Drop for TestServer {
 /// settings: `public_url` at its own HTTP side and no practical rate limit, since every query
 /// through a proxy comes from one address). Call it outside any async runtime.
 pub fn start_server(config: impl FnOnce(&mut Config)) -> TestServer {
+    start_server_on(catalog, config)
+}
+
+/// [`start_server`] on the catalog `make` builds, its blobs stored in the folder it is given.
+pub fn start_server_on(make: impl FnOnce(&Path) -> Catalog, config: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().expect("temporary folder");
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("server runtime");
@@ -150,7 +155,7 @@ pub fn start_server(config: impl FnOnce(&mut Config)) -> TestServer {
     };
     config(&mut settings);
     let secrets = CookieSecrets { current: CookieSecret(COOKIE_SECRET), previous: None };
-    let shared = Arc::new(Shared::new(catalog(dir.path()), ReplySigner::from_seed(&SEED), secrets, settings));
+    let shared = Arc::new(Shared::new(make(dir.path()), ReplySigner::from_seed(&SEED), secrets, settings));
     let sockets = {
         let _guard = runtime.enter();
         upgram_server::udp::bind("127.0.0.1:0".parse().expect("address"), 1).expect("bind UDP")

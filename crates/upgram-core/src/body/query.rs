@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use crate::body::value::Fields;
-use crate::body::xml::{Element, XmlReader, write_attribute};
+use crate::body::xml::{Element, XmlReader, write_attribute, write_flag};
 use crate::body::{finish_leaf, for_each_child, parse_document};
 use crate::error::{BodyError, EncodeError};
 use crate::limits::{MAX_FILES_PER_MODULE, MAX_MODULES};
@@ -15,6 +15,11 @@ use crate::version::Version;
 /// A query: the installed modules a client asks about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Query<'a> {
+    /// The client understands compact answers (attribute `compact`, SPEC.md §4.3): the server
+    /// may leave out the modules that are current at the version asked. Left out of the JSON
+    /// form when `false`, as the attribute is left out of the XML.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub compact: bool,
     /// One entry per module, at least one.
     pub modules: Vec<QueryModule<'a>>,
 }
@@ -41,6 +46,7 @@ pub struct QueryFile<'a> {
 }
 
 const EMPTY_QUERY_LEN: usize = "<query></query>".len();
+const COMPACT_QUERY_LEN: usize = "<query compact=\"1\"></query>".len();
 
 impl<'a> Query<'a> {
     /// Decodes a query body.
@@ -52,6 +58,14 @@ impl<'a> Query<'a> {
     /// ```
     pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
         parse_document(bytes, "query", |reader, root| {
+            let mut compact = None;
+            reader.for_each_attribute(&root, |name, value| {
+                if name == "compact" {
+                    compact = Some(value);
+                }
+                Ok(())
+            })?;
+            let compact = compact.map_or(Ok(false), |v| Fields::new("query", None).flag("compact", &v))?;
             let mut modules = Vec::new();
             for_each_child(reader, &root, "query", &["module"], |reader, element| {
                 if modules.len() == MAX_MODULES {
@@ -68,13 +82,20 @@ impl<'a> Query<'a> {
             if let Some(id) = first_repeated(modules.iter().map(|m| &*m.id)) {
                 return Err(Fields::new("module", Some(id)).invalid("id", "module listed twice in one query"));
             }
-            Ok(Query { modules })
+            Ok(Query { compact, modules })
         })
+    }
+
+    /// A query about `modules` in today's form, without the `compact` request.
+    pub fn new(modules: Vec<QueryModule<'a>>) -> Self {
+        Query { compact: false, modules }
     }
 
     /// Writes the canonical encoding.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"<query>");
+        out.extend_from_slice(b"<query");
+        write_flag(out, "compact", self.compact);
+        out.push(b'>');
         for module in &self.modules {
             module.encode(out);
         }
@@ -83,7 +104,7 @@ impl<'a> Query<'a> {
 
     /// The canonical encoding in a new vector.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(EMPTY_QUERY_LEN + 64 * self.modules.len());
+        let mut out = Vec::with_capacity(COMPACT_QUERY_LEN + 64 * self.modules.len());
         self.encode(&mut out);
         out
     }
@@ -102,21 +123,21 @@ impl<'a> Query<'a> {
                 return Err(EncodeError::TooLarge { len: EMPTY_QUERY_LEN + scratch.len(), max: max_body_len });
             }
             if len + scratch.len() > max_body_len {
-                queries.push(Query { modules: std::mem::take(&mut current) });
+                queries.push(Query::new(std::mem::take(&mut current)));
                 len = EMPTY_QUERY_LEN;
             }
             len += scratch.len();
             current.push(module);
         }
         if !current.is_empty() {
-            queries.push(Query { modules: current });
+            queries.push(Query::new(current));
         }
         Ok(queries)
     }
 
     /// Copies every borrowed string, detaching the query from its input.
     pub fn into_owned(self) -> Query<'static> {
-        Query { modules: self.modules.into_iter().map(QueryModule::into_owned).collect() }
+        Query { compact: self.compact, modules: self.modules.into_iter().map(QueryModule::into_owned).collect() }
     }
 }
 
@@ -148,7 +169,8 @@ impl<'a> QueryModule<'a> {
         Ok(QueryModule { id, version, files })
     }
 
-    fn encode(&self, out: &mut Vec<u8>) {
+    /// Writes the canonical encoding of this `<module>` entry.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"<module");
         write_attribute(out, "id", &self.id);
         if let Some(version) = &self.version {
@@ -215,6 +237,7 @@ impl<'a> QueryFile<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::Response;
 
     fn decode_error(body: &str) -> BodyError {
         Query::decode(body.as_bytes()).expect_err(body)
@@ -253,5 +276,34 @@ mod tests {
         assert_eq!(ids, ["b", "a"]);
         let files: Vec<&str> = query.modules[0].files.iter().map(|f| &*f.id).collect();
         assert_eq!(files, ["y", "x"]);
+    }
+
+    #[test]
+    fn the_compact_request_decodes_in_every_spelling_and_encodes_canonically() {
+        for (text, compact) in [("1", true), ("true", true), ("0", false), ("false", false)] {
+            let body = format!(r#"<query compact="{text}"><module id="a" version="1"/></query>"#);
+            let query = Query::decode(body.as_bytes()).unwrap();
+            assert_eq!(query.compact, compact, "{text}");
+            let canonical = if compact { r#"<query compact="1">"# } else { "<query>" };
+            assert!(query.to_vec().starts_with(canonical.as_bytes()));
+        }
+        let error = Query::decode(br#"<query compact="yes"><module id="a"/></query>"#).unwrap_err();
+        assert_eq!(error.name(), "invalid-attribute");
+    }
+
+    #[test]
+    fn the_compact_marker_decodes_and_comes_after_base() {
+        let digest = "0".repeat(64);
+        let body = format!(
+            r#"<response compact="1" base="https://u.example/" for="{digest}" issued="1" expires="2"><module id="a" status="unknown"/></response>"#
+        );
+        let response = Response::decode(body.as_bytes()).unwrap();
+        assert!(response.compact);
+        let canonical = format!(
+            r#"<response for="{digest}" issued="1" expires="2" base="https://u.example/" compact="1"><module id="a" status="unknown"/></response>"#
+        );
+        assert_eq!(String::from_utf8(response.to_vec()).unwrap(), canonical);
+        let bad = format!(r#"<response for="{digest}" issued="1" expires="2" compact="2"/>"#);
+        assert_eq!(Response::decode(bad.as_bytes()).unwrap_err().name(), "invalid-attribute");
     }
 }

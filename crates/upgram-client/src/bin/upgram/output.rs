@@ -30,7 +30,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out.join("\n")
 }
 
-/// A check's results: a table, or `{"modules": [...], "exchanges", "fallbacks"}`.
+/// A check's results: a table, or `{"modules": [...], "exchanges", "inline", "fallbacks"}`:
+/// query datagrams sent, answers that came inline, answers that came as fallback documents.
 pub fn check(results: &[ModuleResult], report: &CheckReport, json: bool) -> String {
     if json {
         let modules: Vec<Value> = results
@@ -43,7 +44,11 @@ pub fn check(results: &[ModuleResult], report: &CheckReport, json: bool) -> Stri
                 })
             })
             .collect();
-        return json!({ "modules": modules, "exchanges": report.exchanges, "fallbacks": report.fallbacks }).to_string();
+        return json!({
+            "modules": modules, "exchanges": report.exchanges, "inline": report.inline(),
+            "fallbacks": report.fallbacks,
+        })
+        .to_string();
     }
     let rows: Vec<Vec<String>> = results
         .iter()
