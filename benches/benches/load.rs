@@ -60,6 +60,8 @@ fn server_binary() -> PathBuf {
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// The HTTP side, for `upgram-server` (the echo has none).
+    http: Option<SocketAddr>,
 }
 
 impl Server {
@@ -81,8 +83,26 @@ fn spawn(mut command: Command) -> Server {
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).expect("address line");
-    let addr = line.split_whitespace().next().unwrap_or("").trim_start_matches("udp=").parse().expect("an address");
-    Server { child, addr }
+    let mut words = line.split_whitespace();
+    let addr = words.next().unwrap_or("").trim_start_matches("udp=").parse().expect("an address");
+    let http = words.next().and_then(|w| w.strip_prefix("http=")).and_then(|a| a.parse().ok());
+    Server { child, addr, http }
+}
+
+/// The server's replies by kind (`upgram_replies_total{kind}` from its `/metrics`).
+fn replies_by_kind(server: &Server) -> Vec<(String, u64)> {
+    let Some(http) = server.http else { return Vec::new() };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let text = runtime
+        .block_on(async { reqwest::get(format!("http://{http}/metrics")).await?.text().await })
+        .expect("the server's /metrics");
+    text.lines()
+        .filter_map(|line| line.strip_prefix("upgram_replies_total{kind=\""))
+        .filter_map(|rest| {
+            let (kind, count) = rest.split_once("\"} ")?;
+            Some((kind.to_owned(), count.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 fn publish(server: &Path, catalog: &Path, scratch: &Path, module: &str, version: &str, files: usize, changed: usize) {
@@ -473,12 +493,20 @@ fn run_mix(mix: Mix, setup: &Setup, bounds: &Bounds) {
         rate_ratios.push(server.rate() / ceiling.rate());
     }
     let rss_growth = rss(upgram.pid()).saturating_sub(rss_before);
+    let kinds = replies_by_kind(&upgram);
     drop(echo);
     drop(upgram);
     let (cpu_goal, rate_goal) = mix.goals();
     let (cpu, rate) = (median(cpu_ratios), median(rate_ratios));
     let n = bounds.rounds;
     println!("load average after:  {}", load_average());
+    let total: u64 = kinds.iter().map(|(_, n)| n).sum();
+    let shares: Vec<String> = kinds
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(kind, n)| format!("{kind} {:.1}%", 100.0 * *n as f64 / total.max(1) as f64))
+        .collect();
+    println!("{:<9} the server's replies over the mix (warm-up included): {}", mix.name(), shares.join(", "));
     let what = if mix == Mix::Spoofed { "CPU per challenged query" } else { "CPU per reply" };
     println!(
         "{:<9} {what}, upgram / echo (median of {n}): {cpu:5.2}  (goal <= {cpu_goal:.2}) {}",
