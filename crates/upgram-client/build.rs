@@ -1,14 +1,14 @@
-//! Builds the demo's material (the repository's `demo/` folder: releases, install packages, the
-//! publishing script) into the `upgram` binary when the `demo` feature is on, so that an
-//! installed `upgram demo` needs no source tree. Each file keeps its executable bit, which the
-//! publisher records.
+//! Builds the demo's material (this package's `demo/` folder, which the repository's root
+//! `demo` links to: releases, install packages, the publishing script) into the `upgram` binary
+//! when the `demo` feature is on, so that an installed `upgram demo` needs no source tree. Each
+//! file keeps its executable bit, which the publisher records.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("demo_files.rs");
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../demo");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo");
     let mut files = Vec::new();
     println!("cargo:rerun-if-changed=build.rs");
     if std::env::var_os("CARGO_FEATURE_DEMO").is_some() {
