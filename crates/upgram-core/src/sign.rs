@@ -11,7 +11,9 @@
 //! root, and each reply carries its position, the root and its audit path ([`BatchProof`]).
 //! [`ReplySigner::sign_batch`] makes them; [`KeyRing::verify`] checks both forms.
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Mutex;
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::{Serialize, Serializer};
@@ -520,9 +522,27 @@ impl VerifyError {
 }
 
 /// The public keys a client trusts, selected by key id (rotation: several at once).
-#[derive(Debug, Clone, Default)]
+///
+/// It remembers the last few batch roots whose signature it verified: the answers of one batch
+/// (the parts of one check that the server answered together) then cost one Ed25519
+/// verification, not one each. A root counts as verified only for the exact key id, root and
+/// signature bytes that verified; every reply's own audit path is always checked.
+#[derive(Debug, Default)]
 pub struct KeyRing {
     keys: Vec<(KeyId, VerifyingKey)>,
+    verified_roots: Mutex<VecDeque<VerifiedRoot>>,
+}
+
+/// A batch root whose signature verified under a key.
+type VerifiedRoot = (KeyId, TreeHash, [u8; 64]);
+
+/// How many verified batch roots a ring remembers.
+const REMEMBERED_ROOTS: usize = 64;
+
+impl Clone for KeyRing {
+    fn clone(&self) -> Self {
+        Self { keys: self.keys.clone(), verified_roots: Mutex::default() }
+    }
 }
 
 impl KeyRing {
@@ -568,10 +588,32 @@ impl KeyRing {
         let Some(batch) = &block.batch else {
             return key.verify_strict(&signed_message(kind, nonce, body), &signature).map_err(bad_signature);
         };
-        key.verify_strict(&root_message(batch.root()), &signature).map_err(bad_signature)?;
+        let verified = (key_id, *batch.root(), block.signature);
+        if !self.root_verified(&verified) {
+            key.verify_strict(&root_message(batch.root()), &signature).map_err(bad_signature)?;
+            self.remember_root(verified);
+        }
         if batch.root_from(&leaf_hash(kind, nonce, body)) != *batch.root() {
             return Err(VerifyError::BadPath { index: batch.index() });
         }
         Ok(())
+    }
+
+    /// How many batch roots the ring remembers as verified now (at most a few dozen).
+    pub fn remembered_roots(&self) -> usize {
+        self.verified_roots.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    fn root_verified(&self, root: &VerifiedRoot) -> bool {
+        self.verified_roots.lock().is_ok_and(|roots| roots.contains(root))
+    }
+
+    fn remember_root(&self, root: VerifiedRoot) {
+        if let Ok(mut roots) = self.verified_roots.lock() {
+            if roots.len() == REMEMBERED_ROOTS {
+                roots.pop_front();
+            }
+            roots.push_back(root);
+        }
     }
 }

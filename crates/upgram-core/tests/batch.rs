@@ -417,3 +417,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_remembered_root_spares_the_signature_check_but_never_a_path_or_another_signature() {
+    let batch = Batch::new(8);
+    let blocks = batch.sign();
+    let keys = ring();
+    for (i, block) in blocks.iter().enumerate() {
+        assert_eq!(keys.verify(MessageKind::Response, batch.nonces[i].as_ref(), &batch.bodies[i], block), Ok(()));
+    }
+    assert_eq!(keys.remembered_roots(), 1, "eight answers of one batch: one root verified and kept");
+    // The root is remembered, yet a member's answer with another's path still fails.
+    assert_eq!(
+        keys.verify(MessageKind::Response, batch.nonces[1].as_ref(), &batch.bodies[1], &blocks[0]),
+        Err(VerifyError::BadPath { index: 0 })
+    );
+    // The same root under other signature bytes is checked again, and fails.
+    let mut forged = blocks[2];
+    forged.signature[10] ^= 1;
+    assert!(matches!(
+        keys.verify(MessageKind::Response, batch.nonces[2].as_ref(), &batch.bodies[2], &forged),
+        Err(VerifyError::BadSignature { .. })
+    ));
+    assert_eq!(keys.remembered_roots(), 1);
+    // A copy of the ring starts with nothing remembered.
+    assert_eq!(keys.clone().remembered_roots(), 0);
+}
