@@ -184,8 +184,12 @@ fn main() {
     let client_cookie = ClientCookie(*b"demo-cli");
 
     println!("1. A module-level check of `core` alone, with a client cookie but no server cookie yet.");
-    let small =
-        Query { modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }] }.to_vec();
+    let small = Query {
+        channel: None,
+        bucket: None,
+        modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
+    }
+    .to_vec();
     let first =
         Frame::query(0x5eed_0001, &small, &QueryOptions { client_cookie: Some(client_cookie), ..Default::default() })
             .to_vec()
@@ -217,6 +221,8 @@ fn main() {
 
     println!("2. The full check: every module, plus a file-level entry for a frequent file [0078].");
     let query = Query {
+        channel: None,
+        bucket: None,
         modules: vec![
             QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] },
             QueryModule {

@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use upgram_core::body::{
-    Binding, Delta, ErrorBody, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package, Payload, Query, QueryFile,
-    QueryModule, Requires, Response, Status, UpgradeInfo,
+    BUCKETS, Binding, Delta, ErrorBody, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package, Payload, Query,
+    QueryFile, QueryModule, Requires, Response, Status, UpgradeInfo,
 };
 use upgram_core::cookie::{ClientCookie, CookieSecret, make_server_cookie};
 use upgram_core::fallback::{ReplyShape, prepare_reply};
@@ -158,8 +158,12 @@ fn main() {
     let mut w = Writer { dir, count: 0, written: 0 };
 
     // 1. Minimal query.
-    let minimal =
-        Query { modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }] }.to_vec();
+    let minimal = Query {
+        channel: None,
+        bucket: None,
+        modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
+    }
+    .to_vec();
     w.datagram(
         "minimal-query",
         "One module at one version, no cookies, no padding.",
@@ -168,6 +172,8 @@ fn main() {
 
     // 2. Multi-module query with file entries and cookies.
     let multi = Query {
+        channel: None,
+        bucket: None,
         modules: vec![
             QueryModule { id: "main-program".into(), version: Some(v("3.1.0")), files: vec![] },
             QueryModule {
@@ -549,7 +555,76 @@ fn main() {
         "A query datagram with the BATCH flag: only responses and fallbacks may carry a batch trailer (SPEC.md section 3.3).",
         &batch_query,
     );
+    rollout_vectors(&mut w);
     println!("wrote {} vectors to {}", w.written, dir.display());
+}
+
+/// Vectors 70-79: the channel and the rollout bucket of a query (SPEC.md section 4.3).
+fn rollout_vectors(w: &mut Writer<'_>) {
+    w.count = 69;
+    let on_channel = Query {
+        channel: Some("beta".into()),
+        bucket: Some(37),
+        modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
+    }
+    .to_vec();
+    w.datagram(
+        "query-channel-bucket",
+        "A query on channel beta from an installation in rollout bucket 37 (SPEC.md section 4.3).",
+        &query_frame_bytes(0x0102030405060708, &on_channel, &QueryOptions::default()),
+    );
+    let edges = Query {
+        channel: Some("stable".into()),
+        bucket: Some(BUCKETS - 1),
+        modules: vec![QueryModule { id: "core".into(), version: None, files: vec![] }],
+    }
+    .to_vec();
+    w.datagram(
+        "query-last-bucket",
+        "The default channel named explicitly, and the highest bucket, 99 (SPEC.md section 4.3).",
+        &query_frame_bytes(0x0102030405060709, &edges, &QueryOptions::default()),
+    );
+    let bucket_only = Query {
+        channel: None,
+        bucket: Some(0),
+        modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
+    }
+    .to_vec();
+    w.datagram(
+        "query-bucket-without-channel",
+        "Bucket 0 without a channel: the installation follows the default channel, stable (SPEC.md section 4.3).",
+        &query_frame_bytes(0x010203040506070a, &bucket_only, &QueryOptions::default()),
+    );
+    let invalid = [
+        (
+            "invalid-bucket-too-large",
+            "Bucket 100: buckets are 0 to 99 (SPEC.md section 4.3).",
+            r#"<query bucket="100"><module id="core" version="1.2"/></query>"#,
+        ),
+        (
+            "invalid-bucket-leading-zero",
+            "Bucket 07: a U8 has no leading zero (SPEC.md sections 4.2 and 4.3).",
+            r#"<query bucket="07"><module id="core" version="1.2"/></query>"#,
+        ),
+        (
+            "invalid-bucket-negative",
+            "Bucket -1: not a decimal number (SPEC.md sections 4.2 and 4.3).",
+            r#"<query bucket="-1"><module id="core" version="1.2"/></query>"#,
+        ),
+        (
+            "invalid-channel-empty",
+            "An empty channel: a channel is an ID, 1 to 128 bytes (SPEC.md section 4.3).",
+            r#"<query channel=""><module id="core" version="1.2"/></query>"#,
+        ),
+        (
+            "invalid-channel-slash",
+            "A channel with `/`: a channel is an ID (SPEC.md sections 4.2 and 4.3).",
+            r#"<query channel="beta/1"><module id="core" version="1.2"/></query>"#,
+        ),
+    ];
+    for (name, description, body) in invalid {
+        w.invalid(name, description, &query_frame_bytes(0x0102030405060708, body.as_bytes(), &QueryOptions::default()));
+    }
 }
 
 /// Vectors 30-39: batch-signed replies (SPEC.md §3.4, §10.3.1) and the ways they fail.
@@ -559,8 +634,11 @@ fn main() {
 /// (leaf 2). Three leaves make a tree of depth 2 whose fourth leaf is empty.
 fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
     w.count = 29;
-    let other_query =
-        Query { modules: vec![QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] }] };
+    let other_query = Query {
+        channel: None,
+        bucket: None,
+        modules: vec![QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] }],
+    };
     let other_text = String::from_utf8(other_query.to_vec()).expect("utf8");
     let other = Response {
         binding: binding(&other_text),

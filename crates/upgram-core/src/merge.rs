@@ -24,18 +24,28 @@ pub fn with_installs<'a>(mut installed: Vec<QueryModule<'a>>, install: &[&'a str
 /// alone with all its file entries goes with as many as fit, possibly none (SPEC.md §2.6): the
 /// server answers it at module level, which still covers every change.
 pub fn split_query(modules: Vec<QueryModule<'_>>, nonce_bound: bool) -> Result<Vec<Vec<u8>>, EncodeError> {
+    split_query_for(&Query::new(Vec::new()), modules, nonce_bound)
+}
+
+/// [`split_query`] for an installation on a channel and with a bucket: every part carries the
+/// `channel` and `bucket` of `audience` (whose own modules are not used).
+pub fn split_query_for<'a>(
+    audience: &Query<'a>,
+    modules: Vec<QueryModule<'a>>,
+    nonce_bound: bool,
+) -> Result<Vec<Vec<u8>>, EncodeError> {
     let room = max_query_body_len(nonce_bound);
-    let modules = modules.into_iter().map(|module| fit_alone(module, room)).collect();
-    let parts = Query::split(modules, room)?;
+    let modules = modules.into_iter().map(|module| fit_alone(audience, module, room)).collect();
+    let parts = audience.split_modules(modules, room)?;
     Ok(parts.iter().map(Query::to_vec).collect())
 }
 
 /// `module` with as many of its file entries (in order) as let it fit `room` alone.
-fn fit_alone(mut module: QueryModule<'_>, room: usize) -> QueryModule<'_> {
-    let alone_len = |module: &QueryModule<'_>, files: usize| {
+fn fit_alone<'a>(audience: &Query<'a>, mut module: QueryModule<'a>, room: usize) -> QueryModule<'a> {
+    let alone_len = |module: &QueryModule<'a>, files: usize| {
         let mut trimmed = module.clone();
         trimmed.files.truncate(files);
-        Query { modules: vec![trimmed] }.to_vec().len()
+        Query { channel: audience.channel.clone(), bucket: audience.bucket, modules: vec![trimmed] }.to_vec().len()
     };
     if alone_len(&module, module.files.len()) <= room {
         return module;
@@ -208,7 +218,7 @@ mod tests {
             // One more entry would not have fitted.
             let mut more = big.clone();
             more.files.truncate(kept + 1);
-            assert!(Query { modules: vec![more] }.to_vec().len() > max_query_body_len(nonce_bound));
+            assert!(Query::new(vec![more]).to_vec().len() > max_query_body_len(nonce_bound));
             assert_eq!(first.modules[0].files[..], big.files[..kept]);
         }
     }

@@ -29,6 +29,8 @@ fn ring() -> KeyRing {
 fn query_body(n: usize) -> Vec<u8> {
     let version = format!("1.{n}");
     Query {
+        channel: None,
+        bucket: None,
         modules: vec![QueryModule {
             id: "core".into(),
             version: Some(Version::parse(&version).expect("version")),

@@ -44,7 +44,7 @@ fn catalog() -> Catalog {
 }
 
 fn ask(modules: Vec<QueryModule<'static>>) -> Query<'static> {
-    Query { modules }
+    Query::new(modules)
 }
 
 fn qm(id: &str, version: Option<&str>, files: &[(&str, &str)]) -> QueryModule<'static> {
