@@ -12,6 +12,7 @@ use upgram_core::body::{
 use upgram_core::version::Version;
 
 use crate::catalog::model::{Blob, Catalog, Module, Release, ReleaseFile, matches_any};
+use crate::catalog::rollout::RolloutState;
 
 /// Where payloads are, relative to the response's `base`: `store/<sha256>`.
 pub fn store_url(blob: &Blob) -> String {
@@ -29,26 +30,61 @@ fn payload(blob: &Blob) -> Payload<'static> {
 }
 
 /// Answers `query` from `catalog`. `base` is the public URL payloads are under (ending in
-/// `/`); `binding` says which query this answers and for how long.
+/// `/`); `binding` says which query this answers and for how long. Rollout schedules are
+/// evaluated at the binding's issue time (SPEC.md §5.10), so every answer of one issue window
+/// agrees.
 pub fn respond<'c>(catalog: &'c Catalog, query: &Query<'_>, binding: Binding, base: &str) -> Response<'c> {
-    let mut modules: Vec<ModuleAnswer<'c>> = query.modules.iter().map(|m| answer(catalog, m)).collect();
-    add_dependencies(catalog, query, &mut modules);
+    let audience = Audience::of(query, binding.issued);
+    let mut modules: Vec<ModuleAnswer<'c>> = query.modules.iter().map(|m| answer(catalog, &audience, m)).collect();
+    add_dependencies(catalog, &audience, query, &mut modules);
     Response { binding, base: Some(Cow::Owned(base.to_owned())), modules }
 }
 
+/// Who a query comes from, as far as rollouts care: its channel, its bucket, and the time the
+/// answer is issued at.
+#[derive(Debug, Clone, Copy)]
+pub struct Audience<'q> {
+    /// The channel the installation follows.
+    pub channel: &'q str,
+    /// Its rollout bucket, if it sent one.
+    pub bucket: Option<u8>,
+    /// Unix time the schedules are evaluated at.
+    pub now: u64,
+}
+
+impl<'q> Audience<'q> {
+    /// The audience of `query`, at unix time `now`.
+    pub fn of(query: &'q Query<'_>, now: u64) -> Self {
+        Self { channel: query.channel_or_default(), bucket: query.bucket, now }
+    }
+
+    /// Whether an installation of this audience that does not have `release` is offered it.
+    pub fn is_offered(&self, release: &Release) -> bool {
+        release.on_channel(self.channel) && release.rollout.offers(release.forced, self.bucket, self.now)
+    }
+
+    /// The newest release of `module` this audience is offered (SPEC.md §5.10).
+    pub fn latest<'c>(&self, module: &'c Module) -> Option<&'c Release> {
+        module.releases.iter().rev().find(|r| self.is_offered(r))
+    }
+}
+
 /// The answer for one query module (§5.2).
-fn answer<'c>(catalog: &'c Catalog, asked: &QueryModule<'_>) -> ModuleAnswer<'c> {
+fn answer<'c>(catalog: &'c Catalog, audience: &Audience<'_>, asked: &QueryModule<'_>) -> ModuleAnswer<'c> {
     let Some(module) = catalog.modules.get(asked.id.as_ref()) else {
         return ModuleAnswer::new(Cow::Owned(asked.id.to_string()), Status::Unknown, None);
     };
-    let Some(latest) = module.latest() else {
-        return error_answer(module, ErrorCode::NoRelease);
-    };
-    let mut answer = match &asked.version {
-        None => install(catalog, module, latest),
-        Some(installed) if *installed == latest.version => current(catalog, module, latest, &asked.files),
-        Some(installed) if *installed < latest.version => upgrade(catalog, module, latest, installed, &asked.files),
-        Some(_) => newer_than_latest(catalog, module, latest),
+    let latest = audience.latest(module);
+    let mut answer = match (&asked.version, latest) {
+        (None, Some(latest)) => install(catalog, module, audience, latest),
+        (Some(installed), Some(latest)) if *installed == latest.version => {
+            current(catalog, module, latest, &asked.files)
+        }
+        (Some(installed), Some(latest)) if *installed < latest.version => {
+            upgrade(catalog, module, audience, latest, installed, &asked.files)
+        }
+        (Some(installed), latest) => newer_than_offered(catalog, module, latest, installed, &asked.files),
+        (None, None) => error_answer(module, ErrorCode::NoRelease),
     };
     add_frequent_hint(&mut answer, module, &asked.files);
     answer
@@ -64,9 +100,21 @@ fn requires_of(release: &Release) -> Vec<Requires<'_>> {
     release.requires.iter().map(|(id, min)| Requires { id: Cow::Borrowed(id), min: min.as_borrowed() }).collect()
 }
 
-/// The flags over the releases in `(after, latest]` (§5.5); `after = None` means all.
-fn set_flags(answer: &mut ModuleAnswer<'_>, module: &Module, after: Option<&Version<'_>>, latest: &Version<'_>) {
-    let span = module.releases.iter().filter(|r| after.is_none_or(|a| r.version > *a) && r.version <= *latest);
+/// The flags over the releases of the audience's channel in `(after, latest]` (§5.5), withdrawn
+/// ones left out; `after = None` means all.
+fn set_flags(
+    answer: &mut ModuleAnswer<'_>,
+    module: &Module,
+    audience: &Audience<'_>,
+    after: Option<&Version<'_>>,
+    latest: &Version<'_>,
+) {
+    let span = module.releases.iter().filter(|r| {
+        after.is_none_or(|a| r.version > *a)
+            && r.version <= *latest
+            && r.on_channel(audience.channel)
+            && r.rollout.state != RolloutState::Withdrawn
+    });
     for release in span {
         answer.full |= release.full;
         if release.forced {
@@ -84,9 +132,14 @@ fn update_answer<'c>(module: &'c Module, latest: &'c Release) -> ModuleAnswer<'c
 }
 
 /// A module that is not installed: everything of `latest` (§5.2 step 2).
-fn install<'c>(catalog: &'c Catalog, module: &'c Module, latest: &'c Release) -> ModuleAnswer<'c> {
+fn install<'c>(
+    catalog: &'c Catalog,
+    module: &'c Module,
+    audience: &Audience<'_>,
+    latest: &'c Release,
+) -> ModuleAnswer<'c> {
     let mut answer = update_answer(module, latest);
-    set_flags(&mut answer, module, None, &latest.version);
+    set_flags(&mut answer, module, audience, None, &latest.version);
     let entries: Vec<FileEntry<'c>> = latest.files.iter().map(|f| replace_entry(module, f)).collect();
     choose_upgrade(catalog, module, latest, answer, entries)
 }
@@ -112,12 +165,13 @@ fn current<'c>(
 fn upgrade<'c>(
     catalog: &'c Catalog,
     module: &'c Module,
+    audience: &Audience<'_>,
     latest: &'c Release,
     installed: &Version<'_>,
     asked: &[QueryFile<'_>],
 ) -> ModuleAnswer<'c> {
     let mut answer = update_answer(module, latest);
-    set_flags(&mut answer, module, Some(installed), &latest.version);
+    set_flags(&mut answer, module, audience, Some(installed), &latest.version);
     let asked_ids: HashSet<&str> = asked.iter().map(|f| f.id.as_ref()).collect();
     let installed_release = module.release(installed);
     let mut entries: Vec<FileEntry<'c>> = Vec::new();
@@ -139,16 +193,32 @@ fn upgrade<'c>(
     choose_upgrade(catalog, module, latest, answer, entries)
 }
 
-/// A client newer than the catalog's latest (§5.2 step 5, §6.4): a rollback if the catalog
-/// designates one, else nothing to do.
-fn newer_than_latest<'c>(catalog: &'c Catalog, module: &'c Module, latest: &'c Release) -> ModuleAnswer<'c> {
-    if !latest.rollback {
-        return ModuleAnswer::new(
-            Cow::Borrowed(module.id.as_str()),
-            Status::Current,
-            Some(latest.version.as_borrowed()),
-        );
+/// An installed version newer than the latest release the installation is offered, or with no
+/// release offered at all (§5.2 step 5, §6.4): a rollback to a rollback target or away from a
+/// withdrawn release; else the installation keeps the release it has.
+fn newer_than_offered<'c>(
+    catalog: &'c Catalog,
+    module: &'c Module,
+    latest: Option<&'c Release>,
+    installed: &Version<'_>,
+    asked: &[QueryFile<'_>],
+) -> ModuleAnswer<'c> {
+    let installed = module.release(installed);
+    let withdrawn = installed.is_some_and(|r| r.rollout.state == RolloutState::Withdrawn);
+    match (latest, installed) {
+        (Some(latest), _) if latest.rollback || withdrawn => rollback(catalog, module, latest),
+        (_, Some(installed)) if !withdrawn => current(catalog, module, installed, asked),
+        (Some(latest), _) => {
+            ModuleAnswer::new(Cow::Borrowed(module.id.as_str()), Status::Current, Some(latest.version.as_borrowed()))
+        }
+        (None, _) => error_answer(module, ErrorCode::NoRelease),
     }
+}
+
+/// A signed rollback to `latest` (§5.2 step 5, §6.4), complete: every file of `latest`
+/// replaced, and every file any release of the module had that `latest` has not deleted
+/// (those the release left added included).
+fn rollback<'c>(catalog: &'c Catalog, module: &'c Module, latest: &'c Release) -> ModuleAnswer<'c> {
     let mut answer = update_answer(module, latest);
     answer.rollback = true;
     answer.full = true;
@@ -289,14 +359,19 @@ fn add_frequent_hint<'c>(answer: &mut ModuleAnswer<'c>, module: &'c Module, aske
 /// Answers for modules that updated answers require but the query did not contain, as for
 /// modules not installed (§5.6); a requiring module whose requirement cannot be met from the
 /// catalog answers error 21.
-fn add_dependencies<'c>(catalog: &'c Catalog, query: &Query<'_>, modules: &mut Vec<ModuleAnswer<'c>>) {
+fn add_dependencies<'c>(
+    catalog: &'c Catalog,
+    audience: &Audience<'_>,
+    query: &Query<'_>,
+    modules: &mut Vec<ModuleAnswer<'c>>,
+) {
     let asked: HashSet<&str> = query.modules.iter().map(|m| m.id.as_ref()).collect();
     let mut included: BTreeSet<String> = BTreeSet::new();
     let mut i = 0;
     // Iterative: dependency answers appended to `modules` are visited in turn.
     while i < modules.len() {
         if modules[i].status == Status::Update {
-            if let Err(code) = check_requirements(catalog, &modules[i]) {
+            if let Err(code) = check_requirements(catalog, audience, &modules[i]) {
                 if let Some(module) = catalog.modules.get(modules[i].id.as_ref()) {
                     modules[i] = error_answer(module, code);
                 }
@@ -310,6 +385,7 @@ fn add_dependencies<'c>(catalog: &'c Catalog, query: &Query<'_>, modules: &mut V
                         included.insert(id.to_owned());
                         let mut dependency = answer(
                             catalog,
+                            audience,
                             &QueryModule { id: Cow::Borrowed(module.id.as_str()), version: None, files: vec![] },
                         );
                         dependency.dependency = true;
@@ -322,14 +398,15 @@ fn add_dependencies<'c>(catalog: &'c Catalog, query: &Query<'_>, modules: &mut V
     }
 }
 
-/// Whether every requirement of `answer`, transitively through the catalog's latest
-/// releases, exists, is new enough, and is free of cycles.
-fn check_requirements(catalog: &Catalog, answer: &ModuleAnswer<'_>) -> Result<(), ErrorCode> {
+/// Whether every requirement of `answer`, transitively through the latest releases the
+/// audience is offered, exists, is new enough, and is free of cycles.
+fn check_requirements(catalog: &Catalog, audience: &Audience<'_>, answer: &ModuleAnswer<'_>) -> Result<(), ErrorCode> {
     let mut stack: Vec<(&str, usize)> = vec![(answer.id.as_ref(), 0)];
     let mut on_path: Vec<&str> = vec![answer.id.as_ref()];
     let mut done: HashSet<&str> = HashSet::new();
     while let Some((id, next)) = stack.pop() {
-        let requires = catalog.modules.get(id).and_then(Module::latest).map(|r| r.requires.as_slice()).unwrap_or(&[]);
+        let requires =
+            catalog.modules.get(id).and_then(|m| audience.latest(m)).map(|r| r.requires.as_slice()).unwrap_or(&[]);
         let Some((dep, min)) = requires.get(next) else {
             done.insert(id);
             on_path.pop();
@@ -337,7 +414,7 @@ fn check_requirements(catalog: &Catalog, answer: &ModuleAnswer<'_>) -> Result<()
         };
         stack.push((id, next + 1));
         let module = catalog.modules.get(dep.as_str()).ok_or(ErrorCode::DependencyUnresolvable)?;
-        let latest = module.latest().ok_or(ErrorCode::DependencyUnresolvable)?;
+        let latest = audience.latest(module).ok_or(ErrorCode::DependencyUnresolvable)?;
         if latest.version < *min || on_path.contains(&module.id.as_str()) {
             return Err(ErrorCode::DependencyUnresolvable);
         }
@@ -359,11 +436,14 @@ const PAYLOAD_HEX_LEN: usize = 64;
 ///
 /// Cheap on purpose: it decides whether an unvalidated source can be sent the answer at all
 /// (SPEC.md §10.6) before anything is built or signed. It stops counting at `enough`.
-pub fn least_answer_len(catalog: &Catalog, query: &Query<'_>, enough: usize) -> usize {
+///
+/// `now` is the issue time the answer would have (rollouts depend on it).
+pub fn least_answer_len(catalog: &Catalog, query: &Query<'_>, now: u64, enough: usize) -> usize {
+    let audience = Audience::of(query, now);
     let mut total = 0;
     for asked in query.modules.iter().filter(|m| m.files.is_empty()) {
         let Some(module) = catalog.modules.get(asked.id.as_ref()) else { continue };
-        let Some(latest) = module.latest() else { continue };
+        let Some(latest) = audience.latest(module) else { continue };
         total += least_listed_len(catalog, module, latest, asked.version.as_ref());
         if total >= enough {
             break;

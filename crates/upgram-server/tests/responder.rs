@@ -265,15 +265,15 @@ fn the_least_answer_length_never_exceeds_the_answer() {
     for id in ["core", "db", "big", "native", "nowhere"] {
         for version in versions {
             let query = ask(vec![qm(id, version, &[])]);
-            let least = least_answer_len(&catalog, &query, usize::MAX);
+            let least = least_answer_len(&catalog, &query, 100, usize::MAX);
             let actual = respond(&catalog, &query, binding(), "https://u.example/").to_vec().len();
             assert!(least <= actual, "{id} {version:?}: least {least} > actual {actual}");
         }
     }
     let install_big = ask(vec![qm("big", None, &[])]);
-    assert!(least_answer_len(&catalog, &install_big, usize::MAX) >= 30 * 64, "30 payload hashes at least");
+    assert!(least_answer_len(&catalog, &install_big, 0, usize::MAX) >= 30 * 64, "30 payload hashes at least");
     let install_native = ask(vec![qm("native", None, &[])]);
-    assert_eq!(least_answer_len(&catalog, &install_native, usize::MAX), 0, "a critical file: maybe a package");
-    let stops = least_answer_len(&catalog, &ask(vec![qm("big", None, &[]), qm("big", Some("1"), &[])]), 100);
+    assert_eq!(least_answer_len(&catalog, &install_native, 0, usize::MAX), 0, "a critical file: maybe a package");
+    let stops = least_answer_len(&catalog, &ask(vec![qm("big", None, &[]), qm("big", Some("1"), &[])]), 0, 100);
     assert!(stops < 2 * 30 * 64, "stops counting once enough: {stops}");
 }
