@@ -68,9 +68,9 @@ use crate::catalog::load::{SETTINGS_FILE, check_installer_args, is_catalog_modul
 use crate::catalog::model::{
     Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings, matches_any,
 };
+use crate::catalog::rollout::{Rollout, RolloutState, Schedule, default_channels};
 use crate::catalog::save::{SaveStage, replace_file, save_module_with};
 use crate::catalog::store::{blob_path, hash_file, put_bytes, put_file, store_dir, sync_dir};
-use crate::catalog::rollout::{Rollout, RolloutState, Schedule, default_channels};
 use crate::catalog::{self, Requirement};
 
 /// The file in a catalog folder that publishes lock while they run (see the module

@@ -414,7 +414,12 @@ fn parse_rollout(source: &Source<'_>, raw: RawRollout) -> Result<Rollout, Catalo
     let mut schedule = Vec::new();
     for step in raw_schedule.into_inner() {
         let percent = u8::try_from(*step.percent.get_ref()).ok().filter(|&p| p <= 100).ok_or_else(|| {
-            source.invalid(step.percent.span(), "percent", Some(ROLLOUT), format!("{} is not 0 to 100", step.percent.get_ref()))
+            source.invalid(
+                step.percent.span(),
+                "percent",
+                Some(ROLLOUT),
+                format!("{} is not 0 to 100", step.percent.get_ref()),
+            )
         })?;
         let at = match step.at {
             Some(at) => Some(datetime_to_unix(at.get_ref()).ok_or_else(|| {

@@ -73,7 +73,12 @@ impl Rollout {
         if self.schedule.is_empty() {
             return 100;
         }
-        self.schedule.iter().filter(|step| step.at.is_none_or(|at| at <= now)).map(|step| step.percent).last().unwrap_or(0)
+        self.schedule
+            .iter()
+            .filter(|step| step.at.is_none_or(|at| at <= now))
+            .map(|step| step.percent)
+            .last()
+            .unwrap_or(0)
     }
 
     /// Whether an installation with `bucket` that does not have the release yet is offered it
@@ -178,17 +183,15 @@ pub fn format_schedule(schedule: &[RolloutStep]) -> String {
 pub fn parse_time(text: &str) -> Result<u64, String> {
     let datetime: toml::value::Datetime =
         text.parse().map_err(|_| format!("{text:?} is not a date and time such as 2026-12-01T10:00Z"))?;
-    datetime_to_unix(&datetime).ok_or_else(|| format!("{text:?}: a date, a time and an offset (Z or +hh:mm) are needed"))
+    datetime_to_unix(&datetime)
+        .ok_or_else(|| format!("{text:?}: a date, a time and an offset (Z or +hh:mm) are needed"))
 }
 
 /// Unix seconds of a TOML offset date-time (`None` without date, time or offset, or before 1970).
 pub fn datetime_to_unix(datetime: &toml::value::Datetime) -> Option<u64> {
     let (date, time, offset) = (datetime.date?, datetime.time?, datetime.offset?);
     let days = days_from_civil(i64::from(date.year), u32::from(date.month), u32::from(date.day));
-    let seconds = days * 86_400
-        + i64::from(time.hour) * 3600
-        + i64::from(time.minute) * 60
-        + i64::from(time.second);
+    let seconds = days * 86_400 + i64::from(time.hour) * 3600 + i64::from(time.minute) * 60 + i64::from(time.second);
     let offset_minutes = match offset {
         toml::value::Offset::Z => 0,
         toml::value::Offset::Custom { minutes } => i64::from(minutes),
