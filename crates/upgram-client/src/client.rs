@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::borrow::Cow;
 use thiserror::Error;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use upgram_core::body::value::is_valid_module_id;
-use std::borrow::Cow;
 
 use upgram_core::body::{Fallback, ModuleAnswer, Query, Response, Status, UpgradeInfo};
 use upgram_core::merge::{merge_answers, split_query_for, with_installs};
@@ -133,7 +133,13 @@ impl<F: Fetcher> ClientBuilder<F> {
     /// The HTTP fetcher for fallback documents (default with the `http` feature: `HttpFetcher`).
     pub fn fetcher<G: Fetcher>(self, fetcher: G) -> ClientBuilder<G> {
         let fetcher = FetcherSource::Given(fetcher);
-        ClientBuilder { transport: self.transport, keys: self.keys, fetcher, in_flight: self.in_flight, channel: self.channel }
+        ClientBuilder {
+            transport: self.transport,
+            keys: self.keys,
+            fetcher,
+            in_flight: self.in_flight,
+            channel: self.channel,
+        }
     }
 
     /// The client.
@@ -198,7 +204,13 @@ impl Client<HttpFetcher> {
     /// A builder with the default fetcher.
     pub fn builder() -> ClientBuilder<HttpFetcher> {
         let fetcher = FetcherSource::Made(|timeout| Ok(HttpFetcher::new(timeout)?));
-        ClientBuilder { transport: TransportConfig::default(), keys: KeyRing::new(), fetcher, in_flight: None, channel: None }
+        ClientBuilder {
+            transport: TransportConfig::default(),
+            keys: KeyRing::new(),
+            fetcher,
+            in_flight: None,
+            channel: None,
+        }
     }
 }
 
@@ -334,8 +346,11 @@ impl<F: Fetcher + 'static> Client<F> {
             return Err(ClientError::Empty);
         }
         // Every part names the installation's channel and bucket (SPEC.md §4.3).
-        let audience =
-            Query { channel: self.shared.channel.as_deref().map(Cow::Borrowed), bucket: installed.bucket, modules: vec![] };
+        let audience = Query {
+            channel: self.shared.channel.as_deref().map(Cow::Borrowed),
+            bucket: installed.bucket,
+            modules: vec![],
+        };
         let bodies = split_query_for(&audience, modules, self.shared.transport.nonce_bound)
             .map_err(|e| ClientError::Answer(e.to_string()))?;
         self.check_bodies(bodies).await
