@@ -73,12 +73,7 @@ impl Rollout {
         if self.schedule.is_empty() {
             return 100;
         }
-        self.schedule
-            .iter()
-            .filter(|step| step.at.is_none_or(|at| at <= now))
-            .map(|step| step.percent)
-            .last()
-            .unwrap_or(0)
+        self.schedule.iter().rev().find(|step| step.at.is_none_or(|at| at <= now)).map_or(0, |step| step.percent)
     }
 
     /// Whether an installation with `bucket` that does not have the release yet is offered it
