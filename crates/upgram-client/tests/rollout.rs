@@ -326,3 +326,30 @@ fn a_forced_release_bypasses_its_schedule() {
     let late = Site::install(&runtime, &client, work.path().join("late"));
     assert_eq!(installed_files(&late.root), expected(V1));
 }
+
+#[test]
+fn an_installation_draws_its_bucket_once_and_old_state_files_still_load() {
+    let root = tempfile::tempdir().unwrap();
+    let state_file = upgram_client::layout::Layout::new(root.path()).state_file();
+    std::fs::create_dir_all(state_file.parent().unwrap()).unwrap();
+    // A state file written before rollouts existed: no bucket.
+    let old = r#"{ "modules": { "app": { "version": "1.0", "files": {} } }, "cookies": [] }"#;
+    std::fs::write(&state_file, old).unwrap();
+    let read_only = Installation::open_read_only(root.path()).unwrap();
+    assert_eq!(read_only.state().bucket, None, "a read-only opening changes nothing");
+    assert_eq!(std::fs::read_to_string(&state_file).unwrap(), old);
+    drop(read_only);
+
+    let bucket = Installation::open_locked(root.path()).unwrap().state().bucket.expect("drawn");
+    assert!(bucket < upgram_core::body::BUCKETS);
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    assert_eq!(saved["bucket"], u64::from(bucket), "kept at once");
+    assert_eq!(saved["modules"]["app"]["version"], "1.0");
+    for _ in 0..5 {
+        assert_eq!(Installation::open_locked(root.path()).unwrap().state().bucket, Some(bucket));
+    }
+
+    std::fs::write(&state_file, r#"{ "modules": {}, "bucket": 100 }"#).unwrap();
+    let error = Installation::open_read_only(root.path()).err().expect("a bucket of 100 is refused").to_string();
+    assert!(error.contains("bucket 100"), "{error}");
+}
