@@ -191,17 +191,23 @@ fn update_all(
     count
 }
 
-#[test]
-fn a_release_rolls_out_by_bucket_pauses_and_is_withdrawn() {
+/// A catalog with 1.0 of the module, then `more` releases, and the server on it; also the
+/// folder for release folders and installations.
+fn serve_first_release(more: &[Release]) -> (tempfile::TempDir, PathBuf, Served) {
     let dir = tempfile::tempdir().unwrap();
     let catalog_dir = dir.path().to_owned();
     let work = tempfile::tempdir().unwrap();
-    publish_release(
-        &catalog_dir,
-        work.path(),
-        &Release { version: "1.0", files: V1, channels: &[], percent: None, forced: false },
-    );
+    let first = Release { version: "1.0", files: V1, channels: &[], percent: None, forced: false };
+    for release in std::iter::once(&first).chain(more) {
+        publish_release(&catalog_dir, work.path(), release);
+    }
     let server = serve(dir, &catalog_dir);
+    (work, catalog_dir, server)
+}
+
+#[test]
+fn a_release_rolls_out_by_bucket_pauses_and_is_withdrawn() {
+    let (work, catalog_dir, server) = serve_first_release(&[]);
     let runtime = client_runtime();
     let client = server.client(None);
     let started = Instant::now();
@@ -258,20 +264,8 @@ fn a_release_rolls_out_by_bucket_pauses_and_is_withdrawn() {
 
 #[test]
 fn a_beta_release_reaches_beta_until_promoted() {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog_dir = dir.path().to_owned();
-    let work = tempfile::tempdir().unwrap();
-    publish_release(
-        &catalog_dir,
-        work.path(),
-        &Release { version: "1.0", files: V1, channels: &[], percent: None, forced: false },
-    );
-    publish_release(
-        &catalog_dir,
-        work.path(),
-        &Release { version: "3.0", files: V3, channels: &["beta"], percent: None, forced: false },
-    );
-    let server = serve(dir, &catalog_dir);
+    let beta_release = Release { version: "3.0", files: V3, channels: &["beta"], percent: None, forced: false };
+    let (work, catalog_dir, server) = serve_first_release(&[beta_release]);
     let runtime = client_runtime();
     let (stable, beta) = (server.client(None), server.client(Some("beta")));
     let explicit_stable = server.client(Some("stable"));
@@ -294,15 +288,7 @@ fn a_beta_release_reaches_beta_until_promoted() {
 
 #[test]
 fn a_forced_release_bypasses_its_schedule() {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog_dir = dir.path().to_owned();
-    let work = tempfile::tempdir().unwrap();
-    publish_release(
-        &catalog_dir,
-        work.path(),
-        &Release { version: "1.0", files: V1, channels: &[], percent: None, forced: false },
-    );
-    let server = serve(dir, &catalog_dir);
+    let (work, catalog_dir, server) = serve_first_release(&[]);
     let runtime = client_runtime();
     let client = server.client(None);
     let sites: Vec<Site> =
