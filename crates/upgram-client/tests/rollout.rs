@@ -4,14 +4,16 @@
 //! whose bucket is below the percentage; a pause stops new upgrades; a withdrawal brings every
 //! upgraded installation back to the release before, byte for byte (the files the withdrawn
 //! release added are gone); a release on the beta channel reaches beta installations only
-//! until it is promoted; a forced release bypasses its schedule.
+//! until it is promoted; a forced release bypasses its schedule. The bucket is drawn once per
+//! installation and kept; and the `upgram` command follows the channel of its configuration
+//! while a running `upgram-server serve` picks up `promote` and `rollout` changes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
-use common::binaries::{expected_tree, tree};
+use common::binaries::{self, expected_tree, tree};
 use common::{TestServer, client_runtime, public_key, start_server_on};
 use upgram_client::flows::{self, Optional};
 use upgram_client::hooks::Hooks;
@@ -338,4 +340,84 @@ fn an_installation_draws_its_bucket_once_and_old_state_files_still_load() {
     std::fs::write(&state_file, r#"{ "modules": {}, "bucket": 100 }"#).unwrap();
     let error = Installation::open_read_only(root.path()).err().expect("a bucket of 100 is refused").to_string();
     assert!(error.contains("bucket 100"), "{error}");
+}
+
+/// The `upgram` command follows the channel of its configuration file, and a running
+/// `upgram-server serve` picks up `promote` and `rollout` changes made beside it.
+#[test]
+fn the_commands_follow_channels_and_rollout_changes() {
+    let work = tempfile::tempdir().unwrap();
+    let catalog = work.path().join("catalog");
+    let catalog_str = catalog.to_str().unwrap();
+    binaries::publish(work.path(), MODULE, "1.0", V1, &["--channel", "stable", "--channel", "beta"]);
+    binaries::publish(work.path(), MODULE, "2.0", V2, &["--channel", "beta", "--schedule", "0%"]);
+    let server = binaries::serve_with_new_key(work.path(), &catalog);
+    let config = work.path().join("beta.toml");
+    std::fs::write(&config, "channel = \"beta\"\n").unwrap();
+    let run = |site: &str, command: &str, beta: bool| {
+        let root = work.path().join(site);
+        std::fs::create_dir_all(&root).unwrap();
+        let root_str = root.to_str().unwrap().to_owned();
+        let mut args = vec![command.to_owned()];
+        if command == "install" {
+            args.push(MODULE.to_owned());
+        } else {
+            args.push("--yes".to_owned());
+        }
+        args.extend(binaries::server_args(&server, &root_str).into_iter().map(str::to_owned));
+        if beta {
+            args.extend(["--config".to_owned(), config.to_str().unwrap().to_owned()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = binaries::upgram(&args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        installed_files(&root)
+    };
+    // 2.0 is on beta only, at 0 %: nobody gets it yet.
+    assert_eq!(run("beta", "install", true), expected(V1));
+    assert_eq!(run("stable", "install", false), expected(V1));
+
+    binaries::run_server(&[
+        "rollout",
+        "set",
+        "--catalog",
+        catalog_str,
+        "--module",
+        MODULE,
+        "--version",
+        "2.0",
+        "--percent",
+        "100",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run("beta", "update", true) != expected(V2) {
+        assert!(Instant::now() < deadline, "the server did not pick up the new rollout in 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(run("stable", "update", false), expected(V1), "2.0 is not on stable");
+
+    binaries::run_server(&[
+        "promote",
+        "--catalog",
+        catalog_str,
+        "--module",
+        MODULE,
+        "--version",
+        "2.0",
+        "--channel",
+        "stable",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run("stable", "update", false) != expected(V2) {
+        assert!(Instant::now() < deadline, "the server did not pick up the promotion in 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    binaries::run_server(&["rollout", "withdraw", "--catalog", catalog_str, "--module", MODULE, "--version", "2.0"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run("stable", "update", false) != expected(V1) {
+        assert!(Instant::now() < deadline, "the server did not pick up the withdrawal in 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(run("beta", "update", true), expected(V1), "beta goes back too");
 }
