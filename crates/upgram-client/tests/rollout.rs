@@ -338,7 +338,7 @@ fn an_installation_draws_its_bucket_once_and_old_state_files_still_load() {
     }
 
     std::fs::write(&state_file, r#"{ "modules": {}, "bucket": 100 }"#).unwrap();
-    let error = Installation::open_read_only(root.path()).err().expect("a bucket of 100 is refused").to_string();
+    let error = Installation::open_read_only(root.path()).expect_err("a bucket of 100 is refused").to_string();
     assert!(error.contains("bucket 100"), "{error}");
 }
 
