@@ -257,10 +257,16 @@ fn a_release_rolls_out_by_bucket_pauses_and_is_withdrawn() {
     assert_eq!(states, ["complete", "withdrawn"]);
     // Once back, an installation stays: nothing more to do.
     assert_eq!(sites[0].update(&runtime, &client), "1.0");
+    // Installations in one bucket with the same versions send identical queries: the server
+    // signs their answer once per issue window and serves the others from its cache.
+    let metrics = server.server.shared.metrics();
+    assert!(metrics.cache_hits > 0, "no answer was shared between installations of one bucket");
     eprintln!(
-        "200 installations: installed in {:.2?}, then 10% -> 50% -> pause -> 100% -> withdraw in {:.2?}",
+        "200 installations: installed in {:.2?}, then 10% -> 50% -> pause -> 100% -> withdraw in {:.2?}; {} signatures, {} cached answers",
         installed,
-        step.elapsed()
+        step.elapsed(),
+        metrics.signatures,
+        metrics.cache_hits
     );
 }
 
