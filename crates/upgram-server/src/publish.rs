@@ -31,6 +31,11 @@
 //! clients on newer versions may be sent back to (SPEC.md §6.4), and its file versions and
 //! deletions are computed against the release just below it.
 //!
+//! # Channels and rollouts
+//! A release goes to the channels named by `--channel` (default `stable`), and is offered by
+//! its `--schedule` (default: to every installation at once; SPEC.md §5.10). Both can be
+//! changed later without publishing again: see [`crate::rollout`].
+//!
 //! # Durability
 //! Nothing is written before every check has passed. Then every blob (files, package, deltas)
 //! is written and synced, the store folder synced, and only then the module file replaced
