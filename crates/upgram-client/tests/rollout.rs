@@ -383,47 +383,22 @@ fn the_commands_follow_channels_and_rollout_changes() {
     assert_eq!(run("beta", "install", true), expected(V1));
     assert_eq!(run("stable", "install", false), expected(V1));
 
-    binaries::run_server(&[
-        "rollout",
-        "set",
-        "--catalog",
-        catalog_str,
-        "--module",
-        MODULE,
-        "--version",
-        "2.0",
-        "--percent",
-        "100",
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while run("beta", "update", true) != expected(V2) {
-        assert!(Instant::now() < deadline, "the server did not pick up the new rollout in 30 s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // Runs `upgram-server COMMAND … --version 2.0 EXTRA`, then updates `site` until it has
+    // `files` (the server notices the catalog change within its polling interval).
+    let change_then_update = |command: &[&str], extra: &[&str], site: &str, beta: bool, files: Files| {
+        let mut args = command.to_vec();
+        args.extend(["--catalog", catalog_str, "--module", MODULE, "--version", "2.0"]);
+        args.extend(extra);
+        binaries::run_server(&args);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while run(site, "update", beta) != expected(files) {
+            assert!(Instant::now() < deadline, "the server did not pick up {command:?} in 30 s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    change_then_update(&["rollout", "set"], &["--percent", "100"], "beta", true, V2);
     assert_eq!(run("stable", "update", false), expected(V1), "2.0 is not on stable");
-
-    binaries::run_server(&[
-        "promote",
-        "--catalog",
-        catalog_str,
-        "--module",
-        MODULE,
-        "--version",
-        "2.0",
-        "--channel",
-        "stable",
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while run("stable", "update", false) != expected(V2) {
-        assert!(Instant::now() < deadline, "the server did not pick up the promotion in 30 s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-
-    binaries::run_server(&["rollout", "withdraw", "--catalog", catalog_str, "--module", MODULE, "--version", "2.0"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while run("stable", "update", false) != expected(V1) {
-        assert!(Instant::now() < deadline, "the server did not pick up the withdrawal in 30 s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    change_then_update(&["promote"], &["--channel", "stable"], "stable", false, V2);
+    change_then_update(&["rollout", "withdraw"], &[], "stable", false, V1);
     assert_eq!(run("beta", "update", true), expected(V1), "beta goes back too");
 }
