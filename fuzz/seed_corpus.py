@@ -4,7 +4,9 @@
 Datagram vectors seed `datagram`, signed replies among them also `batch` (with a few
 synthetic batches: a count byte, then the bodies); their XML bodies and the document vectors seed `document`
 and `roundtrip`; record vectors seed `records` (as <u16 LE split> base delta); the versions
-that appear in the vectors seed `version`. Re-running it only adds files.
+that appear in the vectors seed `version`; a few synthetic compact queries and answers (SPEC.md
+§4.3, §4.4: the attribute in its four spellings, dependency entries) seed `document` and
+`roundtrip`. Re-running it only adds files.
 """
 import hashlib, pathlib, re, struct, tomllib
 
@@ -57,7 +59,22 @@ for count in [0, 1, 2, 7, 63, 64, 79]:
 # Query attributes of the rollout (SPEC.md section 4.3): channels and buckets at and past the edges.
 for i, attributes in enumerate([b'channel="beta" bucket="0"', b'bucket="99"', b'bucket="100"', b'bucket="255"',
                                 b'bucket="256"', b'bucket="007"', b'channel="' + b"c" * 128 + b'"',
-                                b'channel="' + b"c" * 129 + b'"', b'channel="a b"', b'channel="stable" bucket=""']):
+                                b'channel="' + b"c" * 129 + b'"', b'channel="a b"', b'channel="stable" bucket=""',
+                                b'compact="1" channel="beta" bucket="37"']):
     body = b"<query " + attributes + b'><module id="core" version="1.2"/></query>'
     put("document", f"rollout-{i}", body)
     put("roundtrip", f"rollout-{i}", body)
+
+FOR = b'for="' + b"ab" * 32 + b'" issued="1764000000" expires="1764000300"'
+compact_bodies = [
+    b'<query compact="1"><module id="a" version="1.0"/><module id="b"/></query>',
+    b'<query compact="true"><module id="a" version="1.0"><file id="x/y" version="1"/></module></query>',
+    b'<query compact="0"><module id="a" version="1.0"/></query>',
+    b'<query compact="false"><module id="a" version="1.0"/></query>',
+    b'<response ' + FOR + b' compact="1"/>',
+    b'<response ' + FOR + b' base="https://u.example/" compact="1"><module id="b" status="update" latest="2"><file id="f" version="2" mode="replace" url="s/f" size="1" sha256="' + b"cd" * 32 + b'"/></module><module id="lib" status="update" latest="1" dependency="1"><package url="s/p" size="2" sha256="' + b"ef" * 32 + b'"/></module></response>',
+    b'<response ' + FOR + b' compact="true"><module id="a" status="current" latest="1.0"/></response>',
+]
+for i, body in enumerate(compact_bodies):
+    put("document", f"compact-{i}", body)
+    put("roundtrip", f"compact-{i}", body)

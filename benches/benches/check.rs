@@ -1,9 +1,12 @@
-//! Client benchmark (issue 4, item 9): checking an installation of 1 000 modules against the
-//! reference server on loopback, with many query datagrams in flight. Reports the time per
-//! check and the datagrams (exchanges) and fallback documents per check.
+//! Client benchmark: checking an installation of 1 000 and of 10 000 modules (10% behind, file
+//! lists of two files) against the reference server on loopback, with many query datagrams in
+//! flight. Reports the time per check, the datagrams (exchanges) per check, the share of
+//! answers that came inline, the HTTP fetches of fallback documents, and the bytes on the wire
+//! per check, up and down. Between checks the installation remembers the parts that fell back,
+//! as `upgram check` does, so they are split further.
 //!
 //! Run: `cargo bench -p upgram-benches --bench check`. UPGRAM_CHECK_RUNS sets the number of
-//! checks (default 20). Every check is bounded by the client's deadline.
+//! checks per size (default 20). Every check is bounded by the client's deadline.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +20,12 @@ use upgram_core::sign::ReplySigner;
 use upgram_server::catalog::{Blob, Catalog, Module, Release, ReleaseFile};
 use upgram_server::server::{Config, CookieSecrets, Shared};
 
-const MODULES: usize = 1000;
+/// The installation sizes measured.
+const SIZES: [usize; 2] = [1_000, 10_000];
+
+/// Before compact answers, a check of 1 000 modules sent this many query datagrams and every
+/// answer came as a fallback document.
+const BEFORE_DATAGRAMS: usize = 42;
 
 fn release(version: &str, files: &[(&str, &str)]) -> Release {
     let files = files
@@ -32,11 +40,11 @@ fn release(version: &str, files: &[(&str, &str)]) -> Release {
     Release::new(version.parse().expect("version"), files)
 }
 
-/// 1 000 modules with two releases each; the installation has 90% at the latest, 10% behind.
-fn catalog_and_installation() -> (Catalog, InstalledState) {
+/// `modules` modules with two releases each; the installation has 90% at the latest, 10% behind.
+fn catalog_and_installation(modules: usize) -> (Catalog, InstalledState) {
     let mut catalog = Catalog::default();
     let mut state = InstalledState::default();
-    for i in 0..MODULES {
+    for i in 0..modules {
         let id = format!("module-{i:04}");
         let releases = vec![
             release("1.0", &[("bin/a", "1.0"), ("lib/b", "1.0")]),
@@ -58,8 +66,24 @@ fn main() {
     }
     let runs: usize = std::env::var("UPGRAM_CHECK_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let (catalog, state) = catalog_and_installation();
-    let scratch = std::env::temp_dir().join(format!("upgram-check-bench-{}", std::process::id()));
+    println!("before compact answers: 1000 modules took {BEFORE_DATAGRAMS} query datagrams per check, 0% inline");
+    for modules in SIZES {
+        bench(&runtime, modules, runs);
+    }
+}
+
+/// What one check cost.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cost {
+    exchanges: usize,
+    fallbacks: usize,
+    sent: u64,
+    received: u64,
+}
+
+fn bench(runtime: &tokio::runtime::Runtime, modules: usize, runs: usize) {
+    let (catalog, mut state) = catalog_and_installation(modules);
+    let scratch = std::env::temp_dir().join(format!("upgram-check-bench-{}-{modules}", std::process::id()));
     std::fs::create_dir_all(&scratch).expect("scratch");
     let signer = ReplySigner::from_seed(&[3; 32]);
     let key = signer.verifying_key().to_bytes();
@@ -84,27 +108,46 @@ fn main() {
     let client =
         Client::builder().server(udp).public_key(key).deadline(Duration::from_secs(20)).build().expect("client");
     let mut times = Vec::new();
-    let (mut exchanges, mut fallbacks) = (0, 0);
+    let mut costs = Vec::new();
     for run in 0..=runs {
         let started = Instant::now();
         let report = runtime.block_on(client.check(&state)).expect("the check succeeds");
         let elapsed = started.elapsed();
-        assert_eq!(report.modules().len(), MODULES, "every module answered");
+        assert_eq!(report.modules().len(), modules, "every module answered");
+        // As `upgram check` saves it in the installation's state: parts that fell back are
+        // split further next time.
+        report.remember_fallbacks(&mut state);
+        let cost = Cost {
+            exchanges: report.exchanges,
+            fallbacks: report.fallbacks,
+            sent: report.bytes_sent,
+            received: report.bytes_received,
+        };
         if run > 0 {
             // The first check, with no server cookie yet, pays the cookie round trips: reported apart.
             times.push(elapsed);
-            exchanges = report.exchanges;
-            fallbacks = report.fallbacks;
+            costs.push(cost);
         } else {
-            println!("first check (cold: no server cookie yet, no cached signatures): {elapsed:?}");
+            println!(
+                "{modules} modules, first check (cold: no server cookie yet, no cached signatures): {elapsed:?}, \
+                 {} datagrams, {} fallbacks",
+                cost.exchanges, cost.fallbacks
+            );
         }
     }
     times.sort();
     let median = times[times.len() / 2];
-    println!("== upgram check of {MODULES} modules (10% behind) against the reference server on loopback ==");
+    let n = costs.len().max(1) as f64;
+    let mean = |f: fn(&Cost) -> f64| costs.iter().map(f).sum::<f64>() / n;
+    let (exchanges, fallbacks) = (mean(|c| c.exchanges as f64), mean(|c| c.fallbacks as f64));
+    let inline = if exchanges > 0.0 { 100.0 * (exchanges - fallbacks) / exchanges } else { 0.0 };
+    println!("== upgram check of {modules} modules (10% behind) against the reference server on loopback ==");
     println!("median of {runs} checks: {median:?} per check ({:?} .. {:?})", times[0], times[times.len() - 1]);
     println!(
-        "{exchanges} query datagrams per check, all in flight at once; {fallbacks} answers came as fallback documents"
+        "per check: {exchanges:.1} query datagrams, all in flight at once (up to 32); {inline:.1}% of answers inline; \
+         {fallbacks:.1} HTTP fetches of fallback documents; {:.0} bytes up, {:.0} bytes down",
+        mean(|c| c.sent as f64),
+        mean(|c| c.received as f64)
     );
     let _ = std::fs::remove_dir_all(&scratch);
 }

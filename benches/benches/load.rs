@@ -10,6 +10,8 @@
 //! - `spoofed`: unvalidated sources (no valid server cookie) whose answers would need fallback
 //!   documents, each body new; the server runs with `--docs-dir`.
 //!
+//! Every query asks for a compact answer (`compact="1"`), as the `upgram` client's do.
+//!
 //! For each mix it prints every round, then the medians of the per-round ratios (server CPU per
 //! reply / echo's, replies/s server / echo's) with the goal beside each, and the load average,
 //! since the machine may be shared. For `spoofed` it also prints the server's RSS growth over
@@ -130,7 +132,11 @@ fn module(id: String, version: Option<&str>, files: Vec<QueryFile<'static>>) -> 
 }
 
 fn query(modules: &[(String, &str)]) -> Vec<u8> {
-    Query::new(modules.iter().map(|(id, version)| module(id.clone(), Some(version), vec![])).collect()).to_vec()
+    Query {
+        compact: true,
+        ..Query::new(modules.iter().map(|(id, version)| module(id.clone(), Some(version), vec![])).collect())
+    }
+    .to_vec()
 }
 
 /// splitmix64: a small, seeded, reproducible source of choices.
@@ -205,7 +211,7 @@ fn distinct_body(rng: &mut Rng) -> Vec<u8> {
         let version = SMALL_VERSIONS[rng.below(SMALL_VERSIONS.len())];
         modules.push(module(format!("module-{m:02}"), Some(version), files));
     }
-    Query::new(modules).to_vec()
+    Query { compact: true, ..Query::new(modules) }.to_vec()
 }
 
 /// `big` to install or to upgrade (its answer needs a fallback document), with 0–4 small
@@ -219,7 +225,7 @@ fn spoofed_body(rng: &mut Rng) -> Vec<u8> {
             modules.push(module(id, Some(SMALL_VERSIONS[rng.below(SMALL_VERSIONS.len())]), vec![]));
         }
     }
-    Query::new(modules).to_vec()
+    Query { compact: true, ..Query::new(modules) }.to_vec()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,10 +292,12 @@ fn validated_options(server: SocketAddr) -> QueryOptions {
     socket.send_to(&first, server).expect("send");
     let mut buffer = [0u8; 2048];
     let (len, _) = socket.recv_from(&mut buffer).expect("the server answers");
+    // The cookie comes in a challenge, or attached to an answer small enough for the 3x rule.
     let server_cookie = match Datagram::decode(&buffer[..len]).expect("decodes").message {
         Message::CookieChallenge(c) => Some(c.server_cookie),
-        _ => None,
+        _ => Frame::decode(&buffer[..len]).expect("decodes").server_cookie,
     };
+    assert!(server_cookie.is_some(), "the server gives a cookie to a client that sent one");
     QueryOptions { client_cookie: Some(cookie), server_cookie, ..Default::default() }
 }
 

@@ -13,9 +13,8 @@ use thiserror::Error;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use upgram_core::body::value::is_valid_module_id;
-
 use upgram_core::body::{Fallback, ModuleAnswer, Query, Response, Status, UpgradeInfo};
-use upgram_core::merge::{merge_answers, split_query_for, with_installs};
+use upgram_core::merge::{expand_compact, merge_answers, pack_query_for, with_installs};
 use upgram_core::plan::refuses_downgrade;
 use upgram_core::sign::KeyRing;
 use upgram_core::version::Version;
@@ -25,7 +24,7 @@ use upgram_core::wire::MessageKind;
 use crate::fetch::HttpFetcher;
 use crate::fetch::{DefaultHttp, FetchError, Fetcher, fetch_document};
 use crate::state::InstalledState;
-use crate::transport::{CookieJar, Dropped, TransportConfig, TransportError, exchange};
+use crate::transport::{CookieJar, Dropped, Traffic, TransportConfig, TransportError, exchange};
 
 /// Why a check failed.
 #[derive(Debug, Error)]
@@ -43,6 +42,10 @@ pub enum ClientError {
     /// A signed answer that cannot be decoded (a server bug: it was signed).
     #[error("a signed answer does not decode: {0}")]
     Answer(String),
+    /// A signed compact answer that cannot be expanded against its query (SPEC.md §4.4): it
+    /// lists a module the query did not ask about, or the query did not ask for it.
+    #[error("a signed answer is refused: {0}")]
+    Compact(#[from] upgram_core::merge::CompactError),
     /// The installation has no module to check.
     #[error("nothing to check: the installation has no module (install one first)")]
     Empty,
@@ -175,6 +178,7 @@ impl<F: Fetcher> ClientBuilder<F> {
                 preferred: AtomicUsize::new(0),
                 dropped: Mutex::new(Dropped::default()),
                 channel: self.channel,
+                traffic: Traffic::default(),
             }),
             in_flight,
         })
@@ -187,6 +191,7 @@ struct Shared<F> {
     fetcher: F,
     jar: Mutex<CookieJar>,
     dropped: Mutex<Dropped>,
+    traffic: Traffic,
     /// Index of the server that last gave a verified reply: tried first (SPEC.md §2.3).
     preferred: AtomicUsize,
     /// The channel sent in queries; `None`: the default channel, not named.
@@ -250,22 +255,61 @@ pub struct ModuleResult {
     pub downgrade_refused: bool,
 }
 
+/// One part of a check: the query body sent and the verified answer document.
+#[derive(Debug, Clone)]
+struct Part {
+    query: Vec<u8>,
+    document: Vec<u8>,
+    fell_back: bool,
+}
+
+impl Part {
+    /// The answer in today's form: a compact answer expanded against the query.
+    fn response(&self) -> Result<Response<'_>, ClientError> {
+        let query = Query::decode(&self.query).map_err(|e| ClientError::Answer(format!("our own query: {e}")))?;
+        let response = Response::decode(&self.document).map_err(|e| ClientError::Answer(e.to_string()))?;
+        Ok(expand_compact(response, &query)?)
+    }
+}
+
 /// The verified, merged answers of one check.
 #[derive(Debug, Clone)]
 pub struct CheckReport {
-    documents: Vec<Vec<u8>>,
+    parts: Vec<Part>,
     /// Query datagrams sent (exchanges, not retransmissions).
     pub exchanges: usize,
     /// Answers that came as a fallback document.
     pub fallbacks: usize,
     /// Datagrams dropped (bad, errors, challenges) during the check.
     pub dropped: Dropped,
+    /// Bytes of the UDP datagrams this check sent, retransmissions included.
+    pub bytes_sent: u64,
+    /// Bytes this check received: UDP datagrams and fallback documents.
+    pub bytes_received: u64,
 }
 
 impl CheckReport {
-    /// Every verified response, decoded.
+    /// Answers that came inline, in the reply datagram.
+    pub fn inline(&self) -> usize {
+        self.exchanges - self.fallbacks
+    }
+
+    /// Every verified response, decoded, compact answers expanded against their queries
+    /// (SPEC.md §4.4).
     pub fn responses(&self) -> Vec<Response<'_>> {
-        self.documents.iter().filter_map(|d| Response::decode(d).ok()).collect()
+        self.parts.iter().filter_map(|p| p.response().ok()).collect()
+    }
+
+    /// Remembers in `state` the modules of every part that was answered with a fallback
+    /// document, so that the next check splits those parts further (SPEC.md §2.6).
+    pub fn remember_fallbacks(&self, state: &mut InstalledState) {
+        state.remember_fallback(self.fallback_modules().iter().map(String::as_str));
+    }
+
+    /// The modules asked in parts that were answered with a fallback document.
+    pub fn fallback_modules(&self) -> Vec<String> {
+        let queries = self.parts.iter().filter(|p| p.fell_back).filter_map(|p| Query::decode(&p.query).ok());
+        queries.flat_map(|q| q.modules.into_iter().map(|m| m.id.into_owned())).collect()
     }
 
     /// The merged module answers (SPEC.md §2.6), every payload URL made absolute against its
@@ -347,12 +391,15 @@ impl<F: Fetcher + 'static> Client<F> {
         }
         // Every part names the installation's channel and bucket (SPEC.md §4.3).
         let audience = Query {
+            compact: true,
             channel: self.shared.channel.as_deref().map(Cow::Borrowed),
             bucket: installed.bucket,
             modules: vec![],
         };
-        let bodies = split_query_for(&audience, modules, self.shared.transport.nonce_bound)
-            .map_err(|e| ClientError::Answer(e.to_string()))?;
+        let bodies = pack_query_for(&audience, modules, self.shared.transport.nonce_bound, |m| {
+            installed.predicted_answer_len(m)
+        })
+        .map_err(|e| ClientError::Answer(e.to_string()))?;
         self.check_bodies(bodies).await
     }
 
@@ -361,6 +408,7 @@ impl<F: Fetcher + 'static> Client<F> {
         // One deadline for the whole check, whatever the number of parts (SPEC.md §2.3).
         let deadline = Instant::now() + self.shared.transport.deadline;
         let limit = Arc::new(Semaphore::new(self.in_flight));
+        let traffic = (self.shared.traffic.sent(), self.shared.traffic.received());
         let mut tasks = JoinSet::new();
         for body in bodies {
             let shared = self.shared.clone();
@@ -369,26 +417,38 @@ impl<F: Fetcher + 'static> Client<F> {
                 let _permit = limit.acquire_owned().await;
                 let (transport, keys, jar, dropped) = (&shared.transport, &shared.keys, &shared.jar, &shared.dropped);
                 let start = shared.preferred.load(Ordering::Relaxed);
-                let reply = exchange(&body, transport, keys, jar, start, dropped, deadline).await?;
+                let reply = exchange(&body, transport, keys, jar, start, dropped, &shared.traffic, deadline).await?;
                 if let Some(index) = transport.servers.iter().position(|s| *s == reply.server) {
                     shared.preferred.store(index, Ordering::Relaxed);
                 }
-                if reply.kind == MessageKind::Response {
-                    return Ok::<_, ClientError>((reply.body, false));
-                }
-                let pointer = Fallback::decode(&reply.body).map_err(|e| ClientError::Answer(e.to_string()))?;
-                Ok((fetch_document(&shared.fetcher, &pointer, unix_now()).await?, true))
+                let part = if reply.kind == MessageKind::Response {
+                    Part { query: body, document: reply.body, fell_back: false }
+                } else {
+                    let pointer = Fallback::decode(&reply.body).map_err(|e| ClientError::Answer(e.to_string()))?;
+                    let document = fetch_document(&shared.fetcher, &pointer, unix_now()).await?;
+                    Part { query: body, document, fell_back: true }
+                };
+                // Refused now, before anything acts on it: a compact answer that cannot be
+                // expanded against its own query.
+                part.response()?;
+                Ok::<_, ClientError>(part)
             });
         }
-        let mut documents = Vec::with_capacity(exchanges);
-        let mut fallbacks = 0;
+        let mut parts = Vec::with_capacity(exchanges);
         while let Some(joined) = tasks.join_next().await {
-            let (document, fell_back) = joined.map_err(|e| ClientError::Answer(e.to_string()))??;
-            fallbacks += usize::from(fell_back);
-            documents.push(document);
+            parts.push(joined.map_err(|e| ClientError::Answer(e.to_string()))??);
         }
+        let fallbacks = parts.iter().filter(|p| p.fell_back).count();
+        let documents: u64 = parts.iter().filter(|p| p.fell_back).map(|p| p.document.len() as u64).sum();
         let dropped = self.shared.dropped.lock().map(|d| *d).unwrap_or_default();
-        Ok(CheckReport { documents, exchanges, fallbacks, dropped })
+        Ok(CheckReport {
+            parts,
+            exchanges,
+            fallbacks,
+            dropped,
+            bytes_sent: self.shared.traffic.sent() - traffic.0,
+            bytes_received: self.shared.traffic.received() - traffic.1 + documents,
+        })
     }
 
     /// What this client's exchanges have dropped so far, over every check: for diagnostics,

@@ -1,5 +1,5 @@
-//! The demo behind `upgram demo`, the README's first command: publishes the demo catalog shipped in `demo/`
-//! into a scratch folder, starts the reference server on loopback (UDP and HTTP, random port),
+//! The demo behind `upgram demo`, the README's first command: publishes the demo catalog (the
+//! repository's `demo/` folder, built into the binary) into a scratch folder, starts the reference server on loopback (UDP and HTTP, random port),
 //! and checks a scratch installation against it, showing each step: a module-level check whose
 //! answer is too large for a datagram and arrives as a signed fallback, the signature and the
 //! document verified, the server's frequent-file hint taken, a file-level check of that
@@ -32,34 +32,85 @@ use crate::state::{InstalledFile, InstalledModule, InstalledState, Trigger};
 
 /// Why the demo stopped.
 #[derive(Debug, Error)]
-#[error("{0}")]
-pub struct DemoError(String);
+#[error("{message}")]
+pub struct DemoError {
+    message: String,
+    closed_output: bool,
+}
 
-impl From<String> for DemoError {
-    fn from(text: String) -> Self {
-        Self(text)
+impl DemoError {
+    /// Whether the demo stopped because its standard output was closed (`upgram demo | head`):
+    /// the reader has what it wanted, which is no failure.
+    pub fn is_closed_output(&self) -> bool {
+        self.closed_output
     }
 }
 
-/// The demo material, shipped in the repository.
-fn demo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../demo")
+impl From<String> for DemoError {
+    fn from(message: String) -> Self {
+        Self { message, closed_output: false }
+    }
 }
 
-fn step(text: &str) {
-    println!("\n== {text}");
+impl From<&str> for DemoError {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
 }
 
-/// Publishes every release of `demo/publish-demo.sh` into `catalog_dir`.
-fn publish_demo(catalog_dir: &Path) -> Result<Catalog, String> {
-    let script = std::fs::read_to_string(demo_dir().join("publish-demo.sh"))
-        .map_err(|e| format!("{}: {e} (run the demo from the repository)", demo_dir().display()))?;
-    let steps = upgram_server::publish::script_steps(&script, &demo_dir(), catalog_dir)?;
+// The demo's files, built in by build.rs: `DEMO_FILES`.
+include!(concat!(env!("OUT_DIR"), "/demo_files.rs"));
+
+/// Writes the demo's built-in files into `dir` (executable ones executable) and returns it.
+fn unpack_demo(dir: &Path) -> Result<PathBuf, DemoError> {
+    if DEMO_FILES.is_empty() {
+        return Err("this upgram was built without the demo's files (build it from the repository)".into());
+    }
+    for (rel, content, executable) in DEMO_FILES {
+        let path = dir.join(rel);
+        let folder = path.parent().unwrap_or(dir);
+        std::fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+        std::fs::write(&path, content).map_err(|e| format!("{}: {e}", path.display()))?;
+        #[cfg(unix)]
+        if *executable {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        #[cfg(not(unix))]
+        let _ = executable;
+    }
+    Ok(dir.to_owned())
+}
+
+/// Prints a line on standard output; a closed output stops the demo.
+fn say(text: &str) -> Result<(), DemoError> {
+    use std::io::Write as _;
+    writeln!(std::io::stdout().lock(), "{text}")
+        .map_err(|e| DemoError { message: format!("standard output: {e}"), closed_output: true })
+}
+
+/// [`say`] with `format!` arguments, returning from the caller when the output is closed.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        say(&format!($($arg)*))?
+    };
+}
+
+fn step(text: &str) -> Result<(), DemoError> {
+    say(&format!("\n== {text}"))
+}
+
+/// Publishes every release of `publish-demo.sh` in the demo folder `demo` into `catalog_dir`.
+fn publish_demo(demo: &Path, catalog_dir: &Path) -> Result<Catalog, DemoError> {
+    let script_path = demo.join("publish-demo.sh");
+    let script = std::fs::read_to_string(&script_path).map_err(|e| format!("{}: {e}", script_path.display()))?;
+    let steps = upgram_server::publish::script_steps(&script, demo, catalog_dir)?;
     for request in &steps {
         upgram_server::publish::publish(request).map_err(|e| e.to_string())?;
     }
-    println!("published {} releases of the demo into {}", steps.len(), catalog_dir.display());
-    catalog::load(catalog_dir).map_err(|e| e.to_string())
+    say!("published {} releases of the demo into {}", steps.len(), catalog_dir.display());
+    Ok(catalog::load(catalog_dir).map_err(|e| e.to_string())?)
 }
 
 /// An installation at the oldest release of every module: its files written under `root` from
@@ -99,7 +150,7 @@ struct RunningServer {
     stop: tokio::sync::watch::Sender<bool>,
 }
 
-async fn start_server(catalog: Catalog, catalog_dir: &Path, signer: ReplySigner) -> Result<RunningServer, String> {
+async fn start_server(catalog: Catalog, catalog_dir: &Path, signer: ReplySigner) -> Result<RunningServer, DemoError> {
     let io = |e: std::io::Error| e.to_string();
     let listener = upgram_server::http::bind("127.0.0.1:0".parse().map_err(|_| "address")?).await.map_err(io)?;
     let http = listener.local_addr().map_err(io)?;
@@ -114,7 +165,7 @@ async fn start_server(catalog: Catalog, catalog_dir: &Path, signer: ReplySigner)
     upgram_server::udp::serve(shared.clone(), sockets, stopped.clone());
     let router = upgram_server::http::router(shared, catalog_dir);
     tokio::spawn(upgram_server::http::serve(listener, router, stopped));
-    println!("server: UDP {udp}, HTTP {http}");
+    say!("server: UDP {udp}, HTTP {http}");
     Ok(RunningServer { udp, stop })
 }
 
@@ -138,13 +189,13 @@ impl RunningPlugin {
 
 impl PluginManager for RunningPlugin {
     fn stop(&self, module: &str) -> Result<(), PluginError> {
-        println!("  plug-in manager: stopping {module}");
+        let _ = say(&format!("  plug-in manager: stopping {module}"));
         self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         Ok(())
     }
 
     fn start(&self, module: &str) -> Result<(), PluginError> {
-        println!("  plug-in manager: starting {module} again");
+        let _ = say(&format!("  plug-in manager: starting {module} again"));
         Ok(())
     }
 }
@@ -156,7 +207,7 @@ pub fn run() -> Result<(), DemoError> {
     let _ = std::fs::remove_dir_all(&scratch);
     let outcome = run_in(&scratch);
     let _ = std::fs::remove_dir_all(&scratch);
-    Ok(outcome?)
+    outcome
 }
 
 /// A check's results, a line per module.
@@ -175,50 +226,52 @@ fn results_lines(results: &[crate::ModuleResult]) -> String {
     out
 }
 
-fn run_in(scratch: &Path) -> Result<(), String> {
+fn run_in(scratch: &Path) -> Result<(), DemoError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    step("1. The publisher builds a catalog from demo/releases (S2)");
+    step("1. The publisher builds a catalog from the demo's releases")?;
+    let demo = unpack_demo(&scratch.join("demo"))?;
     let catalog_dir = scratch.join("catalog");
-    let catalog = publish_demo(&catalog_dir)?;
+    let catalog = publish_demo(&demo, &catalog_dir)?;
     let root = scratch.join("installation");
     let state = scratch_installation(&catalog, &catalog_dir, &root)?;
     state.save(&Layout::new(&root).state_file()).map_err(|e| e.to_string())?;
     let installation = Installation::open_locked(&root).map_err(|e| e.to_string())?;
 
-    step("2. The reference server starts on loopback, with a fresh signing key");
+    step("2. The reference server starts on loopback, with a fresh signing key")?;
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
     let signer = ReplySigner::from_seed(&seed);
     let public_key = signer.verifying_key().to_bytes();
-    println!("signing key id {} (the client pins its public key)", signer.key_id());
+    say!("signing key id {} (the client pins its public key)", signer.key_id());
     let server = runtime.block_on(start_server(catalog, &catalog_dir, signer))?;
     let client = Client::builder().server(server.udp).public_key(public_key).build().map_err(|e| e.to_string())?;
 
-    step(&format!("3. A scratch installation in {}, every module at its oldest release", root.display()));
+    step(&format!("3. A scratch installation in {}, every module at its oldest release", root.display()))?;
     for (id, module) in &state.modules {
-        println!("  {id:<14} {:<6} {} files", module.version, module.files.len());
+        say!("  {id:<14} {:<6} {} files", module.version, module.files.len());
     }
 
-    step("4. Module-level check: one query datagram for all five modules");
+    step("4. Module-level check: one query datagram for all five modules")?;
     let report = runtime.block_on(flows::check(&installation, &client)).map_err(|e| e.to_string())?;
-    println!(
+    say!(
         "{} exchange(s); {} answer(s) too large for 1024 bytes came as a signed fallback, fetched over HTTP and checked against the signed size and SHA-256",
-        report.exchanges, report.fallbacks
+        report.exchanges,
+        report.fallbacks
     );
-    println!("every reply verified: Ed25519 signature by the pinned key, bound to our query, fresh\n");
-    println!("{}", results_lines(&report.results(&state)));
+    say!("every reply verified: Ed25519 signature by the pinned key, bound to our query, fresh\n");
+    say!("{}", results_lines(&report.results(&state)));
 
-    step("5. The server's frequent-file hint updates the installation's list");
+    step("5. The server's frequent-file hint updates the installation's list")?;
     let state = installation.state();
     for (id, module) in state.modules.iter().filter(|(_, m)| !m.frequent.is_empty()) {
-        println!("  {id}: frequent files {:?}", module.frequent);
+        say!("  {id}: frequent files {:?}", module.frequent);
     }
 
-    step("6. File-level check: the query now carries the frequent file and its version");
+    step("6. File-level check: the query now carries the frequent file and its version")?;
     let report = runtime.block_on(flows::check(&installation, &client)).map_err(|e| e.to_string())?;
     for module in report.modules() {
         let UpgradeInfo::Files(files) = &module.upgrade else { continue };
@@ -236,21 +289,21 @@ fn run_in(scratch: &Path) -> Result<(), String> {
                 FileAction::Replace(p) => format!("replace ({} bytes)", p.size),
                 FileAction::Delete => "delete".into(),
             };
-            println!("  {}/{} -> {}: {how}", module.id, file.id, file.version);
+            say!("  {}/{} -> {}: {how}", module.id, file.id, file.version);
         }
     }
 
-    step("7. The upgrade plan: dependencies first (main program, main module, plug-in)");
+    step("7. The upgrade plan: dependencies first (main program, main module, plug-in)")?;
     let answers = report.modules();
     let lines = plan_lines(&answers, &state, &Choice::All).map_err(|e| e.to_string())?;
     for (i, line) in lines.iter().enumerate() {
         let forced = if line.forced { "  (forced)" } else { "" };
-        println!("  {}. {:<14} {} -> {}{forced}", i + 1, line.id, line.from.as_deref().unwrap_or("-"), line.to);
+        say!("  {}. {:<14} {} -> {}{forced}", i + 1, line.id, line.from.as_deref().unwrap_or("-"), line.to);
     }
 
-    step("8. The update: each payload staged and hash-checked, then each module applied all or nothing");
+    step("8. The update: each payload staged and hash-checked, then each module applied all or nothing")?;
     let plugin = RunningPlugin::start(&root.join(PLUGIN_FILE))?;
-    println!("  (the PDF plug-in is running: it holds an advisory lock on {PLUGIN_FILE})");
+    say!("  (the PDF plug-in is running: it holds an advisory lock on {PLUGIN_FILE})");
     let check = AdvisoryLock {
         trigger: Trigger::ProgramExit,
         modules: BTreeMap::from([(PLUGIN.to_owned(), Trigger::PluginRestart)]),
@@ -273,16 +326,16 @@ fn run_in(scratch: &Path) -> Result<(), String> {
             Outcome::Skipped(why) => format!("skipped: {why}"),
             Outcome::Failed(why) => format!("FAILED: {why}"),
         };
-        println!("  {:<14} {what}", outcome.id);
+        say!("  {:<14} {what}", outcome.id);
     }
 
-    step("9. The deferred upgrade, as `upgram status` lists it: staged, verified, waiting for its trigger");
+    step("9. The deferred upgrade, as `upgram status` lists it: staged, verified, waiting for its trigger")?;
     let pending = installation.state().pending;
     for (id, p) in &pending {
-        println!("  {id:<14} -> {} at {}: in use: {}", p.after.version, p.trigger, p.busy.join(", "));
+        say!("  {id:<14} -> {} at {}: in use: {}", p.after.version, p.trigger, p.busy.join(", "));
     }
 
-    step("10. The plug-in manager stops the plug-in, the upgrade is completed, the plug-in starts again");
+    step("10. The plug-in manager stops the plug-in, the upgrade is completed, the plug-in starts again")?;
     let hooks = Hooks { plugins: Some(plugin), ..hooks };
     let done = runtime
         .block_on(flows::apply_pending(&installation, Some(Trigger::PluginRestart), &hooks))
@@ -290,29 +343,29 @@ fn run_in(scratch: &Path) -> Result<(), String> {
     for item in done {
         match item {
             PendingOutcome::Applied { module, version } => {
-                println!("  {module:<14} upgraded to {version}");
+                say!("  {module:<14} upgraded to {version}");
                 let from = state.modules.get(&module).map(|m| m.version.clone());
                 if let Some(o) = outcomes.iter_mut().find(|o| o.id == module) {
                     o.outcome = Outcome::Upgraded(from, version);
                 }
             }
-            PendingOutcome::Waiting { module, reason } => return Err(format!("{module}: {reason}")),
-            PendingOutcome::Failed { module, error } => return Err(format!("{module}: {error}")),
+            PendingOutcome::Waiting { module, reason } => return Err(format!("{module}: {reason}").into()),
+            PendingOutcome::Failed { module, error } => return Err(format!("{module}: {error}").into()),
         }
     }
 
-    step("11. Every upgraded module checked on disk against the signed hashes");
+    step("11. Every upgraded module checked on disk against the signed hashes")?;
     let after = installation.state();
     for outcome in
         outcomes.iter().filter(|o| matches!(o.outcome, Outcome::Upgraded(..) | Outcome::UpgradedNeedsRestart(..)))
     {
         let module = &after.modules[&outcome.id];
         if module.files.is_empty() {
-            println!("  {:<14} installed at {} by its package (verified before it ran)", outcome.id, module.version);
+            say!("  {:<14} installed at {} by its package (verified before it ran)", outcome.id, module.version);
             continue;
         }
         installation.verify(&outcome.id).map_err(|e| format!("{}: {e}", outcome.id))?;
-        println!("  {:<14} {} files at {}, every one as signed", outcome.id, module.files.len(), module.version);
+        say!("  {:<14} {} files at {}, every one as signed", outcome.id, module.files.len(), module.version);
     }
     let _ = server.stop.send(true);
     Ok(())

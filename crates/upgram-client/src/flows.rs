@@ -89,6 +89,17 @@ pub enum NotInstallable {
     /// No server answered for it.
     #[error("no server answered for it")]
     NoAnswer,
+    /// `ID@VERSION` names a version the servers do not offer (they offer the latest release).
+    #[error("version {wanted} was asked for, the servers offer {offered} (only the latest release is installed)")]
+    OtherVersion {
+        /// The version asked for.
+        wanted: String,
+        /// The version the servers offer.
+        offered: String,
+    },
+    /// `ID@VERSION` names no valid version.
+    #[error("`{0}` is not a version")]
+    BadVersion(String),
 }
 
 /// Why a module's upgrade failed (it was rolled back, or never began).
@@ -193,6 +204,9 @@ pub struct UpdateReport {
     pub outcomes: Vec<ModuleOutcome>,
     /// For `install`: the modules asked for that were installed already, with their versions.
     pub already_installed: Vec<(String, String)>,
+    /// The optional upgrades offered but not taken (not in [`UpdateReport::plan`]); each also
+    /// has a [`Outcome::Skipped`] line in `outcomes` unless this is a dry run.
+    pub declined: Vec<PlanLine>,
     /// The new `upgram` binary that replaces the running one once it exits, when a
     /// self-update was staged: hand over to it ([`selfupdate::hand_over`]) after releasing the
     /// installation.
@@ -240,8 +254,8 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 }
 
 /// Asks the servers about every installed module (and its frequent files). With the lock held,
-/// the servers' hints and the cookies are saved in the state; the installed modules do not
-/// change.
+/// the servers' hints, the cookies and the parts that fell back (split further next time) are
+/// saved in the state; the installed modules do not change.
 pub async fn check<F: Fetcher + 'static>(
     installation: &Installation,
     client: &Client<F>,
@@ -267,6 +281,7 @@ pub async fn check_installing<F: Fetcher + 'static>(
             .collect();
         let jar = client.cookie_jar();
         let handle = installation.clone();
+        let fell_back = report.fallback_modules();
         blocking(move || {
             handle.update_state(|state| {
                 for (id, frequent) in hints {
@@ -275,6 +290,7 @@ pub async fn check_installing<F: Fetcher + 'static>(
                     }
                 }
                 state.set_cookie_jar(&jar);
+                state.remember_fallback(fell_back.iter().map(String::as_str));
             })
         })
         .await??;
@@ -283,7 +299,9 @@ pub async fn check_installing<F: Fetcher + 'static>(
 }
 
 /// Checks, plans and (unless `dry_run`) applies upgrades: forced ones always, optional ones as
-/// `optional` says; dependencies first; each module all or nothing.
+/// `optional` says; dependencies first; each module all or nothing. The upgrades offered but
+/// not taken are in [`UpdateReport::declined`] and, after a run, each an [`Outcome::Skipped`]
+/// line of its own, so that a run that leaves them out says so.
 pub async fn update<F: Fetcher + 'static>(
     installation: &Installation,
     client: &Client<F>,
@@ -294,30 +312,44 @@ pub async fn update<F: Fetcher + 'static>(
     let report = check(installation, client).await?;
     let answers = report.modules();
     let state = installation.state();
+    let offered = plan_lines(&answers, &state, &Choice::All)?;
+    let optional_lines: Vec<&PlanLine> = offered.iter().filter(|line| !line.forced).collect();
     let take = match optional {
         Optional::Take => true,
         Optional::Decline => false,
         Optional::Ask => {
-            let offered: Vec<(String, Option<String>, String)> = plan_lines(&answers, &state, &Choice::All)?
-                .into_iter()
-                .filter(|line| !line.forced)
-                .map(|line| (line.id, line.from, line.to))
-                .collect();
-            !offered.is_empty() && hooks.confirm.take_optional(&offered)
+            let asked: Vec<(String, Option<String>, String)> =
+                optional_lines.iter().map(|line| (line.id.clone(), line.from.clone(), line.to.clone())).collect();
+            !asked.is_empty() && hooks.confirm.take_optional(&asked)
         }
     };
     let choice = if take { Choice::All } else { Choice::OnlyForced };
-    let lines = plan_lines(&answers, &state, &choice)?;
-    let (outcomes, self_update) =
+    let lines = if take { offered.clone() } else { plan_lines(&answers, &state, &choice)? };
+    // What the plan leaves out of what was offered: the optional upgrades, and what only they
+    // needed.
+    let declined: Vec<PlanLine> =
+        offered.iter().filter(|line| !lines.iter().any(|l| l.id == line.id)).cloned().collect();
+    let (mut outcomes, self_update) =
         if dry_run { (vec![], None) } else { apply_answers(installation, client, &answers, &choice, hooks).await? };
+    if !dry_run {
+        let why = match optional {
+            Optional::Ask => "optional upgrade declined",
+            _ => "optional upgrade not taken",
+        };
+        outcomes.extend(
+            declined.iter().map(|line| ModuleOutcome { id: line.id.clone(), outcome: Outcome::Skipped(why.into()) }),
+        );
+    }
     drop(answers);
-    Ok(UpdateReport { check: Some(report), plan: lines, outcomes, already_installed: vec![], self_update })
+    Ok(UpdateReport { check: Some(report), plan: lines, outcomes, already_installed: vec![], declined, self_update })
 }
 
 /// Installs the modules of `ids` that are not installed yet, with the modules they require
 /// (and the forced upgrades the servers announce, which may not be declined); a module already
 /// installed is reported as such and left as it is. A module the servers cannot install fails
-/// the call before anything changes.
+/// the call before anything changes. An id may name a version, `ID@VERSION`: the servers offer a
+/// module's latest release, and when that is another version the call fails
+/// ([`NotInstallable::OtherVersion`]) before anything changes.
 pub async fn install<F: Fetcher + 'static>(
     installation: &Installation,
     client: &Client<F>,
@@ -325,23 +357,48 @@ pub async fn install<F: Fetcher + 'static>(
     dry_run: bool,
     hooks: &Hooks,
 ) -> Result<UpdateReport, FlowError> {
-    if let Some(bad) = ids.iter().find(|id| !is_valid_module_id(id)) {
+    // `ID@VERSION`: that version, which must be the one the servers offer.
+    let wanted: Vec<(String, Option<String>)> = ids
+        .iter()
+        .map(|id| match id.split_once('@') {
+            Some((id, version)) => (id.to_owned(), Some(version.to_owned())),
+            None => (id.clone(), None),
+        })
+        .collect();
+    if let Some((bad, _)) = wanted.iter().find(|(id, _)| !is_valid_module_id(id)) {
         return Err(ClientError::ModuleId(bad.clone()).into());
     }
+    for (id, version) in &wanted {
+        if let Some(version) = version.as_deref().filter(|v| Version::parse(v).is_err()) {
+            return Err(FlowError::NotInstallable {
+                module: id.clone(),
+                why: NotInstallable::BadVersion(version.to_owned()),
+            });
+        }
+    }
+    let ids: Vec<String> = wanted.iter().map(|(id, _)| id.clone()).collect();
     let state = installation.state();
-    let (already_installed, missing) = split_installed(&state, ids);
+    let (already_installed, missing) = split_installed(&state, &ids);
     if missing.is_empty() {
-        return Ok(UpdateReport { check: None, plan: vec![], outcomes: vec![], already_installed, self_update: None });
+        return Ok(UpdateReport {
+            check: None,
+            plan: vec![],
+            outcomes: vec![],
+            already_installed,
+            declined: vec![],
+            self_update: None,
+        });
     }
     let report = check_installing(installation, client, &missing).await?;
     let answers = report.modules();
     installable(&answers, &missing)?;
+    offers_versions(&answers, &wanted, &missing)?;
     let choice = Choice::Selected(&missing);
     let lines = plan_lines(&answers, &installation.state(), &choice)?;
     let (outcomes, self_update) =
         if dry_run { (vec![], None) } else { apply_answers(installation, client, &answers, &choice, hooks).await? };
     drop(answers);
-    Ok(UpdateReport { check: Some(report), plan: lines, outcomes, already_installed, self_update })
+    Ok(UpdateReport { check: Some(report), plan: lines, outcomes, already_installed, declined: vec![], self_update })
 }
 
 /// Completes the pending upgrades waiting for `trigger` (every trigger when `None`), in the
@@ -387,6 +444,31 @@ fn installable(answers: &[ModuleAnswer<'_>], ids: &[&str]) -> Result<(), FlowErr
             None => NotInstallable::NoAnswer,
         };
         return Err(FlowError::NotInstallable { module: (*id).to_owned(), why });
+    }
+    Ok(())
+}
+
+/// Whether the servers offer each module of `missing` asked for at a version (`ID@VERSION`) at
+/// that version.
+fn offers_versions(
+    answers: &[ModuleAnswer<'_>],
+    wanted: &[(String, Option<String>)],
+    missing: &[&str],
+) -> Result<(), FlowError> {
+    for (id, version) in wanted {
+        let Some(version) = version else { continue };
+        if !missing.contains(&id.as_str()) {
+            continue;
+        }
+        let offered = answers.iter().find(|a| a.id == *id).and_then(|a| a.latest.as_ref());
+        let expected = Version::parse(version).ok();
+        if offered.is_none() || offered != expected.as_ref() {
+            let offered = offered.map(Version::to_string).unwrap_or_else(|| "no version".into());
+            return Err(FlowError::NotInstallable {
+                module: id.clone(),
+                why: NotInstallable::OtherVersion { wanted: version.clone(), offered },
+            });
+        }
     }
     Ok(())
 }

@@ -105,7 +105,17 @@ pub struct InstalledState {
     /// before rollouts existed, until the installation is next opened to change it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket: Option<u8>,
+    /// By module id: how many times a query part holding the module was answered with a
+    /// fallback document. Each time doubles the answer size the client predicts for it, so
+    /// the part is split further at the next check (SPEC.md §2.6). Absent in state files
+    /// written before it existed: nothing fell back.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fallbacks: BTreeMap<String, u8>,
 }
+
+/// The most times a module's predicted answer size is doubled: 2^5 times the expected size of
+/// a module asked with a version is about a whole datagram.
+pub const MAX_FALLBACK_DOUBLINGS: u8 = 5;
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {
     move |source| StateError::Io { path: path.to_owned(), source }
@@ -173,6 +183,24 @@ impl InstalledState {
                 Some(QueryModule { id: id.as_str().into(), version: Some(version), files })
             })
             .collect()
+    }
+
+    /// The answer bytes the client predicts for `module` in a compact answer (SPEC.md §2.6):
+    /// the protocol's prediction, doubled for each time a part holding the module fell back.
+    pub fn predicted_answer_len(&self, module: &QueryModule<'_>) -> usize {
+        let doublings = self.fallbacks.get(module.id.as_ref()).copied().unwrap_or(0).min(MAX_FALLBACK_DOUBLINGS);
+        upgram_core::merge::predicted_answer_len(module) << doublings
+    }
+
+    /// Remembers that a part asking about `modules` was answered with a fallback document, so
+    /// that the next check splits it further. Forgets modules no longer installed.
+    pub fn remember_fallback<'m>(&mut self, modules: impl IntoIterator<Item = &'m str>) {
+        for id in modules {
+            let doublings = self.fallbacks.entry(id.to_owned()).or_insert(0);
+            *doublings = doublings.saturating_add(1).min(MAX_FALLBACK_DOUBLINGS);
+        }
+        let installed = &self.modules;
+        self.fallbacks.retain(|id, _| installed.contains_key(id));
     }
 
     /// The cookie jar saved with this state.

@@ -6,6 +6,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::SeedableRng;
@@ -14,7 +15,7 @@ use thiserror::Error;
 use tokio::net::UdpSocket;
 use upgram_core::MAX_DATAGRAM_LEN;
 use upgram_core::exchange::{Exchange, ExchangeConfig, ExchangeError, Outcome};
-use upgram_core::sign::KeyRing;
+use upgram_core::sign::{KeyRing, VerifyError};
 
 pub use upgram_core::exchange::{CookieJar, Dropped, VerifiedReply};
 
@@ -69,8 +70,10 @@ pub enum TransportError {
     /// No server configured.
     #[error("no server is configured: add one to the configuration or pass --server")]
     NoServer,
-    /// The deadline passed without a verified reply.
-    #[error("no verified reply from {servers} within {deadline:?}{}", last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
+    /// No verified reply came: before the deadline, or from any server that did not refuse the
+    /// query with an ICMP "port unreachable" (which ends the exchange at once when every server
+    /// did). The fields say what arrived instead.
+    #[error("no verified reply from {servers}{}: {arrived}", if arrived.gave_up { String::new() } else { format!(" within {deadline:?}") })]
     Unavailable {
         /// The servers tried.
         servers: String,
@@ -78,6 +81,8 @@ pub enum TransportError {
         deadline: Duration,
         /// The last unsigned error a server sent, if any.
         last_error: Option<String>,
+        /// What arrived instead of a verified reply.
+        arrived: Box<Arrived>,
     },
     /// The query does not fit a datagram.
     #[error("query of {len} bytes does not fit a datagram")]
@@ -87,12 +92,92 @@ pub enum TransportError {
     },
 }
 
+/// What arrived instead of a verified reply, for [`TransportError::Unavailable`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Arrived {
+    /// What the exchange dropped (replies that failed verification among them).
+    pub dropped: Dropped,
+    /// Why the last reply that failed verification failed.
+    pub rejected: Option<VerifyError>,
+    /// The last unsigned error a server sent, if any.
+    pub last_error: Option<String>,
+    /// The servers that answered with ICMP "port unreachable" (nothing listens there).
+    pub unreachable: Vec<SocketAddr>,
+    /// Every server answered so: the exchange ended before its deadline.
+    pub gave_up: bool,
+}
+
+impl std::fmt::Display for Arrived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Arrived { dropped, rejected, last_error, unreachable, .. } = self;
+        let mut parts = Vec::new();
+        if !unreachable.is_empty() {
+            let list = unreachable.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            let there = if unreachable.len() == 1 { "that UDP port" } else { "those UDP ports" };
+            parts.push(format!("ICMP port unreachable from {list} (nothing listens on {there}: check the address)"));
+        }
+        if let Some(why) = rejected {
+            let hint = match why {
+                VerifyError::UnknownKey { .. } => {
+                    " (the server signs with a key that is not pinned: a wrong --public-key, or another server)"
+                }
+                VerifyError::BadSignature { .. } => " (forged, or damaged on the way)",
+                VerifyError::WrongQuery { .. } | VerifyError::NonceMismatch => " (bound to another query)",
+                VerifyError::Expired { .. } | VerifyError::NotYetValid { .. } => " (check this machine's clock)",
+                _ => "",
+            };
+            let n = dropped.unverified;
+            let replies = if n == 1 { "reply" } else { "replies" };
+            parts.push(format!("{n} {replies} failed verification; the last: {why}{hint}"));
+        }
+        if let Some(error) = last_error {
+            parts.push(format!("{} unsigned error(s), the last: {error}", dropped.errors));
+        }
+        let other = dropped.bad.saturating_sub(dropped.unverified);
+        if other > 0 {
+            parts.push(format!("{other} datagram(s) that were no reply to our query"));
+        }
+        if dropped.challenges > 0 && parts.is_empty() {
+            parts.push(format!("only {} cookie challenge(s)", dropped.challenges));
+        }
+        if parts.is_empty() {
+            return f.write_str("nothing arrived (the server is down, or a firewall drops the datagrams)");
+        }
+        f.write_str(&parts.join("; "))
+    }
+}
+
 impl From<ExchangeError> for TransportError {
     fn from(error: ExchangeError) -> Self {
         match error {
             ExchangeError::TooLarge { len } => TransportError::TooLarge { len },
             _ => TransportError::NoServer,
         }
+    }
+}
+
+/// Bytes on the wire: UDP datagrams sent and received, retransmissions and dropped datagrams
+/// included.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl Traffic {
+    /// Bytes of the datagrams sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the datagrams received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    fn add(counter: &AtomicU64, len: usize) {
+        counter.fetch_add(len as u64, Ordering::Relaxed);
     }
 }
 
@@ -115,7 +200,9 @@ async fn fresh_socket(server: SocketAddr) -> std::io::Result<UdpSocket> {
 /// passes. `start` is the index of the server to try first (the one that last answered). The
 /// deadline is the whole operation's, shared by every part of a split query (SPEC.md §2.3: one
 /// deadline for all servers and all parts), so a part that waited for a free slot gets only what
-/// is left of it. What the exchange drops is added to `dropped` as it happens.
+/// is left of it. What the exchange drops is added to `dropped`, and the bytes it sends and
+/// receives to `traffic`, as it happens.
+#[allow(clippy::too_many_arguments)]
 pub async fn exchange(
     body: &[u8],
     config: &TransportConfig,
@@ -123,6 +210,7 @@ pub async fn exchange(
     jar: &Mutex<CookieJar>,
     start: usize,
     dropped: &Mutex<Dropped>,
+    traffic: &Traffic,
     deadline: Instant,
 ) -> Result<VerifiedReply, TransportError> {
     let epoch = Instant::now();
@@ -132,7 +220,18 @@ pub async fn exchange(
     // A fresh socket (and port) for each server, as the exchange moves on.
     let mut socket: Option<(SocketAddr, UdpSocket)> = None;
     let mut buffer = vec![0u8; MAX_DATAGRAM_LEN + 1];
-    loop {
+    // The servers that answered with ICMP "port unreachable": once every one did, nothing can
+    // answer and the exchange ends without waiting for its deadline.
+    let mut unreachable: Vec<SocketAddr> = Vec::new();
+    let refused = |server: SocketAddr, unreachable: &mut Vec<SocketAddr>| {
+        if !unreachable.contains(&server) {
+            tracing::debug!(%server, "ICMP port unreachable");
+            unreachable.push(server);
+        }
+        config.servers.iter().all(|s| unreachable.contains(s))
+    };
+    let mut gave_up = false;
+    'exchange: loop {
         exchange.handle_timeout(epoch.elapsed());
         while let Some(transmit) = with_jar(jar, |jar| exchange.poll_transmit(epoch.elapsed(), jar)) {
             if socket.as_ref().is_none_or(|(to, _)| *to != transmit.dest) {
@@ -141,8 +240,21 @@ pub async fn exchange(
             // A failed send (no route, ICMP unreachable from an earlier one) loses one datagram:
             // the exchange's timers go on as if it were lost on the way.
             match &socket {
-                Some((_, s)) if s.send(&transmit.bytes).await.is_ok() => {}
-                _ => tracing::debug!(server = %transmit.dest, "send failed"),
+                Some((_, s)) => match s.send(&transmit.bytes).await {
+                    Ok(_) => {
+                        Traffic::add(&traffic.sent, transmit.bytes.len());
+                        tracing::trace!(server = %transmit.dest, len = transmit.bytes.len(), "query sent");
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        if refused(transmit.dest, &mut unreachable) {
+                            gave_up = true;
+                            break 'exchange;
+                        }
+                        exchange.skip_server(epoch.elapsed());
+                    }
+                    Err(e) => tracing::debug!(server = %transmit.dest, "send failed: {e}"),
+                },
+                None => tracing::debug!(server = %transmit.dest, "no socket for this server"),
             }
         }
         let Some(wake) = exchange.poll_timeout() else { break };
@@ -154,21 +266,56 @@ pub async fn exchange(
                 None
             }
         };
-        // A receive error is an ICMP error from an earlier send: nothing to take in.
-        if let Some(Ok((len, from))) = received {
-            let before = exchange.dropped();
-            with_jar(jar, |jar| exchange.handle_datagram(epoch.elapsed(), unix_now(), from, &buffer[..len], jar));
-            if let Ok(mut total) = dropped.lock() {
-                total.add(exchange.dropped().since(before));
+        match received {
+            Some(Ok((len, from))) => {
+                Traffic::add(&traffic.received, len);
+                let before = exchange.dropped();
+                with_jar(jar, |jar| exchange.handle_datagram(epoch.elapsed(), unix_now(), from, &buffer[..len], jar));
+                let since = exchange.dropped().since(before);
+                if since != Dropped::default() {
+                    tracing::debug!(%from, len, ?since, rejected = ?exchange.last_rejected(), "datagram dropped");
+                }
+                if let Ok(mut total) = dropped.lock() {
+                    total.add(since);
+                }
             }
+            // An ICMP error from an earlier send: nothing listens at the current server.
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                let server = socket.as_ref().map_or_else(|| exchange.server(), |(to, _)| *to);
+                if refused(server, &mut unreachable) {
+                    gave_up = true;
+                    break;
+                }
+                // The next server at once, rather than the rest of this one's retransmissions.
+                if server == exchange.server() {
+                    exchange.skip_server(epoch.elapsed());
+                }
+            }
+            Some(Err(e)) => {
+                tracing::debug!("receive failed: {e}");
+                tokio::time::sleep(wake.saturating_sub(epoch.elapsed())).await;
+            }
+            None => {}
         }
+    }
+    let rejected = exchange.last_rejected().cloned();
+    let unavailable = |last_error: Option<String>, dropped: Dropped| {
+        let servers = config.servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let arrived = Arrived {
+            dropped,
+            rejected: rejected.clone(),
+            last_error: last_error.clone(),
+            unreachable: unreachable.clone(),
+            gave_up,
+        };
+        TransportError::Unavailable { servers, deadline: config.deadline, last_error, arrived: Box::new(arrived) }
+    };
+    if gave_up {
+        return Err(unavailable(None, exchange.dropped()));
     }
     match exchange.into_outcome() {
         Some(Outcome::Reply(reply)) => Ok(reply),
-        Some(Outcome::TimedOut { last_error, .. }) => {
-            let servers = config.servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-            Err(TransportError::Unavailable { servers, deadline: config.deadline, last_error })
-        }
+        Some(Outcome::TimedOut { last_error, dropped }) => Err(unavailable(last_error, dropped)),
         None => Err(TransportError::NoServer),
     }
 }

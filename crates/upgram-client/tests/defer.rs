@@ -151,7 +151,8 @@ fn a_dependent_waits_with_its_busy_dependency_and_follows_it() {
     let (code, out, _) = apply_pending(&root, &["--json"]);
     assert_eq!(code, 0);
     let outcomes: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let order: Vec<&str> = outcomes.as_array().unwrap().iter().map(|o| o["module"].as_str().unwrap()).collect();
+    let order: Vec<&str> =
+        outcomes["modules"].as_array().unwrap().iter().map(|o| o["module"].as_str().unwrap()).collect();
     assert_eq!(order, ["app", "plugin"], "dependencies first");
     assert_at(&root, &app("1.1"));
     assert_at(&root, &plugin("1.1"));

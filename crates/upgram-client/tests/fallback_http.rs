@@ -143,7 +143,7 @@ fn document() -> (Vec<u8>, Binding) {
     let now = upgram_server::udp::unix_now();
     let binding = Binding { query: Sha256Digest::of(b"<query/>"), issued: now, expires: now + 300 };
     let modules = vec![ModuleAnswer::new("core", Status::Current, Some("1.0".parse().expect("version")))];
-    (Response { binding, base: None, modules }.to_vec(), binding)
+    (Response { binding, base: None, compact: false, modules }.to_vec(), binding)
 }
 
 fn serving(document: &[u8]) -> Documents {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
 use common::binaries::{self, expected_tree, tree};
-use common::{TestServer, client_runtime, public_key, start_server_on};
+use common::{TestServer, client_runtime, public_key, start_server_in};
 use upgram_client::flows::{self, Optional};
 use upgram_client::hooks::Hooks;
 use upgram_client::{Client, Installation};
@@ -80,7 +80,7 @@ fn publish_release(catalog: &Path, work: &Path, release: &Release) {
 /// The server, on the catalog folder `catalog` (inside `dir`, which it keeps).
 fn serve(dir: tempfile::TempDir, catalog: &Path) -> Served {
     let loaded = catalog::load(catalog).unwrap();
-    Served { server: start_server_on(dir, loaded, |_| {}), catalog: catalog.to_owned() }
+    Served { server: start_server_in(dir, loaded, |_| {}), catalog: catalog.to_owned() }
 }
 
 /// The running server and the catalog folder it answers from.

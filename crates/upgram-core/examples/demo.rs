@@ -135,6 +135,7 @@ impl Server {
         let response = Response {
             binding: Binding { query: query.digest(), issued: NOW, expires: NOW + 300 },
             base: Some("https://updates.example.com/".into()),
+            compact: false,
             modules: query.query.modules.iter().flat_map(answer_for).collect(),
         };
         let shape = ReplyShape { nonce: query.nonce, server_cookie: false };
@@ -185,6 +186,7 @@ fn main() {
 
     println!("1. A module-level check of `core` alone, with a client cookie but no server cookie yet.");
     let small = Query {
+        compact: false,
         channel: None,
         bucket: None,
         modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
@@ -221,6 +223,7 @@ fn main() {
 
     println!("2. The full check: every module, plus a file-level entry for a frequent file [0078].");
     let query = Query {
+        compact: false,
         channel: None,
         bucket: None,
         modules: vec![

@@ -159,6 +159,7 @@ fn main() {
 
     // 1. Minimal query.
     let minimal = Query {
+        compact: false,
         channel: None,
         bucket: None,
         modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
@@ -172,6 +173,7 @@ fn main() {
 
     // 2. Multi-module query with file entries and cookies.
     let multi = Query {
+        compact: false,
         channel: None,
         bucket: None,
         modules: vec![
@@ -214,6 +216,7 @@ fn main() {
     let current = Response {
         binding: binding(&minimal_text),
         base: None,
+        compact: false,
         modules: vec![ModuleAnswer::new("core", Status::Current, Some(v("1.2")))],
     };
     w.datagram("up-to-date-response", "Answer to vector 01: module core is current at 1.2. Signed with the test key, echo-bound (for = SHA-256 of vector 01's body).", &reply_bytes(&current, 0x0102030405060708, ReplyShape::default()).0);
@@ -226,7 +229,7 @@ fn main() {
         payload: payload("https://updates.example.com/p/core-1.3.0-setup.exe", "core 1.3 installer"),
         args: Some("/S /norestart".into()),
     });
-    let package = Response { binding: binding(&minimal_text), base: None, modules: vec![main] };
+    let package = Response { binding: binding(&minimal_text), base: None, compact: false, modules: vec![main] };
     w.datagram(
         "package-response",
         "core 1.2 -> 1.3 by install package (a critical file changed, [0082]); forced, floor 1.3; installer arguments.",
@@ -261,8 +264,12 @@ fn main() {
             action: FileAction::Delete,
         },
     ]);
-    let files =
-        Response { binding: binding(&multi_text), base: Some("https://cdn.example.com/".into()), modules: vec![db] };
+    let files = Response {
+        binding: binding(&multi_text),
+        base: Some("https://cdn.example.com/".into()),
+        compact: false,
+        modules: vec![db],
+    };
     w.datagram("file-list-response", "A file list with one file of each mode: incremental (with its record delta and the whole file as fallback, frequent), replace, delete; relative URLs resolved against base.", &reply_bytes(&files, 0x1111_2222_3333_4444, ReplyShape::default()).0);
 
     // 7. Dependencies.
@@ -286,6 +293,7 @@ fn main() {
     let deps = Response {
         binding: binding(&multi_text),
         base: Some("https://cdn.example.com/".into()),
+        compact: false,
         modules: vec![plugin, main_module, main_program],
     };
     w.datagram("dependencies-response", "pdf-plugin needs main-module >= 5.1, which needs main-program >= 3.1 ([0098]-[0100]): main-module is included as a dependency (full upgrade); main-program is current and carries the server's frequent-file hint.", &reply_bytes(&deps, 0x1111_2222_3333_4444, ReplyShape::default()).0);
@@ -304,7 +312,12 @@ fn main() {
         });
         big.push(m);
     }
-    let big = Response { binding: binding(&multi_text), base: Some("https://cdn.example.com/".into()), modules: big };
+    let big = Response {
+        binding: binding(&multi_text),
+        base: Some("https://cdn.example.com/".into()),
+        compact: false,
+        modules: big,
+    };
     let (bytes, document) = reply_bytes(&big, 0x1111_2222_3333_4444, ReplyShape::default());
     w.datagram("fallback-response", "An answer too large for a datagram: the signed fallback carries the document's size, SHA-256 and two mirrors ([0084]). The document is vector 09.", &bytes);
     let document = String::from_utf8(document.expect("fallback has a document")).expect("utf8");
@@ -385,13 +398,13 @@ fn main() {
     let target = RecordFile::from_records(vec![
         Record { id: 1, content: b"ALPHA" },
         Record { id: 3, content: b"gamma" },
-        Record { id: 100, content: b"new record" },
+        Record { id: 100, content: b"hundred" },
     ])
     .expect("sorted");
     let delta = upgram_core::records::diff(&base, &target);
     let mut delta_bytes = Vec::new();
     delta.encode(&mut delta_bytes);
-    w.write("record-delta", "The delta of Figure 9 applied to vector 16: record 1 replaced, record 2 deleted (empty content), record 100 added.", "record-delta", Payload_::Hex(delta_bytes), Outcome::Valid { decoded: delta_json(&delta), reencode: true });
+    w.write("record-delta", "The delta of Figure 9 (SPEC.md section 7.4), byte for byte, applied to vector 16: record 1 replaced by ALPHA, record 2 deleted (empty content), record 100 added with hundred.", "record-delta", Payload_::Hex(delta_bytes), Outcome::Valid { decoded: delta_json(&delta), reencode: true });
 
     // Invalid inputs.
     let mut too_large = query_frame_bytes(1, &minimal, &QueryOptions { pad_to: 1024, ..Default::default() });
@@ -464,6 +477,7 @@ fn main() {
     let executable = Response {
         binding: binding(&minimal_text),
         base: Some("https://updates.example.com/p/".into()),
+        compact: false,
         modules: vec![app],
     };
     w.datagram(
@@ -556,13 +570,131 @@ fn main() {
         &batch_query,
     );
     rollout_vectors(&mut w);
+    compact_vectors(&mut w);
+    spec_agreement_vectors(&mut w);
     println!("wrote {} vectors to {}", w.written, dir.display());
+}
+
+/// Vectors 53-59: compact answers (SPEC.md §4.3, §4.4, §10.4 steps 8-9).
+fn compact_vectors(w: &mut Writer<'_>) {
+    w.count = 52;
+    let modules = vec![
+        QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] },
+        QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] },
+        QueryModule { id: "viewer".into(), version: Some(v("1.0")), files: vec![] },
+    ];
+    let query = Query { compact: true, channel: None, bucket: None, modules }.to_vec();
+    let query_text = String::from_utf8(query.clone()).expect("utf8");
+    w.datagram(
+        "compact-query",
+        "Three modules at their versions; compact=\"1\": the client understands compact answers (SPEC.md section 4.3).",
+        &query_frame_bytes(0x5353_5353_0000_0001, &query, &QueryOptions::default()),
+    );
+    let mut viewer = ModuleAnswer::new("viewer", Status::Update, Some(v("1.1")));
+    viewer.upgrade = UpgradeInfo::Files(vec![FileEntry {
+        id: "bin/viewer".into(),
+        version: v("1.1"),
+        action: FileAction::Replace(payload("store/viewer-1.1", "viewer 1.1")),
+        frequent: false,
+        executable: true,
+    }]);
+    let compact = |query_text: &str, modules: Vec<ModuleAnswer<'static>>| Response {
+        binding: binding(query_text),
+        base: Some("https://updates.example.com/".into()),
+        compact: true,
+        modules,
+    };
+    let answer = compact(&query_text, vec![viewer.clone()]);
+    let (bytes, _) = reply_bytes(&answer, 0x5353_5353_0000_0001, ReplyShape::default());
+    w.answer(
+        "compact-response",
+        "The compact answer to vector 53: only viewer, which has an update, is listed; core and tools are current at 1.2 and 2.0, the versions the query asked (SPEC.md section 4.4).",
+        &bytes,
+        "compact-query",
+        None,
+    );
+    let stranger = ModuleAnswer::new("stranger", Status::Current, Some(v("1.0")));
+    let (bytes, _) = reply_bytes(
+        &compact(&query_text, vec![viewer.clone(), stranger]),
+        0x5353_5353_0000_0001,
+        ReplyShape::default(),
+    );
+    w.answer(
+        "invalid-compact-not-asked",
+        "A compact answer to vector 53 that lists module stranger, which the query did not ask, without dependency=\"1\": validly signed and bound, refused at verification (SPEC.md section 10.4 step 9).",
+        &bytes,
+        "compact-query",
+        Some("not-asked"),
+    );
+    let nonce = Nonce(std::array::from_fn(|i| 0xc0 + i as u8));
+    let options = QueryOptions { nonce: Some(nonce), pad_to: 342, ..Default::default() };
+    w.datagram(
+        "compact-nonce-query",
+        "Vector 53's body asking for a nonce-bound signature, padded to 342 bytes.",
+        &query_frame_bytes(0x5353_5353_0000_0002, &query, &options),
+    );
+    let shape = ReplyShape { nonce: Some(nonce), server_cookie: false };
+    let (bytes, _) = reply_bytes(&answer, 0x5353_5353_0000_0002, shape);
+    w.answer(
+        "compact-nonce-response",
+        "The compact answer of vector 54, nonce-bound for vector 56: the marker is allowed there, as what it covers follows from for, checked in both binding modes (SPEC.md section 4.4).",
+        &bytes,
+        "compact-nonce-query",
+        None,
+    );
+    let minimal_text = r#"<query><module id="core" version="1.2"/></query>"#;
+    let (bytes, _) = reply_bytes(&compact(minimal_text, vec![]), 0x0102030405060708, ReplyShape::default());
+    w.answer(
+        "invalid-compact-unrequested",
+        "A compact answer bound to vector 01, which did not ask for one (no compact=\"1\"): refused at verification (SPEC.md section 10.4 step 8).",
+        &bytes,
+        "minimal-query",
+        Some("unrequested-compact"),
+    );
+}
+
+/// Vectors 60-69: where an independent implementation found the spec's words and the decoder
+/// apart (SPEC.md §4.3, §4.6, §6.1); numbered from 60 whatever comes before.
+fn spec_agreement_vectors(w: &mut Writer<'_>) {
+    w.count = w.count.max(59);
+    let error = Frame::error(0x0102030405060708, br#"<error code="2" supported="1 1"/>"#).to_vec().expect("fits");
+    w.invalid(
+        "invalid-supported-repeated",
+        "supported names each protocol version once: \"1 1\" is refused like \"2 1\" (SPEC.md section 4.6).",
+        &error,
+    );
+    let queries: [(&str, &str, &str); 2] = [
+        (
+            "invalid-query-repeated-module",
+            "A query that lists module core twice: the decoder refuses it and the server answers with malformed-query, not with two answers for core (SPEC.md sections 4.3, 2.6).",
+            r#"<query><module id="core" version="1.2"/><module id="core" version="1.3"/></query>"#,
+        ),
+        (
+            "invalid-query-repeated-file",
+            "A query that lists file db/a.rec twice in one module (SPEC.md section 4.3); the same file id in two modules is fine.",
+            r#"<query><module id="core" version="1.2"><file id="db/a.rec" version="1"/><file id="db/a.rec" version="2"/></module></query>"#,
+        ),
+    ];
+    for (name, description, body) in queries {
+        w.invalid(name, description, &query_frame_bytes(1, body.as_bytes(), &QueryOptions::default()));
+    }
+    let largest = query_frame_bytes(
+        1,
+        br#"<query><module id="core" version="1.0-18446744073709551615"/></query>"#,
+        &QueryOptions::default(),
+    );
+    w.datagram(
+        "pre-release-largest",
+        "A numeric pre-release identifier of 2^64 - 1, the largest allowed (SPEC.md section 6.1); vector 45 has 2^64, one more, and is refused.",
+        &largest,
+    );
 }
 
 /// Vectors 70-79: the channel and the rollout bucket of a query (SPEC.md section 4.3).
 fn rollout_vectors(w: &mut Writer<'_>) {
     w.count = 69;
     let on_channel = Query {
+        compact: false,
         channel: Some("beta".into()),
         bucket: Some(37),
         modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
@@ -574,6 +706,7 @@ fn rollout_vectors(w: &mut Writer<'_>) {
         &query_frame_bytes(0x0102030405060708, &on_channel, &QueryOptions::default()),
     );
     let edges = Query {
+        compact: false,
         channel: Some("stable".into()),
         bucket: Some(BUCKETS - 1),
         modules: vec![QueryModule { id: "core".into(), version: None, files: vec![] }],
@@ -585,6 +718,7 @@ fn rollout_vectors(w: &mut Writer<'_>) {
         &query_frame_bytes(0x0102030405060709, &edges, &QueryOptions::default()),
     );
     let bucket_only = Query {
+        compact: false,
         channel: None,
         bucket: Some(0),
         modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
@@ -635,6 +769,7 @@ fn rollout_vectors(w: &mut Writer<'_>) {
 fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
     w.count = 29;
     let other_query = Query {
+        compact: false,
         channel: None,
         bucket: None,
         modules: vec![QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] }],
@@ -643,6 +778,7 @@ fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
     let other = Response {
         binding: binding(&other_text),
         base: None,
+        compact: false,
         modules: vec![ModuleAnswer::new("tools", Status::Current, Some(v("2.0")))],
     };
     let first = current.to_vec();
@@ -739,7 +875,7 @@ fn exactly_1024(query_text: &str) -> Vec<u8> {
             }),
         });
         m.upgrade = UpgradeInfo::Files(entries);
-        let response = Response { binding: binding(query_text), base: None, modules: vec![m] };
+        let response = Response { binding: binding(query_text), base: None, compact: false, modules: vec![m] };
         let (bytes, document) = reply_bytes(&response, 0x0102030405060708, ReplyShape::default());
         if document.is_none() && bytes.len() == 1024 {
             return bytes;

@@ -64,7 +64,7 @@ use crate::body::ErrorCode;
 use crate::cookie::{ClientCookie, ServerCookie};
 use crate::limits::MIN_UNRESTRICTED_QUERY_LEN;
 use crate::message::{Datagram, Expectation, Message};
-use crate::sign::{KeyRing, Nonce};
+use crate::sign::{KeyRing, Nonce, VerifyError};
 use crate::wire::{Frame, MessageKind, QueryOptions};
 
 /// Timing and behaviour of an exchange (SPEC.md §2.3 defaults).
@@ -132,6 +132,10 @@ impl CookieJar {
 pub struct Dropped {
     /// Undecodable, from another address, wrong id, wrong kind or failed verification.
     pub bad: u64,
+    /// Of `bad`, the replies to our request that failed verification (unknown key, bad
+    /// signature, another query's binding, expired…): [`Exchange::last_rejected`] says why the
+    /// last one failed.
+    pub unverified: u64,
     /// Unsigned errors received (advisory).
     pub errors: u64,
     /// Cookie challenges that echoed our client cookie (each cached; at most one immediate
@@ -143,6 +147,7 @@ impl Dropped {
     /// Adds the counts of `other`.
     pub fn add(&mut self, other: Dropped) {
         self.bad += other.bad;
+        self.unverified += other.unverified;
         self.errors += other.errors;
         self.challenges += other.challenges;
     }
@@ -151,6 +156,7 @@ impl Dropped {
     pub fn since(&self, earlier: Dropped) -> Dropped {
         Dropped {
             bad: self.bad.saturating_sub(earlier.bad),
+            unverified: self.unverified.saturating_sub(earlier.unverified),
             errors: self.errors.saturating_sub(earlier.errors),
             challenges: self.challenges.saturating_sub(earlier.challenges),
         }
@@ -246,6 +252,8 @@ pub struct Exchange<'k, R> {
     attempt: Attempt,
     dropped: Dropped,
     last_error: Option<String>,
+    /// Why the last reply that failed verification failed.
+    last_rejected: Option<VerifyError>,
     outcome: Option<Outcome>,
 }
 
@@ -289,6 +297,7 @@ impl<'k, R: RngCore> Exchange<'k, R> {
             attempt,
             dropped: Dropped::default(),
             last_error: None,
+            last_rejected: None,
             outcome: None,
         })
     }
@@ -306,6 +315,12 @@ impl<'k, R: RngCore> Exchange<'k, R> {
     /// What the exchange has dropped so far.
     pub fn dropped(&self) -> Dropped {
         self.dropped
+    }
+
+    /// Why the last reply to our request that failed verification failed (counted in
+    /// [`Dropped::unverified`]).
+    pub fn last_rejected(&self) -> Option<&VerifyError> {
+        self.last_rejected.as_ref()
     }
 
     /// The server the exchange is asking now.
@@ -391,6 +406,18 @@ impl<'k, R: RngCore> Exchange<'k, R> {
         self.attempt = new_attempt(server, &self.config, &mut self.rng);
     }
 
+    /// Gives up on the server asked now, at `now`: the driver learnt that nothing listens there
+    /// (an ICMP "port unreachable"). The next server is due at once, as after its last
+    /// transmission's timeout.
+    pub fn skip_server(&mut self, now: Duration) {
+        let attempt = &mut self.attempt;
+        attempt.transmissions = attempt.transmissions.max(self.config.transmissions_per_server.max(1));
+        attempt.due = false;
+        attempt.resend = false;
+        attempt.interval_end = attempt.interval_end.min(now);
+        self.handle_timeout(now);
+    }
+
     /// Takes in one datagram that arrived at `now` (driver time; `unix_secs` for the signature
     /// window) from `from`. Only a verified reply from the server asked, to this request, ends the
     /// exchange; a fresh server cookie it carries goes into `jar`, as do cookie challenges that
@@ -425,13 +452,20 @@ impl<'k, R: RngCore> Exchange<'k, R> {
             return;
         };
         let expect = Expectation { keys: self.keys, query: self.query, nonce: attempt.nonce, now: unix_secs };
+        let verified = match &decoded.message {
+            Message::Response(reply) => Some(reply.verify(&expect).map(|_| ())),
+            Message::Fallback(reply) => Some(reply.verify(&expect).map(|_| ())),
+            _ => None,
+        };
+        if let Some(Err(why)) = verified {
+            self.dropped.bad += 1;
+            self.dropped.unverified += 1;
+            self.last_rejected = Some(why);
+            return;
+        }
         let (kind, body, fresh_cookie) = match &decoded.message {
-            Message::Response(reply) if reply.verify(&expect).is_ok() => {
-                (MessageKind::Response, reply.raw_body(), reply.server_cookie)
-            }
-            Message::Fallback(reply) if reply.verify(&expect).is_ok() => {
-                (MessageKind::Fallback, reply.raw_body(), reply.server_cookie)
-            }
+            Message::Response(reply) => (MessageKind::Response, reply.raw_body(), reply.server_cookie),
+            Message::Fallback(reply) => (MessageKind::Fallback, reply.raw_body(), reply.server_cookie),
             Message::CookieChallenge(challenge) if challenge.client_cookie == Some(attempt.sent_cookie) => {
                 self.dropped.challenges += 1;
                 // Every challenge that echoes our cookie is cached, the latest winning (SPEC.md

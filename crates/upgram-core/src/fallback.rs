@@ -10,7 +10,7 @@
 //! [`UnsignedReply`], whose [`UnsignedReply::batch_item`] goes to
 //! [`ReplySigner::sign_batch`] and whose [`UnsignedReply::signed`] takes the signature back.
 
-use crate::body::{Fallback, Response};
+use crate::body::{Binding, Fallback, Response};
 use crate::cookie::ServerCookie;
 use crate::digest::Sha256Digest;
 use crate::error::EncodeError;
@@ -155,7 +155,17 @@ pub fn encode_reply(
     shape: ReplyShape,
     mirrors: impl FnOnce(&Sha256Digest) -> Vec<String>,
 ) -> Result<UnsignedReply, EncodeError> {
-    let body = response.to_vec();
+    encode_reply_body(response.binding, response.to_vec(), shape, mirrors)
+}
+
+/// [`encode_reply`] for a response body already encoded (canonically, e.g. by
+/// [`Response::encode_from_parts`]) with `binding`.
+pub fn encode_reply_body(
+    binding: Binding,
+    body: Vec<u8>,
+    shape: ReplyShape,
+    mirrors: impl FnOnce(&Sha256Digest) -> Vec<String>,
+) -> Result<UnsignedReply, EncodeError> {
     if datagram_len(MessageKind::Response, shape, body.len()) <= MAX_DATAGRAM_LEN {
         return Ok(UnsignedReply { kind: MessageKind::Response, body, shape, document: None });
     }
@@ -164,7 +174,7 @@ pub fn encode_reply(
     }
     let sha256 = Sha256Digest::of(&body);
     let pointer = Fallback {
-        binding: response.binding,
+        binding,
         size: body.len() as u64,
         sha256,
         mirrors: mirrors(&sha256).into_iter().map(Into::into).collect(),

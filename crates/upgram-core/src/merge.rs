@@ -1,12 +1,177 @@
 //! A check from the client's side, around the exchanges: the query split into parts that each
-//! fit a datagram (SPEC.md §2.6), and the answers of every part merged into one list.
+//! fit a datagram and whose compact answers are expected to fit one too (SPEC.md §2.6), compact
+//! answers expanded against their parts (§4.4), and the answers of every part merged into one
+//! list.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::body::{FileAction, ModuleAnswer, Payload, Query, QueryModule, Response, UpgradeInfo};
+use crate::body::{FileAction, ModuleAnswer, Payload, Query, QueryModule, Response, Status, UpgradeInfo};
 use crate::error::EncodeError;
-use crate::limits::max_query_body_len;
+use crate::limits::{HEADER_LEN, MAX_DATAGRAM_LEN, max_query_body_len};
+use crate::sign::{Nonce, SignatureBlock};
+
+/// Bytes a client sets aside in a part's predicted answer for the `<response>` element itself
+/// (`for`, `issued`, `expires`, a written `base` attribute of up to 90 bytes, `compact`; SPEC.md
+/// §2.6).
+pub const ANSWER_OVERHEAD: usize = 256;
+
+/// The answer bytes a client predicts for a module asked with a version (SPEC.md §2.6): a
+/// compact answer leaves a current module out, so this is what a non-current answer of about
+/// 320 bytes costs when one module in ten is behind.
+pub const EXPECTED_ANSWER_LEN: usize = 32;
+
+/// The answer bytes a client predicts for a module asked without a version (an install, never
+/// current).
+pub const INSTALL_ANSWER_LEN: usize = 320;
+
+/// The room for an inline answer's body that a client packs for: a datagram less the header,
+/// key id and signature, a fresh server cookie and, for nonce-bound queries, the nonce
+/// (SPEC.md §2.6). A batch trailer does not count: a server signs alone an answer that has no
+/// room for one.
+pub const fn max_answer_body_len(nonce_bound: bool) -> usize {
+    let nonce = if nonce_bound { Nonce::LEN } else { 0 };
+    MAX_DATAGRAM_LEN - HEADER_LEN - SignatureBlock::LEN - crate::cookie::ServerCookie::LEN - nonce
+}
+
+/// The answer bytes predicted for `module` by default (SPEC.md §2.6): [`INSTALL_ANSWER_LEN`]
+/// when it is asked without a version, else [`EXPECTED_ANSWER_LEN`].
+pub fn predicted_answer_len(module: &QueryModule<'_>) -> usize {
+    if module.version.is_none() { INSTALL_ANSWER_LEN } else { EXPECTED_ANSWER_LEN }
+}
+
+/// Why a client refuses a verified compact answer (SPEC.md §4.4, §10.4).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompactError {
+    /// The compact answer lists a module its query did not ask about, without
+    /// `dependency="1"`: the client could not tell what the marker covers.
+    #[error("compact answer lists module `{id}`, which its query did not ask about")]
+    NotAsked {
+        /// The module listed.
+        id: String,
+    },
+    /// The answer is compact, but its query did not ask for a compact answer.
+    #[error("compact answer to a query that did not ask for one")]
+    Unrequested,
+}
+
+impl CompactError {
+    /// The stable name of this error (SPEC.md §9.3, verification layer).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::NotAsked { .. } => "not-asked",
+            Self::Unrequested => "unrequested-compact",
+        }
+    }
+}
+
+/// The answer `response` in today's form, given the query it answers (whose SHA-256 is its
+/// `for`, already verified): a compact answer gets, for every module of `query` asked with a
+/// version and not listed, `<module status="current" latest="that version"/>`, in query order,
+/// followed by the dependency entries. An answer that is not compact comes back unchanged.
+///
+/// Fails if a compact answer lists a module `query` did not ask (without `dependency="1"`),
+/// or if `query` did not ask for a compact answer.
+pub fn expand_compact<'a>(response: Response<'a>, query: &Query<'_>) -> Result<Response<'a>, CompactError> {
+    if !response.compact {
+        return Ok(response);
+    }
+    if !query.compact {
+        return Err(CompactError::Unrequested);
+    }
+    let Response { binding, base, modules: listed, .. } = response;
+    let asked: HashSet<&str> = query.modules.iter().map(|m| m.id.as_ref()).collect();
+    let mut own: HashMap<String, Vec<ModuleAnswer<'a>>> = HashMap::new();
+    let mut dependencies = Vec::new();
+    for module in listed {
+        if module.dependency {
+            dependencies.push(module);
+        } else if asked.contains(module.id.as_ref()) {
+            own.entry(module.id.to_string()).or_default().push(module);
+        } else {
+            return Err(CompactError::NotAsked { id: module.id.into_owned() });
+        }
+    }
+    let mut modules = Vec::with_capacity(query.modules.len() + dependencies.len());
+    for asked in &query.modules {
+        match (own.remove(asked.id.as_ref()), &asked.version) {
+            (Some(entries), _) => modules.extend(entries),
+            (None, Some(version)) => modules.push(ModuleAnswer::new(
+                Cow::Owned(asked.id.to_string()),
+                Status::Current,
+                Some(version.clone().into_owned()),
+            )),
+            (None, None) => {}
+        }
+    }
+    modules.extend(dependencies);
+    Ok(Response { binding, base, compact: false, modules })
+}
+
+/// Whether `module` is exactly what a compact answer leaves out for `asked`: current at the
+/// version asked, with nothing else to say (SPEC.md §4.4).
+pub fn is_implied_current(module: &ModuleAnswer<'_>, asked: &QueryModule<'_>) -> bool {
+    module.status == Status::Current
+        && asked.version.is_some()
+        && module.latest.as_ref().map(|v| v.as_str()) == asked.version.as_ref().map(|v| v.as_str())
+        && module.id == asked.id
+        && *module == ModuleAnswer::new(module.id.clone(), Status::Current, module.latest.clone())
+}
+
+/// The encoded bodies of the parts of a query about `modules`, each asking for a compact
+/// answer (SPEC.md §2.6): a part ends where its query would not fit a datagram with the
+/// largest trailer it may carry, or where its predicted answer, [`ANSWER_OVERHEAD`] plus
+/// `predict` of each module, would not fit [`max_answer_body_len`]. A module predicted too
+/// large alone goes in a part of its own. Modules too large alone with all their file entries
+/// go with as many as fit, as in [`split_query`].
+pub fn pack_query(
+    modules: Vec<QueryModule<'_>>,
+    nonce_bound: bool,
+    predict: impl Fn(&QueryModule<'_>) -> usize,
+) -> Result<Vec<Vec<u8>>, EncodeError> {
+    pack_query_for(&Query::new(Vec::new()), modules, nonce_bound, predict)
+}
+
+/// [`pack_query`] for an installation on a channel and with a bucket: every part carries the
+/// `channel` and `bucket` of `audience` (whose own modules are not used) and asks for a
+/// compact answer.
+pub fn pack_query_for<'a>(
+    audience: &Query<'a>,
+    modules: Vec<QueryModule<'a>>,
+    nonce_bound: bool,
+    predict: impl Fn(&QueryModule<'_>) -> usize,
+) -> Result<Vec<Vec<u8>>, EncodeError> {
+    let audience = Query { compact: true, ..query_like(audience, Vec::new()) };
+    let query_room = max_query_body_len(nonce_bound);
+    let answer_room = max_answer_body_len(nonce_bound).saturating_sub(ANSWER_OVERHEAD);
+    let empty_len = audience.to_vec().len();
+    let mut parts = Vec::new();
+    let mut current: Vec<QueryModule<'a>> = Vec::new();
+    let (mut query_len, mut answer_len) = (empty_len, 0);
+    let mut scratch = Vec::new();
+    for module in modules {
+        let module = fit_alone(&audience, module, query_room);
+        scratch.clear();
+        module.encode(&mut scratch);
+        let module_len = scratch.len();
+        if empty_len + module_len > query_room {
+            return Err(EncodeError::TooLarge { len: empty_len + module_len, max: query_room });
+        }
+        let predicted = predict(&module);
+        if !current.is_empty() && (query_len + module_len > query_room || answer_len + predicted > answer_room) {
+            parts.push(query_like(&audience, std::mem::take(&mut current)).to_vec());
+            (query_len, answer_len) = (empty_len, 0);
+        }
+        query_len += module_len;
+        answer_len += predicted;
+        current.push(module);
+    }
+    if !current.is_empty() {
+        parts.push(query_like(&audience, current).to_vec());
+    }
+    Ok(parts)
+}
 
 /// The modules of a query: `installed` as given, then each id of `install` that `installed`
 /// does not name, without a version (SPEC.md §4.3: "install it").
@@ -40,12 +205,18 @@ pub fn split_query_for<'a>(
     Ok(parts.iter().map(Query::to_vec).collect())
 }
 
-/// `module` with as many of its file entries (in order) as let it fit `room` alone.
+/// `audience` (its `compact`, `channel` and `bucket`) asking about `modules`.
+fn query_like<'a>(audience: &Query<'a>, modules: Vec<QueryModule<'a>>) -> Query<'a> {
+    Query { compact: audience.compact, channel: audience.channel.clone(), bucket: audience.bucket, modules }
+}
+
+/// `module` with as many of its file entries (in order) as let it fit `room` alone, in a query
+/// with the attributes of `audience`.
 fn fit_alone<'a>(audience: &Query<'a>, mut module: QueryModule<'a>, room: usize) -> QueryModule<'a> {
     let alone_len = |module: &QueryModule<'a>, files: usize| {
         let mut trimmed = module.clone();
         trimmed.files.truncate(files);
-        Query { channel: audience.channel.clone(), bucket: audience.bucket, modules: vec![trimmed] }.to_vec().len()
+        query_like(audience, vec![trimmed]).to_vec().len()
     };
     if alone_len(&module, module.files.len()) <= room {
         return module;
@@ -146,7 +317,7 @@ mod tests {
 
     fn response(issued: u64, base: Option<&str>, modules: Vec<ModuleAnswer<'static>>) -> Response<'static> {
         let binding = Binding { query: Sha256Digest::of(b"q"), issued, expires: issued + 300 };
-        Response { binding, base: base.map(|b| Cow::Owned(b.to_owned())), modules }
+        Response { binding, base: base.map(|b| Cow::Owned(b.to_owned())), compact: false, modules }
     }
 
     fn payload(url: &str) -> Payload<'static> {
@@ -266,6 +437,107 @@ mod tests {
         answer.latest = Some(v("1.0"));
         answer.status = Status::Current;
         assert!(!refuses_downgrade(&answer, Some(&installed)), "only an update offers anything");
+    }
+
+    fn asked(id: &str, version: Option<&str>) -> QueryModule<'static> {
+        QueryModule { id: Cow::Owned(id.to_owned()), version: version.map(v), files: vec![] }
+    }
+
+    fn compact_query(modules: Vec<QueryModule<'static>>) -> Query<'static> {
+        Query { compact: true, channel: None, bucket: None, modules }
+    }
+
+    #[test]
+    fn a_compact_answer_expands_in_query_order_with_dependencies_last() {
+        let query = compact_query(vec![asked("a", Some("1.0")), asked("b", Some("2.0")), asked("new", None)]);
+        let update = ModuleAnswer::new("b", Status::Update, Some(v("2.1")));
+        let mut dependency = ModuleAnswer::new("lib", Status::Update, Some(v("1")));
+        dependency.dependency = true;
+        let mut answer = response(1, None, vec![dependency.clone(), update.clone()]);
+        answer.compact = true;
+        let expanded = expand_compact(answer, &query).unwrap();
+        let a = ModuleAnswer::new("a", Status::Current, Some(v("1.0")));
+        assert_eq!(expanded.modules, [a, update, dependency], "`new` was asked without a version: not covered");
+        assert!(!expanded.compact);
+    }
+
+    #[test]
+    fn a_compact_answer_naming_a_module_not_asked_is_refused() {
+        let query = compact_query(vec![asked("a", Some("1.0"))]);
+        let mut answer = response(1, None, vec![ModuleAnswer::new("stranger", Status::Current, Some(v("1")))]);
+        answer.compact = true;
+        let error = expand_compact(answer.clone(), &query).unwrap_err();
+        assert_eq!(error, CompactError::NotAsked { id: "stranger".into() });
+        assert_eq!(error.name(), "not-asked");
+        answer.modules[0].dependency = true;
+        assert!(expand_compact(answer, &query).is_ok(), "a dependency entry may name any module");
+    }
+
+    #[test]
+    fn only_a_query_that_asked_gets_a_compact_answer() {
+        let mut query = compact_query(vec![asked("a", Some("1.0"))]);
+        query.compact = false;
+        let mut answer = response(1, None, vec![]);
+        assert_eq!(expand_compact(answer.clone(), &query).unwrap(), answer, "today's form passes unchanged");
+        answer.compact = true;
+        let error = expand_compact(answer, &query).unwrap_err();
+        assert_eq!(error.name(), "unrequested-compact");
+    }
+
+    #[test]
+    fn only_a_bare_current_answer_at_the_version_asked_is_implied() {
+        let at = asked("a", Some("1.0"));
+        let bare = ModuleAnswer::new("a", Status::Current, Some(v("1.0")));
+        assert!(is_implied_current(&bare, &at));
+        assert!(!is_implied_current(&bare, &asked("a", Some("1.0.0"))), "the version text asked, exactly");
+        assert!(!is_implied_current(&bare, &asked("a", None)));
+        assert!(!is_implied_current(&bare, &asked("b", Some("1.0"))));
+        let mut hinted = bare.clone();
+        hinted.frequent = vec![Cow::Borrowed("db/x")];
+        assert!(!is_implied_current(&hinted, &at));
+        let mut files = bare.clone();
+        files.upgrade = UpgradeInfo::Files(vec![file("db/x", FileAction::Delete)]);
+        assert!(!is_implied_current(&files, &at));
+        assert!(!is_implied_current(&ModuleAnswer::new("a", Status::Update, Some(v("1.0"))), &at));
+    }
+
+    #[test]
+    fn packed_parts_ask_for_compact_answers_and_keep_within_both_predictions() {
+        let ids: Vec<String> = (0..1000).map(|i| format!("module-{i:04}")).collect();
+        let modules = || ids.iter().map(|id| asked(id, Some("1.1"))).collect::<Vec<_>>();
+        for nonce_bound in [false, true] {
+            let parts = pack_query(modules(), nonce_bound, predicted_answer_len).unwrap();
+            let room = max_answer_body_len(nonce_bound) - ANSWER_OVERHEAD;
+            let mut asked_ids = Vec::new();
+            for body in &parts {
+                assert!(body.len() <= max_query_body_len(nonce_bound));
+                let query = Query::decode(body).unwrap();
+                assert!(query.compact);
+                assert!(query.modules.len() * EXPECTED_ANSWER_LEN <= room);
+                asked_ids.extend(query.modules.into_iter().map(|m| m.id.into_owned()));
+            }
+            assert_eq!(asked_ids, ids, "every module once, in order");
+            // Full parts: one more module would have broken the prediction.
+            let first = Query::decode(&parts[0]).unwrap();
+            assert!((first.modules.len() + 1) * EXPECTED_ANSWER_LEN > room);
+        }
+    }
+
+    #[test]
+    fn a_module_predicted_larger_makes_its_part_smaller() {
+        let ids: Vec<String> = (0..100).map(|i| format!("m{i:03}")).collect();
+        let modules = || ids.iter().map(|id| asked(id, Some("1"))).collect::<Vec<_>>();
+        let even = pack_query(modules(), false, predicted_answer_len).unwrap();
+        let heavy = pack_query(modules(), false, |m| predicted_answer_len(m) * if m.id == "m000" { 8 } else { 1 });
+        let heavy = heavy.unwrap();
+        let first_len = |parts: &[Vec<u8>]| Query::decode(&parts[0]).unwrap().modules.len();
+        assert!(first_len(&heavy) < first_len(&even));
+        assert!(heavy.len() > even.len());
+        let alone = pack_query(modules(), false, |m| if m.id == "m050" { 10_000 } else { 1 }).unwrap();
+        assert!(
+            alone.iter().any(|p| Query::decode(p).unwrap().modules.len() == 1),
+            "too large alone: a part of its own"
+        );
     }
 
     #[test]

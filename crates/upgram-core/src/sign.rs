@@ -342,26 +342,26 @@ impl ReplySigner {
     /// Signs answers that are ready at the same time, returning one signature block per item,
     /// in order (SPEC.md §10.3.1).
     ///
-    /// The items that have room for a batch trailer are signed in batches of at most
-    /// [`MAX_BATCH_LEN`], one Ed25519 signature per batch; the others, and a batch that would
+    /// Answers are grouped by the room they have for a batch trailer: each batch of at most
+    /// [`MAX_BATCH_LEN`] gets one Ed25519 signature and a depth that every member can carry
+    /// (answers with room for a short path only share a small batch rather than each taking a
+    /// signature of its own). An answer with no room for any trailer, and a batch that would
     /// hold a single answer, are signed alone, in exactly the form [`ReplySigner::sign`] gives.
     pub fn sign_batch(&self, items: &[BatchItem<'_>]) -> Vec<SignatureBlock> {
         let mut out: Vec<Option<SignatureBlock>> = vec![None; items.len()];
-        // Positions of the items that may join a batch, in order.
-        let mut pending: Vec<usize> = (0..items.len()).collect();
-        while !pending.is_empty() {
-            let take = pending.len().min(MAX_BATCH_LEN);
-            let depth = depth_for(take);
-            // An item that cannot carry this depth's trailer is signed alone; the depth can
-            // only shrink as items leave, so those that stay still fit.
-            let (members, alone): (Vec<usize>, Vec<usize>) =
-                pending[..take].iter().partition(|&&i| items[i].room >= BatchProof::overhead(depth));
-            for i in alone {
-                out[i] = Some(self.sign(items[i].kind, items[i].nonce, items[i].body));
+        // Largest room first: each item joins the batch being formed as long as the batch's
+        // size stays within what the item (the tightest so far) can carry.
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(batch_capacity(items[i].room)));
+        let mut members: Vec<usize> = Vec::with_capacity(MAX_BATCH_LEN.min(items.len()));
+        for i in order {
+            if members.len() + 1 > batch_capacity(items[i].room) {
+                self.sign_members(items, &members, &mut out);
+                members.clear();
             }
-            self.sign_members(items, &members, &mut out);
-            pending.drain(..take);
+            members.push(i);
         }
+        self.sign_members(items, &members, &mut out);
         out.into_iter()
             .enumerate()
             .map(|(i, block)| block.unwrap_or_else(|| self.sign(items[i].kind, items[i].nonce, items[i].body)))
@@ -394,8 +394,11 @@ impl fmt::Debug for ReplySigner {
 }
 
 /// Depth of the tree for `leaves` leaves: the smallest `d` with 2^d ≥ `leaves`.
-fn depth_for(leaves: usize) -> usize {
-    leaves.next_power_of_two().trailing_zeros() as usize
+/// The most answers a batch may hold for an answer with `room` bytes for the batch trailer:
+/// 2^depth for the deepest path that fits (at most [`MAX_BATCH_LEN`]), 1 when none does.
+fn batch_capacity(room: usize) -> usize {
+    let depth = (0..=MAX_BATCH_DEPTH).rev().find(|&d| room >= BatchProof::overhead(d)).unwrap_or(0);
+    1 << depth
 }
 
 /// A batch's Merkle tree, every level kept, each padded to an even length with the empty

@@ -29,6 +29,7 @@ fn ring() -> KeyRing {
 fn query_body(n: usize) -> Vec<u8> {
     let version = format!("1.{n}");
     Query {
+        compact: false,
         channel: None,
         bucket: None,
         modules: vec![QueryModule {
@@ -44,6 +45,7 @@ fn answer_body(query: &[u8]) -> Vec<u8> {
     Response {
         binding: Binding { query: Sha256Digest::of(query), issued: NOW, expires: NOW + 300 },
         base: None,
+        compact: false,
         modules: vec![ModuleAnswer::new(
             Cow::Borrowed("core"),
             Status::Current,
@@ -181,6 +183,18 @@ fn answers_without_room_for_the_batch_trailer_are_signed_alone() {
         assert_eq!(blocks[i].batch.expect("batched").depth(), 2);
     }
     assert_every_member_verifies(&batch, &blocks);
+    // Answers with room for a short path only share small batches instead of a signature each.
+    let batch = Batch::new(8);
+    let mut items = batch.items(BatchProof::overhead(3));
+    for item in items.iter_mut().skip(4) {
+        item.room = BatchProof::overhead(1);
+    }
+    let blocks = signer().sign_batch(&items);
+    assert_every_member_verifies(&batch, &blocks);
+    assert!(blocks[..4].iter().all(|b| b.batch.as_ref().is_some_and(|p| p.depth() == 2)), "4 of room 3: depth 2");
+    assert!(blocks[4..].iter().all(|b| b.batch.as_ref().is_some_and(|p| p.depth() == 1)), "room 1: pairs");
+    let signatures: std::collections::BTreeSet<[u8; 64]> = blocks.iter().map(|b| b.signature).collect();
+    assert_eq!(signatures.len(), 3, "one batch of 4 and two pairs");
     // With room for nothing, every answer is signed alone.
     let blocks = signer().sign_batch(&batch.items(0));
     assert!(blocks.iter().all(|b| b.batch.is_none()));

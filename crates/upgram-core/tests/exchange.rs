@@ -64,6 +64,7 @@ fn reply(query: &Transmit, seed: [u8; 32], body: &[u8], issued: u64) -> Vec<u8> 
     let answer = Response {
         binding: Binding { query: Sha256Digest::of(body), issued, expires: issued + 300 },
         base: None,
+        compact: false,
         modules: vec![],
     }
     .to_vec();
@@ -279,4 +280,37 @@ proptest! {
         prop_assert!(sent <= bound, "{} datagrams sent, at most {} expected", sent, bound);
         prop_assert!(jar.entries().all(|(_, (_, cookie))| cookie.is_none()));
     }
+}
+
+#[test]
+fn replies_that_fail_verification_are_counted_with_the_last_reason() {
+    let keys = keys();
+    let mut jar = CookieJar::default();
+    let mut exchange = Exchange::new(BODY.to_vec(), config(1, false), &keys, 0, ms(20_000), TestRng(11)).unwrap();
+    let query = exchange.poll_transmit(ms(0), &mut jar).unwrap();
+    // Another server's key: unknown key id. Then one bound to another query.
+    exchange.handle_datagram(ms(1), UNIX, addr(1), &reply(&query, [7; 32], BODY, UNIX), &mut jar);
+    assert!(matches!(exchange.last_rejected(), Some(upgram_core::sign::VerifyError::UnknownKey { .. })));
+    exchange.handle_datagram(ms(2), UNIX, addr(1), &reply(&query, SEED, b"<query/>", UNIX), &mut jar);
+    assert!(matches!(exchange.last_rejected(), Some(upgram_core::sign::VerifyError::WrongQuery { .. })));
+    // A datagram for another request id is no reply to ours: not counted as unverified.
+    let genuine = reply(&query, SEED, BODY, UNIX);
+    let mut other_id = Frame::decode(&genuine).unwrap();
+    other_id.request_id ^= 1;
+    exchange.handle_datagram(ms(3), UNIX, addr(1), &other_id.to_vec().unwrap(), &mut jar);
+    assert_eq!((exchange.dropped().unverified, exchange.dropped().bad), (2, 3));
+}
+
+#[test]
+fn a_skipped_server_hands_over_to_the_next_at_once() {
+    let keys = keys();
+    let mut jar = CookieJar::default();
+    let mut exchange = Exchange::new(BODY.to_vec(), config(2, false), &keys, 0, ms(20_000), TestRng(12)).unwrap();
+    let first = exchange.poll_transmit(ms(0), &mut jar).unwrap();
+    assert_eq!(first.dest, addr(1));
+    exchange.skip_server(ms(5));
+    let next = exchange.poll_transmit(ms(5), &mut jar).expect("the next server at once");
+    assert_eq!(next.dest, addr(2));
+    assert_ne!(Frame::decode(&next.bytes).unwrap().request_id, Frame::decode(&first.bytes).unwrap().request_id);
+    assert!(exchange.outcome().is_none());
 }

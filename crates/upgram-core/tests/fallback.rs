@@ -14,6 +14,7 @@ fn document(binding: Binding) -> Vec<u8> {
     Response {
         binding,
         base: None,
+        compact: false,
         modules: vec![ModuleAnswer::new(
             Cow::Borrowed("core"),
             Status::Current,

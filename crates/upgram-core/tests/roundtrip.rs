@@ -11,6 +11,7 @@ use upgram_core::body::{
 };
 use upgram_core::cookie::{ClientCookie, ServerCookie};
 use upgram_core::fallback::{ReplyShape, prepare_reply};
+use upgram_core::merge::{expand_compact, is_implied_current};
 use upgram_core::message::Expectation;
 use upgram_core::sign::{KeyRing, Nonce, ReplySigner};
 use upgram_core::version::Version;
@@ -54,15 +55,24 @@ fn payload(relative: bool) -> impl Strategy<Value = Payload<'static>> {
 
 fn query() -> impl Strategy<Value = Query<'static>> {
     let file = (file_id(), version()).prop_map(|(id, version)| QueryFile { id, version });
-    let module = (module_id(), prop::option::of(version()), prop::collection::vec(file, 0..4))
-        .prop_map(|(id, version, files)| QueryModule { id, version, files });
+    // Each file id once per module and each module id once per query (SPEC.md §4.3): the
+    // decoder refuses repeats.
+    let module = (module_id(), prop::option::of(version()), prop::collection::vec(file, 0..4)).prop_map(
+        |(id, version, mut files)| {
+            let mut seen = std::collections::HashSet::new();
+            files.retain(|f| seen.insert(f.id.clone()));
+            QueryModule { id, version, files }
+        },
+    );
     let channel = prop::option::of(module_id());
     let bucket = prop::option::of(0..upgram_core::body::BUCKETS);
-    (channel, bucket, prop::collection::vec(module, 1..8)).prop_map(|(channel, bucket, modules)| Query {
-        channel,
-        bucket,
-        modules,
-    })
+    (channel, bucket, prop::collection::vec(module, 1..8), any::<bool>()).prop_map(
+        |(channel, bucket, mut modules, compact)| {
+            let mut seen = std::collections::HashSet::new();
+            modules.retain(|m| seen.insert(m.id.clone()));
+            Query { compact, channel, bucket, modules }
+        },
+    )
 }
 
 fn file_entry() -> impl Strategy<Value = FileEntry<'static>> {
@@ -122,13 +132,13 @@ fn module_answer() -> impl Strategy<Value = ModuleAnswer<'static>> {
 }
 
 fn response(max_modules: usize) -> impl Strategy<Value = Response<'static>> {
-    (digest(), 0u64..2_000_000_000, 0u64..600, prop::collection::vec(module_answer(), 0..max_modules)).prop_map(
-        |(query, issued, window, modules)| Response {
+    (digest(), 0u64..2_000_000_000, 0u64..600, prop::collection::vec(module_answer(), 0..max_modules), any::<bool>())
+        .prop_map(|(query, issued, window, modules, compact)| Response {
             binding: Binding { query, issued, expires: issued + window },
             base: Some(Cow::Borrowed("https://cdn.example/")),
+            compact,
             modules,
-        },
-    )
+        })
 }
 
 fn signer() -> ReplySigner {
@@ -292,12 +302,51 @@ proptest! {
             }
             Err(_) => {
                 let alone = |m: &QueryModule<'static>| {
-                    Query { channel: q.channel.clone(), bucket: q.bucket, modules: vec![m.clone()] }.to_vec().len()
+                    Query { compact: q.compact, channel: q.channel.clone(), bucket: q.bucket, modules: vec![m.clone()] }
+                        .to_vec()
+                        .len()
                 };
                 let too_big = q.modules.iter().any(|m| alone(m) > max);
                 prop_assert!(too_big, "split fails only when one module alone does not fit");
             }
         }
+    }
+
+    #[test]
+    fn compact_answers_expand_to_the_full_answer(
+        q in query(),
+        answers in prop::collection::vec((module_answer(), any::<bool>()), 8),
+        dependency in module_answer(),
+    ) {
+        let mut q = q;
+        q.compact = true;
+        let mut seen = std::collections::HashSet::new();
+        q.modules.retain(|m| seen.insert(m.id.clone()));
+        let mut full: Vec<ModuleAnswer<'static>> = q
+            .modules
+            .iter()
+            .zip(&answers)
+            .map(|(asked, (answer, current))| match (&asked.version, current) {
+                (Some(version), true) => ModuleAnswer::new(asked.id.clone(), Status::Current, Some(version.clone())),
+                _ => ModuleAnswer { id: asked.id.clone(), dependency: false, ..answer.clone() },
+            })
+            .collect();
+        full.push(ModuleAnswer { dependency: true, ..dependency });
+        let listed: Vec<ModuleAnswer<'static>> = full
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| q.modules.get(*i).is_none_or(|asked| !is_implied_current(m, asked)))
+            .map(|(_, m)| m.clone())
+            .collect();
+        let binding = Binding { query: Sha256Digest::of(&q.to_vec()), issued: 1, expires: 2 };
+        let base = Some(Cow::Borrowed("https://cdn.example/"));
+        let compact = Response { binding, base, compact: true, modules: listed };
+        let bytes = compact.to_vec();
+        let decoded = Response::decode(&bytes).expect("a compact answer decodes");
+        prop_assert_eq!(&decoded, &compact);
+        let expanded = expand_compact(decoded, &q).expect("every listed module was asked");
+        prop_assert!(!expanded.compact);
+        prop_assert_eq!(expanded.modules, full);
     }
 
     #[test]

@@ -21,6 +21,7 @@ const NOW: u64 = 1_764_000_000;
 
 fn query_body() -> Vec<u8> {
     Query {
+        compact: false,
         channel: None,
         bucket: None,
         modules: vec![QueryModule {
@@ -36,6 +37,7 @@ fn answer(query: &[u8], issued: u64, expires: u64) -> Response<'static> {
     Response {
         binding: Binding { query: Sha256Digest::of(query), issued, expires },
         base: None,
+        compact: false,
         modules: vec![ModuleAnswer::new(
             Cow::Borrowed("core"),
             Status::Current,

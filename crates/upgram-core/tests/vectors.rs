@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use upgram_core::body::Response;
+use upgram_core::merge::expand_compact;
 use upgram_core::message::Expectation;
 use upgram_core::records::{Change, RecordDelta, RecordFile};
 use upgram_core::sign::{KeyRing, ReplySigner};
@@ -93,12 +94,15 @@ fn verify_answer(vectors: &[(PathBuf, Vector)], answers: &str, bytes: &[u8]) -> 
     let keys = test_keys();
     let expect = Expectation { keys: &keys, query: query.digest(), nonce: query.nonce, now: NOW };
     let datagram = Datagram::decode(bytes).map_err(|e| e.name().to_owned())?;
-    let verified = match &datagram.message {
-        Message::Response(reply) => reply.verify(&expect).map(|_| ()),
-        Message::Fallback(reply) => reply.verify(&expect).map(|_| ()),
+    match &datagram.message {
+        // A compact answer is then expanded against the query itself (SPEC.md §10.4 steps 8-9).
+        Message::Response(reply) => {
+            let response = reply.verify(&expect).map_err(|e| e.name().to_owned())?;
+            expand_compact(response.clone(), &query.query).map(|_| ()).map_err(|e| e.name().to_owned())
+        }
+        Message::Fallback(reply) => reply.verify(&expect).map(|_| ()).map_err(|e| e.name().to_owned()),
         _ => panic!("a vector with `answers` is a signed reply"),
-    };
-    verified.map_err(|e| e.name().to_owned())
+    }
 }
 
 fn check_datagram(vectors: &[(PathBuf, Vector)], vector: &Vector, bytes: &[u8]) {
@@ -340,4 +344,23 @@ fn the_executable_flag_decodes_and_defaults_to_not_executable() {
         assert_eq!(executable(entry(&format!(r#" exec="{value}""#))), Ok(expected), "exec=\"{value}\"");
     }
     assert_eq!(executable(entry(r#" exec="yes""#)), Err("invalid-attribute".to_owned()));
+}
+
+/// The compact-answer vectors (SPEC.md §4.3, §4.4, §10.4 steps 8-9), each with its outcome.
+#[test]
+fn the_compact_vectors_are_present() {
+    let vectors = load();
+    for (name, error) in [
+        ("compact-query", None),
+        ("compact-response", None),
+        ("invalid-compact-not-asked", Some("not-asked")),
+        ("compact-nonce-query", None),
+        ("compact-nonce-response", None),
+        ("invalid-compact-unrequested", Some("unrequested-compact")),
+    ] {
+        let (path, vector) = vectors.iter().find(|(_, v)| v.name == name).unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(vector.error.as_deref(), error, "{name}");
+        let number: usize = path.file_name().unwrap().to_string_lossy()[..2].parse().unwrap();
+        assert!((53..=59).contains(&number), "{name} is numbered {number}");
+    }
 }

@@ -5,15 +5,22 @@
 //! hash makes every insert, expiry and eviction O(log n), with no scan. Files are written and
 //! removed by one writer thread, so a worker never waits on the disk; the writer's queue is
 //! bounded (a write that does not fit is skipped, and its document is served from memory only).
+//! Files an earlier run left behind (it was stopped or crashed) are removed when their time is
+//! over, as if this run had written them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use upgram_core::Sha256Digest;
+use upgram_core::limits::MAX_VALIDITY_SECS;
+
+use crate::server::DOCUMENT_GRACE_SECS;
 
 /// How many documents, and how many bytes of them, a store keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,10 +199,36 @@ impl DocumentWriter {
     }
 }
 
+/// How long after it was written a document file is certainly past its time: the longest
+/// validity of an answer plus the grace period documents are kept beyond it.
+pub const LEFTOVER_MAX_AGE_SECS: u64 = MAX_VALIDITY_SECS + DOCUMENT_GRACE_SECS;
+
 fn run_writer(dir: &Path, queue: &Receiver<FileJob>, queued_writes: &AtomicUsize) {
     let folder = dir.join("doc");
+    // Files an earlier run left (it stopped before their time ran out): removed now if their
+    // time is over, else when it is.
+    let mut leftovers = sweep_leftovers(&folder, SystemTime::now());
     // Ends when the store (the only sender) is dropped.
-    while let Ok(job) = queue.recv() {
+    loop {
+        let job = match leftovers.peek() {
+            Some(Reverse((due, _))) => {
+                let wait = due.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+                match queue.recv_timeout(wait) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Some(Reverse((_, path))) = leftovers.pop() {
+                            remove_quietly(&path);
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
         match job {
             FileJob::Write(sha256, bytes) => {
                 queued_writes.fetch_sub(1, Ordering::Relaxed);
@@ -203,16 +236,53 @@ fn run_writer(dir: &Path, queue: &Receiver<FileJob>, queued_writes: &AtomicUsize
                     tracing::warn!("cannot write fallback document {sha256} to {}: {e}", folder.display());
                 }
             }
-            FileJob::Remove(sha256) => {
-                let path = document_path(&folder, &sha256);
-                if let Err(e) = std::fs::remove_file(&path)
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
-                    tracing::warn!("cannot remove expired fallback document {}: {e}", path.display());
-                }
-            }
+            FileJob::Remove(sha256) => remove_quietly(&document_path(&folder, &sha256)),
         }
     }
+}
+
+fn remove_quietly(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("cannot remove expired fallback document {}: {e}", path.display());
+    }
+}
+
+/// Looks at the document files under `folder` at `now`: removes those (and unfinished
+/// temporary files) older than [`LEFTOVER_MAX_AGE_SECS`], and returns the others with the
+/// time each is due to go. Only names this store writes are touched.
+fn sweep_leftovers(folder: &Path, now: SystemTime) -> BinaryHeap<Reverse<(SystemTime, PathBuf)>> {
+    let mut due = BinaryHeap::new();
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return due;
+    };
+    let max_age = Duration::from_secs(LEFTOVER_MAX_AGE_SECS);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = name.strip_suffix(".xml").is_some_and(is_hex_digest)
+            || name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")).is_some_and(is_hex_digest);
+        if !ours {
+            continue;
+        }
+        let path = entry.path();
+        let written = entry.metadata().and_then(|m| m.modified()).unwrap_or(now);
+        let until = written + max_age;
+        if until <= now {
+            remove_quietly(&path);
+        } else {
+            due.push(Reverse((until, path)));
+        }
+    }
+    if !due.is_empty() {
+        tracing::info!("{} fallback documents from an earlier run kept until their time runs out", due.len());
+    }
+    due
+}
+
+fn is_hex_digest(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Where the document with this hash is written: `doc/<sha256>.xml` under the docs folder.
@@ -228,9 +298,7 @@ fn write_document(folder: &Path, sha256: &Sha256Digest, bytes: &[u8]) -> std::io
         return Ok(());
     }
     std::fs::create_dir_all(folder)?;
-    let temp = folder.join(format!(".{sha256}.tmp"));
-    std::fs::write(&temp, bytes)?;
-    std::fs::rename(temp, path)
+    Ok(crate::durable::write_file(&path, bytes, crate::durable::Replace::Overwrite, None)?)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 
 pub mod catalog;
 pub mod documents;
+mod durable;
 pub mod http;
 pub mod keys;
 pub mod metrics;

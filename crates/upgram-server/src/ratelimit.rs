@@ -35,14 +35,11 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// `rate` queries per second per source, with bursts of `burst` (at least 1).
     pub fn new(rate: f64, burst: f64) -> Self {
-        let interval = if rate > 0.0 { (1e9 / rate).min(u64::MAX as f64) as u64 } else { u64::MAX };
+        // At least 1 ns, and the tolerance from that: a rate above 1e9/s must not leave a
+        // burst of nothing.
+        let interval = if rate > 0.0 { (1e9 / rate).min(u64::MAX as f64) as u64 } else { u64::MAX }.max(1);
         let tolerance = ((burst.max(1.0) - 1.0) * interval as f64).min(u64::MAX as f64) as u64;
-        Self {
-            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            hasher: RandomState::new(),
-            interval: interval.max(1),
-            tolerance,
-        }
+        Self { slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(), hasher: RandomState::new(), interval, tolerance }
     }
 
     /// Whether a query from `ip` at time `now` (seconds, any fixed origin) is allowed; takes one
@@ -82,6 +79,13 @@ mod tests {
         assert_eq!(allowed, 5, "the burst");
         assert!(limiter.allow(ip, 1.1), "one more token after 0.1 s at 10/s");
         assert!(!limiter.allow(ip, 1.1));
+    }
+
+    #[test]
+    fn a_rate_above_one_per_nanosecond_still_has_its_burst() {
+        let limiter = RateLimiter::new(1e12, 1e12);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!((0..1000).filter(|_| limiter.allow(ip, 1.0)).count(), 1000, "all at the same instant");
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! for how long), signs, and decides inline or fallback.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use upgram_core::body::{
-    Binding, Delta, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package as PackageInfo, Payload, Query, QueryFile,
-    QueryModule, Requires, Response, Status, UpgradeInfo,
+    BUCKETS, Binding, Delta, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package as PackageInfo, Payload, Query,
+    QueryFile, QueryModule, Requires, Response, Status, UpgradeInfo,
 };
+use upgram_core::merge::is_implied_current;
 use upgram_core::version::Version;
 
 use crate::catalog::model::{Blob, Catalog, Module, Release, ReleaseFile, matches_any};
@@ -32,12 +34,253 @@ fn payload(blob: &Blob) -> Payload<'static> {
 /// Answers `query` from `catalog`. `base` is the public URL payloads are under (ending in
 /// `/`); `binding` says which query this answers and for how long. Rollout schedules are
 /// evaluated at the binding's issue time (SPEC.md §5.10), so every answer of one issue window
-/// agrees.
+/// agrees. A query that asks for a compact answer gets one (SPEC.md §4.4): the modules current
+/// at the version asked are left out.
 pub fn respond<'c>(catalog: &'c Catalog, query: &Query<'_>, binding: Binding, base: &str) -> Response<'c> {
     let audience = Audience::of(query, binding.issued);
-    let mut modules: Vec<ModuleAnswer<'c>> = query.modules.iter().map(|m| answer(catalog, &audience, m)).collect();
-    add_dependencies(catalog, &audience, query, &mut modules);
-    Response { binding, base: Some(Cow::Owned(base.to_owned())), modules }
+    let mut modules: Vec<ModuleAnswer<'c>> =
+        query.modules.iter().map(|m| module_answer(catalog, &audience, m, false)).collect();
+    add_dependencies(
+        query,
+        &mut modules,
+        |answer| required_modules(catalog, answer.status, answer.requires.iter().map(|r| r.id.as_ref())),
+        |module| module_answer(catalog, &audience, &dependency_query(module), true),
+    );
+    if query.compact {
+        leave_out_current(&mut modules, query, |module, asked| is_implied_current(module, asked));
+    }
+    Response { binding, base: Some(Cow::Owned(base.to_owned())), compact: query.compact, modules }
+}
+
+/// Drops the answers a compact answer implies (`implied` says which). The first answers are
+/// those of the query's modules, in query order; dependency answers follow and are always
+/// listed.
+fn leave_out_current<T>(modules: &mut Vec<T>, query: &Query<'_>, implied: impl Fn(&T, &QueryModule<'_>) -> bool) {
+    let mut index = 0;
+    modules.retain(|module| {
+        let asked = query.modules.get(index);
+        index += 1;
+        asked.is_none_or(|asked| !implied(module, asked))
+    });
+}
+
+/// [`respond`], encoded into `out` (canonically: the same bytes as `respond(…).encode(out)`),
+/// with each module's answer taken from `cache` when an earlier query asked the same of the
+/// same catalog, from the same rollout class (see [`AnswerCache`]). Real queries are distinct
+/// as wholes but made of the same few module questions (a module at one of its published
+/// versions), so most answers are assembled from bytes encoded once.
+pub fn respond_encoded(
+    catalog: &Catalog,
+    generation: u64,
+    query: &Query<'_>,
+    binding: Binding,
+    base: &str,
+    cache: &mut AnswerCache,
+    out: &mut Vec<u8>,
+) {
+    cache.use_generation(generation, catalog);
+    let audience = Audience::of(query, binding.issued);
+    cache.set_audience(&audience);
+    let mut parts: Vec<Arc<EncodedAnswer>> =
+        query.modules.iter().map(|m| cache.get(catalog, &audience, m, false)).collect();
+    add_dependencies(
+        query,
+        &mut parts,
+        |part| required_modules(catalog, part.status, part.requires.iter().map(AsRef::as_ref)),
+        |module| cache.get(catalog, &audience, &dependency_query(module), true),
+    );
+    if query.compact {
+        leave_out_current(&mut parts, query, |part, _| part.implied);
+    }
+    Response::encode_from_parts(&binding, Some(base), query.compact, parts.iter().map(|p| &*p.bytes), out);
+}
+
+/// A module's answer encoded once, with what the dependency walk needs of it.
+#[derive(Debug)]
+pub struct EncodedAnswer {
+    /// The `<module>` element.
+    bytes: Box<[u8]>,
+    status: Status,
+    /// The ids the answer requires.
+    requires: Box<[Box<str>]>,
+    /// A compact answer leaves it out: current at the version asked, nothing else to say.
+    implied: bool,
+}
+
+/// The most module answers an [`AnswerCache`] keeps, and the most bytes of them.
+const MAX_CACHED_ANSWERS: usize = 16_384;
+const MAX_CACHED_ANSWER_BYTES: usize = 32 << 20;
+
+/// What the rollouts of one catalog make an answer depend on besides its question, reduced to
+/// classes within which every answer agrees (SPEC.md §5.10): a release is offered to a query by
+/// its channel, by whether its bucket is below each schedule's percentage, and by which schedule
+/// steps have started at the issue time.
+#[derive(Debug, Default)]
+struct RolloutClasses {
+    /// The time of every schedule step of the catalog, ascending: two issue times with as many
+    /// steps started see the same percentage in every schedule.
+    step_times: Vec<u64>,
+    /// For each bucket, how many distinct schedule percentages are at most that bucket: two
+    /// buckets of one class are below the same percentages.
+    bucket_class: Vec<u8>,
+}
+
+impl RolloutClasses {
+    fn of(catalog: &Catalog) -> Self {
+        let steps = || catalog.modules.values().flat_map(|m| m.releases.iter()).flat_map(|r| r.rollout.schedule.iter());
+        let mut step_times: Vec<u64> = steps().filter_map(|s| s.at).collect();
+        step_times.sort_unstable();
+        step_times.dedup();
+        let percents: BTreeSet<u8> = steps().map(|s| s.percent).collect();
+        let bucket_class =
+            (0..BUCKETS).map(|bucket| u8::try_from(percents.range(..=bucket).count()).unwrap_or(u8::MAX)).collect();
+        Self { step_times, bucket_class }
+    }
+
+    /// Writes the class of `audience` (channel, bucket class, schedule step count) to `key`.
+    fn write_key(&self, audience: &Audience<'_>, key: &mut Vec<u8>) {
+        key.clear();
+        key.extend_from_slice(audience.channel.as_bytes());
+        key.push(0);
+        // No bucket is outside every partial rollout: a class of its own.
+        let class = audience.bucket.map_or(u8::MAX, |b| self.bucket_class.get(usize::from(b)).copied().unwrap_or(0));
+        key.push(class);
+        let started = self.step_times.partition_point(|&at| at <= audience.now);
+        key.extend_from_slice(&u64::try_from(started).unwrap_or(u64::MAX).to_le_bytes());
+    }
+}
+
+/// Encoded module answers by question (module id, installed version, file-level entries,
+/// dependency or asked) and by rollout class (channel, the bucket's place among the catalog's
+/// rollout percentages, how many schedule steps have started at the issue time), for one
+/// catalog generation; one per worker, so no lock. Bounded in count and bytes: when full it
+/// starts again empty (every step stays O(1) amortized, with no search for what to evict).
+#[derive(Debug, Default)]
+pub struct AnswerCache {
+    entries: HashMap<Box<[u8]>, Arc<EncodedAnswer>>,
+    /// The catalog generation the entries are for; `None` before the first query.
+    generation: Option<u64>,
+    classes: RolloutClasses,
+    bytes: usize,
+    /// The rollout class of the current query, the start of every key.
+    audience_key: Vec<u8>,
+    /// The key being looked up, reused.
+    key: Vec<u8>,
+}
+
+impl AnswerCache {
+    /// Empties the cache when the catalog changed, and learns the new catalog's rollouts.
+    fn use_generation(&mut self, generation: u64, catalog: &Catalog) {
+        if self.generation != Some(generation) {
+            self.clear();
+            self.classes = RolloutClasses::of(catalog);
+            self.generation = Some(generation);
+        }
+    }
+
+    /// Makes the keys that follow those of `audience`'s rollout class.
+    fn set_audience(&mut self, audience: &Audience<'_>) {
+        self.classes.write_key(audience, &mut self.audience_key);
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// How many answers are kept, and their bytes.
+    pub fn kept(&self) -> (usize, usize) {
+        (self.entries.len(), self.bytes)
+    }
+
+    /// The encoded answer to `asked` for `audience` (whose class [`Self::set_audience`] set),
+    /// made and kept if it is not there yet.
+    fn get(
+        &mut self,
+        catalog: &Catalog,
+        audience: &Audience<'_>,
+        asked: &QueryModule<'_>,
+        dependency: bool,
+    ) -> Arc<EncodedAnswer> {
+        self.key.clear();
+        self.key.extend_from_slice(&self.audience_key);
+        question_key(asked, dependency, &mut self.key);
+        if let Some(found) = self.entries.get(self.key.as_slice()) {
+            return found.clone();
+        }
+        let answer = module_answer(catalog, audience, asked, dependency);
+        let mut bytes = Vec::with_capacity(256);
+        answer.encode(&mut bytes);
+        let requires = answer.requires.iter().map(|r| Box::from(r.id.as_ref())).collect();
+        let implied = !dependency && is_implied_current(&answer, asked);
+        let bytes = bytes.into_boxed_slice();
+        let encoded = Arc::new(EncodedAnswer { bytes, status: answer.status, requires, implied });
+        let size = self.key.len() + encoded.bytes.len();
+        if self.entries.len() >= MAX_CACHED_ANSWERS || self.bytes + size > MAX_CACHED_ANSWER_BYTES {
+            self.clear();
+        }
+        if size <= MAX_CACHED_ANSWER_BYTES {
+            self.bytes += size;
+            self.entries.insert(self.key.as_slice().into(), encoded.clone());
+        }
+        encoded
+    }
+}
+
+/// Appends the question a query module asks to `key` (ids and versions never contain NUL):
+/// `id NUL version NUL (file NUL version NUL)* asked-or-dependency`.
+fn question_key(asked: &QueryModule<'_>, dependency: bool, key: &mut Vec<u8>) {
+    key.extend_from_slice(asked.id.as_bytes());
+    key.push(0);
+    match &asked.version {
+        Some(version) => key.extend_from_slice(version.as_str().as_bytes()),
+        None => key.push(b'-'),
+    }
+    key.push(0);
+    for file in &asked.files {
+        key.extend_from_slice(file.id.as_bytes());
+        key.push(0);
+        key.extend_from_slice(file.version.as_str().as_bytes());
+        key.push(0);
+    }
+    key.push(if dependency { b'd' } else { b'a' });
+}
+
+/// What the answer for a module pulled in as a dependency answers: an install.
+fn dependency_query(module: &Module) -> QueryModule<'_> {
+    QueryModule { id: Cow::Borrowed(module.id.as_str()), version: None, files: vec![] }
+}
+
+/// The answer for one module of a query, or for a dependency, with its requirements checked:
+/// an update whose requirements the catalog cannot meet for `audience` answers error 21
+/// instead (§5.6).
+fn module_answer<'c>(
+    catalog: &'c Catalog,
+    audience: &Audience<'_>,
+    asked: &QueryModule<'_>,
+    dependency: bool,
+) -> ModuleAnswer<'c> {
+    let mut answer = answer(catalog, audience, asked);
+    answer.dependency = dependency;
+    if answer.status == Status::Update
+        && let Err(code) = check_requirements(catalog, audience, &answer)
+        && let Some(module) = catalog.modules.get(answer.id.as_ref())
+    {
+        return error_answer(module, code);
+    }
+    answer
+}
+
+/// The catalog's modules an answer of `status` requiring `ids` pulls in: those of an update.
+fn required_modules<'c, 'i>(
+    catalog: &'c Catalog,
+    status: Status,
+    ids: impl Iterator<Item = &'i str>,
+) -> Vec<&'c Module> {
+    if status != Status::Update {
+        return Vec::new();
+    }
+    ids.filter_map(|id| catalog.modules.get(id)).collect()
 }
 
 /// Who a query comes from, as far as rollouts care: its channel, its bucket, and the time the
@@ -356,43 +599,26 @@ fn add_frequent_hint<'c>(answer: &mut ModuleAnswer<'c>, module: &'c Module, aske
     }
 }
 
-/// Answers for modules that updated answers require but the query did not contain, as for
-/// modules not installed (§5.6); a requiring module whose requirement cannot be met from the
-/// catalog answers error 21.
-fn add_dependencies<'c>(
-    catalog: &'c Catalog,
-    audience: &Audience<'_>,
+/// Appends answers for modules that updated answers require but the query did not contain,
+/// as for modules not installed (§5.6), each once; dependency answers are visited in turn.
+/// `required` gives the catalog modules an answer pulls in; `dependency` answers one of them.
+fn add_dependencies<'c, T>(
     query: &Query<'_>,
-    modules: &mut Vec<ModuleAnswer<'c>>,
+    answers: &mut Vec<T>,
+    required: impl Fn(&T) -> Vec<&'c Module>,
+    mut dependency: impl FnMut(&'c Module) -> T,
 ) {
-    let asked: HashSet<&str> = query.modules.iter().map(|m| m.id.as_ref()).collect();
-    let mut included: BTreeSet<String> = BTreeSet::new();
+    let mut asked: Option<HashSet<&str>> = None;
+    let mut included: BTreeSet<&'c str> = BTreeSet::new();
     let mut i = 0;
-    // Iterative: dependency answers appended to `modules` are visited in turn.
-    while i < modules.len() {
-        if modules[i].status == Status::Update {
-            if let Err(code) = check_requirements(catalog, audience, &modules[i]) {
-                if let Some(module) = catalog.modules.get(modules[i].id.as_ref()) {
-                    modules[i] = error_answer(module, code);
-                }
-            } else {
-                for required in modules[i].requires.clone() {
-                    let id = required.id.as_ref();
-                    if asked.contains(id) || included.contains(id) {
-                        continue;
-                    }
-                    if let Some(module) = catalog.modules.get(id) {
-                        included.insert(id.to_owned());
-                        let mut dependency = answer(
-                            catalog,
-                            audience,
-                            &QueryModule { id: Cow::Borrowed(module.id.as_str()), version: None, files: vec![] },
-                        );
-                        dependency.dependency = true;
-                        modules.push(dependency);
-                    }
-                }
+    while i < answers.len() {
+        for module in required(&answers[i]) {
+            let id = module.id.as_str();
+            let asked = asked.get_or_insert_with(|| query.modules.iter().map(|m| m.id.as_ref()).collect());
+            if asked.contains(id) || !included.insert(id) {
+                continue;
             }
+            answers.push(dependency(module));
         }
         i += 1;
     }

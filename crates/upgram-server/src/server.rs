@@ -29,7 +29,7 @@ use upgram_core::cookie::{
     ClientCookie, CookieCheck, CookieSecret, ServerCookie, cookie_freshness, is_authentic_cookie, make_server_cookie,
     within_amplification_limit,
 };
-use upgram_core::fallback::{PreparedReply, ReplyShape, UnsignedReply, encode_reply};
+use upgram_core::fallback::{PreparedReply, ReplyShape, UnsignedReply, encode_reply_body};
 use upgram_core::limits::{AMPLIFICATION_FACTOR, HEADER_LEN};
 use upgram_core::sign::{BatchItem, ReplySigner, SignatureBlock};
 use upgram_core::wire::{Frame, MessageKind, PROTOCOL_VERSION, peek_version_and_id, trailer_len};
@@ -39,7 +39,7 @@ use crate::catalog::Catalog;
 use crate::documents::{DocumentLimits, DocumentStore};
 use crate::metrics::{Metrics, Snapshot, bump, snapshot};
 use crate::ratelimit::RateLimiter;
-use crate::responder::{least_answer_len, respond};
+use crate::responder::{AnswerCache, least_answer_len, respond_encoded};
 
 /// Answers are issued at the start of the current minute, so instances agree on the bytes.
 pub const ISSUE_GRANULARITY_SECS: u64 = 60;
@@ -239,6 +239,8 @@ pub struct Worker {
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     cache: ReplyCache,
+    /// Encoded answers of single modules, from which answers to new queries are assembled.
+    answers: AnswerCache,
     /// Server cookies already checked for authenticity (the MAC never changes; the age is
     /// checked every time), so a validated client costs no HMAC per query.
     authentic: HashMap<(IpAddr, ClientCookie, ServerCookie), bool>,
@@ -311,7 +313,13 @@ impl Worker {
         if let Ok(mut workers) = shared.workers.lock() {
             workers.push(metrics.clone());
         }
-        Self { shared, metrics, cache: ReplyCache::default(), authentic: HashMap::new() }
+        Self {
+            shared,
+            metrics,
+            cache: ReplyCache::default(),
+            answers: AnswerCache::default(),
+            authentic: HashMap::new(),
+        }
     }
 
     /// This worker's counters.
@@ -560,14 +568,15 @@ impl Worker {
         }
         let config = &self.shared.config;
         let binding = Binding { query: Sha256Digest::of(frame.body), issued, expires: issued + config.validity_secs };
-        let response = respond(&loaded.catalog, &query, binding, &config.public_url);
+        let mut body = Vec::with_capacity(1024);
+        let public = &config.public_url;
+        respond_encoded(&loaded.catalog, loaded.generation, &query, binding, public, &mut self.answers, &mut body);
         if let Some(limit) = limit
-            && overhead + response.to_vec().len() > limit
+            && overhead + body.len() > limit
         {
             return Answer::Refused;
         }
-        let public = &config.public_url;
-        match encode_reply(&response, reply_shape, |sha| vec![format!("{public}doc/{sha}.xml")]) {
+        match encode_reply_body(binding, body, reply_shape, |sha| vec![format!("{public}doc/{sha}.xml")]) {
             Ok(reply) => Answer::Unsigned(Unsigned {
                 reply,
                 issued,

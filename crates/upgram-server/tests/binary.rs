@@ -122,6 +122,7 @@ fn serve_with(catalog: &Path, key: &Path, extra: &[&str], adjust: impl FnOnce(&m
 
 fn query(modules: &[(&str, &str)]) -> Vec<u8> {
     Query {
+        compact: false,
         channel: None,
         bucket: None,
         modules: modules
@@ -723,4 +724,57 @@ fn the_systemd_unit_waits_for_readiness_reloads_with_sighup_and_passes_real_opti
     let output = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&local).output().unwrap();
     let complaints = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success() && complaints.trim().is_empty(), "systemd-analyze verify: {complaints}");
+}
+
+/// The `.xml` files under `docs/doc/`, sorted.
+fn documents_in(docs: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(docs.join("doc"))
+        .map(|entries| entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.retain(|n| n.ends_with(".xml"));
+    names.sort();
+    names
+}
+
+#[test]
+fn documents_a_killed_server_left_are_removed_by_the_next_run_once_their_time_is_over() {
+    let root = tempfile::tempdir().unwrap();
+    let (catalog, key, keys) = setup(root.path());
+    let docs = root.path().join("docs");
+    let docs_arg = docs.to_str().unwrap().to_owned();
+    let server = serve(&catalog, &key, &["--docs-dir", &docs_arg, "--public-url", "http://{http}/"]);
+    // Two answers too large for a datagram: two documents written.
+    for version in ["1", "0.5"] {
+        answer(server.udp, &keys, &query(&[("bulk", version)]));
+    }
+    let mut written = Vec::new();
+    for _ in 0..300 {
+        written = documents_in(&docs);
+        if written.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(written.len(), 2, "two documents written: {written:?}");
+    // Killed (SIGKILL): nothing removes its documents.
+    drop(server);
+    assert_eq!(documents_in(&docs), written, "the killed server's documents are still there");
+    // One of them is older than any answer's validity plus the grace period; a file that is
+    // not a document is someone else's.
+    let old = std::time::SystemTime::now() - Duration::from_secs(upgram_server::documents::LEFTOVER_MAX_AGE_SECS + 60);
+    std::fs::File::options().write(true).open(docs.join("doc").join(&written[0])).unwrap().set_modified(old).unwrap();
+    std::fs::write(docs.join("doc").join("notes.txt"), "not a document").unwrap();
+
+    let server = serve(&catalog, &key, &["--docs-dir", &docs_arg, "--public-url", "http://{http}/"]);
+    let mut left = Vec::new();
+    for _ in 0..300 {
+        left = documents_in(&docs);
+        if left.len() < 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(left, written[1..], "the old one is gone, the young one kept until its time");
+    assert!(docs.join("doc").join("notes.txt").exists(), "other files are left alone");
+    drop(server);
 }

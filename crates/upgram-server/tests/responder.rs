@@ -8,7 +8,7 @@ use upgram_core::body::{
     Binding, FileAction, FileMode, ModuleAnswer, Query, QueryFile, QueryModule, Response, Status, UpgradeInfo,
 };
 use upgram_server::catalog::{Catalog, DeletedFile, DeltaRef, Package};
-use upgram_server::responder::{least_answer_len, respond};
+use upgram_server::responder::{AnswerCache, least_answer_len, respond, respond_encoded};
 
 mod common;
 use common::{blob, file, module, release, v};
@@ -276,4 +276,115 @@ fn the_least_answer_length_never_exceeds_the_answer() {
     assert_eq!(least_answer_len(&catalog, &install_native, 0, usize::MAX), 0, "a critical file: maybe a package");
     let stops = least_answer_len(&catalog, &ask(vec![qm("big", None, &[]), qm("big", Some("1"), &[])]), 0, 100);
     assert!(stops < 2 * 30 * 64, "stops counting once enough: {stops}");
+}
+
+/// A query with `compact="1"` gets a compact answer (SPEC.md §4.4): the modules current at the
+/// version asked are left out, everything else is listed, and the client's expansion gives back
+/// exactly the full answer.
+#[test]
+fn compact_queries_leave_out_bare_current_answers() {
+    let catalog = catalog();
+    type Listed = &'static [(&'static str, Status)];
+    let cases: [(Vec<QueryModule<'static>>, Listed); 2] = [
+        // core is current at 1.2, as asked: implied; db at 2 has an update and ghost is unknown.
+        (
+            vec![qm("core", Some("1.2"), &[]), qm("db", Some("2"), &[]), qm("ghost", Some("1"), &[])],
+            &[("db", Status::Update), ("ghost", Status::Unknown)],
+        ),
+        // db at 3 with its frequent file current and the server's frequent list the query's:
+        // nothing to say, implied; core at 1.0 is listed.
+        (vec![qm("db", Some("3"), &[("sig.rec", "3")]), qm("core", Some("1.0"), &[])], &[("core", Status::Update)]),
+    ];
+    for (modules, expected) in cases {
+        let full = answer_for(&catalog, &ask(modules.clone()));
+        let compact_query = Query { compact: true, ..Query::new(modules) };
+        let compact = answer_for(&catalog, &compact_query);
+        assert!(compact.compact && !full.compact);
+        let listed: Vec<(&str, Status)> = compact.modules.iter().map(|m| (m.id.as_ref(), m.status)).collect();
+        assert_eq!(listed, expected);
+        let expanded = upgram_core::merge::expand_compact(compact, &compact_query).expect("expands");
+        assert_eq!(expanded.modules, full.modules);
+        // The server's hot path, from kept module answers, writes the same compact bytes.
+        let mut cache = AnswerCache::default();
+        for _ in 0..2 {
+            let direct = respond(&catalog, &compact_query, binding(), "https://u.example/").to_vec();
+            assert_eq!(assembled(&catalog, 1, &compact_query, &mut cache), direct);
+        }
+    }
+}
+
+/// What the server sends: the answer assembled from the worker's kept module answers.
+fn assembled(catalog: &Catalog, generation: u64, query: &Query<'_>, cache: &mut AnswerCache) -> Vec<u8> {
+    let mut out = Vec::new();
+    respond_encoded(catalog, generation, query, binding(), "https://u.example/", cache, &mut out);
+    out
+}
+
+#[test]
+fn answers_assembled_from_kept_module_answers_are_the_built_ones_byte_for_byte() {
+    let mut catalog = catalog();
+    let mut plugin =
+        module("plugin", vec![release("1.0", vec![file("p.js", "1.0")]), release("2.0", vec![file("p.js", "2.0")])]);
+    plugin.releases[1].requires = vec![("core".into(), v("1.2"))];
+    let mut broken = module("broken", vec![release("1", vec![file("x", "1")]), release("2", vec![file("x", "2")])]);
+    broken.releases[1].requires = vec![("ghost".into(), v("1"))];
+    for m in [plugin, broken] {
+        catalog.modules.insert(m.id.clone(), m);
+    }
+    let questions: Vec<QueryModule<'static>> = vec![
+        qm("core", None, &[]),
+        qm("core", Some("1.0"), &[]),
+        qm("core", Some("1.1"), &[]),
+        qm("core", Some("1.2"), &[]),
+        qm("core", Some("9"), &[]),
+        qm("db", Some("1"), &[("sig.rec", "2")]),
+        qm("db", Some("3"), &[("sig.rec", "2")]),
+        qm("db", Some("3"), &[("sig.rec", "3")]),
+        qm("db", Some("2"), &[]),
+        qm("plugin", Some("1.0"), &[]),
+        qm("plugin", None, &[]),
+        qm("broken", Some("1"), &[]),
+        qm("nowhere", Some("1"), &[]),
+    ];
+    let mut cache = AnswerCache::default();
+    // Every pair and triple of questions, twice over (the second time all from the cache).
+    for round in 0..2 {
+        for (i, a) in questions.iter().enumerate() {
+            for (j, b) in questions.iter().enumerate() {
+                for c in [None, Some(&questions[(i + j) % questions.len()])] {
+                    let mut modules = vec![a.clone(), b.clone()];
+                    modules.extend(c.cloned());
+                    modules.dedup_by(|x, y| x.id == y.id);
+                    let query = ask(modules);
+                    let built = respond(&catalog, &query, binding(), "https://u.example/").to_vec();
+                    assert_eq!(assembled(&catalog, 1, &query, &mut cache), built, "round {round}: {query:?}");
+                }
+            }
+        }
+    }
+    assert!(cache.kept().0 >= questions.len(), "the module answers are kept: {:?}", cache.kept());
+    let empty = ask(vec![]);
+    assert_eq!(
+        assembled(&catalog, 1, &empty, &mut cache),
+        respond(&catalog, &empty, binding(), "https://u.example/").to_vec()
+    );
+
+    // A new catalog generation: nothing kept from the old one is used.
+    catalog.modules.get_mut("core").expect("core").releases.push(release("1.3", vec![file("a.txt", "1.3")]));
+    let query = ask(vec![qm("core", Some("1.0"), &[]), qm("plugin", Some("1.0"), &[])]);
+    let built = respond(&catalog, &query, binding(), "https://u.example/").to_vec();
+    assert!(String::from_utf8_lossy(&built).contains("latest=\"1.3\""));
+    assert_eq!(assembled(&catalog, 2, &query, &mut cache), built);
+}
+
+#[test]
+fn the_kept_module_answers_are_bounded() {
+    let catalog = catalog();
+    let mut cache = AnswerCache::default();
+    for i in 0..20_000 {
+        let id = format!("unknown-{i}");
+        assembled(&catalog, 1, &ask(vec![qm(&id, Some("1"), &[])]), &mut cache);
+        assert!(cache.kept().0 <= 16_384, "{:?} after {i}", cache.kept());
+    }
+    assert!(cache.kept().0 > 0);
 }

@@ -11,7 +11,7 @@ use upgram_core::Sha256Digest;
 use upgram_core::body::{Binding, FileAction, Query, QueryModule, Response, Status, UpgradeInfo};
 use upgram_server::catalog::rollout::{Rollout, RolloutState, RolloutStep, parse_time};
 use upgram_server::catalog::{self, Catalog, DeletedFile, Module, ReleaseFile, save_module, store_blob};
-use upgram_server::responder::respond;
+use upgram_server::responder::{AnswerCache, respond, respond_encoded};
 
 mod common;
 use common::{file, module, release, v};
@@ -31,6 +31,7 @@ fn catalog(rollout: Rollout) -> Catalog {
 
 fn query(version: Option<&str>, channel: Option<&str>, bucket: Option<u8>) -> Query<'static> {
     Query {
+        compact: false,
         channel: channel.map(|c| Cow::Owned(c.to_owned())),
         bucket,
         modules: vec![QueryModule { id: "core".into(), version: version.map(v), files: vec![] }],
@@ -98,6 +99,72 @@ fn answers_depend_on_the_bucket_only_through_the_rollouts() {
         let bytes = answer_bytes(&catalog, &query(Some("1.0"), None, Some(bucket)), 600);
         assert_eq!(&bytes, if bucket < 30 { &inside } else { &outside }, "bucket {bucket}");
     }
+}
+
+/// core as in [`catalog`] with 2.0 on a schedule; tools 1.1 only on beta and requiring core 2.0
+/// (so whether tools can be upgraded depends on core's rollout too).
+fn two_module_catalog(rollout: Rollout) -> Catalog {
+    let mut catalog = catalog(rollout);
+    let mut tools =
+        module("tools", vec![release("1.0", vec![file("t", "1.0")]), release("1.1", vec![file("t", "1.1")])]);
+    tools.releases[1].channels = vec!["beta".into()];
+    tools.releases[1].requires = vec![("core".into(), v("2.0"))];
+    catalog.modules.insert(tools.id.clone(), tools);
+    catalog
+}
+
+#[test]
+fn kept_module_answers_are_only_served_to_the_queries_they_were_made_for() {
+    let first = parse_time("2026-12-01T10:00Z").unwrap();
+    let second = parse_time("2026-12-02T10:00Z").unwrap();
+    let catalog = two_module_catalog(schedule(&[(10, Some("2026-12-01T10:00Z")), (50, Some("2026-12-02T10:00Z"))]));
+    let mut cache = AnswerCache::default();
+    let mut distinct = std::collections::BTreeSet::new();
+    let mut compared = 0;
+    // Issue times on both sides of the 50 % step, buckets on both sides of 10 % and 50 %, and
+    // each channel; one cache for all, as one server worker has.
+    for issued in [first, second - 1, second, second + 60] {
+        for channel in [None, Some("stable"), Some("beta")] {
+            for bucket in [Some(9), Some(10), Some(49), Some(50), Some(0), Some(99), None] {
+                for compact in [false, true] {
+                    for versions in [[Some("1.0"), Some("1.0")], [Some("2.0"), Some("1.1")], [None, None]] {
+                        let modules = vec![
+                            QueryModule { id: "core".into(), version: versions[0].map(v), files: vec![] },
+                            QueryModule { id: "tools".into(), version: versions[1].map(v), files: vec![] },
+                        ];
+                        let query =
+                            Query { compact, channel: channel.map(|c| Cow::Owned(c.to_owned())), bucket, modules };
+                        let binding = Binding { query: Sha256Digest::of(b"q"), issued, expires: issued + 300 };
+                        let built = respond(&catalog, &query, binding, "https://u.example/").to_vec();
+                        let mut assembled = Vec::new();
+                        respond_encoded(&catalog, 7, &query, binding, "https://u.example/", &mut cache, &mut assembled);
+                        assert_eq!(
+                            String::from_utf8_lossy(&assembled),
+                            String::from_utf8_lossy(&built),
+                            "issued {issued}, channel {channel:?}, bucket {bucket:?}, compact {compact}, {versions:?}"
+                        );
+                        distinct.insert(built[built.iter().position(|&b| b == b'>').unwrap_or(0)..].to_vec());
+                        compared += 1;
+                    }
+                }
+            }
+        }
+    }
+    // The answers really differ by channel, bucket and issue time (else the test proves nothing).
+    assert!(distinct.len() >= 8, "{} distinct answers of {compared}", distinct.len());
+    // Buckets that agree on every rollout share kept answers: 0 after 9, 99 after 50.
+    let kept = |cache: &mut AnswerCache, bucket: u8| {
+        let query = Query { bucket: Some(bucket), ..query(Some("1.0"), Some("beta"), None) };
+        let binding = Binding { query: Sha256Digest::of(b"q"), issued: first, expires: first + 300 };
+        respond_encoded(&catalog, 7, &query, binding, "https://u.example/", cache, &mut Vec::new());
+        cache.kept().0
+    };
+    let mut cache = AnswerCache::default();
+    let after_nine = kept(&mut cache, 9);
+    assert_eq!(kept(&mut cache, 0), after_nine, "bucket 0 answered from bucket 9's kept answer");
+    let after_fifty = kept(&mut cache, 50);
+    assert!(after_fifty > after_nine, "bucket 50 is outside the 10 % rollout: an answer of its own");
+    assert_eq!(kept(&mut cache, 99), after_fifty, "bucket 99 answered from bucket 50's kept answer");
 }
 
 #[test]

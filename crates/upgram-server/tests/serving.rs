@@ -118,6 +118,7 @@ fn validated_exchange(socket: &UdpSocket, server: SocketAddr, body: &[u8]) -> Ve
 
 fn query_body(modules: &[(&str, &str)]) -> Vec<u8> {
     Query {
+        compact: false,
         channel: None,
         bucket: None,
         modules: modules

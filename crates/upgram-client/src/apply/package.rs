@@ -82,8 +82,27 @@ pub fn prepare(staged: &Path, run_dir: &Path, name: &str) -> std::io::Result<Pat
     Ok(path)
 }
 
+/// The log of the install package of `module` at `version` in the installation at `root`: its
+/// standard output and standard error, of its last run.
+pub fn installer_log(root: &Path, module: &str, version: &str) -> PathBuf {
+    crate::layout::Layout::new(root).meta().join("logs").join(format!("{module}-{version}.log"))
+}
+
+/// Opens [`installer_log`] afresh, for both output streams of the installer.
+fn open_log(root: &Path, module: &str, version: &str) -> std::io::Result<(Stdio, Stdio)> {
+    let path = installer_log(root, module, version);
+    if let Some(folder) = path.parent() {
+        std::fs::create_dir_all(folder)?;
+    }
+    let log = std::fs::File::create(&path)?;
+    // One open file for both streams: their lines interleave as the installer wrote them.
+    let again = log.try_clone()?;
+    Ok((Stdio::from(log), Stdio::from(again)))
+}
+
 /// Runs `program` with `args` in `root`, with `UPGRAM_ROOT`, `UPGRAM_MODULE` and
-/// `UPGRAM_VERSION` set, killing it after `timeout`.
+/// `UPGRAM_VERSION` set, killing it after `timeout`. Its standard output and standard error go
+/// to [`installer_log`], never to the caller's (whose standard output may be a script's JSON).
 pub fn run(
     program: &Path,
     args: &[String],
@@ -92,8 +111,14 @@ pub fn run(
     version: &str,
     timeout: Duration,
 ) -> InstallResult {
+    let (stdout, stderr) = match open_log(root, module, version) {
+        Ok(streams) => streams,
+        Err(e) => return InstallResult::Failure(InstallFailure::Io(e)),
+    };
     let mut command = Command::new(program);
     command
+        .stdout(stdout)
+        .stderr(stderr)
         .args(args)
         .current_dir(root)
         .env("UPGRAM_ROOT", root)

@@ -135,14 +135,19 @@ impl Drop for TestServer {
 /// settings: `public_url` at its own HTTP side and no practical rate limit, since every query
 /// through a proxy comes from one address). Call it outside any async runtime.
 pub fn start_server(config: impl FnOnce(&mut Config)) -> TestServer {
+    start_server_on(catalog, config)
+}
+
+/// [`start_server`] on the catalog `make` builds, its blobs stored in the folder it is given.
+pub fn start_server_on(make: impl FnOnce(&Path) -> Catalog, config: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().expect("temporary folder");
-    let catalog = catalog(dir.path());
-    start_server_on(dir, catalog, config)
+    let catalog = make(dir.path());
+    start_server_in(dir, catalog, config)
 }
 
 /// [`start_server`] on `catalog`, whose payloads are in the store of the catalog folder `dir`
 /// (kept as long as the server).
-pub fn start_server_on(dir: tempfile::TempDir, catalog: Catalog, config: impl FnOnce(&mut Config)) -> TestServer {
+pub fn start_server_in(dir: tempfile::TempDir, catalog: Catalog, config: impl FnOnce(&mut Config)) -> TestServer {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("server runtime");
     let (stop, stopped) = watch::channel(false);

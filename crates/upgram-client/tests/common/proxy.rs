@@ -259,7 +259,7 @@ pub fn forged_answer(body: &[u8], issued: u64, expires: u64) -> Vec<u8> {
         })
         .collect();
     let binding = Binding { query: Sha256Digest::of(body), issued, expires };
-    Response { binding, base: None, modules }.to_vec()
+    Response { binding, base: None, compact: false, modules }.to_vec()
 }
 
 /// The on-path attacker's workshop: forged replies for a query it saw.

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use crate::body::value::Fields;
-use crate::body::xml::{Element, XmlReader, write_attribute};
+use crate::body::xml::{Element, XmlReader, write_attribute, write_flag};
 use crate::body::{finish_leaf, for_each_child, parse_document};
 use crate::error::{BodyError, EncodeError};
 use crate::limits::{MAX_FILES_PER_MODULE, MAX_MODULES};
@@ -21,6 +21,11 @@ pub const BUCKETS: u8 = 100;
 /// A query: the installed modules a client asks about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Query<'a> {
+    /// The client understands compact answers (attribute `compact`, SPEC.md §4.3): the server
+    /// may leave out the modules that are current at the version asked. Left out of the JSON
+    /// form when `false`, as the attribute is left out of the XML.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub compact: bool,
     /// The release channel the installation follows; `None` means [`DEFAULT_CHANNEL`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel: Option<Cow<'a, str>>,
@@ -53,7 +58,7 @@ pub struct QueryFile<'a> {
     pub version: Version<'a>,
 }
 
-const EMPTY_QUERY_LEN: usize = "<query></query>".len();
+const COMPACT_QUERY_LEN: usize = "<query compact=\"1\"></query>".len();
 
 impl<'a> Query<'a> {
     /// Decodes a query body.
@@ -65,9 +70,10 @@ impl<'a> Query<'a> {
     /// ```
     pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
         parse_document(bytes, "query", |reader, root| {
-            let (mut channel, mut bucket) = (None, None);
+            let (mut compact, mut channel, mut bucket) = (None, None, None);
             reader.for_each_attribute(&root, |name, value| {
                 match name {
+                    "compact" => compact = Some(value),
                     "channel" => channel = Some(value),
                     "bucket" => bucket = Some(value),
                     _ => {}
@@ -75,6 +81,7 @@ impl<'a> Query<'a> {
                 Ok(())
             })?;
             let fields = Fields::new("query", None);
+            let compact = compact.map_or(Ok(false), |v| fields.flag("compact", &v))?;
             let channel = channel.map(|c| fields.module_id("channel", c)).transpose()?;
             let bucket = bucket.map(|b| fields.small_number::<u8>("bucket", &b)).transpose()?;
             if let Some(b) = bucket
@@ -93,13 +100,19 @@ impl<'a> Query<'a> {
             if modules.is_empty() {
                 return Err(BodyError::MissingElement { element: "query", context: String::new(), child: "module" });
             }
-            Ok(Query { channel, bucket, modules })
+            // Each module once (SPEC.md §4.3): two entries for one module would be answered
+            // twice, and a client must discard a module answered twice (§2.6).
+            if let Some(id) = first_repeated(modules.iter().map(|m| &*m.id)) {
+                return Err(Fields::new("module", Some(id)).invalid("id", "module listed twice in one query"));
+            }
+            Ok(Query { compact, channel, bucket, modules })
         })
     }
 
-    /// A query about `modules` on the default channel, without a bucket.
+    /// A query about `modules` in today's form: on the default channel, without a bucket and
+    /// without the `compact` request.
     pub fn new(modules: Vec<QueryModule<'a>>) -> Self {
-        Query { channel: None, bucket: None, modules }
+        Query { compact: false, channel: None, bucket: None, modules }
     }
 
     /// The channel this query follows: its `channel`, or [`DEFAULT_CHANNEL`].
@@ -119,6 +132,7 @@ impl<'a> Query<'a> {
     /// `<query` with this query's attributes, and `>`.
     fn encode_open(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"<query");
+        write_flag(out, "compact", self.compact);
         if let Some(channel) = &self.channel {
             write_attribute(out, "channel", channel);
         }
@@ -137,7 +151,7 @@ impl<'a> Query<'a> {
 
     /// The canonical encoding in a new vector.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(EMPTY_QUERY_LEN + 64 * self.modules.len());
+        let mut out = Vec::with_capacity(COMPACT_QUERY_LEN + 64 * self.modules.len());
         self.encode(&mut out);
         out
     }
@@ -156,7 +170,8 @@ impl<'a> Query<'a> {
         max_body_len: usize,
     ) -> Result<Vec<Query<'a>>, EncodeError> {
         let empty_len = self.empty_len();
-        let part = |modules| Query { channel: self.channel.clone(), bucket: self.bucket, modules };
+        let part =
+            |modules| Query { compact: self.compact, channel: self.channel.clone(), bucket: self.bucket, modules };
         let mut queries = Vec::new();
         let mut current = Vec::new();
         let mut len = empty_len;
@@ -183,6 +198,7 @@ impl<'a> Query<'a> {
     /// Copies every borrowed string, detaching the query from its input.
     pub fn into_owned(self) -> Query<'static> {
         Query {
+            compact: self.compact,
             channel: self.channel.map(|c| Cow::Owned(c.into_owned())),
             bucket: self.bucket,
             modules: self.modules.into_iter().map(QueryModule::into_owned).collect(),
@@ -212,10 +228,14 @@ impl<'a> QueryModule<'a> {
             files.push(QueryFile::parse(reader, child)?);
             Ok(())
         })?;
+        if let Some(file) = first_repeated(files.iter().map(|f| &*f.id)) {
+            return Err(Fields::new("file", Some(file)).invalid("id", format!("file listed twice in module `{id}`")));
+        }
         Ok(QueryModule { id, version, files })
     }
 
-    fn encode(&self, out: &mut Vec<u8>) {
+    /// Writes the canonical encoding of this `<module>` entry.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"<module");
         write_attribute(out, "id", &self.id);
         if let Some(version) = &self.version {
@@ -249,6 +269,17 @@ impl<'a> QueryModule<'a> {
     }
 }
 
+/// The first id, in byte order, that `ids` holds more than once. Sorts references, so a query
+/// of one module or no files costs no allocation.
+fn first_repeated<'s>(ids: impl ExactSizeIterator<Item = &'s str>) -> Option<&'s str> {
+    if ids.len() < 2 {
+        return None;
+    }
+    let mut sorted: Vec<&str> = ids.collect();
+    sorted.sort_unstable();
+    sorted.windows(2).find(|pair| pair[0] == pair[1]).map(|pair| pair[0])
+}
+
 impl<'a> QueryFile<'a> {
     fn parse(reader: &mut XmlReader<'a>, element: Element<'a>) -> Result<Self, BodyError> {
         let (mut id, mut version) = (None, None);
@@ -265,5 +296,79 @@ impl<'a> QueryFile<'a> {
         let version = fields.version("version", fields.required("version", version)?)?;
         let id = fields.file_id("id", fields.required("id", id.clone())?)?;
         Ok(QueryFile { id, version })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::Response;
+
+    fn decode_error(body: &str) -> BodyError {
+        Query::decode(body.as_bytes()).expect_err(body)
+    }
+
+    #[test]
+    fn a_module_listed_twice_is_refused_naming_it() {
+        let e = decode_error(
+            r#"<query><module id="a"/><module id="core" version="1.2"/><module id="b"/><module id="core"/></query>"#,
+        );
+        assert_eq!(e.name(), "invalid-attribute");
+        assert!(e.to_string().contains("core"), "{e}");
+    }
+
+    #[test]
+    fn a_file_listed_twice_in_one_module_is_refused_but_one_file_id_in_two_modules_is_fine() {
+        let e = decode_error(
+            r#"<query><module id="core" version="1"><file id="x" version="1"/><file id="db/a.rec" version="1"/><file id="db/a.rec" version="2"/></module></query>"#,
+        );
+        assert_eq!(e.name(), "invalid-attribute");
+        assert!(e.to_string().contains("db/a.rec"), "{e}");
+        let query = Query::decode(
+            br#"<query><module id="a" version="1"><file id="f" version="1"/></module><module id="b" version="1"><file id="f" version="1"/></module></query>"#,
+        )
+        .unwrap();
+        assert_eq!(query.modules.len(), 2);
+    }
+
+    #[test]
+    fn distinct_modules_and_files_decode_in_order() {
+        let query = Query::decode(
+            br#"<query><module id="b" version="1"><file id="y" version="1"/><file id="x" version="1"/></module><module id="a"/></query>"#,
+        )
+        .unwrap();
+        let ids: Vec<&str> = query.modules.iter().map(|m| &*m.id).collect();
+        assert_eq!(ids, ["b", "a"]);
+        let files: Vec<&str> = query.modules[0].files.iter().map(|f| &*f.id).collect();
+        assert_eq!(files, ["y", "x"]);
+    }
+
+    #[test]
+    fn the_compact_request_decodes_in_every_spelling_and_encodes_canonically() {
+        for (text, compact) in [("1", true), ("true", true), ("0", false), ("false", false)] {
+            let body = format!(r#"<query compact="{text}"><module id="a" version="1"/></query>"#);
+            let query = Query::decode(body.as_bytes()).unwrap();
+            assert_eq!(query.compact, compact, "{text}");
+            let canonical = if compact { r#"<query compact="1">"# } else { "<query>" };
+            assert!(query.to_vec().starts_with(canonical.as_bytes()));
+        }
+        let error = Query::decode(br#"<query compact="yes"><module id="a"/></query>"#).unwrap_err();
+        assert_eq!(error.name(), "invalid-attribute");
+    }
+
+    #[test]
+    fn the_compact_marker_decodes_and_comes_after_base() {
+        let digest = "0".repeat(64);
+        let body = format!(
+            r#"<response compact="1" base="https://u.example/" for="{digest}" issued="1" expires="2"><module id="a" status="unknown"/></response>"#
+        );
+        let response = Response::decode(body.as_bytes()).unwrap();
+        assert!(response.compact);
+        let canonical = format!(
+            r#"<response for="{digest}" issued="1" expires="2" base="https://u.example/" compact="1"><module id="a" status="unknown"/></response>"#
+        );
+        assert_eq!(String::from_utf8(response.to_vec()).unwrap(), canonical);
+        let bad = format!(r#"<response for="{digest}" issued="1" expires="2" compact="2"/>"#);
+        assert_eq!(Response::decode(bad.as_bytes()).unwrap_err().name(), "invalid-attribute");
     }
 }

@@ -59,7 +59,14 @@ pub struct Response<'a> {
     pub binding: Binding,
     /// Prefix of relative URLs (attribute `base`).
     pub base: Option<Cow<'a, str>>,
-    /// One answer per module asked, plus modules included as dependencies.
+    /// A compact answer (attribute `compact`, SPEC.md §4.4): every module of the query that is
+    /// asked with a version and not listed is current at that version. Only an answer to a
+    /// query that asked for it may be compact; see [`crate::merge::expand_compact`]. Left out
+    /// of the JSON form when `false`, as the attribute is left out of the XML.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub compact: bool,
+    /// One answer per module asked (in a compact answer: per module not current at the version
+    /// asked), plus modules included as dependencies.
     pub modules: Vec<ModuleAnswer<'a>>,
 }
 
@@ -310,10 +317,12 @@ impl<'a> Response<'a> {
     /// ```
     pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
         parse_document(bytes, "response", |reader, root| {
-            let [query, issued, expires, base] = collect(reader, &root, ["for", "issued", "expires", "base"])?;
+            let [query, issued, expires, base, compact] =
+                collect(reader, &root, ["for", "issued", "expires", "base", "compact"])?;
             let fields = Fields::new("response", None);
             let binding = Binding::parse_fields(&fields, query, issued, expires)?;
             let base = base.map(|b| fields.url("base", b, false)).transpose()?;
+            let compact = compact.map_or(Ok(false), |v| fields.flag("compact", &v))?;
             let relative_ok = base.is_some();
             let mut modules = Vec::new();
             for_each_child(reader, &root, "response", &["module"], |reader, element| {
@@ -323,26 +332,53 @@ impl<'a> Response<'a> {
                 modules.push(ModuleAnswer::parse(reader, element, relative_ok)?);
                 Ok(())
             })?;
-            Ok(Response { binding, base, modules })
+            Ok(Response { binding, base, compact, modules })
         })
     }
 
     /// Writes the canonical encoding.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"<response");
-        self.binding.encode_attributes(out);
-        if let Some(base) = &self.base {
-            write_attribute(out, "base", base);
-        }
+        Self::encode_head(&self.binding, self.base.as_deref(), self.compact, self.modules.is_empty(), out);
         if self.modules.is_empty() {
-            out.extend_from_slice(b"/>");
             return;
         }
-        out.push(b'>');
         for module in &self.modules {
             module.encode(out);
         }
         out.extend_from_slice(b"</response>");
+    }
+
+    /// Writes the canonical encoding of a response whose module elements were encoded
+    /// beforehand, each by [`ModuleAnswer::encode`], given in order: the same bytes as
+    /// [`Response::encode`] of the same response. A server that keeps the encoded answers of
+    /// modules it answers often assembles responses this way without encoding them again.
+    pub fn encode_from_parts<'p>(
+        binding: &Binding,
+        base: Option<&str>,
+        compact: bool,
+        modules: impl ExactSizeIterator<Item = &'p [u8]>,
+        out: &mut Vec<u8>,
+    ) {
+        let empty = modules.len() == 0;
+        Self::encode_head(binding, base, compact, empty, out);
+        if empty {
+            return;
+        }
+        for module in modules {
+            out.extend_from_slice(module);
+        }
+        out.extend_from_slice(b"</response>");
+    }
+
+    /// `<response …>`, or `<response …/>` when it has no modules.
+    fn encode_head(binding: &Binding, base: Option<&str>, compact: bool, empty: bool, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"<response");
+        binding.encode_attributes(out);
+        if let Some(base) = base {
+            write_attribute(out, "base", base);
+        }
+        write_flag(out, "compact", compact);
+        out.extend_from_slice(if empty { b"/>" } else { b">" });
     }
 
     /// The canonical encoding in a new vector.
@@ -492,7 +528,9 @@ impl<'a> ModuleAnswer<'a> {
         Ok(())
     }
 
-    fn encode(&self, out: &mut Vec<u8>) {
+    /// Writes the canonical encoding of this `<module>` element, as [`Response::encode`] does
+    /// for each of its modules.
+    pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"<module");
         write_attribute(out, "id", &self.id);
         write_attribute(out, "status", self.status.name());

@@ -9,7 +9,6 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Write as _;
 use std::path::Path;
 
 use upgram_core::body::value::is_valid_module_id;
@@ -18,7 +17,8 @@ use super::error::CatalogError;
 use super::load::{MODULES_DIR, module_file};
 use super::model::{Blob, Module, Release};
 use super::rollout::{Rollout, default_channels, format_time};
-use super::store::{create_temp, sync_dir};
+use super::store::sync_dir;
+use crate::durable::{self, Replace};
 
 /// A point in [`save_module_with`] where a crash test may stop the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,16 +56,9 @@ pub(crate) fn replace_file(
     bytes: &[u8],
     at: &dyn Fn(SaveStage),
 ) -> Result<(), CatalogError> {
-    let (temp_path, mut temp) = create_temp(folder, name)?;
-    let written = temp.write_all(bytes).and_then(|()| temp.sync_all()).map_err(CatalogError::io(&temp_path));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&temp_path);
-        return Err(e);
-    }
-    drop(temp);
+    let temp = durable::write_temp(folder, name, bytes, None).map_err(CatalogError::from_write)?;
     at(SaveStage::BeforeRename);
-    let path = folder.join(name);
-    fs::rename(&temp_path, &path).map_err(CatalogError::io(&path))?;
+    durable::place(&temp, &folder.join(name), Replace::Overwrite).map_err(CatalogError::from_write)?;
     at(SaveStage::AfterRename);
     sync_dir(folder)
 }

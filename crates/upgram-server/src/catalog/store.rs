@@ -7,16 +7,16 @@
 //! with the right size is not written again. Temporary names start with `.`, which the loader
 //! and web servers configured for the catalog ignore; a crash can leave one behind, harmlessly.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use upgram_core::Sha256Digest;
 
 use super::error::CatalogError;
 use super::model::Blob;
+use crate::durable::{self, Replace};
 
 /// The store folder of the catalog at `dir`.
 pub fn store_dir(dir: &Path) -> PathBuf {
@@ -109,7 +109,7 @@ fn put_reader(store: &Path, source: impl Read, origin: Option<&Path>) -> Result<
         return Ok(blob);
     }
     let path = store.join(blob.sha256.to_hex());
-    fs::rename(&temp_path, &path).map_err(CatalogError::io(&path))?;
+    durable::place(&temp_path, &path, Replace::Overwrite).map_err(CatalogError::from_write)?;
     Ok(blob)
 }
 
@@ -118,19 +118,22 @@ fn copy(mut source: impl Read, sink: &mut impl Write, path: &Path) -> Result<(),
     io::copy(&mut source, sink).map(drop).map_err(CatalogError::io(path))
 }
 
-/// Creates a new hidden temporary file in `folder`, never reusing a name.
+/// Creates a new hidden temporary file in `folder`, never reusing a name (see
+/// [`durable::create_temp`]).
 pub(crate) fn create_temp(folder: &Path, purpose: &str) -> Result<(PathBuf, File), CatalogError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let path = folder.join(format!(".{purpose}.tmp-{}-{n}", std::process::id()));
-    let file =
-        OpenOptions::new().write(true).create(true).truncate(true).open(&path).map_err(CatalogError::io(&path))?;
-    Ok((path, file))
+    durable::create_temp(folder, purpose, None).map_err(CatalogError::from_write)
 }
 
 /// Syncs a folder, so that the renames and creations in it survive a crash.
 pub(crate) fn sync_dir(folder: &Path) -> Result<(), CatalogError> {
-    File::open(folder).and_then(|dir| dir.sync_all()).map_err(CatalogError::io(folder))
+    durable::sync_dir(folder).map_err(CatalogError::from_write)
+}
+
+impl CatalogError {
+    /// The catalog's form of a failed durable write.
+    pub(crate) fn from_write(e: durable::WriteError) -> CatalogError {
+        CatalogError::Io { path: e.path, source: e.source }
+    }
 }
 
 /// A writer that hashes and counts what passes through it.

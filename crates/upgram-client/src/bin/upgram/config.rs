@@ -30,9 +30,9 @@ use serde::Deserialize;
 use upgram_client::apply::selfupdate;
 use upgram_client::config::{ConfigError, parse_public_key, resolve_servers};
 use upgram_client::hooks::{AdvisoryLock, CommandPluginManager, Confirm, Hooks};
-use upgram_client::{Client, Installation};
+use upgram_client::{Client, ClientError, Installation};
 
-use crate::args::Common;
+use crate::args::{Local, Remote};
 use crate::progress_bars::DownloadBars;
 use crate::{installation_error, usage_error};
 use upgram_client::state::Trigger;
@@ -100,22 +100,63 @@ pub struct Settings {
     pub json: bool,
 }
 
-impl Common {
-    /// The settings these flags give, over the configuration file they name.
+/// The configuration file a command reads: `--config`, else `$UPGRAM_CONFIG`, else
+/// `$XDG_CONFIG_HOME/upgram/config.toml` (`~/.config/…` when unset), else
+/// `/etc/upgram/config.toml`. A file named by the flag or the variable must exist; the others
+/// are read when they do. `None`: no configuration file.
+fn config_path(flag: Option<PathBuf>) -> Option<PathBuf> {
+    if flag.is_some() {
+        return flag;
+    }
+    if let Some(path) = std::env::var_os("UPGRAM_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| Path::new(p).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| Path::new(&h).join(".config")));
+    let candidates = xdg.map(|dir| dir.join("upgram/config.toml")).into_iter().chain([PathBuf::from(SYSTEM_CONFIG)]);
+    candidates.into_iter().find(|path| path.is_file())
+}
+
+/// The system-wide configuration file, read when no other is found.
+const SYSTEM_CONFIG: &str = "/etc/upgram/config.toml";
+
+impl Local {
+    /// The settings these flags give, over the configuration file they name (or the first one
+    /// found).
     pub fn settings(self) -> Result<Settings, ExitCode> {
-        let mut file = match &self.config {
-            Some(path) => ConfigFile::load(path).map_err(usage_error)?,
+        let mut file = match config_path(self.config) {
+            Some(path) => {
+                let mut file = ConfigFile::load(&path).map_err(usage_error)?;
+                // A relative root is the file's business: it is relative to the file's folder.
+                if let Some(root) = file.root.take() {
+                    let folder = path.parent().unwrap_or(Path::new(""));
+                    file.root = Some(if root.is_relative() { folder.join(root) } else { root });
+                }
+                tracing::debug!(config = %path.display(), "configuration file read");
+                file
+            }
             None => ConfigFile::default(),
         };
+        file.root = self.root.or(file.root);
+        Ok(Settings { file, json: self.json })
+    }
+}
+
+impl Remote {
+    /// The settings these flags give, over the configuration file.
+    pub fn settings(self) -> Result<Settings, ExitCode> {
+        let mut settings = self.local.settings()?;
+        let file = &mut settings.file;
         if !self.servers.is_empty() {
             file.servers = self.servers;
         }
         if !self.public_keys.is_empty() {
             file.public_keys = self.public_keys;
         }
-        file.root = self.root.or(file.root);
         file.deadline_secs = self.deadline.or(file.deadline_secs);
-        Ok(Settings { file, json: self.json })
+        Ok(settings)
     }
 }
 
@@ -125,7 +166,19 @@ impl Settings {
         self.file
             .root
             .as_deref()
-            .ok_or_else(|| usage_error("no installation root: pass --root DIR or set `root` in the configuration"))
+            .ok_or_else(|| usage_error("no installation root: pass --root DIR or set `root` in the configuration file"))
+    }
+
+    /// The installation root, which must exist, or a usage error.
+    pub fn existing_root(&self) -> Result<&Path, ExitCode> {
+        let root = self.root()?;
+        if !root.is_dir() {
+            return Err(usage_error(format!(
+                "the installation root {} does not exist (check --root or `root` in the configuration file)",
+                root.display()
+            )));
+        }
+        Ok(root)
     }
 
     /// Opens the installation with its lock (repairing what a crash interrupted).
@@ -141,7 +194,13 @@ impl Settings {
     pub fn client(&self) -> Result<Client, ExitCode> {
         let servers = resolve_servers(&self.file.servers).map_err(usage_error)?;
         if servers.is_empty() {
-            return Err(usage_error("no server: pass --server HOST:PORT or set `servers` in the configuration"));
+            return Err(usage_error("no server: pass --server HOST:PORT or set `servers` in the configuration file"));
+        }
+        if self.file.public_keys.is_empty() {
+            return Err(usage_error(
+                "no public key: pin the server's key with --public-key HEX or `public_keys` in the configuration file \
+                 (`upgram-server key-info --key FILE` prints it)",
+            ));
         }
         let mut builder = Client::builder();
         for server in servers {
@@ -155,9 +214,17 @@ impl Settings {
             builder = builder.channel(channel.clone());
         }
         if let Some(secs) = self.file.deadline_secs {
+            if secs == 0 {
+                return Err(usage_error("the deadline must be at least one second (--deadline, `deadline_secs`)"));
+            }
             builder = builder.deadline(Duration::from_secs(secs));
         }
-        builder.build().map_err(usage_error)
+        builder.build().map_err(|e| match e {
+            ClientError::Config(_) => usage_error(
+                "a public key is not a valid Ed25519 key: check --public-key or `public_keys` in the configuration file",
+            ),
+            other => usage_error(other),
+        })
     }
 
     /// The hooks the configuration describes, with progress bars unless the output is JSON.
@@ -177,6 +244,8 @@ struct AskOnTerminal;
 
 impl Confirm for AskOnTerminal {
     fn take_optional(&self, optional: &[(String, Option<String>, String)]) -> bool {
+        let n = optional.len();
+        eprintln!("{n} optional upgrade{} available:", if n == 1 { "" } else { "s" });
         for (id, from, to) in optional {
             eprintln!("  {id}: {} -> {to}", from.as_deref().unwrap_or("-"));
         }

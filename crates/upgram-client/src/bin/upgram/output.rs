@@ -30,7 +30,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out.join("\n")
 }
 
-/// A check's results: a table, or `{"modules": [...], "exchanges", "fallbacks"}`.
+/// A check's results: a table, or `{"modules": [...], "exchanges", "inline", "fallbacks"}`:
+/// query datagrams sent, answers that came inline, answers that came as fallback documents.
 pub fn check(results: &[ModuleResult], report: &CheckReport, json: bool) -> String {
     if json {
         let modules: Vec<Value> = results
@@ -43,7 +44,11 @@ pub fn check(results: &[ModuleResult], report: &CheckReport, json: bool) -> Stri
                 })
             })
             .collect();
-        return json!({ "modules": modules, "exchanges": report.exchanges, "fallbacks": report.fallbacks }).to_string();
+        return json!({
+            "modules": modules, "exchanges": report.exchanges, "inline": report.inline(),
+            "fallbacks": report.fallbacks,
+        })
+        .to_string();
     }
     let rows: Vec<Vec<String>> = results
         .iter()
@@ -138,7 +143,7 @@ pub fn recovered(done: &[Recovered], json: bool) -> String {
     table(&["MODULE", "ACTION"], &rows)
 }
 
-/// What `apply-pending` did: a table, or `[{"module", "outcome", "detail"}]`.
+/// What `apply-pending` did: a table, or `{"modules": [{"module", "outcome", "detail"}]}`.
 pub fn pending(outcomes: &[PendingOutcome], json: bool) -> String {
     let rows: Vec<Vec<String>> = outcomes
         .iter()
@@ -155,7 +160,7 @@ pub fn pending(outcomes: &[PendingOutcome], json: bool) -> String {
     if json {
         let list: Vec<Value> =
             rows.iter().map(|r| json!({ "module": r[0], "outcome": r[1], "detail": r[2] })).collect();
-        return Value::Array(list).to_string();
+        return json!({ "modules": list }).to_string();
     }
     if rows.is_empty() {
         return "nothing pending".into();

@@ -13,17 +13,35 @@ use crate::progress_bars::DownloadBars;
 /// A module that `upgram install` found installed already: id and version.
 pub type AlreadyInstalled = (String, String);
 
-/// The plan, dependencies first: a table, or `{"dry_run": true, "modules": [...]}`.
-pub fn plan(lines: &[PlanLine], already: Option<&[AlreadyInstalled]>, json: bool) -> String {
+/// The line that says how many optional upgrades were left out, if any.
+fn declined_line(declined: usize) -> Option<String> {
+    (declined > 0).then(|| {
+        let s = if declined == 1 { "" } else { "s" };
+        format!("{declined} optional upgrade{s} not applied (pass --yes)")
+    })
+}
+
+/// The plan, dependencies first: a table, or `{"dry_run": true, "modules": [...],
+/// "declined": [...]}` (the optional upgrades left out).
+pub fn plan(lines: &[PlanLine], declined: &[PlanLine], already: Option<&[AlreadyInstalled]>, json: bool) -> String {
+    let entry = |l: &PlanLine| json!({ "id": l.id, "from": l.from, "to": l.to, "forced": l.forced });
     if json {
-        let modules: Vec<Value> =
-            lines.iter().map(|l| json!({ "id": l.id, "from": l.from, "to": l.to, "forced": l.forced })).collect();
-        let mut out = json!({ "dry_run": true, "modules": modules });
+        let modules: Vec<Value> = lines.iter().map(entry).collect();
+        let declined: Vec<Value> = declined.iter().map(entry).collect();
+        let mut out = json!({ "dry_run": true, "modules": modules, "declined": declined });
         add_already(&mut out, already);
         return out.to_string();
     }
+    let text = plan_table(lines);
+    match declined_line(declined.len()) {
+        Some(line) => with_already(format!("{text}\n{line}"), already),
+        None => with_already(text, already),
+    }
+}
+
+fn plan_table(lines: &[PlanLine]) -> String {
     if lines.is_empty() {
-        return with_already("nothing to do".into(), already);
+        return "nothing to do".into();
     }
     let rows: Vec<Vec<String>> = lines
         .iter()
@@ -32,7 +50,7 @@ pub fn plan(lines: &[PlanLine], already: Option<&[AlreadyInstalled]>, json: bool
             vec![l.id.clone(), l.from.clone().unwrap_or_else(|| "-".into()), l.to.clone(), flags]
         })
         .collect();
-    with_already(table(&["MODULE", "FROM", "TO", "FLAGS"], &rows), already)
+    table(&["MODULE", "FROM", "TO", "FLAGS"], &rows)
 }
 
 /// One module of a run's summary.
@@ -111,9 +129,17 @@ impl RunSummary {
         self.rows.iter().map(|r| r.downloaded).sum()
     }
 
-    /// The text to print: JSON, or the table and its total line.
-    pub fn render(&self, already: Option<&[AlreadyInstalled]>, json: bool) -> String {
-        if json { self.json(already).to_string() } else { with_already(self.table(), already) }
+    /// The text to print: JSON, or the table and its total line (and how many optional
+    /// upgrades were `declined`).
+    pub fn render(&self, already: Option<&[AlreadyInstalled]>, declined: usize, json: bool) -> String {
+        if json {
+            return self.json(already).to_string();
+        }
+        let mut text = self.table();
+        if let Some(line) = declined_line(declined) {
+            text = format!("{text}\n{line}");
+        }
+        with_already(text, already)
     }
 
     fn table(&self) -> String {
