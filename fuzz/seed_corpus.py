@@ -56,6 +56,14 @@ for extra in [b"1.0.0-alpha.1\n1.0.0-alpha.beta", b"1.2\n1.2.0", b"0\n0.0.0.0.0.
 for count in [0, 1, 2, 7, 63, 64, 79]:
     bodies = b"".join(b"<response n=\"%d\"/>" % i for i in range(count + 1))
     put("batch", f"synthetic-{count + 1}", bytes([count]) + bodies)
+# Query attributes of the rollout (SPEC.md section 4.3): channels and buckets at and past the edges.
+for i, attributes in enumerate([b'channel="beta" bucket="0"', b'bucket="99"', b'bucket="100"', b'bucket="255"',
+                                b'bucket="256"', b'bucket="007"', b'channel="' + b"c" * 128 + b'"',
+                                b'channel="' + b"c" * 129 + b'"', b'channel="a b"', b'channel="stable" bucket=""',
+                                b'compact="1" channel="beta" bucket="37"']):
+    body = b"<query " + attributes + b'><module id="core" version="1.2"/></query>'
+    put("document", f"rollout-{i}", body)
+    put("roundtrip", f"rollout-{i}", body)
 
 FOR = b'for="' + b"ab" * 32 + b'" issued="1764000000" expires="1764000300"'
 compact_bodies = [

@@ -154,7 +154,7 @@ fn module(id: String, version: Option<&str>, files: Vec<QueryFile<'static>>) -> 
 fn query(modules: &[(String, &str)]) -> Vec<u8> {
     Query {
         compact: true,
-        modules: modules.iter().map(|(id, version)| module(id.clone(), Some(version), vec![])).collect(),
+        ..Query::new(modules.iter().map(|(id, version)| module(id.clone(), Some(version), vec![])).collect())
     }
     .to_vec()
 }
@@ -231,7 +231,7 @@ fn distinct_body(rng: &mut Rng) -> Vec<u8> {
         let version = SMALL_VERSIONS[rng.below(SMALL_VERSIONS.len())];
         modules.push(module(format!("module-{m:02}"), Some(version), files));
     }
-    Query { compact: true, modules }.to_vec()
+    Query { compact: true, ..Query::new(modules) }.to_vec()
 }
 
 /// `big` to install or to upgrade (its answer needs a fallback document), with 0–4 small
@@ -245,7 +245,7 @@ fn spoofed_body(rng: &mut Rng) -> Vec<u8> {
             modules.push(module(id, Some(SMALL_VERSIONS[rng.below(SMALL_VERSIONS.len())]), vec![]));
         }
     }
-    Query { compact: true, modules }.to_vec()
+    Query { compact: true, ..Query::new(modules) }.to_vec()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

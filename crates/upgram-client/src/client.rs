@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::borrow::Cow;
 use thiserror::Error;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use upgram_core::body::value::is_valid_module_id;
 use upgram_core::body::{Fallback, ModuleAnswer, Query, Response, Status, UpgradeInfo};
-use upgram_core::merge::{expand_compact, merge_answers, pack_query, with_installs};
+use upgram_core::merge::{expand_compact, merge_answers, pack_query_for, with_installs};
 use upgram_core::plan::refuses_downgrade;
 use upgram_core::sign::KeyRing;
 use upgram_core::version::Version;
@@ -60,6 +61,7 @@ pub struct ClientBuilder<F = DefaultHttp> {
     keys: KeyRing,
     fetcher: FetcherSource<F>,
     in_flight: Option<usize>,
+    channel: Option<String>,
 }
 
 /// Where a client's fetcher comes from: given, or made at build time with the client's deadline.
@@ -124,10 +126,23 @@ impl<F: Fetcher> ClientBuilder<F> {
         self
     }
 
+    /// The release channel the installation follows (default `stable`), sent in every query
+    /// (SPEC.md §4.3).
+    pub fn channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = Some(channel.into());
+        self
+    }
+
     /// The HTTP fetcher for fallback documents (default with the `http` feature: `HttpFetcher`).
     pub fn fetcher<G: Fetcher>(self, fetcher: G) -> ClientBuilder<G> {
         let fetcher = FetcherSource::Given(fetcher);
-        ClientBuilder { transport: self.transport, keys: self.keys, fetcher, in_flight: self.in_flight }
+        ClientBuilder {
+            transport: self.transport,
+            keys: self.keys,
+            fetcher,
+            in_flight: self.in_flight,
+            channel: self.channel,
+        }
     }
 
     /// The client.
@@ -137,6 +152,11 @@ impl<F: Fetcher> ClientBuilder<F> {
         }
         if self.keys.is_empty() {
             return Err(ClientError::Config("no public key: pin the server's key with .public_key(bytes)".into()));
+        }
+        if let Some(channel) = self.channel.as_deref().filter(|c| !is_valid_module_id(c)) {
+            return Err(ClientError::Config(format!(
+                "channel {channel:?} is not a channel name (1 to 128 of A-Z a-z 0-9 . _ -)"
+            )));
         }
         let in_flight = match self.in_flight {
             Some(0) => {
@@ -157,6 +177,7 @@ impl<F: Fetcher> ClientBuilder<F> {
                 jar: Mutex::new(CookieJar::default()),
                 preferred: AtomicUsize::new(0),
                 dropped: Mutex::new(Dropped::default()),
+                channel: self.channel,
                 traffic: Traffic::default(),
             }),
             in_flight,
@@ -173,6 +194,8 @@ struct Shared<F> {
     traffic: Traffic,
     /// Index of the server that last gave a verified reply: tried first (SPEC.md §2.3).
     preferred: AtomicUsize,
+    /// The channel sent in queries; `None`: the default channel, not named.
+    channel: Option<String>,
 }
 
 /// An upgram client.
@@ -186,7 +209,13 @@ impl Client<HttpFetcher> {
     /// A builder with the default fetcher.
     pub fn builder() -> ClientBuilder<HttpFetcher> {
         let fetcher = FetcherSource::Made(|timeout| Ok(HttpFetcher::new(timeout)?));
-        ClientBuilder { transport: TransportConfig::default(), keys: KeyRing::new(), fetcher, in_flight: None }
+        ClientBuilder {
+            transport: TransportConfig::default(),
+            keys: KeyRing::new(),
+            fetcher,
+            in_flight: None,
+            channel: None,
+        }
     }
 }
 
@@ -194,7 +223,13 @@ impl<F: Fetcher> Client<F> {
     /// A builder that fetches fallback documents with `fetcher` (an embedder's own HTTP stack).
     pub fn builder_with_fetcher(fetcher: F) -> ClientBuilder<F> {
         let transport = TransportConfig::default();
-        ClientBuilder { transport, keys: KeyRing::new(), fetcher: FetcherSource::Given(fetcher), in_flight: None }
+        ClientBuilder {
+            transport,
+            keys: KeyRing::new(),
+            fetcher: FetcherSource::Given(fetcher),
+            in_flight: None,
+            channel: None,
+        }
     }
 }
 
@@ -354,8 +389,17 @@ impl<F: Fetcher + 'static> Client<F> {
         if modules.is_empty() {
             return Err(ClientError::Empty);
         }
-        let bodies = pack_query(modules, self.shared.transport.nonce_bound, |m| installed.predicted_answer_len(m))
-            .map_err(|e| ClientError::Answer(e.to_string()))?;
+        // Every part names the installation's channel and bucket (SPEC.md §4.3).
+        let audience = Query {
+            compact: true,
+            channel: self.shared.channel.as_deref().map(Cow::Borrowed),
+            bucket: installed.bucket,
+            modules: vec![],
+        };
+        let bodies = pack_query_for(&audience, modules, self.shared.transport.nonce_bound, |m| {
+            installed.predicted_answer_len(m)
+        })
+        .map_err(|e| ClientError::Answer(e.to_string()))?;
         self.check_bodies(bodies).await
     }
 

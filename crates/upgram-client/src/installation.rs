@@ -101,6 +101,11 @@ impl Installation {
         let lock = Lock::take(&layout)?;
         let mut state = InstalledState::load(&layout.state_file())?;
         let recovered = recovery::recover(&layout, &mut state).map_err(InstallationError::Recovery)?;
+        // The rollout bucket is drawn once: kept at once by an installation that has a state
+        // file, with the first save by a new one.
+        if state.draw_bucket() && layout.state_file().exists() {
+            state.save(&layout.state_file())?;
+        }
         Ok(Self::from_inner(Inner { layout, state, lock: Some(lock), recovered }))
     }
 

@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use upgram_core::body::{QueryFile, QueryModule};
+use upgram_core::body::{BUCKETS, QueryFile, QueryModule};
 use upgram_core::cookie::{ClientCookie, ServerCookie};
 use upgram_core::version::Version;
 
@@ -100,6 +100,11 @@ pub struct InstalledState {
     /// Module upgrades waiting for a trigger (busy files, C9), by module id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pending: BTreeMap<String, PendingUpgrade>,
+    /// The installation's rollout bucket (SPEC.md §4.3): a random number in 0-99, drawn once
+    /// ([`InstalledState::draw_bucket`]) and sent in every query. Absent in state files written
+    /// before rollouts existed, until the installation is next opened to change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<u8>,
     /// By module id: how many times a query part holding the module was answered with a
     /// fallback document. Each time doubles the answer size the client predicts for it, so
     /// the part is split further at the next check (SPEC.md §2.6). Absent in state files
@@ -130,7 +135,20 @@ impl InstalledState {
         Ok(state)
     }
 
+    /// Draws the rollout bucket if the state has none (uniformly at random from 0-99, never
+    /// from anything that identifies the machine or a person); returns whether it drew one.
+    pub fn draw_bucket(&mut self) -> bool {
+        if self.bucket.is_some() {
+            return false;
+        }
+        self.bucket = Some(rand::Rng::gen_range(&mut rand::thread_rng(), 0..BUCKETS));
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
+        if let Some(bucket) = self.bucket.filter(|&b| b >= BUCKETS) {
+            return Err(format!("bucket {bucket} is not below {BUCKETS}"));
+        }
         for (id, module) in &self.modules {
             Version::parse(&module.version).map_err(|e| format!("module {id}: {e}"))?;
             for (file, installed) in &module.files {

@@ -187,6 +187,8 @@ fn main() {
     println!("1. A module-level check of `core` alone, with a client cookie but no server cookie yet.");
     let small = Query {
         compact: false,
+        channel: None,
+        bucket: None,
         modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
     }
     .to_vec();
@@ -222,6 +224,8 @@ fn main() {
     println!("2. The full check: every module, plus a file-level entry for a frequent file [0078].");
     let query = Query {
         compact: false,
+        channel: None,
+        bucket: None,
         modules: vec![
             QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] },
             QueryModule {

@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use upgram_core::body::{
-    Binding, Delta, ErrorBody, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package, Payload, Query, QueryFile,
-    QueryModule, Requires, Response, Status, UpgradeInfo,
+    BUCKETS, Binding, Delta, ErrorBody, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package, Payload, Query,
+    QueryFile, QueryModule, Requires, Response, Status, UpgradeInfo,
 };
 use upgram_core::cookie::{ClientCookie, CookieSecret, make_server_cookie};
 use upgram_core::fallback::{ReplyShape, prepare_reply};
@@ -160,6 +160,8 @@ fn main() {
     // 1. Minimal query.
     let minimal = Query {
         compact: false,
+        channel: None,
+        bucket: None,
         modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
     }
     .to_vec();
@@ -172,6 +174,8 @@ fn main() {
     // 2. Multi-module query with file entries and cookies.
     let multi = Query {
         compact: false,
+        channel: None,
+        bucket: None,
         modules: vec![
             QueryModule { id: "main-program".into(), version: Some(v("3.1.0")), files: vec![] },
             QueryModule {
@@ -565,6 +569,7 @@ fn main() {
         "A query datagram with the BATCH flag: only responses and fallbacks may carry a batch trailer (SPEC.md section 3.3).",
         &batch_query,
     );
+    rollout_vectors(&mut w);
     compact_vectors(&mut w);
     spec_agreement_vectors(&mut w);
     println!("wrote {} vectors to {}", w.written, dir.display());
@@ -578,7 +583,7 @@ fn compact_vectors(w: &mut Writer<'_>) {
         QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] },
         QueryModule { id: "viewer".into(), version: Some(v("1.0")), files: vec![] },
     ];
-    let query = Query { compact: true, modules }.to_vec();
+    let query = Query { compact: true, channel: None, bucket: None, modules }.to_vec();
     let query_text = String::from_utf8(query.clone()).expect("utf8");
     w.datagram(
         "compact-query",
@@ -685,6 +690,77 @@ fn spec_agreement_vectors(w: &mut Writer<'_>) {
     );
 }
 
+/// Vectors 70-79: the channel and the rollout bucket of a query (SPEC.md section 4.3).
+fn rollout_vectors(w: &mut Writer<'_>) {
+    w.count = 69;
+    let on_channel = Query {
+        compact: false,
+        channel: Some("beta".into()),
+        bucket: Some(37),
+        modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
+    }
+    .to_vec();
+    w.datagram(
+        "query-channel-bucket",
+        "A query on channel beta from an installation in rollout bucket 37 (SPEC.md section 4.3).",
+        &query_frame_bytes(0x0102030405060708, &on_channel, &QueryOptions::default()),
+    );
+    let edges = Query {
+        compact: false,
+        channel: Some("stable".into()),
+        bucket: Some(BUCKETS - 1),
+        modules: vec![QueryModule { id: "core".into(), version: None, files: vec![] }],
+    }
+    .to_vec();
+    w.datagram(
+        "query-last-bucket",
+        "The default channel named explicitly, and the highest bucket, 99 (SPEC.md section 4.3).",
+        &query_frame_bytes(0x0102030405060709, &edges, &QueryOptions::default()),
+    );
+    let bucket_only = Query {
+        compact: false,
+        channel: None,
+        bucket: Some(0),
+        modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
+    }
+    .to_vec();
+    w.datagram(
+        "query-bucket-without-channel",
+        "Bucket 0 without a channel: the installation follows the default channel, stable (SPEC.md section 4.3).",
+        &query_frame_bytes(0x010203040506070a, &bucket_only, &QueryOptions::default()),
+    );
+    let invalid = [
+        (
+            "invalid-bucket-too-large",
+            "Bucket 100: buckets are 0 to 99 (SPEC.md section 4.3).",
+            r#"<query bucket="100"><module id="core" version="1.2"/></query>"#,
+        ),
+        (
+            "invalid-bucket-leading-zero",
+            "Bucket 07: a U8 has no leading zero (SPEC.md sections 4.2 and 4.3).",
+            r#"<query bucket="07"><module id="core" version="1.2"/></query>"#,
+        ),
+        (
+            "invalid-bucket-negative",
+            "Bucket -1: not a decimal number (SPEC.md sections 4.2 and 4.3).",
+            r#"<query bucket="-1"><module id="core" version="1.2"/></query>"#,
+        ),
+        (
+            "invalid-channel-empty",
+            "An empty channel: a channel is an ID, 1 to 128 bytes (SPEC.md section 4.3).",
+            r#"<query channel=""><module id="core" version="1.2"/></query>"#,
+        ),
+        (
+            "invalid-channel-slash",
+            "A channel with `/`: a channel is an ID (SPEC.md sections 4.2 and 4.3).",
+            r#"<query channel="beta/1"><module id="core" version="1.2"/></query>"#,
+        ),
+    ];
+    for (name, description, body) in invalid {
+        w.invalid(name, description, &query_frame_bytes(0x0102030405060708, body.as_bytes(), &QueryOptions::default()));
+    }
+}
+
 /// Vectors 30-39: batch-signed replies (SPEC.md §3.4, §10.3.1) and the ways they fail.
 ///
 /// One batch of three answers ready at the same time: vector 04's answer to vector 01 (leaf 0),
@@ -694,6 +770,8 @@ fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
     w.count = 29;
     let other_query = Query {
         compact: false,
+        channel: None,
+        bucket: None,
         modules: vec![QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] }],
     };
     let other_text = String::from_utf8(other_query.to_vec()).expect("utf8");

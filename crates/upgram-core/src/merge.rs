@@ -130,15 +130,28 @@ pub fn pack_query(
     nonce_bound: bool,
     predict: impl Fn(&QueryModule<'_>) -> usize,
 ) -> Result<Vec<Vec<u8>>, EncodeError> {
+    pack_query_for(&Query::new(Vec::new()), modules, nonce_bound, predict)
+}
+
+/// [`pack_query`] for an installation on a channel and with a bucket: every part carries the
+/// `channel` and `bucket` of `audience` (whose own modules are not used) and asks for a
+/// compact answer.
+pub fn pack_query_for<'a>(
+    audience: &Query<'a>,
+    modules: Vec<QueryModule<'a>>,
+    nonce_bound: bool,
+    predict: impl Fn(&QueryModule<'_>) -> usize,
+) -> Result<Vec<Vec<u8>>, EncodeError> {
+    let audience = Query { compact: true, ..query_like(audience, Vec::new()) };
     let query_room = max_query_body_len(nonce_bound);
     let answer_room = max_answer_body_len(nonce_bound).saturating_sub(ANSWER_OVERHEAD);
-    let empty_len = Query { compact: true, modules: vec![] }.to_vec().len();
+    let empty_len = audience.to_vec().len();
     let mut parts = Vec::new();
-    let mut current: Vec<QueryModule<'_>> = Vec::new();
+    let mut current: Vec<QueryModule<'a>> = Vec::new();
     let (mut query_len, mut answer_len) = (empty_len, 0);
     let mut scratch = Vec::new();
     for module in modules {
-        let module = fit_alone(module, query_room, true);
+        let module = fit_alone(&audience, module, query_room);
         scratch.clear();
         module.encode(&mut scratch);
         let module_len = scratch.len();
@@ -147,7 +160,7 @@ pub fn pack_query(
         }
         let predicted = predict(&module);
         if !current.is_empty() && (query_len + module_len > query_room || answer_len + predicted > answer_room) {
-            parts.push(Query { compact: true, modules: std::mem::take(&mut current) }.to_vec());
+            parts.push(query_like(&audience, std::mem::take(&mut current)).to_vec());
             (query_len, answer_len) = (empty_len, 0);
         }
         query_len += module_len;
@@ -155,7 +168,7 @@ pub fn pack_query(
         current.push(module);
     }
     if !current.is_empty() {
-        parts.push(Query { compact: true, modules: current }.to_vec());
+        parts.push(query_like(&audience, current).to_vec());
     }
     Ok(parts)
 }
@@ -176,19 +189,34 @@ pub fn with_installs<'a>(mut installed: Vec<QueryModule<'a>>, install: &[&'a str
 /// alone with all its file entries goes with as many as fit, possibly none (SPEC.md §2.6): the
 /// server answers it at module level, which still covers every change.
 pub fn split_query(modules: Vec<QueryModule<'_>>, nonce_bound: bool) -> Result<Vec<Vec<u8>>, EncodeError> {
+    split_query_for(&Query::new(Vec::new()), modules, nonce_bound)
+}
+
+/// [`split_query`] for an installation on a channel and with a bucket: every part carries the
+/// `channel` and `bucket` of `audience` (whose own modules are not used).
+pub fn split_query_for<'a>(
+    audience: &Query<'a>,
+    modules: Vec<QueryModule<'a>>,
+    nonce_bound: bool,
+) -> Result<Vec<Vec<u8>>, EncodeError> {
     let room = max_query_body_len(nonce_bound);
-    let modules = modules.into_iter().map(|module| fit_alone(module, room, false)).collect();
-    let parts = Query::split(modules, room)?;
+    let modules = modules.into_iter().map(|module| fit_alone(audience, module, room)).collect();
+    let parts = audience.split_modules(modules, room)?;
     Ok(parts.iter().map(Query::to_vec).collect())
 }
 
+/// `audience` (its `compact`, `channel` and `bucket`) asking about `modules`.
+fn query_like<'a>(audience: &Query<'a>, modules: Vec<QueryModule<'a>>) -> Query<'a> {
+    Query { compact: audience.compact, channel: audience.channel.clone(), bucket: audience.bucket, modules }
+}
+
 /// `module` with as many of its file entries (in order) as let it fit `room` alone, in a query
-/// that asks for a compact answer or not.
-fn fit_alone(mut module: QueryModule<'_>, room: usize, compact: bool) -> QueryModule<'_> {
-    let alone_len = |module: &QueryModule<'_>, files: usize| {
+/// with the attributes of `audience`.
+fn fit_alone<'a>(audience: &Query<'a>, mut module: QueryModule<'a>, room: usize) -> QueryModule<'a> {
+    let alone_len = |module: &QueryModule<'a>, files: usize| {
         let mut trimmed = module.clone();
         trimmed.files.truncate(files);
-        Query { compact, modules: vec![trimmed] }.to_vec().len()
+        query_like(audience, vec![trimmed]).to_vec().len()
     };
     if alone_len(&module, module.files.len()) <= room {
         return module;
@@ -416,7 +444,7 @@ mod tests {
     }
 
     fn compact_query(modules: Vec<QueryModule<'static>>) -> Query<'static> {
-        Query { compact: true, modules }
+        Query { compact: true, channel: None, bucket: None, modules }
     }
 
     #[test]

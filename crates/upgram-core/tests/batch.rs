@@ -30,6 +30,8 @@ fn query_body(n: usize) -> Vec<u8> {
     let version = format!("1.{n}");
     Query {
         compact: false,
+        channel: None,
+        bucket: None,
         modules: vec![QueryModule {
             id: "core".into(),
             version: Some(Version::parse(&version).expect("version")),

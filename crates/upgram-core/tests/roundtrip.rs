@@ -64,11 +64,15 @@ fn query() -> impl Strategy<Value = Query<'static>> {
             QueryModule { id, version, files }
         },
     );
-    (prop::collection::vec(module, 1..8), any::<bool>()).prop_map(|(mut modules, compact)| {
-        let mut seen = std::collections::HashSet::new();
-        modules.retain(|m| seen.insert(m.id.clone()));
-        Query { compact, modules }
-    })
+    let channel = prop::option::of(module_id());
+    let bucket = prop::option::of(0..upgram_core::body::BUCKETS);
+    (channel, bucket, prop::collection::vec(module, 1..8), any::<bool>()).prop_map(
+        |(channel, bucket, mut modules, compact)| {
+            let mut seen = std::collections::HashSet::new();
+            modules.retain(|m| seen.insert(m.id.clone()));
+            Query { compact, channel, bucket, modules }
+        },
+    )
 }
 
 fn file_entry() -> impl Strategy<Value = FileEntry<'static>> {
@@ -148,6 +152,13 @@ proptest! {
     fn query_bodies_round_trip(q in query()) {
         let bytes = q.to_vec();
         prop_assert_eq!(Query::decode(&bytes).expect("decodes"), q);
+    }
+
+    #[test]
+    fn query_buckets_outside_the_range_are_refused(bucket in upgram_core::body::BUCKETS..=u8::MAX) {
+        let body = format!(r#"<query channel="beta" bucket="{bucket}"><module id="core"/></query>"#);
+        let error = Query::decode(body.as_bytes()).expect_err("bucket out of range");
+        prop_assert_eq!(error.name(), "invalid-attribute");
     }
 
     #[test]
@@ -278,17 +289,24 @@ proptest! {
     #[test]
     fn split_queries_fit_and_keep_every_module(q in query(), max in 200usize..900) {
         let modules = q.modules.clone();
-        match Query::split(modules, max) {
+        match q.split_modules(modules, max) {
             Ok(parts) => {
                 for part in &parts {
                     prop_assert!(part.to_vec().len() <= max);
                     prop_assert!(!part.modules.is_empty());
+                    prop_assert_eq!(&part.channel, &q.channel);
+                    prop_assert_eq!(part.bucket, q.bucket);
                 }
                 let joined: Vec<_> = parts.into_iter().flat_map(|p| p.modules).collect();
                 prop_assert_eq!(joined, q.modules);
             }
             Err(_) => {
-                let too_big = q.modules.iter().any(|m| Query { compact: false, modules: vec![m.clone()] }.to_vec().len() > max);
+                let alone = |m: &QueryModule<'static>| {
+                    Query { compact: q.compact, channel: q.channel.clone(), bucket: q.bucket, modules: vec![m.clone()] }
+                        .to_vec()
+                        .len()
+                };
+                let too_big = q.modules.iter().any(|m| alone(m) > max);
                 prop_assert!(too_big, "split fails only when one module alone does not fit");
             }
         }

@@ -22,6 +22,8 @@ const NOW: u64 = 1_764_000_000;
 fn query_body() -> Vec<u8> {
     Query {
         compact: false,
+        channel: None,
+        bucket: None,
         modules: vec![QueryModule {
             id: "core".into(),
             version: Some(Version::parse("1.2").expect("v")),

@@ -3,7 +3,8 @@
 //! The reference server of upgram: it puts sockets, HTTP, files and a catalog around
 //! [`upgram_core`]. [`keys`]: making and loading the Ed25519 key that signs every reply
 //! (SPEC.md §10.3); [`catalog`]: the catalog of releases in memory and on disk; [`publish`]:
-//! turning release folders into catalog releases; [`responder`]: the answer to a query;
+//! turning release folders into catalog releases; [`rollout`]: channels, phased rollouts, pause,
+//! resume and withdrawal of published releases; [`responder`]: the answer to a query;
 //! [`server`]: what a worker does with one datagram, without sockets; [`documents`]: the bounded
 //! store of fallback documents and their files; [`udp`], [`http`] and [`serve`]: the sockets and
 //! the `serve` command around them; [`metrics`] and [`ratelimit`].
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod publish;
 pub mod ratelimit;
 pub mod responder;
+pub mod rollout;
 pub mod serve;
 pub mod server;
 pub mod udp;

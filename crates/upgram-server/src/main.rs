@@ -1,10 +1,10 @@
-//! `upgram-server`: the upgram reference server command: `serve`, `publish` (S2), `keygen`,
-//! `key-info` and `cookie-secret`.
+//! `upgram-server`: the upgram reference server command: `serve`, `publish` (S2), `promote`,
+//! `rollout`, `keygen`, `key-info` and `cookie-secret`.
 //!
 //! Exit codes: 0 success (for `serve`: stopped by SIGTERM or Ctrl-C); 1 the catalog, a key or a
 //! socket could not be loaded or bound (an address another process holds included), the
-//! `--public-url` is not one clients can use, or the release could not be published; 2 usage
-//! error.
+//! `--public-url` is not one clients can use, or the release could not be published, promoted
+//! or changed; 2 usage error.
 //! Logs go to standard error, coloured only when it is a terminal (and `NO_COLOR` is unset),
 //! as text or, with `--log-format json`, one JSON object per line; `RUST_LOG` (e.g.
 //! `RUST_LOG=upgram_server=debug`: an event per query and per HTTP request) sets the level.
@@ -12,13 +12,17 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::io::IsTerminal;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use upgram_core::sign::ReplySigner;
+use upgram_core::version::Version;
+use upgram_server::catalog::{RolloutStep, Schedule};
 use upgram_server::keys;
 use upgram_server::publish::{self, PublishRequest};
+use upgram_server::rollout::{self, Change};
 use upgram_server::serve::{self, ServeOptions};
 use upgram_server::server::Config;
 
@@ -62,6 +66,18 @@ enum Command {
     Serve(ServeArgs),
     /// Publish a release folder as a new release of a module in a catalog folder.
     Publish(PublishRequest),
+    /// Publish a release to one more channel, without publishing it again.
+    Promote {
+        #[command(flatten)]
+        release: ReleaseArgs,
+        /// The channel to add it to.
+        #[arg(long, value_name = "CHANNEL")]
+        channel: String,
+    },
+    /// Roll a release out by a percentage or a schedule, pause, resume or withdraw it, or show
+    /// where releases stand.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Make a new Ed25519 signing key; prints the public key clients pin.
     Keygen {
         /// Where to write the key (mode 0600).
@@ -86,6 +102,96 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// The release a `promote` or `rollout` command is about.
+#[derive(Args)]
+struct ReleaseArgs {
+    /// The catalog folder.
+    #[arg(long, value_name = "DIR")]
+    catalog: PathBuf,
+    /// The module id.
+    #[arg(long, value_name = "ID")]
+    module: String,
+    /// The release's version.
+    #[arg(long)]
+    version: Version<'static>,
+}
+
+/// `upgram-server rollout …`.
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Set the share of installations offered the release: a percentage from now on, or a
+    /// schedule of percentages at given times.
+    Set {
+        #[command(flatten)]
+        release: ReleaseArgs,
+        /// The percentage of installations (by rollout bucket) offered the release from now on.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=100), conflicts_with = "schedule", required_unless_present = "schedule")]
+        percent: Option<u8>,
+        /// Steps such as `1%@2026-12-01T10:00Z,10%@2026-12-02T10:00Z,100%@2026-12-03T10:00Z`.
+        #[arg(long, value_name = "SCHEDULE")]
+        schedule: Option<Schedule>,
+    },
+    /// Offer the release to no installation that does not have it yet.
+    Pause(ReleaseArgs),
+    /// Offer the release by its schedule again.
+    Resume(ReleaseArgs),
+    /// Offer the release to none, and send installations on it back to the release before it
+    /// (a complete, signed rollback).
+    Withdraw(ReleaseArgs),
+    /// Show the channels, percentage and state of a module's releases.
+    Status {
+        /// The catalog folder.
+        #[arg(long, value_name = "DIR")]
+        catalog: PathBuf,
+        /// The module id.
+        #[arg(long, value_name = "ID")]
+        module: String,
+        /// Only this release.
+        #[arg(long)]
+        version: Option<Version<'static>>,
+    },
+}
+
+/// Runs a `promote` or `rollout` command.
+fn run_rollout(command: RolloutCommand) -> ExitCode {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (release, change) = match command {
+        RolloutCommand::Status { catalog, module, version } => {
+            return match rollout::status(&catalog, &module, version.as_ref(), now) {
+                Ok(releases) => {
+                    for release in releases {
+                        println!("{release}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail("rollout status", e),
+            };
+        }
+        RolloutCommand::Set { release, percent, schedule } => {
+            let steps = match (percent, schedule) {
+                (Some(percent), _) => vec![RolloutStep { at: None, percent }],
+                (None, Some(schedule)) => schedule.0,
+                (None, None) => Vec::new(),
+            };
+            (release, Change::Schedule(steps))
+        }
+        RolloutCommand::Pause(release) => (release, Change::Pause),
+        RolloutCommand::Resume(release) => (release, Change::Resume),
+        RolloutCommand::Withdraw(release) => (release, Change::Withdraw),
+    };
+    apply(release, &change, now)
+}
+
+fn apply(release: ReleaseArgs, change: &Change, now: u64) -> ExitCode {
+    match rollout::change(&release.catalog, &release.module, &release.version, change, now) {
+        Ok(status) => {
+            println!("{status}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(if matches!(change, Change::Promote { .. }) { "promote" } else { "rollout" }, e),
+    }
 }
 
 /// Options of `serve`.
@@ -184,6 +290,11 @@ fn main() -> ExitCode {
             }
             Err(e) => fail("publish", e),
         },
+        Command::Promote { release, channel } => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            apply(release, &Change::Promote { channel }, now)
+        }
+        Command::Rollout(command) => run_rollout(command),
         Command::Keygen { out, force } => match keys::generate(&out, force) {
             Ok(signer) => {
                 describe(&signer);

@@ -31,6 +31,11 @@
 //! clients on newer versions may be sent back to (SPEC.md §6.4), and its file versions and
 //! deletions are computed against the release just below it.
 //!
+//! # Channels and rollouts
+//! A release goes to the channels named by `--channel` (default `stable`), and is offered by
+//! its `--schedule` (default: to every installation at once; SPEC.md §5.10). Both can be
+//! changed later without publishing again: see [`crate::rollout`].
+//!
 //! # Durability
 //! Nothing is written before every check has passed. Then every blob (files, package, deltas)
 //! is written and synced, the store folder synced, and only then the module file replaced
@@ -68,6 +73,7 @@ use crate::catalog::load::{SETTINGS_FILE, check_installer_args, is_catalog_modul
 use crate::catalog::model::{
     Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings, matches_any,
 };
+use crate::catalog::rollout::{Rollout, RolloutState, Schedule, default_channels};
 use crate::catalog::save::{SaveStage, replace_file, save_module_with};
 use crate::catalog::store::{blob_path, hash_file, put_bytes, put_file, store_dir, sync_dir};
 use crate::catalog::{self, Requirement};
@@ -113,6 +119,13 @@ pub struct PublishRequest {
     /// Arguments for the package's installer.
     #[arg(long, value_name = "ARGS", requires = "package", allow_hyphen_values = true)]
     pub installer_args: Option<String>,
+    /// A channel to publish the release to (repeatable; default: stable).
+    #[arg(long = "channel", value_name = "CHANNEL")]
+    pub channels: Vec<String>,
+    /// Roll the release out in steps, e.g. `1%@2026-12-01T10:00Z,10%@2026-12-02T10:00Z`, or
+    /// `10%` for a percentage from now on (default: everyone at once).
+    #[arg(long, value_name = "SCHEDULE")]
+    pub schedule: Option<Schedule>,
 }
 
 /// Why a release could not be published. Nothing was written to the catalog, except for
@@ -245,6 +258,12 @@ pub enum PublishError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A `--channel` that is not a channel name.
+    #[error("--channel {channel:?}: not a channel name (1 to 128 of A-Z a-z 0-9 . _ -)")]
+    BadChannel {
+        /// The channel given.
+        channel: String,
+    },
     /// Installer arguments without a package, or not fit for the answer.
     #[error("--installer-args: {problem}")]
     BadInstallerArgs {
@@ -345,7 +364,7 @@ pub fn publish(request: &PublishRequest) -> Result<PublishSummary, PublishError>
 
 /// Takes the catalog folder's publish lock, waiting (and saying so) while another publish holds
 /// it; the lock lasts as long as the file returned.
-fn lock_catalog(dir: &Path) -> Result<fs::File, PublishError> {
+pub(crate) fn lock_catalog(dir: &Path) -> Result<fs::File, PublishError> {
     let path = dir.join(LOCK_FILE);
     let io = |source| PublishError::Io { path: path.clone(), source };
     let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
@@ -360,7 +379,7 @@ fn lock_catalog(dir: &Path) -> Result<fs::File, PublishError> {
     Ok(file)
 }
 
-fn catalog_error(dir: &Path) -> impl Fn(CatalogError) -> PublishError + '_ {
+pub(crate) fn catalog_error(dir: &Path) -> impl Fn(CatalogError) -> PublishError + '_ {
     move |source| PublishError::Catalog { dir: dir.to_owned(), source: Box::new(source) }
 }
 
@@ -401,6 +420,8 @@ fn plan_release(request: &PublishRequest, settings: &Settings, module: &Module) 
         files,
         deleted,
         deltas: Vec::new(),
+        channels: release_channels(&request.channels)?,
+        rollout: Rollout { state: RolloutState::Rolling, schedule: request.schedule.clone().unwrap_or_default().0 },
     };
     Ok(Plan { at, sources, package, release, summary })
 }
@@ -474,6 +495,21 @@ fn check_request(request: &PublishRequest) -> Result<(), PublishError> {
         check_installer_args(args).map_err(|problem| PublishError::BadInstallerArgs { problem })?;
     }
     Ok(())
+}
+
+/// The channels of `--channel`: each valid, each once, sorted; the default channel if none.
+pub(crate) fn release_channels(given: &[String]) -> Result<Vec<String>, PublishError> {
+    if given.is_empty() {
+        return Ok(default_channels());
+    }
+    let mut channels = std::collections::BTreeSet::new();
+    for channel in given {
+        if !is_valid_module_id(channel) {
+            return Err(PublishError::BadChannel { channel: channel.clone() });
+        }
+        channels.insert(channel.clone());
+    }
+    Ok(channels.into_iter().collect())
 }
 
 /// Creates the catalog folder, `modules/` and `store/` if absent; a new catalog also gets a

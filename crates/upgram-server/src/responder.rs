@@ -7,13 +7,14 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use upgram_core::body::{
-    Binding, Delta, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package as PackageInfo, Payload, Query, QueryFile,
-    QueryModule, Requires, Response, Status, UpgradeInfo,
+    BUCKETS, Binding, Delta, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package as PackageInfo, Payload, Query,
+    QueryFile, QueryModule, Requires, Response, Status, UpgradeInfo,
 };
 use upgram_core::merge::is_implied_current;
 use upgram_core::version::Version;
 
 use crate::catalog::model::{Blob, Catalog, Module, Release, ReleaseFile, matches_any};
+use crate::catalog::rollout::RolloutState;
 
 /// Where payloads are, relative to the response's `base`: `store/<sha256>`.
 pub fn store_url(blob: &Blob) -> String {
@@ -31,16 +32,19 @@ fn payload(blob: &Blob) -> Payload<'static> {
 }
 
 /// Answers `query` from `catalog`. `base` is the public URL payloads are under (ending in
-/// `/`); `binding` says which query this answers and for how long. A query that asks for a
-/// compact answer gets one (SPEC.md §4.4): the modules current at the version asked are left
-/// out.
+/// `/`); `binding` says which query this answers and for how long. Rollout schedules are
+/// evaluated at the binding's issue time (SPEC.md §5.10), so every answer of one issue window
+/// agrees. A query that asks for a compact answer gets one (SPEC.md §4.4): the modules current
+/// at the version asked are left out.
 pub fn respond<'c>(catalog: &'c Catalog, query: &Query<'_>, binding: Binding, base: &str) -> Response<'c> {
-    let mut modules: Vec<ModuleAnswer<'c>> = query.modules.iter().map(|m| module_answer(catalog, m, false)).collect();
+    let audience = Audience::of(query, binding.issued);
+    let mut modules: Vec<ModuleAnswer<'c>> =
+        query.modules.iter().map(|m| module_answer(catalog, &audience, m, false)).collect();
     add_dependencies(
         query,
         &mut modules,
         |answer| required_modules(catalog, answer.status, answer.requires.iter().map(|r| r.id.as_ref())),
-        |module| module_answer(catalog, &dependency_query(module), true),
+        |module| module_answer(catalog, &audience, &dependency_query(module), true),
     );
     if query.compact {
         leave_out_current(&mut modules, query, |module, asked| is_implied_current(module, asked));
@@ -62,9 +66,9 @@ fn leave_out_current<T>(modules: &mut Vec<T>, query: &Query<'_>, implied: impl F
 
 /// [`respond`], encoded into `out` (canonically: the same bytes as `respond(…).encode(out)`),
 /// with each module's answer taken from `cache` when an earlier query asked the same of the
-/// same catalog. Real queries are distinct as wholes but made of the same few module
-/// questions (a module at one of its published versions), so most answers are assembled from
-/// bytes encoded once.
+/// same catalog, from the same rollout class (see [`AnswerCache`]). Real queries are distinct
+/// as wholes but made of the same few module questions (a module at one of its published
+/// versions), so most answers are assembled from bytes encoded once.
 pub fn respond_encoded(
     catalog: &Catalog,
     generation: u64,
@@ -74,13 +78,16 @@ pub fn respond_encoded(
     cache: &mut AnswerCache,
     out: &mut Vec<u8>,
 ) {
-    cache.use_generation(generation);
-    let mut parts: Vec<Arc<EncodedAnswer>> = query.modules.iter().map(|m| cache.get(catalog, m, false)).collect();
+    cache.use_generation(generation, catalog);
+    let audience = Audience::of(query, binding.issued);
+    cache.set_audience(&audience);
+    let mut parts: Vec<Arc<EncodedAnswer>> =
+        query.modules.iter().map(|m| cache.get(catalog, &audience, m, false)).collect();
     add_dependencies(
         query,
         &mut parts,
         |part| required_modules(catalog, part.status, part.requires.iter().map(AsRef::as_ref)),
-        |module| cache.get(catalog, &dependency_query(module), true),
+        |module| cache.get(catalog, &audience, &dependency_query(module), true),
     );
     if query.compact {
         leave_out_current(&mut parts, query, |part, _| part.implied);
@@ -104,26 +111,76 @@ pub struct EncodedAnswer {
 const MAX_CACHED_ANSWERS: usize = 16_384;
 const MAX_CACHED_ANSWER_BYTES: usize = 32 << 20;
 
+/// What the rollouts of one catalog make an answer depend on besides its question, reduced to
+/// classes within which every answer agrees (SPEC.md §5.10): a release is offered to a query by
+/// its channel, by whether its bucket is below each schedule's percentage, and by which schedule
+/// steps have started at the issue time.
+#[derive(Debug, Default)]
+struct RolloutClasses {
+    /// The time of every schedule step of the catalog, ascending: two issue times with as many
+    /// steps started see the same percentage in every schedule.
+    step_times: Vec<u64>,
+    /// For each bucket, how many distinct schedule percentages are at most that bucket: two
+    /// buckets of one class are below the same percentages.
+    bucket_class: Vec<u8>,
+}
+
+impl RolloutClasses {
+    fn of(catalog: &Catalog) -> Self {
+        let steps = || catalog.modules.values().flat_map(|m| m.releases.iter()).flat_map(|r| r.rollout.schedule.iter());
+        let mut step_times: Vec<u64> = steps().filter_map(|s| s.at).collect();
+        step_times.sort_unstable();
+        step_times.dedup();
+        let percents: BTreeSet<u8> = steps().map(|s| s.percent).collect();
+        let bucket_class =
+            (0..BUCKETS).map(|bucket| u8::try_from(percents.range(..=bucket).count()).unwrap_or(u8::MAX)).collect();
+        Self { step_times, bucket_class }
+    }
+
+    /// Writes the class of `audience` (channel, bucket class, schedule step count) to `key`.
+    fn write_key(&self, audience: &Audience<'_>, key: &mut Vec<u8>) {
+        key.clear();
+        key.extend_from_slice(audience.channel.as_bytes());
+        key.push(0);
+        // No bucket is outside every partial rollout: a class of its own.
+        let class = audience.bucket.map_or(u8::MAX, |b| self.bucket_class.get(usize::from(b)).copied().unwrap_or(0));
+        key.push(class);
+        let started = self.step_times.partition_point(|&at| at <= audience.now);
+        key.extend_from_slice(&u64::try_from(started).unwrap_or(u64::MAX).to_le_bytes());
+    }
+}
+
 /// Encoded module answers by question (module id, installed version, file-level entries,
-/// dependency or asked), for one catalog generation; one per worker, so no lock. Bounded in
-/// count and bytes: when full it starts again empty (every step stays O(1) amortized, with no
-/// search for what to evict).
+/// dependency or asked) and by rollout class (channel, the bucket's place among the catalog's
+/// rollout percentages, how many schedule steps have started at the issue time), for one
+/// catalog generation; one per worker, so no lock. Bounded in count and bytes: when full it
+/// starts again empty (every step stays O(1) amortized, with no search for what to evict).
 #[derive(Debug, Default)]
 pub struct AnswerCache {
     entries: HashMap<Box<[u8]>, Arc<EncodedAnswer>>,
-    generation: u64,
+    /// The catalog generation the entries are for; `None` before the first query.
+    generation: Option<u64>,
+    classes: RolloutClasses,
     bytes: usize,
+    /// The rollout class of the current query, the start of every key.
+    audience_key: Vec<u8>,
     /// The key being looked up, reused.
     key: Vec<u8>,
 }
 
 impl AnswerCache {
-    /// Empties the cache when the catalog changed.
-    fn use_generation(&mut self, generation: u64) {
-        if generation != self.generation {
+    /// Empties the cache when the catalog changed, and learns the new catalog's rollouts.
+    fn use_generation(&mut self, generation: u64, catalog: &Catalog) {
+        if self.generation != Some(generation) {
             self.clear();
-            self.generation = generation;
+            self.classes = RolloutClasses::of(catalog);
+            self.generation = Some(generation);
         }
+    }
+
+    /// Makes the keys that follow those of `audience`'s rollout class.
+    fn set_audience(&mut self, audience: &Audience<'_>) {
+        self.classes.write_key(audience, &mut self.audience_key);
     }
 
     fn clear(&mut self) {
@@ -136,13 +193,22 @@ impl AnswerCache {
         (self.entries.len(), self.bytes)
     }
 
-    /// The encoded answer to `asked`, made and kept if it is not there yet.
-    fn get(&mut self, catalog: &Catalog, asked: &QueryModule<'_>, dependency: bool) -> Arc<EncodedAnswer> {
+    /// The encoded answer to `asked` for `audience` (whose class [`Self::set_audience`] set),
+    /// made and kept if it is not there yet.
+    fn get(
+        &mut self,
+        catalog: &Catalog,
+        audience: &Audience<'_>,
+        asked: &QueryModule<'_>,
+        dependency: bool,
+    ) -> Arc<EncodedAnswer> {
+        self.key.clear();
+        self.key.extend_from_slice(&self.audience_key);
         question_key(asked, dependency, &mut self.key);
         if let Some(found) = self.entries.get(self.key.as_slice()) {
             return found.clone();
         }
-        let answer = module_answer(catalog, asked, dependency);
+        let answer = module_answer(catalog, audience, asked, dependency);
         let mut bytes = Vec::with_capacity(256);
         answer.encode(&mut bytes);
         let requires = answer.requires.iter().map(|r| Box::from(r.id.as_ref())).collect();
@@ -161,10 +227,9 @@ impl AnswerCache {
     }
 }
 
-/// The question a query module asks, as bytes (ids and versions never contain NUL):
+/// Appends the question a query module asks to `key` (ids and versions never contain NUL):
 /// `id NUL version NUL (file NUL version NUL)* asked-or-dependency`.
 fn question_key(asked: &QueryModule<'_>, dependency: bool, key: &mut Vec<u8>) {
-    key.clear();
     key.extend_from_slice(asked.id.as_bytes());
     key.push(0);
     match &asked.version {
@@ -187,12 +252,18 @@ fn dependency_query(module: &Module) -> QueryModule<'_> {
 }
 
 /// The answer for one module of a query, or for a dependency, with its requirements checked:
-/// an update whose requirements the catalog cannot meet answers error 21 instead (§5.6).
-fn module_answer<'c>(catalog: &'c Catalog, asked: &QueryModule<'_>, dependency: bool) -> ModuleAnswer<'c> {
-    let mut answer = answer(catalog, asked);
+/// an update whose requirements the catalog cannot meet for `audience` answers error 21
+/// instead (§5.6).
+fn module_answer<'c>(
+    catalog: &'c Catalog,
+    audience: &Audience<'_>,
+    asked: &QueryModule<'_>,
+    dependency: bool,
+) -> ModuleAnswer<'c> {
+    let mut answer = answer(catalog, audience, asked);
     answer.dependency = dependency;
     if answer.status == Status::Update
-        && let Err(code) = check_requirements(catalog, &answer)
+        && let Err(code) = check_requirements(catalog, audience, &answer)
         && let Some(module) = catalog.modules.get(answer.id.as_ref())
     {
         return error_answer(module, code);
@@ -212,19 +283,51 @@ fn required_modules<'c, 'i>(
     ids.filter_map(|id| catalog.modules.get(id)).collect()
 }
 
+/// Who a query comes from, as far as rollouts care: its channel, its bucket, and the time the
+/// answer is issued at.
+#[derive(Debug, Clone, Copy)]
+pub struct Audience<'q> {
+    /// The channel the installation follows.
+    pub channel: &'q str,
+    /// Its rollout bucket, if it sent one.
+    pub bucket: Option<u8>,
+    /// Unix time the schedules are evaluated at.
+    pub now: u64,
+}
+
+impl<'q> Audience<'q> {
+    /// The audience of `query`, at unix time `now`.
+    pub fn of(query: &'q Query<'_>, now: u64) -> Self {
+        Self { channel: query.channel_or_default(), bucket: query.bucket, now }
+    }
+
+    /// Whether an installation of this audience that does not have `release` is offered it.
+    pub fn is_offered(&self, release: &Release) -> bool {
+        release.on_channel(self.channel) && release.rollout.offers(release.forced, self.bucket, self.now)
+    }
+
+    /// The newest release of `module` this audience is offered (SPEC.md §5.10).
+    pub fn latest<'c>(&self, module: &'c Module) -> Option<&'c Release> {
+        module.releases.iter().rev().find(|r| self.is_offered(r))
+    }
+}
+
 /// The answer for one query module (§5.2).
-fn answer<'c>(catalog: &'c Catalog, asked: &QueryModule<'_>) -> ModuleAnswer<'c> {
+fn answer<'c>(catalog: &'c Catalog, audience: &Audience<'_>, asked: &QueryModule<'_>) -> ModuleAnswer<'c> {
     let Some(module) = catalog.modules.get(asked.id.as_ref()) else {
         return ModuleAnswer::new(Cow::Owned(asked.id.to_string()), Status::Unknown, None);
     };
-    let Some(latest) = module.latest() else {
-        return error_answer(module, ErrorCode::NoRelease);
-    };
-    let mut answer = match &asked.version {
-        None => install(catalog, module, latest),
-        Some(installed) if *installed == latest.version => current(catalog, module, latest, &asked.files),
-        Some(installed) if *installed < latest.version => upgrade(catalog, module, latest, installed, &asked.files),
-        Some(_) => newer_than_latest(catalog, module, latest),
+    let latest = audience.latest(module);
+    let mut answer = match (&asked.version, latest) {
+        (None, Some(latest)) => install(catalog, module, audience, latest),
+        (Some(installed), Some(latest)) if *installed == latest.version => {
+            current(catalog, module, latest, &asked.files)
+        }
+        (Some(installed), Some(latest)) if *installed < latest.version => {
+            upgrade(catalog, module, audience, latest, installed, &asked.files)
+        }
+        (Some(installed), latest) => newer_than_offered(catalog, module, latest, installed, &asked.files),
+        (None, None) => error_answer(module, ErrorCode::NoRelease),
     };
     add_frequent_hint(&mut answer, module, &asked.files);
     answer
@@ -240,9 +343,21 @@ fn requires_of(release: &Release) -> Vec<Requires<'_>> {
     release.requires.iter().map(|(id, min)| Requires { id: Cow::Borrowed(id), min: min.as_borrowed() }).collect()
 }
 
-/// The flags over the releases in `(after, latest]` (§5.5); `after = None` means all.
-fn set_flags(answer: &mut ModuleAnswer<'_>, module: &Module, after: Option<&Version<'_>>, latest: &Version<'_>) {
-    let span = module.releases.iter().filter(|r| after.is_none_or(|a| r.version > *a) && r.version <= *latest);
+/// The flags over the releases of the audience's channel in `(after, latest]` (§5.5), withdrawn
+/// ones left out; `after = None` means all.
+fn set_flags(
+    answer: &mut ModuleAnswer<'_>,
+    module: &Module,
+    audience: &Audience<'_>,
+    after: Option<&Version<'_>>,
+    latest: &Version<'_>,
+) {
+    let span = module.releases.iter().filter(|r| {
+        after.is_none_or(|a| r.version > *a)
+            && r.version <= *latest
+            && r.on_channel(audience.channel)
+            && r.rollout.state != RolloutState::Withdrawn
+    });
     for release in span {
         answer.full |= release.full;
         if release.forced {
@@ -260,9 +375,14 @@ fn update_answer<'c>(module: &'c Module, latest: &'c Release) -> ModuleAnswer<'c
 }
 
 /// A module that is not installed: everything of `latest` (§5.2 step 2).
-fn install<'c>(catalog: &'c Catalog, module: &'c Module, latest: &'c Release) -> ModuleAnswer<'c> {
+fn install<'c>(
+    catalog: &'c Catalog,
+    module: &'c Module,
+    audience: &Audience<'_>,
+    latest: &'c Release,
+) -> ModuleAnswer<'c> {
     let mut answer = update_answer(module, latest);
-    set_flags(&mut answer, module, None, &latest.version);
+    set_flags(&mut answer, module, audience, None, &latest.version);
     let entries: Vec<FileEntry<'c>> = latest.files.iter().map(|f| replace_entry(module, f)).collect();
     choose_upgrade(catalog, module, latest, answer, entries)
 }
@@ -288,12 +408,13 @@ fn current<'c>(
 fn upgrade<'c>(
     catalog: &'c Catalog,
     module: &'c Module,
+    audience: &Audience<'_>,
     latest: &'c Release,
     installed: &Version<'_>,
     asked: &[QueryFile<'_>],
 ) -> ModuleAnswer<'c> {
     let mut answer = update_answer(module, latest);
-    set_flags(&mut answer, module, Some(installed), &latest.version);
+    set_flags(&mut answer, module, audience, Some(installed), &latest.version);
     let asked_ids: HashSet<&str> = asked.iter().map(|f| f.id.as_ref()).collect();
     let installed_release = module.release(installed);
     let mut entries: Vec<FileEntry<'c>> = Vec::new();
@@ -315,16 +436,32 @@ fn upgrade<'c>(
     choose_upgrade(catalog, module, latest, answer, entries)
 }
 
-/// A client newer than the catalog's latest (§5.2 step 5, §6.4): a rollback if the catalog
-/// designates one, else nothing to do.
-fn newer_than_latest<'c>(catalog: &'c Catalog, module: &'c Module, latest: &'c Release) -> ModuleAnswer<'c> {
-    if !latest.rollback {
-        return ModuleAnswer::new(
-            Cow::Borrowed(module.id.as_str()),
-            Status::Current,
-            Some(latest.version.as_borrowed()),
-        );
+/// An installed version newer than the latest release the installation is offered, or with no
+/// release offered at all (§5.2 step 5, §6.4): a rollback to a rollback target or away from a
+/// withdrawn release; else the installation keeps the release it has.
+fn newer_than_offered<'c>(
+    catalog: &'c Catalog,
+    module: &'c Module,
+    latest: Option<&'c Release>,
+    installed: &Version<'_>,
+    asked: &[QueryFile<'_>],
+) -> ModuleAnswer<'c> {
+    let installed = module.release(installed);
+    let withdrawn = installed.is_some_and(|r| r.rollout.state == RolloutState::Withdrawn);
+    match (latest, installed) {
+        (Some(latest), _) if latest.rollback || withdrawn => rollback(catalog, module, latest),
+        (_, Some(installed)) if !withdrawn => current(catalog, module, installed, asked),
+        (Some(latest), _) => {
+            ModuleAnswer::new(Cow::Borrowed(module.id.as_str()), Status::Current, Some(latest.version.as_borrowed()))
+        }
+        (None, _) => error_answer(module, ErrorCode::NoRelease),
     }
+}
+
+/// A signed rollback to `latest` (§5.2 step 5, §6.4), complete: every file of `latest`
+/// replaced, and every file any release of the module had that `latest` has not deleted
+/// (those the release left added included).
+fn rollback<'c>(catalog: &'c Catalog, module: &'c Module, latest: &'c Release) -> ModuleAnswer<'c> {
     let mut answer = update_answer(module, latest);
     answer.rollback = true;
     answer.full = true;
@@ -487,14 +624,15 @@ fn add_dependencies<'c, T>(
     }
 }
 
-/// Whether every requirement of `answer`, transitively through the catalog's latest
-/// releases, exists, is new enough, and is free of cycles.
-fn check_requirements(catalog: &Catalog, answer: &ModuleAnswer<'_>) -> Result<(), ErrorCode> {
+/// Whether every requirement of `answer`, transitively through the latest releases the
+/// audience is offered, exists, is new enough, and is free of cycles.
+fn check_requirements(catalog: &Catalog, audience: &Audience<'_>, answer: &ModuleAnswer<'_>) -> Result<(), ErrorCode> {
     let mut stack: Vec<(&str, usize)> = vec![(answer.id.as_ref(), 0)];
     let mut on_path: Vec<&str> = vec![answer.id.as_ref()];
     let mut done: HashSet<&str> = HashSet::new();
     while let Some((id, next)) = stack.pop() {
-        let requires = catalog.modules.get(id).and_then(Module::latest).map(|r| r.requires.as_slice()).unwrap_or(&[]);
+        let requires =
+            catalog.modules.get(id).and_then(|m| audience.latest(m)).map(|r| r.requires.as_slice()).unwrap_or(&[]);
         let Some((dep, min)) = requires.get(next) else {
             done.insert(id);
             on_path.pop();
@@ -502,7 +640,7 @@ fn check_requirements(catalog: &Catalog, answer: &ModuleAnswer<'_>) -> Result<()
         };
         stack.push((id, next + 1));
         let module = catalog.modules.get(dep.as_str()).ok_or(ErrorCode::DependencyUnresolvable)?;
-        let latest = module.latest().ok_or(ErrorCode::DependencyUnresolvable)?;
+        let latest = audience.latest(module).ok_or(ErrorCode::DependencyUnresolvable)?;
         if latest.version < *min || on_path.contains(&module.id.as_str()) {
             return Err(ErrorCode::DependencyUnresolvable);
         }
@@ -524,11 +662,14 @@ const PAYLOAD_HEX_LEN: usize = 64;
 ///
 /// Cheap on purpose: it decides whether an unvalidated source can be sent the answer at all
 /// (SPEC.md §10.6) before anything is built or signed. It stops counting at `enough`.
-pub fn least_answer_len(catalog: &Catalog, query: &Query<'_>, enough: usize) -> usize {
+///
+/// `now` is the issue time the answer would have (rollouts depend on it).
+pub fn least_answer_len(catalog: &Catalog, query: &Query<'_>, now: u64, enough: usize) -> usize {
+    let audience = Audience::of(query, now);
     let mut total = 0;
     for asked in query.modules.iter().filter(|m| m.files.is_empty()) {
         let Some(module) = catalog.modules.get(asked.id.as_ref()) else { continue };
-        let Some(latest) = module.latest() else { continue };
+        let Some(latest) = audience.latest(module) else { continue };
         total += least_listed_len(catalog, module, latest, asked.version.as_ref());
         if total >= enough {
             break;

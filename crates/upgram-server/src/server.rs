@@ -562,7 +562,7 @@ impl Worker {
         let limit = (!source.validated).then(|| (received.saturating_mul(3)).min(MAX_DATAGRAM_LEN));
         let overhead = HEADER_LEN + trailer_len(MessageKind::Response, reply_shape.flags());
         if let Some(limit) = limit
-            && overhead + least_answer_len(&loaded.catalog, &query, limit) > limit
+            && overhead + least_answer_len(&loaded.catalog, &query, issued, limit) > limit
         {
             return Answer::Refused;
         }

@@ -62,7 +62,7 @@ fn query_body(i: usize) -> Vec<u8> {
         QueryModule { id: Cow::Borrowed("core"), version: Some(common::v(&format!("1.{}", i % 9))), files: vec![] },
         QueryModule { id: Cow::Owned(format!("other-{i}")), version: None, files: vec![] },
     ];
-    Query { compact: false, modules }.to_vec()
+    Query::new(modules).to_vec()
 }
 
 fn nonce(i: usize) -> Nonce {

@@ -123,6 +123,8 @@ fn serve_with(catalog: &Path, key: &Path, extra: &[&str], adjust: impl FnOnce(&m
 fn query(modules: &[(&str, &str)]) -> Vec<u8> {
     Query {
         compact: false,
+        channel: None,
+        bucket: None,
         modules: modules
             .iter()
             .map(|(id, v)| QueryModule {

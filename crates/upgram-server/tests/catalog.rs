@@ -128,6 +128,8 @@ fn saved_modules_load_back_unchanged() {
         frequent: vec!["data/q\"uote.rec".into()],
         releases: vec![
             Release {
+                channels: upgram_server::catalog::rollout::default_channels(),
+                rollout: Default::default(),
                 version: v("1.0-rc.1"),
                 forced: false,
                 full: true,
@@ -144,6 +146,8 @@ fn saved_modules_load_back_unchanged() {
                 deltas: vec![],
             },
             Release {
+                channels: upgram_server::catalog::rollout::default_channels(),
+                rollout: Default::default(),
                 version: v("1.0.0"),
                 forced: true,
                 full: false,

@@ -41,6 +41,8 @@ fn request(catalog: &Path, module: &str, version: &str, from: &Path) -> PublishR
         rollback: false,
         package: None,
         installer_args: None,
+        channels: Vec::new(),
+        schedule: None,
     }
 }
 

@@ -44,7 +44,7 @@ fn catalog() -> Catalog {
 }
 
 fn ask(modules: Vec<QueryModule<'static>>) -> Query<'static> {
-    Query { compact: false, modules }
+    Query::new(modules)
 }
 
 fn qm(id: &str, version: Option<&str>, files: &[(&str, &str)]) -> QueryModule<'static> {
@@ -265,16 +265,16 @@ fn the_least_answer_length_never_exceeds_the_answer() {
     for id in ["core", "db", "big", "native", "nowhere"] {
         for version in versions {
             let query = ask(vec![qm(id, version, &[])]);
-            let least = least_answer_len(&catalog, &query, usize::MAX);
+            let least = least_answer_len(&catalog, &query, 100, usize::MAX);
             let actual = respond(&catalog, &query, binding(), "https://u.example/").to_vec().len();
             assert!(least <= actual, "{id} {version:?}: least {least} > actual {actual}");
         }
     }
     let install_big = ask(vec![qm("big", None, &[])]);
-    assert!(least_answer_len(&catalog, &install_big, usize::MAX) >= 30 * 64, "30 payload hashes at least");
+    assert!(least_answer_len(&catalog, &install_big, 0, usize::MAX) >= 30 * 64, "30 payload hashes at least");
     let install_native = ask(vec![qm("native", None, &[])]);
-    assert_eq!(least_answer_len(&catalog, &install_native, usize::MAX), 0, "a critical file: maybe a package");
-    let stops = least_answer_len(&catalog, &ask(vec![qm("big", None, &[]), qm("big", Some("1"), &[])]), 100);
+    assert_eq!(least_answer_len(&catalog, &install_native, 0, usize::MAX), 0, "a critical file: maybe a package");
+    let stops = least_answer_len(&catalog, &ask(vec![qm("big", None, &[]), qm("big", Some("1"), &[])]), 0, 100);
     assert!(stops < 2 * 30 * 64, "stops counting once enough: {stops}");
 }
 
@@ -297,7 +297,7 @@ fn compact_queries_leave_out_bare_current_answers() {
     ];
     for (modules, expected) in cases {
         let full = answer_for(&catalog, &ask(modules.clone()));
-        let compact_query = Query { compact: true, modules };
+        let compact_query = Query { compact: true, ..Query::new(modules) };
         let compact = answer_for(&catalog, &compact_query);
         assert!(compact.compact && !full.compact);
         let listed: Vec<(&str, Status)> = compact.modules.iter().map(|m| (m.id.as_ref(), m.status)).collect();

@@ -141,6 +141,13 @@ pub fn start_server(config: impl FnOnce(&mut Config)) -> TestServer {
 /// [`start_server`] on the catalog `make` builds, its blobs stored in the folder it is given.
 pub fn start_server_on(make: impl FnOnce(&Path) -> Catalog, config: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().expect("temporary folder");
+    let catalog = make(dir.path());
+    start_server_in(dir, catalog, config)
+}
+
+/// [`start_server`] on `catalog`, whose payloads are in the store of the catalog folder `dir`
+/// (kept as long as the server).
+pub fn start_server_in(dir: tempfile::TempDir, catalog: Catalog, config: impl FnOnce(&mut Config)) -> TestServer {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("server runtime");
     let (stop, stopped) = watch::channel(false);
@@ -155,7 +162,7 @@ pub fn start_server_on(make: impl FnOnce(&Path) -> Catalog, config: impl FnOnce(
     };
     config(&mut settings);
     let secrets = CookieSecrets { current: CookieSecret(COOKIE_SECRET), previous: None };
-    let shared = Arc::new(Shared::new(make(dir.path()), ReplySigner::from_seed(&SEED), secrets, settings));
+    let shared = Arc::new(Shared::new(catalog, ReplySigner::from_seed(&SEED), secrets, settings));
     let sockets = {
         let _guard = runtime.enter();
         upgram_server::udp::bind("127.0.0.1:0".parse().expect("address"), 1).expect("bind UDP")

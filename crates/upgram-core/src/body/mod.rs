@@ -13,7 +13,7 @@ pub(crate) mod xml;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use fallback::Fallback;
-pub use query::{Query, QueryFile, QueryModule};
+pub use query::{BUCKETS, DEFAULT_CHANNEL, Query, QueryFile, QueryModule};
 pub use response::{
     Binding, Delta, FileAction, FileEntry, FileMode, ModuleAnswer, Package, Payload, Requires, Response, Status,
     UpgradeInfo,

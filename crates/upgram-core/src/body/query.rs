@@ -12,6 +12,12 @@ use crate::error::{BodyError, EncodeError};
 use crate::limits::{MAX_FILES_PER_MODULE, MAX_MODULES};
 use crate::version::Version;
 
+/// The channel a query without a `channel` attribute follows (SPEC.md §4.3).
+pub const DEFAULT_CHANNEL: &str = "stable";
+
+/// How many rollout buckets there are: a bucket is a number in `0..BUCKETS` (SPEC.md §4.3).
+pub const BUCKETS: u8 = 100;
+
 /// A query: the installed modules a client asks about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Query<'a> {
@@ -20,6 +26,13 @@ pub struct Query<'a> {
     /// form when `false`, as the attribute is left out of the XML.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub compact: bool,
+    /// The release channel the installation follows; `None` means [`DEFAULT_CHANNEL`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Cow<'a, str>>,
+    /// The installation's rollout bucket, in `0..BUCKETS`: a random number drawn once per
+    /// installation; `None` places it outside every partial rollout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<u8>,
     /// One entry per module, at least one.
     pub modules: Vec<QueryModule<'a>>,
 }
@@ -45,7 +58,6 @@ pub struct QueryFile<'a> {
     pub version: Version<'a>,
 }
 
-const EMPTY_QUERY_LEN: usize = "<query></query>".len();
 const COMPACT_QUERY_LEN: usize = "<query compact=\"1\"></query>".len();
 
 impl<'a> Query<'a> {
@@ -58,14 +70,25 @@ impl<'a> Query<'a> {
     /// ```
     pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
         parse_document(bytes, "query", |reader, root| {
-            let mut compact = None;
+            let (mut compact, mut channel, mut bucket) = (None, None, None);
             reader.for_each_attribute(&root, |name, value| {
-                if name == "compact" {
-                    compact = Some(value);
+                match name {
+                    "compact" => compact = Some(value),
+                    "channel" => channel = Some(value),
+                    "bucket" => bucket = Some(value),
+                    _ => {}
                 }
                 Ok(())
             })?;
-            let compact = compact.map_or(Ok(false), |v| Fields::new("query", None).flag("compact", &v))?;
+            let fields = Fields::new("query", None);
+            let compact = compact.map_or(Ok(false), |v| fields.flag("compact", &v))?;
+            let channel = channel.map(|c| fields.module_id("channel", c)).transpose()?;
+            let bucket = bucket.map(|b| fields.small_number::<u8>("bucket", &b)).transpose()?;
+            if let Some(b) = bucket
+                && b >= BUCKETS
+            {
+                return Err(fields.invalid("bucket", format!("{b} is not below {BUCKETS}")));
+            }
             let mut modules = Vec::new();
             for_each_child(reader, &root, "query", &["module"], |reader, element| {
                 if modules.len() == MAX_MODULES {
@@ -82,24 +105,48 @@ impl<'a> Query<'a> {
             if let Some(id) = first_repeated(modules.iter().map(|m| &*m.id)) {
                 return Err(Fields::new("module", Some(id)).invalid("id", "module listed twice in one query"));
             }
-            Ok(Query { compact, modules })
+            Ok(Query { compact, channel, bucket, modules })
         })
     }
 
-    /// A query about `modules` in today's form, without the `compact` request.
+    /// A query about `modules` in today's form: on the default channel, without a bucket and
+    /// without the `compact` request.
     pub fn new(modules: Vec<QueryModule<'a>>) -> Self {
-        Query { compact: false, modules }
+        Query { compact: false, channel: None, bucket: None, modules }
+    }
+
+    /// The channel this query follows: its `channel`, or [`DEFAULT_CHANNEL`].
+    pub fn channel_or_default(&self) -> &str {
+        self.channel.as_deref().unwrap_or(DEFAULT_CHANNEL)
     }
 
     /// Writes the canonical encoding.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"<query");
-        write_flag(out, "compact", self.compact);
-        out.push(b'>');
+        self.encode_open(out);
         for module in &self.modules {
             module.encode(out);
         }
         out.extend_from_slice(b"</query>");
+    }
+
+    /// `<query` with this query's attributes, and `>`.
+    fn encode_open(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"<query");
+        write_flag(out, "compact", self.compact);
+        if let Some(channel) = &self.channel {
+            write_attribute(out, "channel", channel);
+        }
+        if let Some(bucket) = self.bucket {
+            write_attribute(out, "bucket", &bucket.to_string());
+        }
+        out.push(b'>');
+    }
+
+    /// The length of an encoding of this query's attributes without modules.
+    fn empty_len(&self) -> usize {
+        let mut out = Vec::new();
+        self.encode_open(&mut out);
+        out.len() + "</query>".len()
     }
 
     /// The canonical encoding in a new vector.
@@ -112,32 +159,50 @@ impl<'a> Query<'a> {
     /// Splits `modules` over as few queries as keep each body within `max_body_len` bytes,
     /// in order (P3). Fails if one module alone does not fit.
     pub fn split(modules: Vec<QueryModule<'a>>, max_body_len: usize) -> Result<Vec<Query<'a>>, EncodeError> {
+        Query::new(Vec::new()).split_modules(modules, max_body_len)
+    }
+
+    /// [`Query::split`] for queries with this query's channel and bucket (its own modules are
+    /// not used): every part carries them.
+    pub fn split_modules(
+        &self,
+        modules: Vec<QueryModule<'a>>,
+        max_body_len: usize,
+    ) -> Result<Vec<Query<'a>>, EncodeError> {
+        let empty_len = self.empty_len();
+        let part =
+            |modules| Query { compact: self.compact, channel: self.channel.clone(), bucket: self.bucket, modules };
         let mut queries = Vec::new();
         let mut current = Vec::new();
-        let mut len = EMPTY_QUERY_LEN;
+        let mut len = empty_len;
         let mut scratch = Vec::new();
         for module in modules {
             scratch.clear();
             module.encode(&mut scratch);
-            if EMPTY_QUERY_LEN + scratch.len() > max_body_len {
-                return Err(EncodeError::TooLarge { len: EMPTY_QUERY_LEN + scratch.len(), max: max_body_len });
+            if empty_len + scratch.len() > max_body_len {
+                return Err(EncodeError::TooLarge { len: empty_len + scratch.len(), max: max_body_len });
             }
             if len + scratch.len() > max_body_len {
-                queries.push(Query::new(std::mem::take(&mut current)));
-                len = EMPTY_QUERY_LEN;
+                queries.push(part(std::mem::take(&mut current)));
+                len = empty_len;
             }
             len += scratch.len();
             current.push(module);
         }
         if !current.is_empty() {
-            queries.push(Query::new(current));
+            queries.push(part(current));
         }
         Ok(queries)
     }
 
     /// Copies every borrowed string, detaching the query from its input.
     pub fn into_owned(self) -> Query<'static> {
-        Query { compact: self.compact, modules: self.modules.into_iter().map(QueryModule::into_owned).collect() }
+        Query {
+            compact: self.compact,
+            channel: self.channel.map(|c| Cow::Owned(c.into_owned())),
+            bucket: self.bucket,
+            modules: self.modules.into_iter().map(QueryModule::into_owned).collect(),
+        }
     }
 }
 

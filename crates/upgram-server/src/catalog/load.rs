@@ -16,6 +16,10 @@
 //! [[release]]                                 # one per release, ascending versions
 //! version = "1.2"
 //! forced = false                              # optional, default false; also full, rollback
+//! channels = ["stable", "beta"]               # optional, default ["stable"]
+//! rollout = { state = "rolling", schedule = [{ percent = 10 }, { percent = 100, at = 2026-12-01T10:00:00Z }] }
+//!                                             # optional, default: rolling at 100 %; state rolling,
+//!                                             # paused or withdrawn; schedule optional
 //! requires = ["main-module>=5.1"]             # optional
 //! package = { sha256 = "…", size = 123, args = "--quiet" }   # optional; args optional
 //!
@@ -62,6 +66,7 @@ use super::model::{
     Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings, matches_any,
 };
 use super::requirement::Requirement;
+use super::rollout::{Rollout, RolloutState, RolloutStep, datetime_to_unix, default_channels};
 use super::store::store_dir;
 
 pub use super::save::save_module;
@@ -79,6 +84,7 @@ const FILE: &str = "[[release.file]]";
 const DELETED: &str = "[[release.deleted]]";
 const DELTA: &str = "[[release.delta]]";
 const SETTINGS: &str = "[settings]";
+const ROLLOUT: &str = "release.rollout";
 
 /// Loads and validates the catalog in the folder `dir`.
 ///
@@ -174,6 +180,8 @@ struct RawRelease {
     rollback: bool,
     #[serde(default)]
     requires: Vec<Spanned<String>>,
+    channels: Option<Spanned<Vec<Spanned<String>>>>,
+    rollout: Option<RawRollout>,
     package: Option<RawPackage>,
     #[serde(default)]
     file: Vec<RawFile>,
@@ -181,6 +189,20 @@ struct RawRelease {
     deleted: Vec<RawDeleted>,
     #[serde(default)]
     delta: Vec<RawDelta>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollout {
+    state: Option<Spanned<String>>,
+    schedule: Option<Spanned<Vec<RawStep>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    percent: Spanned<u64>,
+    at: Option<Spanned<toml::value::Datetime>>,
 }
 
 #[derive(Deserialize)]
@@ -327,6 +349,14 @@ fn parse_release(
         None => None,
     };
     let files = parse_files(source, raw.file, &version, blobs)?;
+    let channels = match raw.channels {
+        Some(channels) => parse_channels(source, channels)?,
+        None => default_channels(),
+    };
+    let rollout = match raw.rollout {
+        Some(rollout) => parse_rollout(source, rollout)?,
+        None => Rollout::default(),
+    };
     let mut release = Release {
         version,
         forced: raw.forced,
@@ -337,10 +367,75 @@ fn parse_release(
         files,
         deleted: Vec::new(),
         deltas: Vec::new(),
+        channels,
+        rollout,
     };
     release.deleted = parse_deleted(source, raw.deleted, &release)?;
     release.deltas = parse_deltas(source, raw.delta, &release, settings, blobs)?;
     Ok(release)
+}
+
+/// The channels of a release: at least one, each a valid channel name, each once; sorted.
+fn parse_channels(source: &Source<'_>, raw: Spanned<Vec<Spanned<String>>>) -> Result<Vec<String>, CatalogError> {
+    let span = raw.span();
+    let mut channels = BTreeSet::new();
+    for channel in raw.into_inner() {
+        let fail = |message: String| source.invalid(channel.span(), "channels", Some(RELEASE), message);
+        if !is_valid_module_id(channel.get_ref()) {
+            return Err(fail(format!("{:?} is not a channel name (1 to 128 of A-Z a-z 0-9 . _ -)", channel.get_ref())));
+        }
+        if !channels.insert(channel.get_ref().clone()) {
+            return Err(fail(format!("channel {:?} is listed twice", channel.get_ref())));
+        }
+    }
+    if channels.is_empty() {
+        return Err(source.invalid(span, "channels", Some(RELEASE), "a release is on one channel at least".into()));
+    }
+    Ok(channels.into_iter().collect())
+}
+
+/// A release's rollout: its state and a schedule that only grows.
+fn parse_rollout(source: &Source<'_>, raw: RawRollout) -> Result<Rollout, CatalogError> {
+    let state = match raw.state {
+        Some(state) => RolloutState::from_name(state.get_ref()).ok_or_else(|| {
+            source.invalid(
+                state.span(),
+                "state",
+                Some(ROLLOUT),
+                format!("{:?} is not a rollout state (rolling, paused or withdrawn)", state.get_ref()),
+            )
+        })?,
+        None => RolloutState::Rolling,
+    };
+    let Some(raw_schedule) = raw.schedule else {
+        return Ok(Rollout { state, schedule: Vec::new() });
+    };
+    let span = raw_schedule.span();
+    let mut schedule = Vec::new();
+    for step in raw_schedule.into_inner() {
+        let percent = u8::try_from(*step.percent.get_ref()).ok().filter(|&p| p <= 100).ok_or_else(|| {
+            source.invalid(
+                step.percent.span(),
+                "percent",
+                Some(ROLLOUT),
+                format!("{} is not 0 to 100", step.percent.get_ref()),
+            )
+        })?;
+        let at = match step.at {
+            Some(at) => Some(datetime_to_unix(at.get_ref()).ok_or_else(|| {
+                source.invalid(
+                    at.span(),
+                    "at",
+                    Some(ROLLOUT),
+                    format!("{} needs a date, a time and an offset (Z or +hh:mm), after 1970", at.get_ref()),
+                )
+            })?),
+            None => None,
+        };
+        schedule.push(RolloutStep { at, percent });
+    }
+    Rollout::check_schedule(&schedule).map_err(|problem| source.invalid(span, "schedule", Some(ROLLOUT), problem))?;
+    Ok(Rollout { state, schedule })
 }
 
 fn parse_requirement(

@@ -1,10 +1,12 @@
 //! The catalog of published releases (S1): its model in memory ([`model`]), its folder on disk
-//! ([`load()`], [`save_module`], [`store`]) and the dependency syntax ([`Requirement`]).
+//! ([`load()`], [`save_module`], [`store`]), the dependency syntax ([`Requirement`]) and the
+//! channels and rollouts of releases ([`rollout`]).
 
 pub mod error;
 pub mod load;
 pub mod model;
 pub mod requirement;
+pub mod rollout;
 pub(crate) mod save;
 pub mod store;
 
@@ -12,5 +14,6 @@ pub use error::CatalogError;
 pub use load::load;
 pub use model::{Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings};
 pub use requirement::Requirement;
+pub use rollout::{Rollout, RolloutState, RolloutStep, Schedule};
 pub use save::save_module;
 pub use store::{store_blob, store_file};

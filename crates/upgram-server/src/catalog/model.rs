@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use upgram_core::Sha256Digest;
 use upgram_core::version::Version;
 
+use super::rollout::{Rollout, default_channels};
+
 /// Everything the server answers from. Immutable once loaded: a reload builds a new one and
 /// swaps it in whole, so a query never sees a mix of two catalogs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -86,6 +88,10 @@ pub struct Release {
     pub deleted: Vec<DeletedFile>,
     /// Record deltas to this release's record files from their earlier versions.
     pub deltas: Vec<DeltaRef>,
+    /// The channels it is published to (at least one; sorted, each once).
+    pub channels: Vec<String>,
+    /// Who is offered it, and since when (SPEC.md §5.10).
+    pub rollout: Rollout,
 }
 
 /// An install package.
@@ -149,7 +155,7 @@ impl Module {
 
 impl Release {
     /// A plain release of `files`: not forced, not full, no rollback, no dependency, no package,
-    /// no deletion, no delta.
+    /// no deletion, no delta; on the default channel, offered to everyone.
     pub fn new(version: Version<'static>, files: Vec<ReleaseFile>) -> Self {
         Self {
             version,
@@ -161,7 +167,14 @@ impl Release {
             files,
             deleted: Vec::new(),
             deltas: Vec::new(),
+            channels: default_channels(),
+            rollout: Rollout::default(),
         }
+    }
+
+    /// Whether it is published to `channel`.
+    pub fn on_channel(&self, channel: &str) -> bool {
+        self.channels.iter().any(|c| c == channel)
     }
 
     /// The file with this id, if the release has it.

@@ -16,6 +16,7 @@ use upgram_core::body::value::is_valid_module_id;
 use super::error::CatalogError;
 use super::load::{MODULES_DIR, module_file};
 use super::model::{Blob, Module, Release};
+use super::rollout::{Rollout, default_channels, format_time};
 use super::store::sync_dir;
 use crate::durable::{self, Replace};
 
@@ -84,6 +85,25 @@ fn render_release(out: &mut String, release: &Release) {
         if set {
             line(out, key, "true");
         }
+    }
+    if release.channels != default_channels() {
+        line(out, "channels", &strings(&release.channels));
+    }
+    if release.rollout != Rollout::default() {
+        let mut table = format!("state = {}", string(release.rollout.state.as_str()));
+        if !release.rollout.schedule.is_empty() {
+            let steps: Vec<String> = release
+                .rollout
+                .schedule
+                .iter()
+                .map(|step| match step.at {
+                    Some(at) => format!("{{ percent = {}, at = {} }}", step.percent, format_time(at)),
+                    None => format!("{{ percent = {} }}", step.percent),
+                })
+                .collect();
+            let _ = write!(table, ", schedule = [{}]", steps.join(", "));
+        }
+        line(out, "rollout", &format!("{{ {table} }}"));
     }
     if !release.requires.is_empty() {
         let requires: Vec<String> = release.requires.iter().map(|(id, min)| format!("{id}>={min}")).collect();

@@ -7,6 +7,7 @@
 //! root = "/opt/app"            # the state file is ROOT/.upgram/state.json
 //! deadline_secs = 20
 //! nonce_bound = false
+//! channel = "beta"             # the release channel to follow; default "stable"
 //!
 //! # Busy files: when a file is in use (another process holds an advisory lock on it),
 //! # its module waits for this trigger; per-module triggers override it.
@@ -52,6 +53,8 @@ pub struct ConfigFile {
     pub deadline_secs: Option<u64>,
     /// Ask for nonce-bound signatures.
     pub nonce_bound: Option<bool>,
+    /// The release channel to follow (default `stable`).
+    pub channel: Option<String>,
     /// The trigger a module with a busy file waits for (default `program-exit`).
     pub defer_trigger: Option<Trigger>,
     /// Per-module triggers for busy files.
@@ -207,6 +210,9 @@ impl Settings {
             builder = builder.public_key(parse_public_key(key).map_err(usage_error)?);
         }
         builder = builder.nonce_bound(self.file.nonce_bound.unwrap_or(false));
+        if let Some(channel) = &self.file.channel {
+            builder = builder.channel(channel.clone());
+        }
         if let Some(secs) = self.file.deadline_secs {
             if secs == 0 {
                 return Err(usage_error("the deadline must be at least one second (--deadline, `deadline_secs`)"));
