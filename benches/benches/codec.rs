@@ -1,4 +1,4 @@
-//! Codec benchmarks (issue 2, item 6): encode and decode of a typical query and of the
+//! Codec benchmarks: encode and decode of a typical query and of the
 //! 1024-byte response vector, signing and verification; batch signing (SPEC.md §10.3.1): the
 //! cost per answer of signing batches of 1, 8, 32 and 64 distinct answers against one Ed25519
 //! signature, and the cost of verifying a batch-signed reply against one signed alone.
@@ -206,7 +206,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-/// The goals of issue 2, measured interleaved in one run.
+/// The codec goals, measured interleaved in one run.
 fn summary() {
     let inputs = inputs();
     let (mut out, mut datagram) = (Vec::with_capacity(1024), Vec::with_capacity(1024));

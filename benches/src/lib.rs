@@ -1,4 +1,4 @@
-//! Benchmarks of upgram (Q2).
+//! Benchmarks of upgram.
 //!
 //! - `benches/codec.rs`: encode and decode of a typical query and of a 1024-byte response,
 //!   signature sign and verify, with the decode time reported as a ratio against a bare

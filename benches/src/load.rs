@@ -1,4 +1,4 @@
-//! A bounded UDP load generator on loopback (Q2): keeps `in_flight` queries outstanding over
+//! A bounded UDP load generator on loopback: keeps `in_flight` queries outstanding over
 //! several sockets, stops after `max_queries` replies or `max_duration`, whichever comes first,
 //! and reports replies per second, latency percentiles, and the CPU time the server process
 //! spent (from `/proc/<pid>/stat`), per reply.

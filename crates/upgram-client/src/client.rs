@@ -1,6 +1,6 @@
-//! The embedding API (C11): build a [`Client`] with servers and pinned keys, then
+//! The embedding API: build a [`Client`] with servers and pinned keys, then
 //! [`Client::check`] an installation. A check splits the query over as many datagrams as it
-//! needs (P3), runs their exchanges concurrently, follows fallbacks over HTTP, verifies
+//! needs, runs their exchanges concurrently, follows fallbacks over HTTP, verifies
 //! everything, and merges the answers (SPEC.md §2.6) into one [`CheckReport`].
 
 use std::net::SocketAddr;
@@ -250,8 +250,8 @@ pub struct ModuleResult {
     pub how: String,
     /// Included because another module needs it.
     pub dependency: bool,
-    /// The answer offers an older version than installed without a signed rollback: refused
-    /// (P10), never applied.
+    /// The answer offers an older version than installed without a signed rollback: refused,
+    /// never applied.
     pub downgrade_refused: bool,
 }
 

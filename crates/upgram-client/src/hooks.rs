@@ -26,8 +26,8 @@ pub enum Usage {
     Busy(Trigger),
 }
 
-/// Tells whether a file of an installation is in use, and if so when it can be replaced (C11:
-/// embedders supply their own, e.g. asking their plug-in manager or the operating system).
+/// Tells whether a file of an installation is in use, and if so when it can be replaced
+/// (embedders supply their own, e.g. asking their plug-in manager or the operating system).
 pub trait InUseCheck: Send + Sync {
     /// Whether `path`, file `file` of `module`, is in use. A file that does not exist is free.
     fn check(&self, module: &str, file: &str, path: &Path) -> Usage;

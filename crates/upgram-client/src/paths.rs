@@ -1,4 +1,4 @@
-//! Where a file id lands on disk (C6; issue 5): under the installation root and nowhere else.
+//! Where a file id lands on disk: under the installation root and nowhere else.
 //!
 //! File ids are already relative paths without `.` or `..` segments (the decoder refuses
 //! others, SPEC.md §4.2), but the installation itself could hold a symbolic link that leads

@@ -1,11 +1,11 @@
-//! Staging downloads (C6; issue 5): every payload is fetched into a staging folder on the same
+//! Staging downloads: every payload is fetched into a staging folder on the same
 //! file system as the installation, resumed with an HTTP Range request after an interruption,
 //! capped at its signed size, checked against its signed SHA-256 and synced — before anything
 //! the user sees changes. A full disk or a bad download ends here, with the installation
 //! untouched; a partial download that ran into a full disk is removed, not kept to resume, so
 //! that giving up gives the space back.
 //!
-//! Whoever stages can watch the bytes arrive through a [`Progress`] (C11: an embedder draws its
+//! Whoever stages can watch the bytes arrive through a [`Progress`] (an embedder draws its
 //! own progress display; the `upgram` command draws bars on a terminal).
 
 use std::fs::{self, File, OpenOptions};

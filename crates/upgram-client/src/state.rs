@@ -97,7 +97,7 @@ pub struct InstalledState {
     /// Cookies by server.
     #[serde(default)]
     pub cookies: Vec<SavedCookie>,
-    /// Module upgrades waiting for a trigger (busy files, C9), by module id.
+    /// Module upgrades waiting for a trigger (busy files), by module id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pending: BTreeMap<String, PendingUpgrade>,
     /// The installation's rollout bucket (SPEC.md §4.3): a random number in 0-99, drawn once

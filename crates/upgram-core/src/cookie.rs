@@ -166,7 +166,7 @@ pub fn cookie_freshness(cookie: &ServerCookie, now: u64) -> CookieCheck {
 }
 
 /// Whether a server may send `reply_len` bytes to a source it has not validated, which sent a
-/// datagram of `received_len` bytes (the 3× rule, P9).
+/// datagram of `received_len` bytes (the 3× rule).
 pub fn within_amplification_limit(reply_len: usize, received_len: usize) -> bool {
     reply_len <= received_len.saturating_mul(AMPLIFICATION_FACTOR)
 }

@@ -3,7 +3,7 @@
 //! Both sides enforce these before doing work proportional to the input, so that no input can
 //! make a decoder allocate or loop without bound.
 
-/// Largest datagram, in either direction, header and signature included (P1).
+/// Largest datagram, in either direction, header and signature included.
 pub const MAX_DATAGRAM_LEN: usize = 1024;
 /// Length of the fixed binary header.
 pub const HEADER_LEN: usize = 20;

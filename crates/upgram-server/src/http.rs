@@ -1,7 +1,7 @@
-//! The HTTP side (S4): content-addressed payloads from the catalog's `store/` (Range requests
+//! The HTTP side: content-addressed payloads from the catalog's `store/` (Range requests
 //! supported, by tower-http's `ServeDir`, cached for good by browsers and CDNs since a name
 //! never changes content), fallback documents at `doc/<sha256>.xml`, `/metrics` in the
-//! Prometheus text format (S6), and `/healthz` for load balancers and probes. Every request is
+//! Prometheus text format, and `/healthz` for load balancers and probes. Every request is
 //! logged at debug level.
 //!
 //! Payload URLs are `{public}/store/<sha256>`: the same tree served by nginx or a CDN works

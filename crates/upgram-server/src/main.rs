@@ -1,4 +1,4 @@
-//! `upgram-server`: the upgram reference server command: `serve`, `publish` (S2), `promote`,
+//! `upgram-server`: the upgram reference server command: `serve`, `publish`, `promote`,
 //! `rollout`, `keygen`, `key-info` and `cookie-secret`.
 //!
 //! Exit codes: 0 success (for `serve`: stopped by SIGTERM or Ctrl-C); 1 the catalog, a key or a

@@ -1,5 +1,5 @@
-//! Server counters and the reply latency histogram, written in the Prometheus text format
-//! (S6). Each worker has its own [`Metrics`] (relaxed atomics no other core writes, so no cache
+//! Server counters and the reply latency histogram, written in the Prometheus text format.
+//! Each worker has its own [`Metrics`] (relaxed atomics no other core writes, so no cache
 //! line bounces between cores on the hot path); [`render`] adds them up.
 
 use std::fmt::Write as _;

@@ -1,4 +1,4 @@
-//! `upgram-server publish` (requirement S2): turns a release folder into a release of the
+//! `upgram-server publish`: turns a release folder into a release of the
 //! catalog — sizes and hashes, per-file versions, deleted files, record deltas (SPEC.md §7),
 //! frequent files (§5.7, \[0078\]) and the package-vs-file-list rule (§5.3, \[0082\]).
 //!

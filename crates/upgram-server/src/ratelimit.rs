@@ -1,4 +1,4 @@
-//! Per-source rate limiting with bounded state (S5): a fixed table of cells indexed by a keyed
+//! Per-source rate limiting with bounded state: a fixed table of cells indexed by a keyed
 //! hash of the source address. Memory never grows with the number of sources; sources that
 //! share a slot share its budget, which only makes the limiter stricter for them.
 //!

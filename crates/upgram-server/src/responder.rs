@@ -490,7 +490,7 @@ fn deleted_since<'c>(module: &'c Module, latest: &'c Release, installed: &Versio
         .collect()
 }
 
-/// The entry for a file the client named in its query, if its version differs (P5).
+/// The entry for a file the client named in its query, if its version differs.
 fn file_level_entry<'c>(
     catalog: &'c Catalog,
     module: &'c Module,

@@ -1,4 +1,4 @@
-//! `upgram-server serve` (S1, S3, S4, S6): loads the catalog, the signing key and the cookie
+//! `upgram-server serve`: loads the catalog, the signing key and the cookie
 //! secret, serves UDP on every core and HTTP beside it, reloads the catalog on SIGHUP and when
 //! its files change, drops expired fallback documents, and stops gracefully on SIGTERM or
 //! Ctrl-C.

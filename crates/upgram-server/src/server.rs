@@ -61,7 +61,7 @@ pub struct Config {
     /// Burst allowed per source address.
     pub burst_per_source: f64,
     /// If set, fallback documents are also written here as `doc/<sha256>.xml`, so a static
-    /// web server or CDN can serve them (S7).
+    /// web server or CDN can serve them.
     pub docs_dir: Option<PathBuf>,
     /// UDP workers. They share one per-source budget: a source gets `rate_per_source` whatever
     /// their number.

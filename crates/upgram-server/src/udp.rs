@@ -1,4 +1,4 @@
-//! The UDP side (S3): one socket per worker, all bound to the same address with SO_REUSEPORT
+//! The UDP side: one socket per worker, all bound to the same address with SO_REUSEPORT
 //! so the kernel spreads queries over them (a second server on the same address is refused), each drained by its own task with its own
 //! [`Worker`]. A worker takes in every datagram waiting on its socket with one system call
 //! (`recvmmsg` through `quinn-udp`), answers them together — the new answers among them under

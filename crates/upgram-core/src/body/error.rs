@@ -1,5 +1,5 @@
 //! The error body (SPEC.md §4.6, §9): an unsigned, advisory message that is never larger than
-//! the query that caused it (P7).
+//! the query that caused it.
 
 use std::borrow::Cow;
 

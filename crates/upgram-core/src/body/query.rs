@@ -157,7 +157,7 @@ impl<'a> Query<'a> {
     }
 
     /// Splits `modules` over as few queries as keep each body within `max_body_len` bytes,
-    /// in order (P3). Fails if one module alone does not fit.
+    /// in order. Fails if one module alone does not fit.
     pub fn split(modules: Vec<QueryModule<'a>>, max_body_len: usize) -> Result<Vec<Query<'a>>, EncodeError> {
         Query::new(Vec::new()).split_modules(modules, max_body_len)
     }

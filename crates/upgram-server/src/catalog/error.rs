@@ -1,4 +1,4 @@
-//! Why a catalog folder could not be loaded or written (S1): every error names the file, and
+//! Why a catalog folder could not be loaded or written: every error names the file, and
 //! where it applies the line and the field, so that a person editing the catalog by hand can go
 //! straight to the mistake.
 

@@ -1,4 +1,4 @@
-//! Loading the catalog folder (S1; semantics in SPEC.md §5): `catalog.toml`, one
+//! Loading the catalog folder (semantics in SPEC.md §5): `catalog.toml`, one
 //! `modules/<id>.toml` per module, and the payload store `store/<sha256>`.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! The catalog of published releases (S1): its model in memory ([`model`]), its folder on disk
+//! The catalog of published releases: its model in memory ([`model`]), its folder on disk
 //! ([`load()`], [`save_module`], [`store`]), the dependency syntax ([`Requirement`]) and the
 //! channels and rollouts of releases ([`rollout`]).
 

@@ -1,4 +1,4 @@
-//! Writing a module file, `CATALOG/modules/<id>.toml` (S1, S2), in the layout that
+//! Writing a module file, `CATALOG/modules/<id>.toml`, in the layout that
 //! [`crate::catalog::load()`] reads and a person can edit: one `[[release]]` per release, oldest
 //! first, each with its `[[release.file]]`, `[[release.deleted]]` and `[[release.delta]]`
 //! tables.

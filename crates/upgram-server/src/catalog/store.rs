@@ -1,4 +1,4 @@
-//! The content-addressed payload store of a catalog, `CATALOG/store/<sha256>` (S2, S4): files,
+//! The content-addressed payload store of a catalog, `CATALOG/store/<sha256>`: files,
 //! install packages and record deltas (SPEC.md §7.2), each named by the 64 lowercase hex digits
 //! of its SHA-256, so that any static web server can serve the folder as it is.
 //!
