@@ -11,7 +11,7 @@
 //! root, and each reply carries its position, the root and its audit path ([`BatchProof`]).
 //! [`ReplySigner::sign_batch`] makes them; [`KeyRing::verify`] checks both forms.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::Mutex;
 
@@ -530,14 +530,22 @@ impl VerifyError {
 #[derive(Debug, Default)]
 pub struct KeyRing {
     keys: Vec<(KeyId, VerifyingKey)>,
-    verified_roots: Mutex<VecDeque<VerifiedRoot>>,
+    verified_roots: Mutex<RememberedRoots>,
+}
+
+/// Verified batch roots, oldest first, with a set for the lookups.
+#[derive(Debug, Default)]
+struct RememberedRoots {
+    order: VecDeque<VerifiedRoot>,
+    set: HashSet<VerifiedRoot>,
 }
 
 /// A batch root whose signature verified under a key.
 type VerifiedRoot = (KeyId, TreeHash, [u8; 64]);
 
-/// How many verified batch roots a ring remembers.
-const REMEMBERED_ROOTS: usize = 64;
+/// How many verified batch roots a ring remembers: enough for the batches of a check of tens of
+/// thousands of modules (about 100 KiB).
+const REMEMBERED_ROOTS: usize = 1024;
 
 impl Clone for KeyRing {
     fn clone(&self) -> Self {
@@ -601,19 +609,23 @@ impl KeyRing {
 
     /// How many batch roots the ring remembers as verified now (at most a few dozen).
     pub fn remembered_roots(&self) -> usize {
-        self.verified_roots.lock().map(|r| r.len()).unwrap_or(0)
+        self.verified_roots.lock().map(|r| r.order.len()).unwrap_or(0)
     }
 
     fn root_verified(&self, root: &VerifiedRoot) -> bool {
-        self.verified_roots.lock().is_ok_and(|roots| roots.contains(root))
+        self.verified_roots.lock().is_ok_and(|roots| roots.set.contains(root))
     }
 
     fn remember_root(&self, root: VerifiedRoot) {
-        if let Ok(mut roots) = self.verified_roots.lock() {
-            if roots.len() == REMEMBERED_ROOTS {
-                roots.pop_front();
+        if let Ok(mut roots) = self.verified_roots.lock()
+            && roots.set.insert(root)
+        {
+            if roots.order.len() == REMEMBERED_ROOTS
+                && let Some(oldest) = roots.order.pop_front()
+            {
+                roots.set.remove(&oldest);
             }
-            roots.push_back(root);
+            roots.order.push_back(root);
         }
     }
 }
