@@ -205,11 +205,13 @@ fn reload(shared: &Shared, dir: &Path) {
     }
 }
 
-async fn watch_catalog(shared: Arc<Shared>, dir: PathBuf, mut stop: watch::Receiver<bool>) {
+async fn watch_catalog(shared: Arc<Shared>, dir: PathBuf, mut stop: watch::Receiver<bool>, mut signals: Signals) {
     let mut last = fingerprint(&dir);
     let mut ticker = tokio::time::interval(RELOAD_POLL);
     #[cfg(unix)]
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut hangup = signals.hangup.take();
+    #[cfg(not(unix))]
+    let _ = &mut signals;
     loop {
         #[cfg(unix)]
         let hup = async {
@@ -241,20 +243,58 @@ async fn watch_catalog(shared: Arc<Shared>, dir: PathBuf, mut stop: watch::Recei
     }
 }
 
-async fn shutdown_signal() {
+/// The signals the server handles, registered before it says it is listening: a SIGTERM or
+/// SIGHUP sent as soon as the address line appears must find its handler, not the default
+/// action (which ends the process).
+#[derive(Default)]
+struct Signals {
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Registers the handlers (inside the runtime).
+    fn register() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                terminate: signal(SignalKind::terminate()).ok(),
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                hangup: signal(SignalKind::hangup()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Self::default()
+    }
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+async fn shutdown_signal(signals: &mut Signals) {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => return std::future::pending().await,
-        };
+        async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
         tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = next(&mut signals.terminate) => {}
+            _ = next(&mut signals.interrupt) => {}
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    {
+        let _ = signals;
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn secrets(options: &ServeOptions) -> Result<CookieSecrets, ServeError> {
@@ -311,11 +351,22 @@ pub fn run(options: ServeOptions) -> Result<(), ServeError> {
                 tracing::error!("HTTP server: {e}");
             }
         }));
-        tasks.push(tokio::spawn(watch_catalog(shared.clone(), options.catalog.clone(), stop.subscribe())));
+        let mut signals = Signals::register();
+        let reload_signals = Signals {
+            #[cfg(unix)]
+            hangup: signals.hangup.take(),
+            ..Signals::default()
+        };
+        tasks.push(tokio::spawn(watch_catalog(
+            shared.clone(),
+            options.catalog.clone(),
+            stop.subscribe(),
+            reload_signals,
+        )));
         println!("udp={udp_addr} http={http_addr}");
         tracing::info!(%udp_addr, %http_addr, workers, public_url = %shared.config().public_url, "serving");
         notify(NotifyState::Ready(&status(&shared)));
-        shutdown_signal().await;
+        shutdown_signal(&mut signals).await;
         tracing::info!("shutting down");
         notify(NotifyState::Stopping);
         let _ = stop.send(true);

@@ -778,3 +778,23 @@ fn documents_a_killed_server_left_are_removed_by_the_next_run_once_their_time_is
     assert!(docs.join("doc").join("notes.txt").exists(), "other files are left alone");
     drop(server);
 }
+
+#[test]
+fn a_sigterm_or_sighup_sent_as_soon_as_the_address_is_printed_finds_its_handler() {
+    // The handlers are registered before the address line: a supervisor that signals the
+    // server the moment it says it listens must not hit the default action (death by signal).
+    // The window this guards was microseconds wide, so the check runs many times.
+    let root = tempfile::tempdir().unwrap();
+    let (catalog, key, _) = setup(root.path());
+    for round in 0..20 {
+        let mut server = serve(&catalog, &key, &["--public-url", "http://{http}/"]);
+        let pid = server.child.id().to_string();
+        if round % 2 == 1 {
+            assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+            assert!(replied(server.udp, &query(&[("app", "1.0")])), "round {round}: alive after SIGHUP");
+        }
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = server.child.wait().unwrap();
+        assert!(status.success(), "round {round}: {status}");
+    }
+}
