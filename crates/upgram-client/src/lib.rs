@@ -56,6 +56,7 @@ pub mod installation;
 pub mod journal;
 pub mod layout;
 mod mode;
+pub mod patch;
 pub mod paths;
 pub mod staging;
 pub mod state;
