@@ -35,7 +35,7 @@ pub const HEADER_LEN: usize = 32;
 
 /// One control: `add` bytes of the base plus differences, `copy` extra bytes, then move in the
 /// base by `seek`.
-const CONTROL_LEN: u64 = 24;
+const CONTROL_LEN: usize = 24;
 
 /// What the signed answer says about a patch: the base it applies to and the result it gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,34 +236,30 @@ fn decode_error(error: io::Error, produced: u64, signed: u64) -> PatchError {
     }
 }
 
-/// Decodes the control stream and checks that it describes exactly `signed` bytes, reading
-/// only inside `base_len`, in at most one control per result byte (plus one): the patcher's
-/// work is then bounded by the result's size.
+/// Decodes the control stream, one control at a time, and checks that it describes exactly
+/// `signed` bytes, reading only inside `base_len`, in at most one control per result byte
+/// (plus one): the patcher's work is then bounded by the result's size.
 ///
 /// Returns the number of extra bytes the controls take.
 fn check_controls(patch: &[u8], header: &Header, base_len: u64, signed: u64) -> Result<u64, PatchError> {
     let start = HEADER_LEN;
     let end = start + header.controls_len as usize;
-    let max_bytes = signed.saturating_add(1).saturating_mul(CONTROL_LEN);
-    let mut controls = Vec::new();
     let mut decoder = bzip2::bufread::BzDecoder::new(&patch[start..end]);
-    decoder
-        .by_ref()
-        .take(max_bytes.saturating_add(1))
-        .read_to_end(&mut controls)
-        .map_err(|e| decode_error(e, 0, signed))?;
-    if controls.len() as u64 > max_bytes {
-        return Err(damaged("more controls than result bytes"));
-    }
-    if !decoder.into_inner().is_empty() {
-        return Err(damaged("bytes after the control stream"));
-    }
-    if controls.len() as u64 % CONTROL_LEN != 0 {
-        return Err(PatchError::Truncated { produced: 0, signed });
-    }
     // i128: no sum of i64 values overflows.
-    let (mut produced, mut position, mut extra) = (0i128, 0i128, 0i128);
-    for control in controls.chunks_exact(CONTROL_LEN as usize) {
+    let (mut produced, mut position, mut extra, mut count) = (0i128, 0i128, 0i128, 0u64);
+    let mut control = [0u8; CONTROL_LEN];
+    loop {
+        let filled = read_full(&mut decoder, &mut control).map_err(|e| decode_error(e, 0, signed))?;
+        if filled == 0 {
+            break;
+        }
+        if filled < CONTROL_LEN {
+            return Err(PatchError::Truncated { produced: 0, signed });
+        }
+        count += 1;
+        if count > signed.saturating_add(1) {
+            return Err(damaged("more controls than result bytes"));
+        }
         let field = |at: usize| {
             let mut bytes = [0u8; 8];
             bytes.copy_from_slice(&control[at..at + 8]);
@@ -283,10 +279,27 @@ fn check_controls(patch: &[u8], header: &Header, base_len: u64, signed: u64) -> 
         }
         position += add + seek;
     }
+    if !decoder.into_inner().is_empty() {
+        return Err(damaged("bytes after the control stream"));
+    }
     if produced != i128::from(signed) {
         return Err(PatchError::Truncated { produced: produced as u64, signed });
     }
     Ok(extra as u64)
+}
+
+/// Reads until `buffer` is full or the stream ends; returns the bytes read.
+fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Decodes the extra stream (the rest of the patch) without keeping it, and checks that it
