@@ -1,5 +1,7 @@
 //! Binary patch formats compared on real files: zstd with the old file as reference
-//! ("patch-from") and bsdiff (`qbsdiff`), for patch size, time to make and time to apply.
+//! ("patch-from") and bsdiff (`qbsdiff`), for patch size, time to make and time to apply; and
+//! the client's checked apply of bsdiff patches (`upgram_client::patch`, the chosen format:
+//! controls and extra stream checked first, output capped and hashed).
 //!
 //! Run: `cargo bench -p upgram-benches --bench patch`. Pairs of real files come from the
 //! environment (each pair is skipped, loudly, when its variables are not set):
@@ -11,6 +13,10 @@
 //! The third input is made here: a 300 KiB file and the same file with 16 bytes changed.
 
 use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use upgram_client::patch::{self, Expected, Limits};
+use upgram_core::Sha256Digest;
 
 /// The zstd level the publisher would use (patches are made once, applied many times).
 const ZSTD_LEVEL: i32 = 19;
@@ -44,7 +50,7 @@ fn zstd_make(old: &[u8], new: &[u8]) -> Vec<u8> {
     encoder.finish().expect("finish")
 }
 
-fn zstd_apply(old: &[u8], patch: &[u8]) -> Vec<u8> {
+fn zstd_apply(old: &[u8], patch: &[u8], _: &Expected) -> Vec<u8> {
     use std::io::Read;
     let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(patch, old).expect("decoder");
     decoder.window_log_max(31).expect("window");
@@ -59,18 +65,33 @@ fn bsdiff_make(old: &[u8], new: &[u8]) -> Vec<u8> {
     patch
 }
 
-fn bsdiff_apply(old: &[u8], patch: &[u8]) -> Vec<u8> {
+fn bsdiff_apply(old: &[u8], patch: &[u8], _: &Expected) -> Vec<u8> {
     let mut out = Vec::new();
     qbsdiff::Bspatch::new(patch).expect("patch header").apply(old, &mut out).expect("bspatch");
     out
 }
 
+fn checked_make(old: &[u8], new: &[u8]) -> Vec<u8> {
+    patch::make(old, new).expect("make")
+}
+
+fn checked_apply(old: &[u8], patch_bytes: &[u8], expected: &Expected) -> Vec<u8> {
+    let mut out = Vec::new();
+    patch::apply_to_writer(old, patch_bytes, expected, &Limits::default(), &mut out).expect("checked apply");
+    out
+}
+
 type Make = fn(&[u8], &[u8]) -> Vec<u8>;
-type Apply = fn(&[u8], &[u8]) -> Vec<u8>;
+type Apply = fn(&[u8], &[u8], &Expected) -> Vec<u8>;
 
 fn measure(input: &str, old: &[u8], new: &[u8], rows: &mut Vec<Row>) {
-    let formats: [(&'static str, Make, Apply); 2] =
-        [("zstd patch-from -19", zstd_make, zstd_apply), ("bsdiff (qbsdiff)", bsdiff_make, bsdiff_apply)];
+    let formats: [(&'static str, Make, Apply); 3] = [
+        ("zstd patch-from -19", zstd_make, zstd_apply),
+        ("bsdiff (qbsdiff)", bsdiff_make, bsdiff_apply),
+        ("bsdiff, client's checked apply", checked_make, checked_apply),
+    ];
+    let sha = |bytes: &[u8]| Sha256Digest(Sha256::digest(bytes).into());
+    let expected = Expected { base_sha256: sha(old), result_sha256: sha(new), result_size: new.len() as u64 };
     for (format, make, apply) in formats {
         let started = Instant::now();
         let patch = make(old, new);
@@ -78,7 +99,7 @@ fn measure(input: &str, old: &[u8], new: &[u8], rows: &mut Vec<Row>) {
         let mut applies = Vec::with_capacity(APPLY_RUNS);
         for _ in 0..APPLY_RUNS {
             let started = Instant::now();
-            let out = apply(old, &patch);
+            let out = apply(old, &patch, &expected);
             applies.push(started.elapsed());
             assert!(out == new, "{format} on {input}: the applied patch gives other bytes");
         }
