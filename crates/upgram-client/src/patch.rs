@@ -14,7 +14,7 @@
 //! the declared result from inside the base. Only then does the patcher run, writing through a
 //! writer that refuses the first byte past the declared size. The result streams to disk, is
 //! hashed on the way and lands under its final name only when its size and SHA-256 are the
-//! signed ones; on any error no output file is left.
+//! signed ones; on any error nothing is written under that name.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -406,7 +406,8 @@ impl<W: Write> Write for Capped<W> {
 ///
 /// The base must hash to `expected.base_sha256`; the result is written to a temporary file
 /// beside `output`, synced, and renamed to `output` only when its size and SHA-256 are the
-/// signed ones. On any error no result is left: neither at `output` nor beside it.
+/// signed ones. On any error nothing is written at `output` and no partial file is left
+/// beside it.
 pub fn apply(base: &Path, patch: &Path, expected: &Expected, limits: &Limits, output: &Path) -> Result<(), PatchError> {
     let base_bytes = read_base(base, expected, limits)?;
     let patch_bytes = read_capped(patch, limits.max_result)

@@ -65,6 +65,13 @@ impl Case {
         patch::apply(&self.base, &self.patch, expected, limits, &self.output)
     }
 
+    /// Applies with these values, expecting an error and no output; returns the error.
+    fn refused(&self, expected: &Expected, limits: &Limits) -> PatchError {
+        let err = self.apply_with(expected, limits).expect_err("a refused patch");
+        self.assert_no_output();
+        err
+    }
+
     /// Nothing in the staging folder: no result, no partial file.
     fn assert_no_output(&self) {
         let staged: Vec<_> = fs::read_dir(self.output.parent().expect("parent"))
@@ -222,28 +229,28 @@ fn a_result_with_another_hash_is_refused() {
     let old = binary_like(100_000, 19);
     let new = edited(&old);
     let case = Case::new(&old, &new);
-    let expected = Expected { result_sha256: sha(b"something else"), ..case.expected };
-    let err = case.apply_with(&expected, &Limits::default()).expect_err("another hash");
+    let err = case.refused(&Expected { result_sha256: sha(b"something else"), ..case.expected }, &Limits::default());
     assert!(matches!(err, PatchError::ResultMismatch { found, .. } if found == sha(&new)), "{err}");
-    case.assert_no_output();
 }
 
 #[test]
-fn the_caps_on_base_and_result_hold() {
+fn the_caps_on_base_patch_and_result_hold() {
     let old = binary_like(100_000, 23);
     let new = edited(&old);
     let case = Case::new(&old, &new);
-    let err = case.apply_with(&case.expected, &Limits { max_base: 99_999, ..Limits::default() }).expect_err("base cap");
+    let err = case.refused(&case.expected, &Limits { max_base: 99_999, ..Limits::default() });
     assert!(matches!(err, PatchError::BaseTooLarge { len: 100_000, max: 99_999, .. }), "{err}");
-    case.assert_no_output();
     let max_result = new.len() as u64 - 1;
-    let err = case.apply_with(&case.expected, &Limits { max_result, ..Limits::default() }).expect_err("result cap");
+    let err = case.refused(&case.expected, &Limits { max_result, ..Limits::default() });
     assert!(matches!(err, PatchError::ResultTooLarge { .. }), "{err}");
-    case.assert_no_output();
+    // A patch file larger than the result it claims to give.
+    let case = Case::with_patch(&old, &new, &vec![b'x'; new.len() + 1]);
+    let err = case.refused(&case.expected, &Limits { max_result: new.len() as u64, ..Limits::default() });
+    assert!(matches!(err, PatchError::PatchTooLarge { .. }), "{err}");
 }
 
 #[test]
-fn a_result_already_staged_is_replaced_only_by_a_good_one() {
+fn a_stale_file_at_the_output_is_replaced() {
     let old = binary_like(100_000, 29);
     let new = edited(&old);
     let case = Case::new(&old, &new);
