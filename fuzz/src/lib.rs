@@ -207,3 +207,32 @@ fn verify_datagram(data: &[u8], keys: &KeyRing) {
         assert!((1..=MAX_BATCH_DEPTH).contains(&proof.depth()) && proof.index() < 1 << proof.depth());
     }
 }
+
+/// The base every `patch` input is applied to: 4 KiB of text-like bytes with some structure.
+pub fn patch_base() -> Vec<u8> {
+    (0..4096u32).map(|i| b"upgram patch base "[(i % 18) as usize] ^ ((i / 256) as u8 & 7)).collect()
+}
+
+/// The largest result a `patch` input may declare: above it the declared size is a fixed small one.
+pub const PATCH_CAP: u64 = 64 * 1024;
+
+/// Binary patches: the input, as a patch, is applied to [`patch_base`]. The signed size is the
+/// one the patch's header declares when that is at most [`PATCH_CAP`], else 1024 bytes. It must
+/// fail with an error or give exactly the signed number of bytes, never writing more, never
+/// panicking.
+pub fn patch(data: &[u8]) {
+    use upgram_client::patch::{Expected, Limits, apply_to_writer, declared_result_size};
+    use upgram_core::Sha256Digest;
+
+    let base = patch_base();
+    let declared = declared_result_size(data).filter(|&size| size <= PATCH_CAP).unwrap_or(1024);
+    let expected =
+        Expected { base_sha256: Sha256Digest([0; 32]), result_sha256: Sha256Digest([0; 32]), result_size: declared };
+    let limits = Limits { max_base: 4096, max_result: PATCH_CAP };
+    let mut out = Vec::new();
+    let outcome = apply_to_writer(&base, data, &expected, &limits, &mut out);
+    assert!(out.len() as u64 <= declared, "{} bytes written, {declared} declared", out.len());
+    if outcome.is_ok() {
+        assert_eq!(out.len() as u64, declared, "an applied patch gives the declared size");
+    }
+}

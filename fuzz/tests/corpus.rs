@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 7] = [
     ("datagram", upgram_fuzz::datagram),
     ("document", upgram_fuzz::document),
     ("version", upgram_fuzz::version),
     ("records", upgram_fuzz::records),
     ("roundtrip", upgram_fuzz::roundtrip),
     ("batch", upgram_fuzz::batch),
+    ("patch", upgram_fuzz::patch),
 ];
 
 fn files(dir: &Path) -> Vec<PathBuf> {

@@ -56,6 +56,8 @@ pub mod installation;
 pub mod journal;
 pub mod layout;
 mod mode;
+#[cfg(feature = "patch")]
+pub mod patch;
 pub mod paths;
 pub mod staging;
 pub mod state;
