@@ -33,10 +33,12 @@
 //!   packages, deferred upgrades, self-update, recovery;
 //! - [`state`], [`layout`], [`journal`], [`paths`], [`fsutil`]: the bookkeeping underneath;
 //! - [`inspect`]: decoding any datagram or document for a person to read;
-//! - `demo` (feature `demo`): the demonstration the README's first command runs.
+//! - `demo` (feature `demo`): the demonstration the README's first command runs;
+//! - `patch` (feature `patch`): applying a binary patch (bsdiff) to a file, bounded and checked.
 //!
 //! Features: `http` (default: the reqwest fetcher), `cli` (the `upgram` binary and its
-//! dependencies), `demo` (the demo, with the reference server in-process).
+//! dependencies), `demo` (the demo, with the reference server in-process), `patch` (binary
+//! patches; off by default until answers carry them).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
