@@ -185,13 +185,7 @@ fn main() {
     let client_cookie = ClientCookie(*b"demo-cli");
 
     println!("1. A module-level check of `core` alone, with a client cookie but no server cookie yet.");
-    let small = Query {
-        compact: false,
-        channel: None,
-        bucket: None,
-        modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
-    }
-    .to_vec();
+    let small = Query::new(vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }]).to_vec();
     let first =
         Frame::query(0x5eed_0001, &small, &QueryOptions { client_cookie: Some(client_cookie), ..Default::default() })
             .to_vec()
@@ -222,20 +216,15 @@ fn main() {
     );
 
     println!("2. The full check: every module, plus a file-level entry for a frequent file [0078].");
-    let query = Query {
-        compact: false,
-        channel: None,
-        bucket: None,
-        modules: vec![
-            QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] },
-            QueryModule {
-                id: "antivirus-db".into(),
-                version: Some(v("2024.11.2")),
-                files: vec![QueryFile { id: "db/signatures.rec".into(), version: v("2024.11.2") }],
-            },
-            QueryModule { id: "pdf-plugin".into(), version: Some(v("1.0")), files: vec![] },
-        ],
-    };
+    let query = Query::new(vec![
+        QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] },
+        QueryModule {
+            id: "antivirus-db".into(),
+            version: Some(v("2024.11.2")),
+            files: vec![QueryFile { id: "db/signatures.rec".into(), version: v("2024.11.2") }],
+        },
+        QueryModule { id: "pdf-plugin".into(), version: Some(v("1.0")), files: vec![] },
+    ]);
     let body = query.to_vec();
     let datagram_bytes = Frame::query(0x5eed_0003, &body, &options).to_vec().expect("fits");
     println!("  client: query of {} bytes, cached cookie attached", datagram_bytes.len());

@@ -158,13 +158,7 @@ fn main() {
     let mut w = Writer { dir, count: 0, written: 0 };
 
     // 1. Minimal query.
-    let minimal = Query {
-        compact: false,
-        channel: None,
-        bucket: None,
-        modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
-    }
-    .to_vec();
+    let minimal = Query::new(vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }]).to_vec();
     w.datagram(
         "minimal-query",
         "One module at one version, no cookies, no padding.",
@@ -172,23 +166,18 @@ fn main() {
     );
 
     // 2. Multi-module query with file entries and cookies.
-    let multi = Query {
-        compact: false,
-        channel: None,
-        bucket: None,
-        modules: vec![
-            QueryModule { id: "main-program".into(), version: Some(v("3.1.0")), files: vec![] },
-            QueryModule {
-                id: "antivirus-db".into(),
-                version: Some(v("2024.11.2")),
-                files: vec![
-                    QueryFile { id: "db/signatures.rec".into(), version: v("2024.11.2") },
-                    QueryFile { id: "db/whitelist.rec".into(), version: v("2024.10.1") },
-                ],
-            },
-            QueryModule { id: "pdf-plugin".into(), version: None, files: vec![] },
-        ],
-    }
+    let multi = Query::new(vec![
+        QueryModule { id: "main-program".into(), version: Some(v("3.1.0")), files: vec![] },
+        QueryModule {
+            id: "antivirus-db".into(),
+            version: Some(v("2024.11.2")),
+            files: vec![
+                QueryFile { id: "db/signatures.rec".into(), version: v("2024.11.2") },
+                QueryFile { id: "db/whitelist.rec".into(), version: v("2024.10.1") },
+            ],
+        },
+        QueryModule { id: "pdf-plugin".into(), version: None, files: vec![] },
+    ])
     .to_vec();
     let multi_text = String::from_utf8(multi.clone()).expect("utf8");
     let secret = CookieSecret([0x42; 32]);
@@ -768,12 +757,7 @@ fn rollout_vectors(w: &mut Writer<'_>) {
 /// (leaf 2). Three leaves make a tree of depth 2 whose fourth leaf is empty.
 fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
     w.count = 29;
-    let other_query = Query {
-        compact: false,
-        channel: None,
-        bucket: None,
-        modules: vec![QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] }],
-    };
+    let other_query = Query::new(vec![QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] }]);
     let other_text = String::from_utf8(other_query.to_vec()).expect("utf8");
     let other = Response {
         binding: binding(&other_text),

@@ -28,16 +28,11 @@ fn ring() -> KeyRing {
 /// The query body of client `n`: each asks about its own version, so every answer differs.
 fn query_body(n: usize) -> Vec<u8> {
     let version = format!("1.{n}");
-    Query {
-        compact: false,
-        channel: None,
-        bucket: None,
-        modules: vec![QueryModule {
-            id: "core".into(),
-            version: Some(Version::parse(&version).expect("version")),
-            files: vec![],
-        }],
-    }
+    Query::new(vec![QueryModule {
+        id: "core".into(),
+        version: Some(Version::parse(&version).expect("version")),
+        files: vec![],
+    }])
     .to_vec()
 }
 

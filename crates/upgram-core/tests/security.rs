@@ -20,17 +20,8 @@ use upgram_core::{Datagram, Message, Sha256Digest};
 const NOW: u64 = 1_764_000_000;
 
 fn query_body() -> Vec<u8> {
-    Query {
-        compact: false,
-        channel: None,
-        bucket: None,
-        modules: vec![QueryModule {
-            id: "core".into(),
-            version: Some(Version::parse("1.2").expect("v")),
-            files: vec![],
-        }],
-    }
-    .to_vec()
+    Query::new(vec![QueryModule { id: "core".into(), version: Some(Version::parse("1.2").expect("v")), files: vec![] }])
+        .to_vec()
 }
 
 fn answer(query: &[u8], issued: u64, expires: u64) -> Response<'static> {

@@ -121,11 +121,8 @@ fn serve_with(catalog: &Path, key: &Path, extra: &[&str], adjust: impl FnOnce(&m
 }
 
 fn query(modules: &[(&str, &str)]) -> Vec<u8> {
-    Query {
-        compact: false,
-        channel: None,
-        bucket: None,
-        modules: modules
+    Query::new(
+        modules
             .iter()
             .map(|(id, v)| QueryModule {
                 id: Cow::Owned((*id).into()),
@@ -133,7 +130,7 @@ fn query(modules: &[(&str, &str)]) -> Vec<u8> {
                 files: vec![],
             })
             .collect(),
-    }
+    )
     .to_vec()
 }
 

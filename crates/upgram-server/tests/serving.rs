@@ -117,15 +117,12 @@ fn validated_exchange(socket: &UdpSocket, server: SocketAddr, body: &[u8]) -> Ve
 }
 
 fn query_body(modules: &[(&str, &str)]) -> Vec<u8> {
-    Query {
-        compact: false,
-        channel: None,
-        bucket: None,
-        modules: modules
+    Query::new(
+        modules
             .iter()
             .map(|(id, version)| QueryModule { id: Cow::Owned((*id).into()), version: Some(v(version)), files: vec![] })
             .collect(),
-    }
+    )
     .to_vec()
 }
 
