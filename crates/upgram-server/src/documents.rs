@@ -261,8 +261,9 @@ fn sweep_leftovers(folder: &Path, now: SystemTime) -> BinaryHeap<Reverse<(System
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let ours = name.strip_suffix(".xml").is_some_and(is_hex_digest)
-            || name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")).is_some_and(is_hex_digest);
+        let is_digest = |hex: &str| Sha256Digest::from_hex(hex).is_some();
+        let ours = name.strip_suffix(".xml").is_some_and(is_digest)
+            || name.strip_prefix('.').and_then(|n| n.split_once(".xml.tmp-")).is_some_and(|(hex, _)| is_digest(hex));
         if !ours {
             continue;
         }
@@ -279,10 +280,6 @@ fn sweep_leftovers(folder: &Path, now: SystemTime) -> BinaryHeap<Reverse<(System
         tracing::info!("{} fallback documents from an earlier run kept until their time runs out", due.len());
     }
     due
-}
-
-fn is_hex_digest(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Where the document with this hash is written: `doc/<sha256>.xml` under the docs folder.
@@ -339,6 +336,35 @@ mod tests {
         store.insert(sha, bytes, 500, 0);
         assert!(store.get(&sha).is_none());
         assert_eq!(store.len(), 3, "nothing evicted for a document that cannot be kept");
+    }
+
+    #[test]
+    fn a_sweep_removes_old_documents_and_unfinished_writes_and_leaves_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("doc");
+        let (written, bytes) = doc(1, 100);
+        write_document(&folder, &written, &bytes).unwrap();
+        // What an interrupted write leaves: the temporary file of the real write path.
+        let (unfinished, _) = doc(2, 100);
+        let (temp, _file) = crate::durable::create_temp(&folder, &format!("{unfinished}.xml"), None).unwrap();
+        std::fs::write(folder.join("notes.txt"), "not a document").unwrap();
+        let names = || {
+            let mut names: Vec<String> = std::fs::read_dir(&folder)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        // Young: kept, and due when their time is over.
+        let due = sweep_leftovers(&folder, SystemTime::now());
+        assert_eq!(due.len(), 2);
+        assert_eq!(names().len(), 3);
+        // Past their time: both of ours gone, the other file left alone.
+        let later = SystemTime::now() + Duration::from_secs(LEFTOVER_MAX_AGE_SECS + 1);
+        assert!(sweep_leftovers(&folder, later).is_empty());
+        assert_eq!(names(), ["notes.txt"]);
+        assert!(!temp.exists());
     }
 
     #[test]
