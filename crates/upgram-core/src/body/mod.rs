@@ -1,4 +1,5 @@
-//! The XML bodies (SPEC.md §4): query, response (also the fallback document), fallback, error.
+//! The XML bodies (SPEC.md §4): query, response (also the fallback document), fallback, error,
+//! install report (its data model; the codec follows).
 //!
 //! Every body type has `decode(&'a [u8])`, which borrows strings from the input, and
 //! `encode(&self, &mut Vec<u8>)`, which writes the canonical form: no declaration, no whitespace
@@ -7,6 +8,7 @@
 pub mod error;
 pub mod fallback;
 pub mod query;
+pub mod report;
 pub mod response;
 pub mod value;
 pub(crate) mod xml;
@@ -14,6 +16,7 @@ pub(crate) mod xml;
 pub use error::{ErrorBody, ErrorCode};
 pub use fallback::Fallback;
 pub use query::{BUCKETS, DEFAULT_CHANNEL, Query, QueryFile, QueryModule};
+pub use report::{BANDS, FailureCode, Outcome, OutcomeKind, Report};
 pub use response::{
     Binding, Delta, FileAction, FileEntry, FileMode, ModuleAnswer, Package, Payload, Requires, Response, Status,
     UpgradeInfo,
