@@ -90,7 +90,12 @@ async fn document(State(shared): State<Arc<Shared>>, UrlPath(name): UrlPath<Stri
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render(&shared.metrics())).into_response()
+    let mut text = crate::metrics::render(&shared.metrics());
+    if let Some(writer) = shared.reports.get() {
+        let now = crate::udp::unix_now();
+        text += &crate::metrics::render_reports(writer.counters(), &writer.releases(), &shared.catalog().catalog, now);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// Serves `router` on `listener` until `shutdown` turns true.

@@ -19,9 +19,11 @@ use std::io::IsTerminal;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use upgram_core::sign::ReplySigner;
 use upgram_core::version::Version;
+use upgram_server::catalog::HaltRule;
 use upgram_server::catalog::{RolloutStep, Schedule};
 use upgram_server::keys;
 use upgram_server::publish::{self, PublishRequest};
+use upgram_server::reports::ReportsConfig;
 use upgram_server::rollout::{self, Change};
 use upgram_server::serve::{self, ServeOptions};
 use upgram_server::server::Config;
@@ -127,11 +129,21 @@ enum RolloutCommand {
         #[command(flatten)]
         release: ReleaseArgs,
         /// The percentage of installations (by rollout bucket) offered the release from now on.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=100), conflicts_with = "schedule", required_unless_present = "schedule")]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=100), conflicts_with = "schedule", required_unless_present_any = ["schedule", "halt_share", "halt_window", "halt_min"])]
         percent: Option<u8>,
         /// Steps such as `1%@2026-12-01T10:00Z,10%@2026-12-02T10:00Z,100%@2026-12-03T10:00Z`.
         #[arg(long, value_name = "SCHEDULE")]
         schedule: Option<Schedule>,
+        /// The failure share (0 to 1) over its last reports at which the release halts itself
+        /// (default 0.2).
+        #[arg(long, value_name = "SHARE")]
+        halt_share: Option<f64>,
+        /// How many of its most recent install reports are judged (default 50).
+        #[arg(long, value_name = "N")]
+        halt_window: Option<u32>,
+        /// How many reports must be in before it is judged (default 20, at most the window).
+        #[arg(long, value_name = "N")]
+        halt_min: Option<u32>,
     },
     /// Offer the release to no installation that does not have it yet.
     Pause(ReleaseArgs),
@@ -151,6 +163,10 @@ enum RolloutCommand {
         /// Only this release.
         #[arg(long)]
         version: Option<Version<'static>>,
+        /// Where install reports are read from: sqlite:PATH, postgres://USER@HOST/DATABASE or off
+        /// (default: reports.sqlite in the catalog folder, if there is one).
+        #[arg(long, value_name = "STORE")]
+        reports: Option<ReportsConfig>,
     },
 }
 
@@ -158,8 +174,23 @@ enum RolloutCommand {
 fn run_rollout(command: RolloutCommand) -> ExitCode {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (release, change) = match command {
-        RolloutCommand::Status { catalog, module, version } => {
-            return match rollout::status(&catalog, &module, version.as_ref(), now) {
+        RolloutCommand::Status { catalog, module, version, reports } => {
+            let reports = match reports {
+                Some(reports) => reports,
+                None if catalog.join(upgram_server::reports::DEFAULT_SQLITE_FILE).is_file() => ReportsConfig::Beside,
+                None => ReportsConfig::Off,
+            };
+            let store = match reports.open(&catalog) {
+                Ok(store) => store,
+                Err(e) => return fail("rollout status", e),
+            };
+            let releases = match store {
+                Some(mut store) => {
+                    rollout::status_with_reports(&catalog, &module, version.as_ref(), now, store.as_mut())
+                }
+                None => rollout::status(&catalog, &module, version.as_ref(), now),
+            };
+            return match releases {
                 Ok(releases) => {
                     for release in releases {
                         println!("{release}");
@@ -169,19 +200,57 @@ fn run_rollout(command: RolloutCommand) -> ExitCode {
                 Err(e) => fail("rollout status", e),
             };
         }
-        RolloutCommand::Set { release, percent, schedule } => {
+        RolloutCommand::Set { release, percent, schedule, halt_share, halt_window, halt_min } => {
             let steps = match (percent, schedule) {
-                (Some(percent), _) => vec![RolloutStep { at: None, percent }],
-                (None, Some(schedule)) => schedule.0,
-                (None, None) => Vec::new(),
+                (Some(percent), _) => Some(vec![RolloutStep { at: None, percent }]),
+                (None, Some(schedule)) => Some(schedule.0),
+                (None, None) => None,
             };
-            (release, Change::Schedule(steps))
+            if halt_share.is_some() || halt_window.is_some() || halt_min.is_some() {
+                let rule = match halt_rule(&release, halt_share, halt_window, halt_min, now) {
+                    Ok(rule) => rule,
+                    Err(code) => return code,
+                };
+                if steps.is_none() {
+                    return apply(release, &Change::HaltRule(rule), now);
+                }
+                if let Err(e) =
+                    rollout::change(&release.catalog, &release.module, &release.version, &Change::HaltRule(rule), now)
+                {
+                    return fail("rollout", e);
+                }
+            }
+            (release, Change::Schedule(steps.unwrap_or_default()))
         }
         RolloutCommand::Pause(release) => (release, Change::Pause),
         RolloutCommand::Resume(release) => (release, Change::Resume),
         RolloutCommand::Withdraw(release) => (release, Change::Withdraw),
     };
     apply(release, &change, now)
+}
+
+/// The release's halt rule with the flags given replacing its parts.
+fn halt_rule(
+    release: &ReleaseArgs,
+    share: Option<f64>,
+    window: Option<u32>,
+    min: Option<u32>,
+    now: u64,
+) -> Result<HaltRule, ExitCode> {
+    let current = rollout::status(&release.catalog, &release.module, Some(&release.version), now)
+        .map_err(|e| fail("rollout", e))?
+        .first()
+        .map(|status| status.halt)
+        .unwrap_or_default();
+    let share_permille = match share {
+        Some(share) if !(0.0..=1.0).contains(&share) => {
+            return Err(fail("rollout", format!("--halt-share {share}: a share from 0 to 1, such as 0.2")));
+        }
+        // In range 0..=1000 by the check above.
+        Some(share) => (share * 1000.0).round() as u16,
+        None => current.share_permille,
+    };
+    Ok(HaltRule { share_permille, window: window.unwrap_or(current.window), min: min.unwrap_or(current.min) })
 }
 
 fn apply(release: ReleaseArgs, change: &Change, now: u64) -> ExitCode {
@@ -232,6 +301,10 @@ struct ServeArgs {
     /// Burst of queries allowed per source address.
     #[arg(long, value_name = "N", default_value_t = 400.0)]
     burst_per_source: f64,
+    /// Where install reports are stored: sqlite:PATH, postgres://USER@HOST/DATABASE, or off
+    /// (default: reports.sqlite in the catalog folder).
+    #[arg(long, value_name = "STORE")]
+    reports: Option<ReportsConfig>,
     /// Seconds an answer stays valid (at most 600: the freeze window).
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(60..=600))]
     validity: u64,
@@ -257,6 +330,7 @@ impl ServeArgs {
                 docs_dir: self.docs_dir,
                 workers,
             },
+            reports: self.reports.unwrap_or_default(),
         }
     }
 }

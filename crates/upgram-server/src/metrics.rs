@@ -222,6 +222,66 @@ pub fn render(total: &Snapshot) -> String {
     out
 }
 
+/// The Prometheus text of the install report writer: its counters, and per release of
+/// `catalog` its installs, failures (from `counts`, as last read from the store) and state.
+pub fn render_reports(
+    counters: &crate::reports::WriterCounters,
+    counts: &[crate::reports::ReleaseSummary],
+    catalog: &crate::catalog::Catalog,
+    now: u64,
+) -> String {
+    use crate::reports::WriterCounters as C;
+    let mut out = String::new();
+    let name = "upgram_reports_outcomes_total";
+    let _ = writeln!(out, "# HELP {name} Install report outcomes, by what became of them.\n# TYPE {name} counter");
+    for (what, value) in [
+        ("queued", C::get(&counters.queued)),
+        ("stored", C::get(&counters.stored)),
+        ("duplicate", C::get(&counters.duplicates)),
+        ("dropped", C::get(&counters.dropped)),
+        ("lost", C::get(&counters.lost)),
+    ] {
+        let _ = writeln!(out, "{name}{{outcome=\"{what}\"}} {value}");
+    }
+    for (name, help, value) in [
+        ("upgram_reports_batches_total", "Batches of install reports written to the store.", C::get(&counters.batches)),
+        (
+            "upgram_reports_store_errors_total",
+            "Install report store operations that failed.",
+            C::get(&counters.store_errors),
+        ),
+        ("upgram_reports_halts_total", "Releases halted by their failure reports.", C::get(&counters.halts)),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+    let series = [
+        ("upgram_release_installs", "Installs reported per release (applied or deferred)."),
+        ("upgram_release_failures", "Failures reported per release (failed or rolled back)."),
+        ("upgram_release_percent", "Percentage of installations a release is offered to now."),
+        ("upgram_release_state", "A release's rollout state: 1 for the state it is in."),
+    ];
+    let mut lines = [String::new(), String::new(), String::new(), String::new()];
+    for module in catalog.modules.values() {
+        for release in &module.releases {
+            let version = release.version.to_string();
+            let found = counts.iter().find(|c| c.module == module.id && c.version == version);
+            let (installs, failures) = found.map_or((0, 0), |c| (c.counts.installs, c.counts.failures));
+            let labels =
+                format!("module=\"{}\",version=\"{version}\",channels=\"{}\"", module.id, release.channels.join(","));
+            let percent = if release.forced { 100 } else { release.rollout.percent_at(now) };
+            let _ = writeln!(lines[0], "{}{{{labels}}} {installs}", series[0].0);
+            let _ = writeln!(lines[1], "{}{{{labels}}} {failures}", series[1].0);
+            let _ = writeln!(lines[2], "{}{{{labels}}} {percent}", series[2].0);
+            let state = crate::rollout::summary(release, now);
+            let _ = writeln!(lines[3], "{}{{{labels},state=\"{state}\"}} 1", series[3].0);
+        }
+    }
+    for ((name, help), lines) in series.iter().zip(&lines) {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{lines}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

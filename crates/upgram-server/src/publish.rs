@@ -421,7 +421,11 @@ fn plan_release(request: &PublishRequest, settings: &Settings, module: &Module) 
         deleted,
         deltas: Vec::new(),
         channels: release_channels(&request.channels)?,
-        rollout: Rollout { state: RolloutState::Rolling, schedule: request.schedule.clone().unwrap_or_default().0 },
+        rollout: Rollout {
+            state: RolloutState::Rolling,
+            schedule: request.schedule.clone().unwrap_or_default().0,
+            halt: None,
+        },
     };
     Ok(Plan { at, sources, package, release, summary })
 }

@@ -16,9 +16,10 @@ use upgram_core::version::Version;
 
 use crate::catalog::error::CatalogError;
 use crate::catalog::model::{Module, Release};
-use crate::catalog::rollout::{RolloutState, RolloutStep, format_schedule};
+use crate::catalog::rollout::{HaltRule, RolloutState, RolloutStep, format_schedule};
 use crate::catalog::{self, save_module};
 use crate::publish::lock_catalog;
+use crate::reports::{ReportStore, ReportsError};
 
 /// A change to one release's channels or rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,11 @@ pub enum Change {
     Resume,
     /// Offer it to none, and send installations on it back to the release before it.
     Withdraw,
+    /// Set when it halts itself on failure reports.
+    HaltRule(HaltRule),
+    /// Halt it: what the server does when its failure reports pass its [`HaltRule`]. Only a
+    /// rolling release halts; a paused, halted or withdrawn one is left as it is.
+    Halt,
 }
 
 /// Why a rollout change or status could not be made.
@@ -74,6 +80,19 @@ pub enum RolloutError {
         /// The version given.
         version: Version<'static>,
     },
+    /// The install reports could not be read.
+    #[error("install reports: {source}")]
+    Reports {
+        /// What went wrong.
+        #[source]
+        source: Box<ReportsError>,
+    },
+    /// A halt rule that is not one.
+    #[error("--halt-share/--halt-window/--halt-min: {problem}")]
+    BadHaltRule {
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A channel name that is not one.
     #[error("--channel {channel:?}: not a channel name (1 to 128 of A-Z a-z 0-9 . _ -)")]
     BadChannel {
@@ -111,8 +130,15 @@ pub struct ReleaseStatus {
     pub forced: bool,
     /// Its schedule (empty: 100 % at once).
     pub schedule: Vec<RolloutStep>,
-    /// `rolling`, `paused`, `withdrawn`, or `complete` once a rolling release reached 100 %.
+    /// `rolling`, `paused`, `halted`, `withdrawn`, or `complete` once a rolling release reached
+    /// 100 %.
     pub summary: &'static str,
+    /// When it halts itself (the default rule unless one was set).
+    pub halt: HaltRule,
+    /// Installs reported (applied or deferred), when the install reports were read.
+    pub installs: Option<u64>,
+    /// Failures reported (failed or rolled back), when the install reports were read.
+    pub failures: Option<u64>,
 }
 
 impl ReleaseStatus {
@@ -126,11 +152,10 @@ impl ReleaseStatus {
             percent,
             forced: release.forced,
             schedule: release.rollout.schedule.clone(),
-            summary: if release.forced && release.rollout.state == RolloutState::Rolling {
-                "complete"
-            } else {
-                release.rollout.describe(now)
-            },
+            summary: summary(release, now),
+            halt: release.rollout.halt.unwrap_or_default(),
+            installs: None,
+            failures: None,
         }
     }
 }
@@ -152,7 +177,26 @@ impl fmt::Display for ReleaseStatus {
         if !self.schedule.is_empty() {
             write!(f, ", schedule {}", format_schedule(&self.schedule))?;
         }
-        Ok(())
+        if let (Some(installs), Some(failures)) = (self.installs, self.failures) {
+            write!(f, ", {installs} installs, {failures} failures reported")?;
+        }
+        write!(
+            f,
+            ", halts at {}% failures over the last {} reports (from {} on)",
+            f64::from(self.halt.share_permille) / 10.0,
+            self.halt.window,
+            self.halt.min
+        )
+    }
+}
+
+/// How `rollout status` and `/metrics` name where `release` stands at unix time `now`: its
+/// state, or `complete` once a rolling release reached 100 % (a forced one at once).
+pub fn summary(release: &Release, now: u64) -> &'static str {
+    if release.forced && release.rollout.state == RolloutState::Rolling {
+        "complete"
+    } else {
+        release.rollout.describe(now)
     }
 }
 
@@ -169,6 +213,9 @@ pub fn change(
         && !is_valid_module_id(channel)
     {
         return Err(RolloutError::BadChannel { channel: channel.clone() });
+    }
+    if let Change::HaltRule(rule) = change {
+        rule.check().map_err(|problem| RolloutError::BadHaltRule { problem })?;
     }
     let _lock = lock_catalog(dir).map_err(|e| match e {
         crate::publish::PublishError::Io { path, source } => RolloutError::Lock { path, source },
@@ -196,6 +243,9 @@ pub fn change(
         Change::Pause => release.rollout.state = RolloutState::Paused,
         Change::Resume => release.rollout.state = RolloutState::Rolling,
         Change::Withdraw => release.rollout.state = RolloutState::Withdrawn,
+        Change::HaltRule(rule) => release.rollout.halt = Some(*rule),
+        Change::Halt if release.rollout.state == RolloutState::Rolling => release.rollout.state = RolloutState::Halted,
+        Change::Halt => return Ok(ReleaseStatus::of(&module, &module.releases[at], now)),
     }
     save_module(dir, &module).map_err(catalog_error(dir))?;
     Ok(ReleaseStatus::of(&module, &module.releases[at], now))
@@ -219,6 +269,26 @@ pub fn status(
         }
         None => Ok(module.releases.iter().map(|r| ReleaseStatus::of(module, r, now)).collect()),
     }
+}
+
+/// [`status`], with the installs and failures of each release read from the install reports
+/// in `store`.
+pub fn status_with_reports(
+    dir: &Path,
+    module: &str,
+    version: Option<&Version<'_>>,
+    now: u64,
+    store: &mut dyn ReportStore,
+) -> Result<Vec<ReleaseStatus>, RolloutError> {
+    let mut releases = status(dir, module, version, now)?;
+    for release in &mut releases {
+        let counts = store
+            .release_counts(&release.module, &release.version.to_string())
+            .map_err(|source| RolloutError::Reports { source: Box::new(source) })?;
+        release.installs = Some(counts.installs);
+        release.failures = Some(counts.failures);
+    }
+    Ok(releases)
 }
 
 fn release_index(module: &Module, version: &Version<'_>) -> Result<usize, RolloutError> {

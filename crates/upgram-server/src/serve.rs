@@ -1,5 +1,5 @@
 //! `upgram-server serve`: loads the catalog, the signing key and the cookie
-//! secret, serves UDP on every core and HTTP beside it, reloads the catalog on SIGHUP and when
+//! secret, opens the install report store and starts its writer, serves UDP on every core and HTTP beside it, reloads the catalog on SIGHUP and when
 //! its files change, drops expired fallback documents, and stops gracefully on SIGTERM or
 //! Ctrl-C.
 //!
@@ -18,6 +18,7 @@ use upgram_core::cookie::CookieSecret;
 
 use crate::catalog::{CatalogError, load};
 use crate::keys::{self, KeyError};
+use crate::reports::{ReportWriter, ReportsConfig, ReportsError, WriterOptions};
 use crate::server::{Config, CookieSecrets, Shared};
 use crate::{http, udp};
 
@@ -48,6 +49,8 @@ pub struct ServeOptions {
     /// The rest of the settings. Its `public_url` is `--public-url` as given, checked and
     /// completed by [`run`] (see [`public_url`]).
     pub config: Config,
+    /// Where install reports are stored (default: SQLite beside the catalog's files).
+    pub reports: ReportsConfig,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -69,6 +72,15 @@ pub enum ServeError {
         given: String,
         /// What is wrong with it.
         problem: String,
+    },
+    /// The install report store could not be opened.
+    #[error("--reports {target}: {source}")]
+    Reports {
+        /// The store named.
+        target: String,
+        /// What went wrong.
+        #[source]
+        source: ReportsError,
     },
     /// Another process holds the address.
     #[error(
@@ -329,6 +341,7 @@ pub fn run(options: ServeOptions) -> Result<(), ServeError> {
     let signer = keys::load(&options.key)?;
     let secrets = secrets(&options)?;
     let workers = options.workers.max(1);
+    let writer = start_reports(&options)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -343,6 +356,9 @@ pub fn run(options: ServeOptions) -> Result<(), ServeError> {
         let mut config = options.config.clone();
         config.public_url = public_url(&config.public_url, http_addr)?;
         let shared = Arc::new(Shared::new(catalog, signer, secrets, config));
+        if let Some(writer) = &writer {
+            let _ = shared.reports.set(writer.clone());
+        }
         let (stop, stopped) = watch::channel(false);
         let mut tasks = udp::serve(shared.clone(), sockets, stopped.clone());
         let router = http::router(shared.clone(), &options.catalog);
@@ -374,7 +390,25 @@ pub fn run(options: ServeOptions) -> Result<(), ServeError> {
             // Bounded: a task that does not stop within the grace period is abandoned.
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
+        if let Some(writer) = &writer {
+            // Stores what is queued; the UDP workers have stopped offering.
+            writer.shutdown();
+        }
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Opens the install report store `options.reports` names and starts its writer, which halts
+/// failing releases of the catalog served; `None` with `--reports off`.
+fn start_reports(options: &ServeOptions) -> Result<Option<Arc<ReportWriter>>, ServeError> {
+    let error = |source| ServeError::Reports { target: options.reports.to_string(), source };
+    let Some(store) = options.reports.open(&options.catalog).map_err(error)? else {
+        tracing::info!("--reports off: install reports are not stored");
+        return Ok(None);
+    };
+    let writer_options = WriterOptions { catalog: Some(options.catalog.clone()), ..WriterOptions::default() };
+    let writer = ReportWriter::start(store, writer_options).map_err(io_error("starting the report writer"))?;
+    tracing::info!(reports = %options.reports, "install reports stored");
+    Ok(Some(Arc::new(writer)))
 }

@@ -115,6 +115,9 @@ pub struct Shared {
     reload_failure: Mutex<Option<String>>,
     /// HTTP responses under `store/`, by status code.
     downloads: Mutex<BTreeMap<u16, u64>>,
+    /// The install report writer, when reports are stored (its counters and per-release counts
+    /// go to `/metrics`).
+    pub reports: std::sync::OnceLock<Arc<crate::reports::ReportWriter>>,
 }
 
 impl Shared {
@@ -144,6 +147,7 @@ impl Shared {
             limiter,
             reload_failure: Mutex::new(None),
             downloads: Mutex::new(BTreeMap::new()),
+            reports: std::sync::OnceLock::new(),
         }
     }
 

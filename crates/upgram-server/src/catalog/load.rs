@@ -19,7 +19,9 @@
 //! channels = ["stable", "beta"]               # optional, default ["stable"]
 //! rollout = { state = "rolling", schedule = [{ percent = 10 }, { percent = 100, at = 2026-12-01T10:00:00Z }] }
 //!                                             # optional, default: rolling at 100 %; state rolling,
-//!                                             # paused or withdrawn; schedule optional
+//!                                             # paused, halted or withdrawn; schedule optional;
+//!                                             # halt = { share = 0.2, window = 50, min = 20 }
+//!                                             # optional (these defaults): when it halts itself
 //! requires = ["main-module>=5.1"]             # optional
 //! package = { sha256 = "…", size = 123, args = "--quiet" }   # optional; args optional
 //!
@@ -66,7 +68,7 @@ use super::model::{
     Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings, matches_any,
 };
 use super::requirement::Requirement;
-use super::rollout::{Rollout, RolloutState, RolloutStep, datetime_to_unix, default_channels};
+use super::rollout::{HaltRule, Rollout, RolloutState, RolloutStep, datetime_to_unix, default_channels};
 use super::store::store_dir;
 
 pub use super::save::save_module;
@@ -196,6 +198,15 @@ struct RawRelease {
 struct RawRollout {
     state: Option<Spanned<String>>,
     schedule: Option<Spanned<Vec<RawStep>>>,
+    halt: Option<Spanned<RawHalt>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHalt {
+    share: f64,
+    window: u32,
+    min: u32,
 }
 
 #[derive(Deserialize)]
@@ -402,13 +413,17 @@ fn parse_rollout(source: &Source<'_>, raw: RawRollout) -> Result<Rollout, Catalo
                 state.span(),
                 "state",
                 Some(ROLLOUT),
-                format!("{:?} is not a rollout state (rolling, paused or withdrawn)", state.get_ref()),
+                format!("{:?} is not a rollout state (rolling, paused, halted or withdrawn)", state.get_ref()),
             )
         })?,
         None => RolloutState::Rolling,
     };
+    let halt = match raw.halt {
+        Some(halt) => Some(parse_halt(source, halt)?),
+        None => None,
+    };
     let Some(raw_schedule) = raw.schedule else {
-        return Ok(Rollout { state, schedule: Vec::new() });
+        return Ok(Rollout { state, schedule: Vec::new(), halt });
     };
     let span = raw_schedule.span();
     let mut schedule = Vec::new();
@@ -435,7 +450,22 @@ fn parse_rollout(source: &Source<'_>, raw: RawRollout) -> Result<Rollout, Catalo
         schedule.push(RolloutStep { at, percent });
     }
     Rollout::check_schedule(&schedule).map_err(|problem| source.invalid(span, "schedule", Some(ROLLOUT), problem))?;
-    Ok(Rollout { state, schedule })
+    Ok(Rollout { state, schedule, halt })
+}
+
+/// A release's halt rule: a failure share from 0 to 1, a window and a minimum of reports.
+fn parse_halt(source: &Source<'_>, raw: Spanned<RawHalt>) -> Result<HaltRule, CatalogError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let invalid = |problem: String| source.invalid(span.clone(), "halt", Some(ROLLOUT), problem);
+    if !(0.0..=1.0).contains(&raw.share) {
+        return Err(invalid(format!("share {} is not 0 to 1", raw.share)));
+    }
+    // In range 0..=1000 by the check above.
+    let share_permille = (raw.share * 1000.0).round() as u16;
+    let rule = HaltRule { share_permille, window: raw.window, min: raw.min };
+    rule.check().map_err(invalid)?;
+    Ok(rule)
 }
 
 fn parse_requirement(

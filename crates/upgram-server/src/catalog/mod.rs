@@ -14,6 +14,6 @@ pub use error::CatalogError;
 pub use load::load;
 pub use model::{Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings};
 pub use requirement::Requirement;
-pub use rollout::{Rollout, RolloutState, RolloutStep, Schedule};
+pub use rollout::{HaltRule, Rollout, RolloutState, RolloutStep, Schedule};
 pub use save::save_module;
 pub use store::{store_blob, store_file};

@@ -19,6 +19,9 @@ pub enum RolloutState {
     Paused,
     /// Offered to none; installations on it are sent back to the release before it.
     Withdrawn,
+    /// Paused by the server itself: its failure share over its last reports passed its
+    /// threshold (see [`HaltRule`]). Offered like a paused release; `resume` clears it.
+    Halted,
 }
 
 impl RolloutState {
@@ -28,6 +31,7 @@ impl RolloutState {
             Self::Rolling => "rolling",
             Self::Paused => "paused",
             Self::Withdrawn => "withdrawn",
+            Self::Halted => "halted",
         }
     }
 
@@ -37,6 +41,7 @@ impl RolloutState {
             "rolling" => Some(Self::Rolling),
             "paused" => Some(Self::Paused),
             "withdrawn" => Some(Self::Withdrawn),
+            "halted" => Some(Self::Halted),
             _ => None,
         }
     }
@@ -57,6 +62,47 @@ pub struct RolloutStep {
     pub percent: u8,
 }
 
+/// When a rolling release halts itself: once at least `min` of its last `window` install
+/// reports are in and the share of failures among them reaches `share_permille` / 1000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HaltRule {
+    /// The failure share that halts the release, in thousandths (200: 20 %).
+    pub share_permille: u16,
+    /// How many of the release's most recent reports are judged.
+    pub window: u32,
+    /// How many reports must be in before the release is judged at all.
+    pub min: u32,
+}
+
+impl Default for HaltRule {
+    /// A failure share of 20 % over the last 50 reports, judged from 20 reports on.
+    fn default() -> Self {
+        Self { share_permille: 200, window: 50, min: 20 }
+    }
+}
+
+impl HaltRule {
+    /// Whether `failures` among `reports` recent reports halt the release.
+    pub fn trips(&self, reports: u64, failures: u64) -> bool {
+        reports > 0 && reports >= u64::from(self.min) && failures * 1000 >= u64::from(self.share_permille) * reports
+    }
+
+    /// Checks the rule: a share of 0 to 1000 thousandths, a window of at least one report and a
+    /// minimum no larger than the window.
+    pub fn check(&self) -> Result<(), String> {
+        if self.share_permille > 1000 {
+            return Err(format!("a failure share of {} is more than 1", f64::from(self.share_permille) / 1000.0));
+        }
+        if self.window == 0 {
+            return Err("the window holds at least one report".into());
+        }
+        if self.min > self.window {
+            return Err(format!("the minimum of {} reports is more than the window of {}", self.min, self.window));
+        }
+        Ok(())
+    }
+}
+
 /// A release's rollout: a schedule of percentages and a state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rollout {
@@ -64,6 +110,8 @@ pub struct Rollout {
     pub state: RolloutState,
     /// Steps in ascending time order with non-decreasing percentages; empty: 100 % at once.
     pub schedule: Vec<RolloutStep>,
+    /// When it halts itself on failure reports; `None`: [`HaltRule::default`].
+    pub halt: Option<HaltRule>,
 }
 
 impl Rollout {
@@ -247,7 +295,7 @@ mod tests {
     #[test]
     fn schedules() {
         let steps = parse_schedule("1%@2026-12-01T10:00Z, 10%@2026-12-02T10:00Z,100%@2026-12-03T10:00Z").unwrap();
-        let rollout = Rollout { state: RolloutState::Rolling, schedule: steps.clone() };
+        let rollout = Rollout { state: RolloutState::Rolling, schedule: steps.clone(), halt: None };
         assert_eq!(rollout.percent_at(1_796_119_199), 0);
         assert_eq!(rollout.percent_at(1_796_119_200), 1);
         assert_eq!(rollout.percent_at(1_796_119_200 + 86_400), 10);
@@ -262,7 +310,8 @@ mod tests {
 
     #[test]
     fn buckets_below_the_percentage_are_offered() {
-        let rollout = Rollout { state: RolloutState::Rolling, schedule: vec![RolloutStep { at: None, percent: 10 }] };
+        let rollout =
+            Rollout { state: RolloutState::Rolling, schedule: vec![RolloutStep { at: None, percent: 10 }], halt: None };
         assert!(rollout.offers(false, Some(9), 0));
         assert!(!rollout.offers(false, Some(10), 0));
         assert!(!rollout.offers(false, None, 0));

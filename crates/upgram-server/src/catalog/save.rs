@@ -103,6 +103,15 @@ fn render_release(out: &mut String, release: &Release) {
                 .collect();
             let _ = write!(table, ", schedule = [{}]", steps.join(", "));
         }
+        if let Some(halt) = release.rollout.halt {
+            let _ = write!(
+                table,
+                ", halt = {{ share = {:?}, window = {}, min = {} }}",
+                f64::from(halt.share_permille) / 1000.0,
+                halt.window,
+                halt.min
+            );
+        }
         line(out, "rollout", &format!("{{ {table} }}"));
     }
     if !release.requires.is_empty() {
