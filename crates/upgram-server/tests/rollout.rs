@@ -252,6 +252,8 @@ fn channels_and_rollouts_survive_the_module_file() {
     for (from, to, field) in [
         ("state = \"paused\"", "state = \"halted-by-hand\"", "state"),
         ("percent = 10", "percent = 101", "percent"),
+        ("halt = { share = 0.3", "halt = { share = 1.3", "halt"),
+        ("window = 40, min = 10", "window = 4, min = 10", "halt"),
         ("percent = 10", "percent = 0", "schedule"),
         ("channels = [\"beta\", \"stable\"]", "channels = [\"beta\", \"beta\"]", "channels"),
         ("channels = [\"beta\", \"stable\"]", "channels = []", "channels"),
