@@ -16,6 +16,8 @@ use upgram_core::body::report::{FailureCode, OutcomeKind, Report};
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod schema;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod writer;
@@ -97,11 +99,6 @@ pub fn code_name(code: FailureCode) -> &'static str {
 /// The attempt number as the stores keep it: the same 64 bits in a signed column.
 pub fn attempt_key(attempt: u64) -> i64 {
     i64::from_ne_bytes(attempt.to_ne_bytes())
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// What the reports of one release add up to.
@@ -227,24 +224,30 @@ impl ReportsConfig {
     /// Opens the store this names, for a catalog in `catalog` (`None` for [`ReportsConfig::Off`]),
     /// and brings its schema up to date.
     pub fn open(&self, catalog: &Path) -> Result<Option<Box<dyn ReportStore>>, ReportsError> {
-        let mut store: Box<dyn ReportStore> = match self {
-            Self::Off => return Ok(None),
+        let mut store = self.connect(catalog)?;
+        if let Some(store) = store.as_mut() {
+            store.migrate()?;
+        }
+        Ok(store)
+    }
+
+    fn connect(&self, catalog: &Path) -> Result<Option<Box<dyn ReportStore>>, ReportsError> {
+        match self {
+            Self::Off => Ok(None),
             #[cfg(feature = "sqlite")]
-            Self::Beside => Box::new(sqlite::SqliteStore::open(&catalog.join(DEFAULT_SQLITE_FILE))?),
+            Self::Beside => Ok(Some(Box::new(sqlite::SqliteStore::open(&catalog.join(DEFAULT_SQLITE_FILE))?))),
             #[cfg(feature = "sqlite")]
-            Self::Sqlite(path) => Box::new(sqlite::SqliteStore::open(path)?),
+            Self::Sqlite(path) => Ok(Some(Box::new(sqlite::SqliteStore::open(path)?))),
             #[cfg(not(feature = "sqlite"))]
             Self::Beside | Self::Sqlite(_) => {
                 let _ = catalog;
-                return Err(ReportsError::NotBuilt { given: self.to_string(), feature: "sqlite" });
+                Err(ReportsError::NotBuilt { given: self.to_string(), feature: "sqlite" })
             }
             #[cfg(feature = "postgres")]
-            Self::Postgres(url) => Box::new(postgres::PostgresStore::connect(url)?),
+            Self::Postgres(url) => Ok(Some(Box::new(postgres::PostgresStore::connect(url)?))),
             #[cfg(not(feature = "postgres"))]
-            Self::Postgres(_) => return Err(ReportsError::NotBuilt { given: self.to_string(), feature: "postgres" }),
-        };
-        store.migrate()?;
-        Ok(Some(store))
+            Self::Postgres(_) => Err(ReportsError::NotBuilt { given: self.to_string(), feature: "postgres" }),
+        }
     }
 }
 
@@ -289,60 +292,4 @@ pub trait ReportStore: Send {
 
     /// The counts of every release that has reports, by module and version.
     fn summary(&mut self) -> Result<Vec<ReleaseSummary>, ReportsError>;
-}
-
-/// A schema migration: its version and its statements in each dialect.
-pub(crate) struct Migration {
-    /// Its version: migrations run in ascending order.
-    pub version: i64,
-    /// Its statements for SQLite.
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
-    pub sqlite: &'static str,
-    /// Its statements for PostgreSQL.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub postgres: &'static str,
-}
-
-/// Every migration, in order.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: "CREATE TABLE outcomes (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        attempt INTEGER NOT NULL,
-        module TEXT NOT NULL,
-        from_version TEXT,
-        to_version TEXT NOT NULL,
-        result TEXT NOT NULL,
-        code TEXT,
-        channel TEXT,
-        band INTEGER,
-        received_ms INTEGER NOT NULL,
-        UNIQUE (module, to_version, attempt)
-    );
-    CREATE INDEX outcomes_release ON outcomes (module, to_version, id);",
-    postgres: "CREATE TABLE outcomes (
-        id BIGSERIAL PRIMARY KEY,
-        attempt BIGINT NOT NULL,
-        module TEXT NOT NULL,
-        from_version TEXT,
-        to_version TEXT NOT NULL,
-        result TEXT NOT NULL,
-        code TEXT,
-        channel TEXT,
-        band SMALLINT,
-        received_ms BIGINT NOT NULL,
-        UNIQUE (module, to_version, attempt)
-    );
-    CREATE INDEX outcomes_release ON outcomes (module, to_version, id);",
-}];
-
-/// The SQL condition of an install, and of a failure, over the `result` column.
-pub(crate) const INSTALL: &str = "result IN ('applied', 'deferred')";
-/// See [`INSTALL`].
-pub(crate) const FAILURE: &str = "result IN ('failed', 'rolled-back')";
-
-/// Counts from the three numbers a count query returns (negative ones, impossible, as 0).
-pub(crate) fn counts(installs: i64, failures: i64, total: i64) -> ReleaseCounts {
-    let n = |v: i64| u64::try_from(v).unwrap_or(0);
-    ReleaseCounts { installs: n(installs), failures: n(failures), total: n(total) }
 }

@@ -3,9 +3,10 @@
 
 use postgres::{Client, NoTls};
 
+use super::schema::{FAILURE, INSTALL, MIGRATIONS, counts, now_ms};
 use super::{
-    FAILURE, INSTALL, MIGRATIONS, RecentShare, ReleaseCounts, ReleaseSummary, ReportStore, ReportsError, StoredOutcome,
-    attempt_key, code_name, counts, kind_name, now_ms, redact,
+    RecentShare, ReleaseCounts, ReleaseSummary, ReportStore, ReportsError, StoredOutcome, attempt_key, code_name,
+    kind_name, redact,
 };
 
 /// The advisory lock key that serialises migrations of instances starting together.

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::schema::{FAILURE, INSTALL, MIGRATIONS, counts, now_ms};
 use super::{
-    FAILURE, INSTALL, MIGRATIONS, RecentShare, ReleaseCounts, ReleaseSummary, ReportStore, ReportsError, StoredOutcome,
-    attempt_key, code_name, counts, kind_name, now_ms,
+    RecentShare, ReleaseCounts, ReleaseSummary, ReportStore, ReportsError, StoredOutcome, attempt_key, code_name,
+    kind_name,
 };
 
 /// How long a statement waits for a lock another connection holds before failing.

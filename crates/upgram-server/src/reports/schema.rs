@@ -1,0 +1,67 @@
+//! What both back ends share: the schema migrations in each dialect, the conditions that
+//! count installs and failures, and small conversions.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::ReleaseCounts;
+
+/// Milliseconds since the Unix epoch, now.
+pub(super) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A schema migration: its version and its statements in each dialect.
+pub(super) struct Migration {
+    /// Its version: migrations run in ascending order.
+    pub version: i64,
+    /// Its statements for SQLite.
+    #[cfg_attr(not(feature = "sqlite"), expect(dead_code))]
+    pub sqlite: &'static str,
+    /// Its statements for PostgreSQL.
+    #[cfg_attr(not(feature = "postgres"), expect(dead_code))]
+    pub postgres: &'static str,
+}
+
+/// Every migration, in order.
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sqlite: "CREATE TABLE outcomes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        attempt INTEGER NOT NULL,
+        module TEXT NOT NULL,
+        from_version TEXT,
+        to_version TEXT NOT NULL,
+        result TEXT NOT NULL,
+        code TEXT,
+        channel TEXT,
+        band INTEGER,
+        received_ms INTEGER NOT NULL,
+        UNIQUE (module, to_version, attempt)
+    );
+    CREATE INDEX outcomes_release ON outcomes (module, to_version, id);",
+    postgres: "CREATE TABLE outcomes (
+        id BIGSERIAL PRIMARY KEY,
+        attempt BIGINT NOT NULL,
+        module TEXT NOT NULL,
+        from_version TEXT,
+        to_version TEXT NOT NULL,
+        result TEXT NOT NULL,
+        code TEXT,
+        channel TEXT,
+        band SMALLINT,
+        received_ms BIGINT NOT NULL,
+        UNIQUE (module, to_version, attempt)
+    );
+    CREATE INDEX outcomes_release ON outcomes (module, to_version, id);",
+}];
+
+/// The SQL condition of an install, and of a failure, over the `result` column.
+pub(super) const INSTALL: &str = "result IN ('applied', 'deferred')";
+/// See [`INSTALL`].
+pub(super) const FAILURE: &str = "result IN ('failed', 'rolled-back')";
+
+/// Counts from the three numbers a count query returns (negative ones, impossible, as 0).
+pub(super) fn counts(installs: i64, failures: i64, total: i64) -> ReleaseCounts {
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    ReleaseCounts { installs: n(installs), failures: n(failures), total: n(total) }
+}
