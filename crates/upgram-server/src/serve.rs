@@ -402,10 +402,21 @@ pub fn run(options: ServeOptions) -> Result<(), ServeError> {
 /// Opens the install report store `options.reports` names and starts its writer, which halts
 /// failing releases of the catalog served; `None` with `--reports off`.
 fn start_reports(options: &ServeOptions) -> Result<Option<Arc<ReportWriter>>, ServeError> {
-    let error = |source| ServeError::Reports { target: options.reports.to_string(), source };
-    let Some(store) = options.reports.open(&options.catalog).map_err(error)? else {
-        tracing::info!("--reports off: install reports are not stored");
-        return Ok(None);
+    let store = match options.reports.open(&options.catalog) {
+        Ok(Some(store)) => store,
+        Ok(None) => {
+            tracing::info!("--reports off: install reports are not stored");
+            return Ok(None);
+        }
+        // The default store is a convenience: a catalog folder the server cannot write to
+        // (served read-only) does not stop it from serving.
+        Err(error) if options.reports == ReportsConfig::Beside => {
+            tracing::error!(
+                "install reports are not stored: {error}; give --reports sqlite:PATH or postgres://…, or --reports off"
+            );
+            return Ok(None);
+        }
+        Err(source) => return Err(ServeError::Reports { target: options.reports.to_string(), source }),
     };
     let writer_options = WriterOptions { catalog: Some(options.catalog.clone()), ..WriterOptions::default() };
     let writer = ReportWriter::start(store, writer_options).map_err(io_error("starting the report writer"))?;

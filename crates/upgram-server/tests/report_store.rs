@@ -116,7 +116,13 @@ macro_rules! both {
     };
 }
 
-both!(migrations_run_once, batches_count_each_attempt_once, a_stalled_store_drops_and_counts, failures_halt_a_release);
+both!(
+    migrations_run_once,
+    batches_count_each_attempt_once,
+    a_stalled_store_drops_and_counts,
+    failures_halt_a_release,
+    a_serving_server_picks_up_a_halt,
+);
 
 fn outcome(attempt: u64, module: &str, to: &str, result: OutcomeKind) -> StoredOutcome {
     let code = matches!(result, OutcomeKind::Failed | OutcomeKind::RolledBack).then_some(FailureCode::Installer);
@@ -294,11 +300,7 @@ fn failures_halt_a_release(target: &Target) {
     assert_eq!((row("3.0").summary, row("3.0").failures), ("paused", Some(8)));
     assert_eq!((row("1.0").summary, row("1.0").installs), ("complete", Some(0)));
 
-    let reports = target.config.to_string();
-    let reports = match &target.config {
-        ReportsConfig::Postgres(url) => url.clone(),
-        _ => reports,
-    };
+    let reports = reports_flag(target);
     let text = run(&["rollout", "status", "--catalog", dir, "--module", "core", "--reports", &reports]);
     assert!(
         text.contains("core 2.0: halted, 100% of installations, channels stable, 12 installs, 8 failures reported"),
@@ -306,4 +308,85 @@ fn failures_halt_a_release(target: &Target) {
     );
     let text = run(&["rollout", "resume", "--catalog", dir, "--module", "core", "--version", "2.0"]);
     assert!(text.contains("core 2.0: complete"), "{text}");
+}
+
+/// `upgram-server serve` on ports the system picks; killed when dropped.
+struct Server {
+    child: std::process::Child,
+    http: std::net::SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn metrics(server: &Server) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let response = reqwest::get(format!("http://{}/metrics", server.http)).await.expect("HTTP request");
+        response.text().await.unwrap()
+    })
+}
+
+fn reports_flag(target: &Target) -> String {
+    match &target.config {
+        ReportsConfig::Postgres(url) => url.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn a_serving_server_picks_up_a_halt(target: &Target) {
+    use std::io::BufRead as _;
+    let catalog = target.catalog();
+    for version in ["1.0", "2.0"] {
+        publish(&catalog, version, target.dir.path());
+    }
+    let key = target.dir.path().join("server.key");
+    run(&["keygen", "--out", key.to_str().unwrap()]);
+    let reports = reports_flag(target);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--catalog", catalog.to_str().unwrap(), "--key", key.to_str().unwrap()])
+        .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--public-url", "http://{http}/"])
+        .args(["--reports", &reports])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let http = line.split_whitespace().nth(1).unwrap().trim_start_matches("http=").parse().unwrap();
+    let server = Server { child, http };
+    let labels = "module=\"core\",version=\"2.0\",channels=\"stable\"";
+    let text = metrics(&server);
+    assert!(text.contains(&format!("upgram_release_state{{{labels},state=\"complete\"}} 1")), "{text}");
+
+    // Another writer on the same store (as another instance would be) judges 2.0 by the
+    // default rule: 20 failures of 20 reports.
+    let options = WriterOptions { catalog: Some(catalog.clone()), ..WriterOptions::default() };
+    let writer = ReportWriter::start(target.open(), options).unwrap();
+    for attempt in 0..20 {
+        assert!(writer.offer(&report(attempt, "2.0", OutcomeKind::Failed), SystemTime::now()));
+    }
+    writer.shutdown();
+    assert_eq!(WriterCounters::get(&writer.counters().halts), 1);
+
+    // The server reloads the changed catalog by itself and reads the counts again.
+    let wanted = [
+        format!("upgram_release_state{{{labels},state=\"halted\"}} 1"),
+        format!("upgram_release_failures{{{labels}}} 20"),
+        format!("upgram_release_installs{{{labels}}} 0"),
+        "upgram_reports_outcomes_total{outcome=\"dropped\"} 0".to_owned(),
+    ];
+    let start = Instant::now();
+    let mut text = metrics(&server);
+    while !wanted.iter().all(|w| text.contains(w.as_str())) && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+        text = metrics(&server);
+    }
+    for wanted in &wanted {
+        assert!(text.contains(wanted.as_str()), "{wanted} missing: {text}");
+    }
 }

@@ -319,6 +319,10 @@ mod tests {
         let paused = Rollout { state: RolloutState::Paused, ..rollout.clone() };
         assert!(!paused.offers(false, Some(0), 0));
         assert!(!paused.offers(true, Some(0), 0));
+        let halted = Rollout { state: RolloutState::Halted, ..rollout.clone() };
+        assert!(!halted.offers(false, Some(0), 0));
+        assert!(!halted.offers(true, Some(0), 0));
+        assert_eq!(halted.describe(0), "halted");
         assert!(Rollout::default().offers(false, None, 0));
     }
 }

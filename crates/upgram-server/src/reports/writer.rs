@@ -191,7 +191,11 @@ impl Worker {
         while !self.stop.load(Ordering::Relaxed) {
             let mut batch = match self.receiver.recv_timeout(STOP_POLL) {
                 Ok(first) => first,
-                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Other instances may share the store: its counts change without us.
+                    self.summarise();
+                    continue;
+                }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let deadline = Instant::now() + self.options.linger;
