@@ -83,7 +83,7 @@ impl ReportStore for PostgresStore {
                 let done =
                     tx.query_opt("SELECT version FROM schema_version WHERE version = $1", &[&migration.version])?;
                 if done.is_none() {
-                    tx.batch_execute(migration.postgres)?;
+                    tx.batch_execute(&migration.statements("BIGSERIAL PRIMARY KEY"))?;
                     tx.execute(
                         "INSERT INTO schema_version (version, applied_ms) VALUES ($1, $2)",
                         &[&migration.version, &now_ms()],

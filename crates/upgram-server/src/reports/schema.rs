@@ -10,37 +10,30 @@ pub(super) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// A schema migration: its version and its statements in each dialect.
+/// A schema migration: its version and its statements, in SQL both back ends take, but for
+/// [`SERIAL`], written where a table's own ascending row id is declared.
 pub(super) struct Migration {
     /// Its version: migrations run in ascending order.
     pub version: i64,
-    /// Its statements for SQLite.
-    #[cfg_attr(not(feature = "sqlite"), expect(dead_code))]
-    pub sqlite: &'static str,
-    /// Its statements for PostgreSQL.
-    #[cfg_attr(not(feature = "postgres"), expect(dead_code))]
-    pub postgres: &'static str,
+    /// Its statements.
+    pub sql: &'static str,
+}
+
+/// Stands, in a migration, for an ascending row id column's type.
+pub(super) const SERIAL: &str = "{serial}";
+
+impl Migration {
+    /// Its statements with [`SERIAL`] replaced by `serial`, the dialect's type for it.
+    pub(super) fn statements(&self, serial: &str) -> String {
+        self.sql.replace(SERIAL, serial)
+    }
 }
 
 /// Every migration, in order.
 pub(super) const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
-    sqlite: "CREATE TABLE outcomes (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        attempt INTEGER NOT NULL,
-        module TEXT NOT NULL,
-        from_version TEXT,
-        to_version TEXT NOT NULL,
-        result TEXT NOT NULL,
-        code TEXT,
-        channel TEXT,
-        band INTEGER,
-        received_ms INTEGER NOT NULL,
-        UNIQUE (module, to_version, attempt)
-    );
-    CREATE INDEX outcomes_release ON outcomes (module, to_version, id);",
-    postgres: "CREATE TABLE outcomes (
-        id BIGSERIAL PRIMARY KEY,
+    sql: "CREATE TABLE outcomes (
+        id {serial},
         attempt BIGINT NOT NULL,
         module TEXT NOT NULL,
         from_version TEXT,

@@ -66,7 +66,8 @@ impl ReportStore for SqliteStore {
                 .optional()
                 .map_err(&error)?;
             if done.is_none() {
-                tx.execute_batch(migration.sqlite).map_err(&error)?;
+                // The row id alias, ascending and never reused.
+                tx.execute_batch(&migration.statements("INTEGER PRIMARY KEY AUTOINCREMENT")).map_err(&error)?;
                 tx.execute(
                     "INSERT INTO schema_version (version, applied_ms) VALUES (?1, ?2)",
                     [migration.version, now_ms()],
