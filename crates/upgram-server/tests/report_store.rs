@@ -390,3 +390,37 @@ fn a_serving_server_picks_up_a_halt(target: &Target) {
         assert!(text.contains(wanted.as_str()), "{wanted} missing: {text}");
     }
 }
+
+/// Waits (bounded) until the writer stored `n` outcomes.
+fn wait_stored(writer: &ReportWriter, n: u64) {
+    let start = Instant::now();
+    while WriterCounters::get(&writer.counters().stored) < n && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(WriterCounters::get(&writer.counters().stored), n);
+}
+
+#[test]
+fn the_writer_connects_again_after_postgres_drops_it() {
+    let Some(target) = Target::postgres("the_writer_connects_again_after_postgres_drops_it") else { return };
+    let ReportsConfig::Postgres(url) = &target.config else { unreachable!() };
+    let writer = ReportWriter::start(target.open(), WriterOptions::default()).unwrap();
+    assert!(writer.offer(&report(1, "2.0", OutcomeKind::Applied), SystemTime::now()));
+    wait_stored(&writer, 1);
+    let mut admin = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let ended = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(ended.len(), 1, "the writer's connection");
+    assert!(writer.offer(&report(2, "2.0", OutcomeKind::Failed), SystemTime::now()));
+    wait_stored(&writer, 2);
+    writer.shutdown();
+    assert_eq!(WriterCounters::get(&writer.counters().lost), 0);
+    assert_eq!(
+        target.open().release_counts("core", "2.0").unwrap(),
+        ReleaseCounts { installs: 1, failures: 1, total: 2 }
+    );
+}
