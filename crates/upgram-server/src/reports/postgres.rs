@@ -1,6 +1,8 @@
 //! Install reports in PostgreSQL, through the synchronous client, for deployments of several
 //! server instances sharing one database. The connection is made again after an error.
 
+use std::time::Duration;
+
 use postgres::{Client, NoTls};
 
 use super::schema::{FAILURE, INSTALL, MIGRATIONS, counts, now_ms};
@@ -8,6 +10,9 @@ use super::{
     RecentShare, ReleaseCounts, ReleaseSummary, ReportStore, ReportsError, StoredOutcome, attempt_key, code_name,
     kind_name, redact,
 };
+
+/// How long connecting, and one statement, may take at most.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The advisory lock key that serialises migrations of instances starting together.
 const MIGRATION_LOCK: i64 = 0x7570_6772_616d_0001;
@@ -41,7 +46,16 @@ impl PostgresStore {
     fn client(&mut self) -> Result<&mut Client, ReportsError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
-            let client = Client::connect(&self.url, NoTls).map_err(|e| self.error(e))?;
+            let mut config: postgres::Config = self.url.parse().map_err(|e| self.error(e))?;
+            if config.get_connect_timeout().is_none() {
+                config.connect_timeout(TIMEOUT);
+            }
+            let mut client = config.connect(NoTls).map_err(|e| self.error(e))?;
+            // A statement held up by a lock fails after a while instead of stalling the writer
+            // (and the server's shutdown) for good; the reports queue meanwhile drops.
+            client
+                .batch_execute(&format!("SET statement_timeout = {}", TIMEOUT.as_millis()))
+                .map_err(|e| self.error(e))?;
             self.client = Some(client);
         }
         // Set just above.
