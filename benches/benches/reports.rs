@@ -60,7 +60,9 @@ fn measure(config: &ReportsConfig, dir: &std::path::Path, batch: usize, count: u
 
 fn postgres_database(base: &str, name: &str) -> String {
     let mut admin = postgres::Client::connect(base, postgres::NoTls).expect("connect to UPGRAM_TEST_POSTGRES");
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}")).expect("create database");
+    // Two statements: neither may run inside the transaction a multi-statement batch is.
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).expect("drop database");
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
     match base.rsplit_once('/') {
         Some((server, _)) => format!("{server}/{name}"),
         None => panic!("UPGRAM_TEST_POSTGRES {base:?} has no database path"),

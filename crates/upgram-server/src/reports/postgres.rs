@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use postgres::{Client, NoTls};
+use postgres::{Client, NoTls, Statement};
 
 use super::schema::{FAILURE, INSTALL, MIGRATIONS, counts, now_ms};
 use super::{
@@ -21,7 +21,16 @@ const MIGRATION_LOCK: i64 = 0x7570_6772_616d_0001;
 pub struct PostgresStore {
     url: String,
     client: Option<Client>,
+    /// The batch insert, prepared on the current connection.
+    insert: Option<Statement>,
 }
+
+/// The batch insert: the columns as arrays, unnested into rows.
+const INSERT: &str =
+    "INSERT INTO outcomes (attempt, module, from_version, to_version, result, code, channel, band, received_ms)
+    SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[],
+                         $8::SMALLINT[], $9::BIGINT[])
+    ON CONFLICT DO NOTHING";
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -33,7 +42,7 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`,
     /// without TLS). Call [`ReportStore::migrate`] before using it.
     pub fn connect(url: &str) -> Result<Self, ReportsError> {
-        let mut store = Self { url: url.to_owned(), client: None };
+        let mut store = Self { url: url.to_owned(), client: None, insert: None };
         store.client()?;
         Ok(store)
     }
@@ -46,6 +55,7 @@ impl PostgresStore {
     fn client(&mut self) -> Result<&mut Client, ReportsError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
+            self.insert = None;
             let mut config: postgres::Config = self.url.parse().map_err(|e| self.error(e))?;
             if config.get_connect_timeout().is_none() {
                 config.connect_timeout(TIMEOUT);
@@ -70,6 +80,7 @@ impl PostgresStore {
             Ok(value) => Ok(value),
             Err(source) => {
                 self.client = None;
+                self.insert = None;
                 Err(self.error(source))
             }
         }
@@ -118,7 +129,6 @@ impl ReportStore for PostgresStore {
         if outcomes.is_empty() {
             return Ok(0);
         }
-        // One statement per batch: the columns as arrays, unnested into rows.
         let attempts: Vec<i64> = outcomes.iter().map(|o| attempt_key(o.attempt)).collect();
         let modules: Vec<&str> = outcomes.iter().map(|o| o.module.as_str()).collect();
         let froms: Vec<Option<&str>> = outcomes.iter().map(|o| o.from.as_deref()).collect();
@@ -128,17 +138,18 @@ impl ReportStore for PostgresStore {
         let channels: Vec<Option<&str>> = outcomes.iter().map(|o| o.channel.as_deref()).collect();
         let bands: Vec<Option<i16>> = outcomes.iter().map(|o| o.band.map(i16::from)).collect();
         let received: Vec<i64> = outcomes.iter().map(|o| o.received_ms).collect();
+        let insert = match &self.insert {
+            Some(statement) => statement.clone(),
+            None => {
+                let statement = self.with(|client| client.prepare(INSERT))?;
+                self.insert = Some(statement.clone());
+                statement
+            }
+        };
+        // One statement, so one transaction, and one round trip per batch.
         self.with(|client| {
-            let mut tx = client.transaction()?;
-            let stored = tx.execute(
-                "INSERT INTO outcomes (attempt, module, from_version, to_version, result, code, channel, band, received_ms)
-                 SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[],
-                                      $7::TEXT[], $8::SMALLINT[], $9::BIGINT[])
-                 ON CONFLICT DO NOTHING",
-                &[&attempts, &modules, &froms, &tos, &results, &codes, &channels, &bands, &received],
-            )?;
-            tx.commit()?;
-            Ok(stored)
+            client
+                .execute(&insert, &[&attempts, &modules, &froms, &tos, &results, &codes, &channels, &bands, &received])
         })
     }
 
