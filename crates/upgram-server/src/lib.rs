@@ -7,7 +7,8 @@
 //! resume and withdrawal of published releases; [`responder`]: the answer to a query;
 //! [`server`]: what a worker does with one datagram, without sockets; [`documents`]: the bounded
 //! store of fallback documents and their files; [`udp`], [`http`] and [`serve`]: the sockets and
-//! the `serve` command around them; [`metrics`] and [`ratelimit`].
+//! the `serve` command around them; [`intake`]: where accepted install reports go;
+//! [`metrics`] and [`ratelimit`].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -16,6 +17,7 @@ pub mod catalog;
 pub mod documents;
 mod durable;
 pub mod http;
+pub mod intake;
 pub mod keys;
 pub mod metrics;
 pub mod publish;

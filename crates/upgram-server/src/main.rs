@@ -257,6 +257,7 @@ impl ServeArgs {
                 docs_dir: self.docs_dir,
                 workers,
             },
+            reports: None,
         }
     }
 }

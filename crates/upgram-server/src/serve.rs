@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use upgram_core::cookie::CookieSecret;
 
 use crate::catalog::{CatalogError, load};
+use crate::intake::{DiscardReports, ReportSink};
 use crate::keys::{self, KeyError};
 use crate::server::{Config, CookieSecrets, Shared};
 use crate::{http, udp};
@@ -28,7 +29,7 @@ pub const HTTP_PLACEHOLDER: &str = "{http}";
 pub const RELOAD_POLL: Duration = Duration::from_secs(1);
 
 /// What `serve` needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// The catalog folder.
     pub catalog: PathBuf,
@@ -48,6 +49,25 @@ pub struct ServeOptions {
     /// The rest of the settings. Its `public_url` is `--public-url` as given, checked and
     /// completed by [`run`] (see [`public_url`]).
     pub config: Config,
+    /// Where accepted install reports go (SPEC.md §5.11); `None`: reports are off, the server
+    /// acknowledges them and keeps nothing ([`DiscardReports`]).
+    pub reports: Option<Arc<dyn ReportSink>>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("catalog", &self.catalog)
+            .field("key", &self.key)
+            .field("cookie_secret", &self.cookie_secret)
+            .field("previous_cookie_secret", &self.previous_cookie_secret)
+            .field("udp", &self.udp)
+            .field("http", &self.http)
+            .field("workers", &self.workers)
+            .field("config", &self.config)
+            .field("reports", &self.reports.as_ref().map(|_| "ReportSink"))
+            .finish()
+    }
 }
 
 /// Why the server could not start or stopped with an error.
@@ -342,7 +362,8 @@ pub fn run(options: ServeOptions) -> Result<(), ServeError> {
         let http_addr = listener.local_addr().map_err(io_error("HTTP address"))?;
         let mut config = options.config.clone();
         config.public_url = public_url(&config.public_url, http_addr)?;
-        let shared = Arc::new(Shared::new(catalog, signer, secrets, config));
+        let sink = options.reports.clone().unwrap_or_else(|| Arc::new(DiscardReports));
+        let shared = Arc::new(Shared::new(catalog, signer, secrets, config).with_report_sink(sink));
         let (stop, stopped) = watch::channel(false);
         let mut tasks = udp::serve(shared.clone(), sockets, stopped.clone());
         let router = http::router(shared.clone(), &options.catalog);
