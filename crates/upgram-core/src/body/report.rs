@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::body::value::Fields;
 use crate::body::xml::{Element, XmlReader, write_attribute, write_number};
@@ -39,8 +39,9 @@ pub struct Report<'a> {
     pub outcomes: Vec<Outcome<'a>>,
 }
 
-/// The outcome of one upgrade attempt of one module.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The outcome of one upgrade attempt of one module. Its JSON form (serde) is how a client
+/// keeps it until the server acknowledges it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome<'a> {
     /// A random number the client draws once per attempt: a server that receives the same
     /// attempt twice (a retransmission) counts it once.
@@ -60,7 +61,7 @@ pub struct Outcome<'a> {
 }
 
 /// What happened to an upgrade attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OutcomeKind {
     /// The upgrade is in place.
@@ -74,7 +75,7 @@ pub enum OutcomeKind {
 }
 
 /// Why an upgrade attempt failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureCode {
     /// A download failed (network, HTTP status, size).
