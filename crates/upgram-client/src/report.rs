@@ -198,7 +198,8 @@ mod tests {
     #[test]
     fn packing_keeps_every_outcome_in_order_within_the_limits() {
         let long = "m".repeat(120);
-        let queue: Vec<Outcome<'static>> = (0..64).map(|i| outcome(i, if i % 3 == 0 { &long } else { "core" })).collect();
+        let queue: Vec<Outcome<'static>> =
+            (0..64).map(|i| outcome(i, if i % 3 == 0 { &long } else { "core" })).collect();
         let bodies = pack(&queue, Some("beta"), Some(7));
         let attempts: Vec<u64> = bodies.iter().flat_map(|(_, a)| a.clone()).collect();
         assert_eq!(attempts, (0..64).collect::<Vec<_>>());
