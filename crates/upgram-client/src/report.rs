@@ -7,7 +7,7 @@
 //! challenge with the cookie it carries. Reports are fire-and-forget: sending never fails a
 //! check or an update, and what is not acknowledged stays queued for the next check.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -117,7 +117,7 @@ pub async fn send(
     jar: &Mutex<CookieJar>,
 ) -> Vec<u64> {
     let mut acknowledged = Vec::new();
-    let Ok(socket) = socket_for(server).await else {
+    let Ok(socket) = crate::transport::fresh_socket(server).await else {
         return acknowledged;
     };
     for (body, attempts) in pack(queue, channel, band) {
@@ -127,16 +127,6 @@ pub async fn send(
         acknowledged.extend(attempts);
     }
     acknowledged
-}
-
-async fn socket_for(server: SocketAddr) -> std::io::Result<UdpSocket> {
-    let local: SocketAddr = match server {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let socket = UdpSocket::bind(local).await?;
-    socket.connect(server).await?;
-    Ok(socket)
 }
 
 /// One report datagram: at most [`SENDS_PER_REPORT`] transmissions; whether it was
