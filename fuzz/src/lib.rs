@@ -7,7 +7,7 @@
 
 use std::cmp::Ordering;
 
-use upgram_core::body::{ErrorBody, Fallback, Query, Response};
+use upgram_core::body::{ErrorBody, Fallback, Query, Report, Response};
 use upgram_core::limits::{MAX_BATCH_DEPTH, MAX_DATAGRAM_LEN};
 use upgram_core::message::Expectation;
 use upgram_core::records::{RecordDelta, RecordFile, apply_delta, diff, merge};
@@ -33,7 +33,13 @@ pub fn datagram(data: &[u8]) {
             assert_eq!(&Fallback::decode(&body.to_vec()).expect("canonical fallback decodes"), body);
         }
         Message::Error(e) => assert_eq!(&ErrorBody::decode(&e.to_vec()).expect("canonical error decodes"), e),
-        Message::CookieChallenge(_) => {}
+        Message::Report(r) => {
+            let canonical = r.report.to_vec();
+            let again = Report::decode(&canonical).expect("canonical report decodes");
+            assert_eq!(again, r.report, "canonical report decodes to another value");
+            assert_eq!(again.to_vec(), canonical, "canonical encoding is not stable");
+        }
+        Message::CookieChallenge(_) | Message::ReportAck => {}
     }
 }
 
@@ -117,6 +123,12 @@ pub fn roundtrip(data: &[u8]) {
     if let Ok(error) = ErrorBody::decode(data) {
         let bytes = error.to_vec();
         assert_eq!(ErrorBody::decode(&bytes).expect("canonical error decodes"), error);
+    }
+    if let Ok(report) = Report::decode(data) {
+        let bytes = report.to_vec();
+        let again = Report::decode(&bytes).expect("canonical report decodes");
+        assert_eq!(again, report);
+        assert_eq!(again.to_vec(), bytes);
     }
 }
 

@@ -62,6 +62,7 @@ pub struct ClientBuilder<F = DefaultHttp> {
     fetcher: FetcherSource<F>,
     in_flight: Option<usize>,
     channel: Option<String>,
+    reports: bool,
 }
 
 /// Where a client's fetcher comes from: given, or made at build time with the client's deadline.
@@ -133,6 +134,13 @@ impl<F: Fetcher> ClientBuilder<F> {
         self
     }
 
+    /// Whether to send install reports, the outcomes of upgrade attempts (default on; SPEC.md
+    /// §5.11). Off: outcomes are neither queued nor sent.
+    pub fn reports(mut self, on: bool) -> Self {
+        self.reports = on;
+        self
+    }
+
     /// The HTTP fetcher for fallback documents (default with the `http` feature: `HttpFetcher`).
     pub fn fetcher<G: Fetcher>(self, fetcher: G) -> ClientBuilder<G> {
         let fetcher = FetcherSource::Given(fetcher);
@@ -142,6 +150,7 @@ impl<F: Fetcher> ClientBuilder<F> {
             fetcher,
             in_flight: self.in_flight,
             channel: self.channel,
+            reports: self.reports,
         }
     }
 
@@ -178,6 +187,7 @@ impl<F: Fetcher> ClientBuilder<F> {
                 preferred: AtomicUsize::new(0),
                 dropped: Mutex::new(Dropped::default()),
                 channel: self.channel,
+                reports: self.reports,
                 traffic: Traffic::default(),
             }),
             in_flight,
@@ -196,6 +206,8 @@ struct Shared<F> {
     preferred: AtomicUsize,
     /// The channel sent in queries; `None`: the default channel, not named.
     channel: Option<String>,
+    /// Install reports are on.
+    reports: bool,
 }
 
 /// An upgram client.
@@ -215,6 +227,7 @@ impl Client<HttpFetcher> {
             fetcher,
             in_flight: None,
             channel: None,
+            reports: true,
         }
     }
 }
@@ -229,6 +242,7 @@ impl<F: Fetcher> Client<F> {
             fetcher: FetcherSource::Given(fetcher),
             in_flight: None,
             channel: None,
+            reports: true,
         }
     }
 }
@@ -456,6 +470,27 @@ impl<F: Fetcher + 'static> Client<F> {
     /// the end).
     pub fn dropped(&self) -> Dropped {
         self.shared.dropped.lock().map(|d| *d).unwrap_or_default()
+    }
+
+    /// Whether install reports are on ([`ClientBuilder::reports`]).
+    pub fn reports_enabled(&self) -> bool {
+        self.shared.reports
+    }
+
+    /// Sends the install reports queued in `installed` to the server that last answered, with
+    /// this client's channel and the installation's bucket band, and returns the attempts it
+    /// acknowledged (to remove from the queue). Never fails: what is not acknowledged stays
+    /// for the next check (SPEC.md §5.11). Sends nothing when reports are off.
+    pub async fn send_reports(&self, installed: &InstalledState) -> Vec<u64> {
+        if !self.shared.reports || installed.reports.is_empty() {
+            return Vec::new();
+        }
+        let servers = &self.shared.transport.servers;
+        let Some(&server) = servers.get(self.shared.preferred.load(Ordering::Relaxed)).or(servers.first()) else {
+            return Vec::new();
+        };
+        let channel = self.shared.channel.as_deref();
+        crate::report::send(&installed.reports, channel, installed.band(), server, &self.shared.jar).await
     }
 
     /// The fetcher, for payload downloads.

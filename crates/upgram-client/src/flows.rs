@@ -273,6 +273,9 @@ pub async fn check_installing<F: Fetcher + 'static>(
     client.set_cookie_jar(state.cookie_jar());
     let report = client.check_installing(&state, install).await?;
     if installation.is_locked() {
+        // The install reports still queued go now, to the server that just answered and with
+        // the cookie it gave (SPEC.md §5.11).
+        let acknowledged = client.send_reports(&state).await;
         let hints: Vec<(String, Vec<String>)> = report
             .modules()
             .iter()
@@ -291,6 +294,7 @@ pub async fn check_installing<F: Fetcher + 'static>(
                 }
                 state.set_cookie_jar(&jar);
                 state.remember_fallback(fell_back.iter().map(String::as_str));
+                state.acknowledge_reports(&acknowledged);
             })
         })
         .await??;
@@ -492,8 +496,10 @@ async fn apply_answers<F: Fetcher + 'static>(
     let mut deferred: BTreeMap<String, Trigger> = BTreeMap::new();
     let mut outcomes = Vec::new();
     let mut self_update = false;
+    let mut reports = Vec::new();
     for id in &upgrade {
         let Some(answer) = answers.iter().find(|a| a.id == *id) else { continue };
+        let from = installation.module(id).map(|m| m.version);
         let blocked = answer.requires.iter().find(|r| failed.contains(r.id.as_ref()));
         // A module whose dependency waits, waits with it, so versions never mix.
         let waits: Vec<(String, Trigger)> =
@@ -515,7 +521,16 @@ async fn apply_answers<F: Fetcher + 'static>(
                 failed.insert(id.clone());
             }
         }
+        if client.reports_enabled()
+            && let Some(latest) = &answer.latest
+            && let Some(report) = crate::report::outcome(id, from.as_deref(), latest.as_str(), &outcome)
+        {
+            reports.push(report);
+        }
         outcomes.push(ModuleOutcome { id: id.clone(), outcome });
+    }
+    if !reports.is_empty() {
+        send_reports(installation, client, reports).await?;
     }
     // Every payload is in place or kept with its pending upgrade: the downloads can go. After a
     // failure they stay, so the next attempt resumes them instead of starting over.
@@ -530,6 +545,27 @@ async fn apply_answers<F: Fetcher + 'static>(
         _ => None,
     };
     Ok((outcomes, successor))
+}
+
+/// Queues the outcomes of this update's attempts in the state, sends the queue, and removes
+/// what the server acknowledged. Only saving the state can fail.
+async fn send_reports<F: Fetcher + 'static>(
+    installation: &Installation,
+    client: &Client<F>,
+    reports: Vec<upgram_core::body::Outcome<'static>>,
+) -> Result<(), FlowError> {
+    let handle = installation.clone();
+    blocking(move || handle.update_state(|state| reports.into_iter().for_each(|r| state.queue_report(r)))).await??;
+    let acknowledged = client.send_reports(&installation.state()).await;
+    let (handle, jar) = (installation.clone(), client.cookie_jar());
+    blocking(move || {
+        handle.update_state(|state| {
+            state.acknowledge_reports(&acknowledged);
+            state.set_cookie_jar(&jar);
+        })
+    })
+    .await??;
+    Ok(())
 }
 
 /// One module of an update: where its payloads come from and where they go.

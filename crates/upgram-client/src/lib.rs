@@ -28,6 +28,7 @@
 //! - [`client`]: asking servers, `Client::builder().server(..).public_key(..).build()?`;
 //!   [`transport`] runs the exchanges over UDP; [`fetch`] fetches over HTTP(S) through a
 //!   [`fetch::Fetcher`] an embedder may replace (the reqwest one is feature `http`);
+//!   [`report`] sends install reports, the outcomes of upgrade attempts;
 //! - [`staging`]: payloads downloaded, resumed, capped, hash-checked and synced before use;
 //! - [`apply`]: the building blocks the installation uses: the all-or-nothing engine, install
 //!   packages, deferred upgrades, self-update, recovery;
@@ -61,6 +62,7 @@ mod mode;
 #[cfg(feature = "patch")]
 pub mod patch;
 pub mod paths;
+pub mod report;
 pub mod staging;
 pub mod state;
 pub mod transport;

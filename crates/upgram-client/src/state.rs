@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use upgram_core::body::{BUCKETS, QueryFile, QueryModule};
+use upgram_core::body::{BANDS, BUCKETS, Outcome, QueryFile, QueryModule};
 use upgram_core::cookie::{ClientCookie, ServerCookie};
 use upgram_core::version::Version;
 
@@ -111,7 +111,16 @@ pub struct InstalledState {
     /// written before it existed: nothing fell back.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fallbacks: BTreeMap<String, u8>,
+    /// Install reports not yet acknowledged by a server, oldest first, at most
+    /// [`MAX_QUEUED_REPORTS`] (SPEC.md §5.11): sent after each upgrade and with every check
+    /// until a server acknowledges them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<Outcome<'static>>,
 }
+
+/// The most install reports a state keeps waiting for an acknowledgement; past it the oldest
+/// are dropped (SPEC.md §5.11).
+pub const MAX_QUEUED_REPORTS: usize = 64;
 
 /// The most times a module's predicted answer size is doubled: 2^5 times the expected size of
 /// a module asked with a version is about a whole datagram.
@@ -143,6 +152,26 @@ impl InstalledState {
         }
         self.bucket = Some(rand::Rng::gen_range(&mut rand::thread_rng(), 0..BUCKETS));
         true
+    }
+
+    /// Queues the outcome of an upgrade attempt for the next report, dropping the oldest past
+    /// [`MAX_QUEUED_REPORTS`].
+    pub fn queue_report(&mut self, outcome: Outcome<'static>) {
+        self.reports.push(outcome);
+        if self.reports.len() > MAX_QUEUED_REPORTS {
+            let excess = self.reports.len() - MAX_QUEUED_REPORTS;
+            self.reports.drain(..excess);
+        }
+    }
+
+    /// Removes the queued reports of the acknowledged `attempts`.
+    pub fn acknowledge_reports(&mut self, attempts: &[u64]) {
+        self.reports.retain(|outcome| !attempts.contains(&outcome.attempt));
+    }
+
+    /// The installation's bucket band (bucket / 10), which reports carry instead of the bucket.
+    pub fn band(&self) -> Option<u8> {
+        self.bucket.map(|bucket| bucket / (BUCKETS / BANDS))
     }
 
     fn check(&self) -> Result<(), String> {

@@ -186,7 +186,7 @@ fn unix_now() -> u64 {
 }
 
 /// A fresh socket connected to `server`: the kernel drops datagrams from anywhere else too.
-async fn fresh_socket(server: SocketAddr) -> std::io::Result<UdpSocket> {
+pub(crate) async fn fresh_socket(server: SocketAddr) -> std::io::Result<UdpSocket> {
     let local: SocketAddr = match server {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),

@@ -9,8 +9,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use upgram_core::body::{
-    BUCKETS, Binding, Delta, ErrorBody, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package, Payload, Query,
-    QueryFile, QueryModule, Requires, Response, Status, UpgradeInfo,
+    BUCKETS, Binding, Delta, ErrorBody, ErrorCode, FailureCode, FileAction, FileEntry, ModuleAnswer,
+    Outcome as ReportOutcome, OutcomeKind, Package, Payload, Query, QueryFile, QueryModule, Report, Requires, Response,
+    Status, UpgradeInfo,
 };
 use upgram_core::cookie::{ClientCookie, CookieSecret, make_server_cookie};
 use upgram_core::fallback::{ReplyShape, prepare_reply};
@@ -561,6 +562,7 @@ fn main() {
     rollout_vectors(&mut w);
     compact_vectors(&mut w);
     spec_agreement_vectors(&mut w);
+    report_vectors(&mut w);
     println!("wrote {} vectors to {}", w.written, dir.display());
 }
 
@@ -748,6 +750,127 @@ fn rollout_vectors(w: &mut Writer<'_>) {
     for (name, description, body) in invalid {
         w.invalid(name, description, &query_frame_bytes(0x0102030405060708, body.as_bytes(), &QueryOptions::default()));
     }
+}
+
+/// Vectors 78-89: install reports and their acknowledgement (SPEC.md §4.7, §5.11).
+fn report_vectors(w: &mut Writer<'_>) {
+    w.count = 77;
+    let outcome = |attempt, module: &'static str, from: Option<&'static str>, to, result, code| ReportOutcome {
+        attempt,
+        module: module.into(),
+        from: from.map(Cow::Borrowed),
+        to: Cow::Borrowed(to),
+        result,
+        code,
+    };
+    let every_kind = Report {
+        channel: Some("beta".into()),
+        band: Some(3),
+        outcomes: vec![
+            outcome(0x1a2b3c4d5e6f7081, "core", Some("1.2"), "1.3", OutcomeKind::Applied, None),
+            outcome(2, "tools", Some("2.0"), "2.1", OutcomeKind::Failed, Some(FailureCode::Download)),
+            outcome(3, "driver", Some("4.1"), "4.2", OutcomeKind::Deferred, None),
+            outcome(
+                18446744073709551615,
+                "db",
+                Some("7"),
+                "8-rc.1",
+                OutcomeKind::RolledBack,
+                Some(FailureCode::Installer),
+            ),
+        ],
+    }
+    .to_vec();
+    let client_cookie = ClientCookie(*b"\x11\x22\x33\x44\x55\x66\x77\x88");
+    let secret = CookieSecret([0x42; 32]);
+    let server_cookie = make_server_cookie(&secret, &client_cookie, "127.0.0.1".parse().expect("ip"), NOW);
+    let report_bytes = |request_id, body: &[u8], cookies: bool| {
+        let (client, server) = if cookies { (Some(client_cookie), Some(server_cookie)) } else { (None, None) };
+        Frame::report(request_id, body, client, server).to_vec().expect("report fits")
+    };
+    w.datagram(
+        "report-every-outcome",
+        "An install report on channel beta from bucket band 3 (buckets 30-39) with one outcome of each kind: applied, failed (download), deferred, rolled back (installer); sent with the client cookie and the server cookie that validates it (SPEC.md sections 4.7 and 5.11).",
+        &report_bytes(0x1112131415161718, &every_kind, true),
+    );
+    let first_install = Report {
+        channel: None,
+        band: None,
+        outcomes: vec![outcome(42, "core", None, "1.0", OutcomeKind::Applied, None)],
+    }
+    .to_vec();
+    w.datagram(
+        "report-first-install",
+        "The smallest report: a first install of core 1.0 (no `from`), default channel, no bucket, no cookies (a server answers it with a cookie challenge; SPEC.md section 5.11).",
+        &report_bytes(0x1112131415161719, &first_install, false),
+    );
+    w.datagram(
+        "report-ack",
+        "The acknowledgement of vector 78: the report's request id, no body, no trailer; 20 bytes, never more than the report (SPEC.md sections 3.2 and 5.11).",
+        &Frame::report_ack(0x1112131415161718).to_vec().expect("fits"),
+    );
+    let mut too_many = String::from("<report>");
+    for attempt in 0..17 {
+        let _ = write!(too_many, r#"<outcome attempt="{attempt}" module="a" to="1" result="applied"/>"#);
+    }
+    too_many.push_str("</report>");
+    let invalid = [
+        (
+            "invalid-report-too-many-outcomes",
+            "Seventeen outcomes: a report holds at most 16 (SPEC.md section 4.7).",
+            too_many.as_str(),
+        ),
+        (
+            "invalid-report-unknown-result",
+            "Result `crashed`: results are applied, failed, deferred and rolled-back (SPEC.md section 4.7).",
+            r#"<report><outcome attempt="1" module="core" from="1.2" to="1.3" result="crashed"/></report>"#,
+        ),
+        (
+            "invalid-report-band-too-large",
+            "Band 10: bands are 0 to 9, a bucket divided by ten (SPEC.md section 4.7).",
+            r#"<report band="10"><outcome attempt="1" module="core" from="1.2" to="1.3" result="applied"/></report>"#,
+        ),
+        (
+            "invalid-report-failed-without-code",
+            "A failed outcome without `code`: failed and rolled-back outcomes say why (SPEC.md section 4.7).",
+            r#"<report><outcome attempt="1" module="core" from="1.2" to="1.3" result="failed"/></report>"#,
+        ),
+        (
+            "invalid-report-code-on-applied",
+            "An applied outcome with a `code`: only failed and rolled-back outcomes carry one (SPEC.md section 4.7).",
+            r#"<report><outcome attempt="1" module="core" from="1.2" to="1.3" result="applied" code="other"/></report>"#,
+        ),
+        (
+            "invalid-report-repeated-attempt",
+            "One attempt id twice in a report: each attempt is reported once per report (SPEC.md section 4.7).",
+            r#"<report><outcome attempt="5" module="a" to="1" result="applied"/><outcome attempt="5" module="b" to="1" result="applied"/></report>"#,
+        ),
+        (
+            "invalid-report-empty",
+            "A report without outcomes: it holds at least one (SPEC.md section 4.7).",
+            r#"<report channel="beta"/>"#,
+        ),
+    ];
+    for (name, description, body) in invalid {
+        w.invalid(name, description, &report_bytes(0x1112131415161718, body.as_bytes(), false));
+    }
+    let mut ack_with_body = Frame::report_ack(0x1112131415161718).to_vec().expect("fits");
+    ack_with_body[17] = 1;
+    ack_with_body.push(b' ');
+    w.invalid(
+        "invalid-report-ack-with-body",
+        "A report acknowledgement with a one-byte body: acknowledgements have none (SPEC.md section 3.2).",
+        &ack_with_body,
+    );
+    let mut with_nonce = report_bytes(0x1112131415161719, &first_install, false);
+    with_nonce[7] |= 0x04;
+    with_nonce.extend_from_slice(&[0x5a; 16]);
+    w.invalid(
+        "invalid-report-nonce-flag",
+        "A report with the NONCE flag: reports are not answered with signatures, only cookies are allowed (SPEC.md section 3.3).",
+        &with_nonce,
+    );
+    assert_eq!(w.count, 89, "report vectors are numbered 78-89");
 }
 
 /// Vectors 30-39: batch-signed replies (SPEC.md §3.4, §10.3.1) and the ways they fail.

@@ -34,6 +34,9 @@ pub const MAX_ELEMENTS: usize = 250_000;
 pub const MAX_MODULES: usize = 100_000;
 /// Most files under one module of a query or response.
 pub const MAX_FILES_PER_MODULE: usize = 100_000;
+/// Most outcomes in one install report (SPEC.md §4.7); the report must also fit one datagram,
+/// so a client sends fewer when their module ids and versions are long.
+pub const MAX_OUTCOMES_PER_REPORT: usize = 16;
 /// Most mirrors in a fallback body.
 pub const MAX_MIRRORS: usize = 8;
 /// Longest module id.

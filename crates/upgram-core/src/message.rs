@@ -7,7 +7,7 @@
 use bytes::BufMut;
 use serde::Serialize;
 
-use crate::body::{Binding, ErrorBody, Fallback, Query, Response};
+use crate::body::{Binding, ErrorBody, Fallback, Query, Report, Response};
 use crate::cookie::{ClientCookie, ServerCookie};
 use crate::digest::Sha256Digest;
 use crate::error::{BodyError, DecodeError, EncodeError};
@@ -28,7 +28,7 @@ pub struct Datagram<'a> {
     raw_body: &'a [u8],
 }
 
-/// The five message kinds, decoded.
+/// The seven message kinds, decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Message<'a> {
@@ -42,6 +42,22 @@ pub enum Message<'a> {
     Error(ErrorBody<'a>),
     /// An unsigned cookie challenge.
     CookieChallenge(CookieChallenge),
+    /// A client's install report.
+    Report(ReportMessage<'a>),
+    /// An unsigned acknowledgement of the report with this datagram's request id.
+    ReportAck,
+}
+
+/// A report datagram (SPEC.md §4.7, §5.11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportMessage<'a> {
+    /// The decoded body.
+    pub report: Report<'a>,
+    /// The client's cookie for this server.
+    pub client_cookie: Option<ClientCookie>,
+    /// The server cookie the client holds, proof of its address: a server accepts a report
+    /// only with one that validates.
+    pub server_cookie: Option<ServerCookie>,
 }
 
 /// A query datagram.
@@ -277,6 +293,12 @@ impl<'a> Datagram<'a> {
                     problem: "required",
                 })?,
             }),
+            MessageKind::Report => Message::Report(ReportMessage {
+                report: Report::decode(frame.body).map_err(body_error(kind))?,
+                client_cookie: frame.client_cookie,
+                server_cookie: frame.server_cookie,
+            }),
+            MessageKind::ReportAck => Message::ReportAck,
         };
         Ok(Datagram { request_id: frame.request_id, message, raw_body: frame.body })
     }
@@ -307,6 +329,11 @@ impl<'a> Datagram<'a> {
                 frame.client_cookie = c.client_cookie;
                 frame.server_cookie = Some(c.server_cookie);
             }
+            Message::Report(r) => {
+                frame.client_cookie = r.client_cookie;
+                frame.server_cookie = r.server_cookie;
+            }
+            Message::ReportAck => {}
         }
         frame
     }
@@ -324,6 +351,8 @@ impl<'a> Datagram<'a> {
             Message::Fallback(_) => MessageKind::Fallback,
             Message::Error(_) => MessageKind::Error,
             Message::CookieChallenge(_) => MessageKind::CookieChallenge,
+            Message::Report(_) => MessageKind::Report,
+            Message::ReportAck => MessageKind::ReportAck,
         }
     }
 }

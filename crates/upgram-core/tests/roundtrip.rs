@@ -6,8 +6,8 @@ use std::borrow::Cow;
 
 use proptest::prelude::*;
 use upgram_core::body::{
-    Binding, Delta, ErrorBody, ErrorCode, Fallback, FileAction, FileEntry, ModuleAnswer, Package, Payload, Query,
-    QueryFile, QueryModule, Requires, Response, Status, UpgradeInfo,
+    Binding, Delta, ErrorBody, ErrorCode, FailureCode, Fallback, FileAction, FileEntry, ModuleAnswer, Outcome,
+    OutcomeKind, Package, Payload, Query, QueryFile, QueryModule, Report, Requires, Response, Status, UpgradeInfo,
 };
 use upgram_core::cookie::{ClientCookie, ServerCookie};
 use upgram_core::fallback::{ReplyShape, prepare_reply};
@@ -145,8 +145,78 @@ fn signer() -> ReplySigner {
     ReplySigner::from_seed(&[7; 32])
 }
 
+fn report() -> impl Strategy<Value = Report<'static>> {
+    let outcome = (
+        any::<u64>(),
+        module_id(),
+        prop::option::of(version()),
+        version(),
+        prop::sample::select(OutcomeKind::ALL.to_vec()),
+        prop::sample::select(FailureCode::ALL.to_vec()),
+    )
+        .prop_map(|(attempt, module, from, to, result, code)| Outcome {
+            attempt,
+            module,
+            from: from.map(|v| Cow::Owned(v.to_string())),
+            to: Cow::Owned(to.to_string()),
+            result,
+            code: result.has_code().then_some(code),
+        });
+    let channel = prop::option::of(module_id());
+    let band = prop::option::of(0..upgram_core::body::BANDS);
+    (channel, band, prop::collection::vec(outcome, 1..=upgram_core::limits::MAX_OUTCOMES_PER_REPORT)).prop_map(
+        |(channel, band, mut outcomes)| {
+            // Each attempt once per report (SPEC.md §4.7).
+            let mut seen = std::collections::HashSet::new();
+            outcomes.retain(|o| seen.insert(o.attempt));
+            Report { channel, band, outcomes }
+        },
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn report_bodies_round_trip(r in report()) {
+        let bytes = r.to_vec();
+        let decoded = Report::decode(&bytes).expect("decodes");
+        prop_assert_eq!(&decoded.to_vec(), &bytes);
+        prop_assert_eq!(&decoded, &r);
+    }
+
+    #[test]
+    fn report_datagrams_round_trip_and_their_ack_is_never_larger(
+        r in report(), id in any::<u64>(), client in prop::option::of(any::<[u8; 8]>()), server in any::<[u8; 16]>(),
+    ) {
+        let body = r.to_vec();
+        let client = client.map(ClientCookie);
+        let server = client.map(|_| ServerCookie(server));
+        let Ok(bytes) = Frame::report(id, &body, client, server).to_vec() else {
+            // Sixteen long outcomes can exceed a datagram: the encoder refuses, it never truncates.
+            prop_assert!(20 + body.len() > MAX_DATAGRAM_LEN - 24);
+            return Ok(());
+        };
+        let datagram = Datagram::decode(&bytes).expect("decodes");
+        prop_assert_eq!(datagram.request_id, id);
+        let Message::Report(message) = &datagram.message else { panic!("a report") };
+        prop_assert_eq!(&message.report, &r);
+        prop_assert_eq!(message.client_cookie, client);
+        prop_assert_eq!(message.server_cookie, server);
+        let mut again = Vec::new();
+        datagram.encode(&mut again).expect("re-encodes");
+        prop_assert_eq!(&again, &bytes);
+        let ack = Frame::report_ack(id).to_vec().expect("fits");
+        prop_assert!(ack.len() < bytes.len());
+        prop_assert_eq!(Datagram::decode(&ack).expect("decodes").message, Message::ReportAck);
+    }
+
+    #[test]
+    fn report_bands_outside_the_range_are_refused(band in upgram_core::body::BANDS..=u8::MAX) {
+        let body = format!(r#"<report band="{band}"><outcome attempt="1" module="a" to="1" result="applied"/></report>"#);
+        let error = Report::decode(body.as_bytes()).expect_err("band out of range");
+        prop_assert_eq!(error.name(), "invalid-attribute");
+    }
 
     #[test]
     fn query_bodies_round_trip(q in query()) {
@@ -356,10 +426,11 @@ proptest! {
         let _ = Response::decode(&bytes);
         let _ = Fallback::decode(&bytes);
         let _ = ErrorBody::decode(&bytes);
+        let _ = Report::decode(&bytes);
     }
 
     #[test]
-    fn arbitrary_bodies_behind_a_valid_header_never_panic(kind in 1u8..=5, flags in 0u16..8, body in "[<>/=\" a-z&;#0-9!?\\[\\]-]{0,300}") {
+    fn arbitrary_bodies_behind_a_valid_header_never_panic(kind in 1u8..=7, flags in 0u16..8, body in "[<>/=\" a-z&;#0-9!?\\[\\]-]{0,300}") {
         let mut bytes = b"UPGM\x01".to_vec();
         bytes.push(kind);
         bytes.extend_from_slice(&flags.to_be_bytes());

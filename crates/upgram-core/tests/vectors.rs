@@ -144,7 +144,8 @@ fn check_datagram(vectors: &[(PathBuf, Vector)], vector: &Vector, bytes: &[u8]) 
             Some((reply.raw_body(), reply.body_unverified().to_vec()))
         }
         Message::Query(query) => Some((query.raw_body, query.query.to_vec())),
-        Message::Error(_) | Message::CookieChallenge(_) => None,
+        Message::Report(report) => Some((datagram.to_frame().body, report.report.to_vec())),
+        Message::Error(_) | Message::CookieChallenge(_) | Message::ReportAck => None,
     };
     if let (Some((raw, canonical)), true) = (body, vector.reencode) {
         assert_eq!(

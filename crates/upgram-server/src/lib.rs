@@ -7,8 +7,9 @@
 //! resume and withdrawal of published releases; [`responder`]: the answer to a query;
 //! [`server`]: what a worker does with one datagram, without sockets; [`documents`]: the bounded
 //! store of fallback documents and their files; [`udp`], [`http`] and [`serve`]: the sockets and
-//! the `serve` command around them; [`reports`]: install reports stored in SQLite or
-//! PostgreSQL, and releases halted by them; [`metrics`] and [`ratelimit`].
+//! the `serve` command around them; [`intake`]: where accepted install reports go; [`reports`]:
+//! install reports stored in SQLite or PostgreSQL, and releases halted by them; [`metrics`] and
+//! [`ratelimit`].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -17,6 +18,7 @@ pub mod catalog;
 pub mod documents;
 mod durable;
 pub mod http;
+pub mod intake;
 pub mod keys;
 pub mod metrics;
 pub mod publish;

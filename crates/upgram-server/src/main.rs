@@ -331,6 +331,7 @@ impl ServeArgs {
                 workers,
             },
             reports: self.reports.unwrap_or_default(),
+            report_sink: None,
         }
     }
 }

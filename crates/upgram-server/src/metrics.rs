@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use upgram_core::body::OutcomeKind;
+
 /// Upper bounds of the latency histogram buckets, in microseconds.
 const LATENCY_BUCKETS_US: [u64; 10] = [5, 10, 25, 50, 100, 250, 500, 1000, 5000, 25000];
 
@@ -45,6 +47,20 @@ pub struct Metrics {
     pub reloads: AtomicU64,
     /// Failed catalog reloads (the old catalog stays).
     pub reload_failures: AtomicU64,
+    /// Report datagrams received (whose layout decoded).
+    pub reports: AtomicU64,
+    /// Reports acknowledged: handed to the sink, or repeats of reports already handed over.
+    pub reports_accepted: AtomicU64,
+    /// Reports from unvalidated sources, answered with a cookie challenge.
+    pub reports_refused: AtomicU64,
+    /// Reports refused by the per-source rate limiter.
+    pub reports_rate_limited: AtomicU64,
+    /// Reports the sink dropped because the store is behind (not acknowledged).
+    pub reports_dropped: AtomicU64,
+    /// Report acknowledgements sent.
+    pub report_acks: AtomicU64,
+    /// Outcomes handed to the sink, by kind, in the order of [`OutcomeKind::ALL`].
+    pub outcomes: [AtomicU64; 4],
     /// Non-cumulative: index i counts latencies in (bound i-1, bound i]; the last, above all.
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     latency_count: AtomicU64,
@@ -102,6 +118,20 @@ pub struct Snapshot {
     pub reloads: u64,
     /// See [`Metrics::reload_failures`].
     pub reload_failures: u64,
+    /// See [`Metrics::reports`].
+    pub reports: u64,
+    /// See [`Metrics::reports_accepted`].
+    pub reports_accepted: u64,
+    /// See [`Metrics::reports_refused`].
+    pub reports_refused: u64,
+    /// See [`Metrics::reports_rate_limited`].
+    pub reports_rate_limited: u64,
+    /// See [`Metrics::reports_dropped`].
+    pub reports_dropped: u64,
+    /// See [`Metrics::report_acks`].
+    pub report_acks: u64,
+    /// See [`Metrics::outcomes`].
+    pub outcomes: [u64; 4],
     /// Latency histogram, non-cumulative, last bucket above every bound.
     pub latency_buckets: [u64; LATENCY_BUCKETS_US.len() + 1],
     /// Latencies observed.
@@ -137,6 +167,15 @@ pub fn snapshot<'m>(parts: impl IntoIterator<Item = &'m Metrics>) -> Snapshot {
         total.documents_evicted += get(&m.documents_evicted);
         total.reloads += get(&m.reloads);
         total.reload_failures += get(&m.reload_failures);
+        total.reports += get(&m.reports);
+        total.reports_accepted += get(&m.reports_accepted);
+        total.reports_refused += get(&m.reports_refused);
+        total.reports_rate_limited += get(&m.reports_rate_limited);
+        total.reports_dropped += get(&m.reports_dropped);
+        total.report_acks += get(&m.report_acks);
+        for (sum, count) in total.outcomes.iter_mut().zip(&m.outcomes) {
+            *sum += get(count);
+        }
         for (sum, bucket) in total.latency_buckets.iter_mut().zip(&m.latency_buckets) {
             *sum += get(bucket);
         }
@@ -162,7 +201,7 @@ pub fn render(total: &Snapshot) -> String {
     for (name, help, value) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     }
-    let counters: [(&str, &str, u64); 10] = [
+    let counters: [(&str, &str, u64); 15] = [
         ("upgram_datagrams_received_total", "Datagrams received on the UDP sockets.", total.datagrams),
         ("upgram_queries_total", "Query datagrams decoded.", total.queries),
         ("upgram_rate_limited_total", "Queries refused by the per-source rate limiter.", total.rate_limited),
@@ -185,6 +224,23 @@ pub fn render(total: &Snapshot) -> String {
             "Fallback documents dropped before expiry to keep the store within its bounds.",
             total.documents_evicted,
         ),
+        ("upgram_reports_received_total", "Install report datagrams received.", total.reports),
+        ("upgram_reports_accepted_total", "Install reports acknowledged.", total.reports_accepted),
+        (
+            "upgram_reports_refused_total",
+            "Install reports from unvalidated sources, answered with a cookie challenge.",
+            total.reports_refused,
+        ),
+        (
+            "upgram_reports_rate_limited_total",
+            "Install reports refused by the per-source rate limiter.",
+            total.reports_rate_limited,
+        ),
+        (
+            "upgram_reports_dropped_total",
+            "Install reports dropped because the report store is behind.",
+            total.reports_dropped,
+        ),
     ];
     for (name, help, value) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
@@ -195,8 +251,14 @@ pub fn render(total: &Snapshot) -> String {
         ("fallback", total.fallbacks),
         ("error", total.errors),
         ("cookie-challenge", total.cookie_challenges),
+        ("report-ack", total.report_acks),
     ] {
         let _ = writeln!(out, "upgram_replies_total{{kind=\"{kind}\"}} {value}");
+    }
+    let name = "upgram_report_outcomes_total";
+    let _ = writeln!(out, "# HELP {name} Outcomes of accepted install reports, by result.\n# TYPE {name} counter");
+    for (kind, value) in OutcomeKind::ALL.iter().zip(total.outcomes) {
+        let _ = writeln!(out, "{name}{{result=\"{}\"}} {value}", kind.name());
     }
     let name = "upgram_http_downloads_total";
     let _ = writeln!(out, "# HELP {name} HTTP responses for store/ files, by status.\n# TYPE {name} counter");

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use upgram_core::cookie::CookieSecret;
 
 use crate::catalog::{CatalogError, load};
+use crate::intake::{DiscardReports, ReportSink};
 use crate::keys::{self, KeyError};
 use crate::reports::{ReportWriter, ReportsConfig, ReportsError, WriterOptions};
 use crate::server::{Config, CookieSecrets, Shared};
@@ -29,7 +30,7 @@ pub const HTTP_PLACEHOLDER: &str = "{http}";
 pub const RELOAD_POLL: Duration = Duration::from_secs(1);
 
 /// What `serve` needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// The catalog folder.
     pub catalog: PathBuf,
@@ -51,6 +52,27 @@ pub struct ServeOptions {
     pub config: Config,
     /// Where install reports are stored (default: SQLite beside the catalog's files).
     pub reports: ReportsConfig,
+    /// Where accepted install reports go instead of the store `reports` names (an embedder's
+    /// own sink); `None`: to that store's writer, or, with reports off, nowhere: the server
+    /// acknowledges them and keeps nothing ([`DiscardReports`]).
+    pub report_sink: Option<Arc<dyn ReportSink>>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("catalog", &self.catalog)
+            .field("key", &self.key)
+            .field("cookie_secret", &self.cookie_secret)
+            .field("previous_cookie_secret", &self.previous_cookie_secret)
+            .field("udp", &self.udp)
+            .field("http", &self.http)
+            .field("workers", &self.workers)
+            .field("config", &self.config)
+            .field("reports", &self.reports)
+            .field("report_sink", &self.report_sink.as_ref().map(|_| "ReportSink"))
+            .finish()
+    }
 }
 
 /// Why the server could not start or stopped with an error.
@@ -355,7 +377,12 @@ pub fn run(options: ServeOptions) -> Result<(), ServeError> {
         let http_addr = listener.local_addr().map_err(io_error("HTTP address"))?;
         let mut config = options.config.clone();
         config.public_url = public_url(&config.public_url, http_addr)?;
-        let shared = Arc::new(Shared::new(catalog, signer, secrets, config));
+        let sink: Arc<dyn ReportSink> = match (&options.report_sink, &writer) {
+            (Some(sink), _) => sink.clone(),
+            (None, Some(writer)) => writer.clone(),
+            (None, None) => Arc::new(DiscardReports),
+        };
+        let shared = Arc::new(Shared::new(catalog, signer, secrets, config).with_report_sink(sink));
         if let Some(writer) = &writer {
             let _ = shared.reports.set(writer.clone());
         }

@@ -15,6 +15,10 @@
 //! can be that small is decided from the catalog before anything is built, so such a source
 //! never makes the server build, sign, keep or write a fallback document: it gets the cookie
 //! challenge first.
+//!
+//! Install reports (SPEC.md §5.11) from a validated source within the rate limit go to the
+//! [`ReportSink`] and are acknowledged (20 bytes) when it takes them; an unvalidated source gets
+//! the cookie challenge; nothing else is ever sent to a report.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -24,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use upgram_core::body::{Binding, ErrorBody, ErrorCode, Query};
+use upgram_core::body::{Binding, ErrorBody, ErrorCode, Query, Report};
 use upgram_core::cookie::{
     ClientCookie, CookieCheck, CookieSecret, ServerCookie, cookie_freshness, is_authentic_cookie, make_server_cookie,
     within_amplification_limit,
@@ -37,6 +41,7 @@ use upgram_core::{DecodeError, MAX_DATAGRAM_LEN, Sha256Digest};
 
 use crate::catalog::Catalog;
 use crate::documents::{DocumentLimits, DocumentStore};
+use crate::intake::{RecentAttempts, ReportSink, SinkSlot};
 use crate::metrics::{Metrics, Snapshot, bump, snapshot};
 use crate::ratelimit::RateLimiter;
 use crate::responder::{AnswerCache, least_answer_len, respond_encoded};
@@ -118,6 +123,10 @@ pub struct Shared {
     /// The install report writer, when reports are stored (its counters and per-release counts
     /// go to `/metrics`).
     pub reports: std::sync::OnceLock<Arc<crate::reports::ReportWriter>>,
+    /// Where accepted install reports go.
+    report_sink: SinkSlot,
+    /// Attempts already handed to `report_sink`.
+    recent_attempts: RecentAttempts,
 }
 
 impl Shared {
@@ -148,7 +157,16 @@ impl Shared {
             reload_failure: Mutex::new(None),
             downloads: Mutex::new(BTreeMap::new()),
             reports: std::sync::OnceLock::new(),
+            report_sink: SinkSlot::default(),
+            recent_attempts: RecentAttempts::default(),
         }
+    }
+
+    /// Hands accepted install reports to `sink` (by default they are acknowledged and
+    /// discarded, see [`crate::intake::DiscardReports`]).
+    pub fn with_report_sink(mut self, sink: Arc<dyn ReportSink>) -> Self {
+        self.report_sink = SinkSlot(sink);
+        self
     }
 
     /// Swaps in a new catalog, whole: a query is answered from the old one or the new one,
@@ -378,6 +396,7 @@ impl Worker {
         bump(&self.metrics.datagrams);
         let frame = match Frame::decode(datagram) {
             Ok(frame) if frame.kind == MessageKind::Query => frame,
+            Ok(frame) if frame.kind == MessageKind::Report => return Step::Done(self.report(&frame, ip, now, out)),
             Ok(_) => return Step::Done(self.drop_it()),
             Err(error) => return Step::Done(self.undecodable(datagram, &error, out)),
         };
@@ -408,6 +427,48 @@ impl Worker {
             }
         };
         Step::Done(self.send_reply(&reply, &frame, &source, now, received, out))
+    }
+
+    /// An install report (SPEC.md §5.11): rate limit, cookie, body, sink, acknowledgement.
+    /// Nothing but a cookie challenge or a report-ack is ever sent back, both smaller than any
+    /// decodable report.
+    fn report(&mut self, frame: &Frame<'_>, ip: IpAddr, received_at: SystemTime, out: &mut Vec<u8>) -> bool {
+        let since_epoch = received_at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let now = since_epoch.as_secs();
+        bump(&self.metrics.reports);
+        if !self.shared.limiter.allow(ip, since_epoch.as_secs_f64()) {
+            bump(&self.metrics.reports_rate_limited);
+            return self.drop_it();
+        }
+        let received = frame.encoded_len();
+        let source = self.source(frame, ip, now);
+        if !source.validated {
+            bump(&self.metrics.reports_refused);
+            return self.challenge(frame, &source, now, received, out);
+        }
+        let Ok(report) = Report::decode(frame.body) else {
+            bump(&self.metrics.malformed);
+            return self.drop_it();
+        };
+        let shared = &self.shared;
+        if let Some(fresh) = shared.recent_attempts.unseen(&report) {
+            if !shared.report_sink.0.offer(&fresh, received_at) {
+                bump(&self.metrics.reports_dropped);
+                return self.drop_it();
+            }
+            shared.recent_attempts.remember(&fresh);
+            for outcome in &fresh.outcomes {
+                bump(&self.metrics.outcomes[outcome.result as usize]);
+            }
+        }
+        bump(&self.metrics.reports_accepted);
+        let ack = Frame::report_ack(frame.request_id);
+        if ack.encoded_len() > received || ack.encode(out).is_err() {
+            out.clear();
+            return self.drop_it();
+        }
+        bump(&self.metrics.report_acks);
+        true
     }
 
     /// The second step: keeps the signed answer (its document, and in the cache) and writes

@@ -148,6 +148,17 @@ pub fn start_server_on(make: impl FnOnce(&Path) -> Catalog, config: impl FnOnce(
 /// [`start_server`] on `catalog`, whose payloads are in the store of the catalog folder `dir`
 /// (kept as long as the server).
 pub fn start_server_in(dir: tempfile::TempDir, catalog: Catalog, config: impl FnOnce(&mut Config)) -> TestServer {
+    start_server_reporting(dir, catalog, config, None)
+}
+
+/// [`start_server_in`], handing the install reports it accepts to `reports` (by default they
+/// are acknowledged and discarded).
+pub fn start_server_reporting(
+    dir: tempfile::TempDir,
+    catalog: Catalog,
+    config: impl FnOnce(&mut Config),
+    reports: Option<Arc<dyn upgram_server::intake::ReportSink>>,
+) -> TestServer {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("server runtime");
     let (stop, stopped) = watch::channel(false);
@@ -162,7 +173,11 @@ pub fn start_server_in(dir: tempfile::TempDir, catalog: Catalog, config: impl Fn
     };
     config(&mut settings);
     let secrets = CookieSecrets { current: CookieSecret(COOKIE_SECRET), previous: None };
-    let shared = Arc::new(Shared::new(catalog, ReplySigner::from_seed(&SEED), secrets, settings));
+    let mut shared = Shared::new(catalog, ReplySigner::from_seed(&SEED), secrets, settings);
+    if let Some(sink) = reports {
+        shared = shared.with_report_sink(sink);
+    }
+    let shared = Arc::new(shared);
     let sockets = {
         let _guard = runtime.enter();
         upgram_server::udp::bind("127.0.0.1:0".parse().expect("address"), 1).expect("bind UDP")

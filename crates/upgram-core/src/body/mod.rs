@@ -1,5 +1,5 @@
 //! The XML bodies (SPEC.md §4): query, response (also the fallback document), fallback, error,
-//! install report (its data model; the codec follows).
+//! install report.
 //!
 //! Every body type has `decode(&'a [u8])`, which borrows strings from the input, and
 //! `encode(&self, &mut Vec<u8>)`, which writes the canonical form: no declaration, no whitespace
@@ -50,8 +50,10 @@ pub(crate) fn parse_document<'a, T>(
 
 /// Every element name of protocol version 1. One of these where its parent does not allow it
 /// is an error; any other name is an extension and is skipped (SPEC.md §4.1.3).
-pub(crate) const V1_ELEMENTS: [&str; 11] =
-    ["query", "module", "file", "response", "package", "delta", "requires", "frequent", "fallback", "mirror", "error"];
+pub(crate) const V1_ELEMENTS: [&str; 13] = [
+    "query", "module", "file", "response", "package", "delta", "requires", "frequent", "fallback", "mirror", "error",
+    "report", "outcome",
+];
 
 /// Visits the children of `element`, whose name is `parent`: those in `allowed` go to `child`,
 /// other version 1 elements are an error, unknown ones are skipped (forward compatibility).

@@ -52,6 +52,8 @@ fn flag_rule(kind: MessageKind) -> FlagRule {
         MessageKind::CookieChallenge => {
             FlagRule { allowed: Flags::CLIENT_COOKIE | Flags::SERVER_COOKIE, required: Flags::SERVER_COOKIE }
         }
+        MessageKind::Report => FlagRule { allowed: Flags::CLIENT_COOKIE | Flags::SERVER_COOKIE, required: 0 },
+        MessageKind::ReportAck => FlagRule { allowed: 0, required: 0 },
     }
 }
 
@@ -76,8 +78,12 @@ fn check_flags(kind: MessageKind, flags: Flags) -> Result<(), DecodeError> {
         };
         return Err(DecodeError::FlagNotAllowed { kind: kind.name(), flag: flag_name(bit), problem });
     }
-    // A server cookie in a query is only meaningful with the client cookie it was made for.
-    if kind == MessageKind::Query && flags.has(Flags::SERVER_COOKIE) && !flags.has(Flags::CLIENT_COOKIE) {
+    // A server cookie in a query or report is only meaningful with the client cookie it was
+    // made for.
+    if matches!(kind, MessageKind::Query | MessageKind::Report)
+        && flags.has(Flags::SERVER_COOKIE)
+        && !flags.has(Flags::CLIENT_COOKIE)
+    {
         return Err(DecodeError::FlagNotAllowed {
             kind: kind.name(),
             flag: "CLIENT_COOKIE",
@@ -174,7 +180,7 @@ impl<'b> Frame<'b> {
         if pad_len > 0 && header.kind != MessageKind::Query {
             return Err(DecodeError::PaddingNotAllowed { kind: header.kind.name(), len: pad_len });
         }
-        if body_len > 0 && header.kind == MessageKind::CookieChallenge {
+        if body_len > 0 && header.kind.is_bodiless() {
             return Err(DecodeError::BodyNotAllowed { kind: header.kind.name(), len: body_len });
         }
         let (body, mut rest) = rest.split_at(body_len);
@@ -234,8 +240,8 @@ impl<'b> Frame<'b> {
         if self.padding > 0 && self.kind != MessageKind::Query {
             return invalid("only queries are padded");
         }
-        if !self.body.is_empty() && self.kind == MessageKind::CookieChallenge {
-            return invalid("a cookie challenge has no body");
+        if !self.body.is_empty() && self.kind.is_bodiless() {
+            return invalid("cookie challenges and report acknowledgements have no body");
         }
         Ok(())
     }
@@ -357,6 +363,39 @@ impl<'b> Frame<'b> {
             kind: MessageKind::Error,
             request_id,
             body,
+            client_cookie: None,
+            server_cookie: None,
+            nonce: None,
+            signature: None,
+            padding: 0,
+        }
+    }
+
+    /// A report frame around an encoded report body, with the client's cookies.
+    pub fn report(
+        request_id: u64,
+        body: &'b [u8],
+        client_cookie: Option<ClientCookie>,
+        server_cookie: Option<ServerCookie>,
+    ) -> Frame<'b> {
+        Frame {
+            kind: MessageKind::Report,
+            request_id,
+            body,
+            client_cookie,
+            server_cookie,
+            nonce: None,
+            signature: None,
+            padding: 0,
+        }
+    }
+
+    /// A report acknowledgement: "the report with this request id arrived" (20 bytes).
+    pub fn report_ack(request_id: u64) -> Frame<'static> {
+        Frame {
+            kind: MessageKind::ReportAck,
+            request_id,
+            body: &[],
             client_cookie: None,
             server_cookie: None,
             nonce: None,

@@ -46,6 +46,10 @@ pub enum MessageKind {
     Error = 4,
     /// An unsigned cookie challenge: retry with this server cookie (kind 5).
     CookieChallenge = 5,
+    /// A client's install report (kind 6), unsigned.
+    Report = 6,
+    /// An unsigned acknowledgement of a report, without body (kind 7).
+    ReportAck = 7,
 }
 
 impl MessageKind {
@@ -57,6 +61,8 @@ impl MessageKind {
             3 => Self::Fallback,
             4 => Self::Error,
             5 => Self::CookieChallenge,
+            6 => Self::Report,
+            7 => Self::ReportAck,
             _ => return None,
         })
     }
@@ -69,7 +75,15 @@ impl MessageKind {
             Self::Fallback => "fallback",
             Self::Error => "error",
             Self::CookieChallenge => "cookie-challenge",
+            Self::Report => "report",
+            Self::ReportAck => "report-ack",
         }
+    }
+
+    /// Whether datagrams of this kind never have a body (cookie challenge, report
+    /// acknowledgement).
+    pub fn is_bodiless(self) -> bool {
+        matches!(self, Self::CookieChallenge | Self::ReportAck)
     }
 
     /// Whether datagrams of this kind carry a key id and an Ed25519 signature.

@@ -320,3 +320,11 @@ impl Worker {
         }
     }
 }
+
+/// The writer is where a serving server's UDP workers hand the reports they accept: `offer`
+/// never blocks, and refuses (counted as dropped) when the queue is full.
+impl crate::intake::ReportSink for ReportWriter {
+    fn offer(&self, report: &Report<'_>, received: SystemTime) -> bool {
+        ReportWriter::offer(self, report, received)
+    }
+}

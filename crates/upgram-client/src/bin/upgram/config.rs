@@ -8,6 +8,7 @@
 //! deadline_secs = 20
 //! nonce_bound = false
 //! channel = "beta"             # the release channel to follow; default "stable"
+//! reports = true               # send install reports (outcome, versions, channel, band)
 //!
 //! # Busy files: when a file is in use (another process holds an advisory lock on it),
 //! # its module waits for this trigger; per-module triggers override it.
@@ -55,6 +56,8 @@ pub struct ConfigFile {
     pub nonce_bound: Option<bool>,
     /// The release channel to follow (default `stable`).
     pub channel: Option<String>,
+    /// Send install reports, the outcomes of upgrade attempts (default `true`).
+    pub reports: Option<bool>,
     /// The trigger a module with a busy file waits for (default `program-exit`).
     pub defer_trigger: Option<Trigger>,
     /// Per-module triggers for busy files.
@@ -213,6 +216,7 @@ impl Settings {
         if let Some(channel) = &self.file.channel {
             builder = builder.channel(channel.clone());
         }
+        builder = builder.reports(self.file.reports.unwrap_or(true));
         if let Some(secs) = self.file.deadline_secs {
             if secs == 0 {
                 return Err(usage_error("the deadline must be at least one second (--deadline, `deadline_secs`)"));
