@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use upgram_core::body::value::is_valid_module_id;
 use upgram_core::body::{Fallback, ModuleAnswer, Query, Response, Status, UpgradeInfo};
-use upgram_core::merge::{check_compact, expand_compact, merge_answers, pack_query_parts, with_installs};
+use upgram_core::merge::{PackedPart, check_compact, expand_compact, merge_answers, pack_query_parts, with_installs};
 use upgram_core::plan::refuses_downgrade;
 use upgram_core::sign::KeyRing;
 use upgram_core::version::Version;
@@ -268,14 +268,10 @@ struct Part {
 }
 
 impl Part {
-    /// The answer as decoded: compact or not.
-    fn decoded(&self) -> Result<Response<'_>, ClientError> {
-        Response::decode(&self.document).map_err(|e| ClientError::Answer(e.to_string()))
-    }
-
     /// The answer in today's form: a compact answer expanded against the query.
     fn response(&self) -> Result<Response<'_>, ClientError> {
-        Ok(expand_compact(self.decoded()?, &self.asked)?)
+        let response = Response::decode(&self.document).map_err(|e| ClientError::Answer(e.to_string()))?;
+        Ok(expand_compact(response, &self.asked)?)
     }
 }
 
@@ -407,12 +403,12 @@ impl<F: Fetcher + 'static> Client<F> {
             installed.predicted_answer_len(m)
         })
         .map_err(|e| ClientError::Answer(e.to_string()))?;
-        self.check_parts(parts.into_iter().map(|p| (p.body, p.query.into_owned())).collect()).await
+        self.check_parts(parts).await
     }
 
-    /// Runs the exchanges of `parts` (each a body and the query it encodes), follows
-    /// fallbacks, and checks every answer against its query.
-    async fn check_parts(&self, parts: Vec<(Vec<u8>, Query<'static>)>) -> Result<CheckReport, ClientError> {
+    /// Runs the exchanges of `parts` concurrently, follows fallbacks, and checks every answer
+    /// against its query as it comes in, while the other exchanges go on.
+    async fn check_parts(&self, parts: Vec<PackedPart<'_>>) -> Result<CheckReport, ClientError> {
         let exchanges = parts.len();
         // One deadline for the whole check, whatever the number of parts (SPEC.md §2.3).
         let deadline = Instant::now() + self.shared.transport.deadline;
@@ -423,7 +419,9 @@ impl<F: Fetcher + 'static> Client<F> {
         let counters = Counters { traffic: self.shared.traffic.clone(), dropped: self.shared.dropped.clone() };
         let pool = Arc::new(SocketPool::new(counters));
         let mut tasks = JoinSet::new();
-        for (body, asked) in parts {
+        let mut queries = Vec::with_capacity(exchanges);
+        for (index, PackedPart { body, query }) in parts.into_iter().enumerate() {
+            queries.push(Some(query));
             let shared = self.shared.clone();
             let limit = limit.clone();
             let pool = pool.clone();
@@ -435,22 +433,26 @@ impl<F: Fetcher + 'static> Client<F> {
                 if let Some(index) = transport.servers.iter().position(|s| *s == reply.server) {
                     shared.preferred.store(index, Ordering::Relaxed);
                 }
-                let part = if reply.kind == MessageKind::Response {
-                    Part { asked, document: reply.body, fell_back: false }
-                } else {
-                    let pointer = Fallback::decode(&reply.body).map_err(|e| ClientError::Answer(e.to_string()))?;
-                    let document = fetch_document(&shared.fetcher, &pointer, unix_now()).await?;
-                    Part { asked, document, fell_back: true }
-                };
-                // Refused now, before anything acts on it: an answer that does not decode, or a
-                // compact answer that cannot be expanded against its own query.
-                check_compact(&part.decoded()?, &part.asked)?;
-                Ok::<_, ClientError>(part)
+                if reply.kind == MessageKind::Response {
+                    return Ok::<_, ClientError>((index, reply.body, false));
+                }
+                let pointer = Fallback::decode(&reply.body).map_err(|e| ClientError::Answer(e.to_string()))?;
+                let document = fetch_document(&shared.fetcher, &pointer, unix_now()).await?;
+                Ok((index, document, true))
             });
         }
         let mut parts = Vec::with_capacity(exchanges);
         while let Some(joined) = tasks.join_next().await {
-            parts.push(joined.map_err(|e| ClientError::Answer(e.to_string()))??);
+            let (index, document, fell_back) = joined.map_err(|e| ClientError::Answer(e.to_string()))??;
+            let Some(query) = queries.get_mut(index).and_then(Option::take) else {
+                return Err(ClientError::Answer(format!("part {index} answered twice")));
+            };
+            // Refused now, before anything acts on it: an answer that does not decode, or a
+            // compact answer that cannot be expanded against its own query.
+            let answer = Response::decode(&document).map_err(|e| ClientError::Answer(e.to_string()))?;
+            check_compact(&answer, &query)?;
+            drop(answer);
+            parts.push(Part { asked: query.into_owned(), document, fell_back });
         }
         let fallbacks = parts.iter().filter(|p| p.fell_back).count();
         let documents: u64 = parts.iter().filter(|p| p.fell_back).map(|p| p.document.len() as u64).sum();

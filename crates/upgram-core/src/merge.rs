@@ -536,6 +536,37 @@ mod tests {
     }
 
     #[test]
+    fn checking_a_compact_answer_refuses_what_expanding_refuses() {
+        // Small parts are scanned, large ones looked up in a set: both ways agree.
+        for asked_count in [3, 200] {
+            let ids: Vec<String> = (0..asked_count).map(|i| format!("m{i:03}")).collect();
+            let mut query = compact_query(ids.iter().map(|id| asked(id, Some("1.0"))).collect());
+            let last = ids.last().unwrap().as_str();
+            let mut dependency = ModuleAnswer::new("lib", Status::Update, Some(v("1")));
+            dependency.dependency = true;
+            let listed = |ids: &[&str]| {
+                let mut modules: Vec<_> =
+                    ids.iter().map(|id| ModuleAnswer::new(id.to_string(), Status::Update, Some(v("2")))).collect();
+                modules.push(dependency.clone());
+                let mut answer = response(1, None, modules);
+                answer.compact = true;
+                answer
+            };
+            let good = listed(&["m000", last]);
+            assert_eq!(check_compact(&good, &query), Ok(()));
+            assert!(expand_compact(good.clone(), &query).is_ok());
+            let bad = listed(&["m000", "stranger"]);
+            let error = CompactError::NotAsked { id: "stranger".into() };
+            assert_eq!(check_compact(&bad, &query), Err(error.clone()));
+            assert_eq!(expand_compact(bad, &query), Err(error));
+            query.compact = false;
+            assert_eq!(check_compact(&good, &query), Err(CompactError::Unrequested));
+            let today = Response { compact: false, ..good };
+            assert_eq!(check_compact(&today, &query), Ok(()), "today's form is not checked against the query");
+        }
+    }
+
+    #[test]
     fn only_a_query_that_asked_gets_a_compact_answer() {
         let mut query = compact_query(vec![asked("a", Some("1.0"))]);
         query.compact = false;
