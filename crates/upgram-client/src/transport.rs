@@ -200,6 +200,10 @@ fn unix_now() -> u64 {
 /// parts opens a handful of sockets rather than one per part.
 pub const SOCKETS_PER_SERVER: usize = 4;
 
+/// Datagrams that may wait for one exchange, as a socket's receive buffer would hold them: a
+/// flood with the right request id is dropped beyond this, not kept in memory.
+const QUEUED_PER_EXCHANGE: usize = 256;
+
 /// What a socket's reader hands to the exchange a datagram is for.
 #[derive(Debug)]
 enum Delivery {
@@ -225,7 +229,7 @@ struct SharedSocket {
 /// The exchanges a socket carries.
 #[derive(Debug, Default)]
 struct Waiting {
-    open: HashMap<u64, mpsc::UnboundedSender<Delivery>>,
+    open: HashMap<u64, mpsc::Sender<Delivery>>,
     /// Request ids of exchanges that ended or moved on: a late reply to one (the answer to a
     /// retransmission, say) is expected and ignored, not counted as dropped.
     closed: HashSet<u64>,
@@ -252,9 +256,15 @@ impl SharedSocket {
     fn deliver(&self, request_id: u64, delivery: Delivery) -> bool {
         let Ok(waiting) = self.waiting.lock() else { return false };
         match waiting.open.get(&request_id) {
-            // The exchange may have just ended: its receiver is gone, which is fine.
             Some(to) => {
-                let _ = to.send(delivery);
+                match to.try_send(delivery) {
+                    // As a full receive buffer would: lost on the way, the timers go on.
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::debug!(server = %self.server, request_id, "an exchange's queue is full: datagram lost");
+                    }
+                    // The exchange has just ended: its receiver is gone, which is fine.
+                    Err(mpsc::error::TrySendError::Closed(_)) | Ok(()) => {}
+                }
                 true
             }
             None => waiting.closed.contains(&request_id),
@@ -266,7 +276,8 @@ impl SharedSocket {
         self.refused.store(true, Ordering::Relaxed);
         if let Ok(waiting) = self.waiting.lock() {
             for to in waiting.open.values() {
-                let _ = to.send(Delivery::Refused);
+                // A full queue has datagrams to go through first; the flag stops its next send.
+                let _ = to.try_send(Delivery::Refused);
             }
         }
     }
@@ -318,12 +329,12 @@ pub struct Counters {
 struct Link {
     socket: Arc<SharedSocket>,
     request_id: u64,
-    from: mpsc::UnboundedReceiver<Delivery>,
+    from: mpsc::Receiver<Delivery>,
 }
 
 impl Link {
     fn new(socket: Arc<SharedSocket>, request_id: u64) -> Self {
-        let (to, from) = mpsc::unbounded_channel();
+        let (to, from) = mpsc::channel(QUEUED_PER_EXCHANGE);
         if let Ok(mut waiting) = socket.waiting.lock() {
             waiting.open.insert(request_id, to);
         }
