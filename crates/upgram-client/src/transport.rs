@@ -668,6 +668,26 @@ mod tests {
         }
     }
 
+    /// What an exchange through a pool of one socket per server needs, against `server`.
+    struct Setup {
+        keys: KeyRing,
+        jar: Mutex<CookieJar>,
+        config: TransportConfig,
+        counters: Counters,
+        pool: SocketPool,
+        deadline: Instant,
+    }
+
+    impl Setup {
+        fn for_server(server: &FakeServer) -> Self {
+            let config = config(server.addr());
+            let counters = Counters::default();
+            let pool = SocketPool::with_sockets_per_server(counters.clone(), 1);
+            let deadline = Instant::now() + config.deadline;
+            Self { keys: server.keys(), jar: Mutex::new(CookieJar::default()), config, counters, pool, deadline }
+        }
+    }
+
     /// The module id and latest version a verified reply names.
     fn named(reply: &VerifiedReply) -> (String, String) {
         let response = Response::decode(&reply.body).unwrap();
@@ -678,10 +698,7 @@ mod tests {
     #[tokio::test]
     async fn two_parts_in_flight_on_one_socket_each_get_their_own_reply() {
         let server = FakeServer::start().await;
-        let (keys, jar, config) = (server.keys(), Mutex::new(CookieJar::default()), config(server.addr()));
-        let counters = Counters::default();
-        let pool = SocketPool::with_sockets_per_server(counters.clone(), 1);
-        let deadline = Instant::now() + config.deadline;
+        let Setup { keys, jar, config, counters, pool, deadline } = Setup::for_server(&server);
         let (first, second) = (query("alpha"), query("beta"));
         let exchanges = async {
             tokio::join!(
@@ -719,10 +736,7 @@ mod tests {
     #[tokio::test]
     async fn a_late_reply_to_an_ended_exchange_is_ignored_and_a_stray_one_is_counted() {
         let server = FakeServer::start().await;
-        let (keys, jar, config) = (server.keys(), Mutex::new(CookieJar::default()), config(server.addr()));
-        let counters = Counters::default();
-        let pool = SocketPool::with_sockets_per_server(counters.clone(), 1);
-        let deadline = Instant::now() + config.deadline;
+        let Setup { keys, jar, config, counters, pool, deadline } = Setup::for_server(&server);
         // The first exchange ends with its reply.
         let first = query("alpha");
         let (one, a) = tokio::join!(pool.exchange(&first, &config, &keys, &jar, 0, deadline), async {
