@@ -2,7 +2,8 @@
 //! lists of two files) against the reference server on loopback, with many query datagrams in
 //! flight. Reports the time per check, the datagrams (exchanges) per check, the share of
 //! answers that came inline, the HTTP fetches of fallback documents, and the bytes on the wire
-//! per check, up and down. Between checks the installation remembers the parts that fell back,
+//! per check, up and down, and the machine's load average around each size's runs (the cores
+//! are shared: the figures mean little under a high load). Between checks the installation remembers the parts that fell back,
 //! as `upgram check` does, so they are split further.
 //!
 //! Run: `cargo bench -p upgram-benches --bench check`. UPGRAM_CHECK_RUNS sets the number of
@@ -107,13 +108,18 @@ fn bench(runtime: &tokio::runtime::Runtime, modules: usize, runs: usize) {
     });
     let client =
         Client::builder().server(udp).public_key(key).deadline(Duration::from_secs(20)).build().expect("client");
+    let load_before = load_average();
     let mut times = Vec::new();
+    let mut merges = Vec::new();
     let mut costs = Vec::new();
     for run in 0..=runs {
         let started = Instant::now();
         let report = runtime.block_on(client.check(&state)).expect("the check succeeds");
         let elapsed = started.elapsed();
+        // Not in the check's time: what a caller pays to read the merged answers once.
+        let merging = Instant::now();
         assert_eq!(report.modules().len(), modules, "every module answered");
+        let merging = merging.elapsed();
         // As `upgram check` saves it in the installation's state: parts that fell back are
         // split further next time.
         report.remember_fallbacks(&mut state);
@@ -126,6 +132,7 @@ fn bench(runtime: &tokio::runtime::Runtime, modules: usize, runs: usize) {
         if run > 0 {
             // The first check, with no server cookie yet, pays the cookie round trips: reported apart.
             times.push(elapsed);
+            merges.push(merging);
             costs.push(cost);
         } else {
             println!(
@@ -136,6 +143,7 @@ fn bench(runtime: &tokio::runtime::Runtime, modules: usize, runs: usize) {
         }
     }
     times.sort();
+    merges.sort();
     let median = times[times.len() / 2];
     let n = costs.len().max(1) as f64;
     let mean = |f: fn(&Cost) -> f64| costs.iter().map(f).sum::<f64>() / n;
@@ -144,10 +152,22 @@ fn bench(runtime: &tokio::runtime::Runtime, modules: usize, runs: usize) {
     println!("== upgram check of {modules} modules (10% behind) against the reference server on loopback ==");
     println!("median of {runs} checks: {median:?} per check ({:?} .. {:?})", times[0], times[times.len() - 1]);
     println!(
+        "then reading the merged answers once (CheckReport::modules, not in the check's time): median {:?}",
+        merges[merges.len() / 2]
+    );
+    println!("load average (1, 5, 15 min) before: {load_before}, after: {}", load_average());
+    println!(
         "per check: {exchanges:.1} query datagrams, all in flight at once (up to 32); {inline:.1}% of answers inline; \
          {fallbacks:.1} HTTP fetches of fallback documents; {:.0} bytes up, {:.0} bytes down",
         mean(|c| c.sent as f64),
         mean(|c| c.received as f64)
     );
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// The load averages of `/proc/loadavg`, or `unknown` where there is none.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let fields: Vec<&str> = text.split_whitespace().take(3).collect();
+    if fields.len() == 3 { fields.join(" ") } else { "unknown".to_owned() }
 }

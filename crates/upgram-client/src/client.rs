@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use upgram_core::body::value::is_valid_module_id;
 use upgram_core::body::{Fallback, ModuleAnswer, Query, Response, Status, UpgradeInfo};
-use upgram_core::merge::{expand_compact, merge_answers, pack_query_for, with_installs};
+use upgram_core::merge::{PackedPart, check_compact, expand_compact, merge_answers, pack_query_parts, with_installs};
 use upgram_core::plan::refuses_downgrade;
 use upgram_core::sign::KeyRing;
 use upgram_core::version::Version;
@@ -24,7 +24,7 @@ use upgram_core::wire::MessageKind;
 use crate::fetch::HttpFetcher;
 use crate::fetch::{DefaultHttp, FetchError, Fetcher, fetch_document};
 use crate::state::InstalledState;
-use crate::transport::{CookieJar, Dropped, Traffic, TransportConfig, TransportError, exchange};
+use crate::transport::{CookieJar, Counters, Dropped, SocketPool, Traffic, TransportConfig, TransportError};
 
 /// Why a check failed.
 #[derive(Debug, Error)]
@@ -185,10 +185,10 @@ impl<F: Fetcher> ClientBuilder<F> {
                 fetcher,
                 jar: Mutex::new(CookieJar::default()),
                 preferred: AtomicUsize::new(0),
-                dropped: Mutex::new(Dropped::default()),
+                dropped: Arc::new(Mutex::new(Dropped::default())),
                 channel: self.channel,
                 reports: self.reports,
-                traffic: Traffic::default(),
+                traffic: Arc::new(Traffic::default()),
             }),
             in_flight,
         })
@@ -200,8 +200,10 @@ struct Shared<F> {
     keys: KeyRing,
     fetcher: F,
     jar: Mutex<CookieJar>,
-    dropped: Mutex<Dropped>,
-    traffic: Traffic,
+    /// What every check's exchanges dropped, shared with each check's sockets.
+    dropped: Arc<Mutex<Dropped>>,
+    /// Bytes on the wire over every check, shared with each check's sockets.
+    traffic: Arc<Traffic>,
     /// Index of the server that last gave a verified reply: tried first (SPEC.md §2.3).
     preferred: AtomicUsize,
     /// The channel sent in queries; `None`: the default channel, not named.
@@ -269,10 +271,12 @@ pub struct ModuleResult {
     pub downgrade_refused: bool,
 }
 
-/// One part of a check: the query body sent and the verified answer document.
+/// One part of a check: the query sent and the verified answer document.
 #[derive(Debug, Clone)]
 struct Part {
-    query: Vec<u8>,
+    /// The query sent, kept from packing: the answer is checked and expanded against it
+    /// without decoding our own query again.
+    asked: Query<'static>,
     document: Vec<u8>,
     fell_back: bool,
 }
@@ -280,9 +284,8 @@ struct Part {
 impl Part {
     /// The answer in today's form: a compact answer expanded against the query.
     fn response(&self) -> Result<Response<'_>, ClientError> {
-        let query = Query::decode(&self.query).map_err(|e| ClientError::Answer(format!("our own query: {e}")))?;
         let response = Response::decode(&self.document).map_err(|e| ClientError::Answer(e.to_string()))?;
-        Ok(expand_compact(response, &query)?)
+        Ok(expand_compact(response, &self.asked)?)
     }
 }
 
@@ -322,8 +325,8 @@ impl CheckReport {
 
     /// The modules asked in parts that were answered with a fallback document.
     pub fn fallback_modules(&self) -> Vec<String> {
-        let queries = self.parts.iter().filter(|p| p.fell_back).filter_map(|p| Query::decode(&p.query).ok());
-        queries.flat_map(|q| q.modules.into_iter().map(|m| m.id.into_owned())).collect()
+        let queries = self.parts.iter().filter(|p| p.fell_back).map(|p| &p.asked);
+        queries.flat_map(|q| q.modules.iter().map(|m| m.id.to_string())).collect()
     }
 
     /// The merged module answers (SPEC.md §2.6), every payload URL made absolute against its
@@ -410,47 +413,60 @@ impl<F: Fetcher + 'static> Client<F> {
             bucket: installed.bucket,
             modules: vec![],
         };
-        let bodies = pack_query_for(&audience, modules, self.shared.transport.nonce_bound, |m| {
+        let parts = pack_query_parts(&audience, modules, self.shared.transport.nonce_bound, |m| {
             installed.predicted_answer_len(m)
         })
         .map_err(|e| ClientError::Answer(e.to_string()))?;
-        self.check_bodies(bodies).await
+        self.check_parts(parts).await
     }
 
-    async fn check_bodies(&self, bodies: Vec<Vec<u8>>) -> Result<CheckReport, ClientError> {
-        let exchanges = bodies.len();
+    /// Runs the exchanges of `parts` concurrently, follows fallbacks, and checks every answer
+    /// against its query as it comes in, while the other exchanges go on.
+    async fn check_parts(&self, parts: Vec<PackedPart<'_>>) -> Result<CheckReport, ClientError> {
+        let exchanges = parts.len();
         // One deadline for the whole check, whatever the number of parts (SPEC.md §2.3).
         let deadline = Instant::now() + self.shared.transport.deadline;
         let limit = Arc::new(Semaphore::new(self.in_flight));
         let traffic = (self.shared.traffic.sent(), self.shared.traffic.received());
+        // A few sockets for the whole check, each carrying many parts in flight: closed when the
+        // last part is done.
+        let counters = Counters { traffic: self.shared.traffic.clone(), dropped: self.shared.dropped.clone() };
+        let pool = Arc::new(SocketPool::new(counters));
         let mut tasks = JoinSet::new();
-        for body in bodies {
+        let mut queries = Vec::with_capacity(exchanges);
+        for (index, PackedPart { body, query }) in parts.into_iter().enumerate() {
+            queries.push(Some(query));
             let shared = self.shared.clone();
             let limit = limit.clone();
+            let pool = pool.clone();
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let (transport, keys, jar, dropped) = (&shared.transport, &shared.keys, &shared.jar, &shared.dropped);
+                let (transport, keys, jar) = (&shared.transport, &shared.keys, &shared.jar);
                 let start = shared.preferred.load(Ordering::Relaxed);
-                let reply = exchange(&body, transport, keys, jar, start, dropped, &shared.traffic, deadline).await?;
+                let reply = pool.exchange(&body, transport, keys, jar, start, deadline).await?;
                 if let Some(index) = transport.servers.iter().position(|s| *s == reply.server) {
                     shared.preferred.store(index, Ordering::Relaxed);
                 }
-                let part = if reply.kind == MessageKind::Response {
-                    Part { query: body, document: reply.body, fell_back: false }
-                } else {
-                    let pointer = Fallback::decode(&reply.body).map_err(|e| ClientError::Answer(e.to_string()))?;
-                    let document = fetch_document(&shared.fetcher, &pointer, unix_now()).await?;
-                    Part { query: body, document, fell_back: true }
-                };
-                // Refused now, before anything acts on it: a compact answer that cannot be
-                // expanded against its own query.
-                part.response()?;
-                Ok::<_, ClientError>(part)
+                if reply.kind == MessageKind::Response {
+                    return Ok::<_, ClientError>((index, reply.body, false));
+                }
+                let pointer = Fallback::decode(&reply.body).map_err(|e| ClientError::Answer(e.to_string()))?;
+                let document = fetch_document(&shared.fetcher, &pointer, unix_now()).await?;
+                Ok((index, document, true))
             });
         }
         let mut parts = Vec::with_capacity(exchanges);
         while let Some(joined) = tasks.join_next().await {
-            parts.push(joined.map_err(|e| ClientError::Answer(e.to_string()))??);
+            let (index, document, fell_back) = joined.map_err(|e| ClientError::Answer(e.to_string()))??;
+            let Some(query) = queries.get_mut(index).and_then(Option::take) else {
+                return Err(ClientError::Answer(format!("part {index} answered twice")));
+            };
+            // Refused now, before anything acts on it: an answer that does not decode, or a
+            // compact answer that cannot be expanded against its own query.
+            let answer = Response::decode(&document).map_err(|e| ClientError::Answer(e.to_string()))?;
+            check_compact(&answer, &query)?;
+            drop(answer);
+            parts.push(Part { asked: query.into_owned(), document, fell_back });
         }
         let fallbacks = parts.iter().filter(|p| p.fell_back).count();
         let documents: u64 = parts.iter().filter(|p| p.fell_back).map(|p| p.document.len() as u64).sum();

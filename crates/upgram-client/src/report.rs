@@ -117,7 +117,7 @@ pub async fn send(
     jar: &Mutex<CookieJar>,
 ) -> Vec<u64> {
     let mut acknowledged = Vec::new();
-    let Ok(socket) = crate::transport::fresh_socket(server).await else {
+    let Ok(socket) = crate::transport::fresh_socket(server) else {
         return acknowledged;
     };
     for (body, attempts) in pack(queue, channel, band) {

@@ -74,23 +74,18 @@ impl CompactError {
 /// Fails if a compact answer lists a module `query` did not ask (without `dependency="1"`),
 /// or if `query` did not ask for a compact answer.
 pub fn expand_compact<'a>(response: Response<'a>, query: &Query<'_>) -> Result<Response<'a>, CompactError> {
+    check_compact(&response, query)?;
     if !response.compact {
         return Ok(response);
     }
-    if !query.compact {
-        return Err(CompactError::Unrequested);
-    }
     let Response { binding, base, modules: listed, .. } = response;
-    let asked: HashSet<&str> = query.modules.iter().map(|m| m.id.as_ref()).collect();
     let mut own: HashMap<String, Vec<ModuleAnswer<'a>>> = HashMap::new();
     let mut dependencies = Vec::new();
     for module in listed {
         if module.dependency {
             dependencies.push(module);
-        } else if asked.contains(module.id.as_ref()) {
-            own.entry(module.id.to_string()).or_default().push(module);
         } else {
-            return Err(CompactError::NotAsked { id: module.id.into_owned() });
+            own.entry(module.id.to_string()).or_default().push(module);
         }
     }
     let mut modules = Vec::with_capacity(query.modules.len() + dependencies.len());
@@ -107,6 +102,32 @@ pub fn expand_compact<'a>(response: Response<'a>, query: &Query<'_>) -> Result<R
     }
     modules.extend(dependencies);
     Ok(Response { binding, base, compact: false, modules })
+}
+
+/// Whether [`expand_compact`] accepts `response` as an answer to `query`, without expanding
+/// it: an answer that is not compact always; a compact one if `query` asked for one and every
+/// module it lists without `dependency="1"` was asked.
+pub fn check_compact(response: &Response<'_>, query: &Query<'_>) -> Result<(), CompactError> {
+    if !response.compact {
+        return Ok(());
+    }
+    if !query.compact {
+        return Err(CompactError::Unrequested);
+    }
+    // A part asks about a few dozen modules at most and lists fewer: a scan beats a set.
+    let mut asked: Option<HashSet<&str>> = None;
+    for module in response.modules.iter().filter(|m| !m.dependency) {
+        let id = module.id.as_ref();
+        let known = if query.modules.len() <= 64 {
+            query.modules.iter().any(|m| m.id == id)
+        } else {
+            asked.get_or_insert_with(|| query.modules.iter().map(|m| m.id.as_ref()).collect()).contains(id)
+        };
+        if !known {
+            return Err(CompactError::NotAsked { id: id.to_owned() });
+        }
+    }
+    Ok(())
 }
 
 /// Whether `module` is exactly what a compact answer leaves out for `asked`: current at the
@@ -142,33 +163,74 @@ pub fn pack_query_for<'a>(
     nonce_bound: bool,
     predict: impl Fn(&QueryModule<'_>) -> usize,
 ) -> Result<Vec<Vec<u8>>, EncodeError> {
+    let parts = pack_query_parts(audience, modules, nonce_bound, predict)?;
+    Ok(parts.into_iter().map(|part| part.body).collect())
+}
+
+/// One part of a packed query: the body to send, and the query it encodes, so that the answer
+/// can be checked and expanded (SPEC.md §4.4) without decoding the body again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedPart<'a> {
+    /// The encoded query, as [`pack_query_for`] returns it.
+    pub body: Vec<u8>,
+    /// The query `body` encodes: the modules as packed (file entries trimmed to fit, if they
+    /// had to be), with the audience's `channel` and `bucket`, compact.
+    pub query: Query<'a>,
+}
+
+/// [`pack_query_for`], each part with the query its body encodes.
+pub fn pack_query_parts<'a>(
+    audience: &Query<'a>,
+    modules: Vec<QueryModule<'a>>,
+    nonce_bound: bool,
+    predict: impl Fn(&QueryModule<'_>) -> usize,
+) -> Result<Vec<PackedPart<'a>>, EncodeError> {
     let audience = Query { compact: true, ..query_like(audience, Vec::new()) };
     let query_room = max_query_body_len(nonce_bound);
     let answer_room = max_answer_body_len(nonce_bound).saturating_sub(ANSWER_OVERHEAD);
-    let empty_len = audience.to_vec().len();
+    // A query's encoding is its opening tag, each module's encoding in turn, and the closing
+    // tag: a part is built by appending each module's bytes once, as it is measured.
+    let empty = audience.to_vec();
+    let close = b"</query>";
+    let open = empty.strip_suffix(close).unwrap_or(&empty);
+    let empty_len = empty.len();
     let mut parts = Vec::new();
+    let mut body: Vec<u8> = Vec::new();
     let mut current: Vec<QueryModule<'a>> = Vec::new();
-    let (mut query_len, mut answer_len) = (empty_len, 0);
+    let mut answer_len = 0;
     let mut scratch = Vec::new();
-    for module in modules {
-        let module = fit_alone(&audience, module, query_room);
+    for mut module in modules {
         scratch.clear();
         module.encode(&mut scratch);
+        if empty_len + scratch.len() > query_room && !module.files.is_empty() {
+            module = fit_alone(&audience, module, query_room);
+            scratch.clear();
+            module.encode(&mut scratch);
+        }
         let module_len = scratch.len();
         if empty_len + module_len > query_room {
             return Err(EncodeError::TooLarge { len: empty_len + module_len, max: query_room });
         }
         let predicted = predict(&module);
-        if !current.is_empty() && (query_len + module_len > query_room || answer_len + predicted > answer_room) {
-            parts.push(query_like(&audience, std::mem::take(&mut current)).to_vec());
-            (query_len, answer_len) = (empty_len, 0);
+        if !body.is_empty()
+            && (body.len() + close.len() + module_len > query_room || answer_len + predicted > answer_room)
+        {
+            body.extend_from_slice(close);
+            let query = query_like(&audience, std::mem::take(&mut current));
+            parts.push(PackedPart { body: std::mem::take(&mut body), query });
+            answer_len = 0;
         }
-        query_len += module_len;
+        if body.is_empty() {
+            body.reserve(query_room);
+            body.extend_from_slice(open);
+        }
+        body.extend_from_slice(&scratch);
         answer_len += predicted;
         current.push(module);
     }
-    if !current.is_empty() {
-        parts.push(query_like(&audience, current).to_vec());
+    if !body.is_empty() {
+        body.extend_from_slice(close);
+        parts.push(PackedPart { body, query: query_like(&audience, current) });
     }
     Ok(parts)
 }
@@ -474,6 +536,37 @@ mod tests {
     }
 
     #[test]
+    fn checking_a_compact_answer_refuses_what_expanding_refuses() {
+        // Small parts are scanned, large ones looked up in a set: both ways agree.
+        for asked_count in [3, 200] {
+            let ids: Vec<String> = (0..asked_count).map(|i| format!("m{i:03}")).collect();
+            let mut query = compact_query(ids.iter().map(|id| asked(id, Some("1.0"))).collect());
+            let last = ids.last().unwrap().as_str();
+            let mut dependency = ModuleAnswer::new("lib", Status::Update, Some(v("1")));
+            dependency.dependency = true;
+            let listed = |ids: &[&str]| {
+                let mut modules: Vec<_> =
+                    ids.iter().map(|id| ModuleAnswer::new(id.to_string(), Status::Update, Some(v("2")))).collect();
+                modules.push(dependency.clone());
+                let mut answer = response(1, None, modules);
+                answer.compact = true;
+                answer
+            };
+            let good = listed(&["m000", last]);
+            assert_eq!(check_compact(&good, &query), Ok(()));
+            assert!(expand_compact(good.clone(), &query).is_ok());
+            let bad = listed(&["m000", "stranger"]);
+            let error = CompactError::NotAsked { id: "stranger".into() };
+            assert_eq!(check_compact(&bad, &query), Err(error.clone()));
+            assert_eq!(expand_compact(bad, &query), Err(error));
+            query.compact = false;
+            assert_eq!(check_compact(&good, &query), Err(CompactError::Unrequested));
+            let today = Response { compact: false, ..good };
+            assert_eq!(check_compact(&today, &query), Ok(()), "today's form is not checked against the query");
+        }
+    }
+
+    #[test]
     fn only_a_query_that_asked_gets_a_compact_answer() {
         let mut query = compact_query(vec![asked("a", Some("1.0"))]);
         query.compact = false;
@@ -520,6 +613,39 @@ mod tests {
             // Full parts: one more module would have broken the prediction.
             let first = Query::decode(&parts[0]).unwrap();
             assert!((first.modules.len() + 1) * EXPECTED_ANSWER_LEN > room);
+        }
+    }
+
+    #[test]
+    fn packed_parts_are_the_encodings_of_their_queries() {
+        use crate::body::QueryFile;
+        let files = |n: usize| {
+            (0..n).map(|i| QueryFile { id: format!("lib/file-{i:03}.so").into(), version: v("1.0") }).collect()
+        };
+        let mut modules: Vec<QueryModule<'static>> = (0..200)
+            .map(|i| QueryModule { id: format!("module-{i:03}").into(), version: Some(v("1.1")), files: files(i % 3) })
+            .collect();
+        // Too many file entries to fit alone: trimmed to those that fit.
+        modules[70].files = files(200);
+        modules.push(QueryModule { id: "new".into(), version: None, files: vec![] });
+        let audience = Query { compact: false, channel: Some("beta".into()), bucket: Some(42), modules: vec![] };
+        for nonce_bound in [false, true] {
+            let packed = pack_query_parts(&audience, modules.clone(), nonce_bound, predicted_answer_len).unwrap();
+            let parts = pack_query_for(&audience, modules.clone(), nonce_bound, predicted_answer_len).unwrap();
+            assert_eq!(parts, packed.iter().map(|p| p.body.clone()).collect::<Vec<_>>());
+            assert!(parts.len() > 2);
+            let mut asked = 0;
+            for (body, part) in parts.iter().zip(&packed) {
+                let query = Query::decode(body).unwrap();
+                assert_eq!(query, part.query, "a part's query is the one its body encodes");
+                assert_eq!(query.to_vec(), *body, "a part is exactly its query's encoding");
+                assert!(query.compact && query.channel.as_deref() == Some("beta") && query.bucket == Some(42));
+                assert!(body.len() <= max_query_body_len(nonce_bound));
+                let trimmed = query.modules.iter().find(|m| m.id == "module-070");
+                assert!(trimmed.is_none_or(|m| !m.files.is_empty() && m.files.len() < 200));
+                asked += query.modules.len();
+            }
+            assert_eq!(asked, modules.len());
         }
     }
 
