@@ -69,14 +69,14 @@ fn query_body(i: usize) -> Vec<u8> {
         QueryModule { id: Cow::Borrowed("core"), version: Some(common::v(&format!("1.{}", i % 9))), files: vec![] },
         QueryModule { id: Cow::Owned(format!("other-{i}")), version: None, files: vec![] },
     ];
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         modules.push(QueryModule { id: Cow::Borrowed("big"), version: None, files: vec![] });
     }
     Query::new(modules).to_vec()
 }
 
 fn nonce_of(i: usize) -> Option<Nonce> {
-    (i % 4 == 1).then(|| Nonce([i as u8 ^ 0xa5; Nonce::LEN]))
+    (i % 4 == 1).then_some(Nonce([i as u8 ^ 0xa5; Nonce::LEN]))
 }
 
 /// The query datagram for `body`, from a source that has proven its address (it carries the
