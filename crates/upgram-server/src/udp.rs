@@ -96,7 +96,8 @@ struct Slot {
 /// with UDP GRO where the kernel offers it). While more datagrams are already waiting, and
 /// for at most [`GATHER_TIME`], it receives again before signing, so the new answers of
 /// several receive calls share one batch signature; then it signs and sends the replies. It
-/// never waits for datagrams that have not arrived.
+/// never waits for datagrams that have not arrived, and gathers only while answers wait for a
+/// signature: replies signed earlier go out at once.
 async fn run_batched(
     mut worker: Worker,
     socket: UdpSocket,
@@ -145,7 +146,13 @@ async fn run_batched(
                     taken += 1;
                 }
             }
-            if worker.waiting() >= GATHER_ANSWERS || taken >= GATHER_DATAGRAMS || started.elapsed() >= GATHER_TIME {
+            // Replies that need no signature (answers signed earlier, challenges) go out at once.
+            let waiting = worker.waiting();
+            if waiting == 0
+                || waiting >= GATHER_ANSWERS
+                || taken >= GATHER_DATAGRAMS
+                || started.elapsed() >= GATHER_TIME
+            {
                 break;
             }
         }

@@ -6,12 +6,11 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
 use upgram_core::body::{Query, QueryModule};
 use upgram_core::cookie::{ClientCookie, CookieSecret, make_server_cookie};
 use upgram_core::limits::MAX_BATCH_LEN;
@@ -23,7 +22,7 @@ use upgram_server::catalog::Catalog;
 use upgram_server::server::{Config, CookieSecrets, Shared, Taken, Worker};
 
 mod common;
-use common::{file, module, release};
+use common::{UdpBurst, file, module, release};
 
 const SEED: [u8; 32] = [9; 32];
 const AT: u64 = 1_800_000_000;
@@ -165,36 +164,22 @@ fn replies_that_need_no_signature_are_written_at_once_and_left_alone_by_the_sign
 
 #[test]
 fn a_burst_larger_than_one_receive_is_answered_in_full_over_udp() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let shared = shared();
-    let sockets = {
-        let _guard = runtime.enter();
-        upgram_server::udp::bind("127.0.0.1:0".parse().unwrap(), 1).unwrap()
-    };
-    let server = sockets[0].local_addr().unwrap();
-    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    // A guard against a hang, not a timing assertion.
-    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut udp = UdpBurst::bind();
     // The burst waits in the socket's buffer before the worker starts: more datagrams than one
     // receive call takes in, so the worker receives several times before it signs.
     let bodies: Vec<Vec<u8>> = (0..150).map(|i| query_body(1000 + i)).collect();
     let now = upgram_server::udp::unix_now();
     for (i, body) in bodies.iter().enumerate() {
-        client.send_to(&datagram(i, body, now), server).unwrap();
+        udp.client.send_to(&datagram(i, body, now), udp.server).unwrap();
     }
-    let (stop, stopped) = watch::channel(false);
-    {
-        let _guard = runtime.enter();
-        upgram_server::udp::serve(shared.clone(), sockets, stopped);
-    }
+    udp.serve(shared.clone());
     let mut answered = HashSet::new();
     let mut roots = HashSet::new();
     for _ in 0..bodies.len() {
-        let mut buffer = [0u8; 2048];
-        let (len, _) = client.recv_from(&mut buffer).expect("a reply");
-        let reply = &buffer[..len];
-        let i = Frame::decode(reply).unwrap().request_id as usize;
-        let block = verify(reply, &bodies[i], nonce_of(i), now);
+        let reply = udp.receive();
+        let i = Frame::decode(&reply).unwrap().request_id as usize;
+        let block = verify(&reply, &bodies[i], nonce_of(i), now);
         if let Some(batch) = block.batch {
             roots.insert(*batch.root());
         }
@@ -203,8 +188,6 @@ fn a_burst_larger_than_one_receive_is_answered_in_full_over_udp() {
     assert_eq!(answered.len(), bodies.len());
     let metrics = shared.metrics();
     assert_eq!(metrics.signatures, bodies.len() as u64);
-    // Batches of up to 64 answers: far fewer signatures than replies.
     assert!(metrics.batch_signed >= 2, "{} of {} replies batch-signed", metrics.batch_signed, bodies.len());
     eprintln!("{} replies under {} batch roots", bodies.len(), roots.len());
-    let _ = stop.send(true);
 }
