@@ -20,7 +20,7 @@ use upgram_server::catalog::Catalog;
 use upgram_server::server::{Config, CookieSecrets, Shared, Worker};
 
 mod common;
-use common::{UdpBurst, file, module, release};
+use common::UdpBurst;
 
 const SEED: [u8; 32] = [5; 32];
 const AT: u64 = 1_800_000_000;
@@ -28,13 +28,7 @@ const AT: u64 = 1_800_000_000;
 /// `core` with releases 1.0 … 1.9, a few files each, so answers vary with the version asked.
 fn catalog() -> Catalog {
     let mut catalog = Catalog::default();
-    let releases = (0..10)
-        .map(|minor| {
-            let version = format!("1.{minor}");
-            release(&version, (0..=minor).map(|i| file(&format!("lib/part-{i}.so"), &version)).collect())
-        })
-        .collect();
-    let core = module("core", releases);
+    let core = common::ten_releases("core");
     catalog.modules.insert(core.id.clone(), core);
     catalog
 }

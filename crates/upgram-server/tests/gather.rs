@@ -32,13 +32,7 @@ const SECRET: CookieSecret = CookieSecret([0x22; 32]);
 /// its two releases (answers that need a fallback document).
 fn catalog() -> Catalog {
     let mut catalog = Catalog::default();
-    let releases = (0..10)
-        .map(|minor| {
-            let version = format!("1.{minor}");
-            release(&version, (0..=minor).map(|i| file(&format!("lib/part-{i}.so"), &version)).collect())
-        })
-        .collect();
-    let core = module("core", releases);
+    let core = common::ten_releases("core");
     catalog.modules.insert(core.id.clone(), core);
     let big_releases = ["1", "2"]
         .into_iter()

@@ -38,6 +38,18 @@ pub fn record_file(entries: &[(u64, &str)]) -> Vec<u8> {
     RecordFile::from_records(records).expect("ids ascending, contents not empty").to_vec()
 }
 
+/// Module `id` with releases 1.0 … 1.9, release 1.N holding files `lib/part-0.so` … `part-N.so`
+/// (changed in it), so answers vary with the version asked.
+pub fn ten_releases(id: &str) -> Module {
+    let releases = (0..10)
+        .map(|minor| {
+            let version = format!("1.{minor}");
+            release(&version, (0..=minor).map(|i| file(&format!("lib/part-{i}.so"), &version)).collect())
+        })
+        .collect();
+    module(id, releases)
+}
+
 /// A one-worker UDP server on 127.0.0.1, bound but not serving yet, so datagrams sent to it
 /// first wait in its socket's buffer (a burst), and a client socket that gives up after 10 s
 /// (a guard against a hang, not a timing assertion).
