@@ -7,7 +7,8 @@
 //! so every identical query in that minute, on any instance, gets the identical answer body,
 //! and from one worker the identical signed bytes; each worker keeps its own cache, so the hot
 //! path takes no lock. The answers that need a new signature and are ready at the same time —
-//! those of one batch of received datagrams — are signed as one batch (SPEC.md §10.3.1), one
+//! those of the datagrams the driver takes in together ([`Worker::take`], possibly over several
+//! receive calls) — are signed as one batch (SPEC.md §10.3.1) by [`Worker::sign_waiting`], one
 //! Ed25519 signature for all of them; a lone answer is signed alone, in the single form.
 //!
 //! A source that has not proven its address (SPEC.md §10.6) gets only what the 3× rule lets

@@ -1,9 +1,10 @@
 //! The UDP side: one socket per worker, all bound to the same address with SO_REUSEPORT
 //! so the kernel spreads queries over them (a second server on the same address is refused), each drained by its own task with its own
-//! [`Worker`]. A worker takes in every datagram waiting on its socket with one system call
-//! (`recvmmsg` through `quinn-udp`), answers them together — the new answers among them under
-//! one batch signature — and sends the replies. Memory is
-//! bounded: one batch of receive buffers and one send buffer per worker, the kernel's socket
+//! [`Worker`]. A worker takes in the datagrams waiting on its socket with one system call
+//! (`recvmmsg` through `quinn-udp`), and again while more are waiting and answers wait for a
+//! signature (within a bound in count and time), answers them together — the new answers among
+//! them under one batch signature — and sends the replies. Memory is bounded: one batch of
+//! receive buffers and the reply buffers of one gathering per worker, the kernel's socket
 //! buffers (enlarged, so bursts of queries in flight are not dropped), and the workers' capped
 //! caches.
 
