@@ -92,6 +92,8 @@ pub fn respond_encoded(
     if query.compact {
         leave_out_current(&mut parts, query, |part, _| part.implied);
     }
+    // The head (binding, base, flags) takes under 256 bytes besides the base: one allocation.
+    out.reserve(256 + base.len() + parts.iter().map(|p| p.bytes.len()).sum::<usize>());
     Response::encode_from_parts(&binding, Some(base), query.compact, parts.iter().map(|p| &*p.bytes), out);
 }
 

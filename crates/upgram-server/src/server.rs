@@ -7,7 +7,8 @@
 //! so every identical query in that minute, on any instance, gets the identical answer body,
 //! and from one worker the identical signed bytes; each worker keeps its own cache, so the hot
 //! path takes no lock. The answers that need a new signature and are ready at the same time —
-//! those of one batch of received datagrams — are signed as one batch (SPEC.md §10.3.1), one
+//! those of the datagrams the driver takes in together ([`Worker::take`], possibly over several
+//! receive calls) — are signed as one batch (SPEC.md §10.3.1) by [`Worker::sign_waiting`], one
 //! Ed25519 signature for all of them; a lone answer is signed alone, in the single form.
 //!
 //! A source that has not proven its address (SPEC.md §10.6) gets only what the 3× rule lets
@@ -20,6 +21,7 @@
 //! [`ReportSink`] and are acknowledged (20 bytes) when it takes them; an unvalidated source gets
 //! the cookie challenge; nothing else is ever sent to a report.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -266,6 +268,8 @@ pub struct Worker {
     /// Server cookies already checked for authenticity (the MAC never changes; the age is
     /// checked every time), so a validated client costs no HMAC per query.
     authentic: HashMap<(IpAddr, ClientCookie, ServerCookie), bool>,
+    /// New answers [`Worker::take`] prepared, waiting for [`Worker::sign_waiting`].
+    waiting: Vec<Waiting>,
 }
 
 /// Most remembered cookie checks per worker.
@@ -284,6 +288,7 @@ enum Answer {
 }
 
 /// A new answer waiting for its signature, and what keeping it needs.
+#[derive(Debug)]
 struct Unsigned {
     reply: UnsignedReply,
     issued: u64,
@@ -293,16 +298,24 @@ struct Unsigned {
     cacheable: bool,
 }
 
-/// A query whose answer waits for its signature, between the two steps of a batch.
-struct Pending<'d> {
-    frame: Frame<'d>,
+/// A query whose answer waits for its signature, between the two steps of a batch. It owns
+/// what the second step needs of the query (its id, and its body when the signed answer goes
+/// into the cache), so the worker can receive more datagrams into the same buffers before it
+/// signs.
+#[derive(Debug)]
+struct Waiting {
+    /// Where the reply goes: the index of its buffer.
+    slot: usize,
+    request_id: u64,
+    /// The query body, the cache's key (only for answers that go into the cache).
+    body: Option<Box<[u8]>>,
     source: Source,
     now: u64,
     received: usize,
     answer: Unsigned,
 }
 
-impl Pending<'_> {
+impl Waiting {
     /// The answer as a batch item: its reply must stay within the datagram limit and, for a
     /// source that has not proven its address, within the 3× rule.
     fn batch_item(&self) -> BatchItem<'_> {
@@ -313,14 +326,24 @@ impl Pending<'_> {
 }
 
 /// What the first step made of a datagram.
-enum Step<'d> {
+enum Step {
     /// Done: the reply, if any, is written (the value says whether there is one).
     Done(bool),
     /// The answer needs a signature.
-    Sign(Box<Pending<'d>>),
+    Sign(Box<Waiting>),
+}
+
+/// What [`Worker::take`] did with a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The reply, if any, is written (the value says whether there is one).
+    Replied(bool),
+    /// The answer waits for [`Worker::sign_waiting`], which writes its reply.
+    Waiting,
 }
 
 /// Where a query stands with respect to the 3× rule.
+#[derive(Debug)]
 struct Source {
     ip: IpAddr,
     client_cookie: Option<ClientCookie>,
@@ -341,6 +364,7 @@ impl Worker {
             cache: ReplyCache::default(),
             answers: AnswerCache::default(),
             authentic: HashMap::new(),
+            waiting: Vec::new(),
         }
     }
 
@@ -354,12 +378,12 @@ impl Worker {
     /// A new answer is signed alone.
     pub fn handle(&mut self, datagram: &[u8], ip: IpAddr, now: SystemTime, out: &mut Vec<u8>) -> bool {
         out.clear();
-        match self.prepare(datagram, ip, now, out) {
+        match self.prepare(0, datagram, ip, now, out) {
             Step::Done(replied) => replied,
-            Step::Sign(pending) => {
-                let reply = &pending.answer.reply;
+            Step::Sign(waiting) => {
+                let reply = &waiting.answer.reply;
                 let signature = self.shared.signer.sign(reply.kind, reply.shape.nonce.as_ref(), &reply.body);
-                self.finish(*pending, signature, out)
+                self.finish(*waiting, signature, out)
             }
         }
     }
@@ -371,28 +395,59 @@ impl Worker {
     /// touches no file.
     pub fn handle_batch(&mut self, datagrams: &[(&[u8], SocketAddr)], now: SystemTime, out: &mut Vec<Vec<u8>>) {
         out.resize_with(datagrams.len().max(out.len()), Vec::new);
-        let mut pending: Vec<(usize, Pending<'_>)> = Vec::new();
-        for (i, (datagram, from)) in datagrams.iter().enumerate() {
-            out[i].clear();
-            if let Step::Sign(waiting) = self.prepare(datagram, from.ip(), now, &mut out[i]) {
-                pending.push((i, *waiting));
+        for (slot, ((datagram, from), reply)) in datagrams.iter().zip(out.iter_mut()).enumerate() {
+            self.take(slot, datagram, from.ip(), now, reply);
+        }
+        self.sign_waiting(out);
+    }
+
+    /// The first step of answering datagrams together, which may come from several receive
+    /// calls: handles one datagram from `ip` received at `now`, whose reply goes into buffer
+    /// `slot` of the caller's. A reply that needs no signature (an error, a challenge, an
+    /// answer signed earlier) is written into `out` (cleared first) at once; a new answer
+    /// waits, owning what it needs of the datagram, until [`Self::sign_waiting`] signs every
+    /// waiting answer as one batch. Reads no clock and touches no file.
+    pub fn take(&mut self, slot: usize, datagram: &[u8], ip: IpAddr, now: SystemTime, out: &mut Vec<u8>) -> Taken {
+        out.clear();
+        match self.prepare(slot, datagram, ip, now, out) {
+            Step::Done(replied) => Taken::Replied(replied),
+            Step::Sign(waiting) => {
+                self.waiting.push(*waiting);
+                Taken::Waiting
             }
         }
-        if pending.is_empty() {
+    }
+
+    /// How many answers [`Self::take`] left waiting for their signature.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// The second step: signs every waiting answer as one batch (a lone one alone, in the
+    /// single form) and writes each reply into `out[slot]`, the slot [`Self::take`] was given
+    /// (a slot past the end of `out` gets no reply). Touches no file.
+    pub fn sign_waiting(&mut self, out: &mut [Vec<u8>]) {
+        if self.waiting.is_empty() {
             return;
         }
+        let mut waiting = std::mem::take(&mut self.waiting);
         let signatures = {
-            let items: Vec<BatchItem<'_>> = pending.iter().map(|(_, p)| p.batch_item()).collect();
+            let items: Vec<BatchItem<'_>> = waiting.iter().map(Waiting::batch_item).collect();
             self.shared.signer.sign_batch(&items)
         };
-        for ((i, waiting), signature) in pending.into_iter().zip(signatures) {
-            self.finish(waiting, signature, &mut out[i]);
+        for (answer, signature) in waiting.drain(..).zip(signatures) {
+            let slot = answer.slot;
+            let mut spare = Vec::new();
+            let reply = out.get_mut(slot).unwrap_or(&mut spare);
+            self.finish(answer, signature, reply);
         }
+        // Keep the allocation for the next batch.
+        self.waiting = waiting;
     }
 
     /// The first step: everything up to the signature. A reply that needs none (an error, a
     /// challenge, a cached answer) is written into `out` at once.
-    fn prepare<'d>(&mut self, datagram: &'d [u8], ip: IpAddr, now: SystemTime, out: &mut Vec<u8>) -> Step<'d> {
+    fn prepare(&mut self, slot: usize, datagram: &[u8], ip: IpAddr, now: SystemTime, out: &mut Vec<u8>) -> Step {
         bump(&self.metrics.datagrams);
         let frame = match Frame::decode(datagram) {
             Ok(frame) if frame.kind == MessageKind::Query => frame,
@@ -411,22 +466,24 @@ impl Worker {
         bump(&self.metrics.queries);
         let source = self.source(&frame, ip, now);
         let received = datagram.len();
+        let request_id = frame.request_id;
         let reply = match self.answer(&frame, &source, now, received) {
             Answer::Reply(reply) => reply,
             Answer::Unsigned(answer) => {
-                return Step::Sign(Box::new(Pending { frame, source, now, received, answer }));
+                let body = answer.cacheable.then(|| frame.body.into());
+                return Step::Sign(Box::new(Waiting { slot, request_id, body, source, now, received, answer }));
             }
             Answer::Refused => {
                 bump(&self.metrics.unvalidated_refused);
-                return Step::Done(self.challenge(&frame, &source, now, received, out));
+                return Step::Done(self.challenge(request_id, &source, now, received, out));
             }
             Answer::Malformed => {
                 bump(&self.metrics.malformed);
                 let body = ErrorBody::new(ErrorCode::MalformedQuery);
-                return Step::Done(self.error(frame.request_id, &body, received, out));
+                return Step::Done(self.error(request_id, &body, received, out));
             }
         };
-        Step::Done(self.send_reply(&reply, &frame, &source, now, received, out))
+        Step::Done(self.send_reply(&reply, request_id, &source, now, received, out))
     }
 
     /// An install report (SPEC.md §5.11): rate limit, cookie, body, sink, acknowledgement.
@@ -473,48 +530,54 @@ impl Worker {
 
     /// The second step: keeps the signed answer (its document, and in the cache) and writes
     /// the reply.
-    fn finish(&mut self, pending: Pending<'_>, signature: SignatureBlock, out: &mut Vec<u8>) -> bool {
-        let Pending { frame, source, now, received, answer } = pending;
+    fn finish(&mut self, waiting: Waiting, signature: SignatureBlock, out: &mut Vec<u8>) -> bool {
+        let Waiting { request_id, body, source, now, received, answer, .. } = waiting;
         let shape = usize::from(source.attach_cookie);
-        if answer.cacheable
-            && let Some(reply) = self.cache.get(frame.body, shape, answer.issued, answer.generation)
-        {
-            // An identical query earlier in the same batch: both get the same signed bytes.
-            bump(&self.metrics.cache_hits);
-            return self.send_reply(&reply, &frame, &source, now, received, out);
-        }
-        bump(&self.metrics.signatures);
-        if signature.batch.is_some() {
-            bump(&self.metrics.batch_signed);
-        }
-        let mut prepared = answer.reply.signed(signature);
-        if let Some(document) = prepared.document.take() {
-            let evicted = self.shared.keep_document(document.sha256, document.bytes.into(), answer.expires, now);
-            self.metrics.documents_evicted.fetch_add(evicted as u64, std::sync::atomic::Ordering::Relaxed);
-        }
-        let prepared = Arc::new(prepared);
-        if answer.cacheable {
-            let cached = CachedReply { generation: answer.generation, reply: prepared.clone() };
-            self.cache.maps[shape].insert(frame.body.into(), cached);
-        }
-        self.send_reply(&prepared, &frame, &source, now, received, out)
+        let (issued, generation) = (answer.issued, answer.generation);
+        let Some(body) = body else {
+            let prepared = keep_signed(&self.shared, &self.metrics, answer, signature, now);
+            return self.send_reply(&prepared, request_id, &source, now, received, out);
+        };
+        // One lookup of the body, which also finds an identical query earlier in the same
+        // batch: both then get the same signed bytes.
+        self.cache.start_window(shape, issued);
+        let reply = match self.cache.maps[shape].entry(body) {
+            Entry::Occupied(cached) if cached.get().generation == generation => {
+                bump(&self.metrics.cache_hits);
+                cached.get().reply.clone()
+            }
+            entry => {
+                let prepared = keep_signed(&self.shared, &self.metrics, answer, signature, now);
+                let cached = CachedReply { generation, reply: prepared.clone() };
+                match entry {
+                    Entry::Occupied(mut old) => {
+                        old.insert(cached);
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert(cached);
+                    }
+                }
+                prepared
+            }
+        };
+        self.send_reply(&reply, request_id, &source, now, received, out)
     }
 
     /// Frames `reply` for `frame`'s query, or challenges a source it may not be sent to.
     fn send_reply(
         &self,
         reply: &PreparedReply,
-        frame: &Frame<'_>,
+        request_id: u64,
         source: &Source,
         now: u64,
         received: usize,
         out: &mut Vec<u8>,
     ) -> bool {
         if !source.validated && !within_amplification_limit(reply.datagram_len(), received) {
-            return self.challenge(frame, source, now, received, out);
+            return self.challenge(request_id, source, now, received, out);
         }
         let cookie = source.attach_cookie.then(|| self.fresh_cookie(source, now));
-        if reply.frame(frame.request_id, cookie).encode(out).is_err() {
+        if reply.frame(request_id, cookie).encode(out).is_err() {
             out.clear();
             return self.drop_it();
         }
@@ -597,8 +660,8 @@ impl Worker {
         make_server_cookie(&self.shared.secrets.current, &client, source.ip, now)
     }
 
-    fn challenge(&self, frame: &Frame<'_>, source: &Source, now: u64, received: usize, out: &mut Vec<u8>) -> bool {
-        let challenge = Frame::cookie_challenge(frame.request_id, source.client_cookie, self.fresh_cookie(source, now));
+    fn challenge(&self, request_id: u64, source: &Source, now: u64, received: usize, out: &mut Vec<u8>) -> bool {
+        let challenge = Frame::cookie_challenge(request_id, source.client_cookie, self.fresh_cookie(source, now));
         if challenge.encoded_len() > received || challenge.encode(out).is_err() {
             out.clear();
             return self.drop_it();
@@ -633,7 +696,7 @@ impl Worker {
         }
         let config = &self.shared.config;
         let binding = Binding { query: Sha256Digest::of(frame.body), issued, expires: issued + config.validity_secs };
-        let mut body = Vec::with_capacity(1024);
+        let mut body = Vec::new();
         let public = &config.public_url;
         respond_encoded(&loaded.catalog, loaded.generation, &query, binding, public, &mut self.answers, &mut body);
         if let Some(limit) = limit
@@ -641,7 +704,7 @@ impl Worker {
         {
             return Answer::Refused;
         }
-        match encode_reply_body(binding, body, reply_shape, |sha| vec![format!("{public}doc/{sha}.xml")]) {
+        match encode_reply_body(binding, body, reply_shape, |sha| vec![document_url(public, sha)]) {
             Ok(reply) => Answer::Unsigned(Unsigned {
                 reply,
                 issued,
@@ -657,6 +720,38 @@ impl Worker {
     }
 }
 
+/// An answer with its signature, counted, its document kept for the HTTP side.
+fn keep_signed(
+    shared: &Shared,
+    metrics: &Metrics,
+    answer: Unsigned,
+    signature: SignatureBlock,
+    now: u64,
+) -> Arc<PreparedReply> {
+    bump(&metrics.signatures);
+    if signature.batch.is_some() {
+        bump(&metrics.batch_signed);
+    }
+    let mut prepared = answer.reply.signed(signature);
+    if let Some(document) = prepared.document.take() {
+        let evicted = shared.keep_document(document.sha256, document.bytes.into(), answer.expires, now);
+        metrics.documents_evicted.fetch_add(evicted as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    Arc::new(prepared)
+}
+
+/// Where the HTTP side serves the document with hash `sha256`: `{public}doc/{sha256}.xml`,
+/// written at once (one per fallback reply).
+fn document_url(public: &str, sha256: &Sha256Digest) -> String {
+    let mut url = Vec::with_capacity(public.len() + "doc/".len() + 64 + ".xml".len());
+    url.extend_from_slice(public.as_bytes());
+    url.extend_from_slice(b"doc/");
+    sha256.write_hex(&mut url);
+    url.extend_from_slice(b".xml");
+    // Cannot fail: UTF-8 and ASCII hex appended to UTF-8.
+    String::from_utf8(url).unwrap_or_default()
+}
+
 /// Signed answers of the current minute, by exact query body; index 1 holds those made with a
 /// fresh server cookie attached (a different shape).
 #[derive(Debug, Default)]
@@ -670,6 +765,13 @@ impl ReplyCache {
     /// new cache when the window changed or the cache is full (dropping it whole keeps every
     /// step O(1) amortized: no search for what to evict).
     fn get(&mut self, body: &[u8], shape: usize, issued: u64, generation: u64) -> Option<Arc<PreparedReply>> {
+        self.start_window(shape, issued);
+        let cached = self.maps[shape].get(body).filter(|c| c.generation == generation)?;
+        Some(cached.reply.clone())
+    }
+
+    /// Starts a new cache when the window changed, or for `shape` when it is full.
+    fn start_window(&mut self, shape: usize, issued: u64) {
         if issued != self.issued || self.maps[shape].len() >= MAX_CACHED_REPLIES {
             self.maps[shape].clear();
             if issued != self.issued {
@@ -677,8 +779,6 @@ impl ReplyCache {
             }
             self.issued = issued;
         }
-        let cached = self.maps[shape].get(body).filter(|c| c.generation == generation)?;
-        Some(cached.reply.clone())
     }
 }
 

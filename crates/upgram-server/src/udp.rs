@@ -1,16 +1,17 @@
 //! The UDP side: one socket per worker, all bound to the same address with SO_REUSEPORT
 //! so the kernel spreads queries over them (a second server on the same address is refused), each drained by its own task with its own
-//! [`Worker`]. A worker takes in every datagram waiting on its socket with one system call
-//! (`recvmmsg` through `quinn-udp`), answers them together — the new answers among them under
-//! one batch signature — and sends the replies. Memory is
-//! bounded: one batch of receive buffers and one send buffer per worker, the kernel's socket
+//! [`Worker`]. A worker takes in the datagrams waiting on its socket with one system call
+//! (`recvmmsg` through `quinn-udp`), and again while more are waiting and answers wait for a
+//! signature (within a bound in count and time), answers them together — the new answers among
+//! them under one batch signature — and sends the replies. Memory is bounded: one batch of
+//! receive buffers and the reply buffers of one gathering per worker, the kernel's socket
 //! buffers (enlarged, so bursts of queries in flight are not dropped), and the workers' capped
 //! caches.
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use quinn_udp::RecvMeta;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -76,8 +77,28 @@ async fn run_worker(worker: Worker, socket: UdpSocket, shutdown: watch::Receiver
     }
 }
 
+/// Most answers a worker gathers for one signature before it signs: a full batch.
+const GATHER_ANSWERS: usize = upgram_core::limits::MAX_BATCH_LEN;
+/// Most datagrams a worker takes in before it signs and sends, whatever they need.
+const GATHER_DATAGRAMS: usize = 4 * quinn_udp::BATCH_SIZE;
+/// Longest a worker keeps taking in datagrams already waiting on its socket before it signs
+/// and sends: a lone query never waits (the socket is empty at once), a burst waits at most
+/// this long for its replies.
+const GATHER_TIME: Duration = Duration::from_micros(200);
+
+/// Where a reply goes.
+struct Slot {
+    to: SocketAddr,
+    /// The length of the datagram it answers (for the debug log).
+    received: usize,
+}
+
 /// Receives up to [`quinn_udp::BATCH_SIZE`] datagrams per system call (`recvmmsg` on Linux,
-/// with UDP GRO where the kernel offers it), answers them as one batch, and sends the replies.
+/// with UDP GRO where the kernel offers it). While more datagrams are already waiting, and
+/// for at most [`GATHER_TIME`], it receives again before signing, so the new answers of
+/// several receive calls share one batch signature; then it signs and sends the replies. It
+/// never waits for datagrams that have not arrived, and gathers only while answers wait for a
+/// signature: replies signed earlier go out at once.
 async fn run_batched(
     mut worker: Worker,
     socket: UdpSocket,
@@ -89,6 +110,7 @@ async fn run_batched(
     let mut storage = vec![0u8; slot * quinn_udp::BATCH_SIZE];
     let mut buffers: Vec<IoSliceMut<'_>> = storage.chunks_mut(slot).map(IoSliceMut::new).collect();
     let mut meta = vec![RecvMeta::default(); buffers.len()];
+    let mut slots: Vec<Slot> = Vec::new();
     let mut replies: Vec<Vec<u8>> = Vec::new();
     loop {
         tokio::select! {
@@ -98,26 +120,48 @@ async fn run_batched(
             },
             _ = shutdown.changed() => break,
         }
-        let count = match socket.try_io(Interest::READABLE, || state.recv((&socket).into(), &mut buffers, &mut meta)) {
-            Ok(count) => count,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => {
-                // ICMP errors from earlier sends surface here on some systems; keep serving.
-                tracing::debug!("udp receive: {e}");
-                continue;
-            }
-        };
         let started = Instant::now();
-        let mut datagrams: Vec<(&[u8], SocketAddr)> = Vec::with_capacity(count);
-        for (buffer, meta) in buffers.iter().zip(&meta).take(count) {
-            let stride = if meta.stride == 0 { meta.len } else { meta.stride };
-            datagrams.extend(buffer[..meta.len].chunks(stride.max(1)).map(|datagram| (datagram, meta.addr)));
+        let mut taken = 0;
+        loop {
+            let count =
+                match socket.try_io(Interest::READABLE, || state.recv((&socket).into(), &mut buffers, &mut meta)) {
+                    Ok(count) => count,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        // ICMP errors from earlier sends surface here on some systems; keep serving.
+                        tracing::debug!("udp receive: {e}");
+                        break;
+                    }
+                };
+            let now = SystemTime::now();
+            for (buffer, meta) in buffers.iter().zip(&meta).take(count) {
+                let stride = if meta.stride == 0 { meta.len } else { meta.stride };
+                for datagram in buffer[..meta.len].chunks(stride.max(1)) {
+                    if taken == replies.len() {
+                        replies.push(Vec::new());
+                        slots.push(Slot { to: meta.addr, received: 0 });
+                    }
+                    slots[taken].to = meta.addr;
+                    slots[taken].received = datagram.len();
+                    worker.take(taken, datagram, meta.addr.ip(), now, &mut replies[taken]);
+                    taken += 1;
+                }
+            }
+            // Replies that need no signature (answers signed earlier, challenges) go out at once.
+            let waiting = worker.waiting();
+            if waiting == 0
+                || waiting >= GATHER_ANSWERS
+                || taken >= GATHER_DATAGRAMS
+                || started.elapsed() >= GATHER_TIME
+            {
+                break;
+            }
         }
-        worker.handle_batch(&datagrams, SystemTime::now(), &mut replies);
-        for ((datagram, to), reply) in datagrams.iter().zip(&replies) {
-            log_query(datagram, *to, reply);
+        worker.sign_waiting(&mut replies[..taken]);
+        for (slot, reply) in slots.iter().zip(&replies).take(taken) {
+            log_query(slot.received, slot.to, reply);
             if !reply.is_empty() {
-                send(&socket, reply, *to).await;
+                send(&socket, reply, slot.to).await;
                 worker.metrics().observe_latency(started.elapsed());
             }
         }
@@ -128,7 +172,7 @@ async fn run_batched(
 }
 
 /// One debug event per datagram: where from, its size, and the reply's kind and size.
-fn log_query(datagram: &[u8], from: SocketAddr, reply: &[u8]) {
+fn log_query(received: usize, from: SocketAddr, reply: &[u8]) {
     if !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
@@ -137,7 +181,7 @@ fn log_query(datagram: &[u8], from: SocketAddr, reply: &[u8]) {
         Ok(frame) => format!("{:?}", frame.kind),
         Err(_) => "undecodable".to_owned(),
     };
-    tracing::debug!(%from, bytes = datagram.len(), reply = %reply_kind, reply_bytes = reply.len(), "query");
+    tracing::debug!(%from, bytes = received, reply = %reply_kind, reply_bytes = reply.len(), "query");
 }
 
 /// Sends without a wakeup when the socket buffer has room, which is nearly always.
@@ -169,7 +213,7 @@ async fn run_single(mut worker: Worker, socket: UdpSocket, mut shutdown: watch::
         };
         let started = Instant::now();
         let replied = worker.handle(&buffer[..len], from.ip(), SystemTime::now(), &mut reply);
-        log_query(&buffer[..len], from, if replied { &reply } else { &[] });
+        log_query(len, from, if replied { &reply } else { &[] });
         if replied {
             send(&socket, &reply, from).await;
             worker.metrics().observe_latency(started.elapsed());

@@ -5,11 +5,10 @@
 //! worker and over real UDP on 127.0.0.1.
 
 use std::borrow::Cow;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
 use upgram_core::body::{Query, QueryModule};
 use upgram_core::cookie::CookieSecret;
 use upgram_core::limits::{AMPLIFICATION_FACTOR, MIN_UNRESTRICTED_QUERY_LEN};
@@ -21,7 +20,7 @@ use upgram_server::catalog::Catalog;
 use upgram_server::server::{Config, CookieSecrets, Shared, Worker};
 
 mod common;
-use common::{file, module, release};
+use common::UdpBurst;
 
 const SEED: [u8; 32] = [5; 32];
 const AT: u64 = 1_800_000_000;
@@ -29,13 +28,7 @@ const AT: u64 = 1_800_000_000;
 /// `core` with releases 1.0 … 1.9, a few files each, so answers vary with the version asked.
 fn catalog() -> Catalog {
     let mut catalog = Catalog::default();
-    let releases = (0..10)
-        .map(|minor| {
-            let version = format!("1.{minor}");
-            release(&version, (0..=minor).map(|i| file(&format!("lib/part-{i}.so"), &version)).collect())
-        })
-        .collect();
-    let core = module("core", releases);
+    let core = common::ten_releases("core");
     catalog.modules.insert(core.id.clone(), core);
     catalog
 }
@@ -230,44 +223,29 @@ fn an_unvalidated_source_is_held_to_three_times_in_a_batch() {
 
 #[test]
 fn a_burst_over_udp_is_answered_in_batch_signed_replies_that_verify() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let shared = Arc::new(Shared::new(
         catalog(),
         ReplySigner::from_seed(&SEED),
         CookieSecrets { current: CookieSecret([0x11; 32]), previous: None },
         Config::default(),
     ));
-    let sockets = {
-        let _guard = runtime.enter();
-        upgram_server::udp::bind("127.0.0.1:0".parse().unwrap(), 1).unwrap()
-    };
-    let server = sockets[0].local_addr().unwrap();
-    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    // A guard against a hang, not a timing assertion.
-    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut udp = UdpBurst::bind();
     // The burst waits in the socket's buffer before the worker starts, so its first receive
     // takes it in whole (up to the receive batch size).
     let bodies: Vec<Vec<u8>> = (0..24).map(|i| query_body(1000 + i)).collect();
     let nonces: Vec<Option<Nonce>> = (0..24).map(|i| (i % 3 == 0).then(|| nonce(i))).collect();
     for (i, (body, nonce)) in bodies.iter().zip(&nonces).enumerate() {
-        client.send_to(&datagram(i, body, *nonce, MIN_UNRESTRICTED_QUERY_LEN), server).unwrap();
+        udp.client.send_to(&datagram(i, body, *nonce, MIN_UNRESTRICTED_QUERY_LEN), udp.server).unwrap();
     }
-    let (stop, stopped) = watch::channel(false);
-    {
-        let _guard = runtime.enter();
-        upgram_server::udp::serve(shared.clone(), sockets, stopped);
-    }
+    udp.serve(shared.clone());
     let mut batched = 0;
     let now = upgram_server::udp::unix_now();
     for _ in 0..bodies.len() {
-        let mut buffer = [0u8; 2048];
-        let (len, _) = client.recv_from(&mut buffer).expect("a reply");
-        let reply = &buffer[..len];
-        let i = Frame::decode(reply).unwrap().request_id as usize;
-        let block = verify(reply, &bodies[i], nonces[i], now);
+        let reply = udp.receive();
+        let i = Frame::decode(&reply).unwrap().request_id as usize;
+        let block = verify(&reply, &bodies[i], nonces[i], now);
         batched += usize::from(block.batch.is_some());
     }
     assert!(batched >= 2, "{batched} of {} replies batch-signed", bodies.len());
     assert_eq!(shared.metrics().batch_signed, batched as u64);
-    let _ = stop.send(true);
 }

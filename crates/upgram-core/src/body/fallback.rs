@@ -92,7 +92,8 @@ impl<'a> Fallback<'a> {
 
     /// The canonical encoding in a new vector.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
+        // The attributes take under 256 bytes, each mirror its URL and 20 (more if escaped).
+        let mut out = Vec::with_capacity(256 + self.mirrors.iter().map(|m| m.len() + 20).sum::<usize>());
         self.encode(&mut out);
         out
     }
