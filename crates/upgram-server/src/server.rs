@@ -501,7 +501,7 @@ impl Worker {
         let source = self.source(frame, ip, now);
         if !source.validated {
             bump(&self.metrics.reports_refused);
-            return self.challenge(frame, &source, now, received, out);
+            return self.challenge(frame.request_id, &source, now, received, out);
         }
         let Ok(report) = Report::decode(frame.body) else {
             bump(&self.metrics.malformed);
