@@ -395,6 +395,7 @@ impl<F: Fetcher + 'static> Client<F> {
             channel: self.shared.channel.as_deref().map(Cow::Borrowed),
             bucket: installed.bucket,
             modules: vec![],
+            patch: None,
         };
         let bodies = pack_query_for(&audience, modules, self.shared.transport.nonce_bound, |m| {
             installed.predicted_answer_len(m)

@@ -34,6 +34,8 @@ pub const MAX_ELEMENTS: usize = 250_000;
 pub const MAX_MODULES: usize = 100_000;
 /// Most files under one module of a query or response.
 pub const MAX_FILES_PER_MODULE: usize = 100_000;
+/// Most patch formats a query names in its `patch` attribute.
+pub const MAX_PATCH_FORMATS: usize = 8;
 /// Most mirrors in a fallback body.
 pub const MAX_MIRRORS: usize = 8;
 /// Longest module id.

@@ -207,7 +207,13 @@ pub fn split_query_for<'a>(
 
 /// `audience` (its `compact`, `channel` and `bucket`) asking about `modules`.
 fn query_like<'a>(audience: &Query<'a>, modules: Vec<QueryModule<'a>>) -> Query<'a> {
-    Query { compact: audience.compact, channel: audience.channel.clone(), bucket: audience.bucket, modules }
+    Query {
+        compact: audience.compact,
+        channel: audience.channel.clone(),
+        bucket: audience.bucket,
+        patch: audience.patch.clone(),
+        modules,
+    }
 }
 
 /// `module` with as many of its file entries (in order) as let it fit `room` alone, in a query
@@ -325,7 +331,14 @@ mod tests {
     }
 
     fn file(id: &str, action: FileAction<'static>) -> FileEntry<'static> {
-        FileEntry { id: Cow::Owned(id.to_owned()), version: v("2"), action, frequent: false, executable: false }
+        FileEntry {
+            id: Cow::Owned(id.to_owned()),
+            version: v("2"),
+            action,
+            frequent: false,
+            executable: false,
+            patch: None,
+        }
     }
 
     #[test]
@@ -444,7 +457,7 @@ mod tests {
     }
 
     fn compact_query(modules: Vec<QueryModule<'static>>) -> Query<'static> {
-        Query { compact: true, channel: None, bucket: None, modules }
+        Query { compact: true, channel: None, bucket: None, modules, patch: None }
     }
 
     #[test]

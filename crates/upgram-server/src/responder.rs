@@ -525,6 +525,7 @@ fn replace_entry<'c>(module: &'c Module, file: &'c ReleaseFile) -> FileEntry<'c>
         action: FileAction::Replace(payload(&file.blob)),
         frequent: module.frequent.contains(&file.id),
         executable: file.executable,
+        patch: None,
     }
 }
 
@@ -558,6 +559,7 @@ fn delete_entry<'c>(id: &'c str, version: &'c Version<'static>) -> FileEntry<'c>
         action: FileAction::Delete,
         frequent: false,
         executable: false,
+        patch: None,
     }
 }
 
