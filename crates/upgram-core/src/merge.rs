@@ -253,6 +253,9 @@ pub fn resolve_urls(module: &mut ModuleAnswer<'_>, response: &Response<'_>) {
         UpgradeInfo::Package(package) => fix(&mut package.payload),
         UpgradeInfo::Files(files) => {
             for file in files {
+                if let Some(patch) = &mut file.patch {
+                    fix(&mut patch.payload);
+                }
                 match &mut file.action {
                     FileAction::Replace(payload) => fix(payload),
                     FileAction::Incremental { payload, delta } => {
