@@ -184,22 +184,7 @@ fn publish_releases(dir: &Path, releases: &[(&str, Vec<(&str, &[u8])>)]) -> Path
             std::fs::create_dir_all(path.parent().expect("a parent")).expect("release folder");
             std::fs::write(path, bytes).expect("release file");
         }
-        let request = PublishRequest {
-            catalog: catalog.clone(),
-            module: "app".into(),
-            version: version.parse().expect("version"),
-            from: folder,
-            requires: vec![],
-            forced: false,
-            full: false,
-            rollback: false,
-            package: None,
-            installer_args: None,
-            channels: vec![],
-            schedule: None,
-            patches: PatchOptions::default(),
-        };
-        publish(&request).expect("publish");
+        publish(&PublishRequest::new(&catalog, "app", version.parse().expect("version"), folder)).expect("publish");
     }
     catalog
 }
@@ -266,6 +251,16 @@ fn upgrade_moved(input: &str, dir: &Path, loaded: &Catalog) -> Moved {
     moved
 }
 
+/// What an upgrade of a module whose file `id` goes from `old` to `new` moves.
+fn one_file_upgrade(input: &str, id: &str, old: &[u8], new: &[u8]) -> Moved {
+    let dir = scratch(&input.len().to_string());
+    let catalog_dir = publish_releases(&dir, &[("1.0", vec![(id, old)]), ("1.1", vec![(id, new)])]);
+    let loaded = catalog::load(&catalog_dir).expect("catalog");
+    let moved = upgrade_moved(input, &catalog_dir, &loaded);
+    let _ = std::fs::remove_dir_all(dir);
+    moved
+}
+
 /// The demo's releases published into a scratch catalog with `options`.
 fn demo_catalog(name: &str, options: PatchOptions) -> (PathBuf, Catalog) {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/upgram-client/demo");
@@ -291,19 +286,10 @@ fn moved_table() {
         let _ = std::fs::remove_dir_all(dir);
     }
     if let Some((name, old, new)) = pair("PATCH_BENCH_BIN_OLD", "PATCH_BENCH_BIN_NEW") {
-        let dir = scratch("bin");
-        let catalog_dir =
-            publish_releases(&dir, &[("1.0", vec![("bin/upgram", &old)]), ("1.1", vec![("bin/upgram", &new)])]);
-        let loaded = catalog::load(&catalog_dir).expect("catalog");
-        rows.push(upgrade_moved(&format!("two builds of `upgram` ({name})"), &catalog_dir, &loaded));
-        let _ = std::fs::remove_dir_all(dir);
+        rows.push(one_file_upgrade(&format!("two builds of `upgram` ({name})"), "bin/upgram", &old, &new));
     }
     let (old, new) = small_change();
-    let dir = scratch("small");
-    let catalog_dir = publish_releases(&dir, &[("1.0", vec![("bin/app", &old)]), ("1.1", vec![("bin/app", &new)])]);
-    let loaded = catalog::load(&catalog_dir).expect("catalog");
-    rows.push(upgrade_moved("300 KiB, 16 bytes changed", &catalog_dir, &loaded));
-    let _ = std::fs::remove_dir_all(dir);
+    rows.push(one_file_upgrade("300 KiB, 16 bytes changed", "bin/app", &old, &new));
 
     println!();
     println!("| upgrade | whole files (bytes) | with patches (bytes) | patches | moved | apply |");

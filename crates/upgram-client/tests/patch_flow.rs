@@ -19,7 +19,7 @@ use upgram_core::body::{Query, QueryModule, Response, UpgradeInfo};
 use upgram_core::message::{Datagram, Message};
 use upgram_core::wire::{Frame, QueryOptions};
 use upgram_server::catalog;
-use upgram_server::publish::{PatchOptions, PublishRequest, publish};
+use upgram_server::publish::{PublishRequest, publish};
 
 const MODULE: &str = "app";
 const BIG: &str = "bin/app";
@@ -57,22 +57,7 @@ fn publish_version(catalog: &Path, work: &Path, version: &str, program: &[u8]) {
     std::fs::create_dir_all(folder.join("bin")).unwrap();
     std::fs::write(folder.join(BIG), program).unwrap();
     std::fs::write(folder.join("readme"), format!("readme {version}")).unwrap();
-    let request = PublishRequest {
-        catalog: catalog.to_owned(),
-        module: MODULE.into(),
-        version: version.parse().unwrap(),
-        from: folder,
-        requires: vec![],
-        forced: false,
-        full: false,
-        rollback: false,
-        package: None,
-        installer_args: None,
-        channels: vec![],
-        schedule: None,
-        patches: PatchOptions::default(),
-    };
-    publish(&request).unwrap();
+    publish(&PublishRequest::new(catalog, MODULE, version.parse().unwrap(), folder)).unwrap();
 }
 
 /// Counts the payload bytes that arrive, by download name.

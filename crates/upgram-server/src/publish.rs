@@ -137,6 +137,34 @@ pub struct PublishRequest {
     pub patches: PatchOptions,
 }
 
+impl PublishRequest {
+    /// A plain release of `module` at `version` from the release folder `from` into the
+    /// catalog folder `catalog`: no dependency, not forced, full or a rollback, no package; on
+    /// the default channel, offered to everyone at once; the default [`PatchOptions`].
+    pub fn new(
+        catalog: impl Into<PathBuf>,
+        module: impl Into<String>,
+        version: Version<'static>,
+        from: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            catalog: catalog.into(),
+            module: module.into(),
+            version,
+            from: from.into(),
+            requires: Vec::new(),
+            forced: false,
+            full: false,
+            rollback: false,
+            package: None,
+            installer_args: None,
+            channels: Vec::new(),
+            schedule: None,
+            patches: PatchOptions::default(),
+        }
+    }
+}
+
 /// Which binary patches a publish makes: for changed files of at least `min_size` bytes, from
 /// their contents in the `from` releases below, kept when smaller than `max_share` of the file.
 #[derive(Debug, Clone, Copy, PartialEq, clap::Args)]
