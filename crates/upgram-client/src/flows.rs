@@ -758,7 +758,11 @@ impl<F: Fetcher> Module<'_, F> {
         payload: &Payload<'_>,
     ) -> Option<PathBuf> {
         use std::sync::atomic::Ordering::Relaxed;
-        let patch = file.patch.as_ref().filter(|p| p.format == upgram_core::body::PATCH_FORMAT_BSDIFF)?;
+        // A patch no smaller than the file saves nothing.
+        let patch = file
+            .patch
+            .as_ref()
+            .filter(|p| p.format == upgram_core::body::PATCH_FORMAT_BSDIFF && p.payload.size < payload.size)?;
         let recorded = installed?.files.get(file.id.as_ref())?;
         if Sha256Digest::from_hex(&recorded.sha256) != Some(patch.base_sha256) {
             return None;
