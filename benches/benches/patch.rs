@@ -174,16 +174,15 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Publishes `releases` (version, files) of module `app` into a catalog under `dir`.
-fn publish_releases(dir: &Path, releases: &[(&str, Vec<(&str, &[u8])>)]) -> PathBuf {
+/// Publishes `releases` (version, file id, content) of module `app`, one file each, into a
+/// catalog under `dir`.
+fn publish_releases(dir: &Path, releases: &[(&str, &str, &[u8])]) -> PathBuf {
     let catalog = dir.join("catalog");
-    for (version, files) in releases {
+    for (version, id, bytes) in releases {
         let folder = dir.join(format!("release-{version}"));
-        for (id, bytes) in files {
-            let path = folder.join(id);
-            std::fs::create_dir_all(path.parent().expect("a parent")).expect("release folder");
-            std::fs::write(path, bytes).expect("release file");
-        }
+        let path = folder.join(id);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("release folder");
+        std::fs::write(path, bytes).expect("release file");
         publish(&PublishRequest::new(&catalog, "app", version.parse().expect("version"), folder)).expect("publish");
     }
     catalog
@@ -254,7 +253,7 @@ fn upgrade_moved(input: &str, dir: &Path, loaded: &Catalog) -> Moved {
 /// What an upgrade of a module whose file `id` goes from `old` to `new` moves.
 fn one_file_upgrade(input: &str, id: &str, old: &[u8], new: &[u8]) -> Moved {
     let dir = scratch(&input.len().to_string());
-    let catalog_dir = publish_releases(&dir, &[("1.0", vec![(id, old)]), ("1.1", vec![(id, new)])]);
+    let catalog_dir = publish_releases(&dir, &[("1.0", id, old), ("1.1", id, new)]);
     let loaded = catalog::load(&catalog_dir).expect("catalog");
     let moved = upgrade_moved(input, &catalog_dir, &loaded);
     let _ = std::fs::remove_dir_all(dir);
