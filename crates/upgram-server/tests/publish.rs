@@ -30,21 +30,7 @@ fn tree(root: &Path, files: &[(&str, &[u8])]) -> PathBuf {
 }
 
 fn request(catalog: &Path, module: &str, version: &str, from: &Path) -> PublishRequest {
-    PublishRequest {
-        catalog: catalog.to_owned(),
-        module: module.into(),
-        version: v(version),
-        from: from.to_owned(),
-        requires: Vec::new(),
-        forced: false,
-        full: false,
-        rollback: false,
-        package: None,
-        installer_args: None,
-        channels: Vec::new(),
-        schedule: None,
-        patches: Default::default(),
-    }
+    PublishRequest::new(catalog, module, v(version), from)
 }
 
 /// A signature database: 40 records, with `changed` ones rewritten for `generation`.
