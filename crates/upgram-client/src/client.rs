@@ -26,6 +26,11 @@ use crate::fetch::{DefaultHttp, FetchError, Fetcher, fetch_document};
 use crate::state::InstalledState;
 use crate::transport::{CookieJar, Counters, Dropped, SocketPool, Traffic, TransportConfig, TransportError};
 
+/// The patch formats queries name (SPEC.md §5.12): bsdiff with the `patch` feature, else none,
+/// so the servers send only whole files.
+const PATCH_FORMATS: Option<&str> =
+    if cfg!(feature = "patch") { Some(upgram_core::body::PATCH_FORMAT_BSDIFF) } else { None };
+
 /// Why a check failed.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -412,6 +417,7 @@ impl<F: Fetcher + 'static> Client<F> {
             channel: self.shared.channel.as_deref().map(Cow::Borrowed),
             bucket: installed.bucket,
             modules: vec![],
+            patch: PATCH_FORMATS.map(Cow::Borrowed),
         };
         let parts = pack_query_parts(&audience, modules, self.shared.transport.nonce_bound, |m| {
             installed.predicted_answer_len(m)

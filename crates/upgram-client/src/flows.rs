@@ -160,6 +160,30 @@ pub enum Outcome {
     Failed(UpgradeFailure),
 }
 
+/// How binary patches went in one update (SPEC.md §5.12).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PatchCounts {
+    /// Files made from the installed file and a patch, instead of downloaded whole.
+    pub used: u64,
+    /// Files with a patch for their installed content that were downloaded whole after all:
+    /// the installed file was not the base, or the patch failed to download, apply or check.
+    pub fell_back: u64,
+}
+
+/// [`PatchCounts`] while an update runs.
+#[derive(Debug, Default)]
+struct PatchCounter {
+    used: std::sync::atomic::AtomicU64,
+    fell_back: std::sync::atomic::AtomicU64,
+}
+
+impl PatchCounter {
+    fn counts(&self) -> PatchCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        PatchCounts { used: self.used.load(Relaxed), fell_back: self.fell_back.load(Relaxed) }
+    }
+}
+
 /// One line of the update summary.
 #[derive(Debug)]
 pub struct ModuleOutcome {
@@ -211,6 +235,8 @@ pub struct UpdateReport {
     /// self-update was staged: hand over to it ([`selfupdate::hand_over`]) after releasing the
     /// installation.
     pub self_update: Option<PathBuf>,
+    /// How many files were made from binary patches, and how many fell back to the whole file.
+    pub patches: PatchCounts,
 }
 
 impl UpdateReport {
@@ -333,8 +359,11 @@ pub async fn update<F: Fetcher + 'static>(
     // needed.
     let declined: Vec<PlanLine> =
         offered.iter().filter(|line| !lines.iter().any(|l| l.id == line.id)).cloned().collect();
-    let (mut outcomes, self_update) =
-        if dry_run { (vec![], None) } else { apply_answers(installation, client, &answers, &choice, hooks).await? };
+    let (mut outcomes, self_update, patches) = if dry_run {
+        (vec![], None, PatchCounts::default())
+    } else {
+        apply_answers(installation, client, &answers, &choice, hooks).await?
+    };
     if !dry_run {
         let why = match optional {
             Optional::Ask => "optional upgrade declined",
@@ -345,7 +374,15 @@ pub async fn update<F: Fetcher + 'static>(
         );
     }
     drop(answers);
-    Ok(UpdateReport { check: Some(report), plan: lines, outcomes, already_installed: vec![], declined, self_update })
+    Ok(UpdateReport {
+        check: Some(report),
+        plan: lines,
+        outcomes,
+        already_installed: vec![],
+        declined,
+        self_update,
+        patches,
+    })
 }
 
 /// Installs the modules of `ids` that are not installed yet, with the modules they require
@@ -391,6 +428,7 @@ pub async fn install<F: Fetcher + 'static>(
             already_installed,
             declined: vec![],
             self_update: None,
+            patches: PatchCounts::default(),
         });
     }
     let report = check_installing(installation, client, &missing).await?;
@@ -399,10 +437,21 @@ pub async fn install<F: Fetcher + 'static>(
     offers_versions(&answers, &wanted, &missing)?;
     let choice = Choice::Selected(&missing);
     let lines = plan_lines(&answers, &installation.state(), &choice)?;
-    let (outcomes, self_update) =
-        if dry_run { (vec![], None) } else { apply_answers(installation, client, &answers, &choice, hooks).await? };
+    let (outcomes, self_update, patches) = if dry_run {
+        (vec![], None, PatchCounts::default())
+    } else {
+        apply_answers(installation, client, &answers, &choice, hooks).await?
+    };
     drop(answers);
-    Ok(UpdateReport { check: Some(report), plan: lines, outcomes, already_installed, declined: vec![], self_update })
+    Ok(UpdateReport {
+        check: Some(report),
+        plan: lines,
+        outcomes,
+        already_installed,
+        declined: vec![],
+        self_update,
+        patches,
+    })
 }
 
 /// Completes the pending upgrades waiting for `trigger` (every trigger when `None`), in the
@@ -478,14 +527,15 @@ fn offers_versions(
 }
 
 /// Plans `answers` and applies them to the installation, in dependency order; also the new
-/// `upgram` binary when a self-update was staged.
+/// `upgram` binary when a self-update was staged, and how binary patches went.
 async fn apply_answers<F: Fetcher + 'static>(
     installation: &Installation,
     client: &Client<F>,
     answers: &[ModuleAnswer<'_>],
     choice: &Choice<'_>,
     hooks: &Hooks,
-) -> Result<(Vec<ModuleOutcome>, Option<PathBuf>), FlowError> {
+) -> Result<(Vec<ModuleOutcome>, Option<PathBuf>, PatchCounts), FlowError> {
+    let patches = PatchCounter::default();
     let upgrade = {
         let state = installation.state();
         let offers: Vec<Offer<'_>> = answers.iter().filter_map(Offer::from_answer).collect();
@@ -507,7 +557,7 @@ async fn apply_answers<F: Fetcher + 'static>(
         let outcome = match blocked {
             Some(r) => Outcome::Skipped(format!("its dependency {} was not upgraded", r.id)),
             None => {
-                let module = Module { installation, fetcher: client.fetcher(), hooks, id };
+                let module = Module { installation, fetcher: client.fetcher(), hooks, id, patches: &patches };
                 module.apply(answer, &waits).await
             }
         };
@@ -544,7 +594,7 @@ async fn apply_answers<F: Fetcher + 'static>(
         (Some(exe), true) => installation.pending_successor(exe),
         _ => None,
     };
-    Ok((outcomes, successor))
+    Ok((outcomes, successor, patches.counts()))
 }
 
 /// Queues the outcomes of this update's attempts in the state, sends the queue, and removes
@@ -574,6 +624,7 @@ struct Module<'a, F> {
     fetcher: &'a F,
     hooks: &'a Hooks,
     id: &'a str,
+    patches: &'a PatchCounter,
 }
 
 /// A module's upgrade, staged and ready to apply on a blocking thread.
@@ -707,7 +758,12 @@ impl<F: Fetcher> Module<'_, F> {
         let dir = layout.staging();
         let payload = match &file.action {
             FileAction::Delete => return Ok(None),
-            FileAction::Replace(payload) => payload,
+            FileAction::Replace(payload) => {
+                if let Some(patched) = self.patched(layout, installed, file, payload).await {
+                    return Ok(Some((patched, payload.sha256)));
+                }
+                payload
+            }
             FileAction::Incremental { payload, delta } => {
                 let base = installed
                     .and_then(|m| m.files.get(file.id.as_ref()))
@@ -722,6 +778,83 @@ impl<F: Fetcher> Module<'_, F> {
         };
         let staged = self.stage(&file.id, payload, &dir).await?;
         Ok(Some((staged, payload.sha256)))
+    }
+
+    /// The whole new file made from the installed one and the entry's binary patch, staged,
+    /// when the entry has a bsdiff patch from the content the state records for the file
+    /// (SPEC.md §5.12); `None` sends the caller to the whole file, also after any failure of
+    /// the patch (the installed file changed locally, a damaged or hostile patch, a failed
+    /// download), which is logged and counted.
+    #[cfg(feature = "patch")]
+    async fn patched(
+        &self,
+        layout: &Layout,
+        installed: Option<&InstalledModule>,
+        file: &FileEntry<'_>,
+        payload: &Payload<'_>,
+    ) -> Option<PathBuf> {
+        use std::sync::atomic::Ordering::Relaxed;
+        // A patch no smaller than the file saves nothing.
+        let patch = file
+            .patch
+            .as_ref()
+            .filter(|p| p.format == upgram_core::body::PATCH_FORMAT_BSDIFF && p.payload.size < payload.size)?;
+        let recorded = installed?.files.get(file.id.as_ref())?;
+        if Sha256Digest::from_hex(&recorded.sha256) != Some(patch.base_sha256) {
+            return None;
+        }
+        match self.apply_patch(layout, file, patch, payload).await {
+            Ok(path) => {
+                self.patches.used.fetch_add(1, Relaxed);
+                Some(path)
+            }
+            Err(why) => {
+                tracing::warn!("{}: binary patch not used ({why}); fetching the whole file", file.id);
+                self.patches.fell_back.fetch_add(1, Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Without the `patch` feature queries ask for no patches: whole files only.
+    #[cfg(not(feature = "patch"))]
+    async fn patched(
+        &self,
+        _layout: &Layout,
+        _installed: Option<&InstalledModule>,
+        _file: &FileEntry<'_>,
+        _payload: &Payload<'_>,
+    ) -> Option<PathBuf> {
+        let _ = self.patches;
+        None
+    }
+
+    /// Downloads `patch` and applies it to the installed file, bounded and checked against the
+    /// signed result, into the staging folder where the whole file would go.
+    #[cfg(feature = "patch")]
+    async fn apply_patch(
+        &self,
+        layout: &Layout,
+        file: &FileEntry<'_>,
+        patch: &upgram_core::body::FilePatch<'_>,
+        payload: &Payload<'_>,
+    ) -> Result<PathBuf, String> {
+        use crate::patch::{Expected, Limits, apply};
+        let dir = layout.staging();
+        let staged = self
+            .stage(&format!("{} (patch)", file.id), &patch.payload, &dir)
+            .await
+            .map_err(|e| format!("download: {e}"))?;
+        let base = crate::paths::resolve(layout.root(), &file.id).map_err(|e| e.to_string())?;
+        let expected =
+            Expected { base_sha256: patch.base_sha256, result_sha256: payload.sha256, result_size: payload.size };
+        let output = staged_path(&dir, &payload.sha256);
+        let result = output.clone();
+        blocking(move || apply(&base, &staged, &expected, &Limits::default(), &output))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(result)
     }
 
     /// The merged record file, staged, if the delta applies to the installed file and the result

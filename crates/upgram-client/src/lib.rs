@@ -39,7 +39,8 @@
 //!
 //! Features: `http` (default: the reqwest fetcher), `cli` (the `upgram` binary and its
 //! dependencies), `demo` (the demo, with the reference server in-process), `patch` (binary
-//! patches; off by default until answers carry them).
+//! patches: queries ask for them and updates apply them, falling back to the whole file;
+//! off by default for embedders, on with `cli`).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

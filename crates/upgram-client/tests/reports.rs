@@ -89,18 +89,9 @@ fn publish_version(catalog: &Path, work: &Path, version: &str, installer: Option
         path
     });
     let request = PublishRequest {
-        catalog: catalog.to_owned(),
-        module: MODULE.into(),
-        version: version.parse().unwrap(),
-        from,
-        requires: vec![],
-        forced: false,
-        full: false,
-        rollback: false,
         package,
-        installer_args: None,
         channels: vec!["beta".into()],
-        schedule: None,
+        ..PublishRequest::new(catalog, MODULE, version.parse().unwrap(), from)
     };
     publish(&request).unwrap();
 }

@@ -73,6 +73,7 @@ fn publish_release(catalog: &Path, work: &Path, release: &Release) {
         installer_args: None,
         channels: release.channels.iter().map(|c| (*c).to_owned()).collect(),
         schedule: release.percent.map(|percent| Schedule(vec![RolloutStep { at: None, percent }])),
+        patches: Default::default(),
     };
     publish(&request).unwrap();
 }

@@ -64,6 +64,7 @@ fn answer_for(module: &QueryModule<'_>) -> Vec<ModuleAnswer<'static>> {
                         format!("f/part-{i:02}-2024.11.3.dat"),
                         format!("part {i}").as_bytes(),
                     )),
+                    patch: None,
                 })
                 .collect();
             files.push(FileEntry {
@@ -78,6 +79,7 @@ fn answer_for(module: &QueryModule<'_>) -> Vec<ModuleAnswer<'static>> {
                         payload: payload("d/signatures-2024.11.2-2024.11.3.delta".into(), b"delta"),
                     },
                 },
+                patch: None,
             });
             files.push(FileEntry {
                 id: "db/legacy.rec".into(),
@@ -85,6 +87,7 @@ fn answer_for(module: &QueryModule<'_>) -> Vec<ModuleAnswer<'static>> {
                 frequent: false,
                 executable: false,
                 action: FileAction::Delete,
+                patch: None,
             });
             m.upgrade = UpgradeInfo::Files(files);
             vec![m]
@@ -97,6 +100,7 @@ fn answer_for(module: &QueryModule<'_>) -> Vec<ModuleAnswer<'static>> {
                 frequent: false,
                 executable: false,
                 action: FileAction::Replace(payload("f/render-2.0.bin".into(), b"renderer 2.0")),
+                patch: None,
             }]);
             m.requires = vec![Requires { id: "main-module".into(), min: v("5.1") }];
             let mut dep = ModuleAnswer::new("main-module", Status::Update, Some(v("5.1")));

@@ -9,9 +9,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use upgram_core::body::{
-    BUCKETS, Binding, Delta, ErrorBody, ErrorCode, FailureCode, FileAction, FileEntry, ModuleAnswer,
-    Outcome as ReportOutcome, OutcomeKind, Package, Payload, Query, QueryFile, QueryModule, Report, Requires, Response,
-    Status, UpgradeInfo,
+    BUCKETS, Binding, Delta, ErrorBody, ErrorCode, FailureCode, FileAction, FileEntry, FilePatch, ModuleAnswer,
+    Outcome as ReportOutcome, OutcomeKind, PATCH_FORMAT_BSDIFF, Package, Payload, Query, QueryFile, QueryModule,
+    Report, Requires, Response, Status, UpgradeInfo,
 };
 use upgram_core::cookie::{ClientCookie, CookieSecret, make_server_cookie};
 use upgram_core::fallback::{ReplyShape, prepare_reply};
@@ -238,6 +238,7 @@ fn main() {
                 payload: payload("f/6b1c.rec", "full signatures"),
                 delta: Delta { from: v("2024.11.2"), payload: payload("d/77aa.delta", "signatures delta") },
             },
+            patch: None,
         },
         FileEntry {
             id: "bin/scan.cfg".into(),
@@ -245,6 +246,7 @@ fn main() {
             frequent: false,
             executable: false,
             action: FileAction::Replace(payload("f/93e0.cfg", "scan config")),
+            patch: None,
         },
         FileEntry {
             id: "db/legacy.rec".into(),
@@ -252,6 +254,7 @@ fn main() {
             frequent: false,
             executable: false,
             action: FileAction::Delete,
+            patch: None,
         },
     ]);
     let files = Response {
@@ -270,6 +273,7 @@ fn main() {
         frequent: false,
         executable: false,
         action: FileAction::Replace(payload("f/11.js", "render")),
+        patch: None,
     }]);
     plugin.requires = vec![Requires { id: "main-module".into(), min: v("5.1") }];
     let mut main_module = ModuleAnswer::new("main-module", Status::Update, Some(v("5.1")));
@@ -455,6 +459,7 @@ fn main() {
             frequent: false,
             executable: true,
             action: FileAction::Replace(payload("f/c0de", "core 1.3 program")),
+            patch: None,
         },
         FileEntry {
             id: "share/core.txt".into(),
@@ -462,6 +467,7 @@ fn main() {
             frequent: false,
             executable: false,
             action: FileAction::Replace(payload("f/7e17", "core 1.3 notes")),
+            patch: None,
         },
     ]);
     let executable = Response {
@@ -563,6 +569,7 @@ fn main() {
     compact_vectors(&mut w);
     spec_agreement_vectors(&mut w);
     report_vectors(&mut w);
+    patch_vectors(&mut w);
     println!("wrote {} vectors to {}", w.written, dir.display());
 }
 
@@ -574,7 +581,7 @@ fn compact_vectors(w: &mut Writer<'_>) {
         QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] },
         QueryModule { id: "viewer".into(), version: Some(v("1.0")), files: vec![] },
     ];
-    let query = Query { compact: true, channel: None, bucket: None, modules }.to_vec();
+    let query = Query { compact: true, channel: None, bucket: None, modules, patch: None }.to_vec();
     let query_text = String::from_utf8(query.clone()).expect("utf8");
     w.datagram(
         "compact-query",
@@ -588,6 +595,7 @@ fn compact_vectors(w: &mut Writer<'_>) {
         action: FileAction::Replace(payload("store/viewer-1.1", "viewer 1.1")),
         frequent: false,
         executable: true,
+        patch: None,
     }]);
     let compact = |query_text: &str, modules: Vec<ModuleAnswer<'static>>| Response {
         binding: binding(query_text),
@@ -681,6 +689,152 @@ fn spec_agreement_vectors(w: &mut Writer<'_>) {
     );
 }
 
+/// Vectors 64-69 and 90-95: binary patches (SPEC.md §5.12): the query's `patch` attribute, a
+/// `<patch>` beside a whole file to replace, and where either is refused.
+fn patch_vectors(w: &mut Writer<'_>) {
+    w.count = 63;
+    let query = Query {
+        patch: Some(PATCH_FORMAT_BSDIFF.into()),
+        ..Query::new(vec![QueryModule { id: "tool".into(), version: Some(v("1.0")), files: vec![] }])
+    }
+    .to_vec();
+    let query_text = String::from_utf8(query.clone()).expect("utf8");
+    w.datagram(
+        "patch-query",
+        "A client that applies bsdiff patches says so with patch=\"bsdiff\" (SPEC.md sections 4.3 and 5.12).",
+        &query_frame_bytes(0x5050_5050_0000_0001, &query, &QueryOptions::default()),
+    );
+    let mut tool = ModuleAnswer::new("tool", Status::Update, Some(v("1.1")));
+    tool.upgrade = UpgradeInfo::Files(vec![FileEntry {
+        id: "bin/tool".into(),
+        version: v("1.1"),
+        action: FileAction::Replace(payload("store/tool-1.1", "tool 1.1 program")),
+        frequent: false,
+        executable: true,
+        patch: Some(FilePatch {
+            format: PATCH_FORMAT_BSDIFF.into(),
+            from: v("1.0"),
+            base_sha256: digest_of("tool 1.0 program"),
+            payload: payload("store/tool-1.0-1.1", "a bsdiff patch"),
+        }),
+    }]);
+    let answer = Response {
+        binding: binding(&query_text),
+        base: Some("https://updates.example.com/".into()),
+        compact: false,
+        modules: vec![tool.clone()],
+    };
+    let (bytes, _) = reply_bytes(&answer, 0x5050_5050_0000_0001, ReplyShape::default());
+    w.answer(
+        "patch-response",
+        "The answer to vector 64: bin/tool 1.0 -> 1.1 as a whole file to replace, with a bsdiff patch from file version 1.0 (base-sha256: the SHA-256 of that version) beside it; a client whose file does not hash to base-sha256, or whose patched result does not hash to the file's sha256, fetches the whole file (SPEC.md section 5.12).",
+        &bytes,
+        "patch-query",
+        None,
+    );
+    let formats = Query {
+        patch: Some("zstd bsdiff".into()),
+        ..Query::new(vec![QueryModule { id: "tool".into(), version: Some(v("1.0")), files: vec![] }])
+    }
+    .to_vec();
+    w.datagram(
+        "patch-query-formats",
+        "Two patch formats in order of preference, one this version does not define: the server ignores names it does not know and may send bsdiff (SPEC.md section 5.12).",
+        &query_frame_bytes(0x5050_5050_0000_0002, &formats, &QueryOptions::default()),
+    );
+    let base = "https://updates.example.com/";
+    let file_with = |mode: &str, children: &str| {
+        format!(
+            r#"<response for="{}" issued="{NOW}" expires="{}" base="{base}"><module id="tool" status="update" latest="1.1"><file id="bin/tool" version="1.1" mode="{mode}"{}>{children}</file></module></response>"#,
+            digest_of(&query_text),
+            NOW + 300,
+            if mode == "delete" {
+                String::new()
+            } else {
+                format!(r#" url="store/tool-1.1" size="16" sha256="{}""#, digest_of("tool 1.1 program"))
+            },
+        )
+    };
+    let patch = format!(
+        r#"<patch format="bsdiff" from="1.0" base-sha256="{}" url="store/tool-1.0-1.1" size="14" sha256="{}"/>"#,
+        digest_of("tool 1.0 program"),
+        digest_of("a bsdiff patch")
+    );
+    let no_base = patch.replace(&format!(r#" base-sha256="{}""#, digest_of("tool 1.0 program")), "");
+    let bad_responses = [
+        (
+            "invalid-patch-with-delete",
+            "A <patch> in a file entry with mode=\"delete\": a patch is only beside a whole file to replace (SPEC.md section 4.4, R11).",
+            file_with("delete", &patch),
+        ),
+        (
+            "invalid-patch-twice",
+            "Two <patch> elements in one file entry: at most one (SPEC.md section 4.4, R11).",
+            file_with("replace", &format!("{patch}{patch}")),
+        ),
+    ];
+    for (name, description, body) in bad_responses {
+        w.invalid(name, description, &signed_response(0x5050_5050_0000_0001, body.as_bytes()));
+    }
+    w.invalid(
+        "invalid-patch-without-base",
+        "A <patch> without base-sha256: a client could not tell whether its file is the base (SPEC.md section 4.4).",
+        &signed_response(0x5050_5050_0000_0001, file_with("replace", &no_base).as_bytes()),
+    );
+
+    w.count = 89;
+    let in_module = format!(
+        r#"<response for="{}" issued="{NOW}" expires="{}"><module id="tool" status="current" latest="1.0">{patch}</module></response>"#,
+        digest_of(&query_text),
+        NOW + 300,
+    )
+    .replace("url=\"store/", "url=\"https://updates.example.com/store/");
+    w.invalid(
+        "invalid-patch-in-module",
+        "A <patch> directly in a <module>: patch is a known element name, so out of place it is an error, not an extension to skip (SPEC.md section 4.1.3).",
+        &signed_response(0x5050_5050_0000_0001, in_module.as_bytes()),
+    );
+    let bad_format = file_with("replace", &patch.replace(r#"format="bsdiff""#, r#"format="bs/diff""#));
+    w.invalid(
+        "invalid-patch-format-name",
+        "A patch format name with `/`: a format name is an ID (SPEC.md sections 4.2 and 4.4).",
+        &signed_response(0x5050_5050_0000_0001, bad_format.as_bytes()),
+    );
+    let nine = (1..=9).map(|i| format!("f{i}")).collect::<Vec<_>>().join(" ");
+    let bad_queries = [
+        (
+            "invalid-query-patch-empty",
+            "An empty patch attribute: it names 1 to 8 formats (SPEC.md section 4.3).".to_owned(),
+            r#"<query patch=""><module id="tool" version="1.0"/></query>"#.to_owned(),
+        ),
+        (
+            "invalid-query-patch-double-space",
+            "Two spaces between format names: names are separated by single spaces (SPEC.md section 4.3).".to_owned(),
+            r#"<query patch="zstd  bsdiff"><module id="tool" version="1.0"/></query>"#.to_owned(),
+        ),
+        (
+            "invalid-query-patch-too-many",
+            "Nine patch format names: at most 8 (SPEC.md sections 4.3 and 10.8).".to_owned(),
+            format!(r#"<query patch="{nine}"><module id="tool" version="1.0"/></query>"#),
+        ),
+    ];
+    for (name, description, body) in bad_queries {
+        w.invalid(
+            name,
+            &description,
+            &query_frame_bytes(0x5050_5050_0000_0003, body.as_bytes(), &QueryOptions::default()),
+        );
+    }
+    w.count = w.count.max(95);
+}
+
+/// A response datagram with `body` as it is, signed alone with the test key: how a vector
+/// carries a response body the encoder would never write.
+fn signed_response(request_id: u64, body: &[u8]) -> Vec<u8> {
+    let block = signer().sign(MessageKind::Response, None, body);
+    Frame::reply(MessageKind::Response, request_id, body, None, block).to_vec().expect("reply fits")
+}
+
 /// Vectors 70-79: the channel and the rollout bucket of a query (SPEC.md section 4.3).
 fn rollout_vectors(w: &mut Writer<'_>) {
     w.count = 69;
@@ -689,6 +843,7 @@ fn rollout_vectors(w: &mut Writer<'_>) {
         channel: Some("beta".into()),
         bucket: Some(37),
         modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
+        patch: None,
     }
     .to_vec();
     w.datagram(
@@ -701,6 +856,7 @@ fn rollout_vectors(w: &mut Writer<'_>) {
         channel: Some("stable".into()),
         bucket: Some(BUCKETS - 1),
         modules: vec![QueryModule { id: "core".into(), version: None, files: vec![] }],
+        patch: None,
     }
     .to_vec();
     w.datagram(
@@ -713,6 +869,7 @@ fn rollout_vectors(w: &mut Writer<'_>) {
         channel: None,
         bucket: Some(0),
         modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
+        patch: None,
     }
     .to_vec();
     w.datagram(
@@ -968,6 +1125,7 @@ fn exactly_1024(query_text: &str) -> Vec<u8> {
                     size: 4096,
                     sha256: Sha256Digest::of(&[i]),
                 }),
+                patch: None,
             });
         }
         entries.push(FileEntry {
@@ -980,6 +1138,7 @@ fn exactly_1024(query_text: &str) -> Vec<u8> {
                 size: 1,
                 sha256: Sha256Digest::of(b"tail"),
             }),
+            patch: None,
         });
         m.upgrade = UpgradeInfo::Files(entries);
         let response = Response { binding: binding(query_text), base: None, compact: false, modules: vec![m] };

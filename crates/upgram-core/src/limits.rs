@@ -37,6 +37,9 @@ pub const MAX_FILES_PER_MODULE: usize = 100_000;
 /// Most outcomes in one install report (SPEC.md §4.7); the report must also fit one datagram,
 /// so a client sends fewer when their module ids and versions are long.
 pub const MAX_OUTCOMES_PER_REPORT: usize = 16;
+
+/// Most patch formats a query names in its `patch` attribute.
+pub const MAX_PATCH_FORMATS: usize = 8;
 /// Most mirrors in a fallback body.
 pub const MAX_MIRRORS: usize = 8;
 /// Longest module id.

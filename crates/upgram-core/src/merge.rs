@@ -269,7 +269,13 @@ pub fn split_query_for<'a>(
 
 /// `audience` (its `compact`, `channel` and `bucket`) asking about `modules`.
 fn query_like<'a>(audience: &Query<'a>, modules: Vec<QueryModule<'a>>) -> Query<'a> {
-    Query { compact: audience.compact, channel: audience.channel.clone(), bucket: audience.bucket, modules }
+    Query {
+        compact: audience.compact,
+        channel: audience.channel.clone(),
+        bucket: audience.bucket,
+        patch: audience.patch.clone(),
+        modules,
+    }
 }
 
 /// `module` with as many of its file entries (in order) as let it fit `room` alone, in a query
@@ -309,6 +315,9 @@ pub fn resolve_urls(module: &mut ModuleAnswer<'_>, response: &Response<'_>) {
         UpgradeInfo::Package(package) => fix(&mut package.payload),
         UpgradeInfo::Files(files) => {
             for file in files {
+                if let Some(patch) = &mut file.patch {
+                    fix(&mut patch.payload);
+                }
                 match &mut file.action {
                     FileAction::Replace(payload) => fix(payload),
                     FileAction::Incremental { payload, delta } => {
@@ -387,7 +396,14 @@ mod tests {
     }
 
     fn file(id: &str, action: FileAction<'static>) -> FileEntry<'static> {
-        FileEntry { id: Cow::Owned(id.to_owned()), version: v("2"), action, frequent: false, executable: false }
+        FileEntry {
+            id: Cow::Owned(id.to_owned()),
+            version: v("2"),
+            action,
+            frequent: false,
+            executable: false,
+            patch: None,
+        }
     }
 
     #[test]
@@ -506,7 +522,7 @@ mod tests {
     }
 
     fn compact_query(modules: Vec<QueryModule<'static>>) -> Query<'static> {
-        Query { compact: true, channel: None, bucket: None, modules }
+        Query { compact: true, channel: None, bucket: None, modules, patch: None }
     }
 
     #[test]
@@ -628,7 +644,13 @@ mod tests {
         // Too many file entries to fit alone: trimmed to those that fit.
         modules[70].files = files(200);
         modules.push(QueryModule { id: "new".into(), version: None, files: vec![] });
-        let audience = Query { compact: false, channel: Some("beta".into()), bucket: Some(42), modules: vec![] };
+        let audience = Query {
+            compact: false,
+            channel: Some("beta".into()),
+            bucket: Some(42),
+            modules: vec![],
+            patch: Some("bsdiff".into()),
+        };
         for nonce_bound in [false, true] {
             let packed = pack_query_parts(&audience, modules.clone(), nonce_bound, predicted_answer_len).unwrap();
             let parts = pack_query_for(&audience, modules.clone(), nonce_bound, predicted_answer_len).unwrap();

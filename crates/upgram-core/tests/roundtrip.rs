@@ -6,8 +6,9 @@ use std::borrow::Cow;
 
 use proptest::prelude::*;
 use upgram_core::body::{
-    Binding, Delta, ErrorBody, ErrorCode, FailureCode, Fallback, FileAction, FileEntry, ModuleAnswer, Outcome,
-    OutcomeKind, Package, Payload, Query, QueryFile, QueryModule, Report, Requires, Response, Status, UpgradeInfo,
+    Binding, Delta, ErrorBody, ErrorCode, FailureCode, Fallback, FileAction, FileEntry, FilePatch, ModuleAnswer,
+    Outcome, OutcomeKind, Package, Payload, Query, QueryFile, QueryModule, Report, Requires, Response, Status,
+    UpgradeInfo,
 };
 use upgram_core::cookie::{ClientCookie, ServerCookie};
 use upgram_core::fallback::{ReplyShape, prepare_reply};
@@ -66,11 +67,13 @@ fn query() -> impl Strategy<Value = Query<'static>> {
     );
     let channel = prop::option::of(module_id());
     let bucket = prop::option::of(0..upgram_core::body::BUCKETS);
-    (channel, bucket, prop::collection::vec(module, 1..8), any::<bool>()).prop_map(
-        |(channel, bucket, mut modules, compact)| {
+    // The patch formats the client applies: 1 to 8 names, separated by single spaces.
+    let patch = prop::option::of(prop::collection::vec(module_id(), 1..=8).prop_map(|f| Cow::Owned(f.join(" "))));
+    (channel, bucket, prop::collection::vec(module, 1..8), any::<bool>(), patch).prop_map(
+        |(channel, bucket, mut modules, compact, patch)| {
             let mut seen = std::collections::HashSet::new();
             modules.retain(|m| seen.insert(m.id.clone()));
-            Query { compact, channel, bucket, modules }
+            Query { compact, channel, bucket, patch, modules }
         },
     )
 }
@@ -82,8 +85,18 @@ fn file_entry() -> impl Strategy<Value = FileEntry<'static>> {
         (payload(true), version(), payload(true))
             .prop_map(|(payload, from, d)| { FileAction::Incremental { payload, delta: Delta { from, payload: d } } }),
     ];
-    (file_id(), version(), action, any::<bool>(), any::<bool>())
-        .prop_map(|(id, version, action, frequent, executable)| FileEntry { id, version, action, frequent, executable })
+    // A patch only beside a whole file to replace (SPEC.md §5.12).
+    let patch =
+        prop::option::of(
+            (module_id(), version(), digest(), payload(true))
+                .prop_map(|(format, from, base_sha256, payload)| FilePatch { format, from, base_sha256, payload }),
+        );
+    (file_id(), version(), action, any::<bool>(), any::<bool>(), patch).prop_map(
+        |(id, version, action, frequent, executable, patch)| {
+            let patch = patch.filter(|_| matches!(action, FileAction::Replace(_)));
+            FileEntry { id, version, action, frequent, executable, patch }
+        },
+    )
 }
 
 fn module_answer() -> impl Strategy<Value = ModuleAnswer<'static>> {
@@ -366,13 +379,14 @@ proptest! {
                     prop_assert!(!part.modules.is_empty());
                     prop_assert_eq!(&part.channel, &q.channel);
                     prop_assert_eq!(part.bucket, q.bucket);
+                    prop_assert_eq!(&part.patch, &q.patch);
                 }
                 let joined: Vec<_> = parts.into_iter().flat_map(|p| p.modules).collect();
                 prop_assert_eq!(joined, q.modules);
             }
             Err(_) => {
                 let alone = |m: &QueryModule<'static>| {
-                    Query { compact: q.compact, channel: q.channel.clone(), bucket: q.bucket, modules: vec![m.clone()] }
+                    Query { compact: q.compact, channel: q.channel.clone(), bucket: q.bucket, patch: q.patch.clone(), modules: vec![m.clone()] }
                         .to_vec()
                         .len()
                 };

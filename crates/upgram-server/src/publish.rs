@@ -18,6 +18,12 @@
 //!   changed, one delta from each earlier distinct version of it that is still in the store,
 //!   when both decode as record files and the delta is smaller than the new file. An unchanged
 //!   record file keeps the deltas of the release below.
+//! - **Binary patches** (SPEC.md §5.12): for each file that is not a record file, has at least
+//!   [`PatchOptions::min_size`] bytes and changed in this release, one bsdiff patch from each
+//!   distinct earlier content of it in the [`PatchOptions::from`] releases below (still in the
+//!   store), kept only when it is smaller than [`PatchOptions::max_share`] of the file. An
+//!   unchanged file keeps the patches of the release below. Patches are made only when the
+//!   server is built with the `patch` feature (the default).
 //! - **Frequent files**: a file of the latest release is frequent if its content changed
 //!   (compared with the release before) in at least `frequent_changes` of the module's last
 //!   `frequent_window` releases; its first appearance is not a change.
@@ -71,7 +77,7 @@ use upgram_core::version::Version;
 use crate::catalog::error::CatalogError;
 use crate::catalog::load::{SETTINGS_FILE, check_installer_args, is_catalog_module_id};
 use crate::catalog::model::{
-    Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings, matches_any,
+    Blob, Catalog, DeletedFile, DeltaRef, Module, Package, PatchRef, Release, ReleaseFile, Settings, matches_any,
 };
 use crate::catalog::rollout::{Rollout, RolloutState, Schedule, default_channels};
 use crate::catalog::save::{SaveStage, replace_file, save_module_with};
@@ -126,6 +132,66 @@ pub struct PublishRequest {
     /// `10%` for a percentage from now on (default: everyone at once).
     #[arg(long, value_name = "SCHEDULE")]
     pub schedule: Option<Schedule>,
+    /// Which binary patches to make (SPEC.md §5.12).
+    #[command(flatten)]
+    pub patches: PatchOptions,
+}
+
+impl PublishRequest {
+    /// A plain release of `module` at `version` from the release folder `from` into the
+    /// catalog folder `catalog`: no dependency, not forced, full or a rollback, no package; on
+    /// the default channel, offered to everyone at once; the default [`PatchOptions`].
+    pub fn new(
+        catalog: impl Into<PathBuf>,
+        module: impl Into<String>,
+        version: Version<'static>,
+        from: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            catalog: catalog.into(),
+            module: module.into(),
+            version,
+            from: from.into(),
+            requires: Vec::new(),
+            forced: false,
+            full: false,
+            rollback: false,
+            package: None,
+            installer_args: None,
+            channels: Vec::new(),
+            schedule: None,
+            patches: PatchOptions::default(),
+        }
+    }
+}
+
+/// Which binary patches a publish makes: for changed files of at least `min_size` bytes, from
+/// their contents in the `from` releases below, kept when smaller than `max_share` of the file.
+#[derive(Debug, Clone, Copy, PartialEq, clap::Args)]
+pub struct PatchOptions {
+    /// Make binary patches to each changed file from its content in each of this many earlier
+    /// releases (0: no patches).
+    #[arg(id = "patch_from", long = "patch-from", value_name = "K", default_value_t = PatchOptions::default().from)]
+    pub from: usize,
+    /// Make patches only for files of at least this many bytes.
+    #[arg(long = "patch-min-size", value_name = "BYTES", default_value_t = PatchOptions::default().min_size)]
+    pub min_size: u64,
+    /// Keep a patch only when it is smaller than this share of its file (between 0 and 1).
+    #[arg(long = "patch-max-share", value_name = "SHARE", default_value_t = PatchOptions::default().max_share)]
+    pub max_share: f64,
+}
+
+impl PatchOptions {
+    /// The largest file a publish makes patches for: making a bsdiff patch holds both
+    /// contents and a suffix array of the base in memory.
+    pub const MAX_FILE_LEN: u64 = 64 << 20;
+}
+
+impl Default for PatchOptions {
+    /// From the 3 releases below, files of 64 KiB or more, patches under half the file.
+    fn default() -> Self {
+        Self { from: 3, min_size: 64 << 10, max_share: 0.5 }
+    }
 }
 
 /// Why a release could not be published. Nothing was written to the catalog, except for
@@ -289,6 +355,8 @@ pub struct PublishSummary {
     pub deleted: Vec<String>,
     /// The record deltas of the release (new and carried over).
     pub deltas: Vec<DeltaRef>,
+    /// The binary patches of the release (new and carried over).
+    pub patches: Vec<PatchRef>,
     /// The module's frequent files after this release.
     pub frequent: Vec<String>,
     /// The install package, if any (otherwise clients get a file list).
@@ -316,6 +384,9 @@ impl fmt::Display for PublishSummary {
         let deltas: Vec<String> =
             self.deltas.iter().map(|d| format!("{} from {} ({} bytes)", d.file, d.from, d.blob.size)).collect();
         list(f, "deltas", &deltas)?;
+        let patches: Vec<String> =
+            self.patches.iter().map(|p| format!("{} from {} ({} bytes)", p.file, p.from, p.blob.size)).collect();
+        list(f, "patches", &patches)?;
         list(f, "frequent", &self.frequent)?;
         match &self.package {
             Some(blob) => writeln!(f, "  answer:   install package {} ({} bytes)", blob.sha256, blob.size)?,
@@ -420,6 +491,7 @@ fn plan_release(request: &PublishRequest, settings: &Settings, module: &Module) 
         files,
         deleted,
         deltas: Vec::new(),
+        patches: Vec::new(),
         channels: release_channels(&request.channels)?,
         rollout: Rollout {
             state: RolloutState::Rolling,
@@ -448,10 +520,12 @@ fn write_release(
     }
     let history = module.releases.get(..at).unwrap_or_default();
     release.deltas = record_deltas(dir, settings, &release.files, history, &mut summary.notes)?;
+    release.patches = binary_patches(dir, settings, &request.patches, &release.files, history, &mut summary.notes)?;
     sync_dir(&store)?;
     failpoint("publish:after-blobs");
 
     summary.deltas = release.deltas.clone();
+    summary.patches = release.patches.clone();
     module.releases.insert(at, release);
     module.frequent = frequent_files(&module.releases, settings);
     summary.frequent = module.frequent.clone();
@@ -757,6 +831,7 @@ fn summarize(
         unchanged: 0,
         deleted: gone,
         deltas: Vec::new(),
+        patches: Vec::new(),
         frequent: Vec::new(),
         package: None,
         notes: Vec::new(),
@@ -880,12 +955,106 @@ fn new_deltas(
     Ok(deltas)
 }
 
-/// The bytes of a blob that may be a record file: `None` when it is too large to be one or no
-/// longer in the store with its size.
-fn read_record_blob(dir: &Path, blob: &Blob) -> Result<Option<Vec<u8>>, CatalogError> {
-    if blob.size > MAX_RECORD_FILE_LEN as u64 {
-        return Ok(None);
+/// The binary patches of the new release (see the module documentation): new ones for changed
+/// files, the release below's for unchanged ones. Record files have record deltas instead.
+fn binary_patches(
+    dir: &Path,
+    settings: &Settings,
+    options: &PatchOptions,
+    files: &[ReleaseFile],
+    history: &[Release],
+    notes: &mut Vec<String>,
+) -> Result<Vec<PatchRef>, CatalogError> {
+    let mut patches = Vec::new();
+    let Some(below) = history.last() else {
+        return Ok(patches);
+    };
+    let recent = history.get(history.len().saturating_sub(options.from)..).unwrap_or_default();
+    for file in files.iter().filter(|f| !matches_any(&settings.record_files, &f.id)) {
+        match below.file(&file.id) {
+            Some(old) if old.blob.sha256 == file.blob.sha256 => {
+                patches.extend(below.patches.iter().filter(|p| p.file == file.id && p.from < file.version).cloned())
+            }
+            _ if options.from == 0 || file.blob.size < options.min_size => {}
+            _ if file.blob.size > PatchOptions::MAX_FILE_LEN => notes.push(format!(
+                "{}: larger than {} bytes, published without binary patches",
+                file.id,
+                PatchOptions::MAX_FILE_LEN
+            )),
+            _ => patches.extend(new_patches(dir, options, file, recent, notes)?),
+        }
     }
+    Ok(patches)
+}
+
+/// Patches to `file` from each distinct earlier content of it in `recent` still in the store,
+/// each kept when smaller than the options' share of the file.
+fn new_patches(
+    dir: &Path,
+    options: &PatchOptions,
+    file: &ReleaseFile,
+    recent: &[Release],
+    notes: &mut Vec<String>,
+) -> Result<Vec<PatchRef>, CatalogError> {
+    let bases: BTreeMap<Version<'static>, Blob> = recent
+        .iter()
+        .filter_map(|r| r.file(&file.id))
+        .filter(|old| old.blob.sha256 != file.blob.sha256 && old.version < file.version)
+        .filter(|old| old.blob.size <= PatchOptions::MAX_FILE_LEN)
+        .map(|old| (old.version.clone(), old.blob))
+        .collect();
+    if bases.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(new_bytes) = read_blob(dir, &file.blob)? else {
+        return Ok(Vec::new());
+    };
+    let store = store_dir(dir);
+    let mut patches = Vec::new();
+    for (from, base) in bases {
+        let Some(base_bytes) = read_blob(dir, &base)? else {
+            continue;
+        };
+        let Some(patch) = make_patch(&base_bytes, &new_bytes, notes, &file.id) else {
+            continue;
+        };
+        if !small_enough(patch.len() as u64, file.blob.size, options.max_share) {
+            continue;
+        }
+        let blob = put_bytes(&store, &patch)?;
+        patches.push(PatchRef { file: file.id.clone(), from, base_sha256: base.sha256, blob });
+    }
+    Ok(patches)
+}
+
+/// Whether a patch of `patch_len` bytes is smaller than `max_share` of a file of `file_len`.
+fn small_enough(patch_len: u64, file_len: u64, max_share: f64) -> bool {
+    // Exact for every length a file can have in practice (below 2^53 bytes).
+    (patch_len as f64) < max_share * file_len as f64
+}
+
+/// A bsdiff patch from `base` to `result`; `None` (with a note) when it cannot be made.
+#[cfg(feature = "patch")]
+fn make_patch(base: &[u8], result: &[u8], notes: &mut Vec<String>, id: &str) -> Option<Vec<u8>> {
+    let mut patch = Vec::new();
+    match qbsdiff::Bsdiff::new(base, result).compare(&mut patch) {
+        Ok(_) => Some(patch),
+        Err(e) => {
+            notes.push(format!("{id}: no binary patch could be made: {e}"));
+            None
+        }
+    }
+}
+
+/// Without the `patch` feature no patch is made (said once per file).
+#[cfg(not(feature = "patch"))]
+fn make_patch(_base: &[u8], _result: &[u8], notes: &mut Vec<String>, id: &str) -> Option<Vec<u8>> {
+    notes.push(format!("{id}: this server is built without the `patch` feature: no binary patch made"));
+    None
+}
+
+/// The bytes of a blob in the store: `None` when it is no longer there with its size.
+fn read_blob(dir: &Path, blob: &Blob) -> Result<Option<Vec<u8>>, CatalogError> {
     let path = blob_path(dir, &blob.sha256);
     match fs::read(&path) {
         Ok(bytes) if bytes.len() as u64 == blob.size => Ok(Some(bytes)),
@@ -893,6 +1062,15 @@ fn read_record_blob(dir: &Path, blob: &Blob) -> Result<Option<Vec<u8>>, CatalogE
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(CatalogError::Io { path, source: e }),
     }
+}
+
+/// The bytes of a blob that may be a record file: `None` when it is too large to be one or no
+/// longer in the store with its size.
+fn read_record_blob(dir: &Path, blob: &Blob) -> Result<Option<Vec<u8>>, CatalogError> {
+    if blob.size > MAX_RECORD_FILE_LEN as u64 {
+        return Ok(None);
+    }
+    read_blob(dir, blob)
 }
 
 /// The frequent files of the module after this release (\[0078\], SPEC.md §5.7).

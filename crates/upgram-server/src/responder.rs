@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use upgram_core::body::{
-    BUCKETS, Binding, Delta, ErrorCode, FileAction, FileEntry, ModuleAnswer, Package as PackageInfo, Payload, Query,
-    QueryFile, QueryModule, Requires, Response, Status, UpgradeInfo,
+    BUCKETS, Binding, Delta, ErrorCode, FileAction, FileEntry, FilePatch, ModuleAnswer, PATCH_FORMAT_BSDIFF,
+    Package as PackageInfo, Payload, Query, QueryFile, QueryModule, Requires, Response, Status, UpgradeInfo,
 };
 use upgram_core::merge::is_implied_current;
 use upgram_core::version::Version;
@@ -149,6 +149,8 @@ impl RolloutClasses {
         key.push(class);
         let started = self.step_times.partition_point(|&at| at <= audience.now);
         key.extend_from_slice(&u64::try_from(started).unwrap_or(u64::MAX).to_le_bytes());
+        // Answers with patches go only to queries that asked for them.
+        key.push(u8::from(audience.patches));
     }
 }
 
@@ -295,12 +297,20 @@ pub struct Audience<'q> {
     pub bucket: Option<u8>,
     /// Unix time the schedules are evaluated at.
     pub now: u64,
+    /// The client applies bsdiff patches (the query's `patch` attribute names the format):
+    /// its answers may carry them (SPEC.md §5.12).
+    pub patches: bool,
 }
 
 impl<'q> Audience<'q> {
     /// The audience of `query`, at unix time `now`.
     pub fn of(query: &'q Query<'_>, now: u64) -> Self {
-        Self { channel: query.channel_or_default(), bucket: query.bucket, now }
+        Self {
+            channel: query.channel_or_default(),
+            bucket: query.bucket,
+            now,
+            patches: query.accepts_patch(PATCH_FORMAT_BSDIFF),
+        }
     }
 
     /// Whether an installation of this audience that does not have `release` is offered it.
@@ -323,12 +333,12 @@ fn answer<'c>(catalog: &'c Catalog, audience: &Audience<'_>, asked: &QueryModule
     let mut answer = match (&asked.version, latest) {
         (None, Some(latest)) => install(catalog, module, audience, latest),
         (Some(installed), Some(latest)) if *installed == latest.version => {
-            current(catalog, module, latest, &asked.files)
+            current(catalog, module, audience, latest, &asked.files)
         }
         (Some(installed), Some(latest)) if *installed < latest.version => {
             upgrade(catalog, module, audience, latest, installed, &asked.files)
         }
-        (Some(installed), latest) => newer_than_offered(catalog, module, latest, installed, &asked.files),
+        (Some(installed), latest) => newer_than_offered(catalog, module, audience, latest, installed, &asked.files),
         (None, None) => error_answer(module, ErrorCode::NoRelease),
     };
     add_frequent_hint(&mut answer, module, &asked.files);
@@ -393,13 +403,14 @@ fn install<'c>(
 fn current<'c>(
     catalog: &'c Catalog,
     module: &'c Module,
+    audience: &Audience<'_>,
     latest: &'c Release,
     asked: &[QueryFile<'_>],
 ) -> ModuleAnswer<'c> {
     let mut answer =
         ModuleAnswer::new(Cow::Borrowed(module.id.as_str()), Status::Current, Some(latest.version.as_borrowed()));
     let entries: Vec<FileEntry<'c>> =
-        asked.iter().filter_map(|file| file_level_entry(catalog, module, latest, file)).collect();
+        asked.iter().filter_map(|file| file_level_entry(catalog, module, audience, latest, file)).collect();
     if !entries.is_empty() {
         answer.upgrade = UpgradeInfo::Files(entries);
     }
@@ -426,7 +437,7 @@ fn upgrade<'c>(
         }
         if answer.full || file.version > *installed {
             let from = installed_release.and_then(|r| r.file(&file.id)).map(|f| &f.version);
-            entries.push(changed_entry(catalog, module, latest, file, from));
+            entries.push(changed_entry(catalog, module, audience, latest, file, from));
         }
     }
     for id in deleted_since(module, latest, installed) {
@@ -434,7 +445,7 @@ fn upgrade<'c>(
             entries.push(delete_entry(id, &latest.version));
         }
     }
-    entries.extend(asked.iter().filter_map(|f| file_level_entry(catalog, module, latest, f)));
+    entries.extend(asked.iter().filter_map(|f| file_level_entry(catalog, module, audience, latest, f)));
     choose_upgrade(catalog, module, latest, answer, entries)
 }
 
@@ -444,6 +455,7 @@ fn upgrade<'c>(
 fn newer_than_offered<'c>(
     catalog: &'c Catalog,
     module: &'c Module,
+    audience: &Audience<'_>,
     latest: Option<&'c Release>,
     installed: &Version<'_>,
     asked: &[QueryFile<'_>],
@@ -452,7 +464,7 @@ fn newer_than_offered<'c>(
     let withdrawn = installed.is_some_and(|r| r.rollout.state == RolloutState::Withdrawn);
     match (latest, installed) {
         (Some(latest), _) if latest.rollback || withdrawn => rollback(catalog, module, latest),
-        (_, Some(installed)) if !withdrawn => current(catalog, module, installed, asked),
+        (_, Some(installed)) if !withdrawn => current(catalog, module, audience, installed, asked),
         (Some(latest), _) => {
             ModuleAnswer::new(Cow::Borrowed(module.id.as_str()), Status::Current, Some(latest.version.as_borrowed()))
         }
@@ -496,12 +508,13 @@ fn deleted_since<'c>(module: &'c Module, latest: &'c Release, installed: &Versio
 fn file_level_entry<'c>(
     catalog: &'c Catalog,
     module: &'c Module,
+    audience: &Audience<'_>,
     latest: &'c Release,
     asked: &QueryFile<'_>,
 ) -> Option<FileEntry<'c>> {
     match latest.file(&asked.id) {
         Some(file) if file.version != asked.version => {
-            Some(changed_entry(catalog, module, latest, file, Some(&asked.version)))
+            Some(changed_entry(catalog, module, audience, latest, file, Some(&asked.version)))
         }
         Some(_) => None,
         None if was_ever_in(module, &asked.id) => {
@@ -527,14 +540,17 @@ fn replace_entry<'c>(module: &'c Module, file: &'c ReleaseFile) -> FileEntry<'c>
         action: FileAction::Replace(payload(&file.blob)),
         frequent: module.frequent.contains(&file.id),
         executable: file.executable,
+        patch: None,
     }
 }
 
 /// A changed file: incremental when it is a record file and `latest` has a delta from the
-/// client's version of it (§5.4), else replace.
+/// client's version of it (§5.4), else replace, with a binary patch from the client's version
+/// when the audience applies patches and `latest` has one (§5.12).
 fn changed_entry<'c>(
     catalog: &'c Catalog,
     module: &'c Module,
+    audience: &Audience<'_>,
     latest: &'c Release,
     file: &'c ReleaseFile,
     client_version: Option<&Version<'_>>,
@@ -549,7 +565,17 @@ fn changed_entry<'c>(
             payload: payload(&file.blob),
             delta: Delta { from: delta.from.as_borrowed(), payload: payload(&delta.blob) },
         };
+        return entry;
     }
+    let patch = client_version
+        .filter(|_| audience.patches)
+        .and_then(|from| latest.patches.iter().find(|p| p.file == file.id && p.from == *from));
+    entry.patch = patch.map(|patch| FilePatch {
+        format: Cow::Borrowed(PATCH_FORMAT_BSDIFF),
+        from: patch.from.as_borrowed(),
+        base_sha256: patch.base_sha256,
+        payload: payload(&patch.blob),
+    });
     entry
 }
 
@@ -560,6 +586,7 @@ fn delete_entry<'c>(id: &'c str, version: &'c Version<'static>) -> FileEntry<'c>
         action: FileAction::Delete,
         frequent: false,
         executable: false,
+        patch: None,
     }
 }
 

@@ -5,8 +5,8 @@ use std::fs;
 use std::path::Path;
 
 use upgram_server::catalog::{
-    self, Blob, Catalog, CatalogError, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings,
-    save_module, store_blob,
+    self, Blob, Catalog, CatalogError, DeletedFile, DeltaRef, Module, Package, PatchRef, Release, ReleaseFile,
+    Settings, save_module, store_blob,
 };
 
 /// A catalog folder with two blobs in its store: returns their hashes and sizes.
@@ -144,6 +144,7 @@ fn saved_modules_load_back_unchanged() {
                 }],
                 deleted: vec![],
                 deltas: vec![],
+                patches: Vec::new(),
             },
             Release {
                 channels: upgram_server::catalog::rollout::default_channels(),
@@ -162,6 +163,12 @@ fn saved_modules_load_back_unchanged() {
                 }],
                 deleted: vec![DeletedFile { id: "gone/ü.txt".into(), version: v("1.0") }],
                 deltas: vec![DeltaRef { file: "data/q\"uote.rec".into(), from: v("1.0-rc.1"), blob: other }],
+                patches: vec![PatchRef {
+                    file: "data/q\"uote.rec".into(),
+                    from: v("1.0-rc.1"),
+                    base_sha256: other.sha256,
+                    blob: other,
+                }],
             },
         ],
     };

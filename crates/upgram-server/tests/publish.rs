@@ -10,7 +10,7 @@ use upgram_core::records::apply_delta;
 use upgram_core::version::Version;
 use upgram_server::catalog::store::blob_path;
 use upgram_server::catalog::{self, Catalog, Module, Release, Requirement};
-use upgram_server::publish::{PublishError, PublishRequest, publish};
+use upgram_server::publish::{PatchOptions, PublishError, PublishRequest, publish};
 
 mod common;
 
@@ -30,20 +30,7 @@ fn tree(root: &Path, files: &[(&str, &[u8])]) -> PathBuf {
 }
 
 fn request(catalog: &Path, module: &str, version: &str, from: &Path) -> PublishRequest {
-    PublishRequest {
-        catalog: catalog.to_owned(),
-        module: module.into(),
-        version: v(version),
-        from: from.to_owned(),
-        requires: Vec::new(),
-        forced: false,
-        full: false,
-        rollback: false,
-        package: None,
-        installer_args: None,
-        channels: Vec::new(),
-        schedule: None,
-    }
+    PublishRequest::new(catalog, module, v(version), from)
 }
 
 /// A signature database: 40 records, with `changed` ones rewritten for `generation`.
@@ -465,4 +452,120 @@ fn a_publish_killed_midway_leaves_a_valid_catalog() {
             assert_eq!(names, ["core.toml"], "{failpoint}: the next publish cleans up");
         }
     }
+}
+
+/// `len` bytes that do not compress (a splitmix64 stream from `seed`), like a program's code.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Generation `g` of a 200 KiB program: the same bytes with 16 of them changed per generation.
+fn program(generation: u8) -> Vec<u8> {
+    let mut bytes = noise(7, 200 << 10);
+    for g in 1..=generation {
+        let at = usize::from(g) * 10_000;
+        bytes[at..at + 16].fill(g);
+    }
+    bytes
+}
+
+/// Publishes generations `0..count` of `bin/app` (plus a small file that changes too) as
+/// versions `1.0`, `1.1`, … with `options`.
+fn publish_generations(cat: &Path, work: &Path, count: u8, options: PatchOptions) -> Module {
+    for g in 0..count {
+        let small = format!("notes {g}");
+        let folder = tree(&work.join(format!("g{g}")), &[("bin/app", &program(g)), ("notes.txt", small.as_bytes())]);
+        let mut request = request(cat, "app", &format!("1.{g}"), &folder);
+        request.patches = options;
+        publish(&request).unwrap();
+    }
+    load_module(cat, "app")
+}
+
+fn patch_bases(release: &Release) -> Vec<(&str, &str)> {
+    release.patches.iter().map(|p| (p.file.as_str(), p.from.as_str())).collect()
+}
+
+#[test]
+fn changed_large_files_get_patches_from_the_last_k_releases_stored_by_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = dir.path().join("catalog");
+    let module = publish_generations(&cat, dir.path(), 5, PatchOptions::default());
+    assert!(module.releases[0].patches.is_empty(), "a first release has nothing to patch from");
+    assert_eq!(patch_bases(&module.releases[1]), [("bin/app", "1.0")]);
+    // The default K = 3: the three releases below, never the small file.
+    assert_eq!(patch_bases(&module.releases[4]), [("bin/app", "1.1"), ("bin/app", "1.2"), ("bin/app", "1.3")]);
+    for patch in &module.releases[4].patches {
+        let base = module.release(&patch.from).unwrap().file("bin/app").unwrap();
+        assert_eq!(patch.base_sha256, base.blob.sha256);
+        let bytes = store_bytes(&cat, &patch.blob);
+        assert_eq!(upgram_core::Sha256Digest::of(&bytes), patch.blob.sha256, "stored under its hash");
+        assert!(bytes.len() < 4096, "a 16-byte change makes a small patch: {} bytes", bytes.len());
+        let mut result = Vec::new();
+        qbsdiff::Bspatch::new(&bytes).unwrap().apply(&store_bytes(&cat, &base.blob), &mut result).unwrap();
+        assert_eq!(result, program(4), "the patch turns its base into the new file");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let only_two = PatchOptions { from: 2, ..PatchOptions::default() };
+    let module = publish_generations(&dir.path().join("catalog"), dir.path(), 4, only_two);
+    assert_eq!(patch_bases(&module.releases[3]), [("bin/app", "1.1"), ("bin/app", "1.2")]);
+    let dir = tempfile::tempdir().unwrap();
+    let none = PatchOptions { from: 0, ..PatchOptions::default() };
+    let module = publish_generations(&dir.path().join("catalog"), dir.path(), 3, none);
+    assert!(module.releases.iter().all(|r| r.patches.is_empty()), "--patch-from 0 makes none");
+}
+
+#[test]
+fn the_size_threshold_and_the_share_decide_which_patches_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let high = PatchOptions { min_size: 300 << 10, ..PatchOptions::default() };
+    let module = publish_generations(&dir.path().join("catalog"), dir.path(), 2, high);
+    assert!(module.releases[1].patches.is_empty(), "a 200 KiB file is below a 300 KiB threshold");
+    let dir = tempfile::tempdir().unwrap();
+    let low = PatchOptions { min_size: 1, ..PatchOptions::default() };
+    let module = publish_generations(&dir.path().join("catalog"), dir.path(), 2, low);
+    assert_eq!(
+        patch_bases(&module.releases[1]),
+        [("bin/app", "1.0")],
+        "a 7-byte file's patch is not smaller than half"
+    );
+
+    // A file rewritten whole: its patch is about as large as the file, over half of it.
+    let dir = tempfile::tempdir().unwrap();
+    let cat = dir.path().join("catalog");
+    let publish_noise = |version: &str, seed: u64, options: PatchOptions| {
+        let folder = tree(&dir.path().join(version), &[("bin/app", &noise(seed, 100 << 10))]);
+        let mut request = request(&cat, "app", version, &folder);
+        request.patches = options;
+        publish(&request).unwrap();
+    };
+    publish_noise("1.0", 1, PatchOptions::default());
+    publish_noise("1.1", 2, PatchOptions::default());
+    assert!(load_module(&cat, "app").releases[1].patches.is_empty(), "no patch at the default share 0.5");
+    publish_noise("1.2", 3, PatchOptions { max_share: 2.0, ..PatchOptions::default() });
+    let kept = [("bin/app", "1.0"), ("bin/app", "1.1")];
+    assert_eq!(patch_bases(&load_module(&cat, "app").releases[2]), kept, "kept under a share of 2");
+}
+
+#[test]
+fn an_unchanged_file_keeps_the_patches_of_the_release_below() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = dir.path().join("catalog");
+    let module = publish_generations(&cat, dir.path(), 2, PatchOptions::default());
+    let folder = tree(&dir.path().join("same"), &[("bin/app", &program(1)), ("notes.txt", b"other notes")]);
+    publish(&request(&cat, "app", "1.2", &folder)).unwrap();
+    let after = load_module(&cat, "app");
+    assert_eq!(after.releases[2].patches, module.releases[1].patches);
+    assert_eq!(file_version(&after.releases[2], "bin/app"), "1.1");
 }

@@ -5,9 +5,10 @@ use std::borrow::Cow;
 
 use upgram_core::Sha256Digest;
 use upgram_core::body::{
-    Binding, FileAction, FileMode, ModuleAnswer, Query, QueryFile, QueryModule, Response, Status, UpgradeInfo,
+    Binding, FileAction, FileMode, FilePatch, ModuleAnswer, Query, QueryFile, QueryModule, Response, Status,
+    UpgradeInfo,
 };
-use upgram_server::catalog::{Catalog, DeletedFile, DeltaRef, Package};
+use upgram_server::catalog::{Catalog, DeletedFile, DeltaRef, Package, PatchRef};
 use upgram_server::responder::{AnswerCache, least_answer_len, respond, respond_encoded};
 
 mod common;
@@ -387,4 +388,58 @@ fn the_kept_module_answers_are_bounded() {
         assert!(cache.kept().0 <= 16_384, "{:?} after {i}", cache.kept());
     }
     assert!(cache.kept().0 > 0);
+}
+
+/// `catalog()` with bsdiff patches to core 1.2's b.txt from 1.0, and to a.txt from 1.0.
+fn catalog_with_patches() -> Catalog {
+    let mut catalog = catalog();
+    let core = catalog.modules.get_mut("core").unwrap();
+    let patch = |id: &str, from: &str| PatchRef {
+        file: id.into(),
+        from: v(from),
+        base_sha256: blob(&format!("{id}@{from}")).sha256,
+        blob: blob(&format!("patch {id} {from}")),
+    };
+    core.releases[2].patches = vec![patch("a.txt", "1.0"), patch("b.txt", "1.0")];
+    catalog
+}
+
+fn patch_of<'r>(response: &'r Response<'_>, module: &str, file: &str) -> Option<&'r FilePatch<'r>> {
+    let UpgradeInfo::Files(files) = &response.module(module)?.upgrade else { return None };
+    files.iter().find(|f| f.id == file)?.patch.as_ref()
+}
+
+#[test]
+fn patches_go_only_to_queries_that_ask_for_them_from_the_base_the_client_has() {
+    let catalog = catalog_with_patches();
+    let old = ask(vec![qm("core", Some("1.0"), &[])]);
+    let patching = Query { patch: Some("zstd bsdiff".into()), ..old.clone() };
+    let without = respond(&catalog, &old, binding(), "https://u.example/");
+    assert!(patch_of(&without, "core", "b.txt").is_none(), "no patch attribute, no patch");
+    let with = respond(&catalog, &patching, binding(), "https://u.example/");
+    let b = patch_of(&with, "core", "b.txt").expect("a patch from 1.0");
+    assert_eq!((b.format.as_ref(), b.from.as_str()), ("bsdiff", "1.0"));
+    assert_eq!(b.base_sha256, blob("b.txt@1.0").sha256);
+    assert_eq!(b.payload.size, blob("patch b.txt 1.0").size);
+    // From 1.1 the client's b.txt is still 1.0; its a.txt is 1.1, which no patch starts from.
+    let from_11 = Query { patch: Some("bsdiff".into()), ..ask(vec![qm("core", Some("1.1"), &[])]) };
+    let answer = respond(&catalog, &from_11, binding(), "https://u.example/");
+    assert!(patch_of(&answer, "core", "b.txt").is_some());
+    assert!(patch_of(&answer, "core", "a.txt").is_none());
+    // A format the server does not make: none.
+    let other = Query { patch: Some("zstd".into()), ..old.clone() };
+    assert!(patch_of(&respond(&catalog, &other, binding(), "https://u.example/"), "core", "b.txt").is_none());
+    // A file-level entry of a current module names the base too.
+    let frequent = Query { patch: Some("bsdiff".into()), ..ask(vec![qm("core", Some("1.2"), &[("b.txt", "1.0")])]) };
+    assert!(patch_of(&respond(&catalog, &frequent, binding(), "https://u.example/"), "core", "b.txt").is_some());
+    // Installs get whole files.
+    let install = Query { patch: Some("bsdiff".into()), ..ask(vec![qm("core", None, &[])]) };
+    assert!(patch_of(&respond(&catalog, &install, binding(), "https://u.example/"), "core", "b.txt").is_none());
+
+    // The cache of encoded answers keeps the two apart, in either order.
+    let mut cache = AnswerCache::default();
+    for query in [&old, &patching, &old, &patching] {
+        let expected = respond(&catalog, query, binding(), "https://u.example/").to_vec();
+        assert_eq!(assembled(&catalog, 1, query, &mut cache), expected);
+    }
 }

@@ -18,8 +18,8 @@ pub use fallback::Fallback;
 pub use query::{BUCKETS, DEFAULT_CHANNEL, Query, QueryFile, QueryModule};
 pub use report::{BANDS, FailureCode, Outcome, OutcomeKind, Report};
 pub use response::{
-    Binding, Delta, FileAction, FileEntry, FileMode, ModuleAnswer, Package, Payload, Requires, Response, Status,
-    UpgradeInfo,
+    Binding, Delta, FileAction, FileEntry, FileMode, FilePatch, ModuleAnswer, PATCH_FORMAT_BSDIFF, Package, Payload,
+    Requires, Response, Status, UpgradeInfo,
 };
 
 use crate::error::BodyError;
@@ -50,9 +50,9 @@ pub(crate) fn parse_document<'a, T>(
 
 /// Every element name of protocol version 1. One of these where its parent does not allow it
 /// is an error; any other name is an extension and is skipped (SPEC.md §4.1.3).
-pub(crate) const V1_ELEMENTS: [&str; 13] = [
-    "query", "module", "file", "response", "package", "delta", "requires", "frequent", "fallback", "mirror", "error",
-    "report", "outcome",
+pub(crate) const V1_ELEMENTS: [&str; 14] = [
+    "query", "module", "file", "response", "package", "delta", "patch", "requires", "frequent", "fallback", "mirror",
+    "error", "report", "outcome",
 ];
 
 /// Visits the children of `element`, whose name is `parent`: those in `allowed` go to `child`,

@@ -6,10 +6,11 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use crate::body::value::Fields;
+use crate::body::value::is_valid_module_id;
 use crate::body::xml::{Element, XmlReader, write_attribute, write_flag};
 use crate::body::{finish_leaf, for_each_child, parse_document};
 use crate::error::{BodyError, EncodeError};
-use crate::limits::{MAX_FILES_PER_MODULE, MAX_MODULES};
+use crate::limits::{MAX_FILES_PER_MODULE, MAX_MODULES, MAX_PATCH_FORMATS};
 use crate::version::Version;
 
 /// The channel a query without a `channel` attribute follows (SPEC.md §4.3).
@@ -33,6 +34,12 @@ pub struct Query<'a> {
     /// installation; `None` places it outside every partial rollout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bucket: Option<u8>,
+    /// The binary patch formats the client applies (attribute `patch`, SPEC.md §5.12): format
+    /// names separated by single spaces, in order of preference, e.g.
+    /// [`PATCH_FORMAT_BSDIFF`](crate::body::PATCH_FORMAT_BSDIFF); `None`: the client applies
+    /// none, and the server sends no `<patch>`. See [`Query::accepts_patch`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<Cow<'a, str>>,
     /// One entry per module, at least one.
     pub modules: Vec<QueryModule<'a>>,
 }
@@ -70,12 +77,13 @@ impl<'a> Query<'a> {
     /// ```
     pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
         parse_document(bytes, "query", |reader, root| {
-            let (mut compact, mut channel, mut bucket) = (None, None, None);
+            let (mut compact, mut channel, mut bucket, mut patch) = (None, None, None, None);
             reader.for_each_attribute(&root, |name, value| {
                 match name {
                     "compact" => compact = Some(value),
                     "channel" => channel = Some(value),
                     "bucket" => bucket = Some(value),
+                    "patch" => patch = Some(value),
                     _ => {}
                 }
                 Ok(())
@@ -89,6 +97,7 @@ impl<'a> Query<'a> {
             {
                 return Err(fields.invalid("bucket", format!("{b} is not below {BUCKETS}")));
             }
+            let patch = patch.map(|p| check_patch_formats(&fields, p)).transpose()?;
             let mut modules = Vec::new();
             for_each_child(reader, &root, "query", &["module"], |reader, element| {
                 if modules.len() == MAX_MODULES {
@@ -105,14 +114,19 @@ impl<'a> Query<'a> {
             if let Some(id) = first_repeated(modules.iter().map(|m| &*m.id)) {
                 return Err(Fields::new("module", Some(id)).invalid("id", "module listed twice in one query"));
             }
-            Ok(Query { compact, channel, bucket, modules })
+            Ok(Query { compact, channel, bucket, patch, modules })
         })
     }
 
     /// A query about `modules` in today's form: on the default channel, without a bucket and
     /// without the `compact` request.
     pub fn new(modules: Vec<QueryModule<'a>>) -> Self {
-        Query { compact: false, channel: None, bucket: None, modules }
+        Query { compact: false, channel: None, bucket: None, patch: None, modules }
+    }
+
+    /// Whether the client applies patches of `format` (its `patch` attribute names it).
+    pub fn accepts_patch(&self, format: &str) -> bool {
+        self.patch.as_deref().is_some_and(|formats| formats.split(' ').any(|f| f == format))
     }
 
     /// The channel this query follows: its `channel`, or [`DEFAULT_CHANNEL`].
@@ -138,6 +152,9 @@ impl<'a> Query<'a> {
         }
         if let Some(bucket) = self.bucket {
             write_attribute(out, "bucket", &bucket.to_string());
+        }
+        if let Some(patch) = &self.patch {
+            write_attribute(out, "patch", patch);
         }
         out.push(b'>');
     }
@@ -170,8 +187,13 @@ impl<'a> Query<'a> {
         max_body_len: usize,
     ) -> Result<Vec<Query<'a>>, EncodeError> {
         let empty_len = self.empty_len();
-        let part =
-            |modules| Query { compact: self.compact, channel: self.channel.clone(), bucket: self.bucket, modules };
+        let part = |modules| Query {
+            compact: self.compact,
+            channel: self.channel.clone(),
+            bucket: self.bucket,
+            patch: self.patch.clone(),
+            modules,
+        };
         let mut queries = Vec::new();
         let mut current = Vec::new();
         let mut len = empty_len;
@@ -201,6 +223,7 @@ impl<'a> Query<'a> {
             compact: self.compact,
             channel: self.channel.map(|c| Cow::Owned(c.into_owned())),
             bucket: self.bucket,
+            patch: self.patch.map(|p| Cow::Owned(p.into_owned())),
             modules: self.modules.into_iter().map(QueryModule::into_owned).collect(),
         }
     }
@@ -267,6 +290,22 @@ impl<'a> QueryModule<'a> {
                 .collect(),
         }
     }
+}
+
+/// The value of a query's `patch` attribute, checked: 1 to [`MAX_PATCH_FORMATS`] format names
+/// (each an `ID`), separated by single spaces.
+fn check_patch_formats<'a>(fields: &Fields<'_>, value: Cow<'a, str>) -> Result<Cow<'a, str>, BodyError> {
+    let mut count = 0;
+    for format in value.split(' ') {
+        count += 1;
+        if count > MAX_PATCH_FORMATS {
+            return Err(fields.invalid("patch", format!("more than {MAX_PATCH_FORMATS} patch formats")));
+        }
+        if !is_valid_module_id(format) {
+            return Err(fields.invalid("patch", format!("`{}` is not a patch format name", format.escape_debug())));
+        }
+    }
+    Ok(value)
 }
 
 /// The first id, in byte order, that `ids` holds more than once. Sorts references, so a query
@@ -370,5 +409,19 @@ mod tests {
         assert_eq!(String::from_utf8(response.to_vec()).unwrap(), canonical);
         let bad = format!(r#"<response for="{digest}" issued="1" expires="2" compact="2"/>"#);
         assert_eq!(Response::decode(bad.as_bytes()).unwrap_err().name(), "invalid-attribute");
+    }
+
+    #[test]
+    fn the_patch_formats_are_checked_and_looked_up_by_name() {
+        let query = Query::decode(br#"<query patch="zstd bsdiff"><module id="a" version="1"/></query>"#).unwrap();
+        assert!(query.accepts_patch("bsdiff") && query.accepts_patch("zstd"));
+        assert!(!query.accepts_patch("bsd"));
+        assert!(query.to_vec().starts_with(br#"<query patch="zstd bsdiff">"#));
+        let without = Query::decode(br#"<query><module id="a" version="1"/></query>"#).unwrap();
+        assert!(!without.accepts_patch("bsdiff"));
+        for bad in ["", " bsdiff", "bsdiff ", "a  b", "a,b", "1 2 3 4 5 6 7 8 9"] {
+            let body = format!(r#"<query patch="{bad}"><module id="a" version="1"/></query>"#);
+            assert_eq!(decode_error(&body).name(), "invalid-attribute", "{bad:?}");
+        }
     }
 }

@@ -187,6 +187,31 @@ pub struct FileEntry<'a> {
     /// what it was before the attribute existed.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub executable: bool,
+    /// A binary patch to the whole new file from one base (element `<patch>`, SPEC.md §5.12):
+    /// only with [`FileAction::Replace`], which stays the fallback. Left out of the JSON form
+    /// when absent, as the element is left out of the XML.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<FilePatch<'a>>,
+}
+
+/// The patch format of version 1 (SPEC.md §5.12): bsdiff 4 (`BSDIFF40`, bzip2 streams).
+pub const PATCH_FORMAT_BSDIFF: &str = "bsdiff";
+
+/// A binary patch that turns one version of a file (the base) into the whole file its entry
+/// names (element `<patch>`, SPEC.md §5.12). The result is the entry's payload: its size and
+/// SHA-256 are the entry's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FilePatch<'a> {
+    /// The patch format (attribute `format`), e.g. [`PATCH_FORMAT_BSDIFF`].
+    pub format: Cow<'a, str>,
+    /// The file version of the base (attribute `from`).
+    pub from: Version<'a>,
+    /// The SHA-256 of the base (attribute `base-sha256`): a client uses the patch only when its
+    /// file hashes to it.
+    pub base_sha256: Sha256Digest,
+    /// The patch itself.
+    #[serde(flatten)]
+    pub payload: Payload<'a>,
 }
 
 /// The per-file update type (attribute `mode`).
@@ -620,8 +645,15 @@ impl<'a> FileEntry<'a> {
         })?;
         let frequent = frequent.map_or(Ok(false), |v| fields.flag("frequent", &v))?;
         let executable = exec.map_or(Ok(false), |v| fields.flag("exec", &v))?;
-        let mut delta = None;
-        for_each_child(reader, element, "file", &["delta"], |reader, child| {
+        let (mut delta, mut patch) = (None, None);
+        for_each_child(reader, element, "file", &["delta", "patch"], |reader, child| {
+            if child.name == "patch" {
+                if mode != FileMode::Replace || patch.is_some() {
+                    return Err(unexpected(&child, "file", " (only one, and only with mode=\"replace\")"));
+                }
+                patch = Some(parse_patch(reader, &child, relative_ok)?);
+                return Ok(());
+            }
             if mode != FileMode::Incremental || delta.is_some() {
                 return Err(unexpected(&child, "file", " (only one, and only with mode=\"incremental\")"));
             }
@@ -650,7 +682,7 @@ impl<'a> FileEntry<'a> {
             },
         };
         let id = fields.file_id("id", fields.required("id", id.clone())?)?;
-        Ok(FileEntry { id, version, action, frequent, executable })
+        Ok(FileEntry { id, version, action, frequent, executable, patch })
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -671,7 +703,19 @@ impl<'a> FileEntry<'a> {
                 encode_payload(out, &delta.payload);
                 out.extend_from_slice(b"/></file>");
             }
-            _ => out.extend_from_slice(b"/>"),
+            _ => match &self.patch {
+                Some(patch) => {
+                    out.extend_from_slice(b"><patch");
+                    write_attribute(out, "format", &patch.format);
+                    write_attribute(out, "from", patch.from.as_str());
+                    out.extend_from_slice(b" base-sha256=\"");
+                    patch.base_sha256.write_hex(out);
+                    out.push(b'"');
+                    encode_payload(out, &patch.payload);
+                    out.extend_from_slice(b"/></file>");
+                }
+                None => out.extend_from_slice(b"/>"),
+            },
         }
     }
 }
@@ -686,4 +730,19 @@ fn parse_delta<'a>(
     let fields = Fields::new("delta", None);
     let from = fields.version("from", fields.required("from", from)?)?;
     Ok(Delta { from, payload: parse_payload(&fields, url, size, sha256, relative_ok)? })
+}
+
+fn parse_patch<'a>(
+    reader: &mut XmlReader<'a>,
+    element: &Element<'a>,
+    relative_ok: bool,
+) -> Result<FilePatch<'a>, BodyError> {
+    let [format, from, base, url, size, sha256] =
+        collect(reader, element, ["format", "from", "base-sha256", "url", "size", "sha256"])?;
+    finish_leaf(reader, element, "patch")?;
+    let fields = Fields::new("patch", None);
+    let format = fields.module_id("format", fields.required("format", format)?)?;
+    let from = fields.version("from", fields.required("from", from)?)?;
+    let base_sha256 = fields.digest("base-sha256", &fields.required("base-sha256", base)?)?;
+    Ok(FilePatch { format, from, base_sha256, payload: parse_payload(&fields, url, size, sha256, relative_ok)? })
 }

@@ -41,6 +41,13 @@
 //! from = "1.1"
 //! sha256 = "…"
 //! size = 99
+//!
+//! [[release.patch]]                           # binary patch (bsdiff) from an earlier content of a file
+//! file = "bin/app"
+//! from = "1.1"                                # the file version of the base
+//! base_sha256 = "…"                           # the base's SHA-256
+//! sha256 = "…"                                # the patch
+//! size = 2048
 //! ```
 //!
 //! People edit these files by hand, so loading validates everything and every error names the
@@ -65,7 +72,7 @@ use upgram_core::version::Version;
 
 use super::error::CatalogError;
 use super::model::{
-    Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings, matches_any,
+    Blob, Catalog, DeletedFile, DeltaRef, Module, Package, PatchRef, Release, ReleaseFile, Settings, matches_any,
 };
 use super::requirement::Requirement;
 use super::rollout::{HaltRule, Rollout, RolloutState, RolloutStep, datetime_to_unix, default_channels};
@@ -85,6 +92,7 @@ const PACKAGE: &str = "[release.package]";
 const FILE: &str = "[[release.file]]";
 const DELETED: &str = "[[release.deleted]]";
 const DELTA: &str = "[[release.delta]]";
+const PATCH: &str = "[[release.patch]]";
 const SETTINGS: &str = "[settings]";
 const ROLLOUT: &str = "release.rollout";
 
@@ -191,6 +199,18 @@ struct RawRelease {
     deleted: Vec<RawDeleted>,
     #[serde(default)]
     delta: Vec<RawDelta>,
+    #[serde(default)]
+    patch: Vec<RawPatch>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPatch {
+    file: Spanned<String>,
+    from: Spanned<String>,
+    base_sha256: Spanned<String>,
+    sha256: Spanned<String>,
+    size: Spanned<u64>,
 }
 
 #[derive(Deserialize)]
@@ -378,12 +398,63 @@ fn parse_release(
         files,
         deleted: Vec::new(),
         deltas: Vec::new(),
+        patches: Vec::new(),
         channels,
         rollout,
     };
     release.deleted = parse_deleted(source, raw.deleted, &release)?;
     release.deltas = parse_deltas(source, raw.delta, &release, settings, blobs)?;
+    release.patches = parse_patches(source, raw.patch, &release, blobs)?;
     Ok(release)
+}
+
+fn parse_patches(
+    source: &Source<'_>,
+    raw: Vec<RawPatch>,
+    release: &Release,
+    blobs: &mut BlobCheck,
+) -> Result<Vec<PatchRef>, CatalogError> {
+    let mut patches: BTreeMap<(String, Version<'static>), PatchRef> = BTreeMap::new();
+    for entry in raw {
+        let id = entry.file.get_ref().clone();
+        let Some(file) = release.file(&id) else {
+            return Err(source.invalid(
+                entry.file.span(),
+                "file",
+                Some(PATCH),
+                format!("{id:?} is not a file of release {}", release.version),
+            ));
+        };
+        let from = source.version(&entry.from, "from", PATCH)?;
+        if from >= file.version {
+            return Err(source.invalid(
+                entry.from.span(),
+                "from",
+                Some(PATCH),
+                format!("a patch must lead from an earlier version to the file's version {}", file.version),
+            ));
+        }
+        let base_sha256 = Sha256Digest::from_hex(entry.base_sha256.get_ref()).ok_or_else(|| {
+            source.invalid(
+                entry.base_sha256.span(),
+                "base_sha256",
+                Some(PATCH),
+                format!("{:?} is not a SHA-256 (64 lowercase hex digits)", entry.base_sha256.get_ref()),
+            )
+        })?;
+        let blob = blobs.check(source, &entry.sha256, &entry.size, PATCH)?;
+        let key = (id.clone(), from.clone());
+        if patches.contains_key(&key) {
+            return Err(source.invalid(
+                entry.from.span(),
+                "from",
+                Some(PATCH),
+                format!("a second patch for {id:?} from {from}"),
+            ));
+        }
+        patches.insert(key, PatchRef { file: id, from, base_sha256, blob });
+    }
+    Ok(patches.into_values().collect())
 }
 
 /// The channels of a release: at least one, each a valid channel name, each once; sorted.

@@ -12,7 +12,7 @@ pub mod store;
 
 pub use error::CatalogError;
 pub use load::load;
-pub use model::{Blob, Catalog, DeletedFile, DeltaRef, Module, Package, Release, ReleaseFile, Settings};
+pub use model::{Blob, Catalog, DeletedFile, DeltaRef, Module, Package, PatchRef, Release, ReleaseFile, Settings};
 pub use requirement::Requirement;
 pub use rollout::{HaltRule, Rollout, RolloutState, RolloutStep, Schedule};
 pub use save::save_module;

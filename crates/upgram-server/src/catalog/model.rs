@@ -88,6 +88,8 @@ pub struct Release {
     pub deleted: Vec<DeletedFile>,
     /// Record deltas to this release's record files from their earlier versions.
     pub deltas: Vec<DeltaRef>,
+    /// Binary patches to this release's files from earlier contents of them (SPEC.md §5.12).
+    pub patches: Vec<PatchRef>,
     /// The channels it is published to (at least one; sorted, each once).
     pub channels: Vec<String>,
     /// Who is offered it, and since when (SPEC.md §5.10).
@@ -136,6 +138,20 @@ pub struct DeltaRef {
     pub blob: Blob,
 }
 
+/// A binary patch (bsdiff, SPEC.md §5.12) that turns an earlier content of a file into the
+/// content it has at this release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchRef {
+    /// File id.
+    pub file: String,
+    /// The file version of the base.
+    pub from: Version<'static>,
+    /// The SHA-256 of the base: what a client's file must hash to for the patch to apply.
+    pub base_sha256: Sha256Digest,
+    /// The patch.
+    pub blob: Blob,
+}
+
 impl Module {
     /// A module with `releases` (ascending) and no frequent files.
     pub fn new(id: impl Into<String>, releases: Vec<Release>) -> Self {
@@ -167,6 +183,7 @@ impl Release {
             files,
             deleted: Vec::new(),
             deltas: Vec::new(),
+            patches: Vec::new(),
             channels: default_channels(),
             rollout: Rollout::default(),
         }

@@ -145,6 +145,13 @@ fn render_release(out: &mut String, release: &Release) {
         line(out, "from", &string(delta.from.as_str()));
         blob_lines(out, &delta.blob);
     }
+    for patch in &release.patches {
+        out.push_str("\n[[release.patch]]\n");
+        line(out, "file", &string(&patch.file));
+        line(out, "from", &string(patch.from.as_str()));
+        line(out, "base_sha256", &string(&patch.base_sha256.to_hex()));
+        blob_lines(out, &patch.blob);
+    }
 }
 
 fn line(out: &mut String, key: &str, value: &str) {

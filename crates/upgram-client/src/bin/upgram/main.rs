@@ -135,7 +135,8 @@ fn upgrade(
         print_line(&summary::plan(&report.plan, &report.declined, already, settings.json));
         return Ok(ExitCode::SUCCESS);
     }
-    let summary = summary::RunSummary::new(&report.outcomes, &[&report.plan[..], &report.declined[..]].concat(), &bars);
+    let summary = summary::RunSummary::new(&report.outcomes, &[&report.plan[..], &report.declined[..]].concat(), &bars)
+        .with_patches(report.patches);
     print_line(&summary.render(already, report.declined.len(), settings.json));
     let layout = installation.layout();
     // The new upgram takes the installation's lock once this process has exited.

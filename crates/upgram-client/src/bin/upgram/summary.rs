@@ -5,7 +5,7 @@
 
 use indicatif::HumanBytes;
 use serde_json::{Value, json};
-use upgram_client::flows::{ModuleOutcome, Outcome, PlanLine};
+use upgram_client::flows::{ModuleOutcome, Outcome, PatchCounts, PlanLine};
 
 use crate::output::table;
 use crate::progress_bars::DownloadBars;
@@ -112,13 +112,20 @@ impl Row {
 #[derive(Default)]
 pub struct RunSummary {
     rows: Vec<Row>,
+    /// Files made from binary patches, and files that fell back to the whole file.
+    patches: PatchCounts,
 }
 
 impl RunSummary {
     /// The summary of `outcomes`, with the versions of the plan `lines` for modules not applied
     /// and the bytes `bars` counted.
     pub fn new(outcomes: &[ModuleOutcome], lines: &[PlanLine], bars: &DownloadBars) -> Self {
-        Self { rows: outcomes.iter().map(|o| Row::new(o, lines, bars)).collect() }
+        Self { rows: outcomes.iter().map(|o| Row::new(o, lines, bars)).collect(), patches: PatchCounts::default() }
+    }
+
+    /// The summary with how binary patches went.
+    pub fn with_patches(self, patches: PatchCounts) -> Self {
+        Self { patches, ..self }
     }
 
     fn count(&self, outcome: &str) -> usize {
@@ -166,6 +173,13 @@ impl RunSummary {
             self.count("failed"),
             HumanBytes(self.total()),
         );
+        let total = match (self.patches.used, self.patches.fell_back) {
+            (0, 0) => total,
+            (used, 0) => format!("{total} ({used} files from binary patches)"),
+            (used, fell_back) => {
+                format!("{total} ({used} files from binary patches, {fell_back} fetched whole after a failed patch)")
+            }
+        };
         if rows.is_empty() {
             return format!("nothing to do\n{total}");
         }
@@ -192,6 +206,7 @@ impl RunSummary {
                 "deferred": self.count("deferred"),
                 "skipped": self.count("skipped"), "failed": self.count("failed"),
                 "changed": changed, "downloaded_bytes": self.total(),
+                "patches_used": self.patches.used, "patches_fell_back": self.patches.fell_back,
             },
         });
         add_already(&mut out, already);
