@@ -411,6 +411,8 @@ impl<F: Fetcher + 'static> Client<F> {
             compact: true,
             channel: self.shared.channel.as_deref().map(Cow::Borrowed),
             bucket: installed.bucket,
+            // Answers too large for a datagram come as shared module documents (SPEC.md §8.5).
+            module_docs: true,
             modules: vec![],
         };
         let parts = pack_query_parts(&audience, modules, self.shared.transport.nonce_bound, |m| {

@@ -574,7 +574,7 @@ fn compact_vectors(w: &mut Writer<'_>) {
         QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] },
         QueryModule { id: "viewer".into(), version: Some(v("1.0")), files: vec![] },
     ];
-    let query = Query { compact: true, channel: None, bucket: None, modules }.to_vec();
+    let query = Query { compact: true, ..Query::new(modules) }.to_vec();
     let query_text = String::from_utf8(query.clone()).expect("utf8");
     w.datagram(
         "compact-query",
@@ -688,6 +688,7 @@ fn rollout_vectors(w: &mut Writer<'_>) {
         compact: false,
         channel: Some("beta".into()),
         bucket: Some(37),
+        module_docs: false,
         modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
     }
     .to_vec();
@@ -700,6 +701,7 @@ fn rollout_vectors(w: &mut Writer<'_>) {
         compact: false,
         channel: Some("stable".into()),
         bucket: Some(BUCKETS - 1),
+        module_docs: false,
         modules: vec![QueryModule { id: "core".into(), version: None, files: vec![] }],
     }
     .to_vec();
@@ -712,6 +714,7 @@ fn rollout_vectors(w: &mut Writer<'_>) {
         compact: false,
         channel: None,
         bucket: Some(0),
+        module_docs: false,
         modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
     }
     .to_vec();

@@ -269,7 +269,13 @@ pub fn split_query_for<'a>(
 
 /// `audience` (its `compact`, `channel` and `bucket`) asking about `modules`.
 fn query_like<'a>(audience: &Query<'a>, modules: Vec<QueryModule<'a>>) -> Query<'a> {
-    Query { compact: audience.compact, channel: audience.channel.clone(), bucket: audience.bucket, modules }
+    Query {
+        compact: audience.compact,
+        channel: audience.channel.clone(),
+        bucket: audience.bucket,
+        module_docs: audience.module_docs,
+        modules,
+    }
 }
 
 /// `module` with as many of its file entries (in order) as let it fit `room` alone, in a query
@@ -506,7 +512,7 @@ mod tests {
     }
 
     fn compact_query(modules: Vec<QueryModule<'static>>) -> Query<'static> {
-        Query { compact: true, channel: None, bucket: None, modules }
+        Query { compact: true, ..Query::new(modules) }
     }
 
     #[test]
@@ -628,7 +634,7 @@ mod tests {
         // Too many file entries to fit alone: trimmed to those that fit.
         modules[70].files = files(200);
         modules.push(QueryModule { id: "new".into(), version: None, files: vec![] });
-        let audience = Query { compact: false, channel: Some("beta".into()), bucket: Some(42), modules: vec![] };
+        let audience = Query { channel: Some("beta".into()), bucket: Some(42), ..Query::new(vec![]) };
         for nonce_bound in [false, true] {
             let packed = pack_query_parts(&audience, modules.clone(), nonce_bound, predicted_answer_len).unwrap();
             let parts = pack_query_for(&audience, modules.clone(), nonce_bound, predicted_answer_len).unwrap();

@@ -189,6 +189,32 @@ pub enum DocumentError {
     /// The binding does not check out now.
     #[error("fallback document: {0}")]
     Verify(#[from] VerifyError),
+    /// A module document does not answer the module the signed fallback names for it.
+    #[error("module document {index} answers {found}, the signed fallback says {expected}")]
+    WrongModule {
+        /// Its place in the fallback's list, from 0.
+        index: usize,
+        /// The module the fallback names.
+        expected: String,
+        /// What the document holds (`-` when it is not one module).
+        found: String,
+    },
+    /// The documents together are larger than a response may be.
+    #[error("module documents are {len} bytes together, more than the {max} a response may be")]
+    TooLarge {
+        /// Their length together.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not one document per module document the fallback names.
+    #[error("{found} module documents for a fallback that names {expected}")]
+    WrongCount {
+        /// How many the fallback names.
+        expected: usize,
+        /// How many were given.
+        found: usize,
+    },
 }
 
 impl Fallback<'_> {

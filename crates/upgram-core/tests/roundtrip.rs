@@ -6,8 +6,9 @@ use std::borrow::Cow;
 
 use proptest::prelude::*;
 use upgram_core::body::{
-    Binding, Delta, ErrorBody, ErrorCode, FailureCode, Fallback, FileAction, FileEntry, ModuleAnswer, Outcome,
-    OutcomeKind, Package, Payload, Query, QueryFile, QueryModule, Report, Requires, Response, Status, UpgradeInfo,
+    Binding, Delta, ErrorBody, ErrorCode, FailureCode, Fallback, FileAction, FileEntry, ModuleAnswer, ModuleDocument,
+    ModuleDocuments, Outcome, OutcomeKind, Package, Payload, Query, QueryFile, QueryModule, Report, Requires, Response,
+    Status, UpgradeInfo,
 };
 use upgram_core::cookie::{ClientCookie, ServerCookie};
 use upgram_core::fallback::{ReplyShape, prepare_reply};
@@ -66,11 +67,11 @@ fn query() -> impl Strategy<Value = Query<'static>> {
     );
     let channel = prop::option::of(module_id());
     let bucket = prop::option::of(0..upgram_core::body::BUCKETS);
-    (channel, bucket, prop::collection::vec(module, 1..8), any::<bool>()).prop_map(
-        |(channel, bucket, mut modules, compact)| {
+    (channel, bucket, prop::collection::vec(module, 1..8), any::<bool>(), any::<bool>()).prop_map(
+        |(channel, bucket, mut modules, compact, module_docs)| {
             let mut seen = std::collections::HashSet::new();
             modules.retain(|m| seen.insert(m.id.clone()));
-            Query { compact, channel, bucket, modules }
+            Query { compact, channel, bucket, module_docs, modules }
         },
     )
 }
@@ -248,9 +249,33 @@ proptest! {
             binding: Binding { query: sha, issued, expires: issued + 300 },
             size, sha256: sha,
             mirrors: mirrors.into_iter().map(Cow::Owned).collect(),
+            modules: None,
         };
         let bytes = fallback.to_vec();
         prop_assert_eq!(Fallback::decode(&bytes).expect("decodes"), fallback);
+    }
+
+    #[test]
+    fn module_document_fallbacks_round_trip(
+        query in digest(), issued in 0u64..1_000_000, compact in any::<bool>(),
+        base in "https?://[a-z]{1,8}\\.example(:[1-9][0-9]{0,4})?/([a-z]{1,8}/)?",
+        documents in prop::collection::vec((module_id(), digest()), 1..=upgram_core::body::fallback::MAX_MODULE_DOCUMENTS),
+    ) {
+        let fallback = Fallback {
+            binding: Binding { query, issued, expires: issued + 300 },
+            size: 0,
+            sha256: upgram_core::Sha256Digest([0; 32]),
+            mirrors: Vec::new(),
+            modules: Some(ModuleDocuments {
+                base: base.into(),
+                compact,
+                documents: documents.into_iter().map(|(module, sha256)| ModuleDocument { module, sha256 }).collect(),
+            }),
+        };
+        let bytes = fallback.to_vec();
+        let decoded = Fallback::decode(&bytes).expect("decodes");
+        prop_assert_eq!(&decoded.to_vec(), &bytes);
+        prop_assert_eq!(decoded, fallback);
     }
 
     #[test]
@@ -372,7 +397,7 @@ proptest! {
             }
             Err(_) => {
                 let alone = |m: &QueryModule<'static>| {
-                    Query { compact: q.compact, channel: q.channel.clone(), bucket: q.bucket, modules: vec![m.clone()] }
+                    Query { modules: vec![m.clone()], ..q.clone() }
                         .to_vec()
                         .len()
                 };

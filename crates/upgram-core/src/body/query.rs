@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
+use crate::body::fallback::MODULE_DOCUMENTS;
 use crate::body::value::Fields;
 use crate::body::xml::{Element, XmlReader, write_attribute, write_flag};
 use crate::body::{finish_leaf, for_each_child, parse_document};
@@ -33,6 +34,10 @@ pub struct Query<'a> {
     /// installation; `None` places it outside every partial rollout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bucket: Option<u8>,
+    /// The client follows fallbacks to module documents (attribute `docs="module"`, SPEC.md
+    /// §4.3, §8.5).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub module_docs: bool,
     /// One entry per module, at least one.
     pub modules: Vec<QueryModule<'a>>,
 }
@@ -70,12 +75,13 @@ impl<'a> Query<'a> {
     /// ```
     pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
         parse_document(bytes, "query", |reader, root| {
-            let (mut compact, mut channel, mut bucket) = (None, None, None);
+            let (mut compact, mut channel, mut bucket, mut docs) = (None, None, None, None);
             reader.for_each_attribute(&root, |name, value| {
                 match name {
                     "compact" => compact = Some(value),
                     "channel" => channel = Some(value),
                     "bucket" => bucket = Some(value),
+                    "docs" => docs = Some(value),
                     _ => {}
                 }
                 Ok(())
@@ -89,6 +95,8 @@ impl<'a> Query<'a> {
             {
                 return Err(fields.invalid("bucket", format!("{b} is not below {BUCKETS}")));
             }
+            // Another value is a form this decoder does not know: not asked for.
+            let module_docs = docs.is_some_and(|d| d == MODULE_DOCUMENTS);
             let mut modules = Vec::new();
             for_each_child(reader, &root, "query", &["module"], |reader, element| {
                 if modules.len() == MAX_MODULES {
@@ -105,14 +113,14 @@ impl<'a> Query<'a> {
             if let Some(id) = first_repeated(modules.iter().map(|m| &*m.id)) {
                 return Err(Fields::new("module", Some(id)).invalid("id", "module listed twice in one query"));
             }
-            Ok(Query { compact, channel, bucket, modules })
+            Ok(Query { compact, channel, bucket, module_docs, modules })
         })
     }
 
     /// A query about `modules` in today's form: on the default channel, without a bucket and
     /// without the `compact` request.
     pub fn new(modules: Vec<QueryModule<'a>>) -> Self {
-        Query { compact: false, channel: None, bucket: None, modules }
+        Query { compact: false, channel: None, bucket: None, module_docs: false, modules }
     }
 
     /// The channel this query follows: its `channel`, or [`DEFAULT_CHANNEL`].
@@ -138,6 +146,9 @@ impl<'a> Query<'a> {
         }
         if let Some(bucket) = self.bucket {
             write_attribute(out, "bucket", &bucket.to_string());
+        }
+        if self.module_docs {
+            write_attribute(out, "docs", MODULE_DOCUMENTS);
         }
         out.push(b'>');
     }
@@ -170,8 +181,13 @@ impl<'a> Query<'a> {
         max_body_len: usize,
     ) -> Result<Vec<Query<'a>>, EncodeError> {
         let empty_len = self.empty_len();
-        let part =
-            |modules| Query { compact: self.compact, channel: self.channel.clone(), bucket: self.bucket, modules };
+        let part = |modules| Query {
+            compact: self.compact,
+            channel: self.channel.clone(),
+            bucket: self.bucket,
+            module_docs: self.module_docs,
+            modules,
+        };
         let mut queries = Vec::new();
         let mut current = Vec::new();
         let mut len = empty_len;
@@ -201,6 +217,7 @@ impl<'a> Query<'a> {
             compact: self.compact,
             channel: self.channel.map(|c| Cow::Owned(c.into_owned())),
             bucket: self.bucket,
+            module_docs: self.module_docs,
             modules: self.modules.into_iter().map(QueryModule::into_owned).collect(),
         }
     }
