@@ -11,9 +11,7 @@ use std::io;
 
 use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use thiserror::Error;
-use upgram_core::Sha256Digest;
-use upgram_core::body::{Fallback, ModuleDocuments, Response};
-use upgram_core::limits::MAX_DOCUMENT_LEN;
+use upgram_core::body::{Fallback, ModuleDocument, ModuleDocuments, Response};
 use upgram_core::message::DocumentError;
 
 /// The error a fetcher reports for a failed connection or transfer, kept whole.
@@ -291,7 +289,7 @@ async fn fetch_module_documents(
 ) -> Result<Vec<u8>, FetchError> {
     let mut fetches = Vec::with_capacity(modules.documents.len());
     for document in &modules.documents {
-        fetches.push(fetch_module_document(fetcher, modules.url(&document.sha256), document.sha256));
+        fetches.push(fetch_module_document(fetcher, modules.url(&document.sha256), document));
     }
     let documents: Vec<Vec<u8>> = stream::iter(fetches).buffered(MAX_CONCURRENT_DOCUMENTS).try_collect().await?;
     pointer
@@ -299,18 +297,18 @@ async fn fetch_module_documents(
         .map_err(|source| FetchError::Document { url: modules.base.to_string(), source })
 }
 
-/// One module document, checked against its hash as it arrives, so a failure names its URL.
+/// One module document, checked against its size and hash as it arrives, so a failure names
+/// its URL. It has one URL: a failure is that of its only mirror.
 async fn fetch_module_document(
     fetcher: &impl Fetcher,
     url: String,
-    sha256: Sha256Digest,
+    document: &ModuleDocument<'_>,
 ) -> Result<Vec<u8>, FetchError> {
-    let bytes = fetch_bytes(fetcher, &url, MAX_DOCUMENT_LEN as u64).await?;
-    let found = Sha256Digest::of(&bytes);
-    if found != sha256 {
-        return Err(FetchError::Document { url, source: DocumentError::HashMismatch { expected: sha256, found } });
-    }
-    Ok(bytes)
+    let checked = match fetch_bytes(fetcher, &url, document.size).await {
+        Ok(bytes) => document.check(&bytes).map(|()| bytes).map_err(|source| FetchError::Document { url, source }),
+        Err(error) => Err(error),
+    };
+    checked.map_err(|error| FetchError::AllMirrors(vec![error]))
 }
 
 /// Decodes a document returned by [`fetch_document`] (already checked).

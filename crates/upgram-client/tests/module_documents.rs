@@ -96,13 +96,13 @@ fn a_module_document_changed_on_the_web_server_is_refused_by_its_hash() {
     let tampered = String::from_utf8(served).expect("utf-8").replace("data/part-00.bin", "data/part-0X.bin");
     std::fs::write(&file, tampered).expect("overwrite");
     match runtime.block_on(client.check(&asked)) {
-        Err(ClientError::Fetch(FetchError::Document {
-            url,
-            source: DocumentError::HashMismatch { expected, found },
-        })) => {
-            assert!(url.ends_with(&format!("{}.xml", expected.to_hex())), "{url}");
-            assert_ne!(expected, found);
-        }
+        Err(ClientError::Fetch(FetchError::AllMirrors(failures))) => match &failures[..] {
+            [FetchError::Document { url, source: DocumentError::HashMismatch { expected, found } }] => {
+                assert!(url.ends_with(&format!("{}.xml", expected.to_hex())), "{url}");
+                assert_ne!(expected, found);
+            }
+            other => panic!("expected a hash mismatch, got {other:?}"),
+        },
         other => panic!("a changed document was not refused by its hash: {other:?}"),
     }
 }

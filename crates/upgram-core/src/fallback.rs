@@ -224,6 +224,22 @@ pub fn encode_module_fallback(
     })
 }
 
+impl ModuleDocument<'_> {
+    /// Checks fetched `bytes` against this entry of a (verified) fallback: length, then
+    /// SHA-256, before any parsing.
+    pub fn check(&self, bytes: &[u8]) -> Result<(), DocumentError> {
+        let len = bytes.len() as u64;
+        if len != self.size {
+            return Err(DocumentError::SizeMismatch { len, expected: self.size });
+        }
+        let found = Sha256Digest::of(bytes);
+        if found != self.sha256 {
+            return Err(DocumentError::HashMismatch { expected: self.sha256, found });
+        }
+        Ok(())
+    }
+}
+
 impl Fallback<'_> {
     /// Opens the module documents fetched for this (verified) fallback of the module-document
     /// form (SPEC.md §8.5), one per entry and in order: each is checked against the SHA-256 the
@@ -243,10 +259,7 @@ impl Fallback<'_> {
             return Err(DocumentError::TooLarge { len, max: MAX_DOCUMENT_LEN });
         }
         for (named, bytes) in modules.documents.iter().zip(documents) {
-            let found = Sha256Digest::of(bytes.as_ref());
-            if found != named.sha256 {
-                return Err(DocumentError::HashMismatch { expected: named.sha256, found });
-            }
+            named.check(bytes.as_ref())?;
         }
         let mut body = Vec::with_capacity(256 + modules.base.len() + len);
         Response::encode_from_parts(

@@ -259,7 +259,7 @@ proptest! {
     fn module_document_fallbacks_round_trip(
         query in digest(), issued in 0u64..1_000_000, compact in any::<bool>(),
         base in "https?://[a-z]{1,8}\\.example(:[1-9][0-9]{0,4})?/([a-z]{1,8}/)?",
-        documents in prop::collection::vec((module_id(), digest()), 1..=upgram_core::body::fallback::MAX_MODULE_DOCUMENTS),
+        documents in prop::collection::vec((module_id(), 0u64..4_000_000, digest()), 1..=upgram_core::body::fallback::MAX_MODULE_DOCUMENTS),
     ) {
         let fallback = Fallback {
             binding: Binding { query, issued, expires: issued + 300 },
@@ -269,7 +269,7 @@ proptest! {
             modules: Some(ModuleDocuments {
                 base: base.into(),
                 compact,
-                documents: documents.into_iter().map(|(module, sha256)| ModuleDocument { module, sha256 }).collect(),
+                documents: documents.into_iter().map(|(module, size, sha256)| ModuleDocument { module, size, sha256 }).collect(),
             }),
         };
         let bytes = fallback.to_vec();

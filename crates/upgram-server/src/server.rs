@@ -745,8 +745,10 @@ impl Worker {
         shape: ReplyShape,
         now: u64,
     ) -> Option<UnsignedReply> {
-        let documents =
-            parts.iter().map(|p| ModuleDocument { module: p.module().into(), sha256: p.sha256() }).collect();
+        let documents = parts
+            .iter()
+            .map(|p| ModuleDocument { module: p.module().into(), size: p.bytes().len() as u64, sha256: p.sha256() })
+            .collect();
         let reply = encode_module_fallback(binding, &self.shared.config.public_url, compact, documents, shape)?;
         let until = binding.expires + DOCUMENT_GRACE_SECS;
         for part in parts {

@@ -62,6 +62,8 @@ pub struct ModuleDocuments<'a> {
 pub struct ModuleDocument<'a> {
     /// The module it answers (attribute `m`).
     pub module: Cow<'a, str>,
+    /// Its exact length (at most [`MAX_DOCUMENT_LEN`]).
+    pub size: u64,
     /// Its SHA-256 (attribute `h`, base64url without padding).
     pub sha256: Sha256Digest,
 }
@@ -193,6 +195,7 @@ impl<'a> Fallback<'a> {
             for document in &modules.documents {
                 out.extend_from_slice(b"<doc");
                 write_attribute(out, "m", &document.module);
+                write_number(out, "size", document.size);
                 out.extend_from_slice(b" h=\"");
                 write_base64url(out, &document.sha256);
                 out.extend_from_slice(b"\"/>");
@@ -215,7 +218,7 @@ impl<'a> Fallback<'a> {
     /// The canonical encoding in a new vector.
     pub fn to_vec(&self) -> Vec<u8> {
         // The attributes take under 256 bytes, each mirror its URL and 20 (more if escaped).
-        let documents = self.modules.as_ref().map_or(0, |m| m.base.len() + 80 * m.documents.len());
+        let documents = self.modules.as_ref().map_or(0, |m| m.base.len() + 96 * m.documents.len());
         let mut out = Vec::with_capacity(256 + documents + self.mirrors.iter().map(|m| m.len() + 20).sum::<usize>());
         self.encode(&mut out);
         out
@@ -224,10 +227,11 @@ impl<'a> Fallback<'a> {
 
 impl<'a> ModuleDocument<'a> {
     fn parse(reader: &mut XmlReader<'a>, element: Element<'a>) -> Result<Self, BodyError> {
-        let (mut module, mut hash) = (None, None);
+        let (mut module, mut size, mut hash) = (None, None, None);
         reader.for_each_attribute(&element, |name, value| {
             match name {
                 "m" => module = Some(value),
+                "size" => size = Some(value),
                 "h" => hash = Some(value),
                 _ => {}
             }
@@ -236,7 +240,11 @@ impl<'a> ModuleDocument<'a> {
         finish_leaf(reader, &element, "doc")?;
         let fields = Fields::new("doc", None);
         let module = fields.module_id("m", fields.required("m", module)?)?;
+        let size = fields.number("size", &fields.required("size", size)?)?;
+        if size > MAX_DOCUMENT_LEN as u64 {
+            return Err(fields.invalid("size", format!("{size} is more than the {MAX_DOCUMENT_LEN} allowed")));
+        }
         let sha256 = parse_base64url(&fields, &fields.required("h", hash)?)?;
-        Ok(ModuleDocument { module, sha256 })
+        Ok(ModuleDocument { module, size, sha256 })
     }
 }
