@@ -93,6 +93,7 @@ fn module_pointer(binding: Binding, documents: &[(&str, &[u8])]) -> Fallback<'st
                 .iter()
                 .map(|(id, bytes)| ModuleDocument {
                     module: Cow::Owned((*id).to_owned()),
+                    size: bytes.len() as u64,
                     sha256: Sha256Digest::of(bytes),
                 })
                 .collect(),
