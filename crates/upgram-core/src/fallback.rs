@@ -15,7 +15,7 @@ use crate::cookie::ServerCookie;
 use crate::digest::Sha256Digest;
 use crate::error::EncodeError;
 use crate::limits::{HEADER_LEN, MAX_DATAGRAM_LEN, MAX_DOCUMENT_LEN};
-use crate::message::{DocumentError, check_binding};
+use crate::message::{DocumentError, check_binding, check_pinned};
 use crate::sign::{BatchItem, Nonce, ReplySigner, SignatureBlock};
 use crate::wire::{Flags, Frame, MessageKind, trailer_len};
 
@@ -228,15 +228,7 @@ impl ModuleDocument<'_> {
     /// Checks fetched `bytes` against this entry of a (verified) fallback: length, then
     /// SHA-256, before any parsing.
     pub fn check(&self, bytes: &[u8]) -> Result<(), DocumentError> {
-        let len = bytes.len() as u64;
-        if len != self.size {
-            return Err(DocumentError::SizeMismatch { len, expected: self.size });
-        }
-        let found = Sha256Digest::of(bytes);
-        if found != self.sha256 {
-            return Err(DocumentError::HashMismatch { expected: self.sha256, found });
-        }
-        Ok(())
+        check_pinned(bytes, self.size, &self.sha256)
     }
 }
 

@@ -217,19 +217,26 @@ pub enum DocumentError {
     },
 }
 
+/// Checks fetched `bytes` against the `size` and `sha256` a signed fallback pins them to:
+/// length, then SHA-256, before any parsing.
+pub(crate) fn check_pinned(bytes: &[u8], size: u64, sha256: &Sha256Digest) -> Result<(), DocumentError> {
+    let len = bytes.len() as u64;
+    if len != size {
+        return Err(DocumentError::SizeMismatch { len, expected: size });
+    }
+    let found = Sha256Digest::of(bytes);
+    if found != *sha256 {
+        return Err(DocumentError::HashMismatch { expected: *sha256, found });
+    }
+    Ok(())
+}
+
 impl Fallback<'_> {
     /// Opens a fetched document against this (verified) fallback: length and SHA-256 first,
     /// before any parsing, then the decode, then the binding, which must equal the fallback's
     /// and still be valid at `now`.
     pub fn open_document<'d>(&self, bytes: &'d [u8], now: u64) -> Result<Response<'d>, DocumentError> {
-        let len = bytes.len() as u64;
-        if len != self.size {
-            return Err(DocumentError::SizeMismatch { len, expected: self.size });
-        }
-        let found = Sha256Digest::of(bytes);
-        if found != self.sha256 {
-            return Err(DocumentError::HashMismatch { expected: self.sha256, found });
-        }
+        check_pinned(bytes, self.size, &self.sha256)?;
         let response = Response::decode(bytes)?;
         if response.binding != self.binding {
             return Err(DocumentError::BindingMismatch);
