@@ -334,9 +334,7 @@ impl Net {
                             .iter()
                             .map(|d| server.shared.document(&d.sha256).expect("the module document is kept"))
                             .collect();
-                        pointer
-                            .open_module_documents(&documents, self.unix())
-                            .expect("the module documents open")
+                        pointer.open_module_documents(&documents, self.unix()).expect("the module documents open")
                     }
                     None => server.shared.document(&pointer.sha256).expect("the document is kept").to_vec(),
                 }
