@@ -10,7 +10,8 @@
 //! - `spoofed`: unvalidated sources (no valid server cookie) whose answers would need fallback
 //!   documents, each body new; the server runs with `--docs-dir`.
 //!
-//! Every query asks for a compact answer (`compact="1"`), as the `upgram` client's do.
+//! Every query asks for a compact answer (`compact="1"`) and follows fallbacks to module
+//! documents (`docs="module"`), as the `upgram` client's do.
 //!
 //! For each mix it prints every round, then the medians of the per-round ratios (server CPU per
 //! reply / echo's, replies/s server / echo's) with the goal beside each, and the load average,
@@ -154,6 +155,7 @@ fn module(id: String, version: Option<&str>, files: Vec<QueryFile<'static>>) -> 
 fn query(modules: &[(String, &str)]) -> Vec<u8> {
     Query {
         compact: true,
+        module_docs: true,
         ..Query::new(modules.iter().map(|(id, version)| module(id.clone(), Some(version), vec![])).collect())
     }
     .to_vec()
@@ -231,7 +233,7 @@ fn distinct_body(rng: &mut Rng) -> Vec<u8> {
         let version = SMALL_VERSIONS[rng.below(SMALL_VERSIONS.len())];
         modules.push(module(format!("module-{m:02}"), Some(version), files));
     }
-    Query { compact: true, ..Query::new(modules) }.to_vec()
+    Query { compact: true, module_docs: true, ..Query::new(modules) }.to_vec()
 }
 
 /// `big` to install or to upgrade (its answer needs a fallback document), with 0–4 small
@@ -245,7 +247,7 @@ fn spoofed_body(rng: &mut Rng) -> Vec<u8> {
             modules.push(module(id, Some(SMALL_VERSIONS[rng.below(SMALL_VERSIONS.len())]), vec![]));
         }
     }
-    Query { compact: true, ..Query::new(modules) }.to_vec()
+    Query { compact: true, module_docs: true, ..Query::new(modules) }.to_vec()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

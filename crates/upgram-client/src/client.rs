@@ -416,6 +416,8 @@ impl<F: Fetcher + 'static> Client<F> {
             compact: true,
             channel: self.shared.channel.as_deref().map(Cow::Borrowed),
             bucket: installed.bucket,
+            // Answers too large for a datagram come as shared module documents (SPEC.md §8.5).
+            module_docs: true,
             modules: vec![],
             patch: PATCH_FORMATS.map(Cow::Borrowed),
         };

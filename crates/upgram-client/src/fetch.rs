@@ -9,8 +9,9 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 
+use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use thiserror::Error;
-use upgram_core::body::{Fallback, Response};
+use upgram_core::body::{Fallback, ModuleDocument, ModuleDocuments, Response};
 use upgram_core::message::DocumentError;
 
 /// The error a fetcher reports for a failed connection or transfer, kept whole.
@@ -253,9 +254,19 @@ pub async fn fetch_bytes(fetcher: &impl Fetcher, url: &str, max_len: u64) -> Res
     Ok(body)
 }
 
+/// How many module documents of one fallback are fetched at the same time.
+pub const MAX_CONCURRENT_DOCUMENTS: usize = 4;
+
 /// Fetches the document a verified fallback points at, trying its mirrors in order; returns the
 /// first that has exactly the signed size and hash and carries the fallback's binding.
+///
+/// A fallback that names module documents (SPEC.md §8.5) has them fetched, a few at a time,
+/// each checked against the SHA-256 the fallback names for it; the answer assembled from them
+/// is returned, the same bytes as if it had come inline.
 pub async fn fetch_document(fetcher: &impl Fetcher, pointer: &Fallback<'_>, now: u64) -> Result<Vec<u8>, FetchError> {
+    if let Some(modules) = &pointer.modules {
+        return fetch_module_documents(fetcher, pointer, modules, now).await;
+    }
     let mut failures = Vec::new();
     for mirror in &pointer.mirrors {
         let url = mirror.as_ref();
@@ -268,6 +279,36 @@ pub async fn fetch_document(fetcher: &impl Fetcher, pointer: &Fallback<'_>, now:
         }
     }
     Err(FetchError::AllMirrors(failures))
+}
+
+async fn fetch_module_documents(
+    fetcher: &impl Fetcher,
+    pointer: &Fallback<'_>,
+    modules: &ModuleDocuments<'_>,
+    now: u64,
+) -> Result<Vec<u8>, FetchError> {
+    let mut fetches = Vec::with_capacity(modules.documents.len());
+    for document in &modules.documents {
+        fetches.push(fetch_module_document(fetcher, modules.url(&document.sha256), document));
+    }
+    let documents: Vec<Vec<u8>> = stream::iter(fetches).buffered(MAX_CONCURRENT_DOCUMENTS).try_collect().await?;
+    pointer
+        .open_module_documents(&documents, now)
+        .map_err(|source| FetchError::Document { url: modules.base.to_string(), source })
+}
+
+/// One module document, checked against its size and hash as it arrives, so a failure names
+/// its URL. It has one URL: a failure is that of its only mirror.
+async fn fetch_module_document(
+    fetcher: &impl Fetcher,
+    url: String,
+    document: &ModuleDocument<'_>,
+) -> Result<Vec<u8>, FetchError> {
+    let checked = match fetch_bytes(fetcher, &url, document.size).await {
+        Ok(bytes) => document.check(&bytes).map(|()| bytes).map_err(|source| FetchError::Document { url, source }),
+        Err(error) => Err(error),
+    };
+    checked.map_err(|error| FetchError::AllMirrors(vec![error]))
 }
 
 /// Decodes a document returned by [`fetch_document`] (already checked).

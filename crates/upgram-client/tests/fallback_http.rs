@@ -158,6 +158,7 @@ fn pointer(document: &[u8], binding: Binding, mirrors: Vec<String>) -> Fallback<
         size: document.len() as u64,
         sha256: Sha256Digest::of(document),
         mirrors: mirrors.into_iter().map(Into::into).collect(),
+        modules: None,
     }
 }
 

@@ -325,7 +325,19 @@ impl Net {
                 let pointer = Fallback::decode(&reply.body).expect("a signed fallback decodes");
                 assert_eq!(pointer.binding.query, digest, "the fallback answers this query");
                 let server = self.servers.servers.iter().find(|s| s.addr == reply.server).expect("a known server");
-                server.shared.document(&pointer.sha256).expect("the document is kept").to_vec()
+                match &pointer.modules {
+                    // Module documents: each kept by the server under its hash, assembled under
+                    // the pointer's binding.
+                    Some(modules) => {
+                        let documents: Vec<_> = modules
+                            .documents
+                            .iter()
+                            .map(|d| server.shared.document(&d.sha256).expect("the module document is kept"))
+                            .collect();
+                        pointer.open_module_documents(&documents, self.unix()).expect("the module documents open")
+                    }
+                    None => server.shared.document(&pointer.sha256).expect("the document is kept").to_vec(),
+                }
             }
         };
         let response = Response::decode(&document).expect("a signed answer decodes");

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 
 use upgram_core::body::{
     BUCKETS, Binding, Delta, ErrorBody, ErrorCode, FailureCode, FileAction, FileEntry, FilePatch, ModuleAnswer,
-    Outcome as ReportOutcome, OutcomeKind, PATCH_FORMAT_BSDIFF, Package, Payload, Query, QueryFile, QueryModule,
-    Report, Requires, Response, Status, UpgradeInfo,
+    ModuleDocument, Outcome as ReportOutcome, OutcomeKind, PATCH_FORMAT_BSDIFF, Package, Payload, Query, QueryFile,
+    QueryModule, Report, Requires, Response, Status, UpgradeInfo,
 };
 use upgram_core::cookie::{ClientCookie, CookieSecret, make_server_cookie};
-use upgram_core::fallback::{ReplyShape, prepare_reply};
+use upgram_core::fallback::{ReplyShape, encode_module_fallback, prepare_reply};
 use upgram_core::records::{Change, DeltaEntry, Record, RecordDelta, RecordFile};
 use upgram_core::sign::{BatchItem, Nonce, ReplySigner, SignatureBlock};
 use upgram_core::version::Version;
@@ -570,6 +570,7 @@ fn main() {
     spec_agreement_vectors(&mut w);
     report_vectors(&mut w);
     patch_vectors(&mut w);
+    module_document_vectors(&mut w);
     println!("wrote {} vectors to {}", w.written, dir.display());
 }
 
@@ -581,7 +582,7 @@ fn compact_vectors(w: &mut Writer<'_>) {
         QueryModule { id: "tools".into(), version: Some(v("2.0")), files: vec![] },
         QueryModule { id: "viewer".into(), version: Some(v("1.0")), files: vec![] },
     ];
-    let query = Query { compact: true, channel: None, bucket: None, modules, patch: None }.to_vec();
+    let query = Query { compact: true, ..Query::new(modules) }.to_vec();
     let query_text = String::from_utf8(query.clone()).expect("utf8");
     w.datagram(
         "compact-query",
@@ -842,6 +843,7 @@ fn rollout_vectors(w: &mut Writer<'_>) {
         compact: false,
         channel: Some("beta".into()),
         bucket: Some(37),
+        module_docs: false,
         modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
         patch: None,
     }
@@ -855,6 +857,7 @@ fn rollout_vectors(w: &mut Writer<'_>) {
         compact: false,
         channel: Some("stable".into()),
         bucket: Some(BUCKETS - 1),
+        module_docs: false,
         modules: vec![QueryModule { id: "core".into(), version: None, files: vec![] }],
         patch: None,
     }
@@ -868,6 +871,7 @@ fn rollout_vectors(w: &mut Writer<'_>) {
         compact: false,
         channel: None,
         bucket: Some(0),
+        module_docs: false,
         modules: vec![QueryModule { id: "core".into(), version: Some(v("1.2")), files: vec![] }],
         patch: None,
     }
@@ -1176,4 +1180,138 @@ fn delta_json(delta: &RecordDelta<'_>) -> String {
         "entries": entries,
     }))
     .expect("json")
+}
+
+/// Vectors 100-106: fallbacks that point at module documents (SPEC.md §4.3, §4.5, §8.5).
+fn module_document_vectors(w: &mut Writer<'_>) {
+    w.count = 99;
+    let ids = ["core", "ui-shell", "pdf-plugin", "spell-en", "spell-de", "codecs", "fonts-cjk", "help-docs"];
+    let query = Query {
+        module_docs: true,
+        ..Query::new(
+            ids.iter().map(|id| QueryModule { id: (*id).into(), version: Some(v("1.0")), files: vec![] }).collect(),
+        )
+    }
+    .to_vec();
+    w.datagram(
+        "query-module-docs",
+        "A query of eight modules from a client that follows fallbacks to module documents (docs=\"module\", SPEC.md sections 4.3 and 8.5).",
+        &query_frame_bytes(0x6465_6d6f_6d6f_6473, &query, &QueryOptions::default()),
+    );
+    // Each module's answer: an update to 2.0 as a file list of six files, too large together
+    // for a datagram.
+    let answers: Vec<ModuleAnswer<'static>> = ids
+        .iter()
+        .map(|id| {
+            let mut answer = ModuleAnswer::new(*id, Status::Update, Some(v("2.0")));
+            let files = (0..6)
+                .map(|i| {
+                    let content = format!("{id} file {i} at 2.0");
+                    FileEntry {
+                        id: format!("lib/{id}-{i}.bin").into(),
+                        version: v("2.0"),
+                        frequent: false,
+                        executable: false,
+                        action: FileAction::Replace(Payload {
+                            url: format!("store/{}", digest_of(&content)).into(),
+                            size: content.len() as u64,
+                            sha256: digest_of(&content),
+                        }),
+                        patch: None,
+                    }
+                })
+                .collect();
+            answer.upgrade = UpgradeInfo::Files(files);
+            answer
+        })
+        .collect();
+    let documents: Vec<Vec<u8>> = answers
+        .iter()
+        .map(|answer| {
+            let mut out = Vec::new();
+            answer.encode(&mut out);
+            out
+        })
+        .collect();
+    let binding = binding(std::str::from_utf8(&query).expect("utf8"));
+    let base = "https://updates.example.com/";
+    let named = ids
+        .iter()
+        .zip(&documents)
+        .map(|(id, d)| ModuleDocument { module: (*id).into(), size: d.len() as u64, sha256: Sha256Digest::of(d) })
+        .collect();
+    let unsigned = encode_module_fallback(binding, base, false, named, ReplyShape::default())
+        .expect("eight module documents fit a datagram");
+    let signature = signer().sign(unsigned.kind, None, &unsigned.body);
+    let prepared = unsigned.signed(signature);
+    let pointer = prepared.frame(0x6465_6d6f_6d6f_6473, None).to_vec().expect("fits");
+    assert!(pointer.len() <= 1024);
+    w.datagram(
+        "fallback-module-documents",
+        &format!(
+            "The signed answer to vector 100: a fallback naming eight module documents by size and SHA-256 (base64url), each at {base}doc/<sha256 in hex>.xml; {} bytes with its signature (SPEC.md section 8.5). Vector 102 is the answer they assemble to.",
+            pointer.len()
+        ),
+        &pointer,
+    );
+    let Ok(upgram_core::Message::Fallback(signed)) = Datagram::decode(&pointer).map(|d| d.message) else {
+        panic!("a fallback")
+    };
+    let assembled = signed.body_unverified().open_module_documents(&documents, NOW).expect("the documents open");
+    let json = serde_json::to_string_pretty(&Response::decode(&assembled).expect("decodes")).expect("json");
+    w.write(
+        "fallback-module-documents-answer",
+        "The answer vector 101's eight module documents assemble to: its binding, base and compact flag, then each document (one <module> element, served as it is) in order (SPEC.md section 8.5).",
+        "document",
+        Payload_::Text(String::from_utf8(assembled).expect("utf8")),
+        Outcome::Valid { decoded: json, reencode: true },
+    );
+    let text = String::from_utf8(unsigned_body(&pointer)).expect("utf8");
+    let first_doc = text.find("<doc ").expect("a doc");
+    let variants = [
+        (
+            "invalid-fallback-mirror-and-doc",
+            "A fallback with both a mirror and module documents: the two forms do not mix (unexpected-element, SPEC.md section 4.5).",
+            text.replacen("<doc ", "<mirror url=\"https://updates.example.com/doc/x.xml\"/><doc ", 1),
+        ),
+        (
+            "invalid-fallback-doc-padded-hash",
+            "A module document whose h is padded base64url (44 characters): only the 43-character unpadded form is valid (invalid-attribute, SPEC.md section 4.5).",
+            {
+                let h = text[first_doc..].find(" h=\"").expect("h") + first_doc + 4;
+                format!("{}{}=\"{}", &text[..h], &text[h..h + 43], &text[h + 44..])
+            },
+        ),
+        (
+            "invalid-fallback-docs-without-base",
+            "Module documents without base: their URLs cannot be derived (missing-attribute, SPEC.md section 4.5).",
+            text.replacen(&format!(" base=\"{base}\""), "", 1),
+        ),
+        (
+            "invalid-fallback-docs-with-size",
+            "Module documents with the single-document attribute size on the fallback (invalid-attribute, SPEC.md section 4.5).",
+            text.replacen(" base=", " size=\"100\" base=", 1),
+        ),
+    ];
+    for (name, description, body) in variants {
+        let bytes = body.into_bytes();
+        let signature = signer().sign(MessageKind::Fallback, None, &bytes);
+        let frame = Frame {
+            kind: MessageKind::Fallback,
+            request_id: 0x6465_6d6f_6d6f_6473,
+            body: &bytes,
+            client_cookie: None,
+            server_cookie: None,
+            nonce: None,
+            signature: Some(signature),
+            padding: 0,
+        };
+        w.invalid(name, description, &frame.to_vec().expect("fits"));
+    }
+}
+
+/// The body of a datagram (after the 20-byte header, of the length the header gives).
+fn unsigned_body(datagram: &[u8]) -> Vec<u8> {
+    let len = usize::from(u16::from_be_bytes([datagram[16], datagram[17]]));
+    datagram[20..20 + len].to_vec()
 }

@@ -10,11 +10,12 @@
 //! [`UnsignedReply`], whose [`UnsignedReply::batch_item`] goes to
 //! [`ReplySigner::sign_batch`] and whose [`UnsignedReply::signed`] takes the signature back.
 
-use crate::body::{Binding, Fallback, Response};
+use crate::body::{Binding, Fallback, ModuleDocument, ModuleDocuments, Response};
 use crate::cookie::ServerCookie;
 use crate::digest::Sha256Digest;
 use crate::error::EncodeError;
 use crate::limits::{HEADER_LEN, MAX_DATAGRAM_LEN, MAX_DOCUMENT_LEN};
+use crate::message::{DocumentError, check_binding, check_pinned};
 use crate::sign::{BatchItem, Nonce, ReplySigner, SignatureBlock};
 use crate::wire::{Flags, Frame, MessageKind, trailer_len};
 
@@ -178,6 +179,7 @@ pub fn encode_reply_body(
         size: body.len() as u64,
         sha256,
         mirrors: mirrors(&sha256).into_iter().map(Into::into).collect(),
+        modules: None,
     };
     let pointer_body = pointer.to_vec();
     let len = datagram_len(MessageKind::Fallback, shape, pointer_body.len());
@@ -190,4 +192,89 @@ pub fn encode_reply_body(
         shape,
         document: Some(FallbackDocument { bytes: body, sha256 }),
     })
+}
+
+/// The fallback that points at module documents (SPEC.md §8.5) for an answer with `binding`,
+/// `base` and `compact` whose modules are `documents` (in answer order), if it fits a datagram
+/// of `shape` and names at most [`crate::body::fallback::MAX_MODULE_DOCUMENTS`] documents;
+/// `None` otherwise (the server then sends the single-document form).
+pub fn encode_module_fallback(
+    binding: Binding,
+    base: &str,
+    compact: bool,
+    documents: Vec<ModuleDocument<'_>>,
+    shape: ReplyShape,
+) -> Option<UnsignedReply> {
+    if documents.is_empty() || documents.len() > crate::body::fallback::MAX_MODULE_DOCUMENTS {
+        return None;
+    }
+    let pointer = Fallback {
+        binding,
+        size: 0,
+        sha256: Sha256Digest([0; 32]),
+        mirrors: Vec::new(),
+        modules: Some(ModuleDocuments { base: base.into(), compact, documents }),
+    };
+    let body = pointer.to_vec();
+    (datagram_len(MessageKind::Fallback, shape, body.len()) <= MAX_DATAGRAM_LEN).then_some(UnsignedReply {
+        kind: MessageKind::Fallback,
+        body,
+        shape,
+        document: None,
+    })
+}
+
+impl ModuleDocument<'_> {
+    /// Checks fetched `bytes` against this entry of a (verified) fallback: length, then
+    /// SHA-256, before any parsing.
+    pub fn check(&self, bytes: &[u8]) -> Result<(), DocumentError> {
+        check_pinned(bytes, self.size, &self.sha256)
+    }
+}
+
+impl Fallback<'_> {
+    /// Opens the module documents fetched for this (verified) fallback of the module-document
+    /// form (SPEC.md §8.5), one per entry and in order: each is checked against the SHA-256 the
+    /// fallback names for it before anything else, then the answer is assembled (the
+    /// fallback's binding, `base` and `compact`, the documents' `<module>` elements in order),
+    /// decoded, checked to answer the named modules, and its binding checked at `now`. Returns
+    /// the answer's body, as it would have come inline.
+    pub fn open_module_documents(&self, documents: &[impl AsRef<[u8]>], now: u64) -> Result<Vec<u8>, DocumentError> {
+        let Some(modules) = &self.modules else {
+            return Err(DocumentError::WrongCount { expected: 0, found: documents.len() });
+        };
+        if documents.len() != modules.documents.len() {
+            return Err(DocumentError::WrongCount { expected: modules.documents.len(), found: documents.len() });
+        }
+        let len: usize = documents.iter().map(|d| d.as_ref().len()).sum();
+        if len > MAX_DOCUMENT_LEN {
+            return Err(DocumentError::TooLarge { len, max: MAX_DOCUMENT_LEN });
+        }
+        for (named, bytes) in modules.documents.iter().zip(documents) {
+            named.check(bytes.as_ref())?;
+        }
+        let mut body = Vec::with_capacity(256 + modules.base.len() + len);
+        Response::encode_from_parts(
+            &self.binding,
+            Some(&modules.base),
+            modules.compact,
+            documents.iter().map(AsRef::as_ref),
+            &mut body,
+        );
+        let response = Response::decode(&body)?;
+        if response.modules.len() != modules.documents.len() {
+            let index = response.modules.len().min(modules.documents.len().saturating_sub(1));
+            let expected = modules.documents.get(index).map(|d| d.module.to_string()).unwrap_or_default();
+            return Err(DocumentError::WrongModule { index, expected, found: "-".into() });
+        }
+        for (index, (named, answer)) in modules.documents.iter().zip(&response.modules).enumerate() {
+            if named.module != answer.id {
+                let (expected, found) = (named.module.to_string(), answer.id.to_string());
+                return Err(DocumentError::WrongModule { index, expected, found });
+            }
+        }
+        check_binding(&response.binding, &self.binding.query, now)?;
+        drop(response);
+        Ok(body)
+    }
 }

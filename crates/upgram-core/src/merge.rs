@@ -274,6 +274,7 @@ fn query_like<'a>(audience: &Query<'a>, modules: Vec<QueryModule<'a>>) -> Query<
         channel: audience.channel.clone(),
         bucket: audience.bucket,
         patch: audience.patch.clone(),
+        module_docs: audience.module_docs,
         modules,
     }
 }
@@ -522,7 +523,7 @@ mod tests {
     }
 
     fn compact_query(modules: Vec<QueryModule<'static>>) -> Query<'static> {
-        Query { compact: true, channel: None, bucket: None, modules, patch: None }
+        Query { compact: true, ..Query::new(modules) }
     }
 
     #[test]
@@ -645,11 +646,10 @@ mod tests {
         modules[70].files = files(200);
         modules.push(QueryModule { id: "new".into(), version: None, files: vec![] });
         let audience = Query {
-            compact: false,
             channel: Some("beta".into()),
             bucket: Some(42),
-            modules: vec![],
             patch: Some("bsdiff".into()),
+            ..Query::new(vec![])
         };
         for nonce_bound in [false, true] {
             let packed = pack_query_parts(&audience, modules.clone(), nonce_bound, predicted_answer_len).unwrap();

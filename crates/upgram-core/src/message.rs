@@ -189,6 +189,46 @@ pub enum DocumentError {
     /// The binding does not check out now.
     #[error("fallback document: {0}")]
     Verify(#[from] VerifyError),
+    /// A module document does not answer the module the signed fallback names for it.
+    #[error("module document {index} answers {found}, the signed fallback says {expected}")]
+    WrongModule {
+        /// Its place in the fallback's list, from 0.
+        index: usize,
+        /// The module the fallback names.
+        expected: String,
+        /// What the document holds (`-` when it is not one module).
+        found: String,
+    },
+    /// The documents together are larger than a response may be.
+    #[error("module documents are {len} bytes together, more than the {max} a response may be")]
+    TooLarge {
+        /// Their length together.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not one document per module document the fallback names.
+    #[error("{found} module documents for a fallback that names {expected}")]
+    WrongCount {
+        /// How many the fallback names.
+        expected: usize,
+        /// How many were given.
+        found: usize,
+    },
+}
+
+/// Checks fetched `bytes` against the `size` and `sha256` a signed fallback pins them to:
+/// length, then SHA-256, before any parsing.
+pub(crate) fn check_pinned(bytes: &[u8], size: u64, sha256: &Sha256Digest) -> Result<(), DocumentError> {
+    let len = bytes.len() as u64;
+    if len != size {
+        return Err(DocumentError::SizeMismatch { len, expected: size });
+    }
+    let found = Sha256Digest::of(bytes);
+    if found != *sha256 {
+        return Err(DocumentError::HashMismatch { expected: *sha256, found });
+    }
+    Ok(())
 }
 
 impl Fallback<'_> {
@@ -196,14 +236,7 @@ impl Fallback<'_> {
     /// before any parsing, then the decode, then the binding, which must equal the fallback's
     /// and still be valid at `now`.
     pub fn open_document<'d>(&self, bytes: &'d [u8], now: u64) -> Result<Response<'d>, DocumentError> {
-        let len = bytes.len() as u64;
-        if len != self.size {
-            return Err(DocumentError::SizeMismatch { len, expected: self.size });
-        }
-        let found = Sha256Digest::of(bytes);
-        if found != self.sha256 {
-            return Err(DocumentError::HashMismatch { expected: self.sha256, found });
-        }
+        check_pinned(bytes, self.size, &self.sha256)?;
         let response = Response::decode(bytes)?;
         if response.binding != self.binding {
             return Err(DocumentError::BindingMismatch);

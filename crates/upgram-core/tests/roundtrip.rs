@@ -7,8 +7,8 @@ use std::borrow::Cow;
 use proptest::prelude::*;
 use upgram_core::body::{
     Binding, Delta, ErrorBody, ErrorCode, FailureCode, Fallback, FileAction, FileEntry, FilePatch, ModuleAnswer,
-    Outcome, OutcomeKind, Package, Payload, Query, QueryFile, QueryModule, Report, Requires, Response, Status,
-    UpgradeInfo,
+    ModuleDocument, ModuleDocuments, Outcome, OutcomeKind, Package, Payload, Query, QueryFile, QueryModule, Report,
+    Requires, Response, Status, UpgradeInfo,
 };
 use upgram_core::cookie::{ClientCookie, ServerCookie};
 use upgram_core::fallback::{ReplyShape, prepare_reply};
@@ -69,11 +69,11 @@ fn query() -> impl Strategy<Value = Query<'static>> {
     let bucket = prop::option::of(0..upgram_core::body::BUCKETS);
     // The patch formats the client applies: 1 to 8 names, separated by single spaces.
     let patch = prop::option::of(prop::collection::vec(module_id(), 1..=8).prop_map(|f| Cow::Owned(f.join(" "))));
-    (channel, bucket, prop::collection::vec(module, 1..8), any::<bool>(), patch).prop_map(
-        |(channel, bucket, mut modules, compact, patch)| {
+    (channel, bucket, prop::collection::vec(module, 1..8), any::<bool>(), patch, any::<bool>()).prop_map(
+        |(channel, bucket, mut modules, compact, patch, module_docs)| {
             let mut seen = std::collections::HashSet::new();
             modules.retain(|m| seen.insert(m.id.clone()));
-            Query { compact, channel, bucket, patch, modules }
+            Query { compact, channel, bucket, patch, module_docs, modules }
         },
     )
 }
@@ -261,9 +261,33 @@ proptest! {
             binding: Binding { query: sha, issued, expires: issued + 300 },
             size, sha256: sha,
             mirrors: mirrors.into_iter().map(Cow::Owned).collect(),
+            modules: None,
         };
         let bytes = fallback.to_vec();
         prop_assert_eq!(Fallback::decode(&bytes).expect("decodes"), fallback);
+    }
+
+    #[test]
+    fn module_document_fallbacks_round_trip(
+        query in digest(), issued in 0u64..1_000_000, compact in any::<bool>(),
+        base in "https?://[a-z]{1,8}\\.example(:[1-9][0-9]{0,4})?/([a-z]{1,8}/)?",
+        documents in prop::collection::vec((module_id(), 0u64..4_000_000, digest()), 1..=upgram_core::body::fallback::MAX_MODULE_DOCUMENTS),
+    ) {
+        let fallback = Fallback {
+            binding: Binding { query, issued, expires: issued + 300 },
+            size: 0,
+            sha256: upgram_core::Sha256Digest([0; 32]),
+            mirrors: Vec::new(),
+            modules: Some(ModuleDocuments {
+                base: base.into(),
+                compact,
+                documents: documents.into_iter().map(|(module, size, sha256)| ModuleDocument { module, size, sha256 }).collect(),
+            }),
+        };
+        let bytes = fallback.to_vec();
+        let decoded = Fallback::decode(&bytes).expect("decodes");
+        prop_assert_eq!(&decoded.to_vec(), &bytes);
+        prop_assert_eq!(decoded, fallback);
     }
 
     #[test]
@@ -386,7 +410,7 @@ proptest! {
             }
             Err(_) => {
                 let alone = |m: &QueryModule<'static>| {
-                    Query { compact: q.compact, channel: q.channel.clone(), bucket: q.bucket, patch: q.patch.clone(), modules: vec![m.clone()] }
+                    Query { modules: vec![m.clone()], ..q.clone() }
                         .to_vec()
                         .len()
                 };

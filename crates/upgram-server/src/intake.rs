@@ -6,7 +6,7 @@
 //! the answers to queries. [`DiscardReports`] is the sink when reports are off;
 //! [`ReportCollector`] keeps reports in a bounded queue in memory, for whoever drains it.
 //!
-//! The worker also remembers the attempt ids it has recently handed over ([`RecentAttempts`]),
+//! The worker also remembers the attempt ids it has recently handed over (`RecentAttempts`),
 //! so a retransmitted report reaches the sink once; a store that outlives the server still
 //! counts each attempt once by its id.
 

@@ -4,7 +4,11 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use upgram_core::Sha256Digest;
 
 use upgram_core::body::{
     BUCKETS, Binding, Delta, ErrorCode, FileAction, FileEntry, FilePatch, ModuleAnswer, PATCH_FORMAT_BSDIFF,
@@ -78,6 +82,21 @@ pub fn respond_encoded(
     cache: &mut AnswerCache,
     out: &mut Vec<u8>,
 ) {
+    let parts = respond_parts(catalog, generation, query, binding, cache);
+    encode_parts(&parts, binding, base, query.compact, out);
+}
+
+/// The module answers of [`respond_encoded`], in answer order (the query's modules, then the
+/// dependencies; a compact answer leaves out the current ones), each encoded once and shared:
+/// the pieces a server assembles the response from, or names as module documents when it does
+/// not fit a datagram (SPEC.md §8.5).
+pub fn respond_parts(
+    catalog: &Catalog,
+    generation: u64,
+    query: &Query<'_>,
+    binding: Binding,
+    cache: &mut AnswerCache,
+) -> Vec<Arc<EncodedAnswer>> {
     cache.use_generation(generation, catalog);
     let audience = Audience::of(query, binding.issued);
     cache.set_audience(&audience);
@@ -92,21 +111,58 @@ pub fn respond_encoded(
     if query.compact {
         leave_out_current(&mut parts, query, |part, _| part.implied);
     }
-    // The head (binding, base, flags) takes under 256 bytes besides the base: one allocation.
-    out.reserve(256 + base.len() + parts.iter().map(|p| p.bytes.len()).sum::<usize>());
-    Response::encode_from_parts(&binding, Some(base), query.compact, parts.iter().map(|p| &*p.bytes), out);
+    parts
 }
 
-/// A module's answer encoded once, with what the dependency walk needs of it.
+/// Encodes the response made of `parts` (from [`respond_parts`]) into `out`, canonically.
+pub fn encode_parts(parts: &[Arc<EncodedAnswer>], binding: Binding, base: &str, compact: bool, out: &mut Vec<u8>) {
+    // The head (binding, base, flags) takes under 256 bytes besides the base: one allocation.
+    out.reserve(256 + base.len() + parts.iter().map(|p| p.bytes.len()).sum::<usize>());
+    Response::encode_from_parts(&binding, Some(base), compact, parts.iter().map(|p| &*p.bytes), out);
+}
+
+/// A module's answer encoded once, with what the dependency walk needs of it. It is also the
+/// module document a fallback may name (SPEC.md §8.5): hashed at most once, and given to the
+/// document store once per validity window.
 #[derive(Debug)]
 pub struct EncodedAnswer {
     /// The `<module>` element.
-    bytes: Box<[u8]>,
+    bytes: Bytes,
+    /// The module it answers.
+    module: Box<str>,
+    /// The SHA-256 of `bytes`, computed when first needed.
+    sha256: OnceLock<Sha256Digest>,
+    /// Until when (unix time) the document store was last asked to keep it; 0 if never.
+    kept_until: AtomicU64,
     status: Status,
     /// The ids the answer requires.
     requires: Box<[Box<str>]>,
     /// A compact answer leaves it out: current at the version asked, nothing else to say.
     implied: bool,
+}
+
+impl EncodedAnswer {
+    /// The `<module>` element: the module document.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The module it answers.
+    pub fn module(&self) -> &str {
+        &self.module
+    }
+
+    /// The SHA-256 of the module document (computed once).
+    pub fn sha256(&self) -> Sha256Digest {
+        *self.sha256.get_or_init(|| Sha256Digest::of(&self.bytes))
+    }
+
+    /// Whether the document store must be asked to keep this document until `until`: true
+    /// once per later `until`, so a document shared by many answers of one window is handed
+    /// over once.
+    pub fn needs_keeping(&self, until: u64) -> bool {
+        self.kept_until.fetch_max(until, Ordering::Relaxed) < until
+    }
 }
 
 /// The most module answers an [`AnswerCache`] keeps, and the most bytes of them.
@@ -217,8 +273,15 @@ impl AnswerCache {
         answer.encode(&mut bytes);
         let requires = answer.requires.iter().map(|r| Box::from(r.id.as_ref())).collect();
         let implied = !dependency && is_implied_current(&answer, asked);
-        let bytes = bytes.into_boxed_slice();
-        let encoded = Arc::new(EncodedAnswer { bytes, status: answer.status, requires, implied });
+        let encoded = Arc::new(EncodedAnswer {
+            bytes: Bytes::from(bytes),
+            module: Box::from(answer.id.as_ref()),
+            sha256: OnceLock::new(),
+            kept_until: AtomicU64::new(0),
+            status: answer.status,
+            requires,
+            implied,
+        });
         let size = self.key.len() + encoded.bytes.len();
         if self.entries.len() >= MAX_CACHED_ANSWERS || self.bytes + size > MAX_CACHED_ANSWER_BYTES {
             self.clear();

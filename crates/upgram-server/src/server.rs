@@ -30,12 +30,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use upgram_core::body::ModuleDocument;
 use upgram_core::body::{Binding, ErrorBody, ErrorCode, Query, Report};
 use upgram_core::cookie::{
     ClientCookie, CookieCheck, CookieSecret, ServerCookie, cookie_freshness, is_authentic_cookie, make_server_cookie,
     within_amplification_limit,
 };
-use upgram_core::fallback::{PreparedReply, ReplyShape, UnsignedReply, encode_reply_body};
+use upgram_core::fallback::{PreparedReply, ReplyShape, UnsignedReply, encode_module_fallback, encode_reply_body};
 use upgram_core::limits::{AMPLIFICATION_FACTOR, HEADER_LEN};
 use upgram_core::sign::{BatchItem, ReplySigner, SignatureBlock};
 use upgram_core::wire::{Frame, MessageKind, PROTOCOL_VERSION, peek_version_and_id, trailer_len};
@@ -46,7 +47,7 @@ use crate::documents::{DocumentLimits, DocumentStore};
 use crate::intake::{RecentAttempts, ReportSink, SinkSlot};
 use crate::metrics::{Metrics, Snapshot, bump, snapshot};
 use crate::ratelimit::RateLimiter;
-use crate::responder::{AnswerCache, least_answer_len, respond_encoded};
+use crate::responder::{AnswerCache, EncodedAnswer, encode_parts, least_answer_len, respond_parts};
 
 /// Answers are issued at the start of the current minute, so instances agree on the bytes.
 pub const ISSUE_GRANULARITY_SECS: u64 = 60;
@@ -698,25 +699,65 @@ impl Worker {
         let binding = Binding { query: Sha256Digest::of(frame.body), issued, expires: issued + config.validity_secs };
         let mut body = Vec::new();
         let public = &config.public_url;
-        respond_encoded(&loaded.catalog, loaded.generation, &query, binding, public, &mut self.answers, &mut body);
+        let parts = respond_parts(&loaded.catalog, loaded.generation, &query, binding, &mut self.answers);
+        encode_parts(&parts, binding, public, query.compact, &mut body);
         if let Some(limit) = limit
             && overhead + body.len() > limit
         {
             return Answer::Refused;
         }
-        match encode_reply_body(binding, body, reply_shape, |sha| vec![document_url(public, sha)]) {
-            Ok(reply) => Answer::Unsigned(Unsigned {
+        let unsigned = |reply| {
+            Answer::Unsigned(Unsigned {
                 reply,
                 issued,
                 generation: loaded.generation,
                 expires: binding.expires,
                 cacheable,
-            }),
+            })
+        };
+        // A client that follows module documents gets a pointer to the module answers, each a
+        // document shared with every other query that asks the same (SPEC.md §8.5).
+        if query.module_docs
+            && overhead + body.len() > MAX_DATAGRAM_LEN
+            && let Some(reply) = self.module_fallback(&parts, binding, query.compact, reply_shape, now)
+        {
+            return unsigned(reply);
+        }
+        match encode_reply_body(binding, body, reply_shape, |sha| vec![document_url(public, sha)]) {
+            Ok(reply) => unsigned(reply),
             Err(e) => {
                 tracing::warn!("cannot encode the answer to a query of {} modules: {e}", query.modules.len());
                 Answer::Malformed
             }
         }
+    }
+}
+
+impl Worker {
+    /// The module-document fallback for an answer made of `parts`, if it fits a datagram; its
+    /// documents are given to the store (before the reply is sent, SPEC.md §8.4), each once per
+    /// window however many answers name it.
+    fn module_fallback(
+        &self,
+        parts: &[Arc<EncodedAnswer>],
+        binding: Binding,
+        compact: bool,
+        shape: ReplyShape,
+        now: u64,
+    ) -> Option<UnsignedReply> {
+        let documents = parts
+            .iter()
+            .map(|p| ModuleDocument { module: p.module().into(), size: p.bytes().len() as u64, sha256: p.sha256() })
+            .collect();
+        let reply = encode_module_fallback(binding, &self.shared.config.public_url, compact, documents, shape)?;
+        let until = binding.expires + DOCUMENT_GRACE_SECS;
+        for part in parts {
+            if part.needs_keeping(until) {
+                let evicted = self.shared.keep_document(part.sha256(), part.bytes().clone(), binding.expires, now);
+                self.metrics.documents_evicted.fetch_add(evicted as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        Some(reply)
     }
 }
 
@@ -740,16 +781,9 @@ fn keep_signed(
     Arc::new(prepared)
 }
 
-/// Where the HTTP side serves the document with hash `sha256`: `{public}doc/{sha256}.xml`,
-/// written at once (one per fallback reply).
+/// Where the HTTP side serves the document with hash `sha256`: `{public}doc/{sha256}.xml`.
 fn document_url(public: &str, sha256: &Sha256Digest) -> String {
-    let mut url = Vec::with_capacity(public.len() + "doc/".len() + 64 + ".xml".len());
-    url.extend_from_slice(public.as_bytes());
-    url.extend_from_slice(b"doc/");
-    sha256.write_hex(&mut url);
-    url.extend_from_slice(b".xml");
-    // Cannot fail: UTF-8 and ASCII hex appended to UTF-8.
-    String::from_utf8(url).unwrap_or_default()
+    upgram_core::body::fallback::document_url(public, sha256)
 }
 
 /// Signed answers of the current minute, by exact query body; index 1 holds those made with a

@@ -34,6 +34,7 @@ fn query(version: Option<&str>, channel: Option<&str>, bucket: Option<u8>) -> Qu
         compact: false,
         channel: channel.map(|c| Cow::Owned(c.to_owned())),
         bucket,
+        module_docs: false,
         modules: vec![QueryModule { id: "core".into(), version: version.map(v), files: vec![] }],
         patch: None,
     }
@@ -135,11 +136,10 @@ fn kept_module_answers_are_only_served_to_the_queries_they_were_made_for() {
                             QueryModule { id: "tools".into(), version: versions[1].map(v), files: vec![] },
                         ];
                         let query = Query {
-                            compact,
                             channel: channel.map(|c| Cow::Owned(c.to_owned())),
                             bucket,
-                            modules,
-                            patch: None,
+                            compact,
+                            ..Query::new(modules)
                         };
                         let binding = Binding { query: Sha256Digest::of(b"q"), issued, expires: issued + 300 };
                         let built = respond(&catalog, &query, binding, "https://u.example/").to_vec();

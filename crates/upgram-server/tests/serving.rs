@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use upgram_core::body::{Query, QueryModule, Response, Status};
+use upgram_core::body::{Fallback, Query, QueryModule, Response, Status};
 use upgram_core::cookie::{ClientCookie, CookieSecret, ServerCookie};
 use upgram_core::message::Expectation;
 use upgram_core::sign::{KeyRing, ReplySigner};
@@ -602,4 +602,61 @@ fn documents_leave_the_docs_dir_when_evicted_and_when_expired() {
     shared.expire_documents(at + validity + DOCUMENT_GRACE_SECS);
     wait_for_files(docs.path(), &[]);
     assert_eq!(shared.documents_kept(), (0, 0));
+}
+
+fn module_docs_query(modules: &[(&str, &str)]) -> Vec<u8> {
+    let asked = modules
+        .iter()
+        .map(|(id, version)| QueryModule { id: Cow::Owned((*id).into()), version: Some(v(version)), files: vec![] })
+        .collect();
+    Query { module_docs: true, ..Query::new(asked) }.to_vec()
+}
+
+#[test]
+fn distinct_queries_sharing_a_module_question_point_at_one_module_document() {
+    let server = start(|_| {});
+    let socket = client();
+    let keys = keys();
+    let http = Http(reqwest::Client::new());
+    let replies: Vec<(Vec<u8>, Vec<u8>)> = ["1.0", "1.1"]
+        .iter()
+        .map(|core| {
+            let body = module_docs_query(&[("big", "1"), ("core", core)]);
+            let reply = validated_exchange(&socket, server.udp, &body);
+            (body, reply)
+        })
+        .collect();
+    let decoded: Vec<_> = replies.iter().map(|(_, reply)| Datagram::decode(reply).unwrap()).collect();
+    let pointers: Vec<(&Vec<u8>, &Fallback<'_>)> = replies
+        .iter()
+        .zip(&decoded)
+        .map(|((body, _), decoded)| {
+            let Message::Fallback(pointer) = &decoded.message else { panic!("a fallback, got {:?}", decoded.message) };
+            let expect = Expectation { keys: &keys, query: Sha256Digest::of(body), nonce: None, now: now() };
+            (body, pointer.verify(&expect).expect("signed fallback verifies"))
+        })
+        .collect();
+    let named = |i: usize| pointers[i].1.modules.clone().expect("the module-document form").documents;
+    let (first, second) = (named(0), named(1));
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[0].module, "big");
+    assert_eq!(first[0].sha256, second[0].sha256, "the same question, the same document");
+    assert_ne!(first[1].sha256, second[1].sha256, "core 1.0 and core 1.1 are answered differently");
+    // Three documents kept, not four: big's answer is kept once for both queries.
+    assert_eq!(server.shared.documents_kept().0, 3);
+
+    // Every document is served at the URL derived from its hash, and hashes to it; together they
+    // are the answer.
+    for (body, pointer) in pointers {
+        let modules = pointer.modules.as_ref().unwrap();
+        let fetched: Vec<Vec<u8>> =
+            modules.documents.iter().map(|d| server.runtime.block_on(http.get(&modules.url(&d.sha256)))).collect();
+        for (document, bytes) in modules.documents.iter().zip(&fetched) {
+            assert_eq!(Sha256Digest::of(bytes), document.sha256);
+        }
+        let answer = pointer.open_module_documents(&fetched, now()).expect("the documents check out");
+        let response = Response::decode(&answer).unwrap();
+        assert_eq!(response.binding.query, Sha256Digest::of(body));
+        assert_eq!(response.modules[0].status, Status::Update);
+    }
 }

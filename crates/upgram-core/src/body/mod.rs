@@ -14,7 +14,7 @@ pub mod value;
 pub(crate) mod xml;
 
 pub use error::{ErrorBody, ErrorCode};
-pub use fallback::Fallback;
+pub use fallback::{Fallback, ModuleDocument, ModuleDocuments};
 pub use query::{BUCKETS, DEFAULT_CHANNEL, Query, QueryFile, QueryModule};
 pub use report::{BANDS, FailureCode, Outcome, OutcomeKind, Report};
 pub use response::{

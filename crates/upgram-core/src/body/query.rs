@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
+use crate::body::fallback::MODULE_DOCUMENTS;
 use crate::body::value::Fields;
 use crate::body::value::is_valid_module_id;
 use crate::body::xml::{Element, XmlReader, write_attribute, write_flag};
@@ -40,6 +41,10 @@ pub struct Query<'a> {
     /// none, and the server sends no `<patch>`. See [`Query::accepts_patch`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patch: Option<Cow<'a, str>>,
+    /// The client follows fallbacks to module documents (attribute `docs="module"`, SPEC.md
+    /// §4.3, §8.5).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub module_docs: bool,
     /// One entry per module, at least one.
     pub modules: Vec<QueryModule<'a>>,
 }
@@ -77,13 +82,14 @@ impl<'a> Query<'a> {
     /// ```
     pub fn decode(bytes: &'a [u8]) -> Result<Self, BodyError> {
         parse_document(bytes, "query", |reader, root| {
-            let (mut compact, mut channel, mut bucket, mut patch) = (None, None, None, None);
+            let (mut compact, mut channel, mut bucket, mut patch, mut docs) = (None, None, None, None, None);
             reader.for_each_attribute(&root, |name, value| {
                 match name {
                     "compact" => compact = Some(value),
                     "channel" => channel = Some(value),
                     "bucket" => bucket = Some(value),
                     "patch" => patch = Some(value),
+                    "docs" => docs = Some(value),
                     _ => {}
                 }
                 Ok(())
@@ -98,6 +104,8 @@ impl<'a> Query<'a> {
                 return Err(fields.invalid("bucket", format!("{b} is not below {BUCKETS}")));
             }
             let patch = patch.map(|p| check_patch_formats(&fields, p)).transpose()?;
+            // Another value is a form this decoder does not know: not asked for.
+            let module_docs = docs.is_some_and(|d| d == MODULE_DOCUMENTS);
             let mut modules = Vec::new();
             for_each_child(reader, &root, "query", &["module"], |reader, element| {
                 if modules.len() == MAX_MODULES {
@@ -114,14 +122,14 @@ impl<'a> Query<'a> {
             if let Some(id) = first_repeated(modules.iter().map(|m| &*m.id)) {
                 return Err(Fields::new("module", Some(id)).invalid("id", "module listed twice in one query"));
             }
-            Ok(Query { compact, channel, bucket, patch, modules })
+            Ok(Query { compact, channel, bucket, patch, module_docs, modules })
         })
     }
 
     /// A query about `modules` in today's form: on the default channel, without a bucket and
     /// without the `compact` request.
     pub fn new(modules: Vec<QueryModule<'a>>) -> Self {
-        Query { compact: false, channel: None, bucket: None, patch: None, modules }
+        Query { compact: false, channel: None, bucket: None, patch: None, module_docs: false, modules }
     }
 
     /// Whether the client applies patches of `format` (its `patch` attribute names it).
@@ -155,6 +163,9 @@ impl<'a> Query<'a> {
         }
         if let Some(patch) = &self.patch {
             write_attribute(out, "patch", patch);
+        }
+        if self.module_docs {
+            write_attribute(out, "docs", MODULE_DOCUMENTS);
         }
         out.push(b'>');
     }
@@ -192,6 +203,7 @@ impl<'a> Query<'a> {
             channel: self.channel.clone(),
             bucket: self.bucket,
             patch: self.patch.clone(),
+            module_docs: self.module_docs,
             modules,
         };
         let mut queries = Vec::new();
@@ -224,6 +236,7 @@ impl<'a> Query<'a> {
             channel: self.channel.map(|c| Cow::Owned(c.into_owned())),
             bucket: self.bucket,
             patch: self.patch.map(|p| Cow::Owned(p.into_owned())),
+            module_docs: self.module_docs,
             modules: self.modules.into_iter().map(QueryModule::into_owned).collect(),
         }
     }
