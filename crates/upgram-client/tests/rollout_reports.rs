@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::client_runtime;
+use common::{binaries, client_runtime};
 use common::rollout::{
     Files, MODULE, Release, Served, Site, expected, in_parallel, installed_files, now, publish_release, serve_releases,
     serve_reporting, update_all,
@@ -338,4 +338,63 @@ fn a_failing_release_halts_itself_and_is_withdrawn_with_postgres() {
     if let Some(target) = Target::postgres("a_failing_release_halts_itself_and_is_withdrawn_with_postgres") {
         rollout_halts_and_withdraws(&target);
     }
+}
+
+/// Polls `done` every 100 ms for at most 30 s.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `upgram-server serve` with its default `--reports` stores what the `upgram` command reports
+/// in `reports.sqlite` beside the catalog, and halts a release whose installer fails while it
+/// runs: no restart, the catalog change is picked up like any other.
+#[test]
+fn serve_stores_reports_beside_its_catalog_and_halts_a_failing_release() {
+    let work = tempfile::tempdir().unwrap();
+    let catalog = work.path().join("catalog");
+    let catalog_str = catalog.to_str().unwrap();
+    binaries::publish(work.path(), MODULE, "1.0", V1, &[]);
+    let server = binaries::serve_with_new_key(work.path(), &catalog);
+    let root = work.path().join("site");
+    std::fs::create_dir_all(&root).unwrap();
+    let root_str = root.to_str().unwrap().to_owned();
+    let upgram = |command: &[&str]| {
+        let mut args = command.to_vec();
+        args.extend(binaries::server_args(&server, &root_str));
+        binaries::upgram(&args)
+    };
+    let (code, out, err) = upgram(&["install", MODULE]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut store = ReportsConfig::Beside.open(&catalog).unwrap().expect("the default store");
+    let mut counts = |version: &str| store.release_counts(MODULE, version).unwrap();
+    wait_for("the install's report stored", || counts("1.0").installs == 1);
+
+    binaries::publish(work.path(), MODULE, "2.0", &V2[..4], &[]);
+    wait_for("the upgrade to 2.0", || {
+        upgram(&["update", "--yes"]);
+        installed_files(&root) == expected(&V2[..4])
+    });
+    wait_for("the upgrade's report stored", || counts("2.0") == ReleaseCounts { installs: 1, failures: 0, total: 1 });
+
+    // 3.0: its package always fails, and one failure in one report halts it.
+    let package = work.path().join("install-3.0.sh");
+    std::fs::write(&package, "#!/bin/sh\necho 'this installer always fails' >&2\nexit 1\n").unwrap();
+    binaries::publish(work.path(), MODULE, "3.0", V3, &["--package", package.to_str().unwrap()]);
+    let rule = ["--halt-share", "0.5", "--halt-window", "1", "--halt-min", "1"];
+    let mut args = vec!["rollout", "set", "--catalog", catalog_str, "--module", MODULE, "--version", "3.0"];
+    args.extend(rule);
+    binaries::run_server(&args);
+    wait_for("a failed attempt of 3.0 stored", || {
+        upgram(&["update", "--yes"]);
+        counts("3.0").failures > 0
+    });
+    assert_eq!(installed_files(&root), expected(&V2[..4]), "the failed attempt changed nothing");
+    let status = ["rollout", "status", "--catalog", catalog_str, "--module", MODULE, "--version", "3.0"];
+    wait_for("3.0 halted", || binaries::run_server(&status).contains("halted"));
+    let three = counts("3.0");
+    assert_eq!((three.installs, three.failures), (0, three.total), "only failures of 3.0: {three:?}");
 }
