@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{binaries, client_runtime};
 use common::rollout::{
     Files, MODULE, Release, Served, Site, expected, in_parallel, installed_files, now, publish_release, serve_releases,
     serve_reporting, update_all,
 };
+use common::{binaries, client_runtime};
 use upgram_client::flows::Outcome as FlowOutcome;
 use upgram_server::catalog::{HaltRule, RolloutStep};
 use upgram_server::reports::{ReleaseCounts, ReportStore, ReportWriter, ReportsConfig, WriterCounters, WriterOptions};
