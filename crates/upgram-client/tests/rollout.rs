@@ -15,14 +15,13 @@ mod common;
 use common::binaries;
 use common::client_runtime;
 use common::rollout::{
-    Files, MODULE, Release, Site, expected, in_parallel, installed_files, now, publish_release, serve, serve_releases,
-    update_all,
+    Files, MODULE, Release, Site, V1, expected, in_parallel, installed_files, now, publish_release, serve,
+    serve_releases, update_all,
 };
 use upgram_client::Installation;
 use upgram_server::catalog::RolloutStep;
 use upgram_server::rollout::{self, Change};
 
-const V1: Files = &[("keep.txt", b"kept by every release"), ("change.txt", b"one"), ("old/gone.txt", b"old")];
 const V2: Files = &[
     ("keep.txt", b"kept by every release"),
     ("change.txt", b"two"),

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::rollout::{
-    Files, MODULE, Release, Served, Site, expected, in_parallel, installed_files, now, publish_release, serve_releases,
-    serve_reporting, update_all,
+    Files, MODULE, Release, Served, Site, V1, expected, in_parallel, installed_files, now, publish_release,
+    serve_releases, serve_reporting, update_all,
 };
 use common::{binaries, client_runtime};
 use upgram_client::flows::Outcome as FlowOutcome;
@@ -30,7 +30,6 @@ use upgram_server::rollout::{self, Change};
 
 const POSTGRES_VAR: &str = "UPGRAM_TEST_POSTGRES";
 
-const V1: Files = &[("keep.txt", b"kept by every release"), ("change.txt", b"one"), ("old/gone.txt", b"old")];
 // `plugin.dll` is critical (SPEC.md §5.3): an upgrade to or from a release that changes it is
 // done by the release's install package.
 const V2: Files = &[

@@ -21,6 +21,9 @@ use super::{TestServer, public_key, start_server_reporting};
 /// The files of a release: id and content.
 pub type Files = &'static [(&'static str, &'static [u8])];
 
+/// The first release of every rollout test.
+pub const V1: Files = &[("keep.txt", b"kept by every release"), ("change.txt", b"one"), ("old/gone.txt", b"old")];
+
 /// The module every rollout test publishes.
 pub const MODULE: &str = "app";
 

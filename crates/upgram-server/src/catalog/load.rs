@@ -425,17 +425,7 @@ fn parse_rollout(source: &Source<'_>, raw: RawRollout) -> Result<Rollout, Catalo
         Some(halt) => Some(parse_halt(source, halt)?),
         None => None,
     };
-    let resumed = match raw.resumed {
-        Some(at) => Some(datetime_to_unix(at.get_ref()).ok_or_else(|| {
-            source.invalid(
-                at.span(),
-                "resumed",
-                Some(ROLLOUT),
-                format!("{} needs a date, a time and an offset (Z or +hh:mm), after 1970", at.get_ref()),
-            )
-        })?),
-        None => None,
-    };
+    let resumed = raw.resumed.map(|at| parse_rollout_time(source, &at, "resumed")).transpose()?;
     let Some(raw_schedule) = raw.schedule else {
         return Ok(Rollout { state, schedule: Vec::new(), halt, resumed });
     };
@@ -450,21 +440,27 @@ fn parse_rollout(source: &Source<'_>, raw: RawRollout) -> Result<Rollout, Catalo
                 format!("{} is not 0 to 100", step.percent.get_ref()),
             )
         })?;
-        let at = match step.at {
-            Some(at) => Some(datetime_to_unix(at.get_ref()).ok_or_else(|| {
-                source.invalid(
-                    at.span(),
-                    "at",
-                    Some(ROLLOUT),
-                    format!("{} needs a date, a time and an offset (Z or +hh:mm), after 1970", at.get_ref()),
-                )
-            })?),
-            None => None,
-        };
+        let at = step.at.map(|at| parse_rollout_time(source, &at, "at")).transpose()?;
         schedule.push(RolloutStep { at, percent });
     }
     Rollout::check_schedule(&schedule).map_err(|problem| source.invalid(span, "schedule", Some(ROLLOUT), problem))?;
     Ok(Rollout { state, schedule, halt, resumed })
+}
+
+/// A time of a rollout table (`field`) as unix time.
+fn parse_rollout_time(
+    source: &Source<'_>,
+    at: &Spanned<toml::value::Datetime>,
+    field: &str,
+) -> Result<u64, CatalogError> {
+    datetime_to_unix(at.get_ref()).ok_or_else(|| {
+        source.invalid(
+            at.span(),
+            field,
+            Some(ROLLOUT),
+            format!("{} needs a date, a time and an offset (Z or +hh:mm), after 1970", at.get_ref()),
+        )
+    })
 }
 
 /// A release's halt rule: a failure share from 0 to 1, a window and a minimum of reports.
