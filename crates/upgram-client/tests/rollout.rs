@@ -8,23 +8,20 @@
 //! installation and kept; and the `upgram` command follows the channel of its configuration
 //! while a running `upgram-server serve` picks up `promote` and `rollout` changes.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 mod common;
-use common::binaries::{self, expected_tree, tree};
-use common::{TestServer, client_runtime, public_key, start_server_in};
-use upgram_client::flows::{self, Optional};
-use upgram_client::hooks::Hooks;
-use upgram_client::{Client, Installation};
-use upgram_server::catalog::{self, RolloutStep, Schedule};
-use upgram_server::publish::{PublishRequest, publish};
+use common::binaries;
+use common::client_runtime;
+use common::rollout::{
+    Files, MODULE, Release, Site, V1, expected, in_parallel, installed_files, now, publish_release, serve,
+    serve_releases, update_all,
+};
+use upgram_client::Installation;
+use upgram_server::catalog::RolloutStep;
 use upgram_server::rollout::{self, Change};
 
-type Files = &'static [(&'static str, &'static [u8])];
-
-const V1: Files = &[("keep.txt", b"kept by every release"), ("change.txt", b"one"), ("old/gone.txt", b"old")];
 const V2: Files = &[
     ("keep.txt", b"kept by every release"),
     ("change.txt", b"two"),
@@ -33,179 +30,10 @@ const V2: Files = &[
 ];
 const V3: Files = &[("keep.txt", b"kept by every release"), ("change.txt", b"three")];
 
-const MODULE: &str = "app";
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// A release folder holding `files`.
-fn folder(work: &Path, name: &str, files: Files) -> PathBuf {
-    let dir = work.join(name);
-    for (id, content) in files {
-        let path = dir.join(id);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    }
-    dir
-}
-
-struct Release {
-    version: &'static str,
-    files: Files,
-    channels: &'static [&'static str],
-    percent: Option<u8>,
-    forced: bool,
-}
-
-fn publish_release(catalog: &Path, work: &Path, release: &Release) {
-    let from = folder(work, &format!("release-{}", release.version), release.files);
-    let request = PublishRequest {
-        catalog: catalog.to_owned(),
-        module: MODULE.into(),
-        version: release.version.parse().unwrap(),
-        from,
-        requires: vec![],
-        forced: release.forced,
-        full: false,
-        rollback: false,
-        package: None,
-        installer_args: None,
-        channels: release.channels.iter().map(|c| (*c).to_owned()).collect(),
-        schedule: release.percent.map(|percent| Schedule(vec![RolloutStep { at: None, percent }])),
-        patches: Default::default(),
-    };
-    publish(&request).unwrap();
-}
-
-/// The server, on the catalog folder `catalog` (inside `dir`, which it keeps).
-fn serve(dir: tempfile::TempDir, catalog: &Path) -> Served {
-    let loaded = catalog::load(catalog).unwrap();
-    Served { server: start_server_in(dir, loaded, |_| {}), catalog: catalog.to_owned() }
-}
-
-/// The running server and the catalog folder it answers from.
-struct Served {
-    server: TestServer,
-    catalog: PathBuf,
-}
-
-impl Served {
-    /// Loads the catalog again, as `serve` does when its files change.
-    fn reload(&self) {
-        self.server.shared.replace_catalog(catalog::load(&self.catalog).unwrap());
-    }
-
-    fn change(&self, version: &str, change: Change) {
-        rollout::change(&self.catalog, MODULE, &version.parse().unwrap(), &change, now()).unwrap();
-        self.reload();
-    }
-
-    fn client(&self, channel: Option<&str>) -> Client {
-        let mut builder = Client::builder()
-            .server(self.server.udp)
-            .public_key(public_key())
-            .deadline(Duration::from_secs(10))
-            .first_timeout(Duration::from_millis(200));
-        if let Some(channel) = channel {
-            builder = builder.channel(channel);
-        }
-        builder.build().unwrap()
-    }
-}
-
-/// The files of `files`, by id (folders left out: the client leaves a folder emptied by
-/// deletions in place).
-fn expected(files: Files) -> BTreeMap<String, Vec<u8>> {
-    files_only(expected_tree(files.iter().copied()))
-}
-
-/// The files of the installation at `root` (not its own `.upgram` folder), by id.
-fn installed_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    files_only(tree(root))
-}
-
-fn files_only(tree: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
-    tree.into_iter().filter(|(id, _)| !id.ends_with('/')).collect()
-}
-
-/// One installation: its root and its rollout bucket.
-struct Site {
-    root: PathBuf,
-    bucket: u8,
-}
-
-impl Site {
-    /// Installs the module on an empty folder through the library.
-    fn install(runtime: &tokio::runtime::Runtime, client: &Client, root: PathBuf) -> Site {
-        std::fs::create_dir_all(&root).unwrap();
-        let installation = Installation::open_locked(&root).unwrap();
-        runtime
-            .block_on(flows::install(&installation, client, &[MODULE.to_owned()], false, &Hooks::default()))
-            .unwrap();
-        let bucket = installation.state().bucket.expect("a bucket drawn at the first opening");
-        drop(installation);
-        let reopened = Installation::open_read_only(&root).unwrap();
-        assert_eq!(reopened.state().bucket, Some(bucket), "the bucket is kept in the state");
-        Site { root, bucket }
-    }
-
-    /// Runs an update through the library and returns the installed version.
-    fn update(&self, runtime: &tokio::runtime::Runtime, client: &Client) -> String {
-        let installation = Installation::open_locked(&self.root).unwrap();
-        runtime
-            .block_on(flows::update(&installation, client, Optional::Take, false, &Hooks::default()))
-            .unwrap_or_else(|e| panic!("{}: update: {e}", self.root.display()));
-        installation.module(MODULE).expect("installed").version
-    }
-}
-
-/// `work` on each of `items`, eight at a time (as independent processes would), results in
-/// order.
-fn in_parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let work = &work;
-    std::thread::scope(|scope| {
-        let chunks: Vec<_> = items
-            .chunks(items.len().div_ceil(8).max(1))
-            .map(|chunk| scope.spawn(move || chunk.iter().map(work).collect::<Vec<_>>()))
-            .collect();
-        chunks.into_iter().flat_map(|chunk| chunk.join().unwrap()).collect()
-    })
-}
-
-/// Updates every site and checks that exactly those with `upgraded(bucket)` are at
-/// `new`, byte for byte, and the others at `old`.
-fn update_all(
-    runtime: &tokio::runtime::Runtime,
-    client: &Client,
-    sites: &[Site],
-    upgraded: impl Fn(u8) -> bool,
-    (new, new_files): (&str, Files),
-    (old, old_files): (&str, Files),
-) -> usize {
-    let versions = in_parallel(sites, |site| site.update(runtime, client));
-    let mut count = 0;
-    for (site, version) in sites.iter().zip(versions) {
-        let (want, files) = if upgraded(site.bucket) { (new, new_files) } else { (old, old_files) };
-        assert_eq!(version, want, "bucket {}", site.bucket);
-        assert_eq!(installed_files(&site.root), expected(files), "bucket {}: the files of {want}", site.bucket);
-        count += usize::from(version == new);
-    }
-    count
-}
-
 /// A catalog with 1.0 of the module, then `more` releases, and the server on it; also the
 /// folder for release folders and installations.
-fn serve_first_release(more: &[Release]) -> (tempfile::TempDir, PathBuf, Served) {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog_dir = dir.path().to_owned();
-    let work = tempfile::tempdir().unwrap();
-    let first = Release { version: "1.0", files: V1, channels: &[], percent: None, forced: false };
-    for release in std::iter::once(&first).chain(more) {
-        publish_release(&catalog_dir, work.path(), release);
-    }
-    let server = serve(dir, &catalog_dir);
-    (work, catalog_dir, server)
+fn serve_first_release(more: &[Release]) -> (tempfile::TempDir, PathBuf, common::rollout::Served) {
+    serve_releases(V1, more, serve)
 }
 
 #[test]
@@ -223,11 +51,7 @@ fn a_release_rolls_out_by_bucket_pauses_and_is_withdrawn() {
     let below = |percent: u8| sites.iter().filter(|s| s.bucket < percent).count();
     assert!(below(10) > 0 && below(50) > below(10) && below(50) < sites.len(), "buckets spread over 0-99");
 
-    publish_release(
-        &catalog_dir,
-        work.path(),
-        &Release { version: "2.0", files: V2, channels: &[], percent: Some(10), forced: false },
-    );
+    publish_release(&catalog_dir, work.path(), &Release { percent: Some(10), ..Release::new("2.0", V2) });
     server.reload();
     let step = Instant::now();
     let at_10 = update_all(&runtime, &client, &sites, |b| b < 10, ("2.0", V2), ("1.0", V1));
@@ -273,7 +97,7 @@ fn a_release_rolls_out_by_bucket_pauses_and_is_withdrawn() {
 
 #[test]
 fn a_beta_release_reaches_beta_until_promoted() {
-    let beta_release = Release { version: "3.0", files: V3, channels: &["beta"], percent: None, forced: false };
+    let beta_release = Release { channels: &["beta"], ..Release::new("3.0", V3) };
     let (work, catalog_dir, server) = serve_first_release(&[beta_release]);
     let runtime = client_runtime();
     let (stable, beta) = (server.client(None), server.client(Some("beta")));
@@ -303,16 +127,8 @@ fn a_forced_release_bypasses_its_schedule() {
     let sites: Vec<Site> =
         (0..20).map(|i| Site::install(&runtime, &client, work.path().join(format!("site-{i:02}")))).collect();
     // 2.0 forced at 0 %, 3.0 at 0 %: everyone gets the forced 2.0, nobody 3.0.
-    publish_release(
-        &catalog_dir,
-        work.path(),
-        &Release { version: "2.0", files: V2, channels: &[], percent: Some(0), forced: true },
-    );
-    publish_release(
-        &catalog_dir,
-        work.path(),
-        &Release { version: "3.0", files: V3, channels: &[], percent: Some(0), forced: false },
-    );
+    publish_release(&catalog_dir, work.path(), &Release { percent: Some(0), forced: true, ..Release::new("2.0", V2) });
+    publish_release(&catalog_dir, work.path(), &Release { percent: Some(0), ..Release::new("3.0", V3) });
     server.reload();
     let forced = update_all(&runtime, &client, &sites, |_| true, ("2.0", V2), ("1.0", V1));
     assert_eq!(forced, sites.len());

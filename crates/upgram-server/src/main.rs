@@ -302,7 +302,8 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 400.0)]
     burst_per_source: f64,
     /// Where install reports are stored: sqlite:PATH, postgres://USER@HOST/DATABASE, or off
-    /// (default: reports.sqlite in the catalog folder).
+    /// (reports are then acknowledged and not kept; default: reports.sqlite in the catalog
+    /// folder).
     #[arg(long, value_name = "STORE")]
     reports: Option<ReportsConfig>,
     /// Seconds an answer stays valid (at most 600: the freeze window).

@@ -497,6 +497,7 @@ fn plan_release(request: &PublishRequest, settings: &Settings, module: &Module) 
             state: RolloutState::Rolling,
             schedule: request.schedule.clone().unwrap_or_default().0,
             halt: None,
+            resumed: None,
         },
     };
     Ok(Plan { at, sources, package, release, summary })

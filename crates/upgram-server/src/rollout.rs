@@ -33,7 +33,8 @@ pub enum Change {
     Schedule(Vec<RolloutStep>),
     /// Offer it to no installation that does not have it yet.
     Pause,
-    /// Offer it by its schedule again (after a pause or a withdrawal).
+    /// Offer it by its schedule again (after a pause, a halt or a withdrawal); from then on only
+    /// the install reports received after this are judged.
     Resume,
     /// Offer it to none, and send installations on it back to the release before it.
     Withdraw,
@@ -241,7 +242,10 @@ pub fn change(
         }
         Change::Schedule(schedule) => release.rollout.schedule = schedule.clone(),
         Change::Pause => release.rollout.state = RolloutState::Paused,
-        Change::Resume => release.rollout.state = RolloutState::Rolling,
+        Change::Resume => {
+            release.rollout.state = RolloutState::Rolling;
+            release.rollout.resumed = Some(now);
+        }
         Change::Withdraw => release.rollout.state = RolloutState::Withdrawn,
         Change::HaltRule(rule) => release.rollout.halt = Some(*rule),
         Change::Halt if release.rollout.state == RolloutState::Rolling => release.rollout.state = RolloutState::Halted,

@@ -121,6 +121,7 @@ both!(
     batches_count_each_attempt_once,
     a_stalled_store_drops_and_counts,
     failures_halt_a_release,
+    a_resumed_release_is_judged_on_reports_after_the_resume,
     a_serving_server_picks_up_a_halt,
 );
 
@@ -175,10 +176,10 @@ fn batches_count_each_attempt_once(target: &Target) {
     assert_eq!(store.release_counts("core", "3.0").unwrap(), ReleaseCounts { installs: 0, failures: 1, total: 1 });
     assert_eq!(store.release_counts("core", "9.9").unwrap(), ReleaseCounts::default());
     // Arrival order of core 2.0: applied, deferred, failed, rolled back, failed.
-    assert_eq!(store.recent_failure_share("core", "2.0", 2).unwrap(), RecentShare { reports: 2, failures: 2 });
-    assert_eq!(store.recent_failure_share("core", "2.0", 4).unwrap(), RecentShare { reports: 4, failures: 3 });
-    assert_eq!(store.recent_failure_share("core", "2.0", 50).unwrap(), RecentShare { reports: 5, failures: 3 });
-    assert_eq!(store.recent_failure_share("none", "1.0", 50).unwrap(), RecentShare::default());
+    assert_eq!(store.recent_failure_share("core", "2.0", 2, 0).unwrap(), RecentShare { reports: 2, failures: 2 });
+    assert_eq!(store.recent_failure_share("core", "2.0", 4, 0).unwrap(), RecentShare { reports: 4, failures: 3 });
+    assert_eq!(store.recent_failure_share("core", "2.0", 50, 0).unwrap(), RecentShare { reports: 5, failures: 3 });
+    assert_eq!(store.recent_failure_share("none", "1.0", 50, 0).unwrap(), RecentShare::default());
 
     let summary: Vec<(String, String, ReleaseCounts)> =
         store.summary().unwrap().into_iter().map(|s| (s.module, s.version, s.counts)).collect();
@@ -308,6 +309,70 @@ fn failures_halt_a_release(target: &Target) {
     );
     let text = run(&["rollout", "resume", "--catalog", dir, "--module", "core", "--version", "2.0"]);
     assert!(text.contains("core 2.0: complete"), "{text}");
+}
+
+/// Waits (bounded) until the writer has stored `n` outcomes and judged their releases.
+fn wait_judged(writer: &ReportWriter, n: u64) {
+    wait_stored(writer, n);
+    // The counts are read after the releases of a batch are judged.
+    let start = Instant::now();
+    while writer.releases().iter().map(|r| r.counts.total).sum::<u64>() < n && start.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// After `rollout resume`, the failures that halted a release are not judged again: a success
+/// reported next leaves it rolling, and only enough failures reported after the resume halt it
+/// once more.
+fn a_resumed_release_is_judged_on_reports_after_the_resume(target: &Target) {
+    let catalog = target.catalog();
+    for version in ["1.0", "2.0"] {
+        publish(&catalog, version, target.dir.path());
+    }
+    let dir = catalog.to_str().unwrap();
+    let release = ["--catalog", dir, "--module", "core", "--version", "2.0"];
+    let mut set = vec!["rollout", "set"];
+    set.extend(release);
+    set.extend(["--halt-share", "0.5", "--halt-window", "10", "--halt-min", "4"]);
+    run(&set);
+    let options = WriterOptions {
+        catalog: Some(catalog.clone()),
+        summary_every: Duration::ZERO,
+        linger: Duration::from_millis(1),
+        ..WriterOptions::default()
+    };
+    let writer = ReportWriter::start(target.open(), options).unwrap();
+    let state = || rollout::status(&catalog, "core", Some(&"2.0".parse().unwrap()), 0).unwrap()[0].state;
+    let mut attempt = 0;
+    let mut offer = |result: OutcomeKind, n: u64| {
+        for _ in 0..n {
+            attempt += 1;
+            assert!(writer.offer(&report(attempt, "2.0", result), SystemTime::now()));
+            // One at a time, each judged before the next.
+            wait_judged(&writer, attempt);
+        }
+    };
+    offer(OutcomeKind::Failed, 4);
+    assert_eq!(state(), RolloutState::Halted);
+
+    // The resume is recorded at a whole second; reports received from the next one on count.
+    let mut resume = vec!["rollout", "resume"];
+    resume.extend(release);
+    run(&resume);
+    let resumed = SystemTime::now();
+    while SystemTime::now().duration_since(resumed).unwrap() < Duration::from_millis(1100) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(state(), RolloutState::Rolling);
+    offer(OutcomeKind::Applied, 1);
+    assert_eq!(state(), RolloutState::Rolling, "the failures before the resume halted it again");
+    offer(OutcomeKind::Failed, 2);
+    assert_eq!(state(), RolloutState::Rolling, "3 reports since the resume, fewer than the minimum of 4");
+    offer(OutcomeKind::Failed, 1);
+    assert_eq!(state(), RolloutState::Halted, "3 failures of the 4 reports since the resume");
+    writer.shutdown();
+    assert_eq!(WriterCounters::get(&writer.counters().halts), 2);
 }
 
 /// `upgram-server serve` on ports the system picks; killed when dropped.

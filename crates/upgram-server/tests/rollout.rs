@@ -61,6 +61,7 @@ fn schedule(steps: &[(u8, Option<&str>)]) -> Rollout {
             .map(|(percent, at)| RolloutStep { at: at.map(|t| parse_time(t).unwrap()), percent: *percent })
             .collect(),
         halt: None,
+        resumed: None,
     }
 }
 
@@ -202,7 +203,7 @@ fn channels_choose_the_releases() {
 
 #[test]
 fn a_withdrawn_release_is_rolled_back_completely() {
-    let catalog = catalog(Rollout { state: RolloutState::Withdrawn, schedule: vec![], halt: None });
+    let catalog = catalog(Rollout { state: RolloutState::Withdrawn, schedule: vec![], halt: None, resumed: None });
     let bytes = answer_bytes(&catalog, &query(Some("2.0"), None, None), 0);
     let response = Response::decode(&bytes).unwrap();
     let answer = &response.modules[0];
@@ -218,7 +219,7 @@ fn a_withdrawn_release_is_rolled_back_completely() {
     // Installations on 1.0 are not offered the withdrawn release.
     assert_eq!(outcome(&catalog, &query(Some("1.0"), None, Some(0)), 0), (Status::Current, Some("1.0".into()), false));
     // A paused release is not rolled back.
-    let paused = self::catalog(Rollout { state: RolloutState::Paused, schedule: vec![], halt: None });
+    let paused = self::catalog(Rollout { state: RolloutState::Paused, schedule: vec![], halt: None, resumed: None });
     assert_eq!(outcome(&paused, &query(Some("2.0"), None, Some(0)), 0), (Status::Current, Some("2.0".into()), false));
 }
 
@@ -239,6 +240,7 @@ fn stored_module(dir: &Path) -> Module {
             RolloutStep { at: Some(parse_time("2026-12-01T10:00Z").unwrap()), percent: 10 },
         ],
         halt: Some(HaltRule { share_permille: 300, window: 40, min: 10 }),
+        resumed: Some(parse_time("2026-11-30T08:00Z").unwrap()),
     };
     let mut r3 = release("3.0", vec![stored("a.txt", "3.0")]);
     r3.rollout.state = RolloutState::Withdrawn;

@@ -8,6 +8,7 @@ pub mod binaries;
 pub mod mirror;
 pub mod mounts;
 pub mod proxy;
+pub mod rollout;
 
 use std::net::SocketAddr;
 use std::path::Path;

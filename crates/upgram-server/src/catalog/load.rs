@@ -21,7 +21,9 @@
 //!                                             # optional, default: rolling at 100 %; state rolling,
 //!                                             # paused, halted or withdrawn; schedule optional;
 //!                                             # halt = { share = 0.2, window = 50, min = 20 }
-//!                                             # optional (these defaults): when it halts itself
+//!                                             # optional (these defaults): when it halts itself;
+//!                                             # resumed = 2026-12-01T10:00:00Z: the last resume,
+//!                                             # reports before it are not judged
 //! requires = ["main-module>=5.1"]             # optional
 //! package = { sha256 = "…", size = 123, args = "--quiet" }   # optional; args optional
 //!
@@ -219,6 +221,7 @@ struct RawRollout {
     state: Option<Spanned<String>>,
     schedule: Option<Spanned<Vec<RawStep>>>,
     halt: Option<Spanned<RawHalt>>,
+    resumed: Option<Spanned<toml::value::Datetime>>,
 }
 
 #[derive(Deserialize)]
@@ -493,8 +496,9 @@ fn parse_rollout(source: &Source<'_>, raw: RawRollout) -> Result<Rollout, Catalo
         Some(halt) => Some(parse_halt(source, halt)?),
         None => None,
     };
+    let resumed = raw.resumed.map(|at| parse_rollout_time(source, &at, "resumed")).transpose()?;
     let Some(raw_schedule) = raw.schedule else {
-        return Ok(Rollout { state, schedule: Vec::new(), halt });
+        return Ok(Rollout { state, schedule: Vec::new(), halt, resumed });
     };
     let span = raw_schedule.span();
     let mut schedule = Vec::new();
@@ -507,21 +511,27 @@ fn parse_rollout(source: &Source<'_>, raw: RawRollout) -> Result<Rollout, Catalo
                 format!("{} is not 0 to 100", step.percent.get_ref()),
             )
         })?;
-        let at = match step.at {
-            Some(at) => Some(datetime_to_unix(at.get_ref()).ok_or_else(|| {
-                source.invalid(
-                    at.span(),
-                    "at",
-                    Some(ROLLOUT),
-                    format!("{} needs a date, a time and an offset (Z or +hh:mm), after 1970", at.get_ref()),
-                )
-            })?),
-            None => None,
-        };
+        let at = step.at.map(|at| parse_rollout_time(source, &at, "at")).transpose()?;
         schedule.push(RolloutStep { at, percent });
     }
     Rollout::check_schedule(&schedule).map_err(|problem| source.invalid(span, "schedule", Some(ROLLOUT), problem))?;
-    Ok(Rollout { state, schedule, halt })
+    Ok(Rollout { state, schedule, halt, resumed })
+}
+
+/// A time of a rollout table (`field`) as unix time.
+fn parse_rollout_time(
+    source: &Source<'_>,
+    at: &Spanned<toml::value::Datetime>,
+    field: &str,
+) -> Result<u64, CatalogError> {
+    datetime_to_unix(at.get_ref()).ok_or_else(|| {
+        source.invalid(
+            at.span(),
+            field,
+            Some(ROLLOUT),
+            format!("{} needs a date, a time and an offset (Z or +hh:mm), after 1970", at.get_ref()),
+        )
+    })
 }
 
 /// A release's halt rule: a failure share from 0 to 1, a window and a minimum of reports.

@@ -112,6 +112,9 @@ pub struct Rollout {
     pub schedule: Vec<RolloutStep>,
     /// When it halts itself on failure reports; `None`: [`HaltRule::default`].
     pub halt: Option<HaltRule>,
+    /// When it was last resumed (unix time): only the install reports received since then are
+    /// judged by its [`HaltRule`], so the failures that halted it do not halt it again.
+    pub resumed: Option<u64>,
 }
 
 impl Rollout {
@@ -295,7 +298,7 @@ mod tests {
     #[test]
     fn schedules() {
         let steps = parse_schedule("1%@2026-12-01T10:00Z, 10%@2026-12-02T10:00Z,100%@2026-12-03T10:00Z").unwrap();
-        let rollout = Rollout { state: RolloutState::Rolling, schedule: steps.clone(), halt: None };
+        let rollout = Rollout { state: RolloutState::Rolling, schedule: steps.clone(), halt: None, resumed: None };
         assert_eq!(rollout.percent_at(1_796_119_199), 0);
         assert_eq!(rollout.percent_at(1_796_119_200), 1);
         assert_eq!(rollout.percent_at(1_796_119_200 + 86_400), 10);
@@ -310,8 +313,12 @@ mod tests {
 
     #[test]
     fn buckets_below_the_percentage_are_offered() {
-        let rollout =
-            Rollout { state: RolloutState::Rolling, schedule: vec![RolloutStep { at: None, percent: 10 }], halt: None };
+        let rollout = Rollout {
+            state: RolloutState::Rolling,
+            schedule: vec![RolloutStep { at: None, percent: 10 }],
+            halt: None,
+            resumed: None,
+        };
         assert!(rollout.offers(false, Some(9), 0));
         assert!(!rollout.offers(false, Some(10), 0));
         assert!(!rollout.offers(false, None, 0));

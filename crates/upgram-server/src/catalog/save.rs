@@ -112,6 +112,9 @@ fn render_release(out: &mut String, release: &Release) {
                 halt.min
             );
         }
+        if let Some(at) = release.rollout.resumed {
+            let _ = write!(table, ", resumed = {}", format_time(at));
+        }
         line(out, "rollout", &format!("{{ {table} }}"));
     }
     if !release.requires.is_empty() {

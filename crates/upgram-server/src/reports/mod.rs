@@ -287,8 +287,15 @@ pub trait ReportStore: Send {
     /// The counts of release `version` of `module`.
     fn release_counts(&mut self, module: &str, version: &str) -> Result<ReleaseCounts, ReportsError>;
 
-    /// The failures among the last `n` reports (by arrival) of release `version` of `module`.
-    fn recent_failure_share(&mut self, module: &str, version: &str, n: u32) -> Result<RecentShare, ReportsError>;
+    /// The failures among the last `n` reports (by arrival) of release `version` of `module`
+    /// received at `since_ms` (milliseconds since the Unix epoch) or later.
+    fn recent_failure_share(
+        &mut self,
+        module: &str,
+        version: &str,
+        n: u32,
+        since_ms: i64,
+    ) -> Result<RecentShare, ReportsError>;
 
     /// The counts of every release that has reports, by module and version.
     fn summary(&mut self) -> Result<Vec<ReleaseSummary>, ReportsError>;

@@ -164,14 +164,20 @@ impl ReportStore for PostgresStore {
         })
     }
 
-    fn recent_failure_share(&mut self, module: &str, version: &str, n: u32) -> Result<RecentShare, ReportsError> {
+    fn recent_failure_share(
+        &mut self,
+        module: &str,
+        version: &str,
+        n: u32,
+        since_ms: i64,
+    ) -> Result<RecentShare, ReportsError> {
         let sql = format!(
             "SELECT COUNT(*), COUNT(*) FILTER (WHERE {FAILURE}) FROM (SELECT result FROM outcomes
-             WHERE module = $1 AND to_version = $2 ORDER BY id DESC LIMIT $3) AS recent"
+             WHERE module = $1 AND to_version = $2 AND received_ms >= $4 ORDER BY id DESC LIMIT $3) AS recent"
         );
         let limit = i64::from(n);
         self.with(|client| {
-            let row = client.query_one(&sql, &[&module, &version, &limit])?;
+            let row = client.query_one(&sql, &[&module, &version, &limit, &since_ms])?;
             let (reports, failures): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
             Ok(RecentShare {
                 reports: u64::try_from(reports).unwrap_or(0),

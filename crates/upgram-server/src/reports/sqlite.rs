@@ -128,14 +128,20 @@ impl ReportStore for SqliteStore {
             .map_err(&error)
     }
 
-    fn recent_failure_share(&mut self, module: &str, version: &str, n: u32) -> Result<RecentShare, ReportsError> {
+    fn recent_failure_share(
+        &mut self,
+        module: &str,
+        version: &str,
+        n: u32,
+        since_ms: i64,
+    ) -> Result<RecentShare, ReportsError> {
         let error = sqlite_error(&self.path);
         let sql = format!(
             "SELECT COUNT(*), COALESCE(SUM({FAILURE}), 0) FROM (SELECT result FROM outcomes
-             WHERE module = ?1 AND to_version = ?2 ORDER BY id DESC LIMIT ?3)"
+             WHERE module = ?1 AND to_version = ?2 AND received_ms >= ?4 ORDER BY id DESC LIMIT ?3)"
         );
         self.connection
-            .query_row(&sql, params![module, version, n], |r| {
+            .query_row(&sql, params![module, version, n, since_ms], |r| {
                 let (reports, failures): (i64, i64) = (r.get(0)?, r.get(1)?);
                 Ok(RecentShare {
                     reports: u64::try_from(reports).unwrap_or(0),

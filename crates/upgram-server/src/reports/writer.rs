@@ -275,7 +275,13 @@ impl Worker {
                 continue;
             }
             let rule = release.rollout.halt.unwrap_or_default();
-            let recent = match self.store.recent_failure_share(module, version, rule.window) {
+            // A resumed release is judged on the reports received after the resume, not on those
+            // that halted it. The resume is kept in whole seconds: reports from the next second on.
+            let since_ms = release
+                .rollout
+                .resumed
+                .map_or(0, |at| i64::try_from(at.saturating_add(1)).unwrap_or(i64::MAX).saturating_mul(1000));
+            let recent = match self.store.recent_failure_share(module, version, rule.window, since_ms) {
                 Ok(recent) => recent,
                 Err(error) => {
                     bump(&self.counters.store_errors);
