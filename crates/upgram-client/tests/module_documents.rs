@@ -52,12 +52,18 @@ fn document_file(dir: &Path, sha256: &Sha256Digest) -> PathBuf {
     dir.join("doc").join(format!("{}.xml", sha256.to_hex()))
 }
 
-/// Waits (bounded) until the server's document writer put a file under `dir`; returns its path.
+/// Waits (bounded) until the server's document writer put a document in place under `dir` (its
+/// final name `<sha256>.xml`, not the temporary file it writes first); returns its path.
 fn written_document(dir: &Path) -> PathBuf {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(10) {
-        if let Some(entry) = std::fs::read_dir(dir.join("doc")).ok().and_then(|mut e| e.next()) {
-            return entry.expect("an entry").path();
+        let placed = std::fs::read_dir(dir.join("doc")).ok().and_then(|entries| {
+            entries.filter_map(Result::ok).map(|e| e.path()).find(|path| {
+                path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".xml") && !n.starts_with('.'))
+            })
+        });
+        if let Some(path) = placed {
+            return path;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
