@@ -1,14 +1,18 @@
 //! Codec benchmarks: encode and decode of a typical query and of the
-//! 1024-byte response vector, signing and verification; batch signing (SPEC.md §10.3.1): the
+//! 1024-byte response vector, decode of thousands of distinct query bodies shaped like the load
+//! benchmark's distinct mix, signing and verification; batch signing (SPEC.md §10.3.1): the
 //! cost per answer of signing batches of 1, 8, 32 and 64 distinct answers against one Ed25519
 //! signature, and the cost of verifying a batch-signed reply against one signed alone.
 //!
 //! Run: `cargo bench -p upgram-benches --bench codec`. Besides criterion's figures it prints,
 //! at the end, the decode time of the 1024-byte response as a ratio against a bare quick-xml
-//! scan of the same bytes (goal: at most 2), and the encode times (goal: under 1 µs), measured
+//! scan of the same bytes (goal: at most 2), the decode time per query of the distinct query
+//! bodies against the same scan of theirs, and the encode times (goal: under 1 µs), measured
 //! interleaved in the same run so that a noisy machine moves both sides alike, then the batch
-//! signing figures (`--summary-only` skips criterion and prints just these summaries).
+//! signing figures (`--summary-only` skips criterion and prints just these summaries;
+//! `--decode-summary` prints only the codec summary, without batch signing).
 
+use std::collections::HashSet;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -73,6 +77,90 @@ fn bare_scan(body: &[u8]) -> usize {
     }
 }
 
+/// How many distinct query bodies the query decode benchmarks go through.
+const DISTINCT_QUERIES: usize = 4000;
+
+/// splitmix64: a small, seeded, reproducible source of choices.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % n as u64) as usize
+    }
+}
+
+/// One query body like those of the load benchmark's distinct mix, as an installation writes
+/// it: `compact="1"` and `docs="module"`, in some queries a channel and a bucket, 3–8 of the
+/// modules `module-00`…`module-49` and `big` at published versions, in 10% of the queries a
+/// file-level entry in the first module.
+fn distinct_query(rng: &mut Rng) -> Vec<u8> {
+    const SMALL_VERSIONS: [&str; 3] = ["1.0", "1.1", "1.2"];
+    let count = 3 + rng.below(6);
+    let with_file = rng.below(10) == 0;
+    let mut body = String::from(r#"<query compact="1""#);
+    match rng.below(4) {
+        0 => body.push_str(r#" channel="beta""#),
+        1 => body.push_str(r#" channel="stable""#),
+        _ => {}
+    }
+    if rng.below(2) == 0 {
+        body.push_str(&format!(r#" bucket="{}""#, rng.below(100)));
+    }
+    body.push_str(r#" docs="module">"#);
+    let mut picked: Vec<usize> = Vec::with_capacity(count);
+    while picked.len() < count {
+        let m = rng.below(51);
+        if !picked.contains(&m) {
+            picked.push(m);
+        }
+    }
+    for (i, &m) in picked.iter().enumerate() {
+        if m == 50 {
+            body.push_str(&format!(r#"<module id="big" version="{}"/>"#, 1 + rng.below(2)));
+            continue;
+        }
+        let version = SMALL_VERSIONS[rng.below(3)];
+        body.push_str(&format!(r#"<module id="module-{m:02}" version="{version}""#));
+        if with_file && i == 0 {
+            let (file, version) = (rng.below(4), SMALL_VERSIONS[rng.below(3)]);
+            body.push_str(&format!(r#"><file id="lib/part-{file:03}.dat" version="{version}"/></module>"#));
+        } else {
+            body.push_str("/>");
+        }
+    }
+    body.push_str("</query>");
+    body.into_bytes()
+}
+
+/// `n` distinct query bodies of the load benchmark's distinct mix, each one checked to decode.
+fn distinct_queries(n: usize) -> Vec<Vec<u8>> {
+    let mut rng = Rng(0x5eed);
+    let mut seen = HashSet::new();
+    let mut bodies = Vec::with_capacity(n);
+    while bodies.len() < n {
+        let body = distinct_query(&mut rng);
+        if seen.insert(body.clone()) {
+            Query::decode(&body).expect("a distinct query decodes");
+            bodies.push(body);
+        }
+    }
+    bodies
+}
+
+/// Decodes every body, as the server decodes the queries it receives.
+fn decode_queries(bodies: &[Vec<u8>]) -> usize {
+    bodies.iter().map(|body| Query::decode(black_box(body)).expect("decodes").modules.len()).sum()
+}
+
+/// The baseline for [`decode_queries`]: a bare quick-xml scan of every body.
+fn scan_queries(bodies: &[Vec<u8>]) -> usize {
+    bodies.iter().map(|body| bare_scan(black_box(body))).sum()
+}
+
 fn decode_datagram(bytes: &[u8]) -> usize {
     match Datagram::decode(bytes).expect("decodes").message {
         Message::Response(reply) => reply.body_unverified().modules.len(),
@@ -111,6 +199,12 @@ fn codec(c: &mut Criterion) {
     });
     group.bench_function("baseline: bare quick-xml scan of the same body", |b| {
         b.iter(|| bare_scan(black_box(&inputs.response_body)))
+    });
+    let queries = distinct_queries(DISTINCT_QUERIES);
+    group.throughput(Throughput::Elements(queries.len() as u64));
+    group.bench_function("distinct query bodies (load mix)", |b| b.iter(|| decode_queries(&queries)));
+    group.bench_function("baseline: bare quick-xml scan of the distinct query bodies", |b| {
+        b.iter(|| scan_queries(&queries))
     });
     group.finish();
 
@@ -224,9 +318,33 @@ fn summary() {
     println!("decode 1024-byte response datagram: {decode:?}");
     println!("bare quick-xml scan of its body:     {scan:?}");
     println!("ratio decode / scan: {ratio:.2} (goal <= 2.00) {}", if ratio <= 2.0 { "MET" } else { "NOT MET" });
+    query_summary();
     let (enc_query, enc_response) = (median(enc_query), median(enc_response));
     println!("encode query datagram (vector 02):   {enc_query:?} (goal < 1 µs) {}", verdict(enc_query));
     println!("encode 1024-byte response body:      {enc_response:?} (goal < 1 µs) {}", verdict(enc_response));
+}
+
+/// Query decoding of the distinct mix, measured interleaved against the bare quick-xml scan of
+/// the same bodies: each round decodes every body, then scans every body.
+fn query_summary() {
+    let queries = distinct_queries(DISTINCT_QUERIES);
+    let bytes: usize = queries.iter().map(Vec::len).sum();
+    let (mut decode, mut scan) = (Vec::new(), Vec::new());
+    for _ in 0..31 {
+        decode.extend(per_call(1, 5, || decode_queries(&queries)));
+        scan.extend(per_call(1, 5, || scan_queries(&queries)));
+    }
+    let per_query = |d: Duration| d.as_secs_f64() * 1e9 / queries.len() as f64;
+    let (decode, scan) = (per_query(median(decode)), per_query(median(scan)));
+    println!();
+    println!(
+        "== query decode, {} distinct bodies of the load mix (mean {} bytes; medians of 31 interleaved rounds) ==",
+        queries.len(),
+        bytes / queries.len()
+    );
+    println!("Query::decode:                    {decode:.0} ns per query");
+    println!("bare quick-xml scan of the bodies: {scan:.0} ns per query");
+    println!("ratio decode / scan: {:.2}", decode / scan);
 }
 
 /// Batch signing, measured interleaved: the cost per answer of each batch size against one
@@ -280,6 +398,10 @@ fn verdict(d: Duration) -> &'static str {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--decode-summary") {
+        summary();
+        return;
+    }
     if !std::env::args().any(|a| a == "--summary-only") {
         let mut criterion = Criterion::default().configure_from_args();
         codec(&mut criterion);
