@@ -259,7 +259,7 @@ fn is_name_char(c: char) -> bool {
 /// Namespaces in XML (at most one `:`, neither first nor last), as namespace-aware parsers
 /// require.
 fn is_name(name: &str) -> bool {
-    name_len(name) == name.len() && is_qualified(name)
+    scan_name(name) == (name.len(), true)
 }
 
 /// Whether `name`, a run of `NameChar`s, starts with a `NameStartChar` and has at most one
@@ -272,11 +272,12 @@ fn is_qualified(name: &str) -> bool {
     }
 }
 
-/// Byte classes for the scanning loops: which ASCII bytes are `NameChar`s, and which bytes in
-/// an attribute value need a closer look (quotes, `<`, `&`, C0 controls, and 0xEF, the first
-/// byte of U+FFFE and U+FFFF).
+/// Byte classes for the scanning loops: which ASCII bytes are `NameChar`s and which of them
+/// can start a qualified name (not `:`), and which bytes in an attribute value need a closer
+/// look (quotes, `<`, `&`, C0 controls, and 0xEF, the first byte of U+FFFE and U+FFFF).
 const NAME: u8 = 1;
-const SPECIAL: u8 = 2;
+const NAME_START: u8 = 2;
+const SPECIAL: u8 = 4;
 const CLASSES: [u8; 256] = {
     let mut classes = [0u8; 256];
     let mut b = 0;
@@ -284,6 +285,9 @@ const CLASSES: [u8; 256] = {
         let c = b as u8;
         if c.is_ascii_alphanumeric() || matches!(c, b'_' | b':' | b'-' | b'.') {
             classes[b] = NAME;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' {
+            classes[b] = NAME | NAME_START;
         }
         if c < 0x20 || matches!(c, b'"' | b'\'' | b'<' | b'&' | 0xEF) {
             classes[b] = SPECIAL;
@@ -293,10 +297,35 @@ const CLASSES: [u8; 256] = {
     classes
 };
 
+/// The byte class of `b`.
+fn class(b: u8) -> u8 {
+    CLASSES[usize::from(b)]
+}
+
+/// The byte length of the longest prefix of `text` made of `NameChar`s, and whether that
+/// prefix is a qualified name ([`is_qualified`]). Names of ASCII characters, the protocol's
+/// own, take one pass over their bytes; others go through the full Unicode rules.
+fn scan_name(text: &str) -> (usize, bool) {
+    let bytes = text.as_bytes();
+    let len = bytes.iter().position(|&b| class(b) & NAME == 0).unwrap_or(bytes.len());
+    if bytes.get(len).is_some_and(|b| !b.is_ascii()) {
+        let len = name_len(text);
+        return (len, text.get(..len).is_some_and(is_qualified));
+    }
+    let name = bytes.get(..len).unwrap_or_default();
+    let starts_well = |at: usize| name.get(at).is_some_and(|&b| class(b) & NAME_START != 0);
+    let qualified = starts_well(0)
+        && match name.iter().position(|&b| b == b':') {
+            None => true,
+            Some(colon) => starts_well(colon + 1) && !name.get(colon + 1..).unwrap_or_default().contains(&b':'),
+        };
+    (len, qualified)
+}
+
 /// The byte length of the longest prefix of `text` made of `NameChar`s.
 fn name_len(text: &str) -> usize {
     let bytes = text.as_bytes();
-    let ascii = bytes.iter().position(|&b| CLASSES[usize::from(b)] & NAME == 0).unwrap_or(bytes.len());
+    let ascii = bytes.iter().position(|&b| class(b) & NAME == 0).unwrap_or(bytes.len());
     if bytes.get(ascii).is_none_or(|b| b.is_ascii()) {
         return ascii;
     }
@@ -370,36 +399,50 @@ fn check_declaration(markup: &str) -> Result<(), BodyError> {
 fn scan_attributes<'a>(element: &Element<'a>, out: &mut Vec<AttributeValue<'a>>) -> Result<(), BodyError> {
     out.clear();
     let syntax = |reason: String| attribute_syntax(element, reason);
-    let mut rest = element.tag.get(element.name.len()..).unwrap_or("");
+    let tag = element.tag;
+    let bytes = tag.as_bytes();
+    let skip_spaces = |mut at: usize| {
+        while bytes.get(at).is_some_and(|&b| is_space(b)) {
+            at += 1;
+        }
+        at
+    };
+    // Every index below is just past an ASCII byte or a whole name, so on a character boundary.
+    let mut at = element.name.len();
     loop {
-        let spaces = rest.bytes().take_while(|&b| is_space(b)).count();
-        rest = &rest[spaces..];
-        if rest.is_empty() {
+        let start = at;
+        at = skip_spaces(at);
+        if at >= bytes.len() {
             return Ok(());
         }
-        if spaces == 0 {
+        if at == start {
             return Err(syntax("white space must separate attributes".into()));
         }
-        let len = name_len(rest);
-        let name = &rest[..len];
-        if !is_qualified(name) {
+        let rest = tag.get(at..).unwrap_or("");
+        let (len, qualified) = scan_name(rest);
+        if !qualified {
             let found = rest.chars().next().unwrap_or(' ');
             return Err(syntax(format!("`{}` cannot start an attribute name", found.escape_debug())));
         }
-        rest = rest[len..].trim_start_matches(|c: char| c.is_ascii() && is_space(c as u8));
-        rest = rest.strip_prefix('=').ok_or_else(|| syntax(format!("`=` expected after `{name}`")))?;
-        rest = rest.trim_start_matches(|c: char| c.is_ascii() && is_space(c as u8));
-        let quote = match rest.as_bytes().first() {
+        let name = rest.get(..len).unwrap_or("");
+        at = skip_spaces(at + len);
+        if bytes.get(at) != Some(&b'=') {
+            return Err(syntax(format!("`=` expected after `{name}`")));
+        }
+        at = skip_spaces(at + 1);
+        let quote = match bytes.get(at) {
             Some(&q @ (b'"' | b'\'')) => q,
             _ => return Err(syntax(format!("the value of `{name}` must be quoted"))),
         };
-        let body = &rest[1..];
+        let value_start = at + 1;
         // One pass finds the closing quote and whether the value needs more than borrowing.
         let mut special = false;
-        let end = body
-            .bytes()
-            .position(|b| {
-                if CLASSES[usize::from(b)] & SPECIAL == 0 {
+        let end = bytes
+            .get(value_start..)
+            .unwrap_or_default()
+            .iter()
+            .position(|&b| {
+                if class(b) & SPECIAL == 0 {
                     return false;
                 }
                 if b == quote {
@@ -409,8 +452,8 @@ fn scan_attributes<'a>(element: &Element<'a>, out: &mut Vec<AttributeValue<'a>>)
                 false
             })
             .ok_or_else(|| syntax(format!("the value of `{name}` is not closed")))?;
-        let raw = &body[..end];
-        rest = &body[end + 1..];
+        let raw = tag.get(value_start..value_start + end).unwrap_or("");
+        at = value_start + end + 1;
         if out.len() == MAX_ATTRIBUTES {
             return Err(BodyError::TooManyAttributes {
                 element: element.name.to_owned(),
@@ -418,7 +461,7 @@ fn scan_attributes<'a>(element: &Element<'a>, out: &mut Vec<AttributeValue<'a>>)
                 max: MAX_ATTRIBUTES,
             });
         }
-        if out.iter().any(|(seen, _)| *seen == name) {
+        if out.iter().any(|(seen, _)| same(seen, name)) {
             return Err(BodyError::DuplicateAttribute {
                 element: element.name.to_owned(),
                 attribute: name.to_owned(),
@@ -435,6 +478,11 @@ fn scan_attributes<'a>(element: &Element<'a>, out: &mut Vec<AttributeValue<'a>>)
         }
         out.push((name, value));
     }
+}
+
+/// Whether two short names are equal, compared inline rather than through `memcmp`.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
 }
 
 /// Unescapes and normalizes a value that holds a `<`, a reference, a control character or a
