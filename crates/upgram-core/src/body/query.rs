@@ -321,15 +321,33 @@ fn check_patch_formats<'a>(fields: &Fields<'_>, value: Cow<'a, str>) -> Result<C
     Ok(value)
 }
 
-/// The first id, in byte order, that `ids` holds more than once. Sorts references, so a query
-/// of one module or no files costs no allocation.
-fn first_repeated<'s>(ids: impl ExactSizeIterator<Item = &'s str>) -> Option<&'s str> {
+/// The first id, in byte order, that `ids` holds more than once. A few ids, as most queries
+/// have, are compared pairwise without allocating (ids usually differ in their last bytes, so
+/// those are compared first); more are sorted by reference.
+fn first_repeated<'s>(ids: impl ExactSizeIterator<Item = &'s str> + Clone) -> Option<&'s str> {
     if ids.len() < 2 {
         return None;
+    }
+    if ids.len() <= PAIRWISE_MAX {
+        let mut first: Option<&str> = None;
+        for (i, a) in ids.clone().enumerate() {
+            if ids.clone().skip(i + 1).any(|b| same_id(a, b)) && first.is_none_or(|f| a < f) {
+                first = Some(a);
+            }
+        }
+        return first;
     }
     let mut sorted: Vec<&str> = ids.collect();
     sorted.sort_unstable();
     sorted.windows(2).find(|pair| pair[0] == pair[1]).map(|pair| pair[0])
+}
+
+/// Up to how many ids [`first_repeated`] compares pairwise.
+const PAIRWISE_MAX: usize = 16;
+
+/// Whether two ids are equal, comparing from the end.
+fn same_id(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().rev().zip(b.bytes().rev()).all(|(x, y)| x == y)
 }
 
 impl<'a> QueryFile<'a> {

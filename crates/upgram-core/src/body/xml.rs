@@ -259,7 +259,7 @@ fn is_name_char(c: char) -> bool {
 /// Namespaces in XML (at most one `:`, neither first nor last), as namespace-aware parsers
 /// require.
 fn is_name(name: &str) -> bool {
-    scan_name(name) == (name.len(), true)
+    scan_name(name, 0) == (name.len(), true)
 }
 
 /// Whether `name`, a run of `NameChar`s, starts with a `NameStartChar` and has at most one
@@ -272,22 +272,26 @@ fn is_qualified(name: &str) -> bool {
     }
 }
 
-/// Byte classes for the scanning loops: which ASCII bytes are `NameChar`s and which of them
-/// can start a qualified name (not `:`), and which bytes in an attribute value need a closer
-/// look (quotes, `<`, `&`, C0 controls, and 0xEF, the first byte of U+FFFE and U+FFFF).
+/// Byte classes for the scanning loops: which ASCII bytes are `NameChar`s, which of them can
+/// start a qualified name (not `:`), which is `:`, and which bytes in an attribute value need a
+/// closer look (quotes, `<`, `&`, C0 controls, and 0xEF, the first byte of U+FFFE and U+FFFF).
 const NAME: u8 = 1;
 const NAME_START: u8 = 2;
-const SPECIAL: u8 = 4;
+const COLON: u8 = 4;
+const SPECIAL: u8 = 8;
 const CLASSES: [u8; 256] = {
     let mut classes = [0u8; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        if c.is_ascii_alphanumeric() || matches!(c, b'_' | b':' | b'-' | b'.') {
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.') {
             classes[b] = NAME;
         }
         if c.is_ascii_alphabetic() || c == b'_' {
             classes[b] = NAME | NAME_START;
+        }
+        if c == b':' {
+            classes[b] = NAME | COLON;
         }
         if c < 0x20 || matches!(c, b'"' | b'\'' | b'<' | b'&' | 0xEF) {
             classes[b] = SPECIAL;
@@ -302,24 +306,35 @@ fn class(b: u8) -> u8 {
     CLASSES[usize::from(b)]
 }
 
-/// The byte length of the longest prefix of `text` made of `NameChar`s, and whether that
-/// prefix is a qualified name ([`is_qualified`]). Names of ASCII characters, the protocol's
-/// own, take one pass over their bytes; others go through the full Unicode rules.
-fn scan_name(text: &str) -> (usize, bool) {
+/// Where the longest run of `NameChar`s from byte `start` of `text` ends, and whether that run
+/// is a qualified name ([`is_qualified`]). Names of ASCII characters, the protocol's own, take
+/// one pass over their bytes; others go through the full Unicode rules.
+fn scan_name(text: &str, start: usize) -> (usize, bool) {
     let bytes = text.as_bytes();
-    let len = bytes.iter().position(|&b| class(b) & NAME == 0).unwrap_or(bytes.len());
-    if bytes.get(len).is_some_and(|b| !b.is_ascii()) {
-        let len = name_len(text);
-        return (len, text.get(..len).is_some_and(is_qualified));
+    let mut at = start;
+    let mut seen = 0;
+    while let Some(&b) = bytes.get(at) {
+        let c = class(b);
+        if c & NAME == 0 {
+            break;
+        }
+        seen |= c;
+        at += 1;
     }
-    let name = bytes.get(..len).unwrap_or_default();
-    let starts_well = |at: usize| name.get(at).is_some_and(|&b| class(b) & NAME_START != 0);
-    let qualified = starts_well(0)
-        && match name.iter().position(|&b| b == b':') {
-            None => true,
-            Some(colon) => starts_well(colon + 1) && !name.get(colon + 1..).unwrap_or_default().contains(&b':'),
-        };
-    (len, qualified)
+    if bytes.get(at).is_some_and(|b| !b.is_ascii()) {
+        let rest = text.get(start..).unwrap_or("");
+        let len = name_len(rest);
+        return (start + len, rest.get(..len).is_some_and(is_qualified));
+    }
+    let starts_well = |at: usize| bytes.get(at).is_some_and(|&b| class(b) & NAME_START != 0);
+    let qualified = starts_well(start)
+        && (seen & COLON == 0 || {
+            // One `:`, with a name start after it (past the run there is none).
+            let name = bytes.get(start..at).unwrap_or_default();
+            let colon = name.iter().position(|&b| b == b':').unwrap_or(0);
+            starts_well(start + colon + 1) && !name.get(colon + 1..).unwrap_or_default().contains(&b':')
+        });
+    (at, qualified)
 }
 
 /// The byte length of the longest prefix of `text` made of `NameChar`s.
@@ -407,7 +422,8 @@ fn scan_attributes<'a>(element: &Element<'a>, out: &mut Vec<AttributeValue<'a>>)
         }
         at
     };
-    // Every index below is just past an ASCII byte or a whole name, so on a character boundary.
+    // One pass over the bytes; every index below is just past an ASCII byte or a whole name,
+    // so on a character boundary.
     let mut at = element.name.len();
     loop {
         let start = at;
@@ -418,14 +434,13 @@ fn scan_attributes<'a>(element: &Element<'a>, out: &mut Vec<AttributeValue<'a>>)
         if at == start {
             return Err(syntax("white space must separate attributes".into()));
         }
-        let rest = tag.get(at..).unwrap_or("");
-        let (len, qualified) = scan_name(rest);
+        let (end, qualified) = scan_name(tag, at);
         if !qualified {
-            let found = rest.chars().next().unwrap_or(' ');
+            let found = tag.get(at..).and_then(|rest| rest.chars().next()).unwrap_or(' ');
             return Err(syntax(format!("`{}` cannot start an attribute name", found.escape_debug())));
         }
-        let name = rest.get(..len).unwrap_or("");
-        at = skip_spaces(at + len);
+        let name = tag.get(at..end).unwrap_or("");
+        at = skip_spaces(end);
         if bytes.get(at) != Some(&b'=') {
             return Err(syntax(format!("`=` expected after `{name}`")));
         }
@@ -434,26 +449,24 @@ fn scan_attributes<'a>(element: &Element<'a>, out: &mut Vec<AttributeValue<'a>>)
             Some(&q @ (b'"' | b'\'')) => q,
             _ => return Err(syntax(format!("the value of `{name}` must be quoted"))),
         };
-        let value_start = at + 1;
-        // One pass finds the closing quote and whether the value needs more than borrowing.
+        at += 1;
+        let value_start = at;
+        // The closing quote, and whether the value needs more than borrowing.
         let mut special = false;
-        let end = bytes
-            .get(value_start..)
-            .unwrap_or_default()
-            .iter()
-            .position(|&b| {
-                if class(b) & SPECIAL == 0 {
-                    return false;
-                }
+        loop {
+            let Some(&b) = bytes.get(at) else {
+                return Err(syntax(format!("the value of `{name}` is not closed")));
+            };
+            if class(b) & SPECIAL != 0 {
                 if b == quote {
-                    return true;
+                    break;
                 }
                 special = true;
-                false
-            })
-            .ok_or_else(|| syntax(format!("the value of `{name}` is not closed")))?;
-        let raw = tag.get(value_start..value_start + end).unwrap_or("");
-        at = value_start + end + 1;
+            }
+            at += 1;
+        }
+        let raw = tag.get(value_start..at).unwrap_or("");
+        at += 1;
         if out.len() == MAX_ATTRIBUTES {
             return Err(BodyError::TooManyAttributes {
                 element: element.name.to_owned(),
@@ -480,9 +493,10 @@ fn scan_attributes<'a>(element: &Element<'a>, out: &mut Vec<AttributeValue<'a>>)
     }
 }
 
-/// Whether two short names are equal, compared inline rather than through `memcmp`.
+/// Whether two short names are equal, compared inline from the end (where the protocol's
+/// names of equal length differ) rather than through `memcmp`.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+    a.len() == b.len() && a.bytes().rev().zip(b.bytes().rev()).all(|(x, y)| x == y)
 }
 
 /// Unescapes and normalizes a value that holds a `<`, a reference, a control character or a
