@@ -106,7 +106,7 @@ impl<'a> Query<'a> {
             let patch = patch.map(|p| check_patch_formats(&fields, p)).transpose()?;
             // Another value is a form this decoder does not know: not asked for.
             let module_docs = docs.is_some_and(|d| d == MODULE_DOCUMENTS);
-            let mut modules = Vec::new();
+            let mut modules = Vec::with_capacity(module_capacity(bytes));
             for_each_child(reader, &root, "query", &["module"], |reader, element| {
                 if modules.len() == MAX_MODULES {
                     return Err(BodyError::TooManyElements { what: "modules", max: MAX_MODULES });
@@ -341,6 +341,15 @@ fn first_repeated<'s>(ids: impl ExactSizeIterator<Item = &'s str> + Clone) -> Op
     sorted.sort_unstable();
     sorted.windows(2).find(|pair| pair[0] == pair[1]).map(|pair| pair[0])
 }
+
+/// Room for the modules of a query body, estimated from its length (a `<module>` entry with a
+/// version takes some 30 to 40 bytes), up to a bound: past it the vector grows as usual.
+fn module_capacity(body: &[u8]) -> usize {
+    (body.len() / 32).clamp(1, PRESIZED_MODULES)
+}
+
+/// Up to how many modules a decoded query has room for before it reads them.
+const PRESIZED_MODULES: usize = 32;
 
 /// Up to how many ids [`first_repeated`] compares pairwise.
 const PAIRWISE_MAX: usize = 16;
