@@ -57,6 +57,7 @@ pub(crate) const V1_ELEMENTS: [&str; 14] = [
 
 /// Visits the children of `element`, whose name is `parent`: those in `allowed` go to `child`,
 /// other version 1 elements are an error, unknown ones are skipped (forward compatibility).
+#[inline]
 pub(crate) fn for_each_child<'a>(
     reader: &mut XmlReader<'a>,
     element: &Element<'a>,

@@ -143,6 +143,7 @@ impl<'a> XmlReader<'a> {
         }
     }
 
+    #[inline]
     fn open(&mut self, start: &BytesStart<'_>, empty: bool, offset: usize) -> Result<Node<'a>, BodyError> {
         if self.depth == 0 && self.root_seen {
             return Err(BodyError::XmlSyntax { offset, reason: "a second root element".into() });
@@ -205,6 +206,7 @@ impl<'a> XmlReader<'a> {
     /// were checked when the element opened (limits, duplicates, syntax); they are handed out
     /// without a second pass when `element` is the one opened last, as it is for every body
     /// parser that reads its attributes before its children.
+    #[inline]
     pub fn for_each_attribute(
         &mut self,
         element: &Element<'a>,
@@ -309,6 +311,7 @@ fn class(b: u8) -> u8 {
 /// Where the longest run of `NameChar`s from byte `start` of `text` ends, and whether that run
 /// is a qualified name ([`is_qualified`]). Names of ASCII characters, the protocol's own, take
 /// one pass over their bytes; others go through the full Unicode rules.
+#[inline]
 fn scan_name(text: &str, start: usize) -> (usize, bool) {
     let bytes = text.as_bytes();
     let mut at = start;
