@@ -48,6 +48,37 @@ pub(crate) enum Node<'a> {
 /// An attribute's name and its value, unescaped and normalized.
 type AttributeValue<'a> = (&'a str, Cow<'a, str>);
 
+/// The checked attributes of one element: at most [`MAX_ATTRIBUTES`], kept in place so that
+/// reading an element allocates nothing.
+struct Attributes<'a> {
+    list: [AttributeValue<'a>; MAX_ATTRIBUTES],
+    len: usize,
+}
+
+impl<'a> Attributes<'a> {
+    fn new() -> Self {
+        Self { list: std::array::from_fn(|_| ("", Cow::Borrowed(""))), len: 0 }
+    }
+
+    /// The attributes held.
+    fn as_slice(&self) -> &[AttributeValue<'a>] {
+        self.list.get(..self.len).unwrap_or_default()
+    }
+
+    /// Whether [`MAX_ATTRIBUTES`] are held: [`Attributes::push`] would drop the next one.
+    fn is_full(&self) -> bool {
+        self.len >= MAX_ATTRIBUTES
+    }
+
+    /// Adds an attribute unless [full](Attributes::is_full).
+    fn push(&mut self, attribute: AttributeValue<'a>) {
+        if let Some(slot) = self.list.get_mut(self.len) {
+            *slot = attribute;
+            self.len += 1;
+        }
+    }
+}
+
 /// A pull reader over a body that enforces the protocol's XML rules.
 pub(crate) struct XmlReader<'a> {
     input: &'a str,
@@ -56,7 +87,7 @@ pub(crate) struct XmlReader<'a> {
     elements: usize,
     root_seen: bool,
     /// The attributes of the element opened last, checked and unescaped when it opened.
-    attributes: Vec<AttributeValue<'a>>,
+    attributes: Attributes<'a>,
     /// The offset of the element `attributes` belongs to (`usize::MAX`: none).
     attributes_of: usize,
 }
@@ -77,7 +108,7 @@ impl<'a> XmlReader<'a> {
             depth: 0,
             elements: 0,
             root_seen: false,
-            attributes: Vec::new(),
+            attributes: Attributes::new(),
             attributes_of: usize::MAX,
         })
     }
@@ -216,8 +247,9 @@ impl<'a> XmlReader<'a> {
             scan_attributes(element, &mut self.attributes)?;
         }
         self.attributes_of = usize::MAX;
-        for (name, value) in self.attributes.drain(..) {
-            visit(name, value)?;
+        let len = std::mem::take(&mut self.attributes.len);
+        for (name, value) in self.attributes.list.iter_mut().take(len) {
+            visit(name, std::mem::take(value))?;
         }
         Ok(())
     }
@@ -388,10 +420,10 @@ fn check_declaration(markup: &str) -> Result<(), BodyError> {
     if !tag.starts_with("xml") {
         return Err(bad("not `<?xml`".into()));
     }
-    let mut attributes = Vec::new();
+    let mut attributes = Attributes::new();
     scan_attributes(&element, &mut attributes)?;
     let mut expected = ["version", "encoding", "standalone"].into_iter();
-    for (name, value) in &attributes {
+    for (name, value) in attributes.as_slice() {
         if !expected.any(|e| e == *name) {
             return Err(bad(format!("`{}` is not allowed here", name.escape_debug())));
         }
@@ -404,7 +436,7 @@ fn check_declaration(markup: &str) -> Result<(), BodyError> {
             return Err(bad(format!("{name}=\"{}\" is not allowed", value.escape_debug())));
         }
     }
-    match attributes.first() {
+    match attributes.as_slice().first() {
         Some(("version", _)) => Ok(()),
         _ => Err(bad("`version` must come first".into())),
     }
@@ -414,8 +446,8 @@ fn check_declaration(markup: &str) -> Result<(), BodyError> {
 /// `out`, values unescaped and normalized, enforcing the limits of SPEC.md §4.1.2 and the
 /// rules quick-xml leaves to its caller: white space before each attribute, names that are
 /// XML names, no `<`, only characters XML allows, only the predefined entities.
-fn scan_attributes<'a>(element: &Element<'a>, out: &mut Vec<AttributeValue<'a>>) -> Result<(), BodyError> {
-    out.clear();
+fn scan_attributes<'a>(element: &Element<'a>, out: &mut Attributes<'a>) -> Result<(), BodyError> {
+    out.len = 0;
     let syntax = |reason: String| attribute_syntax(element, reason);
     let tag = element.tag;
     let bytes = tag.as_bytes();
@@ -470,14 +502,14 @@ fn scan_attributes<'a>(element: &Element<'a>, out: &mut Vec<AttributeValue<'a>>)
         }
         let raw = tag.get(value_start..at).unwrap_or("");
         at += 1;
-        if out.len() == MAX_ATTRIBUTES {
+        if out.is_full() {
             return Err(BodyError::TooManyAttributes {
                 element: element.name.to_owned(),
                 offset: element.offset,
                 max: MAX_ATTRIBUTES,
             });
         }
-        if out.iter().any(|(seen, _)| same(seen, name)) {
+        if out.as_slice().iter().any(|(seen, _)| same(seen, name)) {
             return Err(BodyError::DuplicateAttribute {
                 element: element.name.to_owned(),
                 attribute: name.to_owned(),
