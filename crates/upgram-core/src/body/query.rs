@@ -119,7 +119,7 @@ impl<'a> Query<'a> {
             }
             // Each module once (SPEC.md §4.3): two entries for one module would be answered
             // twice, and a client must discard a module answered twice (§2.6).
-            if let Some(id) = first_repeated(modules.iter().map(|m| &*m.id)) {
+            if let Some(id) = first_repeated(&modules, |m| &m.id) {
                 return Err(Fields::new("module", Some(id)).invalid("id", "module listed twice in one query"));
             }
             Ok(Query { compact, channel, bucket, patch, module_docs, modules })
@@ -264,7 +264,7 @@ impl<'a> QueryModule<'a> {
             files.push(QueryFile::parse(reader, child)?);
             Ok(())
         })?;
-        if let Some(file) = first_repeated(files.iter().map(|f| &*f.id)) {
+        if let Some(file) = first_repeated(&files, |f| &f.id) {
             return Err(Fields::new("file", Some(file)).invalid("id", format!("file listed twice in module `{id}`")));
         }
         Ok(QueryModule { id, version, files })
@@ -321,23 +321,25 @@ fn check_patch_formats<'a>(fields: &Fields<'_>, value: Cow<'a, str>) -> Result<C
     Ok(value)
 }
 
-/// The first id, in byte order, that `ids` holds more than once. A few ids, as most queries
+/// The first id, in byte order, that `items` hold more than once. A few ids, as most queries
 /// have, are compared pairwise without allocating (ids usually differ in their last bytes, so
 /// those are compared first); more are sorted by reference.
-fn first_repeated<'s>(ids: impl ExactSizeIterator<Item = &'s str> + Clone) -> Option<&'s str> {
-    if ids.len() < 2 {
+fn first_repeated<'s, T>(items: &'s [T], id: impl Fn(&'s T) -> &'s str) -> Option<&'s str> {
+    if items.len() < 2 {
         return None;
     }
-    if ids.len() <= PAIRWISE_MAX {
+    if items.len() <= PAIRWISE_MAX {
         let mut first: Option<&str> = None;
-        for (i, a) in ids.clone().enumerate() {
-            if ids.clone().skip(i + 1).any(|b| same_id(a, b)) && first.is_none_or(|f| a < f) {
+        for (i, item) in items.iter().enumerate() {
+            let a = id(item);
+            let rest = items.get(i + 1..).unwrap_or_default();
+            if rest.iter().any(|other| same_id(a, id(other))) && first.is_none_or(|f| a < f) {
                 first = Some(a);
             }
         }
         return first;
     }
-    let mut sorted: Vec<&str> = ids.collect();
+    let mut sorted: Vec<&str> = items.iter().map(id).collect();
     sorted.sort_unstable();
     sorted.windows(2).find(|pair| pair[0] == pair[1]).map(|pair| pair[0])
 }
