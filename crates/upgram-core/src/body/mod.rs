@@ -48,12 +48,27 @@ pub(crate) fn parse_document<'a, T>(
     }
 }
 
-/// Every element name of protocol version 1. One of these where its parent does not allow it
-/// is an error; any other name is an extension and is skipped (SPEC.md §4.1.3).
-pub(crate) const V1_ELEMENTS: [&str; 14] = [
-    "query", "module", "file", "response", "package", "delta", "patch", "requires", "frequent", "fallback", "mirror",
-    "error", "report", "outcome",
-];
+/// Whether `name` is an element name of protocol version 1. One of these where its parent does
+/// not allow it is an error; any other name is an extension and is skipped (SPEC.md §4.1.3).
+pub(crate) fn is_v1_element(name: &str) -> bool {
+    matches!(
+        name,
+        "query"
+            | "module"
+            | "file"
+            | "response"
+            | "package"
+            | "delta"
+            | "patch"
+            | "requires"
+            | "frequent"
+            | "fallback"
+            | "mirror"
+            | "error"
+            | "report"
+            | "outcome"
+    )
+}
 
 /// Visits the children of `element`, whose name is `parent`: those in `allowed` go to `child`,
 /// other version 1 elements are an error, unknown ones are skipped (forward compatibility).
@@ -71,7 +86,7 @@ pub(crate) fn for_each_child<'a>(
     loop {
         match reader.next()? {
             Node::Open(next) if allowed.contains(&next.name) => child(reader, next)?,
-            Node::Open(next) if V1_ELEMENTS.contains(&next.name) => {
+            Node::Open(next) if is_v1_element(next.name) => {
                 return Err(xml::unexpected(&next, parent, ""));
             }
             Node::Open(next) => reader.skip(&next)?,

@@ -21,6 +21,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::QName;
 use quick_xml::reader::Reader;
 
+use crate::body::is_v1_element;
 use crate::error::BodyError;
 use crate::limits::{MAX_ATTRIBUTE_LEN, MAX_ATTRIBUTES, MAX_ELEMENTS, MAX_RAW_ATTRIBUTE_LEN, MAX_XML_DEPTH};
 
@@ -129,6 +130,7 @@ impl<'a> XmlReader<'a> {
 
     /// The next element opening or closing at the current level, skipping comments and
     /// whitespace. At the top level, [`Node::Close`] means the end of the document.
+    #[inline]
     pub fn next(&mut self) -> Result<Node<'a>, BodyError> {
         loop {
             let before = self.position();
@@ -193,7 +195,8 @@ impl<'a> XmlReader<'a> {
         let tag = self.borrow_tag(start, offset)?;
         let name_len = start.name().as_ref().len();
         let name = tag.get(..name_len).unwrap_or(tag);
-        if !is_name(name) {
+        // The protocol's own names are names; only others need the check.
+        if !is_v1_element(name) && !is_name(name) {
             return Err(BodyError::XmlSyntax {
                 offset,
                 reason: format!("`{}` is not an XML element name", name.escape_debug()),
