@@ -466,4 +466,18 @@ mod tests {
             assert_eq!(decode_error(&body).name(), "invalid-attribute", "{bad:?}");
         }
     }
+
+    proptest::proptest! {
+        /// The pairwise search (up to 16 ids) and the sorting one find the same repeated id,
+        /// the first in byte order, in lists of every size around the switch between them.
+        #[test]
+        fn repeated_ids_are_found_alike_pairwise_and_sorted(
+            ids in proptest::collection::vec("[ab]{0,3}", 0..40)
+        ) {
+            let mut sorted: Vec<&str> = ids.iter().map(String::as_str).collect();
+            sorted.sort_unstable();
+            let expected = sorted.windows(2).find(|pair| pair[0] == pair[1]).map(|pair| pair[0]);
+            proptest::prop_assert_eq!(first_repeated(&ids, |id| id.as_str()), expected);
+        }
+    }
 }

@@ -642,3 +642,76 @@ pub(crate) fn write_flag(out: &mut Vec<u8>, name: &str, value: bool) {
         out.extend_from_slice(b"=\"1\"");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference: the Unicode rules on `char`s alone.
+    fn reference(text: &str) -> (usize, bool) {
+        let len = text.char_indices().find(|&(_, c)| !is_name_char(c)).map_or(text.len(), |(i, _)| i);
+        (len, is_qualified(&text[..len]))
+    }
+
+    #[test]
+    fn name_scan_agrees_with_the_unicode_rules_on_the_edge_cases() {
+        for text in [
+            "",
+            "a",
+            "a:b",
+            "a:b:c",
+            ":a",
+            "a:",
+            "a::b",
+            "a:1",
+            "a:-",
+            "1a",
+            "-a",
+            ".a",
+            "_a",
+            "_:_",
+            "a b",
+            "a=b",
+            "ab\u{b7}c",
+            "\u{c0}:b",
+            "a:\u{c0}",
+            "a:\u{b7}",
+            "\u{b7}a",
+            "a\u{a0}",
+            "a:b\u{a0}:c",
+            "a\u{37e}",
+        ] {
+            for start in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+                let (end, qualified) = reference(&text[start..]);
+                assert_eq!(scan_name(text, start), (start + end, qualified), "{text:?} from {start}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// The one-pass scan of ASCII names (and its fall-back past a non-ASCII byte) agrees
+        /// with the `char`-wise rules, from any starting byte, colons and all.
+        #[test]
+        fn name_scan_agrees_with_the_unicode_rules(
+            text in "[ab_:1.\\-= \"\u{b7}\u{c0}\u{37e}\u{a0}]{0,8}",
+            start in 0usize..4,
+        ) {
+            let start = (0..=start.min(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+            let (end, qualified) = reference(&text[start..]);
+            proptest::prop_assert_eq!(scan_name(&text, start), (start + end, qualified), "{:?} from {}", text, start);
+        }
+    }
+
+    #[test]
+    fn every_element_name_of_version_1_is_a_name() {
+        for name in [
+            "query", "module", "file", "response", "package", "delta", "patch", "requires", "frequent", "fallback",
+            "mirror", "error", "report", "outcome",
+        ] {
+            assert!(is_v1_element(name) && is_name(name), "{name}");
+        }
+        assert!(!is_v1_element("modules") && !is_v1_element("Module"));
+    }
+}
