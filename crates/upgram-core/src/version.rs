@@ -369,7 +369,7 @@ fn validate_numeric_segments(text: &str) -> Result<&str, VersionError> {
         if has_leading_zero(digits) {
             return Err(VersionError::LeadingZero { text: text.to_owned(), position });
         }
-        if digits.parse::<u64>().is_err() {
+        if !fits_u64(digits) {
             return Err(VersionError::NumberTooLarge { text: text.to_owned(), position });
         }
         match after.strip_prefix('.') {
@@ -390,7 +390,7 @@ fn validate_pre_release<'t>(text: &'t str, pre: &'t str) -> Result<(), VersionEr
         if is_numeric(ident) && has_leading_zero(ident) {
             return Err(VersionError::LeadingZero { text: text.to_owned(), position });
         }
-        if is_numeric(ident) && ident.parse::<u64>().is_err() {
+        if is_numeric(ident) && !fits_u64(ident) {
             return Err(VersionError::NumberTooLarge { text: text.to_owned(), position });
         }
         match after.chars().next() {
@@ -399,6 +399,12 @@ fn validate_pre_release<'t>(text: &'t str, pre: &'t str) -> Result<(), VersionEr
             Some(found) => return Err(unexpected(text, after, found)),
         }
     }
+}
+
+/// Whether a string of ASCII digits is at most `u64::MAX`: up to 19 digits always are, so
+/// only longer ones are parsed (every version of a query goes through here).
+fn fits_u64(digits: &str) -> bool {
+    digits.len() < 20 || digits.parse::<u64>().is_ok()
 }
 
 fn has_leading_zero(digits: &str) -> bool {
