@@ -14,7 +14,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use upgram_core::body::value::is_valid_module_id;
 use upgram_core::body::{Fallback, ModuleAnswer, Query, Response, Status, UpgradeInfo};
-use upgram_core::merge::{PackedPart, expand_compact_taking, merge_borrowed, pack_query_parts, with_installs};
+use upgram_core::error::EncodeError;
+use upgram_core::merge::{PackedPart, QueryPacker, expand_compact_taking, merge_borrowed, with_installs};
 use upgram_core::plan::refuses_downgrade;
 use upgram_core::sign::KeyRing;
 use upgram_core::version::Version;
@@ -429,17 +430,19 @@ impl<F: Fetcher + 'static> Client<F> {
             modules: vec![],
             patch: PATCH_FORMATS.map(Cow::Borrowed),
         };
-        let parts = pack_query_parts(&audience, modules, self.shared.transport.nonce_bound, |m| {
+        let parts = QueryPacker::new(&audience, modules, self.shared.transport.nonce_bound, |m| {
             installed.predicted_answer_len(m)
-        })
-        .map_err(|e| ClientError::Answer(e.to_string()))?;
+        });
         self.check_parts(parts).await
     }
 
-    /// Runs the exchanges of `parts` concurrently, follows fallbacks, and checks every answer
-    /// against its query as it comes in, while the other exchanges go on.
-    async fn check_parts(&self, parts: Vec<PackedPart<'_>>) -> Result<CheckReport, ClientError> {
-        let exchanges = parts.len();
+    /// Runs the exchanges of `parts` concurrently, each from the moment it is packed (the first
+    /// parts are on the wire while the last are packed), follows fallbacks, and checks every
+    /// answer against its query as it comes in, while the other exchanges go on.
+    async fn check_parts<'a>(
+        &self,
+        parts: impl Iterator<Item = Result<PackedPart<'a>, EncodeError>>,
+    ) -> Result<CheckReport, ClientError> {
         // One deadline for the whole check, whatever the number of parts (SPEC.md §2.3).
         let deadline = Instant::now() + self.shared.transport.deadline;
         let limit = Arc::new(Semaphore::new(self.in_flight));
@@ -449,8 +452,11 @@ impl<F: Fetcher + 'static> Client<F> {
         let counters = Counters { traffic: self.shared.traffic.clone(), dropped: self.shared.dropped.clone() };
         let pool = Arc::new(SocketPool::new(counters));
         let mut tasks = JoinSet::new();
-        for (index, PackedPart { body, query }) in parts.into_iter().enumerate() {
+        let mut exchanges = 0;
+        for (index, part) in parts.enumerate() {
+            let PackedPart { body, query } = part.map_err(|e| ClientError::Answer(e.to_string()))?;
             let query = query.into_owned();
+            exchanges += 1;
             let shared = self.shared.clone();
             let limit = limit.clone();
             let pool = pool.clone();

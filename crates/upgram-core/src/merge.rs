@@ -228,54 +228,119 @@ pub fn pack_query_parts<'a>(
     nonce_bound: bool,
     predict: impl Fn(&QueryModule<'_>) -> usize,
 ) -> Result<Vec<PackedPart<'a>>, EncodeError> {
-    let audience = Query { compact: true, ..query_like(audience, Vec::new()) };
-    let query_room = max_query_body_len(nonce_bound);
-    let answer_room = max_answer_body_len(nonce_bound).saturating_sub(ANSWER_OVERHEAD);
-    // A query's encoding is its opening tag, each module's encoding in turn, and the closing
-    // tag: a part is built by appending each module's bytes once, as it is measured.
-    let empty = audience.to_vec();
-    let close = b"</query>";
-    let open = empty.strip_suffix(close).unwrap_or(&empty);
-    let empty_len = empty.len();
-    let mut parts = Vec::new();
-    let mut body: Vec<u8> = Vec::new();
-    let mut current: Vec<QueryModule<'a>> = Vec::new();
-    let mut answer_len = 0;
-    let mut scratch = Vec::new();
-    for mut module in modules {
-        scratch.clear();
-        module.encode(&mut scratch);
-        if empty_len + scratch.len() > query_room && !module.files.is_empty() {
-            module = fit_alone(&audience, module, query_room);
-            scratch.clear();
-            module.encode(&mut scratch);
+    QueryPacker::new(audience, modules, nonce_bound, predict).collect()
+}
+
+/// The closing tag of a query: a part's body ends with it.
+const QUERY_CLOSE: &[u8] = b"</query>";
+
+/// [`pack_query_parts`] one part at a time, so that a client sends the first parts while it
+/// packs the next. Yields the parts [`pack_query_parts`] returns, in order, or the error it
+/// returns, after which it yields nothing.
+#[derive(Debug)]
+pub struct QueryPacker<'a, P> {
+    audience: Query<'a>,
+    /// The opening tag of every part.
+    open: Vec<u8>,
+    /// The length of a part asking about no module.
+    empty_len: usize,
+    query_room: usize,
+    answer_room: usize,
+    modules: std::vec::IntoIter<QueryModule<'a>>,
+    predict: P,
+    /// The module that did not fit the part before, and its predicted answer length: it opens
+    /// the next part. Its encoding is in `scratch`.
+    carried: Option<(QueryModule<'a>, usize)>,
+    scratch: Vec<u8>,
+    failed: bool,
+}
+
+impl<'a, P: Fn(&QueryModule<'_>) -> usize> QueryPacker<'a, P> {
+    /// Packs `modules` as [`pack_query_parts`] does.
+    pub fn new(audience: &Query<'a>, modules: Vec<QueryModule<'a>>, nonce_bound: bool, predict: P) -> Self {
+        let audience = Query { compact: true, ..query_like(audience, Vec::new()) };
+        // A query's encoding is its opening tag, each module's encoding in turn, and the
+        // closing tag: a part is built by appending each module's bytes once, as it is measured.
+        let empty = audience.to_vec();
+        let open = empty.strip_suffix(QUERY_CLOSE).unwrap_or(&empty).to_vec();
+        Self {
+            empty_len: empty.len(),
+            open,
+            audience,
+            query_room: max_query_body_len(nonce_bound),
+            answer_room: max_answer_body_len(nonce_bound).saturating_sub(ANSWER_OVERHEAD),
+            modules: modules.into_iter(),
+            predict,
+            carried: None,
+            scratch: Vec::new(),
+            failed: false,
         }
-        let module_len = scratch.len();
-        if empty_len + module_len > query_room {
-            return Err(EncodeError::TooLarge { len: empty_len + module_len, max: query_room });
+    }
+
+    /// `module` encoded into `scratch` (with the file entries that fit, if all do not), and
+    /// its predicted answer length; an error if it does not fit a part alone.
+    fn measure(&mut self, mut module: QueryModule<'a>) -> Result<(QueryModule<'a>, usize), EncodeError> {
+        self.scratch.clear();
+        module.encode(&mut self.scratch);
+        if self.empty_len + self.scratch.len() > self.query_room && !module.files.is_empty() {
+            module = fit_alone(&self.audience, module, self.query_room);
+            self.scratch.clear();
+            module.encode(&mut self.scratch);
         }
-        let predicted = predict(&module);
-        if !body.is_empty()
-            && (body.len() + close.len() + module_len > query_room || answer_len + predicted > answer_room)
-        {
-            body.extend_from_slice(close);
-            let query = query_like(&audience, std::mem::take(&mut current));
-            parts.push(PackedPart { body: std::mem::take(&mut body), query });
-            answer_len = 0;
+        let len = self.empty_len + self.scratch.len();
+        if len > self.query_room {
+            return Err(EncodeError::TooLarge { len, max: self.query_room });
+        }
+        let predicted = (self.predict)(&module);
+        Ok((module, predicted))
+    }
+}
+
+impl<'a, P: Fn(&QueryModule<'_>) -> usize> Iterator for QueryPacker<'a, P> {
+    type Item = Result<PackedPart<'a>, EncodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let mut body: Vec<u8> = Vec::new();
+        let mut current: Vec<QueryModule<'a>> = Vec::new();
+        let mut answer_len = 0;
+        loop {
+            let next = match self.carried.take() {
+                Some(carried) => Some(Ok(carried)),
+                None => self.modules.next().map(|module| self.measure(module)),
+            };
+            let (module, predicted) = match next {
+                None => break,
+                Some(Ok(measured)) => measured,
+                Some(Err(error)) => {
+                    self.failed = true;
+                    return Some(Err(error));
+                }
+            };
+            let module_len = self.scratch.len();
+            if !body.is_empty()
+                && (body.len() + QUERY_CLOSE.len() + module_len > self.query_room
+                    || answer_len + predicted > self.answer_room)
+            {
+                self.carried = Some((module, predicted));
+                break;
+            }
+            if body.is_empty() {
+                body.reserve(self.query_room);
+                body.extend_from_slice(&self.open);
+            }
+            body.extend_from_slice(&self.scratch);
+            answer_len += predicted;
+            current.push(module);
         }
         if body.is_empty() {
-            body.reserve(query_room);
-            body.extend_from_slice(open);
+            return None;
         }
-        body.extend_from_slice(&scratch);
-        answer_len += predicted;
-        current.push(module);
+        body.extend_from_slice(QUERY_CLOSE);
+        Some(Ok(PackedPart { body, query: query_like(&self.audience, current) }))
     }
-    if !body.is_empty() {
-        body.extend_from_slice(close);
-        parts.push(PackedPart { body, query: query_like(&audience, current) });
-    }
-    Ok(parts)
 }
 
 /// The modules of a query: `installed` as given, then each id of `install` that `installed`
@@ -883,6 +948,21 @@ mod tests {
             }
             assert_eq!(asked, modules.len());
         }
+    }
+
+    #[test]
+    fn the_packer_yields_nothing_for_no_module_and_stops_at_its_first_error() {
+        let audience = Query::new(vec![]);
+        assert_eq!(QueryPacker::new(&audience, vec![], false, predicted_answer_len).count(), 0);
+        let mut modules: Vec<QueryModule<'static>> = (0..100).map(|i| asked(&format!("m{i:03}"), Some("1"))).collect();
+        // An id far longer than a datagram: no part can hold it.
+        modules[60] = asked(&"x".repeat(2000), Some("1"));
+        let mut packer = QueryPacker::new(&audience, modules, false, predicted_answer_len);
+        let first = packer.next().expect("a part before the module that cannot fit").unwrap();
+        assert_eq!(first.query.modules[0].id, "m000");
+        let rest: Vec<_> = packer.collect();
+        assert!(matches!(rest.last(), Some(Err(EncodeError::TooLarge { .. }))), "{rest:?}");
+        assert_eq!(rest.iter().filter(|r| r.is_err()).count(), 1, "nothing after the error");
     }
 
     #[test]
