@@ -16,9 +16,9 @@ fn owned(text: Cow<'_, str>) -> Cow<'static, str> {
     Cow::Owned(text.into_owned())
 }
 
-/// `text` borrowed from `self`, whatever it was.
-fn borrowed<'b>(text: &'b Cow<'_, str>) -> Cow<'b, str> {
-    Cow::Borrowed(text.as_ref())
+/// `text` borrowed, whether the copy it comes from owns it or not.
+fn borrowed(text: &str) -> Cow<'_, str> {
+    Cow::Borrowed(text)
 }
 
 impl Response<'_> {
@@ -36,7 +36,7 @@ impl Response<'_> {
     pub fn as_borrowed(&self) -> Response<'_> {
         Response {
             binding: self.binding,
-            base: self.base.as_ref().map(borrowed),
+            base: self.base.as_deref().map(borrowed),
             compact: self.compact,
             modules: self.modules.iter().map(ModuleAnswer::as_borrowed).collect(),
         }
@@ -77,7 +77,7 @@ impl ModuleAnswer<'_> {
             dependency: self.dependency,
             upgrade: self.upgrade.as_borrowed(),
             requires: self.requires.iter().map(Requires::as_borrowed).collect(),
-            frequent: self.frequent.iter().map(borrowed).collect(),
+            frequent: self.frequent.iter().map(|file| borrowed(file)).collect(),
         }
     }
 }
@@ -98,7 +98,7 @@ impl UpgradeInfo<'_> {
             UpgradeInfo::None => UpgradeInfo::None,
             UpgradeInfo::Package(package) => UpgradeInfo::Package(Package {
                 payload: package.payload.as_borrowed(),
-                args: package.args.as_ref().map(borrowed),
+                args: package.args.as_deref().map(borrowed),
             }),
             UpgradeInfo::Files(files) => UpgradeInfo::Files(files.iter().map(FileEntry::as_borrowed).collect()),
         }
