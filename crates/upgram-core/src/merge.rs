@@ -519,6 +519,11 @@ fn merge_order(responses: &[Response<'_>]) -> Vec<(usize, usize)> {
 fn mark_listed_twice(modules: &[ModuleAnswer<'_>], order: &mut Vec<usize>, twice: &mut Vec<bool>) {
     twice.clear();
     twice.resize(modules.len(), false);
+    // An expanded answer lists its modules in query order, which is id order for a sorted
+    // installation: then no id can repeat, and there is nothing to sort.
+    if modules.windows(2).all(|pair| pair[0].id < pair[1].id) {
+        return;
+    }
     order.clear();
     order.extend(0..modules.len());
     order.sort_unstable_by(|&a, &b| modules[a].id.cmp(&modules[b].id));
