@@ -14,7 +14,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use upgram_core::body::value::is_valid_module_id;
 use upgram_core::body::{Fallback, ModuleAnswer, Query, Response, Status, UpgradeInfo};
-use upgram_core::merge::{PackedPart, check_compact, expand_compact, merge_answers, pack_query_parts, with_installs};
+use upgram_core::error::EncodeError;
+use upgram_core::merge::{PackedPart, QueryPacker, expand_compact_taking, merge_borrowed, with_installs};
 use upgram_core::plan::refuses_downgrade;
 use upgram_core::sign::KeyRing;
 use upgram_core::version::Version;
@@ -276,28 +277,35 @@ pub struct ModuleResult {
     pub downgrade_refused: bool,
 }
 
-/// One part of a check: the query sent and the verified answer document.
+/// One part of a check: its verified answer, decoded once, expanded against its query.
 #[derive(Debug, Clone)]
 struct Part {
-    /// The query sent, kept from packing: the answer is checked and expanded against it
-    /// without decoding our own query again.
-    asked: Query<'static>,
-    document: Vec<u8>,
+    /// The answer in today's form (SPEC.md §4.4), its strings owned.
+    response: Response<'static>,
+    /// The modules the part asked about, kept only when the answer came as a fallback document
+    /// (the state remembers them, to split such parts further).
+    fallback_modules: Vec<String>,
     fell_back: bool,
 }
 
 impl Part {
-    /// The answer in today's form: a compact answer expanded against the query.
-    fn response(&self) -> Result<Response<'_>, ClientError> {
-        let response = Response::decode(&self.document).map_err(|e| ClientError::Answer(e.to_string()))?;
-        Ok(expand_compact(response, &self.asked)?)
+    /// The part of `query` whose verified answer is `answer`: refused, before anything acts on
+    /// it, if it is compact and cannot be expanded against its own query.
+    fn new(query: Query<'static>, answer: Response<'static>, fell_back: bool) -> Result<Self, ClientError> {
+        let fallback_modules =
+            if fell_back { query.modules.iter().map(|m| m.id.to_string()).collect() } else { Vec::new() };
+        let response = expand_compact_taking(answer, query)?;
+        Ok(Part { response, fallback_modules, fell_back })
     }
 }
 
 /// The verified, merged answers of one check.
 #[derive(Debug, Clone)]
 pub struct CheckReport {
-    parts: Vec<Part>,
+    /// The answer of each part, in the order of the parts.
+    answers: Vec<Response<'static>>,
+    /// The modules asked in parts that were answered with a fallback document.
+    fallback_modules: Vec<String>,
     /// Query datagrams sent (exchanges, not retransmissions).
     pub exchanges: usize,
     /// Answers that came as a fallback document.
@@ -317,9 +325,10 @@ impl CheckReport {
     }
 
     /// Every verified response, decoded, compact answers expanded against their queries
-    /// (SPEC.md §4.4).
+    /// (SPEC.md §4.4), in the order of the query's parts. Decoded during the check: this copies
+    /// no string.
     pub fn responses(&self) -> Vec<Response<'_>> {
-        self.parts.iter().filter_map(|p| p.response().ok()).collect()
+        self.answers.iter().map(Response::as_borrowed).collect()
     }
 
     /// Remembers in `state` the modules of every part that was answered with a fallback
@@ -330,16 +339,16 @@ impl CheckReport {
 
     /// The modules asked in parts that were answered with a fallback document.
     pub fn fallback_modules(&self) -> Vec<String> {
-        let queries = self.parts.iter().filter(|p| p.fell_back).map(|p| &p.asked);
-        queries.flat_map(|q| q.modules.iter().map(|m| m.id.to_string())).collect()
+        self.fallback_modules.clone()
     }
 
     /// The merged module answers (SPEC.md §2.6), every payload URL made absolute against its
     /// response's `base`: a module's own answer beats a dependency
     /// entry; among dependency entries the newest `issued` wins; a module listed twice in one
-    /// response is dropped (a server error).
+    /// response is dropped (a server error). The answers were decoded during the check: this
+    /// copies no string but the payload URLs it makes absolute.
     pub fn modules(&self) -> Vec<ModuleAnswer<'_>> {
-        merge_answers(self.responses())
+        merge_borrowed(&self.answers)
     }
 
     /// A line per module, for people and scripts.
@@ -421,17 +430,19 @@ impl<F: Fetcher + 'static> Client<F> {
             modules: vec![],
             patch: PATCH_FORMATS.map(Cow::Borrowed),
         };
-        let parts = pack_query_parts(&audience, modules, self.shared.transport.nonce_bound, |m| {
+        let parts = QueryPacker::new(&audience, modules, self.shared.transport.nonce_bound, |m| {
             installed.predicted_answer_len(m)
-        })
-        .map_err(|e| ClientError::Answer(e.to_string()))?;
+        });
         self.check_parts(parts).await
     }
 
-    /// Runs the exchanges of `parts` concurrently, follows fallbacks, and checks every answer
-    /// against its query as it comes in, while the other exchanges go on.
-    async fn check_parts(&self, parts: Vec<PackedPart<'_>>) -> Result<CheckReport, ClientError> {
-        let exchanges = parts.len();
+    /// Runs the exchanges of `parts` concurrently, each from the moment it is packed (the first
+    /// parts are on the wire while the last are packed), follows fallbacks, and checks every
+    /// answer against its query as it comes in, while the other exchanges go on.
+    async fn check_parts<'a>(
+        &self,
+        parts: impl Iterator<Item = Result<PackedPart<'a>, EncodeError>>,
+    ) -> Result<CheckReport, ClientError> {
         // One deadline for the whole check, whatever the number of parts (SPEC.md §2.3).
         let deadline = Instant::now() + self.shared.transport.deadline;
         let limit = Arc::new(Semaphore::new(self.in_flight));
@@ -441,14 +452,16 @@ impl<F: Fetcher + 'static> Client<F> {
         let counters = Counters { traffic: self.shared.traffic.clone(), dropped: self.shared.dropped.clone() };
         let pool = Arc::new(SocketPool::new(counters));
         let mut tasks = JoinSet::new();
-        let mut queries = Vec::with_capacity(exchanges);
-        for (index, PackedPart { body, query }) in parts.into_iter().enumerate() {
-            queries.push(Some(query));
+        let mut exchanges = 0;
+        for (index, part) in parts.enumerate() {
+            let PackedPart { body, query } = part.map_err(|e| ClientError::Answer(e.to_string()))?;
+            let query = query.into_owned();
+            exchanges += 1;
             let shared = self.shared.clone();
             let limit = limit.clone();
             let pool = pool.clone();
             tasks.spawn(async move {
-                let _permit = limit.acquire_owned().await;
+                let permit = limit.acquire_owned().await;
                 let (transport, keys, jar) = (&shared.transport, &shared.keys, &shared.jar);
                 let start = shared.preferred.load(Ordering::Relaxed);
                 let reply = pool.exchange(&body, transport, keys, jar, start, deadline).await?;
@@ -456,31 +469,39 @@ impl<F: Fetcher + 'static> Client<F> {
                     shared.preferred.store(index, Ordering::Relaxed);
                 }
                 if reply.kind == MessageKind::Response {
-                    return Ok::<_, ClientError>((index, reply.body, false));
+                    // Decoded once, by the verification.
+                    let answer =
+                        reply.answer.ok_or_else(|| ClientError::Answer("the exchange kept no decoded body".into()))?;
+                    // The next exchange starts while this answer is expanded.
+                    drop(permit);
+                    return Ok::<_, ClientError>((index, Part::new(query, answer, false)?, 0));
                 }
                 let pointer = Fallback::decode(&reply.body).map_err(|e| ClientError::Answer(e.to_string()))?;
                 let document = fetch_document(&shared.fetcher, &pointer, unix_now()).await?;
-                Ok((index, document, true))
+                drop(permit);
+                let answer = Response::decode(&document).map_err(|e| ClientError::Answer(e.to_string()))?;
+                Ok((index, Part::new(query, answer.into_owned(), true)?, document.len() as u64))
             });
         }
-        let mut parts = Vec::with_capacity(exchanges);
+        let mut answered: Vec<Option<Part>> = vec![None; exchanges];
+        let mut documents = 0;
         while let Some(joined) = tasks.join_next().await {
-            let (index, document, fell_back) = joined.map_err(|e| ClientError::Answer(e.to_string()))??;
-            let Some(query) = queries.get_mut(index).and_then(Option::take) else {
-                return Err(ClientError::Answer(format!("part {index} answered twice")));
-            };
-            // Refused now, before anything acts on it: an answer that does not decode, or a
-            // compact answer that cannot be expanded against its own query.
-            let answer = Response::decode(&document).map_err(|e| ClientError::Answer(e.to_string()))?;
-            check_compact(&answer, &query)?;
-            drop(answer);
-            parts.push(Part { asked: query.into_owned(), document, fell_back });
+            let (index, part, document_len) = joined.map_err(|e| ClientError::Answer(e.to_string()))??;
+            match answered.get_mut(index) {
+                Some(slot @ None) => *slot = Some(part),
+                _ => return Err(ClientError::Answer(format!("part {index} answered twice"))),
+            }
+            documents += document_len;
         }
+        // In the order of the parts, as packed: the merge then finds the answers nearly sorted.
+        let parts: Vec<Part> = answered.into_iter().flatten().collect();
         let fallbacks = parts.iter().filter(|p| p.fell_back).count();
-        let documents: u64 = parts.iter().filter(|p| p.fell_back).map(|p| p.document.len() as u64).sum();
+        let fallback_modules = parts.iter().flat_map(|p| p.fallback_modules.iter().cloned()).collect();
+        let answers = parts.into_iter().map(|p| p.response).collect();
         let dropped = self.shared.dropped.lock().map(|d| *d).unwrap_or_default();
         Ok(CheckReport {
-            parts,
+            answers,
+            fallback_modules,
             exchanges,
             fallbacks,
             dropped,

@@ -60,7 +60,7 @@ use std::time::Duration;
 use rand_core::RngCore;
 
 use crate::Sha256Digest;
-use crate::body::ErrorCode;
+use crate::body::{ErrorCode, Response};
 use crate::cookie::{ClientCookie, ServerCookie};
 use crate::limits::MIN_UNRESTRICTED_QUERY_LEN;
 use crate::message::{Datagram, Expectation, Message};
@@ -173,6 +173,9 @@ pub struct VerifiedReply {
     pub kind: MessageKind,
     /// The signed body, exactly as received.
     pub body: Vec<u8>,
+    /// The body of a [`MessageKind::Response`], decoded and verified: the decoding that
+    /// verification needed, kept so that the answer is decoded once.
+    pub answer: Option<Response<'static>>,
 }
 
 /// How an exchange ended.
@@ -452,17 +455,22 @@ impl<'k, R: RngCore> Exchange<'k, R> {
             return;
         };
         let expect = Expectation { keys: self.keys, query: self.query, nonce: attempt.nonce, now: unix_secs };
+        // A verified answer is kept decoded, so that it is decoded once.
         let verified = match &decoded.message {
-            Message::Response(reply) => Some(reply.verify(&expect).map(|_| ())),
-            Message::Fallback(reply) => Some(reply.verify(&expect).map(|_| ())),
+            Message::Response(reply) => Some(reply.verify(&expect).map(|answer| Some(answer.clone().into_owned()))),
+            Message::Fallback(reply) => Some(reply.verify(&expect).map(|_| None)),
             _ => None,
         };
-        if let Some(Err(why)) = verified {
-            self.dropped.bad += 1;
-            self.dropped.unverified += 1;
-            self.last_rejected = Some(why);
-            return;
-        }
+        let answer = match verified {
+            Some(Err(why)) => {
+                self.dropped.bad += 1;
+                self.dropped.unverified += 1;
+                self.last_rejected = Some(why);
+                return;
+            }
+            Some(Ok(answer)) => answer,
+            None => None,
+        };
         let (kind, body, fresh_cookie) = match &decoded.message {
             Message::Response(reply) => (MessageKind::Response, reply.raw_body(), reply.server_cookie),
             Message::Fallback(reply) => (MessageKind::Fallback, reply.raw_body(), reply.server_cookie),
@@ -496,7 +504,7 @@ impl<'k, R: RngCore> Exchange<'k, R> {
         if let Some(cookie) = fresh_cookie {
             jar.store(attempt.server, attempt.sent_cookie, cookie);
         }
-        let reply = VerifiedReply { server: attempt.server, kind, body: body.to_vec() };
+        let reply = VerifiedReply { server: attempt.server, kind, body: body.to_vec(), answer };
         self.outcome = Some(Outcome::Reply(reply));
     }
 }

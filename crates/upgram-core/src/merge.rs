@@ -4,7 +4,7 @@
 //! list.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use crate::body::{FileAction, ModuleAnswer, Payload, Query, QueryModule, Response, Status, UpgradeInfo};
 use crate::error::EncodeError;
@@ -72,62 +72,105 @@ impl CompactError {
 /// followed by the dependency entries. An answer that is not compact comes back unchanged.
 ///
 /// Fails if a compact answer lists a module `query` did not ask (without `dependency="1"`),
-/// or if `query` did not ask for a compact answer.
+/// or if `query` did not ask for a compact answer. [`expand_compact_taking`] does the same
+/// without copying the ids and versions of the modules it adds.
 pub fn expand_compact<'a>(response: Response<'a>, query: &Query<'_>) -> Result<Response<'a>, CompactError> {
-    check_compact(&response, query)?;
+    let Some(positions) = listed_positions(&response, query)? else { return Ok(response) };
+    let implied = |asked: &QueryModule<'_>| {
+        let version = asked.version.as_ref()?;
+        let id = Cow::Owned(asked.id.to_string());
+        Some(ModuleAnswer::new(id, Status::Current, Some(version.clone().into_owned())))
+    };
+    Ok(expand_in_order(response, &positions, query.modules.iter(), implied))
+}
+
+/// [`expand_compact`], taking the ids and versions of the modules a compact answer leaves out
+/// from `query` rather than copying them: for a client that keeps the answers, not the query.
+pub fn expand_compact_taking<'a>(response: Response<'a>, query: Query<'a>) -> Result<Response<'a>, CompactError> {
+    let Some(positions) = listed_positions(&response, &query)? else { return Ok(response) };
+    let implied = |asked: QueryModule<'a>| {
+        let version = asked.version?;
+        Some(ModuleAnswer::new(asked.id, Status::Current, Some(version)))
+    };
+    Ok(expand_in_order(response, &positions, query.modules.into_iter(), implied))
+}
+
+/// Where each module a compact answer lists goes: the index in `query` of the module it
+/// answers, or `None` for a dependency entry. `None` as a whole for an answer that is not
+/// compact; the errors of [`check_compact`].
+fn listed_positions(response: &Response<'_>, query: &Query<'_>) -> Result<Option<Vec<Option<usize>>>, CompactError> {
     if !response.compact {
-        return Ok(response);
+        return Ok(None);
     }
-    let Response { binding, base, modules: listed, .. } = response;
-    let mut own: HashMap<String, Vec<ModuleAnswer<'a>>> = HashMap::new();
-    let mut dependencies = Vec::new();
-    for module in listed {
+    if !query.compact {
+        return Err(CompactError::Unrequested);
+    }
+    // A part asks about a few dozen modules at most and lists fewer: a scan beats a map.
+    let mut asked: Option<HashMap<&str, usize>> = None;
+    let mut position = |id: &str| {
+        if query.modules.len() <= 64 {
+            return query.modules.iter().position(|m| m.id == id);
+        }
+        let asked = asked.get_or_insert_with(|| {
+            let mut first = HashMap::with_capacity(query.modules.len());
+            for (index, module) in query.modules.iter().enumerate() {
+                first.entry(module.id.as_ref()).or_insert(index);
+            }
+            first
+        });
+        asked.get(id).copied()
+    };
+    let mut positions = Vec::with_capacity(response.modules.len());
+    for module in &response.modules {
         if module.dependency {
-            dependencies.push(module);
-        } else {
-            own.entry(module.id.to_string()).or_default().push(module);
+            positions.push(None);
+            continue;
+        }
+        let Some(index) = position(&module.id) else {
+            return Err(CompactError::NotAsked { id: module.id.to_string() });
+        };
+        positions.push(Some(index));
+    }
+    Ok(Some(positions))
+}
+
+/// The modules of a compact `response` in query order: for each module `asked` yields, the
+/// entries listed for it (at `positions`), or else what `implied` makes of it; then the
+/// dependency entries, as listed.
+fn expand_in_order<'a, A>(
+    response: Response<'a>,
+    positions: &[Option<usize>],
+    asked: impl ExactSizeIterator<Item = A>,
+    implied: impl Fn(A) -> Option<ModuleAnswer<'a>>,
+) -> Response<'a> {
+    let Response { binding, base, modules: listed, .. } = response;
+    // The listed entries by the query position they answer, in listed order within one.
+    let mut own: Vec<(usize, usize)> =
+        positions.iter().enumerate().filter_map(|(at, position)| position.map(|p| (p, at))).collect();
+    own.sort_by_key(|&(position, _)| position);
+    let mut listed: Vec<Option<ModuleAnswer<'a>>> = listed.into_iter().map(Some).collect();
+    let mut modules = Vec::with_capacity(asked.len() + listed.len() - own.len());
+    let mut next = own.iter().peekable();
+    for (position, module) in asked.enumerate() {
+        let mut answered = false;
+        while let Some(&(_, at)) = next.next_if(|(p, _)| *p == position) {
+            modules.extend(listed[at].take());
+            answered = true;
+        }
+        if !answered {
+            modules.extend(implied(module));
         }
     }
-    let mut modules = Vec::with_capacity(query.modules.len() + dependencies.len());
-    for asked in &query.modules {
-        match (own.remove(asked.id.as_ref()), &asked.version) {
-            (Some(entries), _) => modules.extend(entries),
-            (None, Some(version)) => modules.push(ModuleAnswer::new(
-                Cow::Owned(asked.id.to_string()),
-                Status::Current,
-                Some(version.clone().into_owned()),
-            )),
-            (None, None) => {}
-        }
-    }
-    modules.extend(dependencies);
-    Ok(Response { binding, base, compact: false, modules })
+    let dependencies = positions.iter().zip(&mut listed).filter(|(position, _)| position.is_none());
+    modules.extend(dependencies.filter_map(|(_, module)| module.take()));
+    Response { binding, base, compact: false, modules }
 }
 
 /// Whether [`expand_compact`] accepts `response` as an answer to `query`, without expanding
 /// it: an answer that is not compact always; a compact one if `query` asked for one and every
 /// module it lists without `dependency="1"` was asked.
 pub fn check_compact(response: &Response<'_>, query: &Query<'_>) -> Result<(), CompactError> {
-    if !response.compact {
-        return Ok(());
-    }
-    if !query.compact {
-        return Err(CompactError::Unrequested);
-    }
-    // A part asks about a few dozen modules at most and lists fewer: a scan beats a set.
-    let mut asked: Option<HashSet<&str>> = None;
-    for module in response.modules.iter().filter(|m| !m.dependency) {
-        let id = module.id.as_ref();
-        let known = if query.modules.len() <= 64 {
-            query.modules.iter().any(|m| m.id == id)
-        } else {
-            asked.get_or_insert_with(|| query.modules.iter().map(|m| m.id.as_ref()).collect()).contains(id)
-        };
-        if !known {
-            return Err(CompactError::NotAsked { id: id.to_owned() });
-        }
-    }
-    Ok(())
+    listed_positions(response, query).map(|_| ())
 }
 
 /// Whether `module` is exactly what a compact answer leaves out for `asked`: current at the
@@ -185,54 +228,119 @@ pub fn pack_query_parts<'a>(
     nonce_bound: bool,
     predict: impl Fn(&QueryModule<'_>) -> usize,
 ) -> Result<Vec<PackedPart<'a>>, EncodeError> {
-    let audience = Query { compact: true, ..query_like(audience, Vec::new()) };
-    let query_room = max_query_body_len(nonce_bound);
-    let answer_room = max_answer_body_len(nonce_bound).saturating_sub(ANSWER_OVERHEAD);
-    // A query's encoding is its opening tag, each module's encoding in turn, and the closing
-    // tag: a part is built by appending each module's bytes once, as it is measured.
-    let empty = audience.to_vec();
-    let close = b"</query>";
-    let open = empty.strip_suffix(close).unwrap_or(&empty);
-    let empty_len = empty.len();
-    let mut parts = Vec::new();
-    let mut body: Vec<u8> = Vec::new();
-    let mut current: Vec<QueryModule<'a>> = Vec::new();
-    let mut answer_len = 0;
-    let mut scratch = Vec::new();
-    for mut module in modules {
-        scratch.clear();
-        module.encode(&mut scratch);
-        if empty_len + scratch.len() > query_room && !module.files.is_empty() {
-            module = fit_alone(&audience, module, query_room);
-            scratch.clear();
-            module.encode(&mut scratch);
+    QueryPacker::new(audience, modules, nonce_bound, predict).collect()
+}
+
+/// The closing tag of a query: a part's body ends with it.
+const QUERY_CLOSE: &[u8] = b"</query>";
+
+/// [`pack_query_parts`] one part at a time, so that a client sends the first parts while it
+/// packs the next. Yields the parts [`pack_query_parts`] returns, in order, or the error it
+/// returns, after which it yields nothing.
+#[derive(Debug)]
+pub struct QueryPacker<'a, P> {
+    audience: Query<'a>,
+    /// The opening tag of every part.
+    open: Vec<u8>,
+    /// The length of a part asking about no module.
+    empty_len: usize,
+    query_room: usize,
+    answer_room: usize,
+    modules: std::vec::IntoIter<QueryModule<'a>>,
+    predict: P,
+    /// The module that did not fit the part before, and its predicted answer length: it opens
+    /// the next part. Its encoding is in `scratch`.
+    carried: Option<(QueryModule<'a>, usize)>,
+    scratch: Vec<u8>,
+    failed: bool,
+}
+
+impl<'a, P: Fn(&QueryModule<'_>) -> usize> QueryPacker<'a, P> {
+    /// Packs `modules` as [`pack_query_parts`] does.
+    pub fn new(audience: &Query<'a>, modules: Vec<QueryModule<'a>>, nonce_bound: bool, predict: P) -> Self {
+        let audience = Query { compact: true, ..query_like(audience, Vec::new()) };
+        // A query's encoding is its opening tag, each module's encoding in turn, and the
+        // closing tag: a part is built by appending each module's bytes once, as it is measured.
+        let empty = audience.to_vec();
+        let open = empty.strip_suffix(QUERY_CLOSE).unwrap_or(&empty).to_vec();
+        Self {
+            empty_len: empty.len(),
+            open,
+            audience,
+            query_room: max_query_body_len(nonce_bound),
+            answer_room: max_answer_body_len(nonce_bound).saturating_sub(ANSWER_OVERHEAD),
+            modules: modules.into_iter(),
+            predict,
+            carried: None,
+            scratch: Vec::new(),
+            failed: false,
         }
-        let module_len = scratch.len();
-        if empty_len + module_len > query_room {
-            return Err(EncodeError::TooLarge { len: empty_len + module_len, max: query_room });
+    }
+
+    /// `module` encoded into `scratch` (with the file entries that fit, if all do not), and
+    /// its predicted answer length; an error if it does not fit a part alone.
+    fn measure(&mut self, mut module: QueryModule<'a>) -> Result<(QueryModule<'a>, usize), EncodeError> {
+        self.scratch.clear();
+        module.encode(&mut self.scratch);
+        if self.empty_len + self.scratch.len() > self.query_room && !module.files.is_empty() {
+            module = fit_alone(&self.audience, module, self.query_room);
+            self.scratch.clear();
+            module.encode(&mut self.scratch);
         }
-        let predicted = predict(&module);
-        if !body.is_empty()
-            && (body.len() + close.len() + module_len > query_room || answer_len + predicted > answer_room)
-        {
-            body.extend_from_slice(close);
-            let query = query_like(&audience, std::mem::take(&mut current));
-            parts.push(PackedPart { body: std::mem::take(&mut body), query });
-            answer_len = 0;
+        let len = self.empty_len + self.scratch.len();
+        if len > self.query_room {
+            return Err(EncodeError::TooLarge { len, max: self.query_room });
+        }
+        let predicted = (self.predict)(&module);
+        Ok((module, predicted))
+    }
+}
+
+impl<'a, P: Fn(&QueryModule<'_>) -> usize> Iterator for QueryPacker<'a, P> {
+    type Item = Result<PackedPart<'a>, EncodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let mut body: Vec<u8> = Vec::new();
+        let mut current: Vec<QueryModule<'a>> = Vec::new();
+        let mut answer_len = 0;
+        loop {
+            let next = match self.carried.take() {
+                Some(carried) => Some(Ok(carried)),
+                None => self.modules.next().map(|module| self.measure(module)),
+            };
+            let (module, predicted) = match next {
+                None => break,
+                Some(Ok(measured)) => measured,
+                Some(Err(error)) => {
+                    self.failed = true;
+                    return Some(Err(error));
+                }
+            };
+            let module_len = self.scratch.len();
+            if !body.is_empty()
+                && (body.len() + QUERY_CLOSE.len() + module_len > self.query_room
+                    || answer_len + predicted > self.answer_room)
+            {
+                self.carried = Some((module, predicted));
+                break;
+            }
+            if body.is_empty() {
+                body.reserve(self.query_room);
+                body.extend_from_slice(&self.open);
+            }
+            body.extend_from_slice(&self.scratch);
+            answer_len += predicted;
+            current.push(module);
         }
         if body.is_empty() {
-            body.reserve(query_room);
-            body.extend_from_slice(open);
+            return None;
         }
-        body.extend_from_slice(&scratch);
-        answer_len += predicted;
-        current.push(module);
+        body.extend_from_slice(QUERY_CLOSE);
+        Some(Ok(PackedPart { body, query: query_like(&self.audience, current) }))
     }
-    if !body.is_empty() {
-        body.extend_from_slice(close);
-        parts.push(PackedPart { body, query: query_like(&audience, current) });
-    }
-    Ok(parts)
 }
 
 /// The modules of a query: `installed` as given, then each id of `install` that `installed`
@@ -303,6 +411,10 @@ fn fit_alone<'a>(audience: &Query<'a>, mut module: QueryModule<'a>, room: usize)
 /// Makes every payload URL of `module` absolute against `response` (SPEC.md §4.2), with
 /// [`Response::resolve_url`].
 pub fn resolve_urls(module: &mut ModuleAnswer<'_>, response: &Response<'_>) {
+    if response.base.is_none() {
+        // Every URL of a response without `base` is absolute (SPEC.md §4.2).
+        return;
+    }
     let fix = |payload: &mut Payload<'_>| {
         let resolved = match response.resolve_url(&payload.url) {
             Cow::Owned(url) => Some(url),
@@ -335,36 +447,92 @@ pub fn resolve_urls(module: &mut ModuleAnswer<'_>, response: &Response<'_>) {
 
 /// The merged module answers of the responses to every part of one query (SPEC.md §2.6),
 /// ordered by module id, every payload URL absolute: a module's own answer beats a dependency
-/// entry; among dependency entries the newest `issued` wins; a module listed twice in one
-/// response, or listing a file twice, is dropped (a server error the client must not act on).
+/// entry (among own answers the last given wins); among dependency entries the newest `issued`
+/// wins (the first given among equals); a module listed twice in one response, or listing a
+/// file twice, is dropped (a server error the client must not act on).
+///
+/// Responses given in query order, as a client packs its parts from a sorted installation,
+/// merge in about linear time: their answers are already in id order but for dependencies.
 pub fn merge_answers<'a>(responses: impl IntoIterator<Item = Response<'a>>) -> Vec<ModuleAnswer<'a>> {
-    let mut own: BTreeMap<String, ModuleAnswer<'a>> = BTreeMap::new();
-    let mut dependencies: BTreeMap<String, (u64, ModuleAnswer<'a>)> = BTreeMap::new();
-    for mut response in responses {
-        let issued = response.binding.issued;
-        let modules = std::mem::take(&mut response.modules);
-        let mut seen = HashSet::new();
-        let twice: HashSet<String> =
-            modules.iter().filter(|m| !seen.insert(m.id.as_ref())).map(|m| m.id.to_string()).collect();
-        for mut module in modules {
-            let id = module.id.to_string();
-            if twice.contains(&id) || lists_a_file_twice(&module) {
-                continue;
-            }
-            resolve_urls(&mut module, &response);
-            if module.dependency {
-                if dependencies.get(&id).is_none_or(|(at, _)| *at < issued) {
-                    dependencies.insert(id, (issued, module));
-                }
-            } else {
-                own.insert(id, module);
+    let mut responses: Vec<Response<'a>> = responses.into_iter().collect();
+    let winners = merge_order(&responses);
+    let mut merged = Vec::with_capacity(winners.len());
+    for (r, m) in winners {
+        // A placeholder that allocates nothing takes the winner's place; each wins once.
+        let placeholder = ModuleAnswer::new(Cow::Borrowed(""), Status::Unknown, None);
+        let mut module = std::mem::replace(&mut responses[r].modules[m], placeholder);
+        resolve_urls(&mut module, &responses[r]);
+        merged.push(module);
+    }
+    merged
+}
+
+/// [`merge_answers`] of responses a caller keeps: the merged answers borrow their strings from
+/// `responses` (only the payload URLs made absolute are new).
+pub fn merge_borrowed<'r>(responses: &'r [Response<'_>]) -> Vec<ModuleAnswer<'r>> {
+    let winners = merge_order(responses);
+    let mut merged = Vec::with_capacity(winners.len());
+    for (r, m) in winners {
+        let mut module = responses[r].modules[m].as_borrowed();
+        resolve_urls(&mut module, &responses[r]);
+        merged.push(module);
+    }
+    merged
+}
+
+/// The answers [`merge_answers`] keeps, as (response, module) indices in id order. Only these
+/// pairs move: the answers themselves stay where they are until the winners are known.
+fn merge_order(responses: &[Response<'_>]) -> Vec<(usize, usize)> {
+    let mut candidates: Vec<(usize, usize)> = Vec::new();
+    let (mut order, mut twice) = (Vec::new(), Vec::new());
+    for (r, response) in responses.iter().enumerate() {
+        mark_listed_twice(&response.modules, &mut order, &mut twice);
+        candidates.reserve(response.modules.len());
+        for (m, module) in response.modules.iter().enumerate() {
+            if !twice[m] && !lists_a_file_twice(module) {
+                candidates.push((r, m));
             }
         }
     }
-    for (id, (_, module)) in dependencies {
-        own.entry(id).or_insert(module);
+    let module = |&(r, m): &(usize, usize)| &responses[r].modules[m];
+    // Stable: among the entries for one id, the order they were given in decides ties.
+    candidates.sort_by(|a, b| module(a).id.cmp(&module(b).id));
+    let mut winners: Vec<(usize, usize)> = Vec::with_capacity(candidates.len());
+    for candidate in candidates {
+        let (new, issued) = (module(&candidate), responses[candidate.0].binding.issued);
+        match winners.last_mut() {
+            Some(kept) if module(kept).id == new.id => {
+                let old = module(kept);
+                let beats = !new.dependency || (old.dependency && issued > responses[kept.0].binding.issued);
+                if beats {
+                    *kept = candidate;
+                }
+            }
+            _ => winners.push(candidate),
+        }
     }
-    own.into_values().collect()
+    winners
+}
+
+/// Sets `twice[i]` for each module of `modules` whose id another one of them has too; `order`
+/// is scratch space, kept between calls.
+fn mark_listed_twice(modules: &[ModuleAnswer<'_>], order: &mut Vec<usize>, twice: &mut Vec<bool>) {
+    twice.clear();
+    twice.resize(modules.len(), false);
+    // An expanded answer lists its modules in query order, which is id order for a sorted
+    // installation: then no id can repeat, and there is nothing to sort.
+    if modules.windows(2).all(|pair| pair[0].id < pair[1].id) {
+        return;
+    }
+    order.clear();
+    order.extend(0..modules.len());
+    order.sort_unstable_by(|&a, &b| modules[a].id.cmp(&modules[b].id));
+    for pair in order.windows(2) {
+        if modules[pair[0]].id == modules[pair[1]].id {
+            twice[pair[0]] = true;
+            twice[pair[1]] = true;
+        }
+    }
 }
 
 /// Whether the file list of `module` names a file twice.
@@ -423,6 +591,122 @@ mod tests {
         let ids: Vec<_> = merged.iter().map(|m| (m.id.to_string(), m.latest.clone())).collect();
         assert_eq!(ids, vec![("core".to_owned(), Some(v("1.0"))), ("lib".to_owned(), Some(v("2.0")))]);
         assert_eq!(merged[0], own_core);
+    }
+
+    /// The rules of [`merge_answers`] as first written, with a map per rule: the referee of
+    /// the implementation that moves indices instead of answers.
+    fn merge_by_maps<'a>(responses: Vec<Response<'a>>) -> Vec<ModuleAnswer<'a>> {
+        use std::collections::BTreeMap;
+        let mut own: BTreeMap<String, ModuleAnswer<'a>> = BTreeMap::new();
+        let mut dependencies: BTreeMap<String, (u64, ModuleAnswer<'a>)> = BTreeMap::new();
+        for mut response in responses {
+            let issued = response.binding.issued;
+            let modules = std::mem::take(&mut response.modules);
+            let mut seen = HashSet::new();
+            let twice: HashSet<String> =
+                modules.iter().filter(|m| !seen.insert(m.id.as_ref())).map(|m| m.id.to_string()).collect();
+            for mut module in modules {
+                let id = module.id.to_string();
+                if twice.contains(&id) || lists_a_file_twice(&module) {
+                    continue;
+                }
+                resolve_urls(&mut module, &response);
+                if module.dependency {
+                    if dependencies.get(&id).is_none_or(|(at, _)| *at < issued) {
+                        dependencies.insert(id, (issued, module));
+                    }
+                } else {
+                    own.insert(id, module);
+                }
+            }
+        }
+        for (id, (_, module)) in dependencies {
+            own.entry(id).or_insert(module);
+        }
+        own.into_values().collect()
+    }
+
+    /// Responses drawn from a small seeded generator: few ids, so that own answers, dependency
+    /// entries, ties of `issued`, modules listed twice and files listed twice all meet.
+    fn tangled_responses(seed: u64) -> Vec<Response<'static>> {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        (0..1 + next(6))
+            .map(|_| {
+                let issued = 100 + next(3);
+                let base = if next(2) == 0 { None } else { Some("http://mirror.example/") };
+                let modules = (0..next(7))
+                    .map(|_| {
+                        let id = format!("m{}", next(6));
+                        let mut module = ModuleAnswer::new(id, Status::Update, Some(v(&format!("{}", next(50)))));
+                        module.dependency = next(2) == 0;
+                        module.upgrade = match next(4) {
+                            0 => UpgradeInfo::None,
+                            1 => UpgradeInfo::Package(Package { payload: payload("store/p"), args: None }),
+                            2 => UpgradeInfo::Files(vec![file(
+                                "a",
+                                FileAction::Replace(payload("https://cdn.example/a")),
+                            )]),
+                            _ => UpgradeInfo::Files(vec![file("a", FileAction::Delete), file("a", FileAction::Delete)]),
+                        };
+                        module
+                    })
+                    .collect();
+                response(issued, base, modules)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merging_by_indices_keeps_every_rule_of_merging_by_maps() {
+        for seed in 0..2000 {
+            let responses = tangled_responses(seed);
+            let expected = merge_by_maps(responses.clone());
+            assert_eq!(merge_borrowed(&responses), expected, "seed {seed}");
+            assert_eq!(merge_answers(responses), expected, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn expanding_by_taking_the_query_equals_expanding_by_copying_it() {
+        let ids: Vec<String> = (0..200).map(|i| format!("m{i:03}")).collect();
+        for asked_count in [3, 70, 200] {
+            let mut modules: Vec<QueryModule<'static>> =
+                ids[..asked_count].iter().map(|id| asked(id, Some("1.0"))).collect();
+            modules[1].version = None;
+            // Asked twice: the first asking takes what is listed, the second is implied.
+            modules.push(asked(&ids[0], Some("1.0")));
+            let query = compact_query(modules);
+            let mut dependency = ModuleAnswer::new("lib", Status::Update, Some(v("1")));
+            dependency.dependency = true;
+            let last = &ids[asked_count - 1];
+            let listed = vec![
+                ModuleAnswer::new(last.clone(), Status::Update, Some(v("2"))),
+                dependency,
+                ModuleAnswer::new(ids[0].clone(), Status::Update, Some(v("2"))),
+                ModuleAnswer::new(last.clone(), Status::Error, None),
+            ];
+            let mut answer = response(1, None, listed);
+            answer.compact = true;
+            let copied = expand_compact(answer.clone(), &query).unwrap();
+            let taken = expand_compact_taking(answer, query.clone()).unwrap();
+            assert_eq!(taken, copied);
+            let order: Vec<(&str, Status)> = copied.modules.iter().map(|m| (m.id.as_ref(), m.status)).collect();
+            let mut expected = vec![(ids[0].as_str(), Status::Update)];
+            expected.extend(ids[2..asked_count - 1].iter().map(|id| (id.as_str(), Status::Current)));
+            expected.extend([
+                (last.as_str(), Status::Update),
+                (last.as_str(), Status::Error),
+                (ids[0].as_str(), Status::Current),
+                ("lib", Status::Update),
+            ]);
+            assert_eq!(order, expected, "{asked_count} asked");
+        }
     }
 
     #[test]
@@ -669,6 +953,21 @@ mod tests {
             }
             assert_eq!(asked, modules.len());
         }
+    }
+
+    #[test]
+    fn the_packer_yields_nothing_for_no_module_and_stops_at_its_first_error() {
+        let audience = Query::new(vec![]);
+        assert_eq!(QueryPacker::new(&audience, vec![], false, predicted_answer_len).count(), 0);
+        let mut modules: Vec<QueryModule<'static>> = (0..100).map(|i| asked(&format!("m{i:03}"), Some("1"))).collect();
+        // An id far longer than a datagram: no part can hold it.
+        modules[60] = asked(&"x".repeat(2000), Some("1"));
+        let mut packer = QueryPacker::new(&audience, modules, false, predicted_answer_len);
+        let first = packer.next().expect("a part before the module that cannot fit").unwrap();
+        assert_eq!(first.query.modules[0].id, "m000");
+        let rest: Vec<_> = packer.collect();
+        assert!(matches!(rest.last(), Some(Err(EncodeError::TooLarge { .. }))), "{rest:?}");
+        assert_eq!(rest.iter().filter(|r| r.is_err()).count(), 1, "nothing after the error");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod fallback;
+mod owned;
 pub mod query;
 pub mod report;
 pub mod response;
