@@ -271,6 +271,8 @@ pub struct Worker {
     authentic: HashMap<(IpAddr, ClientCookie, ServerCookie), bool>,
     /// New answers [`Worker::take`] prepared, waiting for [`Worker::sign_waiting`].
     waiting: Vec<Waiting>,
+    /// Scratch space for a response's envelope, to know its length before building it.
+    envelope: Vec<u8>,
 }
 
 /// Most remembered cookie checks per worker.
@@ -366,6 +368,7 @@ impl Worker {
             answers: AnswerCache::default(),
             authentic: HashMap::new(),
             waiting: Vec::new(),
+            envelope: Vec::new(),
         }
     }
 
@@ -697,12 +700,13 @@ impl Worker {
         }
         let config = &self.shared.config;
         let binding = Binding { query: Sha256Digest::of(frame.body), issued, expires: issued + config.validity_secs };
-        let mut body = Vec::new();
         let public = &config.public_url;
         let parts = respond_parts(&loaded.catalog, loaded.generation, &query, binding, &mut self.answers);
-        encode_parts(&parts, binding, public, query.compact, &mut body);
+        // The response's length, known before it is built: the module-document form does not
+        // need it built at all.
+        let body_len = parts_len(&parts, binding, public, query.compact, &mut self.envelope);
         if let Some(limit) = limit
-            && overhead + body.len() > limit
+            && overhead + body_len > limit
         {
             return Answer::Refused;
         }
@@ -718,11 +722,13 @@ impl Worker {
         // A client that follows module documents gets a pointer to the module answers, each a
         // document shared with every other query that asks the same (SPEC.md §8.5).
         if query.module_docs
-            && overhead + body.len() > MAX_DATAGRAM_LEN
+            && overhead + body_len > MAX_DATAGRAM_LEN
             && let Some(reply) = self.module_fallback(&parts, binding, query.compact, reply_shape, now)
         {
             return unsigned(reply);
         }
+        let mut body = Vec::with_capacity(body_len);
+        encode_parts(&parts, binding, public, query.compact, &mut body);
         match encode_reply_body(binding, body, reply_shape, |sha| vec![document_url(public, sha)]) {
             Ok(reply) => unsigned(reply),
             Err(e) => {
@@ -779,6 +785,20 @@ fn keep_signed(
         metrics.documents_evicted.fetch_add(evicted as u64, std::sync::atomic::Ordering::Relaxed);
     }
     Arc::new(prepared)
+}
+
+/// The length of the response [`encode_parts`] makes of `parts`, without building it: the
+/// envelope (head and end tag, written into `scratch`) plus the parts.
+fn parts_len(parts: &[Arc<EncodedAnswer>], binding: Binding, base: &str, compact: bool, scratch: &mut Vec<u8>) -> usize {
+    scratch.clear();
+    if parts.is_empty() {
+        encode_parts(parts, binding, base, compact, scratch);
+        return scratch.len();
+    }
+    // One empty part gives exactly the envelope of a response with modules.
+    let modules = std::iter::once(&[][..]);
+    upgram_core::body::Response::encode_from_parts(&binding, Some(base), compact, modules, scratch);
+    scratch.len() + parts.iter().map(|p| p.bytes().len()).sum::<usize>()
 }
 
 /// Where the HTTP side serves the document with hash `sha256`: `{public}doc/{sha256}.xml`.
