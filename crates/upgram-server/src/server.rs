@@ -268,12 +268,15 @@ pub struct Worker {
     answers: AnswerCache,
     /// Server cookies already checked for authenticity (the MAC never changes; the age is
     /// checked every time), so a validated client costs no HMAC per query.
-    authentic: HashMap<(IpAddr, ClientCookie, ServerCookie), bool>,
+    authentic: FastMap<(IpAddr, ClientCookie, ServerCookie), bool>,
     /// New answers [`Worker::take`] prepared, waiting for [`Worker::sign_waiting`].
     waiting: Vec<Waiting>,
     /// Scratch space for a response's envelope, to know its length before building it.
     envelope: Vec<u8>,
 }
+
+/// The workers' maps: a fast hasher, seeded at random per process (keys come from the network).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Most remembered cookie checks per worker.
 const MAX_REMEMBERED_COOKIES: usize = 65_536;
@@ -366,7 +369,7 @@ impl Worker {
             metrics,
             cache: ReplyCache::default(),
             answers: AnswerCache::default(),
-            authentic: HashMap::new(),
+            authentic: FastMap::default(),
             waiting: Vec::new(),
             envelope: Vec::new(),
         }
@@ -823,7 +826,7 @@ fn document_url(public: &str, sha256: &Sha256Digest) -> String {
 /// fresh server cookie attached (a different shape).
 #[derive(Debug, Default)]
 struct ReplyCache {
-    maps: [HashMap<Box<[u8]>, CachedReply>; 2],
+    maps: [FastMap<Box<[u8]>, CachedReply>; 2],
     issued: u64,
 }
 
