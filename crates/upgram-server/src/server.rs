@@ -442,19 +442,6 @@ impl Worker {
             let items: Vec<BatchItem<'_>> = waiting.iter().map(Waiting::batch_item).collect();
             self.shared.signer.sign_batch(&items)
         };
-        {
-            use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-            static B: AtomicU64 = AtomicU64::new(0);
-            static A: AtomicU64 = AtomicU64::new(0);
-            static S: AtomicU64 = AtomicU64::new(0);
-            let distinct: std::collections::HashSet<[u8; 64]> = signatures.iter().map(|s| s.signature).collect();
-            let b = B.fetch_add(1, Relaxed) + 1;
-            A.fetch_add(waiting.len() as u64, Relaxed);
-            S.fetch_add(distinct.len() as u64, Relaxed);
-            if b % 2000 == 0 {
-                eprintln!("STATS gathers {b} answers {} sigs {}", A.load(Relaxed), S.load(Relaxed));
-            }
-        }
         for (answer, signature) in waiting.drain(..).zip(signatures) {
             let slot = answer.slot;
             let mut spare = Vec::new();
