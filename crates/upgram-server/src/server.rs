@@ -792,7 +792,13 @@ fn keep_signed(
 
 /// The length of the response [`encode_parts`] makes of `parts`, without building it: the
 /// envelope (head and end tag, written into `scratch`) plus the parts.
-fn parts_len(parts: &[Arc<EncodedAnswer>], binding: Binding, base: &str, compact: bool, scratch: &mut Vec<u8>) -> usize {
+fn parts_len(
+    parts: &[Arc<EncodedAnswer>],
+    binding: Binding,
+    base: &str,
+    compact: bool,
+    scratch: &mut Vec<u8>,
+) -> usize {
     scratch.clear();
     if parts.is_empty() {
         encode_parts(parts, binding, base, compact, scratch);
