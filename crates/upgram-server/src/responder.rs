@@ -217,7 +217,7 @@ impl RolloutClasses {
 /// starts again empty (every step stays O(1) amortized, with no search for what to evict).
 #[derive(Debug, Default)]
 pub struct AnswerCache {
-    entries: HashMap<Box<[u8]>, Arc<EncodedAnswer>>,
+    entries: HashMap<Box<[u8]>, Arc<EncodedAnswer>, foldhash::fast::RandomState>,
     /// The catalog generation the entries are for; `None` before the first query.
     generation: Option<u64>,
     classes: RolloutClasses,

@@ -268,10 +268,15 @@ pub struct Worker {
     answers: AnswerCache,
     /// Server cookies already checked for authenticity (the MAC never changes; the age is
     /// checked every time), so a validated client costs no HMAC per query.
-    authentic: HashMap<(IpAddr, ClientCookie, ServerCookie), bool>,
+    authentic: FastMap<(IpAddr, ClientCookie, ServerCookie), bool>,
     /// New answers [`Worker::take`] prepared, waiting for [`Worker::sign_waiting`].
     waiting: Vec<Waiting>,
+    /// Scratch space for a response's envelope, to know its length before building it.
+    envelope: Vec<u8>,
 }
+
+/// The workers' maps: a fast hasher, seeded at random per process (keys come from the network).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Most remembered cookie checks per worker.
 const MAX_REMEMBERED_COOKIES: usize = 65_536;
@@ -364,8 +369,9 @@ impl Worker {
             metrics,
             cache: ReplyCache::default(),
             answers: AnswerCache::default(),
-            authentic: HashMap::new(),
+            authentic: FastMap::default(),
             waiting: Vec::new(),
+            envelope: Vec::new(),
         }
     }
 
@@ -697,12 +703,13 @@ impl Worker {
         }
         let config = &self.shared.config;
         let binding = Binding { query: Sha256Digest::of(frame.body), issued, expires: issued + config.validity_secs };
-        let mut body = Vec::new();
         let public = &config.public_url;
         let parts = respond_parts(&loaded.catalog, loaded.generation, &query, binding, &mut self.answers);
-        encode_parts(&parts, binding, public, query.compact, &mut body);
+        // The response's length, known before it is built: the module-document form does not
+        // need it built at all.
+        let body_len = parts_len(&parts, binding, public, query.compact, &mut self.envelope);
         if let Some(limit) = limit
-            && overhead + body.len() > limit
+            && overhead + body_len > limit
         {
             return Answer::Refused;
         }
@@ -718,11 +725,13 @@ impl Worker {
         // A client that follows module documents gets a pointer to the module answers, each a
         // document shared with every other query that asks the same (SPEC.md §8.5).
         if query.module_docs
-            && overhead + body.len() > MAX_DATAGRAM_LEN
+            && overhead + body_len > MAX_DATAGRAM_LEN
             && let Some(reply) = self.module_fallback(&parts, binding, query.compact, reply_shape, now)
         {
             return unsigned(reply);
         }
+        let mut body = Vec::with_capacity(body_len);
+        encode_parts(&parts, binding, public, query.compact, &mut body);
         match encode_reply_body(binding, body, reply_shape, |sha| vec![document_url(public, sha)]) {
             Ok(reply) => unsigned(reply),
             Err(e) => {
@@ -781,6 +790,26 @@ fn keep_signed(
     Arc::new(prepared)
 }
 
+/// The length of the response [`encode_parts`] makes of `parts`, without building it: the
+/// envelope (head and end tag, written into `scratch`) plus the parts.
+fn parts_len(
+    parts: &[Arc<EncodedAnswer>],
+    binding: Binding,
+    base: &str,
+    compact: bool,
+    scratch: &mut Vec<u8>,
+) -> usize {
+    scratch.clear();
+    if parts.is_empty() {
+        encode_parts(parts, binding, base, compact, scratch);
+        return scratch.len();
+    }
+    // One empty part gives exactly the envelope of a response with modules.
+    let modules = std::iter::once(&[][..]);
+    upgram_core::body::Response::encode_from_parts(&binding, Some(base), compact, modules, scratch);
+    scratch.len() + parts.iter().map(|p| p.bytes().len()).sum::<usize>()
+}
+
 /// Where the HTTP side serves the document with hash `sha256`: `{public}doc/{sha256}.xml`.
 fn document_url(public: &str, sha256: &Sha256Digest) -> String {
     upgram_core::body::fallback::document_url(public, sha256)
@@ -790,7 +819,7 @@ fn document_url(public: &str, sha256: &Sha256Digest) -> String {
 /// fresh server cookie attached (a different shape).
 #[derive(Debug, Default)]
 struct ReplyCache {
-    maps: [HashMap<Box<[u8]>, CachedReply>; 2],
+    maps: [FastMap<Box<[u8]>, CachedReply>; 2],
     issued: u64,
 }
 

@@ -83,8 +83,14 @@ const GATHER_ANSWERS: usize = upgram_core::limits::MAX_BATCH_LEN;
 const GATHER_DATAGRAMS: usize = 4 * quinn_udp::BATCH_SIZE;
 /// Longest a worker keeps taking in datagrams already waiting on its socket before it signs
 /// and sends: a lone query never waits (the socket is empty at once), a burst waits at most
-/// this long for its replies.
-const GATHER_TIME: Duration = Duration::from_micros(200);
+/// this long for its replies. Long enough for a full batch of new answers under load (about
+/// 64 answers of work), so one Ed25519 signature covers many answers.
+const GATHER_TIME: Duration = Duration::from_millis(1);
+
+/// Datagrams one gathering takes in from which the worker counts as under load: the next
+/// gathering then waits, within [`GATHER_TIME`], for datagrams still on their way when its
+/// socket is momentarily empty, rather than signing a small batch.
+const LOADED_GATHER: usize = 8;
 
 /// Where a reply goes.
 struct Slot {
@@ -112,6 +118,8 @@ async fn run_batched(
     let mut meta = vec![RecvMeta::default(); buffers.len()];
     let mut slots: Vec<Slot> = Vec::new();
     let mut replies: Vec<Vec<u8>> = Vec::new();
+    // Whether the last gathering found the worker under load (see LOADED_GATHER).
+    let mut loaded = false;
     loop {
         tokio::select! {
             ready = socket.readable() => if let Err(e) = ready {
@@ -126,7 +134,20 @@ async fn run_batched(
             let count =
                 match socket.try_io(Interest::READABLE, || state.recv((&socket).into(), &mut buffers, &mut meta)) {
                     Ok(count) => count,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Under load, more queries are on their way: wait for them, within the
+                        // time bound, so their answers share the signature. An idle worker's
+                        // lone query never waits.
+                        let waiting = worker.waiting();
+                        let left = GATHER_TIME.saturating_sub(started.elapsed());
+                        if !loaded || waiting == 0 || waiting >= GATHER_ANSWERS || left.is_zero() {
+                            break;
+                        }
+                        match tokio::time::timeout(left, socket.readable()).await {
+                            Ok(Ok(())) => continue,
+                            _ => break,
+                        }
+                    }
                     Err(e) => {
                         // ICMP errors from earlier sends surface here on some systems; keep serving.
                         tracing::debug!("udp receive: {e}");
@@ -157,6 +178,7 @@ async fn run_batched(
                 break;
             }
         }
+        loaded = taken >= LOADED_GATHER;
         worker.sign_waiting(&mut replies[..taken]);
         for (slot, reply) in slots.iter().zip(&replies).take(taken) {
             log_query(slot.received, slot.to, reply);
