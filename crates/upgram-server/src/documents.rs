@@ -75,6 +75,11 @@ impl DocumentStore {
         self.by_hash.get(sha256).map(|kept| kept.bytes.clone())
     }
 
+    /// Whether the document with this hash is kept.
+    pub fn contains(&self, sha256: &Sha256Digest) -> bool {
+        self.by_hash.contains_key(sha256)
+    }
+
     /// Documents kept.
     pub fn len(&self) -> usize {
         self.by_hash.len()

@@ -134,6 +134,8 @@ pub struct EncodedAnswer {
     sha256: OnceLock<Sha256Digest>,
     /// Until when (unix time) the document store was last asked to keep it; 0 if never.
     kept_until: AtomicU64,
+    /// The store's count of early evictions when it was last asked to keep it.
+    kept_evictions: AtomicU64,
     status: Status,
     /// The ids the answer requires.
     requires: Box<[Box<str>]>,
@@ -157,11 +159,14 @@ impl EncodedAnswer {
         *self.sha256.get_or_init(|| Sha256Digest::of(&self.bytes))
     }
 
-    /// Whether the document store must be asked to keep this document until `until`: true
-    /// once per later `until`, so a document shared by many answers of one window is handed
-    /// over once.
-    pub fn needs_keeping(&self, until: u64) -> bool {
-        self.kept_until.fetch_max(until, Ordering::Relaxed) < until
+    /// Whether the document store must be asked to keep this document until `until`, the
+    /// store having evicted `evictions` documents early so far: true once per later `until`, so
+    /// a document shared by many answers of one window is handed over once, and again once
+    /// the store has evicted anything since (this document may be among them).
+    pub fn needs_keeping(&self, until: u64, evictions: u64) -> bool {
+        let evicted_since = self.kept_evictions.swap(evictions, Ordering::Relaxed) != evictions;
+        let later = self.kept_until.fetch_max(until, Ordering::Relaxed) < until;
+        evicted_since || later
     }
 }
 
@@ -278,6 +283,7 @@ impl AnswerCache {
             module: Box::from(answer.id.as_ref()),
             sha256: OnceLock::new(),
             kept_until: AtomicU64::new(0),
+            kept_evictions: AtomicU64::new(0),
             status: answer.status,
             requires,
             implied,

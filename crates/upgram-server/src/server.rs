@@ -25,12 +25,14 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use upgram_core::body::ModuleDocument;
+use upgram_core::body::fallback::MAX_MODULE_DOCUMENTS;
 use upgram_core::body::{Binding, ErrorBody, ErrorCode, Query, Report};
 use upgram_core::cookie::{
     ClientCookie, CookieCheck, CookieSecret, ServerCookie, cookie_freshness, is_authentic_cookie, make_server_cookie,
@@ -118,6 +120,9 @@ pub struct Shared {
     pub metrics: Metrics,
     workers: Mutex<Vec<Arc<Metrics>>>,
     documents: Mutex<DocumentStore>,
+    /// Documents the store has evicted early, ever: when it changes, module documents that
+    /// were handed over before may be gone and are handed over again.
+    evictions: AtomicU64,
     limiter: RateLimiter,
     /// Why the last reload failed, while the old catalog is kept; `None` once a reload works.
     reload_failure: Mutex<Option<String>>,
@@ -156,6 +161,7 @@ impl Shared {
             metrics: Metrics::default(),
             workers: Mutex::new(Vec::new()),
             documents: Mutex::new(documents),
+            evictions: AtomicU64::new(0),
             limiter,
             reload_failure: Mutex::new(None),
             downloads: Mutex::new(BTreeMap::new()),
@@ -248,14 +254,51 @@ impl Shared {
         let Ok(mut documents) = self.documents.lock() else {
             return 0;
         };
-        documents.insert(sha256, bytes, expires + DOCUMENT_GRACE_SECS, now)
+        let evicted = documents.insert(sha256, bytes, expires + DOCUMENT_GRACE_SECS, now);
+        self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
+        evicted
+    }
+
+    /// Keeps the module documents of one fallback (those of `parts` whose entry in `due` is
+    /// true), under one lock. Returns how many documents were evicted early to make
+    /// room, and whether every document of `parts` is kept afterwards: under pressure, one
+    /// of them may have been evicted to make room for another.
+    fn keep_module_documents(
+        &self,
+        parts: &[Arc<EncodedAnswer>],
+        due: &[bool],
+        expires: u64,
+        now: u64,
+    ) -> (usize, bool) {
+        let Ok(mut documents) = self.documents.lock() else {
+            return (0, false);
+        };
+        let until = expires + DOCUMENT_GRACE_SECS;
+        let mut evicted = 0;
+        for (part, _) in parts.iter().zip(due).filter(|(_, due)| **due) {
+            evicted += documents.insert(part.sha256(), part.bytes().clone(), until, now);
+        }
+        self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
+        let all_kept = evicted == 0 || parts.iter().all(|p| documents.contains(&p.sha256()));
+        (evicted, all_kept)
     }
 }
 
 #[derive(Debug)]
 struct CachedReply {
     generation: u64,
+    /// The store's count of early evictions before the documents the reply names were kept.
+    evictions: u64,
     reply: Arc<PreparedReply>,
+}
+
+impl CachedReply {
+    /// Whether the reply may be sent again: made from this catalog generation and, for a
+    /// fallback, no document evicted early since its documents were kept (one it names may
+    /// be among them; the answer is then made again, which keeps its documents again).
+    fn is_current(&self, generation: u64, evictions: u64) -> bool {
+        self.generation == generation && (self.reply.kind != MessageKind::Fallback || self.evictions == evictions)
+    }
 }
 
 /// One worker's view: the shared state and a private cache of signed answers.
@@ -300,6 +343,8 @@ struct Unsigned {
     issued: u64,
     generation: u64,
     expires: u64,
+    /// The store's count of early evictions before its documents were kept.
+    evictions: u64,
     /// Whether it goes into the cache (no nonce).
     cacheable: bool,
 }
@@ -540,7 +585,7 @@ impl Worker {
     fn finish(&mut self, waiting: Waiting, signature: SignatureBlock, out: &mut Vec<u8>) -> bool {
         let Waiting { request_id, body, source, now, received, answer, .. } = waiting;
         let shape = usize::from(source.attach_cookie);
-        let (issued, generation) = (answer.issued, answer.generation);
+        let (issued, generation, evictions) = (answer.issued, answer.generation, answer.evictions);
         let Some(body) = body else {
             let prepared = keep_signed(&self.shared, &self.metrics, answer, signature, now);
             return self.send_reply(&prepared, request_id, &source, now, received, out);
@@ -549,13 +594,15 @@ impl Worker {
         // batch: both then get the same signed bytes.
         self.cache.start_window(shape, issued);
         let reply = match self.cache.maps[shape].entry(body) {
-            Entry::Occupied(cached) if cached.get().generation == generation => {
+            Entry::Occupied(cached)
+                if cached.get().is_current(generation, self.shared.evictions.load(Ordering::Relaxed)) =>
+            {
                 bump(&self.metrics.cache_hits);
                 cached.get().reply.clone()
             }
             entry => {
                 let prepared = keep_signed(&self.shared, &self.metrics, answer, signature, now);
-                let cached = CachedReply { generation, reply: prepared.clone() };
+                let cached = CachedReply { generation, evictions, reply: prepared.clone() };
                 match entry {
                     Entry::Occupied(mut old) => {
                         old.insert(cached);
@@ -685,7 +732,8 @@ impl Worker {
         let loaded = self.shared.catalog.load();
         let shape = usize::from(source.attach_cookie);
         let cacheable = frame.nonce.is_none();
-        if cacheable && let Some(reply) = self.cache.get(frame.body, shape, issued, loaded.generation) {
+        let evictions = self.shared.evictions.load(Ordering::Relaxed);
+        if cacheable && let Some(reply) = self.cache.get(frame.body, shape, issued, loaded.generation, evictions) {
             bump(&self.metrics.cache_hits);
             return Answer::Reply(reply);
         }
@@ -719,6 +767,7 @@ impl Worker {
                 issued,
                 generation: loaded.generation,
                 expires: binding.expires,
+                evictions,
                 cacheable,
             })
         };
@@ -726,7 +775,7 @@ impl Worker {
         // document shared with every other query that asks the same (SPEC.md §8.5).
         if query.module_docs
             && overhead + body_len > MAX_DATAGRAM_LEN
-            && let Some(reply) = self.module_fallback(&parts, binding, query.compact, reply_shape, now)
+            && let Some(reply) = self.module_fallback(&parts, binding, query.compact, reply_shape, evictions, now)
         {
             return unsigned(reply);
         }
@@ -743,15 +792,17 @@ impl Worker {
 }
 
 impl Worker {
-    /// The module-document fallback for an answer made of `parts`, if it fits a datagram; its
-    /// documents are given to the store (before the reply is sent, SPEC.md §8.4), each once per
-    /// window however many answers name it.
+    /// The module-document fallback for an answer made of `parts`, if it fits a datagram and
+    /// the store keeps every document it names; its documents are given to the store (before
+    /// the reply is sent, SPEC.md §8.4), each once per window however many answers name it,
+    /// and again after the store has evicted documents early to make room.
     fn module_fallback(
         &self,
         parts: &[Arc<EncodedAnswer>],
         binding: Binding,
         compact: bool,
         shape: ReplyShape,
+        evictions: u64,
         now: u64,
     ) -> Option<UnsignedReply> {
         let documents = parts
@@ -760,13 +811,20 @@ impl Worker {
             .collect();
         let reply = encode_module_fallback(binding, &self.shared.config.public_url, compact, documents, shape)?;
         let until = binding.expires + DOCUMENT_GRACE_SECS;
-        for part in parts {
-            if part.needs_keeping(until) {
-                let evicted = self.shared.keep_document(part.sha256(), part.bytes().clone(), binding.expires, now);
-                self.metrics.documents_evicted.fetch_add(evicted as u64, std::sync::atomic::Ordering::Relaxed);
-            }
+        // Asked of every part (no short cut): each records this window and eviction count. A
+        // fallback names at most MAX_MODULE_DOCUMENTS documents (or is not made).
+        let mut due = [false; MAX_MODULE_DOCUMENTS];
+        for (due, part) in due.iter_mut().zip(parts) {
+            *due = part.needs_keeping(until, evictions);
         }
-        Some(reply)
+        if !due.contains(&true) {
+            return Some(reply);
+        }
+        let (evicted, all_kept) = self.shared.keep_module_documents(parts, &due, binding.expires, now);
+        self.metrics.documents_evicted.fetch_add(evicted as u64, Ordering::Relaxed);
+        // A pointer to a document that is gone is never sent: the caller falls back to a
+        // document of this answer alone.
+        all_kept.then_some(reply)
     }
 }
 
@@ -785,7 +843,7 @@ fn keep_signed(
     let mut prepared = answer.reply.signed(signature);
     if let Some(document) = prepared.document.take() {
         let evicted = shared.keep_document(document.sha256, document.bytes.into(), answer.expires, now);
-        metrics.documents_evicted.fetch_add(evicted as u64, std::sync::atomic::Ordering::Relaxed);
+        metrics.documents_evicted.fetch_add(evicted as u64, Ordering::Relaxed);
     }
     Arc::new(prepared)
 }
@@ -824,12 +882,20 @@ struct ReplyCache {
 }
 
 impl ReplyCache {
-    /// The cached reply to an identical body of this window and catalog generation. Starts a
+    /// The cached reply to an identical body of this window and catalog generation (see
+    /// [`CachedReply::is_current`] for `evictions`). Starts a
     /// new cache when the window changed or the cache is full (dropping it whole keeps every
     /// step O(1) amortized: no search for what to evict).
-    fn get(&mut self, body: &[u8], shape: usize, issued: u64, generation: u64) -> Option<Arc<PreparedReply>> {
+    fn get(
+        &mut self,
+        body: &[u8],
+        shape: usize,
+        issued: u64,
+        generation: u64,
+        evictions: u64,
+    ) -> Option<Arc<PreparedReply>> {
         self.start_window(shape, issued);
-        let cached = self.maps[shape].get(body).filter(|c| c.generation == generation)?;
+        let cached = self.maps[shape].get(body).filter(|c| c.is_current(generation, evictions))?;
         Some(cached.reply.clone())
     }
 

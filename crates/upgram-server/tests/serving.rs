@@ -604,6 +604,61 @@ fn documents_leave_the_docs_dir_when_evicted_and_when_expired() {
     assert_eq!(shared.documents_kept(), (0, 0));
 }
 
+#[test]
+fn a_module_document_evicted_early_is_kept_again_before_a_reply_names_it() {
+    use upgram_core::cookie::make_server_cookie;
+    use upgram_server::documents::DocumentLimits;
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = CookieSecret([0x42; 32]);
+    // Room for one document: every new one evicts the one before.
+    let limits = DocumentLimits { max_count: 1, max_bytes: 1 << 20 };
+    let shared = Arc::new(Shared::with_document_limits(
+        catalog(dir.path(), "1.1"),
+        ReplySigner::from_seed(&SEED),
+        CookieSecrets { current: secret.clone(), previous: None },
+        Config::default(),
+        limits,
+    ));
+    let mut worker = Worker::new(shared.clone());
+    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let at = 1_800_000_000u64;
+    let now = std::time::UNIX_EPOCH + Duration::from_secs(at);
+    let cookie = ClientCookie([4; 8]);
+    let options = QueryOptions {
+        client_cookie: Some(cookie),
+        server_cookie: Some(make_server_cookie(&secret, &cookie, ip, at)),
+        ..Default::default()
+    };
+    let mut module_form = 0;
+    // big at 1 alone (one module document), then with core (two documents: no room for both,
+    // so that answer gets a document of its own, evicting big's), then big at 1 alone again:
+    // its module document was evicted and must be kept again before it is named.
+    let queries: [&[(&str, &str)]; 4] =
+        [&[("big", "1")], &[("big", "1"), ("core", "1.0")], &[("big", "1")], &[("big", "1"), ("core", "1.0")]];
+    for (i, modules) in queries.into_iter().enumerate() {
+        let body = module_docs_query(modules);
+        let mut out = Vec::new();
+        assert!(worker.handle(&Frame::query(i as u64, &body, &options).to_vec().unwrap(), ip, now, &mut out));
+        let Message::Fallback(pointer) = Datagram::decode(&out).unwrap().message else { panic!("a fallback") };
+        let expect = Expectation { keys: &keys(), query: Sha256Digest::of(&body), nonce: None, now: at };
+        let pointer = pointer.verify(&expect).expect("verifies");
+        let named: Vec<Sha256Digest> = match &pointer.modules {
+            Some(modules) => modules.documents.iter().map(|d| d.sha256).collect(),
+            None => vec![pointer.sha256],
+        };
+        module_form += usize::from(pointer.modules.is_some());
+        for sha256 in named {
+            assert!(
+                shared.document(&sha256).is_some(),
+                "reply {i} names document {sha256}, which the server does not keep"
+            );
+        }
+    }
+    assert_eq!(module_form, 2, "big alone is answered with its module document both times");
+    assert!(shared.metrics().documents_evicted >= 2);
+}
+
 fn module_docs_query(modules: &[(&str, &str)]) -> Vec<u8> {
     let asked = modules
         .iter()

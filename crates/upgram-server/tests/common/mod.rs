@@ -71,7 +71,12 @@ impl UdpBurst {
             upgram_server::udp::bind("127.0.0.1:0".parse().unwrap(), 1).unwrap()
         };
         let server = sockets[0].local_addr().unwrap();
-        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // The replies to a whole burst may arrive before this thread reads any: room for them
+        // all, as the server's own sockets have, or a busy machine drops some.
+        let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        client.set_recv_buffer_size(upgram_server::udp::SOCKET_BUFFER_BYTES).unwrap();
+        client.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        let client: std::net::UdpSocket = client.into();
         client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         Self { runtime, sockets, server, client, stop: None }
     }
