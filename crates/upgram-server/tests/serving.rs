@@ -555,44 +555,74 @@ fn wait_for_files(dir: &Path, expected: &[String]) {
     panic!("doc/ holds {found:?}, expected {expected:?}");
 }
 
+/// A worker whose store keeps at most one document, at a fixed time, and the options of a
+/// validated client of it (so fallbacks are answered, not challenged).
+struct OneDocumentWorker {
+    shared: Arc<Shared>,
+    worker: Worker,
+    options: QueryOptions,
+    ip: std::net::IpAddr,
+    at: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl OneDocumentWorker {
+    fn new(config: Config) -> Self {
+        use upgram_core::cookie::make_server_cookie;
+        use upgram_server::documents::DocumentLimits;
+
+        let dir = tempfile::tempdir().unwrap();
+        let secret = CookieSecret([0x42; 32]);
+        let limits = DocumentLimits { max_count: 1, max_bytes: 1 << 20 };
+        let shared = Arc::new(Shared::with_document_limits(
+            catalog(dir.path(), "1.1"),
+            ReplySigner::from_seed(&SEED),
+            CookieSecrets { current: secret.clone(), previous: None },
+            config,
+            limits,
+        ));
+        let worker = Worker::new(shared.clone());
+        let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let at = 1_800_000_000u64;
+        let cookie = ClientCookie([4; 8]);
+        let options = QueryOptions {
+            client_cookie: Some(cookie),
+            server_cookie: Some(make_server_cookie(&secret, &cookie, ip, at)),
+            ..Default::default()
+        };
+        Self { shared, worker, options, ip, at, _dir: dir }
+    }
+
+    /// The documents named by the verified fallback the worker answers `body` with (request id
+    /// `id`), and whether it is of the module-document form.
+    fn fallback(&mut self, id: u64, body: &[u8]) -> (Vec<Sha256Digest>, bool) {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(self.at);
+        let mut out = Vec::new();
+        let datagram = Frame::query(id, body, &self.options).to_vec().unwrap();
+        assert!(self.worker.handle(&datagram, self.ip, now, &mut out));
+        let Message::Fallback(pointer) = Datagram::decode(&out).unwrap().message else { panic!("a fallback") };
+        let expect = Expectation { keys: &keys(), query: Sha256Digest::of(body), nonce: None, now: self.at };
+        let pointer = pointer.verify(&expect).expect("verifies");
+        match &pointer.modules {
+            Some(modules) => (modules.documents.iter().map(|d| d.sha256).collect(), true),
+            None => (vec![pointer.sha256], false),
+        }
+    }
+}
+
 #[test]
 fn documents_leave_the_docs_dir_when_evicted_and_when_expired() {
-    use upgram_core::cookie::make_server_cookie;
-    use upgram_server::documents::DocumentLimits;
     use upgram_server::server::DOCUMENT_GRACE_SECS;
 
-    let dir = tempfile::tempdir().unwrap();
     let docs = tempfile::tempdir().unwrap();
-    let secret = CookieSecret([0x42; 32]);
     let config = Config { docs_dir: Some(docs.path().to_owned()), ..Config::default() };
     let validity = config.validity_secs;
-    let limits = DocumentLimits { max_count: 1, max_bytes: 1 << 20 };
-    let shared = Arc::new(Shared::with_document_limits(
-        catalog(dir.path(), "1.1"),
-        ReplySigner::from_seed(&SEED),
-        CookieSecrets { current: secret.clone(), previous: None },
-        config,
-        limits,
-    ));
-    let mut worker = Worker::new(shared.clone());
-    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-    let at = 1_800_000_000u64;
-    let now = std::time::UNIX_EPOCH + Duration::from_secs(at);
-    let cookie = ClientCookie([4; 8]);
-    let options = QueryOptions {
-        client_cookie: Some(cookie),
-        server_cookie: Some(make_server_cookie(&secret, &cookie, ip, at)),
-        ..Default::default()
-    };
+    let mut one = OneDocumentWorker::new(config);
+    let (shared, at) = (one.shared.clone(), one.at);
     let mut names = Vec::new();
     for (i, version) in ["1", "0.5"].into_iter().enumerate() {
-        let body = query_body(&[("big", version)]);
-        let mut out = Vec::new();
-        assert!(worker.handle(&Frame::query(i as u64, &body, &options).to_vec().unwrap(), ip, now, &mut out));
-        let Message::Fallback(pointer) = Datagram::decode(&out).unwrap().message else { panic!("a fallback") };
-        let verified =
-            pointer.verify(&Expectation { keys: &keys(), query: Sha256Digest::of(&body), nonce: None, now: at });
-        names.push(format!("{}.xml", verified.expect("verifies").sha256));
+        let (named, _) = one.fallback(i as u64, &query_body(&[("big", version)]));
+        names.push(format!("{}.xml", named[0]));
         // At most one document is kept: the second evicts the first, file included.
         wait_for_files(docs.path(), &names[i..]);
     }
@@ -606,30 +636,8 @@ fn documents_leave_the_docs_dir_when_evicted_and_when_expired() {
 
 #[test]
 fn a_module_document_evicted_early_is_kept_again_before_a_reply_names_it() {
-    use upgram_core::cookie::make_server_cookie;
-    use upgram_server::documents::DocumentLimits;
-
-    let dir = tempfile::tempdir().unwrap();
-    let secret = CookieSecret([0x42; 32]);
     // Room for one document: every new one evicts the one before.
-    let limits = DocumentLimits { max_count: 1, max_bytes: 1 << 20 };
-    let shared = Arc::new(Shared::with_document_limits(
-        catalog(dir.path(), "1.1"),
-        ReplySigner::from_seed(&SEED),
-        CookieSecrets { current: secret.clone(), previous: None },
-        Config::default(),
-        limits,
-    ));
-    let mut worker = Worker::new(shared.clone());
-    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-    let at = 1_800_000_000u64;
-    let now = std::time::UNIX_EPOCH + Duration::from_secs(at);
-    let cookie = ClientCookie([4; 8]);
-    let options = QueryOptions {
-        client_cookie: Some(cookie),
-        server_cookie: Some(make_server_cookie(&secret, &cookie, ip, at)),
-        ..Default::default()
-    };
+    let mut one = OneDocumentWorker::new(Config::default());
     let mut module_form = 0;
     // big at 1 alone (one module document), then with core (two documents: no room for both,
     // so that answer gets a document of its own, evicting big's), then big at 1 alone again:
@@ -637,26 +645,17 @@ fn a_module_document_evicted_early_is_kept_again_before_a_reply_names_it() {
     let queries: [&[(&str, &str)]; 4] =
         [&[("big", "1")], &[("big", "1"), ("core", "1.0")], &[("big", "1")], &[("big", "1"), ("core", "1.0")]];
     for (i, modules) in queries.into_iter().enumerate() {
-        let body = module_docs_query(modules);
-        let mut out = Vec::new();
-        assert!(worker.handle(&Frame::query(i as u64, &body, &options).to_vec().unwrap(), ip, now, &mut out));
-        let Message::Fallback(pointer) = Datagram::decode(&out).unwrap().message else { panic!("a fallback") };
-        let expect = Expectation { keys: &keys(), query: Sha256Digest::of(&body), nonce: None, now: at };
-        let pointer = pointer.verify(&expect).expect("verifies");
-        let named: Vec<Sha256Digest> = match &pointer.modules {
-            Some(modules) => modules.documents.iter().map(|d| d.sha256).collect(),
-            None => vec![pointer.sha256],
-        };
-        module_form += usize::from(pointer.modules.is_some());
+        let (named, module_docs) = one.fallback(i as u64, &module_docs_query(modules));
+        module_form += usize::from(module_docs);
         for sha256 in named {
             assert!(
-                shared.document(&sha256).is_some(),
+                one.shared.document(&sha256).is_some(),
                 "reply {i} names document {sha256}, which the server does not keep"
             );
         }
     }
     assert_eq!(module_form, 2, "big alone is answered with its module document both times");
-    assert!(shared.metrics().documents_evicted >= 2);
+    assert!(one.shared.metrics().documents_evicted >= 2);
 }
 
 fn module_docs_query(modules: &[(&str, &str)]) -> Vec<u8> {
