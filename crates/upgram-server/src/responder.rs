@@ -763,17 +763,74 @@ const PAYLOAD_HEX_LEN: usize = 64;
 ///
 /// `now` is the issue time the answer would have (rollouts depend on it).
 pub fn least_answer_len(catalog: &Catalog, query: &Query<'_>, now: u64, enough: usize) -> usize {
+    least_answer_len_with(catalog, query, now, enough, least_listed_len)
+}
+
+/// [`least_answer_len`], with `listed` giving each module's share.
+fn least_answer_len_with(
+    catalog: &Catalog,
+    query: &Query<'_>,
+    now: u64,
+    enough: usize,
+    mut listed: impl FnMut(&Catalog, &Module, &Release, Option<&Version<'_>>) -> usize,
+) -> usize {
     let audience = Audience::of(query, now);
     let mut total = 0;
     for asked in query.modules.iter().filter(|m| m.files.is_empty()) {
         let Some(module) = catalog.modules.get(asked.id.as_ref()) else { continue };
         let Some(latest) = audience.latest(module) else { continue };
-        total += least_listed_len(catalog, module, latest, asked.version.as_ref());
+        total += listed(catalog, module, latest, asked.version.as_ref());
         if total >= enough {
             break;
         }
     }
     total
+}
+
+/// Most module questions a [`LeastLengths`] remembers before it starts again.
+const MAX_LEAST_LENGTHS: usize = 16_384;
+
+/// [`least_answer_len`] with each module question's share remembered (a module from an
+/// installed version to its latest release, for one catalog generation): a module of many
+/// files costs a walk of its files and a glob match per file the first time only, so sources
+/// that have not proven their address cost little however many distinct queries they send.
+#[derive(Debug, Default)]
+pub struct LeastLengths {
+    generation: u64,
+    shares: HashMap<Box<str>, usize, foldhash::fast::RandomState>,
+    /// The key being looked up, reused.
+    key: String,
+}
+
+impl LeastLengths {
+    /// [`least_answer_len`] of `query` against `catalog`, whose generation is `generation`.
+    pub fn least_answer_len(
+        &mut self,
+        catalog: &Catalog,
+        generation: u64,
+        query: &Query<'_>,
+        now: u64,
+        enough: usize,
+    ) -> usize {
+        if generation != self.generation || self.shares.len() >= MAX_LEAST_LENGTHS {
+            self.shares.clear();
+            self.generation = generation;
+        }
+        least_answer_len_with(catalog, query, now, enough, |catalog, module, latest, installed| {
+            self.key.clear();
+            // Ids and versions hold no NUL, so the key is unambiguous.
+            for part in [module.id.as_str(), latest.version.as_str(), installed.map_or("", |v| v.as_str())] {
+                self.key.push_str(part);
+                self.key.push('\0');
+            }
+            if let Some(&share) = self.shares.get(self.key.as_str()) {
+                return share;
+            }
+            let share = least_listed_len(catalog, module, latest, installed);
+            self.shares.insert(self.key.as_str().into(), share);
+            share
+        })
+    }
 }
 
 /// The files an install or an upgrade from `installed` lists for certain, if its answer is a

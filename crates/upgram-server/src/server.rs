@@ -49,7 +49,7 @@ use crate::documents::{DocumentLimits, DocumentStore};
 use crate::intake::{RecentAttempts, ReportSink, SinkSlot};
 use crate::metrics::{Metrics, Snapshot, bump, snapshot};
 use crate::ratelimit::RateLimiter;
-use crate::responder::{AnswerCache, EncodedAnswer, encode_parts, least_answer_len, respond_parts};
+use crate::responder::{AnswerCache, EncodedAnswer, LeastLengths, encode_parts, respond_parts};
 
 /// Answers are issued at the start of the current minute, so instances agree on the bytes.
 pub const ISSUE_GRANULARITY_SECS: u64 = 60;
@@ -312,6 +312,8 @@ pub struct Worker {
     /// Server cookies already checked for authenticity (the MAC never changes; the age is
     /// checked every time), so a validated client costs no HMAC per query.
     authentic: FastMap<(IpAddr, ClientCookie, ServerCookie), bool>,
+    /// What module questions add to an answer at least, for sources not yet validated.
+    least: LeastLengths,
     /// New answers [`Worker::take`] prepared, waiting for [`Worker::sign_waiting`].
     waiting: Vec<Waiting>,
     /// Scratch space for a response's envelope, to know its length before building it.
@@ -415,6 +417,7 @@ impl Worker {
             cache: ReplyCache::default(),
             answers: AnswerCache::default(),
             authentic: FastMap::default(),
+            least: LeastLengths::default(),
             waiting: Vec::new(),
             envelope: Vec::new(),
         }
@@ -745,7 +748,7 @@ impl Worker {
         let limit = (!source.validated).then(|| (received.saturating_mul(3)).min(MAX_DATAGRAM_LEN));
         let overhead = HEADER_LEN + trailer_len(MessageKind::Response, reply_shape.flags());
         if let Some(limit) = limit
-            && overhead + least_answer_len(&loaded.catalog, &query, issued, limit) > limit
+            && overhead + self.least.least_answer_len(&loaded.catalog, loaded.generation, &query, issued, limit) > limit
         {
             return Answer::Refused;
         }

@@ -9,7 +9,7 @@ use upgram_core::body::{
     UpgradeInfo,
 };
 use upgram_server::catalog::{Catalog, DeletedFile, DeltaRef, Package, PatchRef};
-use upgram_server::responder::{AnswerCache, least_answer_len, respond, respond_encoded};
+use upgram_server::responder::{AnswerCache, LeastLengths, least_answer_len, respond, respond_encoded};
 
 mod common;
 use common::{blob, file, module, release, v};
@@ -277,6 +277,37 @@ fn the_least_answer_length_never_exceeds_the_answer() {
     assert_eq!(least_answer_len(&catalog, &install_native, 0, usize::MAX), 0, "a critical file: maybe a package");
     let stops = least_answer_len(&catalog, &ask(vec![qm("big", None, &[]), qm("big", Some("1"), &[])]), 0, 100);
     assert!(stops < 2 * 30 * 64, "stops counting once enough: {stops}");
+}
+
+#[test]
+fn remembered_least_lengths_equal_the_computed_ones_and_follow_a_new_catalog() {
+    let mut catalog = catalog();
+    let many = |version: &str| (0..30).map(|i| file(&format!("data/part-{i:02}.bin"), version)).collect::<Vec<_>>();
+    catalog.modules.insert("big".into(), module("big", vec![release("1", many("1")), release("2", many("2"))]));
+    let queries: Vec<_> = [None, Some("1"), Some("2")]
+        .into_iter()
+        .flat_map(|version| ["core", "db", "big", "nowhere"].map(|id| ask(vec![qm(id, version, &[])])))
+        .collect();
+    let mut least = LeastLengths::default();
+    // Twice over: computed, then remembered.
+    for _ in 0..2 {
+        for query in &queries {
+            assert_eq!(
+                least.least_answer_len(&catalog, 0, query, 100, usize::MAX),
+                least_answer_len(&catalog, query, 100, usize::MAX)
+            );
+        }
+    }
+    // A new catalog (a new generation) where big's latest release has one file: what was
+    // remembered of the old one is not used.
+    let install_big = ask(vec![qm("big", None, &[])]);
+    let before = least.least_answer_len(&catalog, 0, &install_big, 100, usize::MAX);
+    catalog
+        .modules
+        .insert("big".into(), module("big", vec![release("1", many("1")), release("2", vec![file("one.bin", "2")])]));
+    let after = least.least_answer_len(&catalog, 1, &install_big, 100, usize::MAX);
+    assert_eq!(after, least_answer_len(&catalog, &install_big, 100, usize::MAX));
+    assert!(after < before, "{after} < {before}");
 }
 
 /// A query with `compact="1"` gets a compact answer (SPEC.md §4.4): the modules current at the
