@@ -215,7 +215,30 @@ pub fn encode_module_fallback(
         mirrors: Vec::new(),
         modules: Some(ModuleDocuments { base: base.into(), compact, documents }),
     };
-    let body = pointer.to_vec();
+    module_pointer_reply(pointer.to_vec(), shape)
+}
+
+/// [`encode_module_fallback`] from the `<doc/>` elements of the documents already encoded by
+/// [`ModuleDocument::encode_element`] (a server names the same module documents in many
+/// fallbacks): the same reply, without encoding each element again.
+pub fn encode_module_fallback_elements<E: AsRef<[u8]>>(
+    binding: Binding,
+    base: &str,
+    compact: bool,
+    elements: &[E],
+    shape: ReplyShape,
+) -> Option<UnsignedReply> {
+    if elements.is_empty() || elements.len() > crate::body::fallback::MAX_MODULE_DOCUMENTS {
+        return None;
+    }
+    // The attributes take under 256 bytes.
+    let mut body = Vec::with_capacity(256 + base.len() + elements.iter().map(|e| e.as_ref().len()).sum::<usize>());
+    crate::body::fallback::encode_module_pointer(&binding, base, compact, elements, &mut body);
+    module_pointer_reply(body, shape)
+}
+
+/// A module-document fallback with this body, if it fits a datagram of `shape`.
+fn module_pointer_reply(body: Vec<u8>, shape: ReplyShape) -> Option<UnsignedReply> {
     (datagram_len(MessageKind::Fallback, shape, body.len()) <= MAX_DATAGRAM_LEN).then_some(UnsignedReply {
         kind: MessageKind::Fallback,
         body,
@@ -276,5 +299,46 @@ impl Fallback<'_> {
         check_binding(&response.binding, &self.binding.query, now)?;
         drop(response);
         Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_module_pointer_from_encoded_elements_is_the_pointer_from_its_documents() {
+        let binding = Binding { query: Sha256Digest::of(b"query"), issued: 1_800_000_000, expires: 1_800_000_300 };
+        let documents: Vec<ModuleDocument<'static>> = ["core", "a&b \"quoted\" <module>", "big"]
+            .iter()
+            .enumerate()
+            .map(|(i, module)| ModuleDocument {
+                module: (*module).into(),
+                size: 1000 * i as u64 + 7,
+                sha256: Sha256Digest::of(module.as_bytes()),
+            })
+            .collect();
+        let elements: Vec<Vec<u8>> = documents
+            .iter()
+            .map(|d| {
+                let mut element = Vec::new();
+                d.encode_element(&mut element);
+                element
+            })
+            .collect();
+        for compact in [false, true] {
+            for server_cookie in [false, true] {
+                let shape = ReplyShape { nonce: None, server_cookie };
+                let base = "https://updates.example/a&b/";
+                let from_documents = encode_module_fallback(binding, base, compact, documents.clone(), shape).unwrap();
+                let from_elements = encode_module_fallback_elements(binding, base, compact, &elements, shape).unwrap();
+                assert_eq!(from_elements.body, from_documents.body);
+                assert_eq!(from_elements.kind, MessageKind::Fallback);
+            }
+        }
+        let none: [&[u8]; 0] = [];
+        assert!(encode_module_fallback_elements(binding, "b/", false, &none, ReplyShape::default()).is_none());
+        let too_many = vec![elements[0].clone(); crate::body::fallback::MAX_MODULE_DOCUMENTS + 1];
+        assert!(encode_module_fallback_elements(binding, "b/", false, &too_many, ReplyShape::default()).is_none());
     }
 }

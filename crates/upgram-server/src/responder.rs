@@ -11,8 +11,9 @@ use bytes::Bytes;
 use upgram_core::Sha256Digest;
 
 use upgram_core::body::{
-    BUCKETS, Binding, Delta, ErrorCode, FileAction, FileEntry, FilePatch, ModuleAnswer, PATCH_FORMAT_BSDIFF,
-    Package as PackageInfo, Payload, Query, QueryFile, QueryModule, Requires, Response, Status, UpgradeInfo,
+    BUCKETS, Binding, Delta, ErrorCode, FileAction, FileEntry, FilePatch, ModuleAnswer, ModuleDocument,
+    PATCH_FORMAT_BSDIFF, Package as PackageInfo, Payload, Query, QueryFile, QueryModule, Requires, Response, Status,
+    UpgradeInfo,
 };
 use upgram_core::merge::is_implied_current;
 use upgram_core::version::Version;
@@ -132,6 +133,9 @@ pub struct EncodedAnswer {
     module: Box<str>,
     /// The SHA-256 of `bytes`, computed when first needed.
     sha256: OnceLock<Sha256Digest>,
+    /// The `<doc/>` element a module-document fallback names it with, encoded when first
+    /// needed.
+    element: OnceLock<Box<[u8]>>,
     /// Until when (unix time) the document store was last asked to keep it; 0 if never.
     kept_until: AtomicU64,
     /// The store's count of early evictions when it was last asked to keep it.
@@ -157,6 +161,21 @@ impl EncodedAnswer {
     /// The SHA-256 of the module document (computed once).
     pub fn sha256(&self) -> Sha256Digest {
         *self.sha256.get_or_init(|| Sha256Digest::of(&self.bytes))
+    }
+
+    /// The `<doc/>` element naming this module document in a fallback (SPEC.md §8.5), encoded
+    /// once.
+    pub fn element(&self) -> &[u8] {
+        self.element.get_or_init(|| {
+            let document = ModuleDocument {
+                module: Cow::Borrowed(&self.module),
+                size: self.bytes.len() as u64,
+                sha256: self.sha256(),
+            };
+            let mut element = Vec::new();
+            document.encode_element(&mut element);
+            element.into()
+        })
     }
 
     /// Whether the document store must be asked to keep this document until `until`, the
@@ -282,6 +301,7 @@ impl AnswerCache {
             bytes: Bytes::from(bytes),
             module: Box::from(answer.id.as_ref()),
             sha256: OnceLock::new(),
+            element: OnceLock::new(),
             kept_until: AtomicU64::new(0),
             kept_evictions: AtomicU64::new(0),
             status: answer.status,

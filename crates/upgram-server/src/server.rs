@@ -31,14 +31,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use upgram_core::body::ModuleDocument;
 use upgram_core::body::fallback::MAX_MODULE_DOCUMENTS;
 use upgram_core::body::{Binding, ErrorBody, ErrorCode, Query, Report};
 use upgram_core::cookie::{
     ClientCookie, CookieCheck, CookieSecret, ServerCookie, cookie_freshness, is_authentic_cookie, make_server_cookie,
     within_amplification_limit,
 };
-use upgram_core::fallback::{PreparedReply, ReplyShape, UnsignedReply, encode_module_fallback, encode_reply_body};
+use upgram_core::fallback::{
+    PreparedReply, ReplyShape, UnsignedReply, encode_module_fallback_elements, encode_reply_body,
+};
 use upgram_core::limits::{AMPLIFICATION_FACTOR, HEADER_LEN};
 use upgram_core::sign::{BatchItem, ReplySigner, SignatureBlock};
 use upgram_core::wire::{Frame, MessageKind, PROTOCOL_VERSION, peek_version_and_id, trailer_len};
@@ -808,11 +809,16 @@ impl Worker {
         evictions: u64,
         now: u64,
     ) -> Option<UnsignedReply> {
-        let documents = parts
-            .iter()
-            .map(|p| ModuleDocument { module: p.module().into(), size: p.bytes().len() as u64, sha256: p.sha256() })
-            .collect();
-        let reply = encode_module_fallback(binding, &self.shared.config.public_url, compact, documents, shape)?;
+        if parts.len() > MAX_MODULE_DOCUMENTS {
+            return None;
+        }
+        // Each part's element is encoded once, however many fallbacks name it.
+        let mut elements: [&[u8]; MAX_MODULE_DOCUMENTS] = [&[]; MAX_MODULE_DOCUMENTS];
+        for (element, part) in elements.iter_mut().zip(parts) {
+            *element = part.element();
+        }
+        let public = &self.shared.config.public_url;
+        let reply = encode_module_fallback_elements(binding, public, compact, &elements[..parts.len()], shape)?;
         let until = binding.expires + DOCUMENT_GRACE_SECS;
         // Asked of every part (no short cut): each records this window and eviction count. A
         // fallback names at most MAX_MODULE_DOCUMENTS documents (or is not made).

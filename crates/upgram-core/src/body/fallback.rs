@@ -75,6 +75,48 @@ impl ModuleDocuments<'_> {
     }
 }
 
+impl ModuleDocument<'_> {
+    /// The `<doc/>` element a fallback of the module-document form lists for this document.
+    /// A server that names the same module documents in many fallbacks may encode each element
+    /// once and assemble the fallbacks with [`encode_module_pointer`].
+    pub fn encode_element(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"<doc");
+        write_attribute(out, "m", &self.module);
+        write_number(out, "size", self.size);
+        out.extend_from_slice(b" h=\"");
+        write_base64url(out, &self.sha256);
+        out.extend_from_slice(b"\"/>");
+    }
+}
+
+/// Writes the body of a fallback of the module-document form (SPEC.md §8.5) into `out` from
+/// its `<doc/>` elements already encoded by [`ModuleDocument::encode_element`], in answer
+/// order: the same bytes as [`Fallback::encode`] of that fallback. The caller keeps to 1 to
+/// [`MAX_MODULE_DOCUMENTS`] elements.
+pub fn encode_module_pointer<E: AsRef<[u8]>>(
+    binding: &Binding,
+    base: &str,
+    compact: bool,
+    elements: impl IntoIterator<Item = E>,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(b"<fallback");
+    binding.encode_attributes(out);
+    open_module_pointer(base, compact, out);
+    for element in elements {
+        out.extend_from_slice(element.as_ref());
+    }
+    out.extend_from_slice(b"</fallback>");
+}
+
+/// The attributes after the binding of a fallback of the module-document form, and the end of
+/// its start tag.
+fn open_module_pointer(base: &str, compact: bool, out: &mut Vec<u8>) {
+    write_attribute(out, "base", base);
+    write_flag(out, "compact", compact);
+    out.push(b'>');
+}
+
 /// Where a server serves the document with hash `sha256` under its public `base` (ending in
 /// `/`): `{base}doc/{sha256 in hex}.xml`.
 pub fn document_url(base: &str, sha256: &Sha256Digest) -> String {
@@ -189,16 +231,9 @@ impl<'a> Fallback<'a> {
         out.extend_from_slice(b"<fallback");
         self.binding.encode_attributes(out);
         if let Some(modules) = &self.modules {
-            write_attribute(out, "base", &modules.base);
-            write_flag(out, "compact", modules.compact);
-            out.push(b'>');
+            open_module_pointer(&modules.base, modules.compact, out);
             for document in &modules.documents {
-                out.extend_from_slice(b"<doc");
-                write_attribute(out, "m", &document.module);
-                write_number(out, "size", document.size);
-                out.extend_from_slice(b" h=\"");
-                write_base64url(out, &document.sha256);
-                out.extend_from_slice(b"\"/>");
+                document.encode_element(out);
             }
             out.extend_from_slice(b"</fallback>");
             return;
