@@ -24,18 +24,11 @@ use upgram_server::publish::{PublishRequest, publish};
 const MODULE: &str = "app";
 const BIG: &str = "bin/app";
 
-/// `len` bytes that do not compress (a splitmix64 stream), like a program's code.
+/// `len` bytes that do not compress (a seeded random stream), like a program's code.
 fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
+    use rand::{RngCore, SeedableRng};
+    let mut out = vec![0; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut out);
     out
 }
 
