@@ -283,6 +283,11 @@ impl Shared {
         let all_kept = evicted == 0 || parts.iter().all(|p| documents.contains(&p.sha256()));
         (evicted, all_kept)
     }
+
+    /// Whether the store keeps the document of every one of `parts`.
+    fn keeps_all(&self, parts: &[Arc<EncodedAnswer>]) -> bool {
+        self.documents.lock().is_ok_and(|documents| parts.iter().all(|p| documents.contains(&p.sha256())))
+    }
 }
 
 #[derive(Debug)]
@@ -826,11 +831,17 @@ impl Worker {
         for (due, part) in due.iter_mut().zip(parts) {
             *due = part.needs_keeping(until, evictions);
         }
-        if !due.contains(&true) {
-            return Some(reply);
-        }
-        let (evicted, all_kept) = self.shared.keep_module_documents(parts, &due, binding.expires, now);
+        let (evicted, mut all_kept) = if due.contains(&true) {
+            self.shared.keep_module_documents(parts, &due, binding.expires, now)
+        } else {
+            (0, true)
+        };
         self.metrics.documents_evicted.fetch_add(evicted as u64, Ordering::Relaxed);
+        // Another worker may have evicted one of them since `evictions` was read: only then
+        // are they looked up again.
+        if all_kept && self.shared.evictions.load(Ordering::Relaxed) != evictions + evicted as u64 {
+            all_kept = self.shared.keeps_all(parts);
+        }
         // A pointer to a document that is gone is never sent: the caller falls back to a
         // document of this answer alone.
         all_kept.then_some(reply)
