@@ -5,8 +5,9 @@
 //!
 //! Signatures are reused (SPEC.md §10.2): answers are valid for a window aligned to the minute,
 //! so every identical query in that minute, on any instance, gets the identical answer body,
-//! and from one worker the identical signed bytes; each worker keeps its own cache, so the hot
-//! path takes no lock. The answers that need a new signature and are ready at the same time —
+//! and from one worker, once the query has come twice, the identical signed bytes; each worker
+//! keeps its own cache, so the hot path takes no lock, and keeps an answer only from the second
+//! time its query comes, so distinct queries do not churn it. The answers that need a new signature and are ready at the same time —
 //! those of the datagrams the driver takes in together ([`Worker::take`], possibly over several
 //! receive calls) — are signed as one batch (SPEC.md §10.3.1) by [`Worker::sign_waiting`], one
 //! Ed25519 signature for all of them; a lone answer is signed alone, in the single form.
@@ -366,8 +367,11 @@ struct Waiting {
     /// Where the reply goes: the index of its buffer.
     slot: usize,
     request_id: u64,
-    /// The query body, the cache's key (only for answers that go into the cache).
+    /// The query body, the cache's key (only for answers that may go into the cache).
     body: Option<Box<[u8]>>,
+    /// Whether the signed answer goes into the cache: its body was seen before (an answer
+    /// is kept from the second time its query comes, see [`ReplyCache::admit`]).
+    admitted: bool,
     source: Source,
     now: u64,
     received: usize,
@@ -531,8 +535,23 @@ impl Worker {
         let reply = match self.answer(&frame, &source, now, received) {
             Answer::Reply(reply) => reply,
             Answer::Unsigned(answer) => {
-                let body = answer.cacheable.then(|| frame.body.into());
-                return Step::Sign(Box::new(Waiting { slot, request_id, body, source, now, received, answer }));
+                let body: Option<Box<[u8]>> = answer.cacheable.then(|| frame.body.into());
+                let shape = usize::from(source.attach_cookie);
+                let admitted = body.is_some() && self.cache.admit(frame.body, shape);
+                if admitted {
+                    // An identical query earlier in this batch was not admitted when it came:
+                    // it is now, so both get the same signed bytes.
+                    for earlier in &mut self.waiting {
+                        if !earlier.admitted
+                            && usize::from(earlier.source.attach_cookie) == shape
+                            && earlier.body.as_deref() == Some(frame.body)
+                        {
+                            earlier.admitted = true;
+                        }
+                    }
+                }
+                let waiting = Waiting { slot, request_id, body, admitted, source, now, received, answer };
+                return Step::Sign(Box::new(waiting));
             }
             Answer::Refused => {
                 bump(&self.metrics.unvalidated_refused);
@@ -592,10 +611,10 @@ impl Worker {
     /// The second step: keeps the signed answer (its document, and in the cache) and writes
     /// the reply.
     fn finish(&mut self, waiting: Waiting, signature: SignatureBlock, out: &mut Vec<u8>) -> bool {
-        let Waiting { request_id, body, source, now, received, answer, .. } = waiting;
+        let Waiting { request_id, body, admitted, source, now, received, answer, .. } = waiting;
         let shape = usize::from(source.attach_cookie);
         let (issued, generation, evictions) = (answer.issued, answer.generation, answer.evictions);
-        let Some(body) = body else {
+        let Some(body) = body.filter(|_| admitted) else {
             let prepared = keep_signed(&self.shared, &self.metrics, answer, signature, now);
             return self.send_reply(&prepared, request_id, &source, now, received, out);
         };
@@ -895,13 +914,50 @@ fn document_url(public: &str, sha256: &Sha256Digest) -> String {
 
 /// Signed answers of the current minute, by exact query body; index 1 holds those made with a
 /// fresh server cookie attached (a different shape).
-#[derive(Debug, Default)]
+///
+/// An answer is kept from the second time its query body comes (a TinyLFU-style doorkeeper):
+/// when queries are distinct, as real ones mostly are, keeping every answer would copy and
+/// hold each of them only to drop them all when the cache fills, while a query that repeats
+/// is kept at its second coming and served from the cache from its third.
+#[derive(Debug)]
 struct ReplyCache {
     maps: [FastMap<Box<[u8]>, CachedReply>; 2],
     issued: u64,
+    /// Fingerprints of query bodies seen (with their shape), one per slot, a slot chosen by
+    /// the fingerprint: a newer body takes the slot of an older one. Bounded, no allocation
+    /// after the first, O(1).
+    seen: Box<[u64]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+/// Slots of [`ReplyCache::seen`]: a power of two, four times the cache's capacity.
+const SEEN_SLOTS: usize = 4 * MAX_CACHED_REPLIES.next_power_of_two();
+
+impl Default for ReplyCache {
+    fn default() -> Self {
+        Self {
+            maps: Default::default(),
+            issued: 0,
+            seen: vec![0; SEEN_SLOTS].into_boxed_slice(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
 }
 
 impl ReplyCache {
+    /// Whether the answer to `body` (of `shape`) should be kept: whether the body was seen
+    /// before, here or in an earlier window (a fingerprint can also match another body's, which
+    /// only keeps an answer early). Records it as seen.
+    fn admit(&mut self, body: &[u8], shape: usize) -> bool {
+        use std::hash::BuildHasher as _;
+        // Never 0, the mark of an empty slot; the shape changes the fingerprint.
+        let fingerprint = (self.hasher.hash_one(body) ^ shape as u64).max(1);
+        let slot = &mut self.seen[(fingerprint as usize) & (SEEN_SLOTS - 1)];
+        let seen = *slot == fingerprint;
+        *slot = fingerprint;
+        seen
+    }
+
     /// The cached reply to an identical body of this window and catalog generation (see
     /// [`CachedReply::is_current`] for `evictions`). Starts a
     /// new cache when the window changed or the cache is full (dropping it whole keeps every

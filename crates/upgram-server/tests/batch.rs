@@ -132,6 +132,8 @@ fn a_batch_with_one_new_answer_and_cached_ones_signs_it_alone() {
     let cached_body = query_body(1);
     let first = datagram(1, &cached_body, None, MIN_UNRESTRICTED_QUERY_LEN);
     let mut out = Vec::new();
+    // An answer is kept from the second time its query comes.
+    worker.handle_batch(&[(&first, from())], at(), &mut out);
     worker.handle_batch(&[(&first, from())], at(), &mut out);
     let cached_block = verify(&out[0], &cached_body, None, AT);
     let new_body = query_body(2);
@@ -140,6 +142,34 @@ fn a_batch_with_one_new_answer_and_cached_ones_signs_it_alone() {
     assert_eq!(verify(&out[0], &cached_body, None, AT), cached_block, "the cached answer keeps its signature");
     assert!(verify(&out[1], &new_body, None, AT).batch.is_none());
     assert_eq!(worker.metrics().cache_hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
+fn an_answer_is_kept_from_the_second_time_its_query_comes() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut worker = Worker::new(shared());
+    let body = query_body(4);
+    let query = datagram(4, &body, None, MIN_UNRESTRICTED_QUERY_LEN);
+    let mut replies = Vec::new();
+    for _ in 0..4 {
+        let mut out = Vec::new();
+        worker.handle_batch(&[(&query, from())], at(), &mut out);
+        verify(&out[0], &body, None, AT);
+        replies.push(out.remove(0));
+    }
+    // The first coming is answered and not kept; the second is answered again and kept; the
+    // third and fourth get the kept bytes.
+    assert_eq!(worker.metrics().signatures.load(Relaxed), 2);
+    assert_eq!(worker.metrics().cache_hits.load(Relaxed), 2);
+    assert_eq!(replies[1], replies[2]);
+    assert_eq!(replies[2], replies[3]);
+    // Distinct queries are never kept: each is signed, none comes from the cache.
+    for i in 100..140 {
+        let mut out = Vec::new();
+        worker.handle_batch(&[(&datagram(i, &query_body(i), None, MIN_UNRESTRICTED_QUERY_LEN), from())], at(), &mut out);
+    }
+    assert_eq!(worker.metrics().signatures.load(Relaxed), 42);
+    assert_eq!(worker.metrics().cache_hits.load(Relaxed), 2);
 }
 
 #[test]
