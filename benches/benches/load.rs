@@ -90,20 +90,34 @@ fn spawn(mut command: Command) -> Server {
     Server { child, addr, http }
 }
 
-/// The server's replies by kind (`upgram_replies_total{kind}` from its `/metrics`).
-fn replies_by_kind(server: &Server) -> Vec<(String, u64)> {
-    let Some(http) = server.http else { return Vec::new() };
+/// The server's `/metrics` text (empty for the echo, which has no HTTP side).
+fn metrics_text(server: &Server) -> String {
+    let Some(http) = server.http else { return String::new() };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let text = runtime
+    runtime
         .block_on(async { reqwest::get(format!("http://{http}/metrics")).await?.text().await })
-        .expect("the server's /metrics");
-    text.lines()
+        .expect("the server's /metrics")
+}
+
+/// The server's replies by kind (`upgram_replies_total{kind}` from its `/metrics`).
+fn replies_by_kind(metrics: &str) -> Vec<(String, u64)> {
+    metrics
+        .lines()
         .filter_map(|line| line.strip_prefix("upgram_replies_total{kind=\""))
         .filter_map(|rest| {
             let (kind, count) = rest.split_once("\"} ")?;
             Some((kind.to_owned(), count.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// A counter without labels from the server's `/metrics`, 0 when absent.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|count| count.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn publish(server: &Path, catalog: &Path, scratch: &Path, module: &str, version: &str, files: usize, changed: usize) {
@@ -497,7 +511,8 @@ fn run_mix(mix: Mix, setup: &Setup, bounds: &Bounds) {
         rate_ratios.push(server.rate() / ceiling.rate());
     }
     let rss_growth = rss(upgram.pid()).saturating_sub(rss_before);
-    let kinds = replies_by_kind(&upgram);
+    let metrics = metrics_text(&upgram);
+    let kinds = replies_by_kind(&metrics);
     drop(echo);
     drop(upgram);
     let (cpu_goal, rate_goal) = mix.goals();
@@ -511,6 +526,16 @@ fn run_mix(mix: Mix, setup: &Setup, bounds: &Bounds) {
         .map(|(kind, n)| format!("{kind} {:.1}%", 100.0 * *n as f64 / total.max(1) as f64))
         .collect();
     println!("{:<9} the server's replies over the mix (warm-up included): {}", mix.name(), shares.join(", "));
+    let signed = counter(&metrics, "upgram_signatures_total");
+    if signed > 0 {
+        let ed25519 = counter(&metrics, "upgram_ed25519_signatures_total");
+        println!(
+            "{:<9} answers signed: {signed}, Ed25519 signatures per signed answer: {:.3}, served from the cache: {}",
+            mix.name(),
+            ed25519 as f64 / signed as f64,
+            counter(&metrics, "upgram_signature_cache_hits_total"),
+        );
+    }
     let what = if mix == Mix::Spoofed { "CPU per challenged query" } else { "CPU per reply" };
     println!(
         "{:<9} {what}, upgram / echo (median of {n}): {cpu:5.2}  (goal <= {cpu_goal:.2}) {}",

@@ -876,8 +876,15 @@ fn keep_signed(
     now: u64,
 ) -> Arc<PreparedReply> {
     bump(&metrics.signatures);
-    if signature.batch.is_some() {
-        bump(&metrics.batch_signed);
+    match &signature.batch {
+        // One Ed25519 signature per batch: count it at its first leaf.
+        Some(batch) => {
+            bump(&metrics.batch_signed);
+            if batch.index() == 0 {
+                bump(&metrics.ed25519_signatures);
+            }
+        }
+        None => bump(&metrics.ed25519_signatures),
     }
     let mut prepared = answer.reply.signed(signature);
     if let Some(document) = prepared.document.take() {
@@ -924,9 +931,10 @@ struct ReplyCache {
     maps: [FastMap<Box<[u8]>, CachedReply>; 2],
     issued: u64,
     /// Fingerprints of query bodies seen (with their shape), one per slot, a slot chosen by
-    /// the fingerprint: a newer body takes the slot of an older one. Bounded, no allocation
+    /// the fingerprint's low bits, the slot holding its high 32 bits: a newer body takes the
+    /// slot of an older one. Bounded (256 KiB, mostly in the core's cache), no allocation
     /// after the first, O(1).
-    seen: Box<[u64]>,
+    seen: Box<[u32]>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -950,11 +958,12 @@ impl ReplyCache {
     /// only keeps an answer early). Records it as seen.
     fn admit(&mut self, body: &[u8], shape: usize) -> bool {
         use std::hash::BuildHasher as _;
-        // Never 0, the mark of an empty slot; the shape changes the fingerprint.
-        let fingerprint = (self.hasher.hash_one(body) ^ shape as u64).max(1);
+        // The shape changes the fingerprint; a kept value is never 0, the mark of an empty slot.
+        let fingerprint = self.hasher.hash_one(body) ^ shape as u64;
+        let kept = ((fingerprint >> 32) as u32).max(1);
         let slot = &mut self.seen[(fingerprint as usize) & (SEEN_SLOTS - 1)];
-        let seen = *slot == fingerprint;
-        *slot = fingerprint;
+        let seen = *slot == kept;
+        *slot = kept;
         seen
     }
 

@@ -166,7 +166,11 @@ fn an_answer_is_kept_from_the_second_time_its_query_comes() {
     // Distinct queries are never kept: each is signed, none comes from the cache.
     for i in 100..140 {
         let mut out = Vec::new();
-        worker.handle_batch(&[(&datagram(i, &query_body(i), None, MIN_UNRESTRICTED_QUERY_LEN), from())], at(), &mut out);
+        worker.handle_batch(
+            &[(&datagram(i, &query_body(i), None, MIN_UNRESTRICTED_QUERY_LEN), from())],
+            at(),
+            &mut out,
+        );
     }
     assert_eq!(worker.metrics().signatures.load(Relaxed), 42);
     assert_eq!(worker.metrics().cache_hits.load(Relaxed), 2);
@@ -269,13 +273,18 @@ fn a_burst_over_udp_is_answered_in_batch_signed_replies_that_verify() {
     }
     udp.serve(shared.clone());
     let mut batched = 0;
+    let mut signatures = std::collections::HashSet::new();
     let now = upgram_server::udp::unix_now();
     for _ in 0..bodies.len() {
         let reply = udp.receive();
         let i = Frame::decode(&reply).unwrap().request_id as usize;
         let block = verify(&reply, &bodies[i], nonces[i], now);
         batched += usize::from(block.batch.is_some());
+        signatures.insert(block.signature);
     }
     assert!(batched >= 2, "{batched} of {} replies batch-signed", bodies.len());
     assert_eq!(shared.metrics().batch_signed, batched as u64);
+    // One Ed25519 signature per batch and per answer signed alone: as many as the replies carry.
+    assert!(signatures.len() < bodies.len(), "{} signatures for {} replies", signatures.len(), bodies.len());
+    assert_eq!(shared.metrics().ed25519_signatures, signatures.len() as u64);
 }
