@@ -90,13 +90,22 @@ fn spawn(mut command: Command) -> Server {
     Server { child, addr, http }
 }
 
-/// The server's replies by kind (`upgram_replies_total{kind}` from its `/metrics`).
-fn replies_by_kind(server: &Server) -> Vec<(String, u64)> {
-    let Some(http) = server.http else { return Vec::new() };
+/// The server's `/metrics` text (empty when it serves no HTTP).
+fn metrics_text(server: &Server) -> String {
+    let Some(http) = server.http else { return String::new() };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let text = runtime
+    runtime
         .block_on(async { reqwest::get(format!("http://{http}/metrics")).await?.text().await })
-        .expect("the server's /metrics");
+        .expect("the server's /metrics")
+}
+
+/// One counter of the server's `/metrics` text, if it has it.
+fn counter(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The server's replies by kind (`upgram_replies_total{kind}` from its `/metrics`).
+fn replies_by_kind(text: &str) -> Vec<(String, u64)> {
     text.lines()
         .filter_map(|line| line.strip_prefix("upgram_replies_total{kind=\""))
         .filter_map(|rest| {
@@ -497,7 +506,8 @@ fn run_mix(mix: Mix, setup: &Setup, bounds: &Bounds) {
         rate_ratios.push(server.rate() / ceiling.rate());
     }
     let rss_growth = rss(upgram.pid()).saturating_sub(rss_before);
-    let kinds = replies_by_kind(&upgram);
+    let metrics = metrics_text(&upgram);
+    let kinds = replies_by_kind(&metrics);
     drop(echo);
     drop(upgram);
     let (cpu_goal, rate_goal) = mix.goals();
@@ -511,6 +521,18 @@ fn run_mix(mix: Mix, setup: &Setup, bounds: &Bounds) {
         .map(|(kind, n)| format!("{kind} {:.1}%", 100.0 * *n as f64 / total.max(1) as f64))
         .collect();
     println!("{:<9} the server's replies over the mix (warm-up included): {}", mix.name(), shares.join(", "));
+    let signed = counter(&metrics, "upgram_signatures_total").unwrap_or(0);
+    // A server built before this counter existed does not report it.
+    if let Some(ed25519) = counter(&metrics, "upgram_ed25519_signatures_total")
+        && signed > 0
+    {
+        let batched = counter(&metrics, "upgram_batch_signed_total").unwrap_or(0);
+        println!(
+            "{:<9} {signed} answers signed ({batched} in batches) with {ed25519} Ed25519 signatures: {:.3} per answer",
+            mix.name(),
+            ed25519 as f64 / signed as f64
+        );
+    }
     let what = if mix == Mix::Spoofed { "CPU per challenged query" } else { "CPU per reply" };
     println!(
         "{:<9} {what}, upgram / echo (median of {n}): {cpu:5.2}  (goal <= {cpu_goal:.2}) {}",

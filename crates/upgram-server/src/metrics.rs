@@ -38,6 +38,8 @@ pub struct Metrics {
     pub signatures: AtomicU64,
     /// Answers signed in a batch, sharing one Ed25519 signature with others.
     pub batch_signed: AtomicU64,
+    /// Ed25519 signatures made: one per answer signed alone, one per batch.
+    pub ed25519_signatures: AtomicU64,
     /// Queries from unvalidated sources answered with a cookie challenge before any answer was
     /// built, because the answer could not be sent to them (SPEC.md §10.6).
     pub unvalidated_refused: AtomicU64,
@@ -110,6 +112,8 @@ pub struct Snapshot {
     pub signatures: u64,
     /// See [`Metrics::batch_signed`].
     pub batch_signed: u64,
+    /// See [`Metrics::ed25519_signatures`].
+    pub ed25519_signatures: u64,
     /// See [`Metrics::unvalidated_refused`].
     pub unvalidated_refused: u64,
     /// See [`Metrics::documents_evicted`].
@@ -163,6 +167,7 @@ pub fn snapshot<'m>(parts: impl IntoIterator<Item = &'m Metrics>) -> Snapshot {
         total.cache_hits += get(&m.cache_hits);
         total.signatures += get(&m.signatures);
         total.batch_signed += get(&m.batch_signed);
+        total.ed25519_signatures += get(&m.ed25519_signatures);
         total.unvalidated_refused += get(&m.unvalidated_refused);
         total.documents_evicted += get(&m.documents_evicted);
         total.reloads += get(&m.reloads);
@@ -201,7 +206,7 @@ pub fn render(total: &Snapshot) -> String {
     for (name, help, value) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     }
-    let counters: [(&str, &str, u64); 15] = [
+    let counters: [(&str, &str, u64); 16] = [
         ("upgram_datagrams_received_total", "Datagrams received on the UDP sockets.", total.datagrams),
         ("upgram_queries_total", "Query datagrams decoded.", total.queries),
         ("upgram_rate_limited_total", "Queries refused by the per-source rate limiter.", total.rate_limited),
@@ -213,6 +218,11 @@ pub fn render(total: &Snapshot) -> String {
             "upgram_batch_signed_total",
             "Answers signed in a batch, sharing one Ed25519 signature with others.",
             total.batch_signed,
+        ),
+        (
+            "upgram_ed25519_signatures_total",
+            "Ed25519 signatures made: one per answer signed alone, one per batch.",
+            total.ed25519_signatures,
         ),
         (
             "upgram_unvalidated_refused_total",

@@ -879,6 +879,10 @@ fn keep_signed(
     if signature.batch.is_some() {
         bump(&metrics.batch_signed);
     }
+    // Every batch has exactly one member at leaf 0: count its signature once.
+    if signature.batch.is_none_or(|batch| batch.index() == 0) {
+        bump(&metrics.ed25519_signatures);
+    }
     let mut prepared = answer.reply.signed(signature);
     if let Some(document) = prepared.document.take() {
         let evicted = shared.keep_document(document.sha256, document.bytes.into(), answer.expires, now);

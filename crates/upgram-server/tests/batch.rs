@@ -102,11 +102,15 @@ fn distinct_queries_received_together_share_one_batch_signature() {
     // 40 answers: at most 32 per batch in a tree of depth 6 … all batch-signed, and the
     // Ed25519 signature is shared within each batch.
     assert!(blocks.iter().all(|b| b.batch.is_some()), "every answer of the burst is batch-signed");
-    let mut signatures: Vec<[u8; 64]> = blocks.iter().map(|b| b.signature).collect();
-    signatures.dedup();
+    let signatures: std::collections::HashSet<[u8; 64]> = blocks.iter().map(|b| b.signature).collect();
     assert!(signatures.len() < blocks.len() / 2, "{} signatures for {} answers", signatures.len(), blocks.len());
     assert_eq!(worker.metrics().signatures.load(std::sync::atomic::Ordering::Relaxed), 40);
     assert_eq!(worker.metrics().batch_signed.load(std::sync::atomic::Ordering::Relaxed), 40);
+    assert_eq!(
+        worker.metrics().ed25519_signatures.load(std::sync::atomic::Ordering::Relaxed),
+        signatures.len() as u64,
+        "one Ed25519 signature counted per batch"
+    );
 }
 
 #[test]
@@ -363,6 +367,7 @@ fn sixteen_eight_document_pointers_share_one_signature_at_depth_four() {
     assert_eq!(signatures.len(), 1, "one Ed25519 signature for the 16 pointers");
     eprintln!("eight-document pointers of {:?} bytes signed alone, {} batch-signed", single_lens, out[0].len());
     assert_eq!(worker.metrics().batch_signed.load(std::sync::atomic::Ordering::Relaxed), 16);
+    assert_eq!(worker.metrics().ed25519_signatures.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
 /// Decodes and verifies a fallback (or response) to `body`; returns its batch proof, if any.
