@@ -1077,7 +1077,7 @@ fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
     tampered[at + 2 + 32 + 7] ^= 0x01;
     w.answer(
         "invalid-batch-tampered-path",
-        "Vector 30 with one bit of the second audit-path hash flipped: the path from the answer's leaf leads to another root, over which the signature does not verify (SPEC.md section 10.4 step 3).",
+        "Vector 30 with one bit of the second audit-path hash flipped: the path from the answer's leaf leads to another root, over which the signature does not verify (SPEC.md section 10.4 step 3a).",
         &tampered,
         "minimal-query",
         Some("bad-path"),
@@ -1106,7 +1106,7 @@ fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
     );
     w.answer(
         "invalid-batch-swapped-answer",
-        "Leaf 2's answer (to another client's query) under leaf 0's batch trailer: from this answer at index 0 the path leads to another root than the signed one (SPEC.md section 10.4 step 3).",
+        "Leaf 2's answer (to another client's query) under leaf 0's batch trailer: from this answer at index 0 the path leads to another root than the signed one (SPEC.md section 10.4 step 3a).",
         &reply(&third, None, 0x0102030405060708, blocks[0]),
         "minimal-query",
         Some("bad-path"),
@@ -1115,7 +1115,7 @@ fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
     forged[at - 64 + 7] ^= 0x01;
     w.answer(
         "invalid-batch-tampered-signature",
-        "Vector 30 with one bit of the Ed25519 signature flipped: the answer and its path lead to the genuine root, the signature does not verify over it. Without a carried root this cannot be told from an altered path: a batch-signed reply that fails is bad-path, never bad-signature (SPEC.md sections 10.3.1 and 10.4 step 3).",
+        "Vector 30 with one bit of the Ed25519 signature flipped: the answer and its path lead to the genuine root, the signature does not verify over it. Without a carried root this cannot be told from an altered path: a batch-signed reply that fails is bad-path, never bad-signature (SPEC.md sections 10.3.1 and 10.4 step 3a).",
         &forged,
         "minimal-query",
         Some("bad-path"),

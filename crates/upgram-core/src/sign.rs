@@ -584,7 +584,7 @@ impl KeyRing {
 
     /// Verifies (strictly) the signature of a reply of `kind` over `body`: over the answer
     /// itself, or for a batch-signed reply over the root its audit path leads to from the
-    /// answer's leaf (SPEC.md §10.4 steps 2-3). A batch-signed reply that fails is
+    /// answer's leaf (SPEC.md §10.4 steps 2-3a). A batch-signed reply that fails is
     /// [`VerifyError::BadPath`]: without a carried root, a bad signature cannot be told from a
     /// bad path.
     pub fn verify(
