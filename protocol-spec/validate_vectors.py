@@ -9,10 +9,11 @@ Invalid vectors are not checked against the schema; those whose error is a viola
 well-formedness itself (xml-syntax, entity, duplicate-attribute) must be rejected by xmllint
 as not well-formed too.
 
-Batch-signed vectors: the leaf is hashed from the body, the root rebuilt from the audit path
-and compared with the root the trailer carries; the vectors that must fail on their batch
-trailer are checked to fail for the stated reason. The Ed25519 signature over the root is
-checked too when the `cryptography` package is installed (said so in the output otherwise).
+Batch-signed vectors: the leaf is hashed from the body, the root computed along the audit
+path (the trailer does not carry it), and the Ed25519 signature checked over that root; the
+vectors that must fail on their batch trailer are checked to fail for the stated reason. The
+signature check needs the `cryptography` package: without it only the trailer's layout is
+checked (said so in the output).
 Usage: python3 protocol-spec/validate_vectors.py   (needs xmllint, package libxml2-utils)
 """
 import hashlib, pathlib, struct, subprocess, sys, tempfile, tomllib
@@ -35,27 +36,28 @@ def batch_outcome(data):
     nonce = data[at:at + 16] if flags & NONCE else None
     at += (16 if flags & NONCE else 0) + 8
     signature, at = data[at:at + 64], at + 64
-    depth, index, root = data[at], data[at + 1], data[at + 2:at + 34]
+    depth, index = data[at], data[at + 1]
     if depth > MAX_DEPTH:
         return "path-too-long"
     if depth == 0:
         return "empty-path"
     if index >= 1 << depth:
         return "wrong-position"
-    path = data[at + 34:]
+    path = data[at + 2:]
     if len(path) != 32 * depth:
         return "length-mismatch" if len(path) > 32 * depth else "truncated"
-    if root_key is not None:
-        try:
-            root_key.verify(signature, b"upgram-v1-root\0" + root)
-        except Exception:
-            return "bad-signature"
     node = hashlib.sha256(b"upgram-v1-leaf\0" + bytes([data[5], 1 if nonce else 0]) + (nonce or b"") + body).digest()
     for level in range(depth):
         sibling = path[32 * level:32 * level + 32]
         pair = node + sibling if (index >> level) & 1 == 0 else sibling + node
         node = hashlib.sha256(b"upgram-v1-node\0" + pair).digest()
-    return "ok" if node == root else "bad-path"
+    if root_key is None:
+        return None
+    try:
+        root_key.verify(signature, b"upgram-v1-root\0" + node)
+    except Exception:
+        return "bad-path"
+    return "ok"
 
 
 WELL_FORMEDNESS = {"xml-syntax", "entity", "duplicate-attribute"}
@@ -68,6 +70,8 @@ with tempfile.TemporaryDirectory() as scratch:
             if len(data) >= 20 and data[5] in (2, 3) and struct.unpack(">H", data[6:8])[0] & BATCH:
                 batches += 1
                 outcome, expected = batch_outcome(data), v.get("error", "ok")
+                if outcome is None and expected in ("ok", "bad-path"):
+                    continue
                 if outcome != expected:
                     failures.append(f"{path.name}: batch trailer gives {outcome}, the vector says {expected}")
         if "error" in v and v["error"] not in WELL_FORMEDNESS or v.get("reencode", True) is False:
@@ -96,7 +100,7 @@ with tempfile.TemporaryDirectory() as scratch:
             failures.append(f"{path.name}: {run.stderr.strip()}")
 print(f"{checked} vector bodies checked against upgram.xsd, {ill_formed} ill-formed ones against xmllint, "
       f"{batches} batch trailers re-derived"
-      f"{'' if root_key else ' (root signatures NOT checked: the cryptography package is missing)'}"
+      f"{'' if root_key else ' (batch signatures NOT checked, only the layout of their trailers: the cryptography package is missing)'}"
       f", {len(failures)} failed")
 for failure in failures:
     print(failure)

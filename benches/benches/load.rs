@@ -90,7 +90,7 @@ fn spawn(mut command: Command) -> Server {
     Server { child, addr, http }
 }
 
-/// The server's `/metrics` text (empty for the echo, which has no HTTP side).
+/// The server's `/metrics` text (empty when it serves no HTTP).
 fn metrics_text(server: &Server) -> String {
     let Some(http) = server.http else { return String::new() };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -99,25 +99,20 @@ fn metrics_text(server: &Server) -> String {
         .expect("the server's /metrics")
 }
 
+/// One counter of the server's `/metrics` text, if it has it.
+fn counter(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// The server's replies by kind (`upgram_replies_total{kind}` from its `/metrics`).
-fn replies_by_kind(metrics: &str) -> Vec<(String, u64)> {
-    metrics
-        .lines()
+fn replies_by_kind(text: &str) -> Vec<(String, u64)> {
+    text.lines()
         .filter_map(|line| line.strip_prefix("upgram_replies_total{kind=\""))
         .filter_map(|rest| {
             let (kind, count) = rest.split_once("\"} ")?;
             Some((kind.to_owned(), count.trim().parse().ok()?))
         })
         .collect()
-}
-
-/// A counter without labels from the server's `/metrics`, 0 when absent.
-fn counter(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .find_map(|count| count.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn publish(server: &Path, catalog: &Path, scratch: &Path, module: &str, version: &str, files: usize, changed: usize) {
@@ -526,14 +521,16 @@ fn run_mix(mix: Mix, setup: &Setup, bounds: &Bounds) {
         .map(|(kind, n)| format!("{kind} {:.1}%", 100.0 * *n as f64 / total.max(1) as f64))
         .collect();
     println!("{:<9} the server's replies over the mix (warm-up included): {}", mix.name(), shares.join(", "));
-    let signed = counter(&metrics, "upgram_signatures_total");
-    if signed > 0 {
-        let ed25519 = counter(&metrics, "upgram_ed25519_signatures_total");
+    let signed = counter(&metrics, "upgram_signatures_total").unwrap_or(0);
+    // A server built before this counter existed does not report it.
+    if let Some(ed25519) = counter(&metrics, "upgram_ed25519_signatures_total")
+        && signed > 0
+    {
+        let batched = counter(&metrics, "upgram_batch_signed_total").unwrap_or(0);
         println!(
-            "{:<9} answers signed: {signed}, Ed25519 signatures per signed answer: {:.3}, served from the cache: {}",
+            "{:<9} {signed} answers signed ({batched} in batches) with {ed25519} Ed25519 signatures: {:.3} per answer",
             mix.name(),
-            ed25519 as f64 / signed as f64,
-            counter(&metrics, "upgram_signature_cache_hits_total"),
+            ed25519 as f64 / signed as f64
         );
     }
     let what = if mix == Mix::Spoofed { "CPU per challenged query" } else { "CPU per reply" };

@@ -1034,7 +1034,7 @@ fn report_vectors(w: &mut Writer<'_>) {
     assert_eq!(w.count, 89, "report vectors are numbered 78-89");
 }
 
-/// Vectors 30-39: batch-signed replies (SPEC.md §3.4, §10.3.1) and the ways they fail.
+/// Vectors 30-37: batch-signed replies (SPEC.md §3.4, §10.3.1) and the ways they fail.
 ///
 /// One batch of three answers ready at the same time: vector 04's answer to vector 01 (leaf 0),
 /// the same answer nonce-bound for vector 03 (leaf 1), and an answer to another client's query
@@ -1059,14 +1059,14 @@ fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
     let batched = reply(&first, None, 0x0102030405060708, blocks[0]);
     w.answer(
         "batch-signed-response",
-        "Vector 04's answer to vector 01, signed as leaf 0 of a batch of three (depth 2): BATCH flag; the trailer carries depth 2, index 0, the Merkle root the Ed25519 signature covers, and the audit path (leaf 1, then the node over leaf 2 and the empty leaf), SPEC.md sections 3.4 and 10.3.1.",
+        "Vector 04's answer to vector 01, signed as leaf 0 of a batch of three (depth 2): BATCH flag; the 66-byte batch trailer carries depth 2, index 0 and the audit path (leaf 1, then the node over leaf 2 and the empty leaf), not the root: the client recomputes the Merkle root from the answer and the path, and the Ed25519 signature must verify over it (SPEC.md sections 3.4 and 10.3.1).",
         &batched,
         "minimal-query",
         None,
     );
     w.answer(
         "batch-signed-nonce-response",
-        "Leaf 1 of the same batch: the same answer nonce-bound for vector 03; the nonce is echoed and hashed into the leaf. Same signature and root as vector 30.",
+        "Leaf 1 of the same batch: the same answer nonce-bound for vector 03; the nonce is echoed and hashed into the leaf. Same signature as vector 30: its path leads to the same root.",
         &reply(&first, Some(nonce), 0x0a0b_0c0d_0e0f_1011, blocks[1]),
         "padded-nonce-query",
         None,
@@ -1074,10 +1074,10 @@ fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
     // The depth byte follows the key id and signature.
     let at = 20 + first.len() + SignatureBlock::LEN;
     let mut tampered = batched.clone();
-    tampered[at + 2 + 32 + 32 + 7] ^= 0x01;
+    tampered[at + 2 + 32 + 7] ^= 0x01;
     w.answer(
         "invalid-batch-tampered-path",
-        "Vector 30 with one bit of the second audit-path hash flipped: the signature over the root verifies, the path from the answer's leaf does not lead to that root (SPEC.md section 10.4 step 3).",
+        "Vector 30 with one bit of the second audit-path hash flipped: the path from the answer's leaf leads to another root, over which the signature does not verify (SPEC.md section 10.4 step 3a).",
         &tampered,
         "minimal-query",
         Some("bad-path"),
@@ -1097,7 +1097,7 @@ fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
         "Vector 30 with an audit path of 7 hashes, more than the 6 a batch of at most 64 answers needs (SPEC.md sections 3.4 and 10.8).",
         &longer,
     );
-    let mut empty = batched[..at + 2 + 32].to_vec();
+    let mut empty = batched[..at + 2].to_vec();
     empty[at] = 0;
     w.invalid(
         "invalid-batch-empty-path",
@@ -1106,11 +1106,21 @@ fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
     );
     w.answer(
         "invalid-batch-swapped-answer",
-        "Leaf 2's answer (to another client's query) under leaf 0's batch trailer: the signed root does not contain this answer at index 0 (SPEC.md section 10.4 step 3).",
+        "Leaf 2's answer (to another client's query) under leaf 0's batch trailer: from this answer at index 0 the path leads to another root than the signed one (SPEC.md section 10.4 step 3a).",
         &reply(&third, None, 0x0102030405060708, blocks[0]),
         "minimal-query",
         Some("bad-path"),
     );
+    let mut forged = batched.clone();
+    forged[at - 64 + 7] ^= 0x01;
+    w.answer(
+        "invalid-batch-tampered-signature",
+        "Vector 30 with one bit of the Ed25519 signature flipped: the answer and its path lead to the genuine root, the signature does not verify over it. Without a carried root this cannot be told from an altered path: a batch-signed reply that fails is bad-path, never bad-signature (SPEC.md sections 10.3.1 and 10.4 step 3a).",
+        &forged,
+        "minimal-query",
+        Some("bad-path"),
+    );
+    assert_eq!(w.count, 37, "batch vectors are numbered 30-37");
 }
 
 /// A response whose datagram is exactly 1024 bytes: a file list whose last URL is stretched.

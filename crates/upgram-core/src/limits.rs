@@ -9,14 +9,14 @@ pub const MAX_DATAGRAM_LEN: usize = 1024;
 pub const HEADER_LEN: usize = 20;
 /// Longest audit path of a batch-signed reply, in hashes: a batch holds at most
 /// 2^6 = [`MAX_BATCH_LEN`] answers. The batch trailer then takes at most
-/// 2 + 32 + 6 × 32 = 226 bytes (see [`MAX_BATCH_TRAILER_LEN`]), which leaves an answer at least
-/// 1024 − 20 − 104 − 226 = 674 bytes of body even with a server cookie and a nonce: an answer
-/// with a longer body is signed alone.
+/// 2 + 6 × 32 = 194 bytes (see [`MAX_BATCH_TRAILER_LEN`]), which leaves an answer at least
+/// 1024 − 20 − 104 − 194 = 706 bytes of body even with a server cookie and a nonce: an answer
+/// with a longer body is signed alone, or in a batch of a shorter path.
 pub const MAX_BATCH_DEPTH: usize = 6;
 /// Most answers under one batch signature.
 pub const MAX_BATCH_LEN: usize = 1 << MAX_BATCH_DEPTH;
-/// Largest batch trailer: depth, index, root and the longest audit path.
-pub const MAX_BATCH_TRAILER_LEN: usize = 2 + 32 + 32 * MAX_BATCH_DEPTH;
+/// Largest batch trailer: depth, index and the longest audit path (the root is not carried).
+pub const MAX_BATCH_TRAILER_LEN: usize = 2 + 32 * MAX_BATCH_DEPTH;
 /// Largest fallback document a client fetches over HTTP.
 pub const MAX_DOCUMENT_LEN: usize = 4 * 1024 * 1024;
 /// Deepest element nesting accepted in an XML body (known and unknown elements alike).

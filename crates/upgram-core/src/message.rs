@@ -249,7 +249,7 @@ impl Fallback<'_> {
 impl<'a, T: Bound> SignedReply<'a, T> {
     /// Verifies signature, query binding, nonce and validity window; only then hands out the
     /// body. A batch-signed reply (SPEC.md §10.3.1) is checked the same way, its signature over
-    /// the batch's root and its audit path from this answer to that root.
+    /// the batch root that its audit path leads to from this answer.
     pub fn verify(&self, expect: &Expectation<'_>) -> Result<&T, VerifyError> {
         // A nonce is echoed if and only if the query carried one (SPEC.md §3.3).
         if self.nonce != expect.nonce {

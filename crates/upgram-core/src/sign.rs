@@ -8,8 +8,9 @@
 //!
 //! Under load a server signs the answers that are ready at the same time as one batch
 //! (SPEC.md §10.3.1): each answer is a leaf of a Merkle tree, one Ed25519 signature covers the
-//! root, and each reply carries its position, the root and its audit path ([`BatchProof`]).
-//! [`ReplySigner::sign_batch`] makes them; [`KeyRing::verify`] checks both forms.
+//! root, and each reply carries its position and its audit path ([`BatchProof`]), not the root:
+//! the client recomputes the root from its answer and the path, and checks the signature over
+//! that. [`ReplySigner::sign_batch`] makes them; [`KeyRing::verify`] checks both forms.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -96,7 +97,7 @@ pub struct SignatureBlock {
     pub key_id: KeyId,
     /// The 64-byte Ed25519 signature: over the answer itself, or over the batch's root.
     pub signature: [u8; 64],
-    /// For a batch-signed reply (flag BATCH): position, root and audit path.
+    /// For a batch-signed reply (flag BATCH): position and audit path.
     pub batch: Option<BatchProof>,
 }
 
@@ -141,22 +142,24 @@ impl Serialize for SignatureBlock {
 /// A 32-byte node of a batch's Merkle tree.
 pub type TreeHash = [u8; 32];
 
-/// Where a batch-signed answer sits in its batch (SPEC.md §3.4, §10.3.1): the leaf index, the
-/// Merkle root the signature covers, and the audit path from the leaf to the root.
+/// Where a batch-signed answer sits in its batch (SPEC.md §3.4, §10.3.1): the leaf index and
+/// the audit path from the leaf to the Merkle root the signature covers.
+///
+/// The root itself is not carried: [`BatchProof::root_from`] recomputes it from the answer's
+/// leaf, and the signature is checked over that.
 ///
 /// Always well formed: 1 to [`MAX_BATCH_DEPTH`] path hashes and an index below 2^depth.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct BatchProof {
     depth: u8,
     index: u8,
-    root: TreeHash,
     /// The first `depth` entries are the path, leaf level first; the rest stay zero.
     path: [TreeHash; MAX_BATCH_DEPTH],
 }
 
 impl BatchProof {
-    /// Length on the wire of the depth, index and root (the path comes on top).
-    pub const FIXED_LEN: usize = 1 + 1 + 32;
+    /// Length on the wire of the depth and index (the path comes on top).
+    pub const FIXED_LEN: usize = 1 + 1;
 
     /// Checks a depth and leaf index as the trailer gives them, in the order the decoder does
     /// (SPEC.md §3.6 step 8): `path-too-long`, `empty-path`, then `wrong-position`.
@@ -176,13 +179,13 @@ impl BatchProof {
     }
 
     /// A proof from its parts; the depth is the path's length.
-    pub fn new(index: u8, root: TreeHash, path: &[TreeHash]) -> Result<Self, DecodeError> {
+    pub fn new(index: u8, path: &[TreeHash]) -> Result<Self, DecodeError> {
         let depth = u8::try_from(path.len())
             .map_err(|_| DecodeError::PathTooLong { depth: path.len(), max: MAX_BATCH_DEPTH })?;
         Self::check_position(depth, index)?;
         let mut stored = [[0u8; 32]; MAX_BATCH_DEPTH];
         stored[..path.len()].copy_from_slice(path);
-        Ok(Self { depth, index, root, path: stored })
+        Ok(Self { depth, index, path: stored })
     }
 
     /// Number of hashes in the audit path: the tree has 2^depth leaves.
@@ -193,11 +196,6 @@ impl BatchProof {
     /// The answer's leaf index, counted from the left.
     pub fn index(&self) -> usize {
         usize::from(self.index)
-    }
-
-    /// The Merkle root the signature covers.
-    pub fn root(&self) -> &TreeHash {
-        &self.root
     }
 
     /// The audit path: the sibling of each node from the leaf up to the root.
@@ -215,7 +213,8 @@ impl BatchProof {
         Self::FIXED_LEN + 32 * depth
     }
 
-    /// The root that this proof's path leads to from `leaf`.
+    /// The root that this proof's path leads to from `leaf`: for the leaf of the answer the
+    /// proof came with, the root the batch signature must cover.
     pub fn root_from(&self, leaf: &TreeHash) -> TreeHash {
         let mut node = *leaf;
         for (level, sibling) in self.path().iter().enumerate() {
@@ -227,17 +226,16 @@ impl BatchProof {
 
 impl fmt::Debug for BatchProof {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BatchProof(index {} of 2^{}, root {})", self.index, self.depth, hex::encode(self.root))
+        write!(f, "BatchProof(index {} of 2^{})", self.index, self.depth)
     }
 }
 
 impl Serialize for BatchProof {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut s = serializer.serialize_struct("BatchProof", 4)?;
+        let mut s = serializer.serialize_struct("BatchProof", 3)?;
         s.serialize_field("depth", &self.depth)?;
         s.serialize_field("index", &self.index)?;
-        s.serialize_field("root", &hex::encode(self.root))?;
         let path: Vec<String> = self.path().iter().map(hex::encode).collect();
         s.serialize_field("path", &path)?;
         s.end()
@@ -395,7 +393,6 @@ impl fmt::Debug for ReplySigner {
     }
 }
 
-/// Depth of the tree for `leaves` leaves: the smallest `d` with 2^d ≥ `leaves`.
 /// The most answers a batch may hold for an answer with `room` bytes for the batch trailer:
 /// 2^depth for the deepest path that fits (at most [`MAX_BATCH_LEN`]), 1 when none does.
 fn batch_capacity(room: usize) -> usize {
@@ -441,7 +438,7 @@ impl MerkleTree {
         for (level, (nodes, slot)) in self.levels[..depth].iter().zip(path.iter_mut()).enumerate() {
             *slot = *nodes.get((index >> level) ^ 1)?;
         }
-        BatchProof::new(u8::try_from(index).ok()?, self.root(), &path[..depth]).ok()
+        BatchProof::new(u8::try_from(index).ok()?, &path[..depth]).ok()
     }
 }
 
@@ -455,16 +452,21 @@ pub enum VerifyError {
         /// The key id in the datagram.
         key_id: KeyId,
     },
-    /// The signature does not verify.
+    /// A reply signed alone: the signature does not verify over its answer.
     #[error("reply signature by key {key_id} does not verify")]
     BadSignature {
         /// The key id in the datagram.
         key_id: KeyId,
     },
-    /// Batch-signed reply: the signature covers the root, but the audit path does not lead
-    /// from this answer at its leaf index to that root (path, index or answer altered).
-    #[error("batch-signed reply: the audit path from leaf {index} does not lead to the signed root")]
+    /// Batch-signed reply: the signature does not verify over the root that the audit path
+    /// leads to from this answer at its leaf index. The root is not carried, so an altered
+    /// signature, path, index or answer all end here (SPEC.md §10.3.1).
+    #[error(
+        "batch-signed reply: the signature by key {key_id} does not verify over the root the audit path from leaf {index} leads to"
+    )]
     BadPath {
+        /// The key id in the datagram.
+        key_id: KeyId,
         /// The leaf index in the datagram.
         index: usize,
     },
@@ -526,7 +528,8 @@ impl VerifyError {
 /// It remembers the last few batch roots whose signature it verified: the answers of one batch
 /// (the parts of one check that the server answered together) then cost one Ed25519
 /// verification, not one each. A root counts as verified only for the exact key id, root and
-/// signature bytes that verified; every reply's own audit path is always checked.
+/// signature bytes that verified; every reply's root is always recomputed from its own answer
+/// and audit path before it is looked up.
 #[derive(Debug, Default)]
 pub struct KeyRing {
     keys: Vec<(KeyId, VerifyingKey)>,
@@ -580,8 +583,10 @@ impl KeyRing {
     }
 
     /// Verifies (strictly) the signature of a reply of `kind` over `body`: over the answer
-    /// itself, or for a batch-signed reply over the root its audit path must lead to
-    /// (SPEC.md §10.4 steps 2-3).
+    /// itself, or for a batch-signed reply over the root its audit path leads to from the
+    /// answer's leaf (SPEC.md §10.4 steps 2-3a). A batch-signed reply that fails is
+    /// [`VerifyError::BadPath`]: without a carried root, a bad signature cannot be told from a
+    /// bad path.
     pub fn verify(
         &self,
         kind: MessageKind,
@@ -592,17 +597,17 @@ impl KeyRing {
         let key_id = block.key_id;
         let (_, key) = self.keys.iter().find(|(id, _)| *id == key_id).ok_or(VerifyError::UnknownKey { key_id })?;
         let signature = Signature::from_bytes(&block.signature);
-        let bad_signature = |_| VerifyError::BadSignature { key_id };
         let Some(batch) = &block.batch else {
-            return key.verify_strict(&signed_message(kind, nonce, body), &signature).map_err(bad_signature);
+            return key
+                .verify_strict(&signed_message(kind, nonce, body), &signature)
+                .map_err(|_| VerifyError::BadSignature { key_id });
         };
-        let verified = (key_id, *batch.root(), block.signature);
+        let root = batch.root_from(&leaf_hash(kind, nonce, body));
+        let verified = (key_id, root, block.signature);
         if !self.root_verified(&verified) {
-            key.verify_strict(&root_message(batch.root()), &signature).map_err(bad_signature)?;
+            key.verify_strict(&root_message(&root), &signature)
+                .map_err(|_| VerifyError::BadPath { key_id, index: batch.index() })?;
             self.remember_root(verified);
-        }
-        if batch.root_from(&leaf_hash(kind, nonce, body)) != *batch.root() {
-            return Err(VerifyError::BadPath { index: batch.index() });
         }
         Ok(())
     }

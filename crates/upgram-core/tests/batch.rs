@@ -1,6 +1,7 @@
 //! Batch-signed replies (SPEC.md §3.4, §10.3.1, §10.4): answers ready at the same time share one
-//! Ed25519 signature over a Merkle root; each reply carries its leaf index, the root and its
-//! audit path, and verifies through the same entry point as a reply signed alone.
+//! Ed25519 signature over a Merkle root; each reply carries its leaf index and its audit path
+//! (not the root, which the client recomputes), and verifies through the same entry point as a
+//! reply signed alone.
 
 use std::borrow::Cow;
 
@@ -8,7 +9,7 @@ use proptest::prelude::*;
 use upgram_core::body::{Binding, ModuleAnswer, Query, QueryModule, Response, Status};
 use upgram_core::limits::{MAX_BATCH_DEPTH, MAX_BATCH_LEN, MAX_BATCH_TRAILER_LEN, MAX_DATAGRAM_LEN};
 use upgram_core::message::Expectation;
-use upgram_core::sign::{BatchItem, BatchProof, KeyRing, Nonce, ReplySigner, SignatureBlock, VerifyError};
+use upgram_core::sign::{BatchItem, BatchProof, KeyRing, Nonce, ReplySigner, SignatureBlock, VerifyError, leaf_hash};
 use upgram_core::version::Version;
 use upgram_core::wire::{Flags, Frame, MessageKind};
 use upgram_core::{Datagram, DecodeError, Message, Sha256Digest};
@@ -131,11 +132,15 @@ fn a_batch_of_two_shares_one_signature_and_each_reply_verifies() {
     assert_eq!(blocks[0].signature, blocks[1].signature, "one signature for the batch");
     let proofs: Vec<BatchProof> = blocks.iter().map(|b| b.batch.expect("batch-signed")).collect();
     assert_eq!(proofs.iter().map(|p| (p.depth(), p.index())).collect::<Vec<_>>(), [(1, 0), (1, 1)]);
-    assert_eq!(proofs[0].root(), proofs[1].root());
+    let root = |i: usize| proofs[i].root_from(&leaf_hash(MessageKind::Response, None, &batch.bodies[i]));
+    assert_eq!(root(0), root(1), "both paths lead to the one signed root");
     assert_every_member_verifies(&batch, &blocks);
     let bytes = batch.datagram(0, blocks[0]);
     assert_ne!(u16::from_be_bytes([bytes[6], bytes[7]]) & Flags::BATCH, 0, "BATCH flag set");
-    assert_eq!(bytes.len(), 20 + batch.bodies[0].len() + SignatureBlock::LEN + BatchProof::overhead(1));
+    // Depth, index and one path hash: the root is not carried.
+    assert_eq!(BatchProof::overhead(1), 2 + 32);
+    assert_eq!(bytes.len(), 20 + batch.bodies[0].len() + SignatureBlock::LEN + 2 + 32);
+    assert_eq!(bytes[batch_offset(&bytes, false) + 2..], proofs[0].path()[0]);
 }
 
 #[test]
@@ -148,6 +153,7 @@ fn a_batch_of_the_maximum_verifies_and_fits_a_datagram() {
         assert_eq!((proof.depth(), proof.index()), (MAX_BATCH_DEPTH, i));
         assert_eq!(proof.encoded_len(), MAX_BATCH_TRAILER_LEN);
     }
+    assert_eq!(MAX_BATCH_TRAILER_LEN, 2 + 6 * 32);
     assert_every_member_verifies(&batch, &blocks);
 }
 
@@ -205,14 +211,15 @@ fn a_tampered_leaf_fails_as_bad_path() {
     assert_eq!(batch.verify(1, &swapped), Err("bad-path".into()));
     // A nonce-bound member's answer presented without its nonce: another leaf.
     let keys = ring();
+    let key_id = signer().key_id();
     assert_eq!(
         keys.verify(MessageKind::Response, None, &batch.bodies[2], &blocks[2]),
-        Err(VerifyError::BadPath { index: 2 })
+        Err(VerifyError::BadPath { key_id, index: 2 })
     );
     // The same body as a fallback: the kind is in the leaf.
     assert_eq!(
         keys.verify(MessageKind::Fallback, batch.nonces[0].as_ref(), &batch.bodies[0], &blocks[0]),
-        Err(VerifyError::BadPath { index: 0 })
+        Err(VerifyError::BadPath { key_id, index: 0 })
     );
 }
 
@@ -229,13 +236,24 @@ fn a_tampered_path_fails_as_bad_path() {
     }
 }
 
+/// Without a carried root, a batch signature is checked over the root the path leads to: an
+/// altered signature cannot be told from an altered path, and both are `bad-path`. A reply
+/// signed alone keeps `bad-signature`.
 #[test]
-fn a_tampered_root_fails_as_bad_signature() {
+fn a_tampered_signature_fails_as_bad_path_in_a_batch_and_bad_signature_alone() {
     let batch = Batch::new(8);
     let blocks = batch.sign();
     let bytes = batch.datagram(3, blocks[3]);
-    let mut tampered = bytes.clone();
-    tampered[batch_offset(&bytes, false) + 2 + 31] ^= 0x80;
+    let signature_start = batch_offset(&bytes, false) - 64;
+    for at in [0, 31, 63] {
+        let mut tampered = bytes.clone();
+        tampered[signature_start + at] ^= 0x80;
+        assert_eq!(batch.verify(3, &tampered), Err("bad-path".into()), "signature byte {at}");
+    }
+    let alone = batch.datagram(3, signer().sign(MessageKind::Response, None, &batch.bodies[3]));
+    let mut tampered = alone.clone();
+    tampered[alone.len() - 1] ^= 0x80;
+    assert_eq!(batch.verify(3, &alone), Ok(()));
     assert_eq!(batch.verify(3, &tampered), Err("bad-signature".into()));
 }
 
@@ -280,14 +298,11 @@ fn a_path_too_long_or_empty_is_refused() {
     assert_eq!(Frame::decode(&empty), Err(DecodeError::EmptyPath));
     // The API refuses to build such proofs.
     assert_eq!(
-        BatchProof::new(0, [0; 32], &[[0; 32]; MAX_BATCH_DEPTH + 1]),
+        BatchProof::new(0, &[[0; 32]; MAX_BATCH_DEPTH + 1]),
         Err(DecodeError::PathTooLong { depth: 7, max: MAX_BATCH_DEPTH })
     );
-    assert_eq!(BatchProof::new(0, [0; 32], &[]), Err(DecodeError::EmptyPath));
-    assert_eq!(
-        BatchProof::new(2, [0; 32], &[[0; 32]]),
-        Err(DecodeError::WrongPosition { index: 2, depth: 1, leaves: 2 })
-    );
+    assert_eq!(BatchProof::new(0, &[]), Err(DecodeError::EmptyPath));
+    assert_eq!(BatchProof::new(2, &[[0; 32]]), Err(DecodeError::WrongPosition { index: 2, depth: 1, leaves: 2 }));
 }
 
 #[test]
@@ -312,13 +327,13 @@ fn a_root_signature_is_never_a_single_answer_signature() {
         keys.verify(MessageKind::Response, None, &batch.bodies[0], &stripped),
         Err(VerifyError::BadSignature { key_id: stripped.key_id })
     );
-    // A single-answer signature under a forged batch trailer whose root is that answer's leaf
-    // path: the signature does not cover a root.
+    // A single-answer signature under a genuine batch trailer: the signature does not cover
+    // the root the path leads to.
     let alone = signer().sign(MessageKind::Response, None, &batch.bodies[0]);
     let forged = SignatureBlock { batch: blocks[0].batch, ..alone };
     assert_eq!(
         keys.verify(MessageKind::Response, None, &batch.bodies[0], &forged),
-        Err(VerifyError::BadSignature { key_id: alone.key_id })
+        Err(VerifyError::BadPath { key_id: alone.key_id, index: 0 })
     );
 }
 
@@ -346,7 +361,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     /// Any batch of random answers: every member verifies; any flipped bit of its trailer
-    /// (nonce, key id, signature, depth, index, root, path) or of its body makes it fail.
+    /// (nonce, key id, signature, depth, index, path) or of its body makes it fail.
     #[test]
     fn any_batch_verifies_for_each_member_and_fails_for_any_flipped_trailer_byte(
         bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..200), 1..=72),
@@ -389,7 +404,7 @@ proptest! {
 
 proptest! {
     /// Any batch trailer behind a valid header and a real answer, whatever its depth, index,
-    /// root and path bytes and length: a typed decode error or a verification error, never a
+    /// path bytes and length: a typed decode error or a verification error, never a
     /// panic, and never a reply that verifies.
     #[test]
     fn arbitrary_batch_trailers_are_refused_without_panic(
@@ -425,17 +440,18 @@ fn a_remembered_root_spares_the_signature_check_but_never_a_path_or_another_sign
     }
     assert_eq!(keys.remembered_roots(), 1, "eight answers of one batch: one root verified and kept");
     // The root is remembered, yet a member's answer with another's path still fails.
+    let key_id = signer().key_id();
     assert_eq!(
         keys.verify(MessageKind::Response, batch.nonces[1].as_ref(), &batch.bodies[1], &blocks[0]),
-        Err(VerifyError::BadPath { index: 0 })
+        Err(VerifyError::BadPath { key_id, index: 0 })
     );
     // The same root under other signature bytes is checked again, and fails.
     let mut forged = blocks[2];
     forged.signature[10] ^= 1;
-    assert!(matches!(
+    assert_eq!(
         keys.verify(MessageKind::Response, batch.nonces[2].as_ref(), &batch.bodies[2], &forged),
-        Err(VerifyError::BadSignature { .. })
-    ));
+        Err(VerifyError::BadPath { key_id, index: 2 })
+    );
     assert_eq!(keys.remembered_roots(), 1);
     // A copy of the ring starts with nothing remembered.
     assert_eq!(keys.clone().remembered_roots(), 0);

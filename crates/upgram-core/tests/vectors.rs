@@ -8,7 +8,7 @@ use upgram_core::body::Response;
 use upgram_core::merge::expand_compact;
 use upgram_core::message::Expectation;
 use upgram_core::records::{Change, RecordDelta, RecordFile};
-use upgram_core::sign::{KeyRing, ReplySigner};
+use upgram_core::sign::{KeyRing, ReplySigner, leaf_hash};
 use upgram_core::wire::MessageKind;
 use upgram_core::{Datagram, Message};
 
@@ -280,6 +280,7 @@ fn the_batch_vectors_are_present_and_share_one_signature() {
         ("invalid-batch-path-too-long", "path-too-long"),
         ("invalid-batch-empty-path", "empty-path"),
         ("invalid-batch-swapped-answer", "bad-path"),
+        ("invalid-batch-tampered-signature", "bad-path"),
     ] {
         assert_eq!(find(name).1.error.as_deref(), Some(error), "{name}");
     }
@@ -287,10 +288,11 @@ fn the_batch_vectors_are_present_and_share_one_signature() {
         let bytes = find(name).1.bytes();
         let Message::Response(reply) = Datagram::decode(&bytes).expect("decodes").message else { panic!("{name}") };
         let batch = reply.signature.batch.expect("batch-signed");
-        (reply.signature.signature, *batch.root(), batch.index(), batch.depth())
+        let leaf = leaf_hash(MessageKind::Response, reply.nonce.as_ref(), reply.raw_body());
+        (reply.signature.signature, batch.root_from(&leaf), batch.index(), batch.depth())
     };
     let (first, second) = (signature("batch-signed-response"), signature("batch-signed-nonce-response"));
-    assert_eq!((first.0, first.1), (second.0, second.1), "one signature, one root");
+    assert_eq!((first.0, first.1), (second.0, second.1), "one signature, both paths lead to one root");
     assert_eq!((first.2, first.3, second.2), (0, 2, 1));
     assert!(find("batch-signed-response").0.file_name().is_some_and(|f| f.to_string_lossy().starts_with("30-")));
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use upgram_core::body::{Query, QueryModule};
-use upgram_core::cookie::CookieSecret;
+use upgram_core::cookie::{ClientCookie, CookieSecret, make_server_cookie};
 use upgram_core::limits::{AMPLIFICATION_FACTOR, MIN_UNRESTRICTED_QUERY_LEN};
 use upgram_core::message::Expectation;
 use upgram_core::sign::{KeyRing, Nonce, ReplySigner, SignatureBlock};
@@ -102,11 +102,15 @@ fn distinct_queries_received_together_share_one_batch_signature() {
     // 40 answers: at most 32 per batch in a tree of depth 6 … all batch-signed, and the
     // Ed25519 signature is shared within each batch.
     assert!(blocks.iter().all(|b| b.batch.is_some()), "every answer of the burst is batch-signed");
-    let mut roots: Vec<[u8; 32]> = blocks.iter().map(|b| *b.batch.unwrap().root()).collect();
-    roots.dedup();
-    assert!(roots.len() < blocks.len() / 2, "{} roots for {} answers", roots.len(), blocks.len());
+    let signatures: std::collections::HashSet<[u8; 64]> = blocks.iter().map(|b| b.signature).collect();
+    assert!(signatures.len() < blocks.len() / 2, "{} signatures for {} answers", signatures.len(), blocks.len());
     assert_eq!(worker.metrics().signatures.load(std::sync::atomic::Ordering::Relaxed), 40);
     assert_eq!(worker.metrics().batch_signed.load(std::sync::atomic::Ordering::Relaxed), 40);
+    assert_eq!(
+        worker.metrics().ed25519_signatures.load(std::sync::atomic::Ordering::Relaxed),
+        signatures.len() as u64,
+        "one Ed25519 signature counted per batch"
+    );
 }
 
 #[test]
@@ -206,7 +210,7 @@ fn nonce_bound_queries_in_a_batch_verify_with_their_nonces() {
     for ((reply, body), nonce) in out.iter().zip(&bodies).zip(&nonces) {
         let block = verify(reply, body, *nonce, AT);
         assert!(block.batch.is_some());
-        // Bound to its nonce: with another one, the path no longer leads to the root.
+        // Bound to its nonce: with another one, it is refused.
         if nonce.is_some() {
             let decoded = Datagram::decode(reply).unwrap();
             let Message::Response(response) = &decoded.message else { unreachable!() };
@@ -287,4 +291,99 @@ fn a_burst_over_udp_is_answered_in_batch_signed_replies_that_verify() {
     // One Ed25519 signature per batch and per answer signed alone: as many as the replies carry.
     assert!(signatures.len() < bodies.len(), "{} signatures for {} replies", signatures.len(), bodies.len());
     assert_eq!(shared.metrics().ed25519_signatures, signatures.len() as u64);
+}
+
+/// The eight modules of the fallback of vector 101, each with enough files that the answer
+/// does not fit a datagram and is sent as module documents.
+const DOCUMENT_MODULES: [&str; 8] =
+    ["core", "ui-shell", "pdf-plugin", "spell-en", "spell-de", "codecs", "fonts-cjk", "help-docs"];
+
+fn documents_shared() -> Arc<Shared> {
+    let mut catalog = Catalog::default();
+    for id in DOCUMENT_MODULES {
+        let files = (0..12).map(|f| common::file(&format!("lib/{id}-{f:02}.bin"), "2.0")).collect();
+        let m = common::module(id, vec![common::release("2.0", files)]);
+        catalog.modules.insert(m.id.clone(), m);
+    }
+    let secrets = CookieSecrets { current: CookieSecret([0x11; 32]), previous: None };
+    Arc::new(Shared::new(catalog, ReplySigner::from_seed(&SEED), secrets, Config::default()))
+}
+
+/// Query `i` of a distinct load: the eight modules, the first at its own installed version,
+/// following module documents.
+fn documents_query(i: usize) -> Vec<u8> {
+    let modules = DOCUMENT_MODULES
+        .iter()
+        .enumerate()
+        .map(|(k, id)| QueryModule {
+            id: Cow::Borrowed(*id),
+            version: Some(common::v(&if k == 0 { format!("1.{}", 10 + i) } else { "1.0".to_owned() })),
+            files: vec![],
+        })
+        .collect();
+    Query { module_docs: true, ..Query::new(modules) }.to_vec()
+}
+
+/// The batch trailer carries no root, so the module-document pointer of eight documents that
+/// distinct load answers with most (about 890 bytes signed alone, as vector 101) has room for
+/// a path of 4 hashes: 16 such answers ready together share one signature. With a 32-byte
+/// root in the trailer, only 3 levels (batches of 8) would fit.
+#[test]
+fn sixteen_eight_document_pointers_share_one_signature_at_depth_four() {
+    let bodies: Vec<Vec<u8>> = (0..16).map(documents_query).collect();
+    // A fallback goes only to a source that proved its address: each query carries cookies.
+    let client_cookie = ClientCookie([3; 8]);
+    let server_cookie = make_server_cookie(&CookieSecret([0x11; 32]), &client_cookie, from().ip(), AT);
+    let options =
+        QueryOptions { client_cookie: Some(client_cookie), server_cookie: Some(server_cookie), ..Default::default() };
+    let datagrams: Vec<Vec<u8>> =
+        bodies.iter().enumerate().map(|(i, b)| Frame::query(i as u64, b, &options).to_vec().unwrap()).collect();
+    // Each answer signed alone: a pointer to eight module documents, with room for depth 4
+    // (2 + 4 × 32 = 130 bytes) but not for depth 4 plus a root (162 bytes).
+    let mut single_lens = Vec::new();
+    for (query, body) in datagrams.iter().zip(&bodies) {
+        let mut alone = Vec::new();
+        assert!(Worker::new(documents_shared()).handle(query, from().ip(), at(), &mut alone));
+        let decoded = Datagram::decode(&alone).expect("decodes");
+        let Message::Fallback(pointer) = &decoded.message else { panic!("a fallback, got {:?}", decoded.message) };
+        assert_eq!(pointer.body_unverified().modules.as_ref().map(|m| m.documents.len()), Some(8));
+        assert!(verify_any(&alone, body).is_none(), "signed alone");
+        assert!(alone.len() + 2 + 4 * 32 <= MAX_DATAGRAM_LEN, "{} bytes alone: no room for depth 4", alone.len());
+        assert!(
+            alone.len() + 2 + 32 + 4 * 32 > MAX_DATAGRAM_LEN,
+            "{} bytes alone: depth 4 would fit a root",
+            alone.len()
+        );
+        single_lens.push(alone.len());
+    }
+    let batch: Vec<(&[u8], SocketAddr)> = datagrams.iter().map(|d| (d.as_slice(), from())).collect();
+    let mut worker = Worker::new(documents_shared());
+    let mut out = Vec::new();
+    worker.handle_batch(&batch, at(), &mut out);
+    assert_eq!(out.len(), 16);
+    let mut signatures = std::collections::HashSet::new();
+    for (i, (reply, body)) in out.iter().zip(&bodies).enumerate() {
+        let proof = verify_any(reply, body).expect("batch-signed");
+        assert_eq!((proof.depth(), proof.index()), (4, i), "reply {i}");
+        assert_eq!(reply.len(), single_lens[i] + 2 + 4 * 32);
+        assert!(reply.len() <= MAX_DATAGRAM_LEN);
+        signatures.insert(Frame::decode(reply).unwrap().signature.unwrap().signature);
+    }
+    assert_eq!(signatures.len(), 1, "one Ed25519 signature for the 16 pointers");
+    eprintln!("eight-document pointers of {:?} bytes signed alone, {} batch-signed", single_lens, out[0].len());
+    assert_eq!(worker.metrics().batch_signed.load(std::sync::atomic::Ordering::Relaxed), 16);
+    assert_eq!(worker.metrics().ed25519_signatures.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+/// Decodes and verifies a fallback (or response) to `body`; returns its batch proof, if any.
+fn verify_any(reply: &[u8], body: &[u8]) -> Option<upgram_core::sign::BatchProof> {
+    let decoded = Datagram::decode(reply).expect("the reply decodes");
+    let keys = keys();
+    let expect = Expectation { keys: &keys, query: Sha256Digest::of(body), nonce: None, now: AT };
+    match &decoded.message {
+        Message::Fallback(pointer) => pointer.verify(&expect).map(|_| ()).expect("the pointer verifies"),
+        Message::Response(response) => response.verify(&expect).map(|_| ()).expect("the response verifies"),
+        other => panic!("a signed reply, got {other:?}"),
+    }
+    Frame::decode(reply).unwrap().signature.expect("signed").batch
 }

@@ -93,8 +93,8 @@ fn check_flags(kind: MessageKind, flags: Flags) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// Length of the trailer that `kind` and `flags` call for; with BATCH, up to the batch root:
-/// the audit path (32 bytes a level, as the depth byte says) comes on top.
+/// Length of the trailer that `kind` and `flags` call for; with BATCH, up to the depth and
+/// index: the audit path (32 bytes a level, as the depth byte says) comes on top.
 pub fn trailer_len(kind: MessageKind, flags: Flags) -> usize {
     let mut len = 0;
     if flags.has(Flags::CLIENT_COOKIE) {
@@ -131,14 +131,13 @@ fn take_signature(rest: &mut &[u8], flags: Flags) -> Result<SignatureBlock, Deco
     let signature = take_array(rest);
     let batch = if flags.has(Flags::BATCH) {
         let [depth, index] = take_array(rest);
-        let root = take_array(rest);
         let mut path = [[0u8; 32]; crate::limits::MAX_BATCH_DEPTH];
         let depth = usize::from(depth).min(path.len());
         for slot in &mut path[..depth] {
             *slot = take_array::<32>(rest);
         }
         let path: &[TreeHash] = &path[..depth];
-        Some(BatchProof::new(index, root, path)?)
+        Some(BatchProof::new(index, path)?)
     } else {
         None
     };
@@ -285,7 +284,6 @@ impl<'b> Frame<'b> {
                 // Both fit a byte: BatchProof keeps depth ≤ 6 and index < 2^depth.
                 buf.put_u8(batch.depth() as u8);
                 buf.put_u8(batch.index() as u8);
-                buf.put_slice(batch.root());
                 for hash in batch.path() {
                     buf.put_slice(hash);
                 }

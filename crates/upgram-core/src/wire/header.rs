@@ -103,8 +103,8 @@ impl Flags {
     pub const SERVER_COOKIE: u16 = 0x0002;
     /// The trailer carries a 16-byte nonce (nonce-bound signature).
     pub const NONCE: u16 = 0x0004;
-    /// The signature covers a batch of answers: the trailer carries this answer's position,
-    /// the signed Merkle root and the audit path (responses and fallbacks only).
+    /// The signature covers a batch of answers: the trailer carries this answer's position
+    /// and its audit path to the signed Merkle root (responses and fallbacks only).
     pub const BATCH: u16 = 0x0008;
     /// Every defined bit; the others are reserved.
     pub const DEFINED: u16 = Self::CLIENT_COOKIE | Self::SERVER_COOKIE | Self::NONCE | Self::BATCH;
