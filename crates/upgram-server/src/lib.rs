@@ -16,6 +16,7 @@
 
 pub mod catalog;
 pub mod documents;
+mod doorkeeper;
 mod durable;
 pub mod http;
 pub mod intake;

@@ -20,6 +20,7 @@ use upgram_core::version::Version;
 
 use crate::catalog::model::{Blob, Catalog, Module, Release, ReleaseFile, matches_any};
 use crate::catalog::rollout::RolloutState;
+use crate::doorkeeper::Doorkeeper;
 
 /// Where payloads are, relative to the response's `base`: `store/<sha256>`.
 pub fn store_url(blob: &Blob) -> String {
@@ -237,11 +238,15 @@ impl RolloutClasses {
 /// Encoded module answers by question (module id, installed version, file-level entries,
 /// dependency or asked) and by rollout class (channel, the bucket's place among the catalog's
 /// rollout percentages, how many schedule steps have started at the issue time), for one
-/// catalog generation; one per worker, so no lock. Bounded in count and bytes: when full it
-/// starts again empty (every step stays O(1) amortized, with no search for what to evict).
-#[derive(Debug, Default)]
+/// catalog generation; one per worker, so no lock. An answer is kept from the second time its
+/// question comes: questions with file-level entries are mostly asked once, and would otherwise
+/// fill the cache and push out the questions every query asks. Bounded in count and bytes: when
+/// full it starts again empty (every step stays O(1) amortized, with no search for what to
+/// evict).
+#[derive(Debug)]
 pub struct AnswerCache {
     entries: HashMap<Box<[u8]>, Arc<EncodedAnswer>, foldhash::fast::RandomState>,
+    doorkeeper: Doorkeeper,
     /// The catalog generation the entries are for; `None` before the first query.
     generation: Option<u64>,
     classes: RolloutClasses,
@@ -250,6 +255,20 @@ pub struct AnswerCache {
     audience_key: Vec<u8>,
     /// The key being looked up, reused.
     key: Vec<u8>,
+}
+
+impl Default for AnswerCache {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::default(),
+            doorkeeper: Doorkeeper::for_capacity(MAX_CACHED_ANSWERS),
+            generation: None,
+            classes: RolloutClasses::default(),
+            bytes: 0,
+            audience_key: Vec::new(),
+            key: Vec::new(),
+        }
+    }
 }
 
 impl AnswerCache {
@@ -308,6 +327,9 @@ impl AnswerCache {
             requires,
             implied,
         });
+        if !self.doorkeeper.admit(&self.key, 0) {
+            return encoded;
+        }
         let size = self.key.len() + encoded.bytes.len();
         if self.entries.len() >= MAX_CACHED_ANSWERS || self.bytes + size > MAX_CACHED_ANSWER_BYTES {
             self.clear();

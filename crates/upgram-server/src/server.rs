@@ -48,6 +48,7 @@ use upgram_core::{DecodeError, MAX_DATAGRAM_LEN, Sha256Digest};
 
 use crate::catalog::Catalog;
 use crate::documents::{DocumentLimits, DocumentStore};
+use crate::doorkeeper::Doorkeeper;
 use crate::intake::{RecentAttempts, ReportSink, SinkSlot};
 use crate::metrics::{Metrics, Snapshot, bump, snapshot};
 use crate::ratelimit::RateLimiter;
@@ -920,51 +921,26 @@ fn document_url(public: &str, sha256: &Sha256Digest) -> String {
 }
 
 /// Signed answers of the current minute, by exact query body; index 1 holds those made with a
-/// fresh server cookie attached (a different shape).
-///
-/// An answer is kept from the second time its query body comes (a TinyLFU-style doorkeeper):
-/// when queries are distinct, as real ones mostly are, keeping every answer would copy and
-/// hold each of them only to drop them all when the cache fills, while a query that repeats
-/// is kept at its second coming and served from the cache from its third.
+/// fresh server cookie attached (a different shape). An answer is kept from the second time
+/// its query body comes ([`Doorkeeper`]).
 #[derive(Debug)]
 struct ReplyCache {
     maps: [FastMap<Box<[u8]>, CachedReply>; 2],
     issued: u64,
-    /// Fingerprints of query bodies seen (with their shape), one per slot, a slot chosen by
-    /// the fingerprint's low bits, the slot holding its high 32 bits: a newer body takes the
-    /// slot of an older one. Bounded (256 KiB, mostly in the core's cache), no allocation
-    /// after the first, O(1).
-    seen: Box<[u32]>,
-    hasher: foldhash::fast::RandomState,
+    doorkeeper: Doorkeeper,
 }
-
-/// Slots of [`ReplyCache::seen`]: a power of two, four times the cache's capacity.
-const SEEN_SLOTS: usize = 4 * MAX_CACHED_REPLIES.next_power_of_two();
 
 impl Default for ReplyCache {
     fn default() -> Self {
-        Self {
-            maps: Default::default(),
-            issued: 0,
-            seen: vec![0; SEEN_SLOTS].into_boxed_slice(),
-            hasher: foldhash::fast::RandomState::default(),
-        }
+        Self { maps: Default::default(), issued: 0, doorkeeper: Doorkeeper::for_capacity(MAX_CACHED_REPLIES) }
     }
 }
 
 impl ReplyCache {
     /// Whether the answer to `body` (of `shape`) should be kept: whether the body was seen
-    /// before, here or in an earlier window (a fingerprint can also match another body's, which
-    /// only keeps an answer early). Records it as seen.
+    /// before. Records it as seen.
     fn admit(&mut self, body: &[u8], shape: usize) -> bool {
-        use std::hash::BuildHasher as _;
-        // The shape changes the fingerprint; a kept value is never 0, the mark of an empty slot.
-        let fingerprint = self.hasher.hash_one(body) ^ shape as u64;
-        let kept = ((fingerprint >> 32) as u32).max(1);
-        let slot = &mut self.seen[(fingerprint as usize) & (SEEN_SLOTS - 1)];
-        let seen = *slot == kept;
-        *slot = kept;
-        seen
+        self.doorkeeper.admit(body, shape as u64)
     }
 
     /// The cached reply to an identical body of this window and catalog generation (see
