@@ -355,8 +355,10 @@ struct Unsigned {
     expires: u64,
     /// The store's count of early evictions before its documents were kept.
     evictions: u64,
-    /// Whether it goes into the cache (no nonce).
+    /// Whether it may go into the cache (no nonce).
     cacheable: bool,
+    /// The SHA-256 of the query body (its `for`): equal for identical queries.
+    query: Sha256Digest,
 }
 
 /// A query whose answer waits for its signature, between the two steps of a batch. It owns
@@ -368,11 +370,10 @@ struct Waiting {
     /// Where the reply goes: the index of its buffer.
     slot: usize,
     request_id: u64,
-    /// The query body, the cache's key (only for answers that may go into the cache).
+    /// The query body, the cache's key: only for an answer that goes into the cache, one whose
+    /// query body was seen before (an answer is kept from the second time its query comes, see
+    /// [`ReplyCache::admit`]), so a new query's body is not copied.
     body: Option<Box<[u8]>>,
-    /// Whether the signed answer goes into the cache: its body was seen before (an answer
-    /// is kept from the second time its query comes, see [`ReplyCache::admit`]).
-    admitted: bool,
     source: Source,
     now: u64,
     received: usize,
@@ -536,22 +537,23 @@ impl Worker {
         let reply = match self.answer(&frame, &source, now, received) {
             Answer::Reply(reply) => reply,
             Answer::Unsigned(answer) => {
-                let body: Option<Box<[u8]>> = answer.cacheable.then(|| frame.body.into());
                 let shape = usize::from(source.attach_cookie);
-                let admitted = body.is_some() && self.cache.admit(frame.body, shape);
+                let admitted = answer.cacheable && self.cache.admit(&answer.query, shape);
                 if admitted {
                     // An identical query earlier in this batch was not admitted when it came:
                     // it is now, so both get the same signed bytes.
                     for earlier in &mut self.waiting {
-                        if !earlier.admitted
+                        if earlier.body.is_none()
+                            && earlier.answer.cacheable
                             && usize::from(earlier.source.attach_cookie) == shape
-                            && earlier.body.as_deref() == Some(frame.body)
+                            && earlier.answer.query == answer.query
                         {
-                            earlier.admitted = true;
+                            earlier.body = Some(frame.body.into());
                         }
                     }
                 }
-                let waiting = Waiting { slot, request_id, body, admitted, source, now, received, answer };
+                let body = admitted.then(|| frame.body.into());
+                let waiting = Waiting { slot, request_id, body, source, now, received, answer };
                 return Step::Sign(Box::new(waiting));
             }
             Answer::Refused => {
@@ -612,10 +614,10 @@ impl Worker {
     /// The second step: keeps the signed answer (its document, and in the cache) and writes
     /// the reply.
     fn finish(&mut self, waiting: Waiting, signature: SignatureBlock, out: &mut Vec<u8>) -> bool {
-        let Waiting { request_id, body, admitted, source, now, received, answer, .. } = waiting;
+        let Waiting { request_id, body, source, now, received, answer, .. } = waiting;
         let shape = usize::from(source.attach_cookie);
         let (issued, generation, evictions) = (answer.issued, answer.generation, answer.evictions);
-        let Some(body) = body.filter(|_| admitted) else {
+        let Some(body) = body else {
             let prepared = keep_signed(&self.shared, &self.metrics, answer, signature, now);
             return self.send_reply(&prepared, request_id, &source, now, received, out);
         };
@@ -798,6 +800,7 @@ impl Worker {
                 expires: binding.expires,
                 evictions,
                 cacheable,
+                query: binding.query,
             })
         };
         // A client that follows module documents gets a pointer to the module answers, each a
@@ -937,10 +940,10 @@ impl Default for ReplyCache {
 }
 
 impl ReplyCache {
-    /// Whether the answer to `body` (of `shape`) should be kept: whether the body was seen
-    /// before. Records it as seen.
-    fn admit(&mut self, body: &[u8], shape: usize) -> bool {
-        self.doorkeeper.admit(body, shape as u64)
+    /// Whether the answer to the query body with SHA-256 `query` (of `shape`) should be kept:
+    /// whether the body was seen before. Records it as seen.
+    fn admit(&mut self, query: &Sha256Digest, shape: usize) -> bool {
+        self.doorkeeper.admit_digest(query, shape as u64)
     }
 
     /// The cached reply to an identical body of this window and catalog generation (see
