@@ -7,8 +7,8 @@
 //! so every identical query in that minute, on any instance, gets the identical answer body,
 //! and from one worker, once the query has come twice, the identical signed bytes; each worker
 //! keeps its own cache, so the hot path takes no lock, and keeps an answer only from the second
-//! time its query comes, so distinct queries do not churn it. The answers that need a new signature and are ready at the same time —
-//! those of the datagrams the driver takes in together ([`Worker::take`], possibly over several
+//! time its query comes, so distinct queries do not churn it. The answers that need a new
+//! signature and are ready at the same time — those of the datagrams the driver takes in together ([`Worker::take`], possibly over several
 //! receive calls) — are signed as one batch (SPEC.md §10.3.1) by [`Worker::sign_waiting`], one
 //! Ed25519 signature for all of them; a lone answer is signed alone, in the single form.
 //!
