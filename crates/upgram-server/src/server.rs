@@ -8,9 +8,10 @@
 //! and from one worker, once the query has come twice, the identical signed bytes; each worker
 //! keeps its own cache, so the hot path takes no lock, and keeps an answer only from the second
 //! time its query comes, so distinct queries do not churn it. The answers that need a new
-//! signature and are ready at the same time — those of the datagrams the driver takes in together ([`Worker::take`], possibly over several
-//! receive calls) — are signed as one batch (SPEC.md §10.3.1) by [`Worker::sign_waiting`], one
-//! Ed25519 signature for all of them; a lone answer is signed alone, in the single form.
+//! signature and are ready at the same time — those of the datagrams the driver takes in
+//! together ([`Worker::take`], possibly over several receive calls) — are signed as one batch
+//! (SPEC.md §10.3.1) by [`Worker::sign_waiting`], one Ed25519 signature for all of them; a lone
+//! answer is signed alone, in the single form.
 //!
 //! A source that has not proven its address (SPEC.md §10.6) gets only what the 3× rule lets
 //! the server send it: a cached answer, or an inline answer small enough. Whether the answer
