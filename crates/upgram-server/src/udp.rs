@@ -1,12 +1,13 @@
-//! The UDP side: one socket per worker, all bound to the same address with SO_REUSEPORT
-//! so the kernel spreads queries over them (a second server on the same address is refused), each drained by its own task with its own
-//! [`Worker`]. A worker takes in the datagrams waiting on its socket with one system call
-//! (`recvmmsg` through `quinn-udp`), and again while more are waiting and answers wait for a
-//! signature (within a bound in count and time), answers them together — the new answers among
-//! them under one batch signature — and sends the replies. Memory is bounded: one batch of
-//! receive buffers and the reply buffers of one gathering per worker, the kernel's socket
-//! buffers (enlarged, so bursts of queries in flight are not dropped), and the workers' capped
-//! caches.
+//! The UDP side: one socket per worker, all bound to the same address with SO_REUSEPORT so
+//! the kernel spreads queries over them (a second server on the same address is refused), each
+//! drained by its own task with its own [`Worker`]. A worker takes in the datagrams waiting on
+//! its socket with one system call (`recvmmsg` through `quinn-udp`), and again while more are
+//! waiting and answers wait for a signature (within a bound in count and time), answers them
+//! together — the new answers among them under one batch signature — and sends the replies,
+//! again with one system call for many of them (`sendmmsg` through `rustix`, on Linux). Memory
+//! is bounded: one batch of receive buffers and the reply buffers of one gathering per worker,
+//! the kernel's socket buffers (enlarged, so bursts of queries in flight are not dropped), and
+//! the workers' capped caches.
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
@@ -91,6 +92,10 @@ const GATHER_TIME: Duration = Duration::from_millis(1);
 /// gathering then waits, within [`GATHER_TIME`], for datagrams still on their way when its
 /// socket is momentarily empty, rather than signing a small batch.
 const LOADED_GATHER: usize = 8;
+
+/// Most replies one `sendmmsg` call sends.
+#[cfg(target_os = "linux")]
+const SEND_BATCH: usize = GATHER_DATAGRAMS;
 
 /// Where a reply goes.
 struct Slot {
@@ -182,10 +187,11 @@ async fn run_batched(
         worker.sign_waiting(&mut replies[..taken]);
         for (slot, reply) in slots.iter().zip(&replies).take(taken) {
             log_query(slot.received, slot.to, reply);
-            if !reply.is_empty() {
-                send(&socket, reply, slot.to).await;
-                worker.metrics().observe_latency(started.elapsed());
-            }
+        }
+        send_all(&socket, &slots[..taken], &replies[..taken]).await;
+        let latency = started.elapsed();
+        for _ in replies[..taken].iter().filter(|reply| !reply.is_empty()) {
+            worker.metrics().observe_latency(latency);
         }
         if *shutdown.borrow() {
             break;
@@ -204,6 +210,65 @@ fn log_query(received: usize, from: SocketAddr, reply: &[u8]) {
         Err(_) => "undecodable".to_owned(),
     };
     tracing::debug!(%from, bytes = received, reply = %reply_kind, reply_bytes = reply.len(), "query");
+}
+
+/// Sends the non-empty replies among `replies` to their slots' addresses: with one system
+/// call per batch (`sendmmsg`) on Linux, one per datagram elsewhere. Waits for room in the
+/// socket buffer only when it is full.
+async fn send_all(socket: &UdpSocket, slots: &[Slot], replies: &[Vec<u8>]) {
+    #[cfg(target_os = "linux")]
+    {
+        let mut next = 0;
+        while next < replies.len() {
+            match socket.try_io(Interest::WRITABLE, || sendmmsg(socket, &slots[next..], &replies[next..])) {
+                Ok(sent) => next += sent,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = socket.writable().await {
+                        tracing::debug!("udp send: {e}");
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // The first datagram left could not be sent (its destination is
+                    // unreachable, say): skip it, keep sending the others.
+                    tracing::debug!("udp send to {}: {e}", slots[next].to);
+                    next += 1;
+                }
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    for (slot, reply) in slots.iter().zip(replies) {
+        if !reply.is_empty() {
+            send(socket, reply, slot.to).await;
+        }
+    }
+}
+
+/// One `sendmmsg` call for the replies, in order, from the first; returns how many of them it
+/// accounted for (sent, or empty and skipped), at least one unless it fails.
+#[cfg(target_os = "linux")]
+fn sendmmsg(socket: &UdpSocket, slots: &[Slot], replies: &[Vec<u8>]) -> io::Result<usize> {
+    use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
+    // Leading empty replies (queries that get none) need no system call.
+    let skipped = replies.iter().take_while(|reply| reply.is_empty()).count();
+    let (slots, replies) = (&slots[skipped..], &replies[skipped..]);
+    // The run of non-empty replies that follows, at most as many as one call takes.
+    let run = replies.iter().take(SEND_BATCH).take_while(|reply| !reply.is_empty()).count();
+    if run == 0 {
+        return Ok(skipped);
+    }
+    let addresses: Vec<SocketAddrAny> = slots[..run].iter().map(|slot| SocketAddrAny::from(slot.to)).collect();
+    let buffers: Vec<[io::IoSlice<'_>; 1]> = replies[..run].iter().map(|reply| [io::IoSlice::new(reply)]).collect();
+    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = (0..run).map(|_| SendAncillaryBuffer::default()).collect();
+    let mut messages: Vec<MMsgHdr<'_>> = addresses
+        .iter()
+        .zip(&buffers)
+        .zip(controls.iter_mut())
+        .map(|((address, buffer), control)| MMsgHdr::new_with_addr(address, buffer, control))
+        .collect();
+    let sent = rustix::net::sendmmsg(socket, &mut messages, SendFlags::empty())?;
+    Ok(skipped + sent)
 }
 
 /// Sends without a wakeup when the socket buffer has room, which is nearly always.

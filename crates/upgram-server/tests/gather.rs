@@ -188,3 +188,48 @@ fn a_burst_larger_than_one_receive_is_answered_in_full_over_udp() {
     assert!(metrics.batch_signed >= 2, "{} of {} replies batch-signed", metrics.batch_signed, bodies.len());
     eprintln!("{} replies under {} batch signatures", bodies.len(), signatures.len());
 }
+
+/// A client socket on 127.0.0.1 with room for a whole burst of replies.
+fn client_socket() -> std::net::UdpSocket {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    socket.set_recv_buffer_size(upgram_server::udp::SOCKET_BUFFER_BYTES).unwrap();
+    socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    let socket: std::net::UdpSocket = socket.into();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    socket
+}
+
+#[test]
+fn the_replies_of_one_burst_reach_each_its_own_sender_past_datagrams_that_get_none() {
+    let shared = shared();
+    let mut udp = UdpBurst::bind();
+    let other = client_socket();
+    // A third sender is gone before its replies are sent: they go nowhere, the rest still go.
+    let gone = client_socket();
+    let senders = [&udp.client, &other, &gone];
+    let bodies: Vec<Vec<u8>> = (0..150).map(|i| query_body(3000 + i)).collect();
+    let now = upgram_server::udp::unix_now();
+    for (i, body) in bodies.iter().enumerate() {
+        senders[i % 3].send_to(&datagram(i, body, now), udp.server).unwrap();
+        // Between any two replies, a datagram that gets none (too short to be a frame).
+        udp.client.send_to(b"up", udp.server).unwrap();
+    }
+    drop(gone);
+    udp.serve(shared.clone());
+    for (n, socket) in [&udp.client, &other].into_iter().enumerate() {
+        let mut answered = HashSet::new();
+        for _ in (n..bodies.len()).step_by(3) {
+            let mut buffer = [0u8; 2048];
+            let (len, _) = socket.recv_from(&mut buffer).expect("a reply");
+            let reply = &buffer[..len];
+            let i = Frame::decode(reply).unwrap().request_id as usize;
+            assert_eq!(i % 3, n, "reply {i} went to sender {n}");
+            verify(reply, &bodies[i], nonce_of(i), now);
+            assert!(answered.insert(i), "one reply per query");
+        }
+    }
+    // Nothing more: the short datagrams got no reply.
+    udp.client.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    assert!(udp.client.recv_from(&mut [0u8; 2048]).is_err(), "a reply to a datagram that gets none");
+    assert_eq!(shared.metrics().signatures, bodies.len() as u64);
+}
