@@ -455,14 +455,40 @@ pub async fn install<F: Fetcher + 'static>(
 }
 
 /// Completes the pending upgrades waiting for `trigger` (every trigger when `None`), in the
-/// order they were recorded; a file still in use keeps its module waiting.
+/// order they were recorded; a file still in use keeps its module waiting. Each completed
+/// upgrade whose `deferred` install report was queued gets its `applied` report queued under
+/// the same attempt, sent with the next check's reports.
 pub async fn apply_pending(
     installation: &Installation,
     trigger: Option<Trigger>,
     hooks: &Hooks,
 ) -> Result<Vec<PendingOutcome>, FlowError> {
     let (handle, hooks) = (installation.clone(), hooks.clone());
+    let before = installation.state();
     let outcomes = blocking(move || handle.apply_pending(trigger, &*hooks.in_use, hooks.plugins.as_deref())).await??;
+    let completed: Vec<upgram_core::body::Outcome<'static>> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            PendingOutcome::Applied { module, version } => {
+                let attempt = before.pending.get(module)?.attempt?;
+                let from = before.modules.get(module).map(|m| m.version.clone().into());
+                Some(upgram_core::body::Outcome {
+                    attempt,
+                    module: module.clone().into(),
+                    from,
+                    to: version.clone().into(),
+                    result: upgram_core::body::OutcomeKind::Applied,
+                    code: None,
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    if !completed.is_empty() {
+        let handle = installation.clone();
+        blocking(move || handle.update_state(|state| completed.into_iter().for_each(|r| state.queue_report(r))))
+            .await??;
+    }
     Ok(outcomes)
 }
 
@@ -550,6 +576,8 @@ async fn apply_answers<F: Fetcher + 'static>(
     for id in &upgrade {
         let Some(answer) = answers.iter().find(|a| a.id == *id) else { continue };
         let from = installation.module(id).map(|m| m.version);
+        // A module already pending reports under the attempt of its first `deferred` report.
+        let pending_attempt = installation.pending(id).and_then(|p| Some((p.after.version, p.attempt?)));
         let blocked = answer.requires.iter().find(|r| failed.contains(r.id.as_ref()));
         // A module whose dependency waits, waits with it, so versions never mix.
         let waits: Vec<(String, Trigger)> =
@@ -573,8 +601,13 @@ async fn apply_answers<F: Fetcher + 'static>(
         }
         if client.reports_enabled()
             && let Some(latest) = &answer.latest
-            && let Some(report) = crate::report::outcome(id, from.as_deref(), latest.as_str(), &outcome)
+            && let Some(mut report) = crate::report::outcome(id, from.as_deref(), latest.as_str(), &outcome)
         {
+            if let Some((to, attempt)) = &pending_attempt
+                && *to == report.to
+            {
+                report.attempt = *attempt;
+            }
             reports.push(report);
         }
         outcomes.push(ModuleOutcome { id: id.clone(), outcome });

@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use upgram_core::body::{BANDS, BUCKETS, Outcome, QueryFile, QueryModule};
+use upgram_core::body::{BANDS, BUCKETS, Outcome, OutcomeKind, QueryFile, QueryModule};
 use upgram_core::cookie::{ClientCookie, ServerCookie};
 use upgram_core::version::Version;
 
@@ -155,8 +155,22 @@ impl InstalledState {
     }
 
     /// Queues the outcome of an upgrade attempt for the next report, dropping the oldest past
-    /// [`MAX_QUEUED_REPORTS`].
+    /// [`MAX_QUEUED_REPORTS`]. A `deferred` outcome of a module whose pending upgrade goes to
+    /// the same version is recorded on it, so that its completion is reported under the same
+    /// attempt; a later outcome of an attempt still queued takes its place (one outcome per
+    /// attempt is sent: the latest).
     pub fn queue_report(&mut self, outcome: Outcome<'static>) {
+        if outcome.result == OutcomeKind::Deferred
+            && let Some(pending) = self.pending.get_mut(outcome.module.as_ref())
+            && pending.after.version == outcome.to.as_ref()
+            && pending.attempt.is_none()
+        {
+            pending.attempt = Some(outcome.attempt);
+        }
+        if let Some(queued) = self.reports.iter_mut().find(|queued| queued.attempt == outcome.attempt) {
+            *queued = outcome;
+            return;
+        }
         self.reports.push(outcome);
         if self.reports.len() > MAX_QUEUED_REPORTS {
             let excess = self.reports.len() - MAX_QUEUED_REPORTS;
@@ -367,6 +381,10 @@ pub struct PendingUpgrade {
     pub ops: Vec<FileOp>,
     /// The module's state entry once it is done.
     pub after: InstalledModule,
+    /// The attempt its `deferred` install report named, once one was queued: its completion
+    /// is reported under the same attempt, which replaces the `deferred` result on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u64>,
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //! HTTP on 127.0.0.1 with a bounded in-memory report sink, and installations in temporary
 //! folders changed through the library API. A real upgrade is reported `applied` with its
 //! versions, channel and band; a failing installer is reported with its code; a report the
-//! server does not acknowledge stays in the state and goes with the next check; the queue is
-//! bounded; reports can be turned off.
+//! server does not acknowledge stays in the state and goes with the next check; an upgrade
+//! deferred while its file is in use is reported `deferred`, then `applied` under the same
+//! attempt once it completes; the queue is bounded; reports can be turned off.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::{TestServer, client_runtime, dead_udp_address, public_key, start_server_reporting};
+use upgram_client::apply::defer::PendingOutcome;
 use upgram_client::flows::{self, Optional, Outcome as FlowOutcome};
 use upgram_client::hooks::Hooks;
 use upgram_client::state::{InstalledState, MAX_QUEUED_REPORTS};
@@ -202,6 +204,72 @@ fn an_unacknowledged_report_stays_queued_and_goes_with_the_next_check() {
     let delivered = received(&site.sink);
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0].2, queued[0]);
+}
+
+/// Installs `app` 1.0, publishes 2.0 and updates while the program holds `app.txt` (a shared
+/// advisory lock, as a running program's): the upgrade is deferred, and reported so. Returns
+/// the site, the client and the attempt of the `deferred` report.
+fn deferred_upgrade(runtime: &tokio::runtime::Runtime) -> (Site, Client, u64) {
+    let site = Site::new(100);
+    let client = site.client(true);
+    install(runtime, &client, &site.root);
+    site.sink.drain();
+    site.publish("2.0", None);
+    let held = std::fs::File::open(site.root.join("app.txt")).unwrap();
+    held.lock_shared().unwrap();
+    let outcomes = update(runtime, &client, &site.root);
+    assert!(matches!(outcomes[0].outcome, FlowOutcome::Deferred { .. }), "{outcomes:?}");
+    // Asked again while the file is still held: reported again, under the same attempt.
+    let outcomes = update(runtime, &client, &site.root);
+    assert!(matches!(outcomes[0].outcome, FlowOutcome::Deferred { .. }), "{outcomes:?}");
+    drop(held);
+    // The server hands an attempt's `deferred` result over once.
+    let received = received(&site.sink);
+    assert_eq!(received.len(), 1, "{received:?}");
+    let outcome = &received[0].2;
+    assert_eq!((outcome.from.as_deref(), &*outcome.to, outcome.result), (Some("1.0"), "2.0", OutcomeKind::Deferred));
+    assert_eq!(site.state().pending[MODULE].attempt, Some(outcome.attempt), "the pending upgrade keeps its attempt");
+    assert!(site.state().reports.is_empty());
+    let attempt = outcome.attempt;
+    (site, client, attempt)
+}
+
+#[test]
+fn a_deferred_upgrade_completed_by_apply_pending_is_reported_applied_under_its_attempt() {
+    let runtime = client_runtime();
+    let (site, client, attempt) = deferred_upgrade(&runtime);
+    // The program has exited: its launcher completes the pending upgrade, with no server.
+    let installation = Installation::open_locked(&site.root).unwrap();
+    let completed = runtime.block_on(flows::apply_pending(&installation, None, &Hooks::default())).unwrap();
+    drop(installation);
+    assert!(matches!(&completed[..], [PendingOutcome::Applied { version, .. }] if version == "2.0"), "{completed:?}");
+    let queued = site.state().reports;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(
+        (queued[0].attempt, queued[0].from.as_deref(), &*queued[0].to, queued[0].result),
+        (attempt, Some("1.0"), "2.0", OutcomeKind::Applied)
+    );
+    // The next check sends it.
+    let installation = Installation::open_locked(&site.root).unwrap();
+    runtime.block_on(flows::check(&installation, &client)).unwrap();
+    drop(installation);
+    let delivered = received(&site.sink);
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0].2, queued[0]);
+    assert!(site.state().reports.is_empty());
+}
+
+#[test]
+fn a_deferred_upgrade_completed_by_the_next_update_is_reported_applied_under_its_attempt() {
+    let runtime = client_runtime();
+    let (site, client, attempt) = deferred_upgrade(&runtime);
+    let outcomes = update(&runtime, &client, &site.root);
+    assert!(matches!(&outcomes[0].outcome, FlowOutcome::Upgraded(_, to) if to == "2.0"), "{outcomes:?}");
+    let delivered = received(&site.sink);
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    let outcome = &delivered[0].2;
+    assert_eq!((outcome.attempt, outcome.result), (attempt, OutcomeKind::Applied));
+    assert!(site.state().pending.is_empty());
 }
 
 #[test]

@@ -8,13 +8,15 @@
 //!
 //! The worker also remembers the attempt ids it has recently handed over (`RecentAttempts`),
 //! so a retransmitted report reaches the sink once; a store that outlives the server still
-//! counts each attempt once by its id.
+//! counts each attempt once by its id. The one outcome that follows another of the same attempt
+//! is a deferred upgrade's completion: an attempt handed over as `deferred` is handed over once
+//! more with its final result.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use upgram_core::body::{Outcome, Report};
+use upgram_core::body::{Outcome, OutcomeKind, Report};
 
 /// Takes the install reports a server accepts.
 pub trait ReportSink: Send + Sync {
@@ -107,10 +109,19 @@ impl Default for SinkSlot {
 /// Most attempt ids remembered; the oldest are forgotten first.
 const MAX_RECENT_ATTEMPTS: usize = 65_536;
 
-/// The attempt ids recently handed to the sink, bounded, shared by the workers.
+/// The attempt ids recently handed to the sink, bounded, shared by the workers; each with
+/// whether its result was final (not `deferred`).
 #[derive(Debug, Default)]
 pub(crate) struct RecentAttempts {
-    inner: Mutex<(HashSet<u64>, VecDeque<u64>)>,
+    inner: Mutex<(HashSet<RecentKey>, VecDeque<RecentKey>)>,
+}
+
+/// An attempt id, and whether the outcome handed over for it was final.
+type RecentKey = (u64, bool);
+
+/// An outcome's key among the recent attempts: its attempt, and whether its result is final.
+fn recent_key(outcome: &Outcome<'_>) -> RecentKey {
+    (outcome.attempt, outcome.result != OutcomeKind::Deferred)
 }
 
 impl RecentAttempts {
@@ -120,8 +131,10 @@ impl RecentAttempts {
         let Ok(inner) = self.inner.lock() else {
             return Some(report.clone());
         };
-        let fresh: Vec<Outcome<'r>> =
-            report.outcomes.iter().filter(|o| !inner.0.contains(&o.attempt)).cloned().collect();
+        // A final result was handed over: nothing more of its attempt is. A deferred one: only
+        // the final result still is.
+        let seen = |o: &Outcome<'_>| inner.0.contains(&(o.attempt, true)) || inner.0.contains(&recent_key(o));
+        let fresh: Vec<Outcome<'r>> = report.outcomes.iter().filter(|o| !seen(o)).cloned().collect();
         (!fresh.is_empty()).then(|| Report { channel: report.channel.clone(), band: report.band, outcomes: fresh })
     }
 
@@ -132,8 +145,8 @@ impl RecentAttempts {
         };
         let (set, order) = &mut *inner;
         for outcome in &report.outcomes {
-            if set.insert(outcome.attempt) {
-                order.push_back(outcome.attempt);
+            if set.insert(recent_key(outcome)) {
+                order.push_back(recent_key(outcome));
             }
         }
         while order.len() > MAX_RECENT_ATTEMPTS {
@@ -147,7 +160,6 @@ impl RecentAttempts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use upgram_core::body::OutcomeKind;
 
     fn report(attempts: &[u64]) -> Report<'static> {
         let outcomes = attempts
@@ -188,5 +200,23 @@ mod tests {
             recent.remember(&report(&[attempt]));
         }
         assert_eq!(recent.unseen(&first), Some(first.clone()), "the oldest attempts are forgotten");
+    }
+
+    #[test]
+    fn a_deferred_attempt_is_handed_over_once_more_with_its_final_result_only() {
+        let with = |result| {
+            let mut report = report(&[7]);
+            report.outcomes[0].result = result;
+            report
+        };
+        let (deferred, applied) = (with(OutcomeKind::Deferred), with(OutcomeKind::Applied));
+        let recent = RecentAttempts::default();
+        recent.remember(&deferred);
+        assert_eq!(recent.unseen(&deferred), None, "deferred again: already handed over");
+        assert_eq!(recent.unseen(&applied), Some(applied.clone()), "the completion goes on");
+        recent.remember(&applied);
+        assert_eq!(recent.unseen(&applied), None);
+        assert_eq!(recent.unseen(&deferred), None, "a late deferred after the final result");
+        assert_eq!(recent.unseen(&with(OutcomeKind::RolledBack)), None, "one final result per attempt");
     }
 }

@@ -119,6 +119,7 @@ macro_rules! both {
 both!(
     migrations_run_once,
     batches_count_each_attempt_once,
+    a_completed_deferred_attempt_replaces_its_deferred_result,
     a_stalled_store_drops_and_counts,
     failures_halt_a_release,
     a_resumed_release_is_judged_on_reports_after_the_resume,
@@ -191,6 +192,37 @@ fn batches_count_each_attempt_once(target: &Target) {
             ("plugin".into(), "2.0".into(), ReleaseCounts { installs: 1, failures: 0, total: 1 }),
         ]
     );
+}
+
+fn a_completed_deferred_attempt_replaces_its_deferred_result(target: &Target) {
+    use OutcomeKind::{Applied, Deferred, Failed, RolledBack};
+    let mut store = target.open();
+    let first = [
+        outcome(1, "core", "2.0", Deferred),
+        outcome(2, "core", "2.0", Deferred),
+        outcome(3, "core", "2.0", Applied),
+        outcome(4, "core", "2.0", Deferred),
+    ];
+    assert_eq!(store.insert_batch(&first).unwrap(), 4);
+    // Attempt 1 completes, 2 is rolled back at its completion, 3 (applied) is not replaced, 4
+    // is deferred and completed within one batch, 5 is new, its deferral and completion in one
+    // batch too.
+    let second = [
+        outcome(1, "core", "2.0", Applied),
+        outcome(2, "core", "2.0", RolledBack),
+        outcome(3, "core", "2.0", Failed),
+        outcome(4, "core", "2.0", Deferred),
+        outcome(4, "core", "2.0", Applied),
+        outcome(5, "core", "2.0", Deferred),
+        outcome(5, "core", "2.0", Applied),
+    ];
+    assert_eq!(store.insert_batch(&second).unwrap(), 4, "three replaced, one new");
+    assert_eq!(store.release_counts("core", "2.0").unwrap(), ReleaseCounts { installs: 4, failures: 1, total: 5 });
+    // A late retransmission of the deferred results changes nothing.
+    let late = [outcome(1, "core", "2.0", Deferred), outcome(4, "core", "2.0", Deferred)];
+    assert_eq!(store.insert_batch(&late).unwrap(), 0);
+    assert_eq!(store.release_counts("core", "2.0").unwrap(), ReleaseCounts { installs: 4, failures: 1, total: 5 });
+    assert_eq!(store.recent_failure_share("core", "2.0", 50, 0).unwrap(), RecentShare { reports: 5, failures: 1 });
 }
 
 fn report(attempt: u64, to: &str, result: OutcomeKind) -> Report<'static> {

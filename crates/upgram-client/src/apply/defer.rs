@@ -90,7 +90,7 @@ pub fn defer(
     failpoint("defer:files");
     let seq = state.pending.values().map(|p| p.seq + 1).max().unwrap_or(0);
     let Waiting { trigger, busy, waits_for } = waiting;
-    let pending = PendingUpgrade { trigger, seq, busy, waits_for, ops: kept, after };
+    let pending = PendingUpgrade { trigger, seq, busy, waits_for, ops: kept, after, attempt: None };
     state.pending.insert(module.to_owned(), pending.clone());
     state.save(&layout.state_file())?;
     failpoint("defer:state");

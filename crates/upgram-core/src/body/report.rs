@@ -2,7 +2,8 @@
 //!
 //! A client sends one after its upgrade attempts (message kind `report`), with a bounded number
 //! of retransmissions, and keeps the outcomes the server has not acknowledged to send them again
-//! with its next check. Servers store each attempt once and aggregate per release; a report
+//! with its next check. Servers store each attempt once (a deferred upgrade's final result
+//! replaces its `deferred` one) and aggregate per release; a report
 //! never identifies a machine or a person: an installation is known only by the channel it
 //! follows and its bucket band (its rollout bucket divided by ten).
 //!

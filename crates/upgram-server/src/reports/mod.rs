@@ -273,6 +273,35 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// `outcomes` with each attempt (of a module's release) once: where a batch holds an attempt
+/// twice, a later result replaces a `deferred` one, else the first stays. Stores insert the
+/// settled batch, as a database cannot update one row twice in one statement.
+pub(super) fn settle(outcomes: &[StoredOutcome]) -> std::borrow::Cow<'_, [StoredOutcome]> {
+    fn key(o: &StoredOutcome) -> (u64, &str, &str) {
+        (o.attempt, o.module.as_str(), o.to.as_str())
+    }
+    let mut seen: std::collections::HashMap<(u64, &str, &str), usize> = std::collections::HashMap::new();
+    if outcomes.iter().all(|o| seen.insert(key(o), 0).is_none()) {
+        return std::borrow::Cow::Borrowed(outcomes);
+    }
+    seen.clear();
+    let mut settled: Vec<StoredOutcome> = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        match seen.get(&key(outcome)) {
+            Some(&index) => {
+                if settled[index].result == OutcomeKind::Deferred && outcome.result != OutcomeKind::Deferred {
+                    settled[index] = outcome.clone();
+                }
+            }
+            None => {
+                seen.insert(key(outcome), settled.len());
+                settled.push(outcome.clone());
+            }
+        }
+    }
+    std::borrow::Cow::Owned(settled)
+}
+
 /// Where install reports are kept. Used from one thread at a time (the writer's, or a
 /// command's), hence `&mut self`.
 pub trait ReportStore: Send {
@@ -280,8 +309,9 @@ pub trait ReportStore: Send {
     /// applied once, in its own transaction. Returns the schema version reached.
     fn migrate(&mut self) -> Result<i64, ReportsError>;
 
-    /// Stores `outcomes` in one transaction; an attempt already stored is skipped. Returns how
-    /// many were new.
+    /// Stores `outcomes` in one transaction; an attempt already stored is skipped, but for a
+    /// stored `deferred` result, which a later result of the same attempt replaces (the
+    /// deferred upgrade completed). Returns how many were stored or replaced.
     fn insert_batch(&mut self, outcomes: &[StoredOutcome]) -> Result<u64, ReportsError>;
 
     /// The counts of release `version` of `module`.

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use postgres::{Client, NoTls, Statement};
 
-use super::schema::{FAILURE, INSTALL, MIGRATIONS, counts, now_ms};
+use super::schema::{FAILURE, INSTALL, MIGRATIONS, REPLACE_DEFERRED, counts, now_ms};
 use super::{
     RecentShare, ReleaseCounts, ReleaseSummary, ReportStore, ReportsError, StoredOutcome, attempt_key, code_name,
-    kind_name, redact,
+    kind_name, redact, settle,
 };
 
 /// How long connecting, and one statement, may take at most.
@@ -25,12 +25,12 @@ pub struct PostgresStore {
     insert: Option<Statement>,
 }
 
-/// The batch insert: the columns as arrays, unnested into rows.
+/// The batch insert: the columns as arrays, unnested into rows (followed by
+/// [`REPLACE_DEFERRED`]).
 const INSERT: &str =
     "INSERT INTO outcomes (attempt, module, from_version, to_version, result, code, channel, band, received_ms)
     SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[],
-                         $8::SMALLINT[], $9::BIGINT[])
-    ON CONFLICT DO NOTHING";
+                         $8::SMALLINT[], $9::BIGINT[])";
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,6 +129,7 @@ impl ReportStore for PostgresStore {
         if outcomes.is_empty() {
             return Ok(0);
         }
+        let outcomes = settle(outcomes);
         let attempts: Vec<i64> = outcomes.iter().map(|o| attempt_key(o.attempt)).collect();
         let modules: Vec<&str> = outcomes.iter().map(|o| o.module.as_str()).collect();
         let froms: Vec<Option<&str>> = outcomes.iter().map(|o| o.from.as_deref()).collect();
@@ -141,7 +142,8 @@ impl ReportStore for PostgresStore {
         let insert = match &self.insert {
             Some(statement) => statement.clone(),
             None => {
-                let statement = self.with(|client| client.prepare(INSERT))?;
+                let sql = format!("{INSERT} {REPLACE_DEFERRED}");
+                let statement = self.with(|client| client.prepare(&sql))?;
                 self.insert = Some(statement.clone());
                 statement
             }

@@ -48,6 +48,12 @@ pub(super) const MIGRATIONS: &[Migration] = &[Migration {
     CREATE INDEX outcomes_release ON outcomes (module, to_version, id);",
 }];
 
+/// How an insert meets an attempt already stored: it is left alone, unless it is `deferred`
+/// and the new result is not, which then replaces it (the deferred upgrade completed).
+pub(super) const REPLACE_DEFERRED: &str = "ON CONFLICT (module, to_version, attempt) DO UPDATE SET
+    result = excluded.result, code = excluded.code, received_ms = excluded.received_ms
+    WHERE outcomes.result = 'deferred' AND excluded.result <> 'deferred'";
+
 /// The SQL condition of an install, and of a failure, over the `result` column.
 pub(super) const INSTALL: &str = "result IN ('applied', 'deferred')";
 /// See [`INSTALL`].

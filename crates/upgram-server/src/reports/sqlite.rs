@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::schema::{FAILURE, INSTALL, MIGRATIONS, counts, now_ms};
+use super::schema::{FAILURE, INSTALL, MIGRATIONS, REPLACE_DEFERRED, counts, now_ms};
 use super::{
     RecentShare, ReleaseCounts, ReleaseSummary, ReportStore, ReportsError, StoredOutcome, attempt_key, code_name,
-    kind_name,
+    kind_name, settle,
 };
 
 /// How long a statement waits for a lock another connection holds before failing.
@@ -92,12 +92,12 @@ impl ReportStore for SqliteStore {
         let mut stored = 0;
         {
             let mut insert = tx
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "INSERT INTO outcomes (attempt, module, from_version, to_version, result, code, channel, band, received_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
-                )
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) {REPLACE_DEFERRED}"
+                ))
                 .map_err(&error)?;
-            for o in outcomes {
+            for o in settle(outcomes).iter() {
                 stored += insert
                     .execute(params![
                         attempt_key(o.attempt),
