@@ -85,6 +85,34 @@ impl FetchError {
     pub fn transport(url: &str, source: impl Into<BoxError>) -> Self {
         Self::Transport { url: url.to_owned(), source: source.into() }
     }
+
+    /// Whether asking again may well succeed: the connection failed or dropped (but did not
+    /// time out — a mirror too slow once is too slow again — nor end in too many redirects),
+    /// or the server said it is busy or failing for now (408, 429, 500, 502, 503, 504).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport { source, .. } => !is_final(source.as_ref()),
+            Self::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
+            _ => false,
+        }
+    }
+}
+
+/// Whether `error` or one of its causes is a timeout, or (with the HTTP fetcher) another
+/// failure that asking again does not change.
+fn is_final(error: &(dyn StdError + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        #[cfg(feature = "http")]
+        if http::is_final(error) {
+            return true;
+        }
+        if error.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::TimedOut) {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// `error` and its causes, for a person: HTTP stacks often name only the outer layer ("error
@@ -246,12 +274,32 @@ impl FetchedRange {
     }
 }
 
+/// How many times a small fetch (a document) is tried when its failures are transient
+/// ([`FetchError::is_transient`]).
+pub const DOCUMENT_ATTEMPTS: u32 = 3;
+/// The pause before the second try of a document; it doubles before each further one.
+pub const DOCUMENT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Fetches the whole body of `url` into memory, at most `max_len` bytes (for small things:
-/// documents capped at their signed size).
+/// documents capped at their signed size). A transient failure is tried again, up to
+/// [`DOCUMENT_ATTEMPTS`] tries in all, after a pause that starts at [`DOCUMENT_RETRY_PAUSE`]
+/// and doubles; the last failure is returned.
 pub async fn fetch_bytes(fetcher: &impl Fetcher, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
-    let mut body = Vec::new();
-    fetcher.fetch_into(url, 0, max_len, &mut body).await?;
-    Ok(body)
+    let mut pause = DOCUMENT_RETRY_PAUSE;
+    let mut tries = 1;
+    loop {
+        let mut body = Vec::new();
+        match fetcher.fetch_into(url, 0, max_len, &mut body).await {
+            Ok(_) => return Ok(body),
+            Err(error) if error.is_transient() && tries < DOCUMENT_ATTEMPTS => {
+                tracing::debug!("{error}; trying again in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                tries += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// How many module documents of one fallback are fetched at the same time.
@@ -357,6 +405,13 @@ mod http {
     pub struct HttpFetcher {
         client: reqwest::Client,
         timeout: Duration,
+    }
+
+    /// Whether `error` is one that asking again does not change: a request that ran out of
+    /// time, too many redirects, a URL the client cannot use.
+    pub(super) fn is_final(error: &(dyn std::error::Error + 'static)) -> bool {
+        error.is::<TimedOut>()
+            || error.downcast_ref::<reqwest::Error>().is_some_and(|e| e.is_redirect() || e.is_builder())
     }
 
     /// A request that ran out of time: reqwest names only the layer it was in ("error decoding

@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use common::mirror::{Behaviour, Documents, Mirror};
 use common::{TestServer, client, client_runtime, dead_tcp_address, installed, start_server};
 use upgram_client::client::ClientError;
-use upgram_client::fetch::{FetchError, HttpFetcher, fetch_document};
+use upgram_client::fetch::{DOCUMENT_ATTEMPTS, FetchError, HttpFetcher, fetch_document};
 use upgram_client::{CheckReport, ModuleResult};
 use upgram_core::Sha256Digest;
 use upgram_core::body::{Binding, Fallback, ModuleAnswer, Response, Status};
@@ -84,12 +84,37 @@ fn a_closed_port_is_a_transport_failure() {
 }
 
 #[test]
-fn status_503_is_a_status_failure() {
+fn status_503_is_a_status_failure_after_every_try() {
     let (outcome, requests) = check_through(Some(Behaviour::Unavailable));
     let failure = mirror_failure(outcome);
     assert!(matches!(failure, FetchError::Status { status: 503, .. }), "{failure:?}");
-    assert_eq!(requests, 1);
+    assert_eq!(requests, u64::from(DOCUMENT_ATTEMPTS), "a busy mirror is asked again");
     assert!(failure.to_string().contains("HTTP status 503"), "{failure}");
+}
+
+#[test]
+fn a_mirror_busy_for_a_moment_still_gives_the_document() {
+    let (outcome, requests) = check_through(Some(Behaviour::UnavailableFirst(u64::from(DOCUMENT_ATTEMPTS) - 1)));
+    let report = outcome.expect("the document on the last try");
+    assert_eq!(report.fallbacks, 1);
+    assert_eq!(requests, u64::from(DOCUMENT_ATTEMPTS));
+}
+
+#[test]
+fn a_missing_document_is_not_asked_for_again() {
+    let runtime = client_runtime();
+    runtime.block_on(async {
+        let (document, binding) = document();
+        let fetcher = HttpFetcher::new(Duration::from_secs(1)).expect("fetcher");
+        // The mirror has another document only: 404, which asking again does not change.
+        let mirror = Mirror::start(Behaviour::Good, serving(b"another"), LIFETIME).await.expect("mirror");
+        let now = upgram_server::udp::unix_now();
+        let missing = pointer(&document, binding, vec![mirror.url(&Sha256Digest::of(&document))]);
+        let error = fetch_document(&fetcher, &missing, now).await.expect_err("no such document");
+        let FetchError::AllMirrors(failures) = &error else { panic!("{error:?}") };
+        assert!(matches!(failures[..], [FetchError::Status { status: 404, .. }]), "{failures:?}");
+        assert_eq!(mirror.requests(), 1);
+    });
 }
 
 #[test]

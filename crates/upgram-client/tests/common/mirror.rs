@@ -31,6 +31,8 @@ pub enum Behaviour {
     Good,
     /// `503 Service Unavailable`.
     Unavailable,
+    /// `503 Service Unavailable` to the first this many requests, then the document.
+    UnavailableFirst(u64),
     /// The document, one byte per 100 ms.
     Trickle,
     /// The document and [`EXCESS`] more bytes, with a `Content-Length` that says so.
@@ -106,7 +108,12 @@ fn find(state: &MirrorState, name: &str) -> Option<Bytes> {
 }
 
 async fn document(State(state): State<Arc<MirrorState>>, Path(name): Path<String>) -> Response {
-    state.requests.fetch_add(1, Ordering::SeqCst);
+    let earlier = state.requests.fetch_add(1, Ordering::SeqCst);
+    if let Behaviour::UnavailableFirst(n) = state.behaviour
+        && earlier < n
+    {
+        return answer(Behaviour::Unavailable, Bytes::new());
+    }
     if let Behaviour::Redirects(n) = state.behaviour
         && n > 0
     {
@@ -133,7 +140,7 @@ fn redirect(left: u32, name: &str) -> Response {
 
 fn answer(behaviour: Behaviour, bytes: Bytes) -> Response {
     match behaviour {
-        Behaviour::Good | Behaviour::Redirects(_) => bytes.into_response(),
+        Behaviour::Good | Behaviour::Redirects(_) | Behaviour::UnavailableFirst(_) => bytes.into_response(),
         Behaviour::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "try again later\n").into_response(),
         Behaviour::Trickle => Body::from_stream(trickle(bytes)).into_response(),
         Behaviour::TooLong => {
