@@ -274,32 +274,52 @@ impl FetchedRange {
     }
 }
 
-/// How many times a small fetch (a document) is tried when its failures are transient
+/// How many rounds over its mirrors a document gets when their failures are transient
 /// ([`FetchError::is_transient`]).
 pub const DOCUMENT_ATTEMPTS: u32 = 3;
-/// The pause before the second try of a document; it doubles before each further one.
+/// The pause before the second round; it doubles before each further one.
 pub const DOCUMENT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Fetches the whole body of `url` into memory, at most `max_len` bytes (for small things:
-/// documents capped at their signed size). A transient failure is tried again, up to
-/// [`DOCUMENT_ATTEMPTS`] tries in all, after a pause that starts at [`DOCUMENT_RETRY_PAUSE`]
-/// and doubles; the last failure is returned.
+/// documents capped at their signed size).
 pub async fn fetch_bytes(fetcher: &impl Fetcher, url: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
+    let mut body = Vec::new();
+    fetcher.fetch_into(url, 0, max_len, &mut body).await?;
+    Ok(body)
+}
+
+/// The first body among `urls` (mirrors of one document, in order) that `check` accepts. Each
+/// round asks every mirror whose failures so far were transient; a further round, after a
+/// pause that starts at [`DOCUMENT_RETRY_PAUSE`] and doubles, only while one was, up to
+/// [`DOCUMENT_ATTEMPTS`] rounds. So a busy first mirror never delays a good second one, and
+/// a mirror that failed for good (a 404, a timeout, the wrong bytes) is not asked again. The
+/// error holds each mirror's last failure, in order.
+async fn first_good<T>(
+    fetcher: &impl Fetcher,
+    urls: &[&str],
+    max_len: u64,
+    check: impl Fn(&str, Vec<u8>) -> Result<T, FetchError>,
+) -> Result<T, FetchError> {
+    let mut failures: Vec<Option<FetchError>> = urls.iter().map(|_| None).collect();
     let mut pause = DOCUMENT_RETRY_PAUSE;
-    let mut tries = 1;
-    loop {
-        let mut body = Vec::new();
-        match fetcher.fetch_into(url, 0, max_len, &mut body).await {
-            Ok(_) => return Ok(body),
-            Err(error) if error.is_transient() && tries < DOCUMENT_ATTEMPTS => {
-                tracing::debug!("{error}; trying again in {pause:?}");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-                tries += 1;
+    for round in 1..=DOCUMENT_ATTEMPTS {
+        for (url, failure) in urls.iter().zip(&mut failures) {
+            if failure.as_ref().is_some_and(|f| !f.is_transient()) {
+                continue;
             }
-            Err(error) => return Err(error),
+            match fetch_bytes(fetcher, url, max_len).await.and_then(|bytes| check(url, bytes)) {
+                Ok(found) => return Ok(found),
+                Err(error) => *failure = Some(error),
+            }
         }
+        if round == DOCUMENT_ATTEMPTS || !failures.iter().flatten().any(FetchError::is_transient) {
+            break;
+        }
+        tracing::debug!("no mirror gave the document yet; trying again in {pause:?}");
+        tokio::time::sleep(pause).await;
+        pause *= 2;
     }
+    Err(FetchError::AllMirrors(failures.into_iter().flatten().collect()))
 }
 
 /// How many module documents of one fallback are fetched at the same time.
@@ -315,18 +335,12 @@ pub async fn fetch_document(fetcher: &impl Fetcher, pointer: &Fallback<'_>, now:
     if let Some(modules) = &pointer.modules {
         return fetch_module_documents(fetcher, pointer, modules, now).await;
     }
-    let mut failures = Vec::new();
-    for mirror in &pointer.mirrors {
-        let url = mirror.as_ref();
-        match fetch_bytes(fetcher, url, pointer.size).await {
-            Ok(bytes) => match pointer.open_document(&bytes, now) {
-                Ok(_) => return Ok(bytes),
-                Err(source) => failures.push(FetchError::Document { url: url.to_owned(), source }),
-            },
-            Err(error) => failures.push(error),
-        }
-    }
-    Err(FetchError::AllMirrors(failures))
+    let mirrors: Vec<&str> = pointer.mirrors.iter().map(AsRef::as_ref).collect();
+    first_good(fetcher, &mirrors, pointer.size, |url, bytes| match pointer.open_document(&bytes, now) {
+        Ok(_) => Ok(bytes),
+        Err(source) => Err(FetchError::Document { url: url.to_owned(), source }),
+    })
+    .await
 }
 
 async fn fetch_module_documents(
@@ -352,11 +366,10 @@ async fn fetch_module_document(
     url: String,
     document: &ModuleDocument<'_>,
 ) -> Result<Vec<u8>, FetchError> {
-    let checked = match fetch_bytes(fetcher, &url, document.size).await {
-        Ok(bytes) => document.check(&bytes).map(|()| bytes).map_err(|source| FetchError::Document { url, source }),
-        Err(error) => Err(error),
-    };
-    checked.map_err(|error| FetchError::AllMirrors(vec![error]))
+    first_good(fetcher, &[&url], document.size, |url, bytes| {
+        document.check(&bytes).map(|()| bytes).map_err(|source| FetchError::Document { url: url.to_owned(), source })
+    })
+    .await
 }
 
 /// Decodes a document returned by [`fetch_document`] (already checked).

@@ -471,15 +471,9 @@ pub async fn apply_pending(
         .filter_map(|outcome| match outcome {
             PendingOutcome::Applied { module, version } => {
                 let attempt = before.pending.get(module)?.attempt?;
-                let from = before.modules.get(module).map(|m| m.version.clone().into());
-                Some(upgram_core::body::Outcome {
-                    attempt,
-                    module: module.clone().into(),
-                    from,
-                    to: version.clone().into(),
-                    result: upgram_core::body::OutcomeKind::Applied,
-                    code: None,
-                })
+                let from = before.modules.get(module).map(|m| m.version.as_str());
+                let applied = upgram_core::body::OutcomeKind::Applied;
+                Some(crate::report::attempt_outcome(attempt, module, from, version, applied, None))
             }
             _ => None,
         })

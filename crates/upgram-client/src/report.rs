@@ -41,14 +41,27 @@ pub fn outcome(module: &str, from: Option<&str>, to: &str, what: &FlowOutcome) -
             (result, Some(code))
         }
     };
-    Some(Outcome {
-        attempt: rand::thread_rng().r#gen(),
+    Some(attempt_outcome(rand::thread_rng().r#gen(), module, from, to, result, code))
+}
+
+/// The report of attempt `attempt` of `module` from `from` to `to`: what [`outcome`] makes
+/// with a fresh attempt, here for an attempt already reported (a deferred upgrade completed).
+pub fn attempt_outcome(
+    attempt: u64,
+    module: &str,
+    from: Option<&str>,
+    to: &str,
+    result: OutcomeKind,
+    code: Option<FailureCode>,
+) -> Outcome<'static> {
+    Outcome {
+        attempt,
         module: module.to_owned().into(),
         from: from.map(|v| v.to_owned().into()),
         to: to.to_owned().into(),
         result,
         code,
-    })
+    }
 }
 
 /// Whether a failure left the installation as it was (`failed`) or was undone

@@ -220,7 +220,11 @@ fn a_bad_first_mirror_then_a_good_one_gives_the_document() {
                 .await
                 .unwrap_or_else(|e| panic!("{behaviour:?} first, good second: {e}"));
             assert_eq!(fetched, document, "{behaviour:?}");
+            // Tried first, and once: a busy mirror is asked again only after the others.
             assert!(bad.as_ref().is_none_or(|m| m.requests() >= 1), "{behaviour:?}: the bad mirror was tried first");
+            if behaviour == Some(Behaviour::Unavailable) {
+                assert_eq!(bad.as_ref().map(Mirror::requests), Some(1), "a busy first mirror delays the good one");
+            }
             assert_eq!(good.requests(), 1, "{behaviour:?}");
         }
     });
@@ -245,6 +249,8 @@ fn two_bad_mirrors_fail_with_both_reasons_and_a_good_first_mirror_is_enough() {
             "{failures:?}"
         );
         assert_eq!(failures.len(), 2);
+        // The busy mirror asked in every round, the wrong one once: its bytes will not change.
+        assert_eq!((unavailable.requests(), wrong.requests()), (u64::from(DOCUMENT_ATTEMPTS), 1));
 
         let good = Mirror::start(Behaviour::Good, serving(&document), LIFETIME).await.expect("mirror");
         let untouched = Mirror::start(Behaviour::WrongBytes, serving(&document), LIFETIME).await.expect("mirror");

@@ -7,6 +7,8 @@
 //! Every outcome is one row; an attempt received twice (a retransmission) is stored once. A
 //! release is a module and the version an attempt aimed at.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -276,13 +278,13 @@ pub fn redact(url: &str) -> String {
 /// `outcomes` with each attempt (of a module's release) once: where a batch holds an attempt
 /// twice, a later result replaces a `deferred` one, else the first stays. Stores insert the
 /// settled batch, as a database cannot update one row twice in one statement.
-pub(super) fn settle(outcomes: &[StoredOutcome]) -> std::borrow::Cow<'_, [StoredOutcome]> {
+pub(super) fn settle(outcomes: &[StoredOutcome]) -> Cow<'_, [StoredOutcome]> {
     fn key(o: &StoredOutcome) -> (u64, &str, &str) {
         (o.attempt, o.module.as_str(), o.to.as_str())
     }
-    let mut seen: std::collections::HashMap<(u64, &str, &str), usize> = std::collections::HashMap::new();
+    let mut seen: HashMap<(u64, &str, &str), usize> = HashMap::new();
     if outcomes.iter().all(|o| seen.insert(key(o), 0).is_none()) {
-        return std::borrow::Cow::Borrowed(outcomes);
+        return Cow::Borrowed(outcomes);
     }
     seen.clear();
     let mut settled: Vec<StoredOutcome> = Vec::with_capacity(outcomes.len());
@@ -299,7 +301,7 @@ pub(super) fn settle(outcomes: &[StoredOutcome]) -> std::borrow::Cow<'_, [Stored
             }
         }
     }
-    std::borrow::Cow::Owned(settled)
+    Cow::Owned(settled)
 }
 
 /// Where install reports are kept. Used from one thread at a time (the writer's, or a
