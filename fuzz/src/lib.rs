@@ -11,7 +11,7 @@ use upgram_core::body::{ErrorBody, Fallback, Query, Report, Response};
 use upgram_core::limits::{MAX_BATCH_DEPTH, MAX_DATAGRAM_LEN};
 use upgram_core::message::Expectation;
 use upgram_core::records::{RecordDelta, RecordFile, apply_delta, diff, merge};
-use upgram_core::sign::{BatchItem, KeyRing, Nonce, ReplySigner};
+use upgram_core::sign::{BatchItem, BatchProof, KeyRing, Nonce, ReplySigner};
 use upgram_core::version::Version;
 use upgram_core::wire::{Frame, MessageKind};
 use upgram_core::{Datagram, Message};
@@ -137,13 +137,24 @@ fn test_signer() -> ReplySigner {
     ReplySigner::from_seed(&std::array::from_fn(|i| i as u8))
 }
 
+/// The room a fuzzed answer has for its batch trailer, from its first byte: none (signed
+/// alone), room for a path of 1 to 6 hashes (a leaf at most that deep), or a whole datagram.
+fn room(body: &[u8]) -> usize {
+    match body.first().map(|b| b % 9) {
+        Some(0) => BatchProof::overhead(1) - 1,
+        Some(depth @ 1..=6) => BatchProof::overhead(usize::from(depth)),
+        _ => MAX_DATAGRAM_LEN,
+    }
+}
+
 /// Batch signatures (SPEC.md §10.3.1), from two sides.
 ///
 /// 1. The input as a datagram: a signed reply that decodes is verified against the test key,
 ///    for the query the reply says it answers; a verified batch-signed reply must carry a
 ///    well-formed batch trailer. Nothing may panic.
 /// 2. The input as a batch: its first byte gives the number of answers (1-80) and the rest is
-///    cut into that many bodies; every answer is signed with `sign_batch` and must verify, and
+///    cut into that many bodies, each with the room its first byte gives; every answer is
+///    signed with `sign_batch` and must verify with a path that fits its room, and
 ///    the datagram of one member with one flipped trailer bit must not.
 pub fn batch(data: &[u8]) {
     let mut keys = KeyRing::new();
@@ -162,13 +173,7 @@ pub fn batch(data: &[u8]) {
         if (usize::from(head) + i).is_multiple_of(4) { MessageKind::Fallback } else { MessageKind::Response }
     };
     let items: Vec<BatchItem<'_>> = (0..count)
-        .map(|i| BatchItem {
-            kind: kind(i),
-            nonce: nonces[i].as_ref(),
-            body: bodies[i],
-            // Some answers lack room for a trailer and are signed alone.
-            room: if bodies[i].first().is_some_and(|b| b % 7 == 0) { 40 } else { MAX_DATAGRAM_LEN },
-        })
+        .map(|i| BatchItem { kind: kind(i), nonce: nonces[i].as_ref(), body: bodies[i], room: room(bodies[i]) })
         .collect();
     let blocks = test_signer().sign_batch(&items);
     assert_eq!(blocks.len(), count, "one signature block per answer");
@@ -176,6 +181,7 @@ pub fn batch(data: &[u8]) {
         assert_eq!(keys.verify(kind(i), nonces[i].as_ref(), bodies[i], block), Ok(()), "member {i} verifies");
         if let Some(proof) = &block.batch {
             assert!((1..=MAX_BATCH_DEPTH).contains(&proof.depth()) && proof.index() < 1 << proof.depth());
+            assert!(proof.encoded_len() <= items[i].room, "member {i}'s path fits its room");
         }
     }
     let member = usize::from(*rest.last().unwrap_or(&0)) % count;

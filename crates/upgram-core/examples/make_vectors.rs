@@ -16,7 +16,7 @@ use upgram_core::body::{
 use upgram_core::cookie::{ClientCookie, CookieSecret, make_server_cookie};
 use upgram_core::fallback::{ReplyShape, encode_module_fallback, prepare_reply};
 use upgram_core::records::{Change, DeltaEntry, Record, RecordDelta, RecordFile};
-use upgram_core::sign::{BatchItem, Nonce, ReplySigner, SignatureBlock};
+use upgram_core::sign::{BatchItem, BatchProof, Nonce, ReplySigner, SignatureBlock};
 use upgram_core::version::Version;
 use upgram_core::wire::{Frame, MessageKind, QueryOptions};
 use upgram_core::{Datagram, Sha256Digest};
@@ -1120,7 +1120,23 @@ fn batch_vectors(w: &mut Writer<'_>, current: &Response<'_>, nonce: Nonce) {
         "minimal-query",
         Some("bad-path"),
     );
-    assert_eq!(w.count, 37, "batch vectors are numbered 30-37");
+    // A tree whose leaves sit at different depths: the answer with room for one path hash
+    // only is the root's left child, the other three answers fill the right half at depth 3.
+    let tight = |body| BatchItem { kind: MessageKind::Response, nonce: None, body, room: BatchProof::overhead(1) };
+    let blocks = signer().sign_batch(&[
+        tight(&first),
+        item(Some(&nonce), &first),
+        item(None, &third),
+        item(Some(&nonce), &third),
+    ]);
+    w.answer(
+        "batch-signed-shallow-leaf",
+        "Vector 04's answer to vector 01 as leaf 0 at depth 1 of a batch whose three other answers sit at depth 3 (a tree need not be balanced; SPEC.md section 10.3.1): the 34-byte trailer carries depth 1, index 0 and one path hash, the node over the right half of the tree. The client computes node(leaf, path[0]) and checks the signature over it, exactly as for any other depth.",
+        &reply(&first, None, 0x0102030405060708, blocks[0]),
+        "minimal-query",
+        None,
+    );
+    assert_eq!(w.count, 38, "batch vectors are numbered 30-38");
 }
 
 /// A response whose datagram is exactly 1024 bytes: a file list whose last URL is stretched.

@@ -342,47 +342,63 @@ impl ReplySigner {
     /// Signs answers that are ready at the same time, returning one signature block per item,
     /// in order (SPEC.md §10.3.1).
     ///
-    /// Answers are grouped by the room they have for a batch trailer: each batch of at most
-    /// [`MAX_BATCH_LEN`] gets one Ed25519 signature and a depth that every member can carry
-    /// (answers with room for a short path only share a small batch rather than each taking a
-    /// signature of its own). An answer with no room for any trailer, and a batch that would
-    /// hold a single answer, are signed alone, in exactly the form [`ReplySigner::sign`] gives.
+    /// Each answer can carry an audit path up to the depth its room allows. The tree need not
+    /// be balanced: an answer with room for a short path only sits near the root, the others
+    /// deeper, so answers with different rooms still share one signature as long as their
+    /// leaves fit one tree of at most [`MAX_BATCH_LEN`] leaf places (a leaf at depth d takes
+    /// 2^(6−d) of the 64 places of the deepest level). Answers are packed tightest first, which
+    /// takes the fewest signatures. An answer with no room for any trailer, and a batch that
+    /// would hold a single answer, are signed alone, in exactly the form
+    /// [`ReplySigner::sign`] gives.
     pub fn sign_batch(&self, items: &[BatchItem<'_>]) -> Vec<SignatureBlock> {
         let mut out: Vec<Option<SignatureBlock>> = vec![None; items.len()];
-        // Largest room first: each item joins the batch being formed as long as the batch's
-        // size stays within what the item (the tightest so far) can carry.
+        let deepest: Vec<usize> = items.iter().map(|item| deepest_leaf(item.room)).collect();
+        // Tightest first: the places each answer takes are powers of two, each dividing those
+        // before, so filling one tree after another leaves no tree but the last part empty.
         let mut order: Vec<usize> = (0..items.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(batch_capacity(items[i].room)));
+        order.sort_by_key(|&i| deepest[i]);
         let mut members: Vec<usize> = Vec::with_capacity(MAX_BATCH_LEN.min(items.len()));
+        let mut places = 0;
         for i in order {
-            if members.len() + 1 > batch_capacity(items[i].room) {
-                self.sign_members(items, &members, &mut out);
+            let needs = leaf_places(deepest[i]);
+            if places + needs > MAX_BATCH_LEN {
+                self.sign_members(items, &members, &deepest, &mut out);
                 members.clear();
+                places = 0;
             }
             members.push(i);
+            places += needs;
         }
-        self.sign_members(items, &members, &mut out);
+        self.sign_members(items, &members, &deepest, &mut out);
         out.into_iter()
             .enumerate()
             .map(|(i, block)| block.unwrap_or_else(|| self.sign(items[i].kind, items[i].nonce, items[i].body)))
             .collect()
     }
 
-    /// Signs `members` (at most [`MAX_BATCH_LEN`] positions into `items`) as one batch.
-    fn sign_members(&self, items: &[BatchItem<'_>], members: &[usize], out: &mut [Option<SignatureBlock>]) {
-        if let [only] = members {
-            out[*only] = Some(self.sign(items[*only].kind, items[*only].nonce, items[*only].body));
+    /// Signs `members` (positions into `items` whose leaves fit one tree, see
+    /// [`Self::sign_batch`]) as one batch; a lone member is left to be signed alone.
+    fn sign_members(
+        &self,
+        items: &[BatchItem<'_>],
+        members: &[usize],
+        deepest: &[usize],
+        out: &mut [Option<SignatureBlock>],
+    ) {
+        if members.len() < 2 {
             return;
         }
-        if members.is_empty() {
+        let depths = leaf_depths(members.iter().map(|&i| deepest[i]), members.len());
+        let leaves = members.iter().zip(depths).map(|(&i, depth)| {
+            let item = &items[i];
+            (i, depth, leaf_hash(item.kind, item.nonce, item.body))
+        });
+        let Some(tree) = ShapedTree::build(leaves) else {
             return;
-        }
-        let tree = MerkleTree::build(members.iter().map(|&i| leaf_hash(items[i].kind, items[i].nonce, items[i].body)));
-        let signature = self.key.sign(&root_message(&tree.root())).to_bytes();
-        for (index, &i) in members.iter().enumerate() {
-            // Cannot fail: at most MAX_BATCH_LEN members, so the depth and index are in range.
-            out[i] =
-                tree.proof(index).map(|batch| SignatureBlock { key_id: self.key_id, signature, batch: Some(batch) });
+        };
+        let signature = self.key.sign(&root_message(&tree.root)).to_bytes();
+        for (i, proof) in tree.proofs {
+            out[i] = Some(SignatureBlock { key_id: self.key_id, signature, batch: Some(proof) });
         }
     }
 }
@@ -393,52 +409,120 @@ impl fmt::Debug for ReplySigner {
     }
 }
 
-/// The most answers a batch may hold for an answer with `room` bytes for the batch trailer:
-/// 2^depth for the deepest path that fits (at most [`MAX_BATCH_LEN`]), 1 when none does.
-fn batch_capacity(room: usize) -> usize {
-    let depth = (0..=MAX_BATCH_DEPTH).rev().find(|&d| room >= BatchProof::overhead(d)).unwrap_or(0);
-    1 << depth
+/// The deepest leaf an answer with `room` bytes for the batch trailer can be: the longest
+/// audit path that fits (at most [`MAX_BATCH_DEPTH`]), 0 when none does.
+fn deepest_leaf(room: usize) -> usize {
+    (0..=MAX_BATCH_DEPTH).rev().find(|&d| room >= BatchProof::overhead(d)).unwrap_or(0)
 }
 
-/// A batch's Merkle tree, every level kept, each padded to an even length with the empty
-/// subtree hash of its level.
-struct MerkleTree {
-    /// Level 0 holds the leaves; the last level holds the root alone.
-    levels: Vec<Vec<TreeHash>>,
+/// How many of the [`MAX_BATCH_LEN`] places of a tree's deepest level a leaf at `depth` covers.
+fn leaf_places(depth: usize) -> usize {
+    1 << (MAX_BATCH_DEPTH - depth.min(MAX_BATCH_DEPTH))
 }
 
-impl MerkleTree {
-    fn build(leaves: impl Iterator<Item = TreeHash>) -> Self {
-        let mut level: Vec<TreeHash> = leaves.collect();
-        let mut empty = empty_leaf_hash();
-        let mut levels = Vec::with_capacity(MAX_BATCH_DEPTH + 1);
-        while level.len() > 1 {
-            if level.len() % 2 == 1 {
-                level.push(empty);
-            }
-            let next = level.chunks_exact(2).map(|pair| node_hash(&pair[0], &pair[1])).collect();
-            levels.push(std::mem::replace(&mut level, next));
-            empty = node_hash(&empty, &empty);
-        }
-        levels.push(level);
-        Self { levels }
-    }
+/// The depth of each of `count` leaves (in order) whose deepest allowed depths are `deepest`
+/// and whose places add up to at most [`MAX_BATCH_LEN`]: all at the depth of a balanced tree
+/// of `count` leaves when that fits them all, else each at the shallower of its own deepest
+/// and the shallowest common depth at which the leaves still fit.
+fn leaf_depths(deepest: impl Iterator<Item = usize> + Clone, count: usize) -> Vec<usize> {
+    let balanced = count.next_power_of_two().trailing_zeros() as usize;
+    let fits = |cap: usize| deepest.clone().map(|d| leaf_places(d.min(cap))).sum::<usize>() <= MAX_BATCH_LEN;
+    let cap = (balanced..MAX_BATCH_DEPTH).find(|&cap| fits(cap)).unwrap_or(MAX_BATCH_DEPTH);
+    deepest.map(|d| d.min(cap)).collect()
+}
 
-    fn root(&self) -> TreeHash {
-        self.levels.last().and_then(|top| top.first()).copied().unwrap_or_else(empty_leaf_hash)
-    }
+/// A batch's Merkle tree whose leaves may sit at different depths (SPEC.md §10.3.1): leaves
+/// are placed from the left, shallowest first, each at the next free position of its depth
+/// (the canonical order of a prefix code), so a leaf's index, read from its top bit down, is
+/// its way from the root; what is left over on the right is filled with the empty subtree of
+/// its height.
+struct ShapedTree {
+    root: TreeHash,
+    /// For each member (its position among the caller's items), its proof.
+    proofs: Vec<(usize, BatchProof)>,
+}
 
-    /// The proof of leaf `index`; `None` past the limits.
-    fn proof(&self, index: usize) -> Option<BatchProof> {
-        let depth = self.levels.len().checked_sub(1)?;
-        if depth > MAX_BATCH_DEPTH {
+/// A leaf while its tree is built: its depth, its index at that depth, its hash, and the path
+/// gathered so far (leaf level first).
+struct PlacedLeaf {
+    item: usize,
+    depth: usize,
+    index: usize,
+    hash: TreeHash,
+    path: [TreeHash; MAX_BATCH_DEPTH],
+    path_len: usize,
+}
+
+impl ShapedTree {
+    /// The tree of `(item, depth, leaf hash)`, given in the order of the batch; `None` unless
+    /// every depth is 1 to [`MAX_BATCH_DEPTH`] and the leaves fit one tree.
+    fn build(leaves: impl Iterator<Item = (usize, usize, TreeHash)>) -> Option<Self> {
+        let mut placed: Vec<PlacedLeaf> = leaves
+            .map(|(item, depth, hash)| PlacedLeaf {
+                item,
+                depth,
+                index: 0,
+                hash,
+                path: [[0; 32]; MAX_BATCH_DEPTH],
+                path_len: 0,
+            })
+            .collect();
+        if placed.iter().any(|leaf| leaf.depth == 0 || leaf.depth > MAX_BATCH_DEPTH)
+            || placed.iter().map(|leaf| leaf_places(leaf.depth)).sum::<usize>() > MAX_BATCH_LEN
+        {
             return None;
         }
-        let mut path = [[0u8; 32]; MAX_BATCH_DEPTH];
-        for (level, (nodes, slot)) in self.levels[..depth].iter().zip(path.iter_mut()).enumerate() {
-            *slot = *nodes.get((index >> level) ^ 1)?;
+        // Stable: leaves of one depth keep the batch's order.
+        placed.sort_by_key(|leaf| leaf.depth);
+        let height = placed.iter().map(|leaf| leaf.depth).max().unwrap_or(0);
+        let (mut next, mut at) = (0usize, placed.first().map_or(0, |leaf| leaf.depth));
+        for leaf in &mut placed {
+            next <<= leaf.depth - at;
+            at = leaf.depth;
+            leaf.index = next;
+            next += 1;
         }
-        BatchProof::new(u8::try_from(index).ok()?, &path[..depth]).ok()
+        let mut empties = [empty_leaf_hash(); MAX_BATCH_DEPTH + 1];
+        for h in 1..empties.len() {
+            empties[h] = node_hash(&empties[h - 1], &empties[h - 1]);
+        }
+        let root = Self::subtree(&mut placed, 0, height, &empties);
+        let proofs = placed
+            .iter()
+            .map(|leaf| {
+                let index = u8::try_from(leaf.index).ok()?;
+                Some((leaf.item, BatchProof::new(index, &leaf.path[..leaf.path_len]).ok()?))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self { root, proofs })
+    }
+
+    /// The hash of the subtree at `level` (0: the root) holding `leaves`, `height` levels above
+    /// the tree's deepest; appends the sibling at this level to the path of each leaf below.
+    fn subtree(leaves: &mut [PlacedLeaf], level: usize, height: usize, empties: &[TreeHash]) -> TreeHash {
+        match leaves {
+            [] => empties.get(height).copied().unwrap_or_default(),
+            [leaf] if leaf.depth == level => leaf.hash,
+            _ => {
+                // Every leaf here is deeper than `level` (two leaves cannot share a place):
+                // its bit for this level says left (0) or right (1), and the left ones come first.
+                let bit = |leaf: &PlacedLeaf| (leaf.index >> (leaf.depth - level - 1)) & 1;
+                let split = leaves.partition_point(|leaf| bit(leaf) == 0);
+                let (left, right) = leaves.split_at_mut(split);
+                let below = height.saturating_sub(1);
+                let left_hash = Self::subtree(left, level + 1, below, empties);
+                let right_hash = Self::subtree(right, level + 1, below, empties);
+                for (side, sibling) in [(left, right_hash), (right, left_hash)] {
+                    for leaf in side.iter_mut() {
+                        if let Some(slot) = leaf.path.get_mut(leaf.path_len) {
+                            *slot = sibling;
+                            leaf.path_len += 1;
+                        }
+                    }
+                }
+                node_hash(&left_hash, &right_hash)
+            }
+        }
     }
 }
 

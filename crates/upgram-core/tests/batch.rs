@@ -176,7 +176,7 @@ fn batches_that_are_not_powers_of_two_and_longer_than_the_maximum_verify() {
 fn answers_without_room_for_the_batch_trailer_are_signed_alone() {
     let batch = Batch::new(4);
     let mut items = batch.items(BatchProof::overhead(2));
-    items[1].room = BatchProof::overhead(2) - 1;
+    items[1].room = BatchProof::overhead(1) - 1;
     let blocks = signer().sign_batch(&items);
     assert!(blocks[1].batch.is_none(), "no room: signed alone");
     assert_eq!(blocks[1], signer().sign(MessageKind::Response, None, &batch.bodies[1]));
@@ -200,6 +200,68 @@ fn answers_without_room_for_the_batch_trailer_are_signed_alone() {
     let blocks = signer().sign_batch(&batch.items(0));
     assert!(blocks.iter().all(|b| b.batch.is_none()));
     assert_every_member_verifies(&batch, &blocks);
+}
+
+/// An answer with room for a short path only sits near the root of the same tree as answers
+/// with more room, rather than taking a signature of its own.
+#[test]
+fn answers_with_less_room_sit_nearer_the_root_of_the_same_tree() {
+    // Three answers with room for depth 3 and one with room for depth 1 only: one tree, the
+    // tight answer the root's left child (32 of the 64 places), the others at depth 3 in the
+    // right half (8 places each), the last place an empty leaf.
+    let batch = Batch::new(4);
+    let mut items = batch.items(BatchProof::overhead(3));
+    items[1].room = BatchProof::overhead(1);
+    let blocks = signer().sign_batch(&items);
+    assert!(blocks.iter().all(|b| b.signature == blocks[0].signature), "one signature");
+    let position = |i: usize| blocks[i].batch.map(|p| (p.depth(), p.index())).expect("batch-signed");
+    assert_eq!([0, 1, 2, 3].map(position), [(3, 4), (1, 0), (3, 5), (3, 6)]);
+    assert_every_member_verifies(&batch, &blocks);
+    for (i, block) in blocks.iter().enumerate() {
+        assert!(block.batch.expect("batched").encoded_len() <= items[i].room, "member {i} fits its room");
+    }
+
+    // Sixty answers with room for any depth and one with room for depth 4: one signature (the
+    // tight one takes 4 of the 64 places), where a tree of one depth for all would need two.
+    let batch = Batch::new(61);
+    let mut items = batch.items(MAX_DATAGRAM_LEN);
+    items[30].room = BatchProof::overhead(4);
+    let blocks = signer().sign_batch(&items);
+    let signatures: std::collections::BTreeSet<[u8; 64]> = blocks.iter().map(|b| b.signature).collect();
+    assert_eq!(signatures.len(), 1);
+    assert_eq!(blocks[30].batch.expect("batched").depth(), 4);
+    assert!(blocks.iter().enumerate().filter(|(i, _)| *i != 30).all(|(_, b)| b.batch.is_some_and(|p| p.depth() == 6)));
+    assert_every_member_verifies(&batch, &blocks);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Whatever the rooms, every reply fits its room and verifies, and the batches take the
+    /// fewest signatures their leaves allow: the answers without room for any path one each,
+    /// the others one per 64 places of the deepest level (a leaf at depth d takes 2^(6-d)).
+    #[test]
+    fn any_mix_of_rooms_verifies_within_each_room_with_the_fewest_signatures(
+        depths in proptest::collection::vec(0usize..=MAX_BATCH_DEPTH + 1, 1..90),
+    ) {
+        let batch = Batch::new(depths.len());
+        let mut items = batch.items(0);
+        for (item, &depth) in items.iter_mut().zip(&depths) {
+            item.room = if depth == 0 { BatchProof::overhead(1) - 1 } else { BatchProof::overhead(depth) };
+        }
+        let blocks = signer().sign_batch(&items);
+        for (i, block) in blocks.iter().enumerate() {
+            let bytes = batch.datagram(i, *block);
+            prop_assert!(bytes.len() <= MAX_DATAGRAM_LEN);
+            prop_assert_eq!(batch.verify(i, &bytes), Ok(()));
+            let extra = block.batch.map_or(0, |p| p.encoded_len());
+            prop_assert!(extra <= items[i].room, "member {} takes {} bytes of its {}", i, extra, items[i].room);
+        }
+        let alone = depths.iter().filter(|&&d| d == 0).count();
+        let places: usize = depths.iter().filter(|&&d| d > 0).map(|&d| 1usize << (MAX_BATCH_DEPTH - d.min(MAX_BATCH_DEPTH))).sum();
+        let signatures: std::collections::BTreeSet<[u8; 64]> = blocks.iter().map(|b| b.signature).collect();
+        prop_assert_eq!(signatures.len(), alone + places.div_ceil(MAX_BATCH_LEN));
+    }
 }
 
 #[test]

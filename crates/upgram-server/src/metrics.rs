@@ -77,11 +77,20 @@ pub fn bump(counter: &AtomicU64) {
 impl Metrics {
     /// Records the time from receiving a datagram to handing its reply to the socket.
     pub fn observe_latency(&self, elapsed: Duration) {
+        self.observe_latencies(elapsed, 1);
+    }
+
+    /// Records `count` replies that each took `elapsed` from receiving their datagram to
+    /// handing the reply to the socket (the replies of one gathering).
+    pub fn observe_latencies(&self, elapsed: Duration, count: u64) {
+        if count == 0 {
+            return;
+        }
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let bucket = LATENCY_BUCKETS_US.iter().position(|bound| micros <= *bound).unwrap_or(LATENCY_BUCKETS_US.len());
-        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us.fetch_add(micros, Ordering::Relaxed);
+        self.latency_buckets[bucket].fetch_add(count, Ordering::Relaxed);
+        self.latency_count.fetch_add(count, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(micros.saturating_mul(count), Ordering::Relaxed);
     }
 }
 

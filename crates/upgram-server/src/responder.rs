@@ -184,6 +184,12 @@ impl EncodedAnswer {
     /// a document shared by many answers of one window is handed over once, and again once
     /// the store has evicted anything since (this document may be among them).
     pub fn needs_keeping(&self, until: u64, evictions: u64) -> bool {
+        // Nearly always already handed over for this window: plain loads, no locked
+        // read-modify-write, in that case.
+        if self.kept_evictions.load(Ordering::Relaxed) == evictions && self.kept_until.load(Ordering::Relaxed) >= until
+        {
+            return false;
+        }
         let evicted_since = self.kept_evictions.swap(evictions, Ordering::Relaxed) != evictions;
         let later = self.kept_until.fetch_max(until, Ordering::Relaxed) < until;
         evicted_since || later

@@ -860,7 +860,9 @@ impl Worker {
         } else {
             (0, true)
         };
-        self.metrics.documents_evicted.fetch_add(evicted as u64, Ordering::Relaxed);
+        if evicted > 0 {
+            self.metrics.documents_evicted.fetch_add(evicted as u64, Ordering::Relaxed);
+        }
         // Another worker may have evicted one of them since `evictions` was read: only then
         // are they looked up again.
         if all_kept && self.shared.evictions.load(Ordering::Relaxed) != evictions + evicted as u64 {
@@ -894,7 +896,9 @@ fn keep_signed(
     let mut prepared = answer.reply.signed(signature);
     if let Some(document) = prepared.document.take() {
         let evicted = shared.keep_document(document.sha256, document.bytes.into(), answer.expires, now);
-        metrics.documents_evicted.fetch_add(evicted as u64, Ordering::Relaxed);
+        if evicted > 0 {
+            metrics.documents_evicted.fetch_add(evicted as u64, Ordering::Relaxed);
+        }
     }
     Arc::new(prepared)
 }

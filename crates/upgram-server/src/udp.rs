@@ -189,10 +189,8 @@ async fn run_batched(
             log_query(slot.received, slot.to, reply);
         }
         send_all(&socket, &slots[..taken], &replies[..taken]).await;
-        let latency = started.elapsed();
-        for _ in replies[..taken].iter().filter(|reply| !reply.is_empty()) {
-            worker.metrics().observe_latency(latency);
-        }
+        let sent = replies[..taken].iter().filter(|reply| !reply.is_empty()).count();
+        worker.metrics().observe_latencies(started.elapsed(), sent as u64);
         if *shutdown.borrow() {
             break;
         }
