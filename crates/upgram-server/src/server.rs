@@ -395,8 +395,8 @@ impl Waiting {
 enum Step {
     /// Done: the reply, if any, is written (the value says whether there is one).
     Done(bool),
-    /// The answer needs a signature.
-    Sign(Box<Waiting>),
+    /// The answer needs a signature: it is the last of the worker's waiting answers.
+    Sign,
 }
 
 /// What [`Worker::take`] did with a datagram.
@@ -448,10 +448,13 @@ impl Worker {
         out.clear();
         match self.prepare(0, datagram, ip, now, out) {
             Step::Done(replied) => replied,
-            Step::Sign(waiting) => {
+            Step::Sign => {
+                let Some(waiting) = self.waiting.pop() else {
+                    return false;
+                };
                 let reply = &waiting.answer.reply;
                 let signature = self.shared.signer.sign(reply.kind, reply.shape.nonce.as_ref(), &reply.body);
-                self.finish(*waiting, signature, out)
+                self.finish(waiting, signature, out)
             }
         }
     }
@@ -479,10 +482,7 @@ impl Worker {
         out.clear();
         match self.prepare(slot, datagram, ip, now, out) {
             Step::Done(replied) => Taken::Replied(replied),
-            Step::Sign(waiting) => {
-                self.waiting.push(*waiting);
-                Taken::Waiting
-            }
+            Step::Sign => Taken::Waiting,
         }
     }
 
@@ -554,8 +554,8 @@ impl Worker {
                     }
                 }
                 let body = admitted.then(|| frame.body.into());
-                let waiting = Waiting { slot, request_id, body, source, now, received, answer };
-                return Step::Sign(Box::new(waiting));
+                self.waiting.push(Waiting { slot, request_id, body, source, now, received, answer });
+                return Step::Sign;
             }
             Answer::Refused => {
                 bump(&self.metrics.unvalidated_refused);
@@ -786,8 +786,14 @@ impl Worker {
         let public = &config.public_url;
         let parts = respond_parts(&loaded.catalog, loaded.generation, &query, binding, &mut self.answers);
         // The response's length, known before it is built: the module-document form does not
-        // need it built at all.
-        let body_len = parts_len(&parts, binding, public, query.compact, &mut self.envelope);
+        // need it built at all. When the module answers alone overflow a datagram, which is
+        // all that is decided with it, their length stands for it (the envelope only adds).
+        let parts_bytes: usize = parts.iter().map(|p| p.bytes().len()).sum();
+        let body_len = if overhead + parts_bytes > MAX_DATAGRAM_LEN {
+            parts_bytes
+        } else {
+            parts_len(&parts, binding, public, query.compact, &mut self.envelope)
+        };
         if let Some(limit) = limit
             && overhead + body_len > limit
         {
