@@ -477,10 +477,10 @@ impl<F: Fetcher + 'static> Client<F> {
                     return Ok::<_, ClientError>((index, Part::new(query, answer, false)?, 0));
                 }
                 let pointer = Fallback::decode(&reply.body).map_err(|e| ClientError::Answer(e.to_string()))?;
-                let document = fetch_document(&shared.fetcher, &pointer, unix_now()).await?;
+                // Decoded once, by the check of the document.
+                let fetched = fetch_document(&shared.fetcher, &pointer, unix_now()).await?;
                 drop(permit);
-                let answer = Response::decode(&document).map_err(|e| ClientError::Answer(e.to_string()))?;
-                Ok((index, Part::new(query, answer.into_owned(), true)?, document.len() as u64))
+                Ok((index, Part::new(query, fetched.response, true)?, fetched.len as u64))
             });
         }
         let mut answered: Vec<Option<Part>> = vec![None; exchanges];

@@ -325,19 +325,33 @@ async fn first_good<T>(
 /// How many module documents of one fallback are fetched at the same time.
 pub const MAX_CONCURRENT_DOCUMENTS: usize = 4;
 
+/// The answer a fallback pointed at, fetched, checked and decoded.
+#[derive(Debug, Clone)]
+pub struct FetchedAnswer {
+    /// The answer, decoded once (by the check) and owned.
+    pub response: Response<'static>,
+    /// The length of its body: the document's, or for module documents the assembled answer's.
+    pub len: usize,
+}
+
 /// Fetches the document a verified fallback points at, trying its mirrors in order; returns the
-/// first that has exactly the signed size and hash and carries the fallback's binding.
+/// answer of the first that has exactly the signed size and hash and carries the fallback's
+/// binding, decoded.
 ///
 /// A fallback that names module documents (SPEC.md §8.5) has them fetched, a few at a time,
 /// each checked against the SHA-256 the fallback names for it; the answer assembled from them
-/// is returned, the same bytes as if it had come inline.
-pub async fn fetch_document(fetcher: &impl Fetcher, pointer: &Fallback<'_>, now: u64) -> Result<Vec<u8>, FetchError> {
+/// is returned, the same answer as if it had come inline.
+pub async fn fetch_document(
+    fetcher: &impl Fetcher,
+    pointer: &Fallback<'_>,
+    now: u64,
+) -> Result<FetchedAnswer, FetchError> {
     if let Some(modules) = &pointer.modules {
         return fetch_module_documents(fetcher, pointer, modules, now).await;
     }
     let mirrors: Vec<&str> = pointer.mirrors.iter().map(AsRef::as_ref).collect();
     first_good(fetcher, &mirrors, pointer.size, |url, bytes| match pointer.open_document(&bytes, now) {
-        Ok(_) => Ok(bytes),
+        Ok(response) => Ok(FetchedAnswer { response: response.into_owned(), len: bytes.len() }),
         Err(source) => Err(FetchError::Document { url: url.to_owned(), source }),
     })
     .await
@@ -348,14 +362,15 @@ async fn fetch_module_documents(
     pointer: &Fallback<'_>,
     modules: &ModuleDocuments<'_>,
     now: u64,
-) -> Result<Vec<u8>, FetchError> {
+) -> Result<FetchedAnswer, FetchError> {
     let mut fetches = Vec::with_capacity(modules.documents.len());
     for document in &modules.documents {
         fetches.push(fetch_module_document(fetcher, modules.url(&document.sha256), document));
     }
     let documents: Vec<Vec<u8>> = stream::iter(fetches).buffered(MAX_CONCURRENT_DOCUMENTS).try_collect().await?;
     pointer
-        .open_module_documents(&documents, now)
+        .open_module_answer(&documents, now)
+        .map(|(response, len)| FetchedAnswer { response, len })
         .map_err(|source| FetchError::Document { url: modules.base.to_string(), source })
 }
 
@@ -370,11 +385,6 @@ async fn fetch_module_document(
         document.check(&bytes).map(|()| bytes).map_err(|source| FetchError::Document { url: url.to_owned(), source })
     })
     .await
-}
-
-/// Decodes a document returned by [`fetch_document`] (already checked).
-pub fn decode_document(bytes: &[u8]) -> Result<Response<'_>, FetchError> {
-    Response::decode(bytes).map_err(|e| FetchError::Document { url: String::new(), source: DocumentError::Body(e) })
 }
 
 #[cfg(feature = "http")]

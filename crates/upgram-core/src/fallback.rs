@@ -263,6 +263,28 @@ impl Fallback<'_> {
     /// decoded, checked to answer the named modules, and its binding checked at `now`. Returns
     /// the answer's body, as it would have come inline.
     pub fn open_module_documents(&self, documents: &[impl AsRef<[u8]>], now: u64) -> Result<Vec<u8>, DocumentError> {
+        self.open_modules(documents, now, |_| ()).map(|(body, ())| body)
+    }
+
+    /// Like [`Self::open_module_documents`], with the same checks, but returns the answer
+    /// decoded (once: the decode that checks it) and owned, with the length of its body.
+    pub fn open_module_answer(
+        &self,
+        documents: &[impl AsRef<[u8]>],
+        now: u64,
+    ) -> Result<(Response<'static>, usize), DocumentError> {
+        let (body, response) = self.open_modules(documents, now, |response| response.into_owned())?;
+        Ok((response, body.len()))
+    }
+
+    /// Assembles, decodes and checks the answer (see [`Self::open_module_documents`]); returns
+    /// its body and what `keep` makes of the checked, decoded answer.
+    fn open_modules<R>(
+        &self,
+        documents: &[impl AsRef<[u8]>],
+        now: u64,
+        keep: impl FnOnce(Response<'_>) -> R,
+    ) -> Result<(Vec<u8>, R), DocumentError> {
         let Some(modules) = &self.modules else {
             return Err(DocumentError::WrongCount { expected: 0, found: documents.len() });
         };
@@ -297,8 +319,8 @@ impl Fallback<'_> {
             }
         }
         check_binding(&response.binding, &self.binding.query, now)?;
-        drop(response);
-        Ok(body)
+        let kept = keep(response);
+        Ok((body, kept))
     }
 }
 

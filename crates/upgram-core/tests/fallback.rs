@@ -120,6 +120,8 @@ fn module_documents_assemble_the_answer_as_if_inline() {
         ],
     };
     assert_eq!(body, inline.to_vec(), "byte for byte the answer that did not fit");
+    let (answer, len) = signed.open_module_answer(&[&core, &extra], NOW).expect("opens, decoded");
+    assert_eq!((answer, len), (inline.clone().into_owned(), body.len()), "the same answer, decoded once");
     assert_eq!(
         signed.modules.as_ref().expect("module form").url(&Sha256Digest::of(&core)),
         format!("http://127.0.0.1:8080/doc/{}.xml", Sha256Digest::of(&core))
@@ -142,6 +144,8 @@ fn a_module_document_that_does_not_match_its_signed_hash_or_module_is_refused() 
     let swapped = module_pointer(binding, &[("core", &extra), ("extra", &core)]);
     let refused = swapped.open_module_documents(&[&extra, &core], NOW);
     assert!(matches!(refused, Err(DocumentError::WrongModule { index: 0, .. })), "{refused:?}");
+    let refused = swapped.open_module_answer(&[&extra, &core], NOW);
+    assert!(matches!(refused, Err(DocumentError::WrongModule { index: 0, .. })), "the decoded form checks the same");
 
     let refused = signed.open_module_documents(&[&core], NOW);
     assert!(matches!(refused, Err(DocumentError::WrongCount { expected: 2, found: 1 })), "{refused:?}");
