@@ -414,9 +414,17 @@ fn print(name: &str, report: &Report) {
     );
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The spread of the per-round ratios a median was taken of: "(rounds a–b)".
+fn spread(values: &[f64]) -> String {
+    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("(rounds {low:.2}–{high:.2})")
 }
 
 fn verdict(met: bool) -> &'static str {
@@ -511,7 +519,8 @@ fn run_mix(mix: Mix, setup: &Setup, bounds: &Bounds) {
     drop(echo);
     drop(upgram);
     let (cpu_goal, rate_goal) = mix.goals();
-    let (cpu, rate) = (median(cpu_ratios), median(rate_ratios));
+    let (cpu, rate) = (median(&cpu_ratios), median(&rate_ratios));
+    let (cpu_spread, rate_spread) = (spread(&cpu_ratios), spread(&rate_ratios));
     let n = bounds.rounds;
     println!("load average after:  {}", load_average());
     let total: u64 = kinds.iter().map(|(_, n)| n).sum();
@@ -535,12 +544,12 @@ fn run_mix(mix: Mix, setup: &Setup, bounds: &Bounds) {
     }
     let what = if mix == Mix::Spoofed { "CPU per challenged query" } else { "CPU per reply" };
     println!(
-        "{:<9} {what}, upgram / echo (median of {n}): {cpu:5.2}  (goal <= {cpu_goal:.2}) {}",
+        "{:<9} {what}, upgram / echo (median of {n}): {cpu:5.2} {cpu_spread}  (goal <= {cpu_goal:.2}) {}",
         mix.name(),
         verdict(cpu <= cpu_goal)
     );
     if mix == Mix::Spoofed {
-        println!("{:<9} replies/s, upgram / echo (median of {n}):    {rate:5.2}  (no goal)", mix.name());
+        println!("{:<9} replies/s, upgram / echo (median of {n}):    {rate:5.2} {rate_spread}  (no goal)", mix.name());
         let mib = rss_growth as f64 / (1024.0 * 1024.0);
         let enough = server_replies >= 100_000;
         println!(
@@ -552,7 +561,7 @@ fn run_mix(mix: Mix, setup: &Setup, bounds: &Bounds) {
         println!("{:<9} files written under --docs-dir: {files}  (goal 0) {}", mix.name(), verdict(files == 0));
     } else {
         println!(
-            "{:<9} replies/s, upgram / echo (median of {n}):    {rate:5.2}  (goal >= {rate_goal:.2}) {}",
+            "{:<9} replies/s, upgram / echo (median of {n}):    {rate:5.2} {rate_spread}  (goal >= {rate_goal:.2}) {}",
             mix.name(),
             verdict(rate >= rate_goal)
         );
