@@ -309,6 +309,8 @@ fn signed_message(kind: MessageKind, nonce: Option<&Nonce>, body: &[u8]) -> Vec<
 pub struct ReplySigner {
     key: SigningKey,
     key_id: KeyId,
+    /// The empty subtree of each height (0: the empty leaf), which fills a batch's tree.
+    empties: [TreeHash; MAX_BATCH_DEPTH + 1],
 }
 
 impl ReplySigner {
@@ -320,7 +322,11 @@ impl ReplySigner {
     /// A signer for `key`.
     pub fn new(key: SigningKey) -> Self {
         let key_id = KeyId::of(&key.verifying_key());
-        Self { key, key_id }
+        let mut empties = [empty_leaf_hash(); MAX_BATCH_DEPTH + 1];
+        for h in 1..empties.len() {
+            empties[h] = node_hash(&empties[h - 1], &empties[h - 1]);
+        }
+        Self { key, key_id, empties }
     }
 
     /// The public key clients pin.
@@ -388,12 +394,12 @@ impl ReplySigner {
         if members.len() < 2 {
             return;
         }
-        let depths = leaf_depths(members.iter().map(|&i| deepest[i]), members.len());
-        let leaves = members.iter().zip(depths).map(|(&i, depth)| {
+        let deepest: Vec<usize> = members.iter().map(|&i| deepest[i]).collect();
+        let leaves = members.iter().zip(leaf_depths(&deepest)).map(|(&i, depth)| {
             let item = &items[i];
             (i, depth, leaf_hash(item.kind, item.nonce, item.body))
         });
-        let Some(tree) = ShapedTree::build(leaves) else {
+        let Some(tree) = ShapedTree::build(leaves, &self.empties) else {
             return;
         };
         let signature = self.key.sign(&root_message(&tree.root)).to_bytes();
@@ -420,15 +426,15 @@ fn leaf_places(depth: usize) -> usize {
     1 << (MAX_BATCH_DEPTH - depth.min(MAX_BATCH_DEPTH))
 }
 
-/// The depth of each of `count` leaves (in order) whose deepest allowed depths are `deepest`
-/// and whose places add up to at most [`MAX_BATCH_LEN`]: all at the depth of a balanced tree
-/// of `count` leaves when that fits them all, else each at the shallower of its own deepest
-/// and the shallowest common depth at which the leaves still fit.
-fn leaf_depths(deepest: impl Iterator<Item = usize> + Clone, count: usize) -> Vec<usize> {
-    let balanced = count.next_power_of_two().trailing_zeros() as usize;
-    let fits = |cap: usize| deepest.clone().map(|d| leaf_places(d.min(cap))).sum::<usize>() <= MAX_BATCH_LEN;
+/// The depth of each leaf (in order) whose deepest allowed depths are `deepest` and whose
+/// places add up to at most [`MAX_BATCH_LEN`]: all at the depth of a balanced tree of that
+/// many leaves when that fits them all, else each at the shallower of its own deepest and the
+/// shallowest common depth at which the leaves still fit.
+fn leaf_depths(deepest: &[usize]) -> Vec<usize> {
+    let balanced = deepest.len().next_power_of_two().trailing_zeros() as usize;
+    let fits = |cap: usize| deepest.iter().map(|&d| leaf_places(d.min(cap))).sum::<usize>() <= MAX_BATCH_LEN;
     let cap = (balanced..MAX_BATCH_DEPTH).find(|&cap| fits(cap)).unwrap_or(MAX_BATCH_DEPTH);
-    deepest.map(|d| d.min(cap)).collect()
+    deepest.iter().map(|&d| d.min(cap)).collect()
 }
 
 /// A batch's Merkle tree whose leaves may sit at different depths (SPEC.md §10.3.1): leaves
@@ -454,9 +460,13 @@ struct PlacedLeaf {
 }
 
 impl ShapedTree {
-    /// The tree of `(item, depth, leaf hash)`, given in the order of the batch; `None` unless
-    /// every depth is 1 to [`MAX_BATCH_DEPTH`] and the leaves fit one tree.
-    fn build(leaves: impl Iterator<Item = (usize, usize, TreeHash)>) -> Option<Self> {
+    /// The tree of `(item, depth, leaf hash)`, given in the order of the batch, its free places
+    /// filled from `empties` (the empty subtree of each height); `None` unless every depth is
+    /// 1 to [`MAX_BATCH_DEPTH`] and the leaves fit one tree.
+    fn build(
+        leaves: impl Iterator<Item = (usize, usize, TreeHash)>,
+        empties: &[TreeHash; MAX_BATCH_DEPTH + 1],
+    ) -> Option<Self> {
         let mut placed: Vec<PlacedLeaf> = leaves
             .map(|(item, depth, hash)| PlacedLeaf {
                 item,
@@ -482,11 +492,7 @@ impl ShapedTree {
             leaf.index = next;
             next += 1;
         }
-        let mut empties = [empty_leaf_hash(); MAX_BATCH_DEPTH + 1];
-        for h in 1..empties.len() {
-            empties[h] = node_hash(&empties[h - 1], &empties[h - 1]);
-        }
-        let root = Self::subtree(&mut placed, 0, height, &empties);
+        let root = Self::subtree(&mut placed, 0, height, empties);
         let proofs = placed
             .iter()
             .map(|leaf| {

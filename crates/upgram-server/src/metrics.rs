@@ -75,6 +75,13 @@ pub fn bump(counter: &AtomicU64) {
 }
 
 impl Metrics {
+    /// Counts `evicted` documents the store dropped before their time (none: nothing to add).
+    pub fn count_evictions(&self, evicted: usize) {
+        if evicted > 0 {
+            self.documents_evicted.fetch_add(evicted as u64, Ordering::Relaxed);
+        }
+    }
+
     /// Records the time from receiving a datagram to handing its reply to the socket.
     pub fn observe_latency(&self, elapsed: Duration) {
         self.observe_latencies(elapsed, 1);
@@ -382,6 +389,22 @@ mod tests {
         assert!(text.contains("upgram_reply_latency_seconds_bucket{le=\"0.000005\"} 1"), "{text}");
         assert!(text.contains("upgram_reply_latency_seconds_bucket{le=\"0.00005\"} 2"), "{text}");
         assert!(text.contains("upgram_reply_latency_seconds_bucket{le=\"+Inf\"} 3"), "{text}");
+    }
+
+    #[test]
+    fn the_replies_of_one_gathering_are_recorded_at_once_as_many() {
+        let one_by_one = Metrics::default();
+        for _ in 0..3 {
+            one_by_one.observe_latency(Duration::from_micros(40));
+        }
+        let at_once = Metrics::default();
+        at_once.observe_latencies(Duration::from_micros(40), 3);
+        at_once.observe_latencies(Duration::from_secs(1), 0);
+        assert_eq!(render(&snapshot([&at_once])), render(&snapshot([&one_by_one])));
+        let text = render(&snapshot([&at_once]));
+        assert!(text.contains("upgram_reply_latency_seconds_bucket{le=\"0.00005\"} 3"), "{text}");
+        assert!(text.contains("upgram_reply_latency_seconds_bucket{le=\"0.000025\"} 0"), "{text}");
+        assert!(text.contains("upgram_reply_latency_seconds_count 3"), "{text}");
     }
 
     #[test]

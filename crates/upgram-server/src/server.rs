@@ -866,9 +866,7 @@ impl Worker {
         } else {
             (0, true)
         };
-        if evicted > 0 {
-            self.metrics.documents_evicted.fetch_add(evicted as u64, Ordering::Relaxed);
-        }
+        self.metrics.count_evictions(evicted);
         // Another worker may have evicted one of them since `evictions` was read: only then
         // are they looked up again.
         if all_kept && self.shared.evictions.load(Ordering::Relaxed) != evictions + evicted as u64 {
@@ -902,9 +900,7 @@ fn keep_signed(
     let mut prepared = answer.reply.signed(signature);
     if let Some(document) = prepared.document.take() {
         let evicted = shared.keep_document(document.sha256, document.bytes.into(), answer.expires, now);
-        if evicted > 0 {
-            metrics.documents_evicted.fetch_add(evicted as u64, Ordering::Relaxed);
-        }
+        metrics.count_evictions(evicted);
     }
     Arc::new(prepared)
 }
