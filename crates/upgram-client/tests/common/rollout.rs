@@ -226,11 +226,12 @@ pub fn update_all(
     (new, new_files): (&str, Files),
     (old, old_files): (&str, Files),
 ) -> usize {
-    let versions = in_parallel(sites, |site| site.update(runtime, client));
+    let results = in_parallel(sites, |site| site.update_with_outcomes(runtime, client));
     let mut count = 0;
-    for (site, version) in sites.iter().zip(versions) {
+    for (site, (version, outcomes)) in sites.iter().zip(results) {
         let (want, files) = if upgraded(site.bucket) { (new, new_files) } else { (old, old_files) };
-        assert_eq!(version, want, "bucket {}", site.bucket);
+        // The outcomes tell a failed upgrade (download, install) from one never offered.
+        assert_eq!(version, want, "bucket {}: outcomes {outcomes:?}", site.bucket);
         assert_eq!(installed_files(&site.root), expected(files), "bucket {}: the files of {want}", site.bucket);
         count += usize::from(version == new);
     }
